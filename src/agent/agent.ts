@@ -1,0 +1,728 @@
+// The agent: manages one Apache CouchDB 3.x beside it (lifecycle, databases, users, root,
+// configuration overrides, backup, restore). Implements the AgentApi contract of protocol.ts; the
+// RPC server (server.ts) exposes it to the control plane.
+//
+// Files. In the agent's own directory: agent-state.json (settings and lifecycle state, no secret).
+// In settings.instanceDir: etc/local.ini (the last file of CouchDB's ini chain, 0600), vm.args
+// (0600), admin.secret (the agent's generated admin password, 0600, the only copy), log/couchdb.log.
+import { randomBytes, randomUUID } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { AgentError, invalid } from './errors.js';
+import { CouchClient, CouchUnreachableError, type Credentials, type ShardMapDoc } from './couchdb.js';
+import { CouchManager, generatePassword } from './manage.js';
+import { IniFile } from './ini.js';
+import { parseOverrides, type ParsedOverride } from './config-keys.js';
+import { checkPortFree, CouchProcess, reasonFromLog, stopEpmd } from './process.js';
+import { AGENT_ADMIN, checkBackupId, checkSettings, checkStorageUrl } from './validate.js';
+import type { AgentApi, AgentBackupRequest, ConfigurationResult, InstanceSettings, InstanceStatus, NewUser, UserInfo } from './protocol.js';
+import { CODECS } from '../config/option.js';
+import { BackupNotFoundError, createBackup, readBackupMetadata, restoreBackup, type BackupSummary, type CouchdbMetadata, type Progress } from '../backup/index.js';
+import { openStorage, StorageError, type Backend } from '../storage/index.js';
+import { readKeyFile, type KeyMaterial } from '../crypto/keys.js';
+import { CouchtroveError, describeError } from '../util/errors.js';
+
+export interface AgentOptions {
+  /** How long CouchDB may take to answer /_up after a start (default 120 s). */
+  startTimeoutMs?: number;
+  /** How long a graceful stop may take before SIGKILL (default 60 s). */
+  stopTimeoutMs?: number;
+  /** One line per lifecycle event; never given a secret. */
+  log?: (line: string) => void;
+}
+
+interface PersistedState {
+  version: 1;
+  settings: InstanceSettings;
+  uuid: string;
+  /** What the operator asked for last. */
+  desired: 'RUNNING' | 'SHUTDOWN';
+  /** Sticky failure (start or prepare failed); cleared by a successful start or prepare. */
+  failure: string | null;
+  /** A restore did not complete: the data is not what was asked for; only prepare clears it. */
+  restoreFailed: boolean;
+  /** prepare was under way when the agent stopped. */
+  building: boolean;
+  /** Overrides written to local.ini while CouchDB ran: applied at the next restart. */
+  pendingRestart: string[];
+  pid: number | null;
+  logOffset: number;
+}
+
+const STATE_FILE = 'agent-state.json';
+
+export function instanceFiles(s: InstanceSettings) {
+  return {
+    etcDir: path.join(s.instanceDir, 'etc'),
+    localIni: path.join(s.instanceDir, 'etc', 'local.ini'),
+    vmArgs: path.join(s.instanceDir, 'vm.args'),
+    secret: path.join(s.instanceDir, 'admin.secret'),
+    log: path.join(s.instanceDir, 'log', 'couchdb.log'),
+    smoosh: path.join(s.instanceDir, 'smoosh'),
+  };
+}
+
+/** The URL the agent uses to reach its CouchDB (loopback when CouchDB listens on every address). */
+export function couchUrl(s: InstanceSettings): string {
+  const host = s.bindAddress === 'any' || s.bindAddress === '0.0.0.0' ? '127.0.0.1' : s.bindAddress === '::' ? '::1' : s.bindAddress;
+  return `http://${host.includes(':') ? `[${host}]` : host}:${s.port}`;
+}
+
+/** Writes a file readable by its owner only, atomically (temp file, fsync, rename). */
+export async function writePrivateFile(file: string, content: string): Promise<void> {
+  await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+  const tmp = `${file}.tmp-${randomBytes(4).toString('hex')}`;
+  const h = await fsp.open(tmp, 'wx', 0o600);
+  try {
+    await h.writeFile(content);
+    await h.sync();
+  } finally {
+    await h.close();
+  }
+  await fsp.chmod(tmp, 0o600);
+  await fsp.rename(tmp, file);
+}
+
+export function renderLocalIni(s: InstanceSettings, uuid: string, admin: Credentials, overrides: ParsedOverride[]): string {
+  const ini = IniFile.parse(
+    [
+      `; Written by the couchtrove agent for instance ${s.instanceId}: the last file of this instance's`,
+      '; COUCHDB_INI_FILES. CouchDB writes runtime configuration changes here and replaces plain-text',
+      '; admin passwords by hashes on start. Keep this file mode 0600.',
+      '',
+    ].join('\n'),
+  );
+  const f = instanceFiles(s);
+  ini.set('couchdb', 'database_dir', s.dataDir);
+  ini.set('couchdb', 'view_index_dir', s.dataDir);
+  ini.set('couchdb', 'uuid', uuid);
+  ini.set('couchdb', 'single_node', 'true');
+  ini.set('chttpd', 'port', String(s.port));
+  ini.set('chttpd', 'bind_address', s.bindAddress);
+  ini.set('cluster', 'n', '1');
+  ini.set('smoosh', 'state_dir', f.smoosh);
+  ini.set('admins', admin.username, admin.password);
+  for (const o of overrides) ini.set(o.section, o.key, o.value);
+  return ini.toString();
+}
+
+export function renderVmArgs(s: InstanceSettings, cookie: string): string {
+  const lines = [
+    `# Written by the couchtrove agent for instance ${s.instanceId} (COUCHDB_ARGS_FILE).`,
+    `-name ${s.nodeName}`,
+    `-setcookie ${cookie}`,
+    '-kernel error_logger silent',
+    '-sasl sasl_error_logger false',
+    '# Erlang distribution on loopback only.',
+    '-kernel inet_dist_use_interface {127,0,0,1}',
+    '+K true',
+    '+A 16',
+    '+Bd -noinput',
+  ];
+  if (s.flavor) lines.push(`+S ${s.flavor.vcpus}:${s.flavor.vcpus}`);
+  return `${lines.join('\n')}\n`;
+}
+
+async function checkWritableDir(dir: string): Promise<void> {
+  try {
+    await fsp.mkdir(dir, { recursive: true });
+    const probe = path.join(dir, `.couchtrove-probe-${randomBytes(4).toString('hex')}`);
+    await fsp.writeFile(probe, '');
+    await fsp.unlink(probe);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? '';
+    throw new AgentError('INVALID_ARGUMENT', `data directory ${dir} is not writable${code ? ` (${code})` : ''}: ${describeError(err)}`);
+  }
+}
+
+async function usedBytes(dir: string): Promise<number> {
+  let total = 0;
+  const walk = async (d: string): Promise<void> => {
+    let entries: fs.Dirent[];
+    try {
+      entries = await fsp.readdir(d, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) await walk(p);
+      else {
+        const st = await fsp.lstat(p).catch(() => null);
+        if (st) total += st.blocks * 512;
+      }
+    }
+  };
+  await walk(dir);
+  return total;
+}
+
+export class Agent implements AgentApi {
+  #state: PersistedState | null = null;
+  #proc: CouchProcess | null = null;
+  #busy: string | null = null;
+  #progress: Progress | null = null;
+  #admin: Credentials | null = null;
+  #manager: CouchManager | null = null;
+  #version: string | undefined;
+  #configLock: Promise<unknown> = Promise.resolve();
+  readonly #startTimeoutMs: number;
+  readonly #stopTimeoutMs: number;
+  readonly #log: (line: string) => void;
+
+  private constructor(
+    readonly agentDir: string,
+    options: AgentOptions,
+  ) {
+    this.#startTimeoutMs = options.startTimeoutMs ?? 120_000;
+    this.#stopTimeoutMs = options.stopTimeoutMs ?? 60_000;
+    this.#log = options.log ?? (() => undefined);
+  }
+
+  /** Opens the agent's directory; adopts a CouchDB an earlier agent process left running. */
+  static async open(agentDir: string, options: AgentOptions = {}): Promise<Agent> {
+    const dir = path.resolve(agentDir);
+    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+    const agent = new Agent(dir, options);
+    await agent.#load();
+    return agent;
+  }
+
+  async #load(): Promise<void> {
+    let text: string;
+    try {
+      text = await fsp.readFile(path.join(this.agentDir, STATE_FILE), 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw err;
+    }
+    const st = JSON.parse(text) as PersistedState;
+    if (st.building) {
+      st.building = false;
+      st.failure = 'the agent stopped while preparing the instance; prepare it again';
+      if (st.settings.restore) st.restoreFailed = true;
+    }
+    this.#state = st;
+    if (st.pid) this.#proc = CouchProcess.adopt(st.pid, st.logOffset);
+    await this.#loadSecret().catch(() => undefined);
+    if (st.building === false) await this.#persist();
+  }
+
+  async #loadSecret(): Promise<void> {
+    const s = this.#requireState().settings;
+    const c = JSON.parse(await fsp.readFile(instanceFiles(s).secret, 'utf8')) as Credentials;
+    this.#admin = { username: c.username, password: c.password };
+    this.#manager = null;
+  }
+
+  async #persist(): Promise<void> {
+    if (this.#state) await writePrivateFile(path.join(this.agentDir, STATE_FILE), `${JSON.stringify(this.#state, null, 2)}\n`);
+  }
+
+  #requireState(): PersistedState {
+    if (!this.#state) throw new AgentError('CONFLICT', 'the instance has not been prepared');
+    return this.#state;
+  }
+
+  /** One lifecycle operation at a time; a second one is refused while the first runs. */
+  async #exclusive<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    if (this.#busy) throw new AgentError('CONFLICT', `the agent is busy (${this.#busy}); try again when it has finished`);
+    this.#busy = name;
+    try {
+      return await fn();
+    } finally {
+      this.#busy = null;
+    }
+  }
+
+  #client(timeoutMs?: number): CouchClient {
+    const st = this.#requireState();
+    return new CouchClient(couchUrl(st.settings), this.#admin ?? undefined, timeoutMs);
+  }
+
+  /** For operations that need a usable CouchDB. */
+  #requireUsable(): PersistedState {
+    const st = this.#requireState();
+    if (st.restoreFailed) throw new AgentError('CONFLICT', `the instance is FAILED: ${st.failure ?? 'restore did not complete'}`);
+    if (this.#busy === 'prepare') throw new AgentError('CONFLICT', 'the instance is being prepared');
+    if (!this.#admin) throw new AgentError('CONFLICT', 'the instance has no admin credentials; prepare it again');
+    return st;
+  }
+
+  #mgr(): CouchManager {
+    this.#requireUsable();
+    return this.#managerNoCheck();
+  }
+
+  #managerNoCheck(): CouchManager {
+    if (!this.#manager) this.#manager = new CouchManager(this.#client(), { beforeGrowth: () => this.#checkQuota() });
+    return this.#manager;
+  }
+
+  async #checkQuota(): Promise<void> {
+    const st = this.#requireState();
+    const quota = st.settings.volumeBytes;
+    if (quota === undefined) return;
+    const used = await usedBytes(st.settings.dataDir);
+    if (used >= quota) throw new AgentError('VOLUME_FULL', `the volume is full: ${used} of ${quota} bytes used`);
+  }
+
+  // --- lifecycle ----------------------------------------------------------------------------
+
+  async prepare(input: InstanceSettings): Promise<InstanceStatus> {
+    const s = checkSettings(input);
+    const overrides = parseOverrides(s.overrides ?? {}, true);
+    await this.#exclusive('prepare', async () => {
+      await fsp.access(path.join(s.couchdbHome, 'bin', 'couchdb'), fs.constants.X_OK).catch(() => {
+        throw invalid(`couchdbHome ${s.couchdbHome} has no executable bin/couchdb (it must be an Apache CouchDB release directory)`);
+      });
+      // Everything a restore needs is checked before anything changes.
+      let restore: { storage: Backend; key?: KeyMaterial; meta: CouchdbMetadata | null } | null = null;
+      if (s.restore) restore = await this.#openRestore(s.restore);
+      const previous = this.#state;
+      try {
+        if (this.#proc?.running) await this.#stopProcess();
+        const st: PersistedState = {
+          version: 1,
+          settings: s,
+          uuid: previous?.uuid ?? randomUUID().replaceAll('-', ''),
+          desired: 'RUNNING',
+          failure: null,
+          restoreFailed: false,
+          building: true,
+          pendingRestart: [],
+          pid: null,
+          logOffset: 0,
+        };
+        this.#state = st;
+        this.#manager = null;
+        await this.#persist();
+        try {
+          await this.#build(st, overrides, restore, previous !== null);
+          st.building = false;
+          await this.#persist();
+          this.#log(`instance ${s.instanceId} prepared${s.restore ? ` from backup ${s.restore.backupId}` : ''}`);
+        } catch (err) {
+          const reason = describeError(err);
+          st.building = false;
+          st.failure = s.restore ? `restore of backup ${s.restore.backupId} did not complete: ${reason}` : reason;
+          st.restoreFailed = s.restore !== undefined;
+          if (this.#proc?.running) await this.#stopProcess().catch(() => undefined);
+          await this.#persist();
+          this.#log(`instance ${s.instanceId} FAILED: ${st.failure}`);
+        }
+      } finally {
+        await restore?.storage.close().catch(() => undefined);
+      }
+    });
+    return this.status();
+  }
+
+  async #openRestore(r: NonNullable<InstanceSettings['restore']>): Promise<{ storage: Backend; key?: KeyMaterial; meta: CouchdbMetadata | null }> {
+    let storage: Backend;
+    try {
+      storage = await openStorage(r.storage);
+    } catch (err) {
+      throw invalid(`cannot open backup storage: ${describeError(err)}`);
+    }
+    try {
+      const key = r.keyFile ? await readKeyFile(r.keyFile).catch((err: unknown) => Promise.reject(invalid(describeError(err)))) : undefined;
+      const { couchdb } = await readBackupMetadata(storage, r.backupId, key).catch((err: unknown) => {
+        if (err instanceof BackupNotFoundError) throw new AgentError('NOT_FOUND', `backup ${r.backupId} not found in ${storage.location}`);
+        throw invalid(`cannot read backup ${r.backupId}: ${describeError(err)}`);
+      });
+      return { storage, key, meta: couchdb };
+    } catch (err) {
+      await storage.close().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  async #build(st: PersistedState, overrides: ParsedOverride[], restore: { storage: Backend; key?: KeyMaterial; meta: CouchdbMetadata | null } | null, replacing: boolean): Promise<void> {
+    const s = st.settings;
+    const f = instanceFiles(s);
+    await fsp.mkdir(s.instanceDir, { recursive: true, mode: 0o700 });
+    await checkWritableDir(s.dataDir);
+
+    const admin: Credentials = { username: AGENT_ADMIN, password: generatePassword() };
+    await writePrivateFile(f.secret, `${JSON.stringify(admin)}\n`);
+    this.#admin = admin;
+    this.#manager = null;
+    await fsp.mkdir(f.smoosh, { recursive: true, mode: 0o700 });
+    // The plain password is in local.ini (0600) only until CouchDB's first start replaces it by a hash.
+    await writePrivateFile(f.localIni, renderLocalIni(s, st.uuid, admin, overrides));
+    await writePrivateFile(f.vmArgs, renderVmArgs(s, randomBytes(24).toString('hex')));
+
+    if (restore && s.restore) {
+      this.#progress = { phase: 'restore', bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: 0 };
+      try {
+        await restoreBackup({
+          storage: restore.storage,
+          id: s.restore.backupId,
+          dataDir: s.dataDir,
+          key: restore.key,
+          owner: `${process.getuid?.() ?? 0}:${process.getgid?.() ?? 0}`,
+          // A data directory with something in it is refused on a first prepare (wrong volume?);
+          // preparing again with a backup asks for the data to be replaced (only once the restore succeeded).
+          force: replacing,
+          progress: (p) => (this.#progress = p),
+        });
+      } finally {
+        this.#progress = null;
+      }
+      // Another node name: CouchDB must not meet the old node's membership (couchdb-3.md).
+      if (restore.meta?.node && restore.meta.node !== s.nodeName) await fsp.rm(path.join(s.dataDir, '_nodes.couch'), { force: true });
+    }
+
+    const failure = await this.#startProcess(st);
+    if (failure) throw new CouchtroveError(failure);
+    const ctx = await this.#client().session();
+    if (!ctx.roles.includes('_admin')) throw new CouchtroveError('the generated admin is not a server admin: admin party was not ended');
+    // Restored databases of another node open only once their shard maps name this node.
+    if (restore?.meta?.node && restore.meta.node !== s.nodeName) await this.#renameNode(restore.meta.node, s.nodeName);
+    await this.#managerNoCheck().ensureSystemDatabases();
+    if (restore?.meta) await this.#verifyRestore(restore.meta);
+  }
+
+  /** The rename procedure of couchdb-3.md: every shard map and the node list name the new node. */
+  async #renameNode(oldNode: string, newNode: string): Promise<void> {
+    const couch = this.#client();
+    const swap = (n: unknown) => (n === oldNode ? newNode : n);
+    for (const doc of await couch.nodeLocalDocs<ShardMapDoc>('_dbs')) {
+      if (!JSON.stringify(doc).includes(JSON.stringify(oldNode))) continue;
+      const next: ShardMapDoc = { ...doc };
+      if (doc.by_node) next.by_node = Object.fromEntries(Object.entries(doc.by_node).map(([k, v]) => [swap(k) as string, v]));
+      if (doc.by_range) next.by_range = Object.fromEntries(Object.entries(doc.by_range).map(([k, v]) => [k, v.map((n) => swap(n) as string)]));
+      if (Array.isArray(doc.changelog)) next.changelog = doc.changelog.map((e) => (Array.isArray(e) ? e.map(swap) : e));
+      await couch.putNodeLocalDoc('_dbs', next);
+    }
+    await couch.deleteNodeLocalDoc('_nodes', oldNode);
+    this.#log(`shard maps moved from node ${oldNode} to ${newNode}`);
+  }
+
+  /** Every database recorded in the backup opens with at least its recorded document count. */
+  async #verifyRestore(meta: CouchdbMetadata): Promise<void> {
+    const couch = this.#client();
+    const deadline = Date.now() + 30_000;
+    let problems: string[] = [];
+    for (;;) {
+      problems = [];
+      for (const db of meta.databases) {
+        try {
+          const info = await couch.dbInfo(db.name);
+          if (!info) problems.push(`${db.name}: missing`);
+          else if (info.doc_count < db.docCount) problems.push(`${db.name}: ${info.doc_count} documents, the backup recorded ${db.docCount}`);
+        } catch (err) {
+          problems.push(`${db.name}: ${describeError(err)}`);
+        }
+      }
+      if (problems.length === 0 || Date.now() > deadline) break;
+      await sleep(500);
+    }
+    if (problems.length) {
+      const shown = problems.slice(0, 5).join('; ');
+      throw new CouchtroveError(`${problems.length} of ${meta.databases.length} databases did not come back: ${shown}${problems.length > 5 ? '; ...' : ''}`);
+    }
+  }
+
+  /** Starts CouchDB and waits for /_up; returns the failure reason, or null when it runs. */
+  async #startProcess(st: PersistedState): Promise<string | null> {
+    const s = st.settings;
+    const f = instanceFiles(s);
+    try {
+      await checkPortFree(s.bindAddress, s.port);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      return code === 'EADDRINUSE' ? `cannot start CouchDB: port ${s.port} on ${s.bindAddress} is already in use (EADDRINUSE)` : `cannot start CouchDB: cannot listen on ${s.bindAddress}:${s.port}: ${describeError(err)}`;
+    }
+    const defaultIni = path.join(s.couchdbHome, 'etc', 'default.ini');
+    const iniFiles = [...(fs.existsSync(defaultIni) ? [defaultIni] : []), f.localIni];
+    let proc: CouchProcess;
+    try {
+      proc = await CouchProcess.launch({ couchdbHome: s.couchdbHome, iniFiles, argsFile: f.vmArgs, epmdPort: s.epmdPort, logFile: f.log });
+    } catch (err) {
+      return `cannot start CouchDB: ${describeError(err)}`;
+    }
+    this.#proc = proc;
+    st.pid = proc.pid;
+    st.logOffset = proc.logOffset;
+    await this.#persist();
+    const secrets = this.#admin ? [this.#admin.password] : [];
+    const anon = new CouchClient(couchUrl(s));
+    const deadline = Date.now() + this.#startTimeoutMs;
+    for (;;) {
+      if (!proc.running) {
+        const exit = proc.exitInfo();
+        st.pid = null;
+        return `CouchDB exited during start (${exit?.signal ? `signal ${exit.signal}` : `code ${exit?.code ?? '?'}`}): ${await reasonFromLog(f.log, proc.logOffset, secrets)}`;
+      }
+      if (await anon.up(1000)) break;
+      if (Date.now() > deadline) {
+        await proc.stop(5000);
+        st.pid = null;
+        return `CouchDB did not answer /_up within ${Math.round(this.#startTimeoutMs / 1000)} s: ${await reasonFromLog(f.log, proc.logOffset, secrets)}`;
+      }
+      await sleep(100);
+    }
+    // The server answering must be this instance's (same uuid), not another one on the port.
+    try {
+      const info = await this.#client().info();
+      this.#version = info.version;
+      if (info.uuid !== undefined && info.uuid !== st.uuid) {
+        await proc.stop(this.#stopTimeoutMs);
+        return `another CouchDB (uuid ${info.uuid}) answers on ${couchUrl(s)}`;
+      }
+    } catch (err) {
+      await proc.stop(this.#stopTimeoutMs);
+      st.pid = null;
+      return `CouchDB started but does not accept the agent's admin: ${describeError(err)}`;
+    }
+    this.#log(`CouchDB started (pid ${proc.pid}) on ${couchUrl(s)}`);
+    return null;
+  }
+
+  async #stopProcess(): Promise<void> {
+    const st = this.#state;
+    const proc = this.#proc;
+    if (proc?.running) {
+      const { forced } = await proc.stop(this.#stopTimeoutMs);
+      this.#log(forced ? `CouchDB (pid ${proc.pid}) did not stop within ${this.#stopTimeoutMs} ms: killed` : `CouchDB (pid ${proc.pid}) stopped`);
+    }
+    this.#proc = null;
+    if (st) {
+      await stopEpmd(st.settings.couchdbHome, st.settings.epmdPort);
+      st.pid = null;
+    }
+  }
+
+  async start(): Promise<InstanceStatus> {
+    await this.#exclusive('start', async () => {
+      const st = this.#requireState();
+      if (st.restoreFailed) throw new AgentError('CONFLICT', `the instance cannot start: ${st.failure ?? 'its restore did not complete'}; prepare it again`);
+      if (st.building) throw new AgentError('CONFLICT', 'the instance is being prepared');
+      st.desired = 'RUNNING';
+      if (!(this.#proc?.running && (await this.#client().up()))) {
+        if (this.#proc?.running) await this.#stopProcess();
+        const failure = await this.#startProcess(st);
+        st.failure = failure;
+        if (!failure) st.pendingRestart = [];
+      }
+      await this.#persist();
+    });
+    return this.status();
+  }
+
+  async stop(): Promise<InstanceStatus> {
+    await this.#exclusive('stop', async () => {
+      const st = this.#requireState();
+      st.desired = 'SHUTDOWN';
+      await this.#stopProcess();
+      if (!st.restoreFailed) st.failure = null;
+      await this.#persist();
+    });
+    return this.status();
+  }
+
+  async restart(): Promise<InstanceStatus> {
+    await this.#exclusive('restart', async () => {
+      const st = this.#requireState();
+      if (st.restoreFailed) throw new AgentError('CONFLICT', `the instance cannot start: ${st.failure ?? 'its restore did not complete'}; prepare it again`);
+      await this.#stopProcess();
+      st.desired = 'RUNNING';
+      const failure = await this.#startProcess(st);
+      st.failure = failure;
+      if (!failure) st.pendingRestart = [];
+      await this.#persist();
+    });
+    return this.status();
+  }
+
+  async status(): Promise<InstanceStatus> {
+    const st = this.#state;
+    if (!st) return { state: 'BUILD', reason: 'waiting for prepare' };
+    if (st.building) return { state: 'BUILD', reason: st.settings.restore ? `restoring backup ${st.settings.restore.backupId}` : 'preparing' };
+    if (st.failure) return { state: 'FAILED', reason: st.failure };
+    if (this.#busy === 'start' || this.#busy === 'restart') return { state: 'BUILD', reason: `${this.#busy}ing` };
+    if (st.desired === 'SHUTDOWN') return { state: 'SHUTDOWN' };
+    const s = st.settings;
+    if (await this.#client().up(2000)) {
+      if (!this.#version) this.#version = await this.#client(5000).info().then((i) => i.version, () => undefined);
+      const version = this.#version ? { version: this.#version } : {};
+      if (st.pendingRestart.length) return { state: 'RESTART_REQUIRED', reason: `configuration waiting for a restart: ${st.pendingRestart.join(', ')}`, ...version };
+      return { state: 'RUNNING', ...version };
+    }
+    const f = instanceFiles(s);
+    const secrets = this.#admin ? [this.#admin.password] : [];
+    if (!this.#proc || !this.#proc.running) {
+      const exit = this.#proc?.exitInfo();
+      const how = exit && (exit.code !== null || exit.signal !== null) ? ` (${exit.signal ? `signal ${exit.signal}` : `code ${exit.code}`})` : '';
+      return { state: 'FAILED', reason: `CouchDB is not running${how}: ${await reasonFromLog(f.log, st.logOffset, secrets)}` };
+    }
+    return { state: 'FAILED', reason: `CouchDB (pid ${this.#proc.pid}) does not answer ${couchUrl(s)}/_up` };
+  }
+
+  async volumeUsage(): Promise<{ used: number; total: number }> {
+    const s = this.#requireState().settings;
+    const used = await usedBytes(s.dataDir);
+    let total = s.volumeBytes;
+    if (total === undefined) {
+      const fsStat = await fsp.statfs(s.dataDir);
+      total = fsStat.blocks * fsStat.bsize;
+    }
+    return { used, total };
+  }
+
+  // --- databases, users, root ---------------------------------------------------------------
+
+  async listDatabases(): Promise<string[]> {
+    return this.#mgr().listDatabases();
+  }
+  async createDatabase(name: string): Promise<void> {
+    return this.#mgr().createDatabase(name);
+  }
+  async deleteDatabase(name: string): Promise<void> {
+    return this.#mgr().deleteDatabase(name);
+  }
+  async listUsers(): Promise<UserInfo[]> {
+    return this.#mgr().listUsers();
+  }
+  async getUser(name: string): Promise<UserInfo> {
+    return this.#mgr().getUser(name);
+  }
+  async createUser(user: NewUser): Promise<void> {
+    return this.#mgr().createUser(user);
+  }
+  async deleteUser(name: string): Promise<void> {
+    return this.#mgr().deleteUser(name);
+  }
+  async changePassword(name: string, password: string): Promise<void> {
+    return this.#mgr().changePassword(name, password);
+  }
+  async grantAccess(name: string, databases: string[]): Promise<void> {
+    return this.#mgr().grantAccess(name, databases);
+  }
+  async revokeAccess(name: string, database: string): Promise<void> {
+    return this.#mgr().revokeAccess(name, database);
+  }
+  async enableRoot(password?: string): Promise<{ name: 'root'; password: string }> {
+    return this.#withConfigLock(() => this.#mgr().enableRoot(password));
+  }
+  async isRootEnabled(): Promise<boolean> {
+    return this.#mgr().isRootEnabled();
+  }
+  async disableRoot(): Promise<void> {
+    return this.#withConfigLock(() => this.#mgr().disableRoot());
+  }
+
+  // --- configuration ------------------------------------------------------------------------
+
+  /** CouchDB and the agent both write local.ini: one change at a time. */
+  #withConfigLock<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.#configLock.then(fn, fn);
+    this.#configLock = next.catch(() => undefined);
+    return next;
+  }
+
+  async applyConfiguration(overrides: Record<string, string>): Promise<ConfigurationResult> {
+    const parsed = parseOverrides(overrides);
+    const st = this.#requireUsable();
+    return this.#withConfigLock(async () => {
+      const couch = this.#client();
+      const running = this.#proc?.running === true && (await couch.up());
+      const applied: string[] = [];
+      const pending: ParsedOverride[] = [];
+      const undo: { o: ParsedOverride; previous: string }[] = [];
+      try {
+        for (const o of parsed) {
+          if (o.kind === 'live' && running) {
+            const previous = await couch.putConfig(o.section, o.key, o.value);
+            undo.push({ o, previous });
+            applied.push(`${o.section}/${o.key}`);
+          } else pending.push(o);
+        }
+        if (pending.length) {
+          const file = instanceFiles(st.settings).localIni;
+          const ini = IniFile.parse(await fsp.readFile(file, 'utf8'));
+          for (const o of pending) ini.set(o.section, o.key, o.value);
+          await writePrivateFile(file, ini.toString());
+        }
+      } catch (err) {
+        for (const { o, previous } of undo.reverse()) {
+          await (previous === '' ? couch.deleteConfig(o.section, o.key) : couch.putConfig(o.section, o.key, previous)).catch(() => undefined);
+        }
+        throw err;
+      }
+      const pendingKeys = pending.map((o) => `${o.section}/${o.key}`);
+      st.settings.overrides = { ...st.settings.overrides, ...Object.fromEntries(parsed.map((o) => [`${o.section}/${o.key}`, o.value])) };
+      if (running) st.pendingRestart = [...new Set([...st.pendingRestart, ...pendingKeys])];
+      await this.#persist();
+      return { applied, pending: pendingKeys, restartRequired: running && pendingKeys.length > 0 };
+    });
+  }
+
+  // --- backup -------------------------------------------------------------------------------
+
+  async backup(request: AgentBackupRequest): Promise<BackupSummary & { location: string }> {
+    if (!request || typeof request !== 'object') throw invalid('backup request must be {storage, id, keyFile?, compression?, labels?}');
+    const storageUrl = checkStorageUrl(request.storage);
+    const id = checkBackupId(request.id);
+    if (request.compression !== undefined && !(CODECS as readonly string[]).includes(request.compression)) {
+      throw invalid(`compression must be one of ${CODECS.join(', ')}, got ${JSON.stringify(request.compression)}`);
+    }
+    if (request.keyFile !== undefined && (typeof request.keyFile !== 'string' || !path.isAbsolute(request.keyFile))) throw invalid('keyFile must be an absolute path');
+    const labels: Record<string, string> = {};
+    for (const [k, v] of Object.entries(request.labels ?? {})) {
+      if (typeof v !== 'string') throw invalid(`label ${k} must be a string`);
+      labels[k] = v;
+    }
+    const st = this.#requireUsable();
+    labels.instanceId ??= st.settings.instanceId;
+    return this.#exclusive('backup', async () => {
+      if (!(await this.#client().up())) throw new AgentError('NOT_RUNNING', 'CouchDB is not running: a backup needs it to record its databases');
+      let storage: Backend;
+      try {
+        storage = await openStorage(storageUrl);
+      } catch (err) {
+        throw new AgentError('STORAGE_ERROR', `cannot open backup storage: ${describeError(err)}`);
+      }
+      this.#progress = { phase: 'backup', bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: 0 };
+      try {
+        const key = request.keyFile ? await readKeyFile(request.keyFile).catch((err: unknown) => Promise.reject(invalid(describeError(err)))) : undefined;
+        const summary = await createBackup({
+          dataDir: st.settings.dataDir,
+          storage,
+          key,
+          compression: request.compression,
+          configDir: instanceFiles(st.settings).etcDir,
+          couchdb: { url: couchUrl(st.settings), username: this.#admin!.username, password: this.#admin!.password },
+          id,
+          labels,
+          progress: (p) => (this.#progress = p),
+        });
+        this.#log(`backup ${id} completed: ${summary.files} files, ${summary.size} bytes stored`);
+        return { ...summary, location: storage.location };
+      } catch (err) {
+        if (err instanceof AgentError) throw err;
+        const msg = describeError(err);
+        if (err instanceof StorageError) throw new AgentError('STORAGE_ERROR', msg);
+        if (/already exists/.test(msg)) throw new AgentError('ALREADY_EXISTS', msg);
+        if (err instanceof CouchUnreachableError) throw err;
+        throw new AgentError('BACKUP_FAILED', `backup ${id} failed: ${msg}`);
+      } finally {
+        this.#progress = null;
+        await storage.close().catch(() => undefined);
+      }
+    });
+  }
+
+  async progress(): Promise<Progress | null> {
+    return this.#progress;
+  }
+
+  /** For tests and `agent serve` shutdown: the pid of the CouchDB this agent runs, if any. */
+  get couchdbPid(): number | null {
+    return this.#proc?.running ? this.#proc.pid : null;
+  }
+}

@@ -1,0 +1,277 @@
+// A typed client for the parts of Apache CouchDB 3.x's HTTP API the agent uses (docs:
+// ../shared/docs/couchdb-3.md "HTTP API used for management"). fetch, basic auth from memory, a
+// timeout on every request. Errors name the method, the path and CouchDB's answer, never the
+// credentials (they are not in the URL, and the Authorization header is never printed).
+import { AgentError } from './errors.js';
+
+export interface Credentials {
+  username: string;
+  password: string;
+}
+
+export interface SecurityObject {
+  admins?: { names?: string[]; roles?: string[] };
+  members?: { names?: string[]; roles?: string[] };
+  [other: string]: unknown;
+}
+
+export interface UserDoc {
+  _id: string;
+  _rev?: string;
+  name: string;
+  type: 'user';
+  roles: string[];
+  password?: string;
+  [other: string]: unknown;
+}
+
+export interface DatabaseInfo {
+  db_name: string;
+  doc_count: number;
+  doc_del_count?: number;
+  update_seq: unknown;
+  sizes?: { file?: number; active?: number; external?: number };
+}
+
+export interface ShardMapDoc {
+  _id: string;
+  _rev: string;
+  by_node?: Record<string, string[]>;
+  by_range?: Record<string, string[]>;
+  changelog?: unknown[];
+  [other: string]: unknown;
+}
+
+/** CouchDB answered with an HTTP error status. */
+export class CouchHttpError extends AgentError {
+  constructor(
+    readonly httpStatus: number,
+    readonly error: string,
+    readonly reason: string,
+    readonly method: string,
+    readonly path: string,
+  ) {
+    super('COUCHDB_ERROR', `CouchDB answered ${httpStatus} ${error}${reason ? ` (${reason})` : ''} to ${method} ${path}`);
+    this.name = 'CouchHttpError';
+  }
+}
+
+/** CouchDB could not be reached (refused, timed out). */
+export class CouchUnreachableError extends AgentError {
+  constructor(url: string, cause: string) {
+    super('NOT_RUNNING', `CouchDB at ${url} is not answering: ${cause}`);
+    this.name = 'CouchUnreachableError';
+  }
+}
+
+export interface RequestOptions {
+  body?: unknown;
+  query?: Record<string, string | number | boolean>;
+  timeoutMs?: number;
+  headers?: Record<string, string>;
+  /** Send no credentials (for /_up). */
+  anonymous?: boolean;
+}
+
+export const enc = encodeURIComponent;
+export const userDocId = (name: string) => `org.couchdb.user:${name}`;
+
+export class CouchClient {
+  readonly #auth: string | undefined;
+  readonly baseUrl: string;
+
+  constructor(
+    baseUrl: string,
+    credentials?: Credentials,
+    private readonly timeoutMs = 30_000,
+  ) {
+    const u = new URL(baseUrl);
+    if (u.username || u.password) throw new AgentError('INVALID_ARGUMENT', 'the CouchDB URL must not hold credentials');
+    this.baseUrl = baseUrl.replace(/\/+$/, '');
+    this.#auth = credentials ? `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString('base64')}` : undefined;
+  }
+
+  /** Any request; resolves with the status and the parsed body (or null), whatever the status. */
+  async raw<T = unknown>(method: string, path: string, opts: RequestOptions = {}): Promise<{ status: number; body: T | null }> {
+    let url = `${this.baseUrl}${path}`;
+    if (opts.query) {
+      const q = new URLSearchParams();
+      for (const [k, v] of Object.entries(opts.query)) q.set(k, String(v));
+      url += `?${q.toString()}`;
+    }
+    const headers: Record<string, string> = { accept: 'application/json', ...opts.headers };
+    if (this.#auth && !opts.anonymous) headers.authorization = this.#auth;
+    if (opts.body !== undefined) headers['content-type'] = 'application/json';
+    let res: Response;
+    try {
+      res = await fetch(url, {
+        method,
+        headers,
+        body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
+        signal: AbortSignal.timeout(opts.timeoutMs ?? this.timeoutMs),
+        redirect: 'manual',
+      });
+    } catch (err) {
+      const e = err as Error & { cause?: { code?: string; message?: string } };
+      const cause = e.name === 'TimeoutError' ? `no answer within ${opts.timeoutMs ?? this.timeoutMs} ms to ${method} ${path}` : (e.cause?.code ?? e.cause?.message ?? e.message);
+      throw new CouchUnreachableError(this.baseUrl, cause);
+    }
+    const text = await res.text().catch(() => '');
+    let body: T | null = null;
+    if (text !== '') {
+      try {
+        body = JSON.parse(text) as T;
+      } catch {
+        body = null;
+      }
+    }
+    return { status: res.status, body };
+  }
+
+  /** A request that must succeed (2xx); throws CouchHttpError otherwise. */
+  async json<T = unknown>(method: string, path: string, opts: RequestOptions = {}): Promise<T> {
+    const r = await this.raw<T>(method, path, opts);
+    if (r.status < 200 || r.status > 299) throw httpError(r.status, r.body, method, path);
+    return r.body as T;
+  }
+
+  // --- server -------------------------------------------------------------------------------
+
+  /** GET /_up with a short timeout: true when CouchDB says ok. */
+  async up(timeoutMs = 2000): Promise<boolean> {
+    try {
+      const r = await this.raw<{ status?: string }>('GET', '/_up', { timeoutMs, anonymous: true });
+      return r.status === 200 && r.body?.status === 'ok';
+    } catch {
+      return false;
+    }
+  }
+
+  info(): Promise<{ couchdb: string; version: string; uuid?: string; vendor?: { name?: string } }> {
+    return this.json('GET', '/');
+  }
+
+  async nodeName(): Promise<string> {
+    return (await this.json<{ name: string }>('GET', '/_node/_local')).name;
+  }
+
+  async session(): Promise<{ name: string | null; roles: string[] }> {
+    const s = await this.json<{ userCtx: { name: string | null; roles: string[] } }>('GET', '/_session');
+    return s.userCtx;
+  }
+
+  // --- databases ----------------------------------------------------------------------------
+
+  allDbs(): Promise<string[]> {
+    return this.json('GET', '/_all_dbs');
+  }
+
+  /** Database info, or null when the database does not exist. */
+  async dbInfo(db: string): Promise<DatabaseInfo | null> {
+    const r = await this.raw<DatabaseInfo>('GET', `/${enc(db)}`);
+    if (r.status === 404) return null;
+    if (r.status !== 200) throw httpError(r.status, r.body, 'GET', `/${enc(db)}`);
+    return r.body!;
+  }
+
+  async createDb(db: string): Promise<'created' | 'exists'> {
+    const r = await this.raw('PUT', `/${enc(db)}`);
+    if (r.status === 201 || r.status === 202) return 'created';
+    if (r.status === 412) return 'exists';
+    throw httpError(r.status, r.body, 'PUT', `/${enc(db)}`);
+  }
+
+  async deleteDb(db: string): Promise<boolean> {
+    const r = await this.raw('DELETE', `/${enc(db)}`);
+    if (r.status === 200 || r.status === 202) return true;
+    if (r.status === 404) return false;
+    throw httpError(r.status, r.body, 'DELETE', `/${enc(db)}`);
+  }
+
+  getSecurity(db: string): Promise<SecurityObject> {
+    return this.json('GET', `/${enc(db)}/_security`);
+  }
+
+  async putSecurity(db: string, sec: SecurityObject): Promise<void> {
+    await this.json('PUT', `/${enc(db)}/_security`, { body: sec });
+  }
+
+  // --- documents ----------------------------------------------------------------------------
+
+  async getDoc<T>(db: string, id: string): Promise<T | null> {
+    const r = await this.raw<T>('GET', `/${enc(db)}/${enc(id)}`);
+    if (r.status === 404) return null;
+    if (r.status !== 200) throw httpError(r.status, r.body, 'GET', `/${enc(db)}/${enc(id)}`);
+    return r.body;
+  }
+
+  /** PUT a document; 'conflict' when it exists already (or its _rev is stale). */
+  async putDoc(db: string, doc: { _id: string; [field: string]: unknown }): Promise<'ok' | 'conflict'> {
+    const r = await this.raw('PUT', `/${enc(db)}/${enc(doc._id)}`, { body: doc });
+    if (r.status === 201 || r.status === 202) return 'ok';
+    if (r.status === 409) return 'conflict';
+    throw httpError(r.status, r.body, 'PUT', `/${enc(db)}/${enc(doc._id)}`);
+  }
+
+  async deleteDoc(db: string, id: string, rev: string): Promise<'ok' | 'conflict' | 'missing'> {
+    const r = await this.raw('DELETE', `/${enc(db)}/${enc(id)}`, { query: { rev } });
+    if (r.status === 200 || r.status === 202) return 'ok';
+    if (r.status === 409) return 'conflict';
+    if (r.status === 404) return 'missing';
+    throw httpError(r.status, r.body, 'DELETE', `/${enc(db)}/${enc(id)}`);
+  }
+
+  async allDocs<T>(db: string, query: Record<string, string | number | boolean>): Promise<{ id: string; doc?: T }[]> {
+    const r = await this.json<{ rows: { id: string; doc?: T }[] }>('GET', `/${enc(db)}/_all_docs`, { query });
+    return r.rows;
+  }
+
+  // --- node-local configuration -------------------------------------------------------------
+
+  async getConfig(section: string, key: string): Promise<string | null> {
+    const p = `/_node/_local/_config/${enc(section)}/${enc(key)}`;
+    const r = await this.raw<string>('GET', p);
+    if (r.status === 404) return null;
+    if (r.status !== 200) throw httpError(r.status, r.body, 'GET', p);
+    return r.body;
+  }
+
+  /** Sets a value live (CouchDB also writes it to the last ini file); returns the previous value. */
+  async putConfig(section: string, key: string, value: string): Promise<string> {
+    return this.json<string>('PUT', `/_node/_local/_config/${enc(section)}/${enc(key)}`, { body: value });
+  }
+
+  /** Removes a value; false when it was not set. */
+  async deleteConfig(section: string, key: string): Promise<boolean> {
+    const p = `/_node/_local/_config/${enc(section)}/${enc(key)}`;
+    const r = await this.raw('DELETE', p);
+    if (r.status === 200) return true;
+    if (r.status === 404) return false;
+    throw httpError(r.status, r.body, 'DELETE', p);
+  }
+
+  // --- node-local databases (shard maps, nodes) ---------------------------------------------
+
+  async nodeLocalDocs<T>(db: '_dbs' | '_nodes'): Promise<T[]> {
+    const r = await this.json<{ rows: { id: string; doc?: T }[] }>('GET', `/_node/_local/${db}/_all_docs`, { query: { include_docs: true } });
+    return r.rows.filter((row) => !row.id.startsWith('_design/') && row.doc).map((row) => row.doc!);
+  }
+
+  async putNodeLocalDoc(db: '_dbs' | '_nodes', doc: { _id: string; _rev?: string }): Promise<void> {
+    await this.json('PUT', `/_node/_local/${db}/${enc(doc._id)}`, { body: doc });
+  }
+
+  async deleteNodeLocalDoc(db: '_dbs' | '_nodes', id: string): Promise<boolean> {
+    const p = `/_node/_local/${db}/${enc(id)}`;
+    const r = await this.raw<{ _rev: string }>('GET', p);
+    if (r.status === 404) return false;
+    if (r.status !== 200) throw httpError(r.status, r.body, 'GET', p);
+    await this.json('DELETE', p, { query: { rev: r.body!._rev } });
+    return true;
+  }
+}
+
+export function httpError(status: number, body: unknown, method: string, path: string): CouchHttpError {
+  const b = (body && typeof body === 'object' ? body : {}) as { error?: unknown; reason?: unknown };
+  return new CouchHttpError(status, typeof b.error === 'string' ? b.error : 'error', typeof b.reason === 'string' ? b.reason.slice(0, 300) : '', method, path);
+}

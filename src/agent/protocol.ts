@@ -1,0 +1,135 @@
+// The contract between the control plane and the agent that runs beside each CouchDB.
+// The agent serves it over authenticated HTTP (`couchtrove agent serve`); the control plane
+// calls it through AgentClient. Both sides import these types, so a change here is a change to both.
+import type { BackupSummary, Progress } from '../backup/types.js';
+import type { Codec } from '../config/catalogue.js';
+
+export type InstanceState = 'BUILD' | 'RUNNING' | 'SHUTDOWN' | 'FAILED' | 'RESTART_REQUIRED';
+
+export interface InstanceSettings {
+  instanceId: string;
+  /** CouchDB's HTTP port and address. */
+  port: number;
+  bindAddress: string;
+  /** The volume's mount point: CouchDB's database_dir and view_index_dir. */
+  dataDir: string;
+  /** Where the agent keeps the instance's local.ini, vm.args, logs and 0600 secret files. */
+  instanceDir: string;
+  /** Erlang node name, normally couchdb@127.0.0.1 (kept the same on every host). */
+  nodeName: string;
+  /** Port of this instance's own Erlang port mapper (ERL_EPMD_PORT). */
+  epmdPort: number;
+  /** Apache CouchDB release directory (with bin/couchdb). */
+  couchdbHome: string;
+  /** Volume size in bytes: writes beyond it are refused by the agent's checks. */
+  volumeBytes?: number;
+  /** CouchDB/Erlang settings derived from the flavor. */
+  flavor?: { ramMb: number; vcpus: number };
+  /** 'section/key' -> value configuration overrides. */
+  overrides?: Record<string, string>;
+  /** Restore this backup before the first start. */
+  restore?: { storage: string; backupId: string; keyFile?: string };
+}
+
+export interface InstanceStatus {
+  state: InstanceState;
+  /** Why the state is FAILED (or RESTART_REQUIRED). */
+  reason?: string;
+  /** CouchDB version as reported by GET /. */
+  version?: string;
+}
+
+export interface UserInfo {
+  name: string;
+  roles: string[];
+  /** Databases whose _security members list this user by name. */
+  databases: string[];
+}
+
+export interface NewUser {
+  name: string;
+  password: string;
+  roles?: string[];
+  databases?: string[];
+}
+
+export interface ConfigurationResult {
+  /** Keys applied live through /_node/_local/_config. */
+  applied: string[];
+  /** Keys written to the instance's ini that need a restart. */
+  pending: string[];
+  restartRequired: boolean;
+}
+
+export interface AgentBackupRequest {
+  storage: string;
+  id: string;
+  keyFile?: string;
+  compression?: Codec;
+  labels?: Record<string, string>;
+}
+
+export interface AgentApi {
+  prepare(settings: InstanceSettings): Promise<InstanceStatus>;
+  start(): Promise<InstanceStatus>;
+  stop(): Promise<InstanceStatus>;
+  restart(): Promise<InstanceStatus>;
+  status(): Promise<InstanceStatus>;
+  volumeUsage(): Promise<{ used: number; total: number }>;
+
+  listDatabases(): Promise<string[]>;
+  createDatabase(name: string): Promise<void>;
+  deleteDatabase(name: string): Promise<void>;
+
+  listUsers(): Promise<UserInfo[]>;
+  getUser(name: string): Promise<UserInfo>;
+  createUser(user: NewUser): Promise<void>;
+  deleteUser(name: string): Promise<void>;
+  changePassword(name: string, password: string): Promise<void>;
+  grantAccess(name: string, databases: string[]): Promise<void>;
+  revokeAccess(name: string, database: string): Promise<void>;
+
+  enableRoot(password?: string): Promise<{ name: 'root'; password: string }>;
+  isRootEnabled(): Promise<boolean>;
+  disableRoot(): Promise<void>;
+
+  applyConfiguration(overrides: Record<string, string>): Promise<ConfigurationResult>;
+
+  backup(request: AgentBackupRequest): Promise<BackupSummary & { location: string }>;
+  /** Progress of the running backup or restore, if any. */
+  progress(): Promise<Progress | null>;
+}
+
+/** The JSON file given to `couchtrove agent serve --config FILE`. */
+export interface AgentServeConfig {
+  /** Address the agent's RPC listens on (loopback for local instances). */
+  host: string;
+  port: number;
+  /** File (mode 0600) holding the bearer token the control plane sends. */
+  tokenFile: string;
+  /** The agent's own directory: instance settings, ini files, logs, secrets. */
+  instanceDir: string;
+}
+
+/**
+ * Error codes of the agent's RPC (body `{error: {code, message}}`); AgentClient rethrows them as
+ * AgentError (src/agent/errors.ts) with the same code. The message names the cause and never holds a secret.
+ */
+export type AgentErrorCode =
+  | 'INVALID_ARGUMENT' // 400: a name, setting or value that is not valid; nothing was changed
+  | 'REFUSED' // 400: a configuration key that would break the instance; nothing was changed
+  | 'UNAUTHORIZED' // 401: missing or wrong bearer token
+  | 'NOT_FOUND' // 404: unknown user, database, backup or route
+  | 'ALREADY_EXISTS' // 409: the user, database or backup id exists already
+  | 'CONFLICT' // 409: not possible in the instance's state (not prepared, busy, restore failed)
+  | 'NOT_RUNNING' // 409: CouchDB is not running
+  | 'VOLUME_FULL' // 507: the volume's quota (volumeBytes) is used up
+  | 'COUCHDB_ERROR' // 502: CouchDB answered something unexpected
+  | 'STORAGE_ERROR' // 502: the backup repository failed
+  | 'BACKUP_FAILED' // 500: the backup engine failed
+  | 'INTERNAL' // 500
+  | 'UNREACHABLE'; // AgentClient only: the agent did not answer (connection refused, timeout)
+
+export interface AgentErrorBody {
+  error: { code: AgentErrorCode; message: string };
+}

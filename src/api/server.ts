@@ -1,0 +1,465 @@
+// The Trove v1.0 API (docs/control-plane.md, shared trove-api.md): fastify routes under
+// /v1.0/{project_id}/..., token auth per project, Trove's response shapes and error bodies.
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { MarkerNotFoundError, type Row, type StateStore } from '../state/index.js';
+import type { ControlPlane, UserSpec } from '../tasks/control.js';
+import { DATASTORE, stableId } from '../tasks/control.js';
+import { ServiceError, badRequest, notFound, type FaultName } from '../tasks/errors.js';
+import { describeError } from '../util/errors.js';
+import * as v from './validate.js';
+import { backupView, configurationView, datastoreView, flavorView, instanceView, links, versionView } from './views.js';
+
+export const LOCAL_TOKEN = 'notused';
+const DEFAULT_PAGE = 20;
+const MAX_PAGE = 1000;
+
+type Req = FastifyRequest<{ Params: Record<string, string>; Querystring: Record<string, string | string[] | undefined> }>;
+
+const FAULTS: Record<number, FaultName> = {
+  400: 'badRequest', 401: 'unauthorized', 403: 'forbidden', 404: 'itemNotFound', 405: 'badMethod', 409: 'conflictingRequest',
+  413: 'requestEntityTooLarge', 422: 'unprocessableEntity', 501: 'notImplemented', 503: 'serviceUnavailable',
+};
+
+export function faultBody(status: number, message: string, name?: string): Record<string, { code: number; message: string }> {
+  return { [name ?? FAULTS[status] ?? (status >= 500 ? 'instanceFault' : 'badRequest')]: { code: status, message } };
+}
+
+export interface ApiOptions {
+  plane: ControlPlane;
+  log?: (m: string) => void;
+  /** Log every request (method, path, status). */
+  accessLog?: boolean;
+}
+
+/** The project a token belongs to, or undefined. */
+export function projectOfToken(plane: ControlPlane, token: string | undefined): string | undefined {
+  if (!token) return undefined;
+  for (const p of plane.config.projects) if (p.tokens.includes(token)) return p.id;
+  if (token === LOCAL_TOKEN && plane.config.authMode === 'local') return plane.config.localProject;
+  return undefined;
+}
+
+function one(q: string | string[] | undefined): string | undefined {
+  return Array.isArray(q) ? q[q.length - 1] : q;
+}
+
+export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
+  const { plane } = options;
+  const store: StateStore = plane.store;
+  const log = options.log ?? (() => undefined);
+  const app = Fastify({
+    logger: false,
+    bodyLimit: plane.config.maxBodyBytes,
+    maxParamLength: 1024,
+    return503OnClosing: true,
+    routerOptions: { ignoreTrailingSlash: true, ignoreDuplicateSlashes: true },
+  });
+
+  const base = (req: FastifyRequest): string => {
+    const host = typeof req.headers.host === 'string' && /^[A-Za-z0-9.:[\]-]{1,300}$/.test(req.headers.host) ? req.headers.host : `${plane.config.host}:${plane.config.port}`;
+    return `http://${host}`;
+  };
+
+  // Every error is Trove's body with a 4xx for what the client sent wrong.
+  app.setErrorHandler((err: unknown, req, reply) => {
+    if (err instanceof ServiceError) return reply.code(err.status).send(faultBody(err.status, err.message, err.fault));
+    if (err instanceof MarkerNotFoundError) return reply.code(400).send(faultBody(400, `Invalid marker: ${err.marker} is not in this list.`));
+    const e = err as { statusCode?: number; code?: string; message?: string };
+    const status = typeof e.statusCode === 'number' ? e.statusCode : 500;
+    if (status >= 400 && status < 500) {
+      let msg = e.message ?? 'bad request';
+      if (e.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || e.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || err instanceof SyntaxError) msg = `Malformed request body: ${msg}`;
+      if (e.code === 'FST_ERR_CTP_BODY_TOO_LARGE') msg = `Request body larger than ${plane.config.maxBodyBytes} bytes.`;
+      if (e.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') msg = `Unsupported Content-Type ${JSON.stringify(String(req.headers['content-type'] ?? '').slice(0, 80))}: send application/json.`;
+      return reply.code(status).send(faultBody(status, msg));
+    }
+    log(`${req.method} ${req.url.slice(0, 200)}: ${describeError(err)}`);
+    return reply.code(500).send(faultBody(500, `Internal error: ${describeError(err)}`));
+  });
+  app.setNotFoundHandler((req, reply) => {
+    reply.code(404).send(faultBody(404, `No such resource: ${req.method} ${req.url.split('?')[0]!.slice(0, 200)}.`));
+  });
+  if (options.accessLog) {
+    app.addHook('onResponse', async (req, reply) => log(`${req.method} ${req.url.slice(0, 200)} ${reply.statusCode}`));
+  }
+
+  // ---- unauthenticated ----------------------------------------------------------------------
+  const versions = async (req: FastifyRequest): Promise<unknown> => ({
+    versions: [{ id: 'v1.0', status: 'CURRENT', updated: '2012-08-01T00:00:00Z', links: [{ href: `${base(req)}/v1.0/`, rel: 'self' }] }],
+  });
+  app.get('/', versions);
+  app.get('/v1.0', async (req) => ({ version: ((await versions(req)) as { versions: unknown[] }).versions[0] }));
+
+  // Legacy auth (trove --os-auth-url .../auth): X-Auth-Key is the token.
+  app.get('/auth', async (req, reply) => {
+    const key = typeof req.headers['x-auth-key'] === 'string' ? req.headers['x-auth-key'] : undefined;
+    const wanted = typeof req.headers['x-auth-project-id'] === 'string' ? req.headers['x-auth-project-id'] : undefined;
+    let token: string | undefined;
+    let project = projectOfToken(plane, key);
+    if (project) token = key;
+    else if (plane.config.authMode === 'local') {
+      token = LOCAL_TOKEN;
+      project = plane.config.localProject;
+    }
+    if (!token || !project) return reply.code(401).send(faultBody(401, 'Authentication failed: X-Auth-Key is not a known token.'));
+    if (wanted && wanted !== project) return reply.code(401).send(faultBody(401, `Authentication failed: the token is for project ${project}, not ${wanted.slice(0, 80)}.`));
+    return reply.code(204).header('X-Auth-Token', token).header('X-Server-Management-Url', `${base(req)}/v1.0/${project}`).send();
+  });
+
+  // ---- authenticated, per project -----------------------------------------------------------
+  await app.register(async (api) => {
+    api.addHook('onRequest', async (req: Req, reply: FastifyReply) => {
+      const raw = req.headers['x-auth-token'];
+      const token = Array.isArray(raw) ? raw[0] : raw;
+      const project = req.params.project ?? '';
+      const owner = projectOfToken(plane, token);
+      if (!owner) {
+        return reply.code(401).send(faultBody(401, token ? 'The X-Auth-Token is not valid.' : 'Authentication required: send X-Auth-Token.'));
+      }
+      if (owner !== project) {
+        return reply.code(403).send(faultBody(403, `The token is for project ${owner}, not ${project.slice(0, 80)}.`));
+      }
+      return undefined;
+    });
+
+    const page = (req: Req): { limit: number; marker?: string } => {
+      const l = one(req.query.limit);
+      const limit = l === undefined ? DEFAULT_PAGE : v.integer(l, 'limit', 1, MAX_PAGE);
+      const m = one(req.query.marker);
+      return m === undefined || m === '' ? { limit } : { limit, marker: m };
+    };
+    const nextLinks = (req: Req, rows: Array<{ id: string }>, limit: number, path: string, extra: Record<string, string> = {}): Record<string, unknown> => {
+      if (rows.length <= limit) return { links: [] };
+      const q = new URLSearchParams({ ...extra, limit: String(limit), marker: rows[limit - 1]!.id });
+      return { links: [{ href: `${base(req)}/v1.0/${req.params.project}/${path}?${q.toString()}`, rel: 'next' }] };
+    };
+    const body = (req: FastifyRequest, key: string): v.Obj => {
+      const b = v.obj(req.body ?? null, 'The request body');
+      return v.obj(b[key], `"${key}"`);
+    };
+    const showInstance = async (req: Req, inst: Row<'instances'>, detail: boolean): Promise<Record<string, unknown>> => {
+      const replicas = detail ? (await store.find('instances', { replica_of: inst.id })).map((r) => r.id) : [];
+      const configuration = detail && inst.configuration_id ? await store.get('configurations', inst.configuration_id) : undefined;
+      const used = detail ? await plane.volumeUsed(inst) : null;
+      return instanceView(base(req), inst, plane.config.region, { used, replicas, configuration, engine: plane.compute.engine, detail });
+    };
+
+    // Instances
+    api.get('/instances', async (req: Req) => {
+      const p = page(req);
+      const rows = await store.find('instances', { project_id: req.params.project! }, { ...p, limit: p.limit + 1 });
+      const views = await Promise.all(rows.slice(0, p.limit).map((i) => showInstance(req, i, false)));
+      return { instances: views, ...nextLinks(req, rows, p.limit, 'instances') };
+    });
+    api.get('/instances/detail', async (req: Req) => {
+      const p = page(req);
+      const rows = await store.find('instances', { project_id: req.params.project! }, { ...p, limit: p.limit + 1 });
+      const views = await Promise.all(rows.slice(0, p.limit).map((i) => showInstance(req, i, true)));
+      return { instances: views, ...nextLinks(req, rows, p.limit, 'instances/detail') };
+    });
+    api.post('/instances', async (req: Req) => {
+      const b = body(req, 'instance');
+      const volume = v.optional(b.volume, (x) => v.obj(x, '"volume"'));
+      const ds = v.optional(b.datastore, (x) => v.obj(x, '"datastore"'));
+      if (ds && ds.type !== undefined && ds.type !== null && ds.type !== DATASTORE) throw badRequest(`Datastore ${JSON.stringify(String(ds.type).slice(0, 80))} is not served here: the only datastore is ${DATASTORE}.`);
+      const databases = v.optional(b.databases, (x) => v.dbList(x, '"databases"')) ?? [];
+      const users: UserSpec[] = (v.optional(b.users, (x) => v.arr(x, '"users"')) ?? []).map((u, i) => {
+        const o = v.obj(u, `"users"[${i}]`);
+        return {
+          name: v.userName(o.name, `"users"[${i}].name`),
+          password: v.password(o.password, `"users"[${i}].password`),
+          databases: v.optional(o.databases, (x) => v.dbList(x, `"users"[${i}].databases`)) ?? [],
+        };
+      });
+      if (new Set(users.map((u) => u.name)).size !== users.length) throw badRequest('"users": the same user is given twice.');
+      const restore = v.optional(b.restorePoint, (x) => v.obj(x, '"restorePoint"'));
+      const inst = await plane.createInstance(req.params.project!, {
+        name: v.displayName(b.name, '"name"'),
+        flavorRef: v.ref(b.flavorRef, '"flavorRef"'),
+        volumeSize: volume && volume.size !== undefined && volume.size !== null ? v.integer(volume.size, '"volume"."size"', 1, 1 << 20) : null,
+        datastoreVersion: ds ? v.optional(ds.version, (x) => v.ref(x, '"datastore"."version"')) : null,
+        databases,
+        users,
+        backupRef: restore ? v.ref(restore.backupRef, '"restorePoint"."backupRef"') : null,
+        replicaOf: v.optional(b.replica_of ?? b.slave_of, (x) => v.ref(x, '"replica_of"')),
+        configurationId: v.optional(b.configuration, (x) => v.ref(x, '"configuration"')),
+      });
+      return { instance: await showInstance(req, inst, true) };
+    });
+    api.get('/instances/:id', async (req: Req) => ({ instance: await showInstance(req, await plane.instance(req.params.project!, req.params.id!), true) }));
+    api.delete('/instances/:id', async (req: Req, reply) => {
+      await plane.deleteInstance(req.params.project!, req.params.id!);
+      return reply.code(202).send();
+    });
+    const updateInstance = async (req: Req, reply: FastifyReply): Promise<FastifyReply> => {
+      const b = body(req, 'instance');
+      const inst = await plane.instance(req.params.project!, req.params.id!);
+      if (b.name !== undefined) {
+        const name = v.displayName(b.name, '"name"');
+        await store.update('instances', inst.id, { name, updated: new Date().toISOString() });
+      }
+      if ('configuration' in b || Object.keys(b).length === 0) {
+        const conf = v.optional(b.configuration, (x) => v.ref(x, '"configuration"'));
+        await plane.setConfiguration(req.params.project!, inst.id, conf);
+      }
+      return reply.code(202).send();
+    };
+    api.put('/instances/:id', updateInstance);
+    api.patch('/instances/:id', updateInstance);
+    api.post('/instances/:id/action', async (req: Req, reply) => {
+      const b = v.obj(req.body ?? null, 'The request body');
+      const keys = Object.keys(b);
+      if (keys.length !== 1) throw badRequest('The action body must have exactly one action: restart or resize.');
+      const project = req.params.project!;
+      const id = req.params.id!;
+      if (keys[0] === 'restart') {
+        await plane.restartInstance(project, id);
+      } else if (keys[0] === 'resize') {
+        const r = v.obj(b.resize, '"resize"');
+        if (r.flavorRef !== undefined && r.volume !== undefined) throw badRequest('Resize either the flavor or the volume, not both at once.');
+        if (r.flavorRef !== undefined) await plane.resizeFlavor(project, id, v.ref(r.flavorRef, '"resize"."flavorRef"'));
+        else if (r.volume !== undefined) {
+          const vol = v.obj(r.volume, '"resize"."volume"');
+          await plane.resizeVolume(project, id, v.integer(vol.size, '"resize"."volume"."size"', 1, 1 << 20));
+        } else throw badRequest('"resize" needs "flavorRef" or "volume".');
+      } else {
+        await plane.instance(project, id);
+        throw badRequest(`Unknown action ${JSON.stringify(keys[0]!.slice(0, 80))}: couchtrove supports restart and resize.`);
+      }
+      return reply.code(202).send();
+    });
+    api.get('/instances/:id/backups', async (req: Req) => {
+      const inst = await plane.instance(req.params.project!, req.params.id!);
+      const p = page(req);
+      const rows = await store.find('backups', { project_id: req.params.project!, instance_id: inst.id }, { ...p, limit: p.limit + 1 });
+      return { backups: rows.slice(0, p.limit).map((b) => backupView(base(req), b)), ...nextLinks(req, rows, p.limit, `instances/${inst.id}/backups`) };
+    });
+    api.get('/instances/:id/configuration', async (req: Req) => {
+      const inst = await plane.instance(req.params.project!, req.params.id!);
+      const s = await plane.settings(inst);
+      return { instance: { configuration: s.overrides ?? {} } };
+    });
+
+    // Databases
+    const pageNames = (req: Req, names: string[], path: string): Record<string, unknown> => {
+      const p = page(req);
+      let start = 0;
+      if (p.marker !== undefined) {
+        const i = names.indexOf(p.marker);
+        if (i < 0) throw badRequest(`Invalid marker: ${p.marker.slice(0, 80)} is not in this list.`);
+        start = i + 1;
+      }
+      const rows = names.slice(start, start + p.limit + 1).map((n) => ({ id: n }));
+      return { names: rows.slice(0, p.limit).map((r) => r.id), ...nextLinks(req, rows, p.limit, path) };
+    };
+    api.get('/instances/:id/databases', async (req: Req) => {
+      const names = await plane.listDatabases(req.params.project!, req.params.id!);
+      const { names: shown, links: l } = pageNames(req, names, `instances/${req.params.id}/databases`) as { names: string[]; links: unknown };
+      return { databases: shown.map((name) => ({ name })), links: l };
+    });
+    api.post('/instances/:id/databases', async (req: Req, reply) => {
+      const b = v.obj(req.body ?? null, 'The request body');
+      const names = v.dbList(b.databases, '"databases"');
+      if (names.length === 0) throw badRequest('"databases" must name at least one database.');
+      await plane.createDatabases(req.params.project!, req.params.id!, names);
+      return reply.code(202).send();
+    });
+    api.delete('/instances/:id/databases/:db', async (req: Req, reply) => {
+      await plane.deleteDatabase(req.params.project!, req.params.id!, v.dbName(req.params.db, 'database'));
+      return reply.code(202).send();
+    });
+
+    // Users: Trove addresses MySQL users as name@host; CouchDB users have no host, so "@%" is ignored.
+    const userParam = (req: Req): string => v.userName((req.params.user ?? '').replace(/@%?$/, ''), 'user');
+    const userView = (u: { name: string; databases: string[] }): Record<string, unknown> => ({ name: u.name, host: '%', databases: u.databases.map((name) => ({ name })) });
+    api.get('/instances/:id/users', async (req: Req) => {
+      const users = await plane.listUsers(req.params.project!, req.params.id!);
+      const { names: shown, links: l } = pageNames(req, users.map((u) => u.name), `instances/${req.params.id}/users`) as { names: string[]; links: unknown };
+      return { users: shown.map((n) => userView(users.find((u) => u.name === n)!)), links: l };
+    });
+    const parseUsers = (b: v.Obj, needPassword: boolean): UserSpec[] => {
+      const list = v.arr(b.users, '"users"');
+      if (list.length === 0) throw badRequest('"users" must name at least one user.');
+      const users = list.map((u, i) => {
+        const o = v.obj(u, `"users"[${i}]`);
+        return {
+          name: v.userName(o.name, `"users"[${i}].name`),
+          password: needPassword || o.password !== undefined ? v.password(o.password, `"users"[${i}].password`) : '',
+          databases: v.optional(o.databases, (x) => v.dbList(x, `"users"[${i}].databases`)) ?? [],
+        };
+      });
+      if (new Set(users.map((u) => u.name)).size !== users.length) throw badRequest('"users": the same user is given twice.');
+      return users;
+    };
+    api.post('/instances/:id/users', async (req: Req, reply) => {
+      const users = parseUsers(v.obj(req.body ?? null, 'The request body'), true);
+      await plane.createUsers(req.params.project!, req.params.id!, users);
+      return reply.code(202).send();
+    });
+    api.put('/instances/:id/users', async (req: Req, reply) => {
+      const users = parseUsers(v.obj(req.body ?? null, 'The request body'), true);
+      await plane.changePasswords(req.params.project!, req.params.id!, users);
+      return reply.code(202).send();
+    });
+    api.get('/instances/:id/users/:user', async (req: Req) => ({ user: userView(await plane.getUser(req.params.project!, req.params.id!, userParam(req))) }));
+    api.put('/instances/:id/users/:user', async (req: Req, reply) => {
+      const u = body(req, 'user');
+      const name = userParam(req);
+      if (u.name !== undefined && u.name !== name) throw badRequest('Renaming a CouchDB user is not supported: create a new user.');
+      if (u.password === undefined) throw badRequest('"user" needs "password".');
+      await plane.changePasswords(req.params.project!, req.params.id!, [{ name, password: v.password(u.password, '"user"."password"') }]);
+      return reply.code(202).send();
+    });
+    api.delete('/instances/:id/users/:user', async (req: Req, reply) => {
+      await plane.deleteUser(req.params.project!, req.params.id!, userParam(req));
+      return reply.code(202).send();
+    });
+    api.get('/instances/:id/users/:user/databases', async (req: Req) => {
+      const u = await plane.getUser(req.params.project!, req.params.id!, userParam(req));
+      return { databases: u.databases.map((name) => ({ name })) };
+    });
+    api.put('/instances/:id/users/:user/databases', async (req: Req, reply) => {
+      const b = v.obj(req.body ?? null, 'The request body');
+      const dbs = v.dbList(b.databases, '"databases"');
+      if (dbs.length === 0) throw badRequest('"databases" must name at least one database.');
+      await plane.grantAccess(req.params.project!, req.params.id!, userParam(req), dbs);
+      return reply.code(202).send();
+    });
+    api.delete('/instances/:id/users/:user/databases/:db', async (req: Req, reply) => {
+      await plane.revokeAccess(req.params.project!, req.params.id!, userParam(req), v.dbName(req.params.db, 'database'));
+      return reply.code(202).send();
+    });
+
+    // Root
+    api.post('/instances/:id/root', async (req: Req) => {
+      const b = req.body === undefined || req.body === null ? {} : v.obj(req.body, 'The request body');
+      const pw = b.root_password ?? (v.isObj(b.user) ? b.user.password : undefined);
+      const r = await plane.enableRoot(req.params.project!, req.params.id!, pw === undefined || pw === null ? undefined : v.password(pw, '"root_password"'));
+      return { user: { name: r.name, password: r.password } };
+    });
+    api.get('/instances/:id/root', async (req: Req) => ({ rootEnabled: await plane.rootEnabled(req.params.project!, req.params.id!) }));
+    api.delete('/instances/:id/root', async (req: Req, reply) => {
+      await plane.disableRoot(req.params.project!, req.params.id!);
+      return reply.code(204).send();
+    });
+
+    // Backups
+    api.get('/backups', async (req: Req) => {
+      const p = page(req);
+      const where: { project_id: string; instance_id?: string; datastore?: string } = { project_id: req.params.project! };
+      const extra: Record<string, string> = {};
+      const inst = one(req.query.instance_id);
+      if (inst !== undefined) {
+        where.instance_id = inst;
+        extra.instance_id = inst;
+      }
+      const ds = one(req.query.datastore);
+      if (ds !== undefined) {
+        where.datastore = ds === stableId('datastore', DATASTORE) ? DATASTORE : ds;
+        extra.datastore = ds;
+      }
+      const rows = await store.find('backups', where, { ...p, limit: p.limit + 1 });
+      return { backups: rows.slice(0, p.limit).map((b) => backupView(base(req), b)), ...nextLinks(req, rows, p.limit, 'backups', extra) };
+    });
+    api.post('/backups', async (req: Req, reply) => {
+      const b = body(req, 'backup');
+      const inc = b.incremental;
+      const parent = v.optional(b.parent_id, (x) => v.ref(x, '"parent_id"'));
+      if (inc !== undefined && inc !== null && inc !== 0 && inc !== false && inc !== 1 && inc !== true) throw badRequest('"incremental" must be 0 or 1.');
+      if ((inc === 1 || inc === true) && parent === null) {
+        throw badRequest('Incremental backups are not supported: couchtrove takes full physical backups.');
+      }
+      const row = await plane.createBackup(req.params.project!, {
+        name: v.displayName(b.name, '"name"'),
+        instanceId: v.ref(b.instance, '"instance"'),
+        description: v.optional(b.description, (x) => v.text(x, '"description"')),
+        parentId: parent,
+      });
+      return reply.code(202).send({ backup: backupView(base(req), row) });
+    });
+    api.get('/backups/:id', async (req: Req) => ({ backup: backupView(base(req), await plane.backup(req.params.project!, req.params.id!)) }));
+    api.delete('/backups/:id', async (req: Req, reply) => {
+      await plane.deleteBackup(req.params.project!, req.params.id!);
+      return reply.code(202).send();
+    });
+
+    // Flavors
+    api.get('/flavors', async (req: Req) => ({ flavors: (await store.find('flavors')).sort((a, b) => a.ram - b.ram || a.id.localeCompare(b.id)).map((f) => flavorView(base(req), req.params.project!, f)) }));
+    api.get('/flavors/detail', async (req: Req) => ({ flavors: (await store.find('flavors')).map((f) => flavorView(base(req), req.params.project!, f)) }));
+    api.get('/flavors/:id', async (req: Req) => ({ flavor: flavorView(base(req), req.params.project!, await plane.flavor(req.params.id!)) }));
+
+    // Datastores and versions
+    const versionsOf = async (ds: string): Promise<Row<'datastore_versions'>[]> => {
+      if (ds !== DATASTORE && ds !== stableId('datastore', DATASTORE)) throw notFound(`Datastore ${ds.slice(0, 80)} could not be found.`);
+      return store.find('datastore_versions', { datastore: DATASTORE });
+    };
+    api.get('/datastores', async (req: Req) => ({ datastores: [datastoreView(base(req), req.params.project!, await versionsOf(DATASTORE))] }));
+    api.get('/datastores/:ds', async (req: Req) => ({ datastore: datastoreView(base(req), req.params.project!, await versionsOf(req.params.ds!)) }));
+    api.get('/datastores/:ds/versions', async (req: Req) => ({ versions: (await versionsOf(req.params.ds!)).filter((x) => x.active === 1).map((x) => versionView(base(req), req.params.project!, x)) }));
+    const findVersion = async (ds: string, ref: string): Promise<Row<'datastore_versions'>> => {
+      const x = (await versionsOf(ds)).find((r) => r.id === ref || r.name === ref);
+      if (!x) throw notFound(`Datastore version ${ref.slice(0, 80)} could not be found.`);
+      return x;
+    };
+    api.get('/datastores/:ds/versions/:version', async (req: Req) => ({ version: versionView(base(req), req.params.project!, await findVersion(req.params.ds!, req.params.version!)) }));
+    api.get('/datastores/versions/:version', async (req: Req) => ({ version: versionView(base(req), req.params.project!, await findVersion(DATASTORE, req.params.version!)) }));
+    api.get('/datastores/versions/:version/parameters', async (req: Req) => {
+      await findVersion(DATASTORE, req.params.version!);
+      return { 'configuration-parameters': [] };
+    });
+    api.get('/datastores/:ds/versions/:version/parameters', async (req: Req) => {
+      await findVersion(req.params.ds!, req.params.version!);
+      return { 'configuration-parameters': [] };
+    });
+
+    // Configurations
+    const confCount = async (id: string): Promise<number> => (await store.find('instances', { configuration_id: id })).length;
+    api.get('/configurations', async (req: Req) => {
+      const p = page(req);
+      const rows = await store.find('configurations', { project_id: req.params.project! }, { ...p, limit: p.limit + 1 });
+      const views = await Promise.all(rows.slice(0, p.limit).map(async (c) => configurationView(base(req), c, await confCount(c.id), false)));
+      return { configurations: views, ...nextLinks(req, rows, p.limit, 'configurations') };
+    });
+    api.post('/configurations', async (req: Req) => {
+      const b = body(req, 'configuration');
+      const ds = v.optional(b.datastore, (x) => v.obj(x, '"datastore"'));
+      if (ds && ds.type !== undefined && ds.type !== null && ds.type !== DATASTORE) throw badRequest(`Datastore ${JSON.stringify(String(ds.type).slice(0, 80))} is not served here: the only datastore is ${DATASTORE}.`);
+      const c = await plane.createConfiguration(req.params.project!, {
+        name: v.displayName(b.name, '"name"'),
+        description: v.optional(b.description, (x) => v.text(x, '"description"')),
+        values: v.configValues(b.values ?? {}, '"values"'),
+        version: ds ? v.optional(ds.version, (x) => v.ref(x, '"datastore"."version"')) : null,
+      });
+      return { configuration: configurationView(base(req), c, 0, true) };
+    });
+    api.get('/configurations/:id', async (req: Req) => {
+      const c = await plane.configuration(req.params.project!, req.params.id!);
+      return { configuration: configurationView(base(req), c, await confCount(c.id), true) };
+    });
+    api.get('/configurations/:id/instances', async (req: Req) => {
+      const c = await plane.configuration(req.params.project!, req.params.id!);
+      const rows = await store.find('instances', { configuration_id: c.id, project_id: req.params.project! });
+      return { instances: rows.map((i) => ({ id: i.id, name: i.name, links: links(base(req), i.project_id, 'instances', i.id) })), links: [] };
+    });
+    const updateConfiguration = (replace: boolean) => async (req: Req, reply: FastifyReply): Promise<FastifyReply> => {
+      const b = body(req, 'configuration');
+      const c = await plane.configuration(req.params.project!, req.params.id!);
+      if ((await confCount(c.id)) > 0) throw new ServiceError(422, 'unprocessableEntity', `Configuration ${c.id} is attached to instances: detach it before changing it.`);
+      const values = v.configValues(b.values ?? {}, '"values"');
+      const merged = replace ? values : { ...(JSON.parse(c.values) as Record<string, string>), ...values };
+      const patch: Partial<Row<'configurations'>> = { values: JSON.stringify(merged), updated: new Date().toISOString() };
+      if (b.name !== undefined) patch.name = v.displayName(b.name, '"name"');
+      if (b.description !== undefined) patch.description = v.optional(b.description, (x) => v.text(x, '"description"'));
+      await store.update('configurations', c.id, patch);
+      return reply.code(202).send();
+    };
+    api.put('/configurations/:id', updateConfiguration(true));
+    api.patch('/configurations/:id', updateConfiguration(false));
+    api.delete('/configurations/:id', async (req: Req, reply) => {
+      await plane.deleteConfiguration(req.params.project!, req.params.id!);
+      return reply.code(202).send();
+    });
+  }, { prefix: '/v1.0/:project' });
+
+  return app;
+}

@@ -1,0 +1,133 @@
+// Trove's response shapes (api-ref and what python-troveclient reads), built from state rows.
+import type { Row } from '../state/index.js';
+import { GiB } from '../compute/driver.js';
+import { DATASTORE, stableId } from '../tasks/control.js';
+import type { EngineInfo } from '../compute/driver.js';
+
+export interface Link {
+  href: string;
+  rel: string;
+}
+
+/** Trove prints times without zone or fraction (UTC). */
+export function troveTime(iso: string): string {
+  return iso.replace(/\.\d+Z$/, '').replace(/Z$/, '');
+}
+
+export function links(base: string, project: string, kind: string, id: string): Link[] {
+  return [
+    { href: `${base}/v1.0/${project}/${kind}/${encodeURIComponent(id)}`, rel: 'self' },
+    { href: `${base}/${kind}/${encodeURIComponent(id)}`, rel: 'bookmark' },
+  ];
+}
+
+export function flavorView(base: string, project: string, f: Row<'flavors'>): Record<string, unknown> {
+  return { id: f.id, str_id: f.id, name: f.name, ram: f.ram, vcpus: f.vcpus, disk: 0, links: links(base, project, 'flavors', f.id) };
+}
+
+export interface InstanceExtras {
+  used: number | null;
+  replicas: string[];
+  configuration?: Row<'configurations'> | undefined;
+  engine: EngineInfo;
+  detail: boolean;
+}
+
+export function instanceView(base: string, inst: Row<'instances'>, region: string, x: InstanceExtras): Record<string, unknown> {
+  const v: Record<string, unknown> = {
+    id: inst.id,
+    name: inst.name,
+    status: inst.status,
+    flavor: { id: inst.flavor_id, links: links(base, inst.project_id, 'flavors', inst.flavor_id) },
+    volume: { size: inst.volume_size } as Record<string, unknown>,
+    datastore: { type: inst.datastore, version: inst.datastore_version },
+    region,
+    links: links(base, inst.project_id, 'instances', inst.id),
+  };
+  if (inst.host) {
+    v.ip = [inst.host];
+    v.hostname = inst.host;
+    v.addresses = [{ address: inst.host, type: 'private' }];
+  }
+  if (inst.replica_of) v.replica_of = { id: inst.replica_of, links: links(base, inst.project_id, 'instances', inst.replica_of) };
+  if (x.detail) {
+    v.created = troveTime(inst.created);
+    v.updated = troveTime(inst.updated);
+    if (x.used !== null) (v.volume as Record<string, unknown>).used = round(x.used / GiB);
+    if (x.replicas.length > 0) v.replicas = x.replicas.map((id) => ({ id, links: links(base, inst.project_id, 'instances', id) }));
+    if (x.configuration) v.configuration = { id: x.configuration.id, name: x.configuration.name, links: links(base, inst.project_id, 'configurations', x.configuration.id) };
+    if (inst.port && inst.host) v.couchdb_url = `http://${inst.host}:${inst.port}`;
+    v.engine = inst.engine ?? x.engine.kind;
+    if ((inst.engine ?? x.engine.kind) === 'devengine' && x.engine.warning) v.engine_warning = x.engine.warning;
+    if (inst.fault && (inst.status === 'ERROR' || inst.status === 'FAILED' || inst.status === 'RESTART_REQUIRED' || inst.status === 'SHUTDOWN')) {
+      v.fault = { message: inst.fault, created: troveTime(inst.updated), details: inst.fault };
+    }
+  }
+  return v;
+}
+
+export function round(n: number): number {
+  if (n === 0) return 0;
+  // Keep tiny sizes visible: 6 significant digits.
+  return Number(n.toPrecision(6));
+}
+
+export function backupView(base: string, b: Row<'backups'>): Record<string, unknown> {
+  const v: Record<string, unknown> = {
+    id: b.id,
+    name: b.name,
+    description: b.description,
+    status: b.status,
+    instance_id: b.instance_id,
+    parent_id: b.parent_id,
+    locationRef: b.status === 'COMPLETED' && b.location ? `${b.location.replace(/\/$/, '')}/${b.id}` : null,
+    size: b.size_bytes === null ? null : round(b.size_bytes / GiB),
+    size_bytes: b.size_bytes,
+    checksum: b.checksum,
+    files: b.files,
+    created: troveTime(b.created),
+    updated: troveTime(b.updated),
+    project_id: b.project_id,
+    datastore: { type: b.datastore, version: b.datastore_version, version_id: stableId('version', `${DATASTORE}:${b.datastore_version}`) },
+    links: links(base, b.project_id, 'backups', b.id),
+  };
+  if (b.progress) {
+    try {
+      const p = JSON.parse(b.progress) as { bytesDone: number; bytesTotal: number; filesDone: number; filesTotal: number };
+      v.progress = { ...p, percent: p.bytesTotal > 0 ? Math.floor((100 * p.bytesDone) / p.bytesTotal) : 0 };
+    } catch {
+      // no progress
+    }
+  }
+  if (b.fail_reason && (b.status === 'FAILED' || b.status === 'DELETE_FAILED')) v.fail_reason = b.fail_reason;
+  return v;
+}
+
+export function versionView(base: string, project: string, v: Row<'datastore_versions'>): Record<string, unknown> {
+  return {
+    id: v.id, name: v.name, datastore: stableId('datastore', DATASTORE), active: v.active, image: '', packages: '', version: v.name,
+    links: links(base, project, `datastores/versions`, v.id),
+  };
+}
+
+export function datastoreView(base: string, project: string, versions: Row<'datastore_versions'>[]): Record<string, unknown> {
+  const id = stableId('datastore', DATASTORE);
+  const active = versions.filter((v) => v.active === 1);
+  const def = active.find((v) => v.is_default === 1) ?? active[0];
+  const v: Record<string, unknown> = {
+    id, name: DATASTORE, links: links(base, project, 'datastores', id),
+    versions: active.map((x) => ({ id: x.id, name: x.name, links: links(base, project, 'datastores/versions', x.id) })),
+  };
+  if (def) v.default_version = def.id;
+  return v;
+}
+
+export function configurationView(base: string, c: Row<'configurations'>, instanceCount: number, detail: boolean): Record<string, unknown> {
+  const v: Record<string, unknown> = {
+    id: c.id, name: c.name, description: c.description, datastore_name: c.datastore, datastore_version_name: c.datastore_version,
+    datastore_version_id: stableId('version', `${DATASTORE}:${c.datastore_version}`), created: troveTime(c.created), updated: troveTime(c.updated),
+    instance_count: instanceCount, links: links(base, c.project_id, 'configurations', c.id),
+  };
+  if (detail) v.values = JSON.parse(c.values) as Record<string, string>;
+  return v;
+}

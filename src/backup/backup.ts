@@ -1,0 +1,236 @@
+// Full physical backup of a (running) CouchDB data directory: measure, then stream every file's
+// measured prefix as records through the worker pool into one data object, then the catalog, then
+// the manifest, which is the commit point.
+import { createHash, randomUUID } from 'node:crypto';
+import { once } from 'node:events';
+import { hostname } from 'node:os';
+import { PassThrough } from 'node:stream';
+import type { Backend } from '../storage/backend.js';
+import { deriveKeys, newKdfParams, type BackupKeys } from '../crypto/keys.js';
+import { CouchtroveError } from '../util/errors.js';
+import { FORMAT, FORMAT_VERSION, keys, sha256Hex, type Catalog, type DirEntry, type Extent, type FileEntry, type ManifestBody } from './format.js';
+import { encodeCatalog, ensureRepository, putBuffer, sealManifest } from './repository.js';
+import { checkLevel, DEFAULT_LEVEL, DEFAULT_RECORD_SIZE, MAX_RECORD_SIZE } from './records.js';
+import { RecordPool } from './pool.js';
+import { measure, openMeasured, type MeasuredFile } from './snapshot.js';
+import { readCouchdbMetadata } from './couchdb.js';
+import { recordDone } from '../util/gc.js';
+import type { BackupOptions, BackupSummary } from './types.js';
+
+export async function createBackup(opts: BackupOptions): Promise<BackupSummary> {
+  const storage = opts.storage;
+  const codec = opts.compression ?? 'zstd';
+  const level = opts.compressionLevel ?? DEFAULT_LEVEL[codec];
+  checkLevel(codec, level);
+  const recordSize = opts.recordSize ?? DEFAULT_RECORD_SIZE;
+  if (recordSize < 4096 || recordSize > MAX_RECORD_SIZE) throw new CouchtroveError(`record size ${recordSize} out of range`);
+  const id = opts.id ?? randomUUID();
+  const created = new Date().toISOString();
+
+  await ensureRepository(storage);
+  if ((await storage.stat(keys.manifest(id))) || (await firstObject(storage, keys.dir(id)))) {
+    throw new CouchtroveError(`backup ${id} already exists in ${storage.location}`);
+  }
+  // The set of databases is recorded before the pass (docs/backup-format.md).
+  const couchdb = opts.couchdb ? await readCouchdbMetadata(opts.couchdb) : null;
+  await putBuffer(storage, keys.lock(id), JSON.stringify({ id, host: hostname(), pid: process.pid, started: created }));
+
+  let snapshot: Awaited<ReturnType<typeof measure>> | undefined;
+  const pool = new RecordPool();
+  try {
+    snapshot = await measure(opts.dataDir, opts.configDir);
+    await opts.afterMeasure?.();
+    const kdf = opts.key ? newKdfParams() : null;
+    const k = opts.key && kdf ? await deriveKeys(opts.key, kdf) : null;
+
+    const total = snapshot.files.reduce((n, f) => n + f.size, 0);
+    const written = await writeData(storage, id, snapshot.files, { codec, level, recordSize, keys: k, pool, total, progress: opts.progress });
+
+    const catalog: Catalog = {
+      format: FORMAT,
+      version: FORMAT_VERSION,
+      id,
+      entries: [...snapshot.dirs.map((d): DirEntry => d), ...written.entries],
+      couchdb,
+      skipped: snapshot.skipped,
+    };
+    const catalogBytes = encodeCatalog(catalog, codec, level, k?.catalog ?? null, recordSize);
+    const catalogSize = await putBuffer(storage, keys.catalog(id), catalogBytes);
+    const catalogSha = sha256Hex(catalogBytes);
+
+    const body: ManifestBody = {
+      format: FORMAT,
+      version: FORMAT_VERSION,
+      id,
+      created,
+      completed: new Date().toISOString(),
+      parent: null,
+      host: hostname(),
+      datastore: { type: 'couchdb', version: couchdb?.version ?? null },
+      compression: { codec, level },
+      encryption: kdf ? { cipher: 'aes-256-gcm', kdf } : null,
+      recordSize,
+      summary: { files: written.entries.length, dirs: snapshot.dirs.length, bytes: total, size: written.size + catalogSize },
+      objects: {
+        data: { key: keys.data(id), size: written.size, sha256: written.sha256 },
+        catalog: { key: keys.catalog(id), size: catalogSize, sha256: catalogSha },
+      },
+      checksum: catalogSha,
+      labels: opts.labels ?? {},
+    };
+    const manifestText = `${JSON.stringify(sealManifest(body, k), null, 1)}\n`;
+    body.summary.size += Buffer.byteLength(manifestText);
+    // The size recorded includes the manifest itself, so seal again with the final figure.
+    const finalText = `${JSON.stringify(sealManifest(body, k), null, 1)}\n`;
+    await putBuffer(storage, keys.manifest(id), finalText, { 'couchtrove-backup-id': id, 'couchtrove-format': String(FORMAT_VERSION), 'couchtrove-datastore': 'couchdb', 'couchtrove-datastore-version': body.datastore.version ?? 'unknown' });
+    await storage.delete(keys.lock(id)).catch(() => undefined);
+    return summaryOf(body);
+  } catch (err) {
+    // Nothing of a failed backup may look usable: the manifest is never written, and the rest goes.
+    await removeObjects(storage, id).catch(() => undefined);
+    throw err;
+  } finally {
+    await snapshot?.close();
+    await pool.close();
+  }
+}
+
+export function summaryOf(body: ManifestBody): BackupSummary {
+  return {
+    id: body.id,
+    created: body.created,
+    completed: body.completed,
+    size: body.summary.size,
+    files: body.summary.files,
+    bytes: body.summary.bytes,
+    checksum: body.checksum,
+    compression: body.compression.codec,
+    encrypted: body.encryption !== null,
+    parent: body.parent,
+    datastore: body.datastore,
+    labels: body.labels,
+  };
+}
+
+async function firstObject(storage: Backend, prefix: string): Promise<boolean> {
+  for await (const _ of storage.list(prefix)) return true;
+  return false;
+}
+
+/** Removes every object of a backup, the manifest first so that a partial removal never looks complete. */
+export async function removeObjects(storage: Backend, id: string): Promise<number> {
+  await storage.delete(keys.manifest(id));
+  const found: string[] = [];
+  for await (const o of storage.list(keys.dir(id))) found.push(o.key);
+  for (const key of found) await storage.delete(key);
+  return found.length;
+}
+
+interface WriteContext {
+  codec: BackupOptions['compression'] & string;
+  level: number;
+  recordSize: number;
+  keys: BackupKeys | null;
+  pool: RecordPool;
+  total: number;
+  progress: BackupOptions['progress'];
+}
+
+async function writeData(storage: Backend, id: string, files: MeasuredFile[], ctx: WriteContext): Promise<{ entries: FileEntry[]; size: number; sha256: string }> {
+  const out = new PassThrough({ highWaterMark: 4 << 20 });
+  let putError: Error | undefined;
+  const put = storage.put(keys.data(id), out, { sizeHint: ctx.total, metadata: { 'couchtrove-backup-id': id } });
+  const failed = put.then(
+    () => new Promise<never>(() => undefined),
+    (err: Error) => {
+      putError = err;
+      throw err;
+    },
+  );
+  failed.catch(() => undefined);
+
+  const storedHash = createHash('sha256');
+  let offset = 0;
+  let recordIndex = 0;
+  let bytesDone = 0;
+  let filesDone = 0;
+  const write = async (buf: Buffer): Promise<void> => {
+    if (putError) throw putError;
+    storedHash.update(buf);
+    offset += buf.length;
+    if (!out.write(buf)) await Promise.race([once(out, 'drain'), failed]);
+  };
+
+  // Encoded records in submission order. A file's extent offset and length are filled in as its
+  // records are written, so small files do not stall the pipeline. Plain-text buffers come back
+  // from the workers and are reused.
+  const free: Buffer[] = Array.from({ length: ctx.pool.depth + 1 }, () => Buffer.allocUnsafeSlow(ctx.recordSize));
+  const inflight: { record: Promise<{ plain: Uint8Array; record: Uint8Array }>; extent: Extent; first: boolean }[] = [];
+  const flushOne = async () => {
+    const item = inflight.shift()!;
+    const done = await item.record;
+    recordDone();
+    free.push(Buffer.from(done.plain.buffer));
+    if (item.first) item.extent.offset = offset;
+    await write(Buffer.from(done.record.buffer, done.record.byteOffset, done.record.byteLength));
+    item.extent.length = offset - item.extent.offset;
+  };
+
+  const entries: FileEntry[] = [];
+  try {
+    for (const f of files) {
+      const { handle, owned } = await openMeasured(f);
+      const hash = createHash('sha256');
+      const extent: Extent = { backup: id, offset: 0, length: 0, record: recordIndex, records: 0, bytes: f.size };
+      try {
+        let pos = 0;
+        while (pos < f.size) {
+          if (free.length === 0) await flushOne();
+          const n = Math.min(ctx.recordSize, f.size - pos);
+          const buf = free.pop()!.subarray(0, n);
+          let got = 0;
+          while (got < n) {
+            const { bytesRead } = await handle.read(buf, got, n - got, pos + got);
+            if (bytesRead === 0) throw new CouchtroveError(`${f.path} shrank while being copied: measured ${f.size} bytes, only ${pos + got} could be read`);
+            got += bytesRead;
+          }
+          hash.update(buf);
+          const record = ctx.pool.encode({ codec: ctx.codec, level: ctx.level, key: ctx.keys?.data ?? null, index: recordIndex++, plain: buf });
+          record.catch(() => undefined);
+          inflight.push({ record, extent, first: extent.records === 0 });
+          extent.records++;
+          pos += n;
+          bytesDone += n;
+          if (inflight.length >= ctx.pool.depth) await flushOne();
+          ctx.progress?.({ phase: 'backup', bytesDone, bytesTotal: ctx.total, filesDone, filesTotal: files.length });
+        }
+      } finally {
+        if (owned) await handle.close();
+      }
+      filesDone++;
+      entries.push({
+        type: 'file',
+        root: f.root,
+        path: f.path,
+        mode: f.mode,
+        mtimeMs: f.mtimeMs,
+        size: f.size,
+        sha256: hash.digest('hex'),
+        extents: extent.records > 0 ? [extent] : [],
+        source: { dev: f.dev, ino: f.ino, birthtimeMs: f.birthtimeMs },
+      });
+    }
+    while (inflight.length) await flushOne();
+    ctx.progress?.({ phase: 'backup', bytesDone, bytesTotal: ctx.total, filesDone, filesTotal: files.length });
+    out.end();
+    const info = await put;
+    if (info.size !== offset) throw new CouchtroveError(`storage stored ${info.size} bytes of ${keys.data(id)}, ${offset} were sent`);
+    return { entries, size: offset, sha256: storedHash.digest('hex') };
+  } catch (err) {
+    out.destroy(err as Error);
+    await put.catch(() => undefined);
+    await Promise.allSettled(inflight.map((i) => i.record));
+    throw putError && !(err instanceof CouchtroveError) ? putError : err;
+  }
+}
+

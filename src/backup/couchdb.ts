@@ -1,0 +1,58 @@
+// What the manifest records about the running server: version, node name, and the set of databases
+// with their shard maps when the backup began (a restore brings back exactly that set).
+import { CouchtroveError } from '../util/errors.js';
+import type { CouchdbMetadata, CouchdbDatabase } from './format.js';
+import type { CouchdbSource } from './types.js';
+
+async function getJson(src: CouchdbSource, path: string): Promise<unknown> {
+  const headers: Record<string, string> = { accept: 'application/json' };
+  if (src.username !== undefined) headers.authorization = `Basic ${Buffer.from(`${src.username}:${src.password ?? ''}`).toString('base64')}`;
+  const url = new URL(path, src.url.endsWith('/') ? src.url : `${src.url}/`);
+  let res: Response;
+  try {
+    res = await fetch(url, { headers, signal: AbortSignal.timeout(30_000) });
+  } catch (err) {
+    throw new CouchtroveError(`cannot reach CouchDB at ${src.url}: ${(err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : (err as Error).message}`);
+  }
+  if (!res.ok) {
+    const text = await res.text().catch(() => '');
+    throw new CouchtroveError(`CouchDB at ${src.url} answered ${res.status} to GET /${path}${res.status === 401 ? ' (set COUCHDB_USER and COUCHDB_PASSWORD to an admin)' : ''}: ${text.slice(0, 200)}`);
+  }
+  return res.json();
+}
+
+async function mapLimit<T, R>(items: T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array<R>(items.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(limit, items.length) }, async () => {
+      while (next < items.length) {
+        const i = next++;
+        out[i] = await fn(items[i]!);
+      }
+    }),
+  );
+  return out;
+}
+
+export async function readCouchdbMetadata(src: CouchdbSource): Promise<CouchdbMetadata> {
+  const root = (await getJson(src, '')) as { version?: string; uuid?: string };
+  if (typeof root.version !== 'string') throw new CouchtroveError(`${src.url} does not look like CouchDB (GET / has no version)`);
+  const local = (await getJson(src, '_node/_local')) as { name?: string };
+  const node = typeof local.name === 'string' ? local.name : '';
+  const names = (await getJson(src, '_all_dbs')) as string[];
+  const databases = await mapLimit(names, 8, async (name): Promise<CouchdbDatabase> => {
+    const enc = encodeURIComponent(name);
+    const info = (await getJson(src, enc)) as { doc_count?: number; doc_del_count?: number; update_seq?: unknown };
+    const map = (await getJson(src, `_node/_local/_dbs/${enc}`).catch(() => null)) as Record<string, unknown> | null;
+    if (map) delete map._rev;
+    return {
+      name,
+      docCount: info.doc_count ?? 0,
+      docDelCount: info.doc_del_count ?? null,
+      updateSeq: info.update_seq === undefined ? null : String(info.update_seq),
+      shardMap: map,
+    };
+  });
+  return { version: root.version, node, uuid: root.uuid ?? null, databases };
+}

@@ -1,0 +1,141 @@
+// The repository format, version 1. docs/backup-format.md is its specification; keep them in step.
+import { createHash } from 'node:crypto';
+import type { Codec } from '../config/catalogue.js';
+import type { KdfParams } from '../crypto/keys.js';
+
+export const FORMAT = 'couchtrove-backup';
+export const FORMAT_VERSION = 1;
+
+/** Object keys, relative to the repository root (the URL's path or prefix). */
+export const keys = {
+  repository: 'couchtrove.json',
+  backupsPrefix: 'backups/',
+  dir: (id: string) => `backups/${id}/`,
+  manifest: (id: string) => `backups/${id}/manifest.json`,
+  catalog: (id: string) => `backups/${id}/catalog`,
+  data: (id: string) => `backups/${id}/data`,
+  lock: (id: string) => `backups/${id}/in-progress.json`,
+};
+
+export interface StoredObject {
+  key: string;
+  size: number;
+  /** SHA-256 (hex) of the stored bytes. */
+  sha256: string;
+}
+
+/** The clear, sealed description of a backup. Written last: a backup exists once its manifest does. */
+export interface ManifestBody {
+  format: typeof FORMAT;
+  version: number;
+  id: string;
+  created: string;
+  completed: string;
+  parent: string | null;
+  host: string;
+  datastore: { type: 'couchdb'; version: string | null };
+  compression: { codec: Codec; level: number };
+  encryption: null | { cipher: 'aes-256-gcm'; kdf: KdfParams };
+  recordSize: number;
+  summary: { files: number; dirs: number; bytes: number; size: number };
+  objects: { data: StoredObject; catalog: StoredObject };
+  /** = objects.catalog.sha256: the catalog pins every file's and every stored object's SHA-256. */
+  checksum: string;
+  labels: Record<string, string>;
+}
+
+export interface Manifest {
+  body: ManifestBody;
+  /** HMAC-SHA256 under the seal key when encrypted, else SHA-256, of canonical(body). */
+  seal: { alg: 'hmac-sha256' | 'sha256'; value: string };
+}
+
+/** A contiguous run of records in one backup's data object that decodes to part of a file. */
+export interface Extent {
+  /** Backup whose data object holds the records (this backup, or an ancestor for incrementals). */
+  backup: string;
+  /** Byte offset of the first record header in that data object. */
+  offset: number;
+  /** Stored bytes of the run, headers included. */
+  length: number;
+  /** Index of the first record in that data object (the AEAD nonce counter). */
+  record: number;
+  records: number;
+  /** Plain-text bytes the run decodes to. */
+  bytes: number;
+}
+
+export interface FileEntry {
+  type: 'file';
+  root: 'data' | 'config';
+  /** '/'-separated path relative to the root; never absolute, never '..'. */
+  path: string;
+  mode: number;
+  mtimeMs: number;
+  size: number;
+  sha256: string;
+  extents: Extent[];
+  /** Identity on the source host when measured, for incremental backups. Never used alone. */
+  source: { dev: number; ino: number; birthtimeMs: number };
+}
+
+export interface DirEntry {
+  type: 'dir';
+  root: 'data' | 'config';
+  path: string;
+  mode: number;
+  mtimeMs: number;
+}
+
+export interface CouchdbDatabase {
+  name: string;
+  docCount: number;
+  docDelCount: number | null;
+  updateSeq: string | null;
+  /** The document from GET /_node/_local/_dbs/{db}, as CouchDB returned it (without _rev). */
+  shardMap: Record<string, unknown> | null;
+}
+
+export interface CouchdbMetadata {
+  version: string;
+  node: string;
+  uuid: string | null;
+  /** The set of databases when the backup began: a restore brings back exactly these. */
+  databases: CouchdbDatabase[];
+}
+
+/** The full content list; stored compressed (and encrypted) as the catalog object. */
+export interface Catalog {
+  format: typeof FORMAT;
+  version: number;
+  id: string;
+  entries: (FileEntry | DirEntry)[];
+  couchdb: CouchdbMetadata | null;
+  /** Files seen but left out, with the reason (temporary compaction files, symlinks, ...). */
+  skipped: { path: string; reason: string }[];
+}
+
+/** JSON with sorted keys and no white space: the bytes that seals and checksums cover. */
+export function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value !== null && typeof value === 'object') {
+    const obj = value as Record<string, unknown>;
+    return `{${Object.keys(obj)
+      .filter((k) => obj[k] !== undefined)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonicalJson(obj[k])}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+export function sha256Hex(data: string | Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+/** A path from a catalog may be written under a target directory only if it cannot escape it. */
+export function isSafeRelativePath(p: string): boolean {
+  if (typeof p !== 'string' || p === '' || p.length > 4096 || p.includes('\0') || p.includes('\\')) return false;
+  if (p.startsWith('/')) return false;
+  return p.split('/').every((part) => part !== '' && part !== '.' && part !== '..');
+}

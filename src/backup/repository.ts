@@ -1,0 +1,156 @@
+// Reading and writing the small objects of the repository format: the repository marker, manifests
+// and catalogs; opening a backup with every check that does not need the data object.
+import { hostname } from 'node:os';
+import { Readable } from 'node:stream';
+import { ObjectNotFoundError, type Backend } from '../storage/backend.js';
+import { deriveKeys, equalHex, hmac, type BackupKeys, type KeyMaterial } from '../crypto/keys.js';
+import { CouchtroveError } from '../util/errors.js';
+import { canonicalJson, FORMAT, FORMAT_VERSION, keys, sha256Hex, type Catalog, type Manifest, type ManifestBody } from './format.js';
+import { decodeRecord, encodeRecord, HEADER_BYTES, MAX_RECORD_SIZE, parseHeader, RecordAuthError } from './records.js';
+import type { Codec } from '../config/catalogue.js';
+
+export class BackupNotFoundError extends CouchtroveError {
+  constructor(id: string, location: string) {
+    super(`backup ${id} not found in ${location}`);
+    this.name = 'BackupNotFoundError';
+  }
+}
+
+export const WRONG_KEY = 'wrong key or corrupted data';
+
+export async function readObject(storage: Backend, key: string, limit = 256 * 1024 * 1024): Promise<Buffer> {
+  const stream = await storage.get(key);
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const c of stream) {
+    n += (c as Buffer).length;
+    if (n > limit) throw new CouchtroveError(`object ${key} is larger than expected (${n} bytes)`);
+    chunks.push(c as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
+
+export async function putBuffer(storage: Backend, key: string, data: Buffer | string, metadata?: Record<string, string>): Promise<number> {
+  const info = await storage.put(key, Readable.from([Buffer.from(data)]), { metadata, sizeHint: Buffer.byteLength(data) });
+  return info.size;
+}
+
+/** Creates the repository marker on first use; refuses a repository written by a newer format. */
+export async function ensureRepository(storage: Backend): Promise<void> {
+  let marker: { format?: string; version?: number } | undefined;
+  try {
+    marker = JSON.parse((await readObject(storage, keys.repository, 1 << 20)).toString('utf8')) as typeof marker;
+  } catch (err) {
+    if (!(err instanceof ObjectNotFoundError)) {
+      if (err instanceof SyntaxError) throw new CouchtroveError(`${storage.location} has an unreadable ${keys.repository}: not a couchtrove repository?`);
+      throw err;
+    }
+  }
+  if (!marker) {
+    await putBuffer(storage, keys.repository, `${JSON.stringify({ format: FORMAT, version: FORMAT_VERSION, created: new Date().toISOString(), host: hostname() })}\n`);
+    return;
+  }
+  if (marker.format !== FORMAT) throw new CouchtroveError(`${storage.location} is not a couchtrove repository (${keys.repository} says format ${JSON.stringify(marker.format)})`);
+  if ((marker.version ?? 0) > FORMAT_VERSION) throw new CouchtroveError(`${storage.location} uses repository format ${marker.version}; this couchtrove reads up to ${FORMAT_VERSION}`);
+}
+
+export function sealManifest(body: ManifestBody, k: BackupKeys | null): Manifest {
+  const text = canonicalJson(body);
+  return { body, seal: k ? { alg: 'hmac-sha256', value: hmac(k.seal, text) } : { alg: 'sha256', value: sha256Hex(text) } };
+}
+
+export async function readManifest(storage: Backend, id: string): Promise<Manifest> {
+  let raw: Buffer;
+  try {
+    raw = await readObject(storage, keys.manifest(id), 64 << 20);
+  } catch (err) {
+    if (err instanceof ObjectNotFoundError) throw new BackupNotFoundError(id, storage.location);
+    throw err;
+  }
+  let m: Manifest;
+  try {
+    m = JSON.parse(raw.toString('utf8')) as Manifest;
+  } catch {
+    throw new CouchtroveError(`manifest of backup ${id} is corrupted: not valid JSON`);
+  }
+  if (!m?.body || !m.seal || m.body.format !== FORMAT) throw new CouchtroveError(`manifest of backup ${id} is corrupted: not a couchtrove manifest`);
+  if (m.body.version > FORMAT_VERSION) throw new CouchtroveError(`backup ${id} uses format version ${m.body.version}; this couchtrove reads up to ${FORMAT_VERSION}`);
+  if (!Number.isInteger(m.body.recordSize) || m.body.recordSize < 1 || m.body.recordSize > MAX_RECORD_SIZE) throw new CouchtroveError(`manifest of backup ${id} is corrupted: record size ${m.body.recordSize}`);
+  if (m.body.id !== id) throw new CouchtroveError(`manifest of backup ${id} is corrupted: it names backup ${JSON.stringify(m.body.id)}`);
+  return m;
+}
+
+/** Checks the seal and derives the backup's keys. */
+export async function openManifest(m: Manifest, key: KeyMaterial | undefined): Promise<BackupKeys | null> {
+  const text = canonicalJson(m.body);
+  const id = m.body.id;
+  if (m.body.encryption) {
+    if (!key) throw new CouchtroveError(`backup ${id} is encrypted: give its key with --key-file`);
+    if (m.seal.alg !== 'hmac-sha256') throw new CouchtroveError(`manifest of backup ${id} is corrupted: encrypted backup without an HMAC seal`);
+    const k = await deriveKeys(key, m.body.encryption.kdf);
+    if (!equalHex(hmac(k.seal, text), m.seal.value)) throw new CouchtroveError(`${WRONG_KEY}: the manifest of backup ${id} does not authenticate with this key`);
+    return k;
+  }
+  if (m.seal.alg !== 'sha256' || !equalHex(sha256Hex(text), m.seal.value)) throw new CouchtroveError(`manifest of backup ${id} is corrupted: its checksum does not match`);
+  return null;
+}
+
+/** The catalog's records: same framing as data records, under the catalog key, counted from 0. */
+export function encodeCatalog(catalog: Catalog, codec: Codec, level: number, key: Buffer | null, recordSize: number): Buffer {
+  const json = Buffer.from(JSON.stringify(catalog), 'utf8');
+  const parts: Buffer[] = [];
+  for (let i = 0, off = 0; off < json.length || i === 0; i++, off += recordSize) {
+    parts.push(encodeRecord(codec, level, key, i, json.subarray(off, off + recordSize)));
+  }
+  return Buffer.concat(parts);
+}
+
+export function decodeCatalog(stored: Buffer, codec: Codec, key: Buffer | null, id: string): Catalog {
+  const parts: Uint8Array[] = [];
+  let off = 0;
+  for (let i = 0; off < stored.length; i++) {
+    if (off + HEADER_BYTES > stored.length) throw new CouchtroveError(`catalog of backup ${id} is truncated`);
+    const header = stored.subarray(off, off + HEADER_BYTES);
+    const { payloadLength } = parseHeader(header);
+    const end = off + HEADER_BYTES + payloadLength;
+    if (end > stored.length) throw new CouchtroveError(`catalog of backup ${id} is truncated`);
+    try {
+      parts.push(decodeRecord(codec, key, i, header, stored.subarray(off + HEADER_BYTES, end)));
+    } catch (err) {
+      throw new CouchtroveError(err instanceof RecordAuthError ? `${WRONG_KEY}: catalog of backup ${id}` : `catalog of backup ${id} is corrupted: ${(err as Error).message}`);
+    }
+    off = end;
+  }
+  let catalog: Catalog;
+  try {
+    catalog = JSON.parse(Buffer.concat(parts).toString('utf8')) as Catalog;
+  } catch {
+    throw new CouchtroveError(`catalog of backup ${id} is corrupted: not valid JSON`);
+  }
+  if (catalog.id !== id || !Array.isArray(catalog.entries)) throw new CouchtroveError(`catalog of backup ${id} is corrupted: it does not describe this backup`);
+  return catalog;
+}
+
+export interface OpenedBackup {
+  manifest: Manifest;
+  catalog: Catalog;
+  keys: BackupKeys | null;
+}
+
+/** Manifest (seal checked), catalog (checksum and authenticity checked). */
+export async function openBackup(storage: Backend, id: string, key: KeyMaterial | undefined): Promise<OpenedBackup> {
+  const manifest = await readManifest(storage, id);
+  const k = await openManifest(manifest, key);
+  const cat = manifest.body.objects.catalog;
+  let stored: Buffer;
+  try {
+    stored = await readObject(storage, cat.key);
+  } catch (err) {
+    if (err instanceof ObjectNotFoundError) throw new CouchtroveError(`object ${cat.key} of backup ${id} is missing`);
+    throw err;
+  }
+  if (stored.length < cat.size) throw new CouchtroveError(`object ${cat.key} is truncated: ${stored.length} of ${cat.size} bytes`);
+  if (sha256Hex(stored) !== cat.sha256) throw new CouchtroveError(`object ${cat.key} is corrupted: its SHA-256 does not match the manifest`);
+  const catalog = decodeCatalog(stored, manifest.body.compression.codec, k?.catalog ?? null, id);
+  return { manifest, catalog, keys: k };
+}

@@ -1,0 +1,153 @@
+// The measuring pass: the cut that makes a live physical backup consistent (docs/backup-format.md,
+// "What a backup holds"). One quick pass opens every file and records its size; the backup then
+// copies exactly that many bytes from the descriptor opened in the pass, so a file that compaction
+// renames over a path afterwards is never read through the new path.
+import { constants as fsc } from 'node:fs';
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { CouchtroveError } from '../util/errors.js';
+import type { DirEntry } from './format.js';
+
+export interface MeasuredFile {
+  root: 'data' | 'config';
+  path: string;
+  abs: string;
+  /** Descriptor opened during the pass; null past the open-file limit (then identity is checked at copy time). */
+  handle: fs.FileHandle | null;
+  size: number;
+  mode: number;
+  mtimeMs: number;
+  dev: number;
+  ino: number;
+  birthtimeMs: number;
+}
+
+export interface Snapshot {
+  files: MeasuredFile[];
+  dirs: DirEntry[];
+  skipped: { path: string; reason: string }[];
+  /** Milliseconds the measuring pass took (the width of the cut). */
+  cutMs: number;
+  close(): Promise<void>;
+}
+
+// Temporary files CouchDB writes during compaction (<file>.compact.data, .compact.meta, <sig>.compact.view):
+// their content is incomplete by design and is rebuilt, never needed.
+const COMPACTION_TEMP = /\.compact(\.|$)/;
+
+/**
+ * The order of the pass, from the facts in docs (couchdb-3.md):
+ *  0. _dbs.couch first: every shard map in the backup predates every shard file measured, so a database
+ *     created during the pass has files but no map (invisible) rather than a map and no files
+ *     (which CouchDB would silently recreate EMPTY).
+ *  1. index files (.shards/) before the shards they index: an index must never be ahead of its database.
+ *  2. database shards (shards/).
+ *  3. the rest (other node-local databases such as _nodes.couch and _users.couch).
+ */
+export function passRank(root: 'data' | 'config', rel: string): number {
+  if (root === 'config') return -1;
+  if (rel === '_dbs.couch') return 0;
+  if (rel.startsWith('.shards/')) return 1;
+  if (rel.startsWith('shards/')) return 2;
+  return 3;
+}
+
+interface Candidate {
+  root: 'data' | 'config';
+  rel: string;
+  abs: string;
+}
+
+async function walk(root: 'data' | 'config', base: string, dirs: DirEntry[], files: Candidate[], skipped: Snapshot['skipped']): Promise<void> {
+  const visit = async (dirAbs: string, rel: string): Promise<void> => {
+    const entries = await fs.readdir(dirAbs, { withFileTypes: true });
+    for (const e of entries) {
+      const childRel = rel ? `${rel}/${e.name}` : e.name;
+      const childAbs = path.join(dirAbs, e.name);
+      if (e.isDirectory()) {
+        const st = await fs.lstat(childAbs);
+        dirs.push({ type: 'dir', root, path: childRel, mode: st.mode & 0o7777, mtimeMs: st.mtimeMs });
+        // .delete/ is CouchDB's staging area for files being deleted: keep the directory, not its content.
+        if (root === 'data' && childRel === '.delete') continue;
+        await visit(childAbs, childRel);
+      } else if (e.isFile()) {
+        if (root === 'data' && COMPACTION_TEMP.test(e.name)) skipped.push({ path: childRel, reason: 'compaction temporary file' });
+        else files.push({ root, rel: childRel, abs: childAbs });
+      } else {
+        skipped.push({ path: `${root === 'config' ? 'config:' : ''}${childRel}`, reason: e.isSymbolicLink() ? 'symbolic link (not followed)' : 'not a regular file' });
+      }
+    }
+  };
+  await visit(base, '');
+}
+
+export async function measure(dataDir: string, configDir?: string): Promise<Snapshot> {
+  const st = await fs.stat(dataDir).catch((err: NodeJS.ErrnoException) => {
+    throw new CouchtroveError(`data directory ${dataDir}: ${err.code === 'ENOENT' ? 'does not exist' : err.message}`);
+  });
+  if (!st.isDirectory()) throw new CouchtroveError(`data directory ${dataDir} is not a directory`);
+  const dirs: DirEntry[] = [];
+  const candidates: Candidate[] = [];
+  const skipped: Snapshot['skipped'] = [];
+  if (configDir) {
+    const cst = await fs.stat(configDir).catch(() => undefined);
+    if (!cst?.isDirectory()) throw new CouchtroveError(`configuration directory ${configDir} does not exist or is not a directory`);
+    await walk('config', configDir, dirs, candidates, skipped);
+  }
+  await walk('data', dataDir, dirs, candidates, skipped);
+  candidates.sort((a, b) => passRank(a.root, a.rel) - passRank(b.root, b.rel) || (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
+
+  const files: MeasuredFile[] = [];
+  let fdLimitReached = false;
+  const started = performance.now();
+  for (const c of candidates) {
+    let handle: fs.FileHandle | null = null;
+    try {
+      if (!fdLimitReached) handle = await fs.open(c.abs, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') {
+        skipped.push({ path: c.rel, reason: 'removed before it was measured' });
+        continue;
+      }
+      if (code !== 'EMFILE' && code !== 'ENFILE') throw new CouchtroveError(`cannot open ${c.abs}: ${(err as Error).message}`);
+      // Past the open-file limit: give back a margin for sockets and workers, and check identity at copy time.
+      fdLimitReached = true;
+      for (const f of files.slice(-64)) {
+        await f.handle?.close();
+        f.handle = null;
+      }
+    }
+    const s = handle ? await handle.stat() : await fs.lstat(c.abs).catch(() => undefined);
+    if (!s) {
+      skipped.push({ path: c.rel, reason: 'removed before it was measured' });
+      continue;
+    }
+    files.push({ root: c.root, path: c.rel, abs: c.abs, handle, size: s.size, mode: s.mode & 0o7777, mtimeMs: s.mtimeMs, dev: s.dev, ino: s.ino, birthtimeMs: s.birthtimeMs });
+  }
+  const cutMs = performance.now() - started;
+  return {
+    files,
+    dirs,
+    skipped,
+    cutMs,
+    close: async () => {
+      await Promise.all(files.map((f) => f.handle?.close()));
+    },
+  };
+}
+
+/**
+ * The descriptor to copy from. Past the open-file limit a file is opened only now, and must still be the
+ * file that was measured: same device, inode AND birth time (inodes alone are reused by CouchDB's file system).
+ */
+export async function openMeasured(f: MeasuredFile): Promise<{ handle: fs.FileHandle; owned: boolean }> {
+  if (f.handle) return { handle: f.handle, owned: false };
+  const handle = await fs.open(f.abs, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+  const s = await handle.stat();
+  if (s.dev !== f.dev || s.ino !== f.ino || s.birthtimeMs !== f.birthtimeMs) {
+    await handle.close();
+    throw new CouchtroveError(`${f.path} was replaced between measuring and copying (more files than the open-file limit); run the backup again`);
+  }
+  return { handle, owned: true };
+}

@@ -1,0 +1,92 @@
+// Public types of the backup engine: what callers (CLI, agent, control plane) pass and get back.
+import type { Backend } from '../storage/backend.js';
+import type { Codec } from '../config/catalogue.js';
+import type { KeyMaterial } from '../crypto/keys.js';
+
+export interface Progress {
+  phase: 'backup' | 'restore' | 'verify';
+  bytesDone: number;
+  bytesTotal: number;
+  filesDone: number;
+  filesTotal: number;
+}
+
+export interface CouchdbSource {
+  /** Base URL without credentials, e.g. http://127.0.0.1:5984 */
+  url: string;
+  /** Admin credentials; sent as basic auth, never logged or stored. */
+  username?: string;
+  password?: string;
+}
+
+export interface BackupOptions {
+  dataDir: string;
+  storage: Backend;
+  key?: KeyMaterial;
+  compression?: Codec;
+  compressionLevel?: number;
+  configDir?: string;
+  couchdb?: CouchdbSource;
+  id?: string;
+  /** Extra metadata kept in the manifest (e.g. the control plane's instance id). Never secrets. */
+  labels?: Record<string, string>;
+  progress?: (p: Progress) => void;
+  /** Test hook: runs after the measuring pass, before any byte is copied. */
+  afterMeasure?: () => Promise<void>;
+  /** Plain-text bytes per record (default 4 MiB). */
+  recordSize?: number;
+}
+
+export interface BackupSummary {
+  id: string;
+  created: string;
+  completed: string;
+  /** Bytes stored in the repository (data, catalog and manifest objects). */
+  size: number;
+  /** Regular files in the backup. */
+  files: number;
+  /** Data bytes read from the data directory (and configuration). */
+  bytes: number;
+  /** SHA-256 (hex) of the catalog object, which pins the SHA-256 of every file and stored object. */
+  checksum: string;
+  compression: Codec;
+  encrypted: boolean;
+  parent: string | null;
+  datastore: { type: 'couchdb'; version: string | null };
+  labels: Record<string, string>;
+}
+
+export interface RestoreOptions {
+  storage: Backend;
+  id: string;
+  dataDir: string;
+  key?: KeyMaterial;
+  /** 'user:group' names or numeric ids. */
+  owner?: string;
+  force?: boolean;
+  /** Where to write the backed-up CouchDB configuration files, if any were backed up. */
+  configDir?: string;
+  progress?: (p: Progress) => void;
+}
+
+export interface RestoreResult {
+  id: string;
+  files: number;
+  bytes: number;
+  dataDir: string;
+  configFiles: number;
+}
+
+export interface VerifiedFile {
+  path: string;
+  root: 'data' | 'config';
+  size: number;
+  sha256: string;
+}
+
+export interface VerifyResult {
+  id: string;
+  ok: true;
+  files: VerifiedFile[];
+  bytes: number;
+}

@@ -1,0 +1,91 @@
+// Declarative commands: a command names the catalogue options it takes; this file turns them into
+// commander flags, reads environment fallbacks, validates, and hands the handler typed values.
+import { Command, Option } from 'commander';
+import { catalogue, UsageError, type Catalogue, type OptionSpec } from '../config/catalogue.js';
+
+export type OptionName = keyof Catalogue;
+type ValueOf<N extends OptionName> = ReturnType<Catalogue[N]['parse']>;
+
+export interface CommandSpec<R extends OptionName, O extends OptionName> {
+  /** Words after `couchtrove`, e.g. ['agent', 'backup']. */
+  path: string[];
+  summary: string;
+  required: readonly R[];
+  optional: readonly O[];
+  /** Returns the process exit code. */
+  run: (values: { [K in R]: ValueOf<K> } & { [K in O]?: ValueOf<K> }, io: CommandIO) => Promise<number>;
+}
+
+export interface CommandIO {
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream & { isTTY?: boolean };
+  env: NodeJS.ProcessEnv;
+}
+
+// Type-erased form kept in the registry.
+export interface AnyCommand {
+  path: string[];
+  summary: string;
+  required: readonly OptionName[];
+  optional: readonly OptionName[];
+  run: (values: Record<string, unknown>, io: CommandIO) => Promise<number>;
+}
+
+export function defineCommand<R extends OptionName = never, O extends OptionName = never>(spec: CommandSpec<R, O>): AnyCommand {
+  return spec as unknown as AnyCommand;
+}
+
+function flagText(spec: OptionSpec<unknown>): string {
+  return spec.arg ? `--${spec.flag} <${spec.arg.toLowerCase()}>` : `--${spec.flag}`;
+}
+
+/** Builds the commander tree for the given commands. */
+export function buildProgram(commands: AnyCommand[], io: CommandIO, onResult: (code: number) => void): Command {
+  const program = new Command('couchtrove')
+    .description('couchtrove: run and protect Apache CouchDB')
+    .exitOverride()
+    .configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) })
+    .showHelpAfterError(false);
+  const groups = new Map<string, Command>();
+  for (const cmd of commands) {
+    let parent = program;
+    for (let i = 0; i < cmd.path.length - 1; i++) {
+      const key = cmd.path.slice(0, i + 1).join(' ');
+      let g = groups.get(key);
+      if (!g) {
+        g = parent.command(cmd.path[i]!).description(`${cmd.path[i]} commands`);
+        g.exitOverride();
+        groups.set(key, g);
+      }
+      parent = g;
+    }
+    const sub = parent.command(cmd.path[cmd.path.length - 1]!).description(cmd.summary).exitOverride();
+    const names = [...cmd.required, ...cmd.optional];
+    for (const name of names) {
+      const spec = catalogue[name] as OptionSpec<unknown>;
+      const opt = new Option(flagText(spec), spec.description + (cmd.required.includes(name) ? ' (required)' : ''));
+      if (spec.default !== undefined) opt.default(spec.default);
+      if (spec.env) opt.env(spec.env);
+      sub.addOption(opt);
+    }
+    sub.action(async (raw: Record<string, unknown>) => {
+      const values: Record<string, unknown> = {};
+      for (const name of names) {
+        const spec = catalogue[name] as OptionSpec<unknown>;
+        const key = camel(spec.flag);
+        const v = raw[key];
+        if (v === undefined || v === false) {
+          if (cmd.required.includes(name)) throw new UsageError(`missing required option --${spec.flag}`);
+          continue;
+        }
+        values[name] = spec.arg ? spec.parse(String(v), spec.flag) : true;
+      }
+      onResult(await cmd.run(values, io));
+    });
+  }
+  return program;
+}
+
+function camel(flag: string): string {
+  return flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+}

@@ -1,0 +1,37 @@
+import { defineCommand } from '../../command.js';
+import { createBackup } from '../../../backup/index.js';
+import { openStorage } from '../../../storage/index.js';
+import { readKeyFile } from '../../../crypto/keys.js';
+import { formatBytes, progressBar } from '../../progress.js';
+
+export const backupCommand = defineCommand({
+  path: ['agent', 'backup'],
+  summary: 'Take a full physical backup of a (running) CouchDB data directory',
+  required: ['dataDir', 'storage'],
+  optional: ['keyFile', 'compression', 'compressionLevel', 'configDir', 'couchdbUrl', 'newBackupId', 'json'],
+  run: async (o, io) => {
+    const storage = await openStorage(o.storage, io.env);
+    const bar = progressBar(io, o.json, 'backup');
+    try {
+      const s = await createBackup({
+        dataDir: o.dataDir,
+        storage,
+        key: o.keyFile ? await readKeyFile(o.keyFile) : undefined,
+        compression: o.compression,
+        compressionLevel: o.compressionLevel,
+        configDir: o.configDir,
+        // Credentials only from the environment: argv is visible to every user of the host.
+        couchdb: o.couchdbUrl ? { url: o.couchdbUrl, username: io.env.COUCHDB_USER, password: io.env.COUCHDB_PASSWORD } : undefined,
+        id: o.newBackupId,
+        progress: bar?.update,
+      });
+      bar?.stop();
+      if (o.json) io.stdout.write(`${JSON.stringify(s)}\n`);
+      else io.stdout.write(`backup ${s.id} completed: ${s.files} files, ${formatBytes(s.bytes)} read, ${formatBytes(s.size)} stored, sha256 ${s.checksum}\n`);
+      return 0;
+    } finally {
+      bar?.stop();
+      await storage.close();
+    }
+  },
+});

@@ -1,0 +1,37 @@
+// `couchtrove agent ...`: the commands that work on one CouchDB host, without the control plane.
+import type { AnyCommand } from '../../command.js';
+import { backupCommand } from './backup.js';
+import { restoreCommand } from './restore.js';
+import { verifyCommand } from './verify.js';
+import { listCommand } from './list.js';
+import { deleteCommand } from './delete.js';
+import { keygenCommand } from './keygen.js';
+import { serveCommand } from './serve.js';
+import { statusCommand } from './status.js';
+import { databaseCreateCommand, databaseDeleteCommand, databaseListCommand } from './database.js';
+import { userCreateCommand, userDeleteCommand, userGrantCommand, userListCommand, userPasswordCommand, userRevokeCommand, userShowCommand } from './user.js';
+import { rootDisableCommand, rootEnableCommand, rootShowCommand } from './root.js';
+
+export const agentCommands: AnyCommand[] = [
+  backupCommand,
+  restoreCommand,
+  verifyCommand,
+  listCommand,
+  deleteCommand,
+  keygenCommand,
+  serveCommand,
+  statusCommand,
+  databaseCreateCommand,
+  databaseListCommand,
+  databaseDeleteCommand,
+  userCreateCommand,
+  userListCommand,
+  userShowCommand,
+  userDeleteCommand,
+  userGrantCommand,
+  userRevokeCommand,
+  userPasswordCommand,
+  rootEnableCommand,
+  rootShowCommand,
+  rootDisableCommand,
+];

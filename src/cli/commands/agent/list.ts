@@ -1,0 +1,31 @@
+import { defineCommand } from '../../command.js';
+import { listBackups } from '../../../backup/index.js';
+import { openStorage } from '../../../storage/index.js';
+import { formatBytes } from '../../progress.js';
+
+export const listCommand = defineCommand({
+  path: ['agent', 'list'],
+  summary: 'List the backups in a repository, and report incomplete ones',
+  required: ['storage'],
+  optional: ['json'],
+  run: async (o, io) => {
+    const storage = await openStorage(o.storage, io.env);
+    try {
+      const { backups, incomplete } = await listBackups(storage);
+      if (o.json) {
+        io.stdout.write(`${JSON.stringify(backups)}\n`);
+        // stdout stays a plain array of usable backups; leftovers are reported on stderr.
+        for (const i of incomplete) io.stderr.write(`incomplete backup ${i.id} (${i.objects} objects, ${i.bytes} bytes): ${i.reason}\n`);
+        return 0;
+      }
+      if (backups.length === 0) io.stdout.write('no backups\n');
+      for (const b of backups) {
+        io.stdout.write(`${b.id}  ${b.created}  ${String(b.files).padStart(6)} files  ${formatBytes(b.bytes).padStart(10)} read  ${formatBytes(b.size).padStart(10)} stored  ${b.compression}${b.encrypted ? '+aes' : ''}${b.parent ? `  incremental of ${b.parent}` : ''}\n`);
+      }
+      for (const i of incomplete) io.stdout.write(`INCOMPLETE ${i.id}  ${i.objects} objects, ${formatBytes(i.bytes)}: ${i.reason} (remove with: couchtrove agent delete --backup ${i.id})\n`);
+      return 0;
+    } finally {
+      await storage.close();
+    }
+  },
+});

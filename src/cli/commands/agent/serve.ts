@@ -1,0 +1,32 @@
+// `couchtrove agent serve --config FILE`: the agent's RPC for the control plane, until SIGTERM/SIGINT.
+// CouchDB is left running when the agent stops; the next agent process adopts it.
+import { defineCommand } from '../../command.js';
+import { Agent } from '../../../agent/agent.js';
+import { readServeConfig, readTokenFile, startAgentServer } from '../../../agent/server.js';
+
+export const serveCommand = defineCommand({
+  path: ['agent', 'serve'],
+  summary: 'Serve the agent RPC (bearer token from the file named in the config) until SIGTERM',
+  required: ['agentConfig'],
+  optional: [],
+  run: async (o, io) => {
+    const cfg = await readServeConfig(o.agentConfig);
+    const token = await readTokenFile(cfg.tokenFile);
+    const log = (line: string) => io.stderr.write(`${new Date().toISOString()} ${line}\n`);
+    const agent = await Agent.open(cfg.instanceDir, { log });
+    const server = await startAgentServer({ host: cfg.host, port: cfg.port, token, agent, log });
+    io.stdout.write(`couchtrove agent listening on ${server.url}\n`);
+    await new Promise<void>((resolve) => {
+      const stop = () => {
+        process.off('SIGTERM', stop);
+        process.off('SIGINT', stop);
+        resolve();
+      };
+      process.on('SIGTERM', stop);
+      process.on('SIGINT', stop);
+    });
+    await server.close();
+    log(`agent stopped${agent.couchdbPid ? ` (CouchDB pid ${agent.couchdbPid} keeps running)` : ''}`);
+    return 0;
+  },
+});

@@ -1,0 +1,26 @@
+import { defineCommand } from '../../command.js';
+import { verifyBackup } from '../../../backup/index.js';
+import { openStorage } from '../../../storage/index.js';
+import { readKeyFile } from '../../../crypto/keys.js';
+import { formatBytes, progressBar } from '../../progress.js';
+
+export const verifyCommand = defineCommand({
+  path: ['agent', 'verify'],
+  summary: 'Read a whole backup and check every checksum, writing nothing',
+  required: ['storage', 'backupId'],
+  optional: ['keyFile', 'json'],
+  run: async (o, io) => {
+    const storage = await openStorage(o.storage, io.env);
+    const bar = progressBar(io, o.json, 'verify');
+    try {
+      const r = await verifyBackup({ storage, id: o.backupId, key: o.keyFile ? await readKeyFile(o.keyFile) : undefined, progress: bar?.update });
+      bar?.stop();
+      if (o.json) io.stdout.write(`${JSON.stringify(r)}\n`);
+      else io.stdout.write(`backup ${r.id} is intact: ${r.files.length} files, ${formatBytes(r.bytes)}, every SHA-256 checked\n`);
+      return 0;
+    } finally {
+      bar?.stop();
+      await storage.close();
+    }
+  },
+});

@@ -1,0 +1,27 @@
+// Entry point of the `couchtrove` executable: every command, one file each under commands/.
+import { CommanderError } from 'commander';
+import { buildProgram, type AnyCommand, type CommandIO } from './command.js';
+import { describeError } from '../util/errors.js';
+import { agentCommands } from './commands/agent/index.js';
+
+export const commands: AnyCommand[] = [...agentCommands];
+
+export async function main(argv: string[], io: CommandIO = { stdout: process.stdout, stderr: process.stderr, env: process.env }): Promise<number> {
+  let code = 0;
+  const program = buildProgram(commands, io, (c) => (code = c));
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return code;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // Help and version exit 0; commander already printed its own message for usage errors.
+      return err.exitCode === 0 ? 0 : 2;
+    }
+    io.stderr.write(`couchtrove: ${describeError(err)}\n`);
+    return exitCodeOf(err);
+  }
+}
+
+function exitCodeOf(err: unknown): number {
+  return err instanceof Error && err.name === 'UsageError' ? 2 : 1;
+}

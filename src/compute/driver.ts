@@ -1,0 +1,45 @@
+// Compute drivers place instances: where each CouchDB runs, its agent, its volume. The control plane
+// talks to CouchDB only through the instance's agent (AgentApi).
+import type { AgentApi } from '../agent/protocol.js';
+import type { Row } from '../state/index.js';
+
+export interface EngineInfo {
+  kind: 'couchdb' | 'devengine';
+  /** Release directory with bin/couchdb. */
+  home: string;
+  /** Said at start and in every instance's show when instances do not run on Apache CouchDB. */
+  warning?: string;
+}
+
+/** Where a provisioned instance lives; stored in the instance row. */
+export interface Placement {
+  host: string;
+  port: number;
+  agentPort: number;
+  epmdPort: number;
+  agentPid: number | null;
+  instanceDir: string;
+  engine: EngineInfo['kind'];
+}
+
+export interface ComputeDriver {
+  readonly name: string;
+  /** The engine instances get when their datastore version names no release directory. */
+  readonly engine: EngineInfo;
+  /** Allocates the instance's ports, volume and agent and starts the agent; reuses what the row already records. */
+  provision(instance: Row<'instances'>): Promise<Placement>;
+  /** Restarts the agent process of a provisioned instance if it is not running (after a server restart). */
+  ensureAgent(instance: Row<'instances'>): Promise<Placement>;
+  /** Client for the instance's agent. */
+  agent(instance: Row<'instances'>): Promise<AgentApi>;
+  /** Where the volume is mounted (CouchDB's data directory) and the agent's own directory. */
+  paths(instance: Row<'instances'>): { dataDir: string; agentDir: string };
+  /** Grows the volume; the quota is the agent's to enforce. */
+  resizeVolume(instance: Row<'instances'>, sizeGb: number): Promise<void>;
+  /** Stops the agent and CouchDB and removes the instance's directory and volume. Idempotent. */
+  destroy(instance: Row<'instances'>): Promise<void>;
+  /** Pids of processes this driver started that still run (tests check nothing is left). */
+  livePids(instance: Row<'instances'>): number[];
+}
+
+export const GiB = 1024 ** 3;

@@ -1,0 +1,249 @@
+// The local-process compute driver: every instance is a directory under the state dir
+// (instances/<id>/), with its data directory as its volume (the size is a quota the agent enforces),
+// a free loopback port for CouchDB, and its own agent process `couchtrove agent serve --config FILE`
+// (AgentServeConfig; the bearer token in a 0600 file). Agents run detached, so instances keep running
+// while the control plane restarts; ensureAgent starts a dead agent again.
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { AgentApi, AgentServeConfig } from '../agent/protocol.js';
+import type { Row } from '../state/index.js';
+import type { PortRange } from '../config/server.js';
+import type { ComputeDriver, EngineInfo, Placement } from './driver.js';
+
+export type AgentFactory = (baseUrl: string, token: string) => AgentApi | Promise<AgentApi>;
+
+export interface LocalDriverOptions {
+  stateDir: string;
+  /** Apache CouchDB release directory (COUCHDB_HOME); absent: the development engine. */
+  couchdbHome?: string;
+  /** Ports CouchDB may be given ([couchdb] tcp_ports); empty: any free port. */
+  tcpPorts?: PortRange[];
+  /** Ports already given to other instances. */
+  usedPorts?: () => Promise<number[]>;
+  agentFactory?: AgentFactory;
+  /** Command that runs the couchtrove CLI (default: this node and bin/couchtrove.js). */
+  cli?: string[];
+  /** How long a new agent may take to answer, ms. */
+  agentStartMs?: number;
+}
+
+/** The repository root (holds package.json), from this module's place in src/ or dist/src/. */
+export function packageRoot(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    if (fs.existsSync(path.join(dir, 'package.json')) && fs.existsSync(path.join(dir, 'bin'))) return dir;
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error('cannot find the couchtrove package root');
+    dir = up;
+  }
+}
+
+export function engineInfo(couchdbHome?: string): EngineInfo {
+  if (couchdbHome) return { kind: 'couchdb', home: couchdbHome };
+  return {
+    kind: 'devengine',
+    home: path.join(packageRoot(), 'devengine'),
+    warning: 'COUCHDB_HOME is not set: instances run on the development engine (a CouchDB stand-in for development and tests), not on Apache CouchDB',
+  };
+}
+
+export async function defaultAgentFactory(baseUrl: string, token: string): Promise<AgentApi> {
+  // The agent client is another component's module; loaded at run time so this driver builds without it.
+  const mod = (await import(new URL('../agent/client.js', import.meta.url).href)) as { AgentClient: new (u: string, t: string) => AgentApi };
+  return new mod.AgentClient(baseUrl, token);
+}
+
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.unref();
+    s.on('error', reject);
+    s.listen(0, host, () => {
+      const a = s.address();
+      s.close(() => (a && typeof a === 'object' ? resolve(a.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+async function portFree(port: number, host = '127.0.0.1'): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.unref();
+    s.once('error', () => resolve(false));
+    s.listen(port, host, () => s.close(() => resolve(true)));
+  });
+}
+
+function alive(pid: number | null): boolean {
+  if (!pid) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export class LocalProcessDriver implements ComputeDriver {
+  readonly name = 'local';
+  readonly engine: EngineInfo;
+  private readonly cli: string[];
+  private readonly factory: AgentFactory;
+  private readonly clients = new Map<string, Promise<AgentApi>>();
+  private readonly allocating = new Set<number>();
+
+  constructor(private readonly options: LocalDriverOptions) {
+    this.engine = engineInfo(options.couchdbHome);
+    this.cli = options.cli ?? [process.execPath, path.join(packageRoot(), 'bin', 'couchtrove.js')];
+    this.factory = options.agentFactory ?? defaultAgentFactory;
+  }
+
+  private dir(id: string): string {
+    if (!/^[0-9a-f-]{36}$/.test(id)) throw new Error(`invalid instance id ${JSON.stringify(id)}`);
+    return path.join(this.options.stateDir, 'instances', id);
+  }
+
+  paths(instance: Row<'instances'>): { dataDir: string; agentDir: string } {
+    const d = instance.instance_dir ?? this.dir(instance.id);
+    return { dataDir: path.join(d, 'data'), agentDir: path.join(d, 'agent') };
+  }
+
+  private async allocatePort(): Promise<number> {
+    const used = new Set([...(await this.options.usedPorts?.()) ?? [], ...this.allocating]);
+    const ranges = this.options.tcpPorts ?? [];
+    if (ranges.length === 0) {
+      for (let i = 0; i < 50; i++) {
+        const p = await freePort();
+        if (!used.has(p)) {
+          this.allocating.add(p);
+          return p;
+        }
+      }
+      throw new Error('no free loopback port');
+    }
+    for (const r of ranges) {
+      for (let p = r.from; p <= r.to; p++) {
+        if (!used.has(p) && (await portFree(p))) {
+          this.allocating.add(p);
+          return p;
+        }
+      }
+    }
+    throw new Error(`no free port left in [couchdb] tcp_ports (${ranges.map((r) => (r.from === r.to ? r.from : `${r.from}-${r.to}`)).join(', ')})`);
+  }
+
+  async provision(instance: Row<'instances'>): Promise<Placement> {
+    const dir = this.dir(instance.id);
+    fs.mkdirSync(path.join(dir, 'data'), { recursive: true, mode: 0o700 });
+    fs.mkdirSync(path.join(dir, 'agent'), { recursive: true, mode: 0o700 });
+    const port = instance.port ?? (await this.allocatePort());
+    const agentPort = instance.agent_port ?? (await freePort());
+    const epmdPort = instance.epmd_port ?? (await freePort());
+    const tokenFile = path.join(dir, 'agent.token');
+    if (!fs.existsSync(tokenFile)) fs.writeFileSync(tokenFile, randomBytes(32).toString('hex') + '\n', { mode: 0o600 });
+    const config: AgentServeConfig = { host: '127.0.0.1', port: agentPort, tokenFile, instanceDir: path.join(dir, 'agent') };
+    fs.writeFileSync(path.join(dir, 'agent.json'), JSON.stringify(config, null, 2) + '\n', { mode: 0o600 });
+    const placement: Placement = { host: '127.0.0.1', port, agentPort, epmdPort, agentPid: instance.agent_pid, instanceDir: dir, engine: instance.engine === 'couchdb' || instance.engine === 'devengine' ? instance.engine : this.engine.kind };
+    return this.ensureAgent({ ...instance, instance_dir: dir, port, agent_port: agentPort, epmd_port: epmdPort }, placement);
+  }
+
+  async ensureAgent(instance: Row<'instances'>, placement?: Placement): Promise<Placement> {
+    const dir = instance.instance_dir ?? this.dir(instance.id);
+    const p: Placement = placement ?? {
+      host: instance.host ?? '127.0.0.1', port: instance.port ?? 0, agentPort: instance.agent_port ?? 0, epmdPort: instance.epmd_port ?? 0,
+      agentPid: instance.agent_pid, instanceDir: dir, engine: (instance.engine as EngineInfo['kind'] | null) ?? this.engine.kind,
+    };
+    if (alive(p.agentPid) && (await this.answers(instance))) return p;
+    if (!fs.existsSync(path.join(dir, 'agent.json'))) throw new Error(`instance ${instance.id} has no agent configuration in ${dir}`);
+    const log = fs.openSync(path.join(dir, 'agent.log'), 'a', 0o600);
+    const [cmd, ...args] = this.cli;
+    const child = spawn(cmd!, [...args, 'agent', 'serve', '--config', path.join(dir, 'agent.json')], {
+      detached: true,
+      stdio: ['ignore', log, log],
+      cwd: dir,
+      env: { ...process.env, NODE_OPTIONS: '' },
+    });
+    fs.closeSync(log);
+    child.unref();
+    const pid = child.pid ?? null;
+    this.clients.delete(instance.id);
+    const until = Date.now() + (this.options.agentStartMs ?? 20_000);
+    let exited: number | null = null;
+    child.once('exit', (code) => (exited = code ?? -1));
+    while (Date.now() < until) {
+      if (exited !== null) throw new Error(`the agent of instance ${instance.id} exited with ${exited} at start: see ${path.join(dir, 'agent.log')}`);
+      if (await this.answers({ ...instance, instance_dir: dir, agent_port: p.agentPort })) return { ...p, agentPid: pid };
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    if (pid) killGroup(pid, 'SIGKILL');
+    throw new Error(`the agent of instance ${instance.id} did not answer within ${(this.options.agentStartMs ?? 20_000) / 1000} s: see ${path.join(dir, 'agent.log')}`);
+  }
+
+  private async answers(instance: Row<'instances'>): Promise<boolean> {
+    if (!instance.agent_port) return false;
+    try {
+      const a = await this.agent(instance);
+      await Promise.race([a.status(), new Promise((_, rej) => setTimeout(() => rej(new Error('timeout')), 2000))]);
+      return true;
+    } catch {
+      this.clients.delete(instance.id);
+      return false;
+    }
+  }
+
+  async agent(instance: Row<'instances'>): Promise<AgentApi> {
+    let c = this.clients.get(instance.id);
+    if (!c) {
+      if (!instance.agent_port) throw new Error(`instance ${instance.id} has no agent yet`);
+      const dir = instance.instance_dir ?? this.dir(instance.id);
+      const token = fs.readFileSync(path.join(dir, 'agent.token'), 'utf8').trim();
+      c = Promise.resolve(this.factory(`http://127.0.0.1:${instance.agent_port}`, token));
+      this.clients.set(instance.id, c);
+    }
+    return c;
+  }
+
+  async resizeVolume(): Promise<void> {
+    // A directory has no size of its own: the new quota reaches the agent through prepare().
+  }
+
+  livePids(instance: Row<'instances'>): number[] {
+    return alive(instance.agent_pid) ? [instance.agent_pid!] : [];
+  }
+
+  async destroy(instance: Row<'instances'>): Promise<void> {
+    if (instance.agent_port && alive(instance.agent_pid)) {
+      try {
+        const a = await this.agent(instance);
+        await Promise.race([a.stop(), new Promise((r) => setTimeout(r, 30_000))]);
+      } catch {
+        // The agent may already be gone; the process group is killed below.
+      }
+    }
+    if (instance.agent_pid) {
+      killGroup(instance.agent_pid, 'SIGTERM');
+      const until = Date.now() + 10_000;
+      while (alive(instance.agent_pid) && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+      if (alive(instance.agent_pid)) killGroup(instance.agent_pid, 'SIGKILL');
+    }
+    this.clients.delete(instance.id);
+    if (instance.port) this.allocating.delete(instance.port);
+    fs.rmSync(instance.instance_dir ?? this.dir(instance.id), { recursive: true, force: true });
+  }
+}
+
+function killGroup(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    try {
+      process.kill(pid, signal);
+    } catch {
+      // already gone
+    }
+  }
+}

@@ -1,0 +1,17 @@
+// The catalogue: every option of every component (see option.ts for what an entry is).
+import type { OptionSpec } from './option.js';
+import { backupOptions } from './options/backup.js';
+import { agentOptions } from './options/agent.js';
+
+export { UsageError, parsers, CODECS, type Codec, type OptionSpec } from './option.js';
+
+/**
+ * The catalogue: every option of every component, by the name the code uses. Each component keeps
+ * its entries in options/<component>.ts; `flag` is what users type, and must be unique.
+ */
+export const catalogue = {
+  ...backupOptions,
+  ...agentOptions,
+} satisfies Record<string, OptionSpec<unknown>>;
+
+export type Catalogue = typeof catalogue;

@@ -1,0 +1,37 @@
+// Options of the agent's own commands: `couchtrove agent serve|status|database|user|root`.
+// The CouchDB URL is the catalogue's couchdbUrl (--couchdb-url); admin credentials come from
+// COUCHDB_USER and COUCHDB_PASSWORD, and passwords from standard input, never from argv.
+import { parsers, UsageError, type OptionSpec } from '../option.js';
+
+const list = (raw: string, flag: string): string[] => {
+  const items = raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  if (items.length === 0) throw new UsageError(`--${flag}: expected a comma-separated list`);
+  return items;
+};
+
+export const agentOptions = {
+  agentConfig: {
+    flag: 'config', arg: 'FILE', group: 'Agent', parse: parsers.absolutePath,
+    description: 'JSON file {host, port, tokenFile, instanceDir} for `agent serve`: where the RPC listens, the 0600 file holding its bearer token, and the agent\'s directory',
+  },
+  database: {
+    flag: 'database', arg: 'NAME', group: 'Agent', parse: parsers.string,
+    description: "Database name (CouchDB's rules: a lowercase letter, then a-z 0-9 _ $ ( ) + - /)",
+  },
+  databases: {
+    flag: 'databases', arg: 'LIST', group: 'Agent', parse: list,
+    description: 'Comma-separated database names the user gets access to (members of their _security)',
+  },
+  user: {
+    flag: 'user', arg: 'NAME', group: 'Agent', parse: parsers.string,
+    description: 'CouchDB user name (a document in _users)',
+  },
+  roles: {
+    flag: 'roles', arg: 'LIST', group: 'Agent', parse: list,
+    description: 'Comma-separated roles of a new user',
+  },
+  passwordStdin: {
+    flag: 'password-stdin', group: 'Agent', parse: parsers.boolean,
+    description: 'Read the password from the first line of standard input (without it, one is generated and printed)',
+  },
+} satisfies Record<string, OptionSpec<unknown>>;

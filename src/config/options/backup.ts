@@ -1,0 +1,57 @@
+// Options of the backup engine and the `couchtrove agent backup|restore|verify|list|delete` commands.
+import { CODECS, parsers, type OptionSpec } from '../option.js';
+
+export const backupOptions = {
+  dataDir: {
+    flag: 'data-dir', arg: 'DIR', group: 'Backup engine', parse: parsers.absolutePath,
+    description: "CouchDB's data directory ([couchdb] database_dir): read by backup, written by restore",
+  },
+  storage: {
+    flag: 'storage', arg: 'URL', group: 'Backup engine', env: 'COUCHTROVE_STORAGE', parse: parsers.string,
+    description: 'Backup repository: file:///absolute/path, swift://container/prefix or s3://bucket/prefix',
+  },
+  keyFile: {
+    flag: 'key-file', arg: 'FILE', group: 'Backup engine', env: 'COUCHTROVE_KEY_FILE', parse: parsers.absolutePath,
+    description: 'File holding the encryption key (at least 32 bytes; `couchtrove agent keygen` makes one). Without it backups are not encrypted',
+  },
+  compression: {
+    flag: 'compression', arg: 'CODEC', group: 'Backup engine', default: 'zstd', parse: parsers.oneOf(...CODECS),
+    description: 'Compression of stored data: zstd, gzip or none',
+  },
+  compressionLevel: {
+    flag: 'compression-level', arg: 'N', group: 'Backup engine', parse: parsers.integer(1, 19),
+    description: 'Compression level (zstd 1-19, default 1; gzip 1-9, default 6)',
+  },
+  configDir: {
+    flag: 'config-dir', arg: 'DIR', group: 'Backup engine', parse: parsers.absolutePath,
+    description: "CouchDB's configuration directory (ini files with the hashed server admins): added to the backup, or where restore writes them",
+  },
+  couchdbUrl: {
+    flag: 'couchdb-url', arg: 'URL', group: 'Backup engine', parse: parsers.url,
+    description: 'URL of the running CouchDB, to record its version, node name, databases and shard maps. Admin credentials come from COUCHDB_USER and COUCHDB_PASSWORD, never from the URL',
+  },
+  backupId: {
+    flag: 'backup', arg: 'ID', group: 'Backup engine', parse: parsers.backupId,
+    description: 'Backup id, as printed by backup and list',
+  },
+  newBackupId: {
+    flag: 'id', arg: 'ID', group: 'Backup engine', parse: parsers.backupId,
+    description: 'Id for the new backup (default: a random UUID)',
+  },
+  owner: {
+    flag: 'owner', arg: 'USER:GROUP', group: 'Backup engine', parse: parsers.owner,
+    description: 'Owner and group given to restored files and directories (names or numeric ids)',
+  },
+  force: {
+    flag: 'force', group: 'Backup engine', parse: parsers.boolean,
+    description: 'Restore into a non-empty data directory, replacing its contents once the restore has succeeded',
+  },
+  json: {
+    flag: 'json', group: 'Output', parse: parsers.boolean,
+    description: 'Print one JSON document instead of text; no progress bar',
+  },
+  out: {
+    flag: 'out', arg: 'FILE', group: 'Backup engine', parse: parsers.absolutePath,
+    description: 'File to create',
+  },
+} satisfies Record<string, OptionSpec<unknown>>;

@@ -1,0 +1,110 @@
+// Schema migrations, in order. Each is written with Kysely's schema builder only, so it runs the same
+// on SQLite and PostgreSQL. Never edit a released migration: add the next one.
+import type { Kysely, Migration } from 'kysely';
+
+const text = 'text' as const;
+
+export const migrations: Record<string, Migration> = {
+  '0001_initial': {
+    async up(db: Kysely<unknown>): Promise<void> {
+      await db.schema.createTable('projects').ifNotExists()
+        .addColumn('id', text, (c) => c.primaryKey())
+        .addColumn('name', text, (c) => c.notNull())
+        .addColumn('created', text, (c) => c.notNull())
+        .execute();
+      await db.schema.createTable('flavors').ifNotExists()
+        .addColumn('id', text, (c) => c.primaryKey())
+        .addColumn('name', text, (c) => c.notNull())
+        .addColumn('ram', 'integer', (c) => c.notNull())
+        .addColumn('vcpus', 'integer', (c) => c.notNull())
+        .execute();
+      await db.schema.createTable('datastore_versions').ifNotExists()
+        .addColumn('id', text, (c) => c.primaryKey())
+        .addColumn('datastore', text, (c) => c.notNull())
+        .addColumn('name', text, (c) => c.notNull())
+        .addColumn('active', 'integer', (c) => c.notNull())
+        .addColumn('is_default', 'integer', (c) => c.notNull())
+        .addColumn('couchdb_home', text)
+        .execute();
+      await db.schema.createTable('instances').ifNotExists()
+        .addColumn('id', text, (c) => c.primaryKey())
+        .addColumn('project_id', text, (c) => c.notNull())
+        .addColumn('name', text, (c) => c.notNull())
+        .addColumn('status', text, (c) => c.notNull())
+        .addColumn('flavor_id', text, (c) => c.notNull())
+        .addColumn('volume_size', 'integer', (c) => c.notNull())
+        .addColumn('datastore', text, (c) => c.notNull())
+        .addColumn('datastore_version', text, (c) => c.notNull())
+        .addColumn('configuration_id', text)
+        .addColumn('replica_of', text)
+        .addColumn('host', text)
+        .addColumn('port', 'integer')
+        .addColumn('agent_port', 'integer')
+        .addColumn('agent_pid', 'integer')
+        .addColumn('epmd_port', 'integer')
+        .addColumn('instance_dir', text)
+        .addColumn('engine', text)
+        .addColumn('fault', text)
+        .addColumn('task_id', text)
+        .addColumn('created', text, (c) => c.notNull())
+        .addColumn('updated', text, (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('instances_project').ifNotExists().on('instances').columns(['project_id', 'created', 'id']).execute();
+      await db.schema.createTable('backups').ifNotExists()
+        .addColumn('id', text, (c) => c.primaryKey())
+        .addColumn('project_id', text, (c) => c.notNull())
+        .addColumn('instance_id', text)
+        .addColumn('name', text, (c) => c.notNull())
+        .addColumn('description', text)
+        .addColumn('status', text, (c) => c.notNull())
+        .addColumn('parent_id', text)
+        .addColumn('location', text)
+        .addColumn('size_bytes', 'bigint')
+        .addColumn('data_bytes', 'bigint')
+        .addColumn('files', 'bigint')
+        .addColumn('checksum', text)
+        .addColumn('datastore', text, (c) => c.notNull())
+        .addColumn('datastore_version', text, (c) => c.notNull())
+        .addColumn('progress', text)
+        .addColumn('fail_reason', text)
+        .addColumn('task_id', text)
+        .addColumn('created', text, (c) => c.notNull())
+        .addColumn('updated', text, (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('backups_project').ifNotExists().on('backups').columns(['project_id', 'created', 'id']).execute();
+      await db.schema.createTable('tasks').ifNotExists()
+        .addColumn('id', text, (c) => c.primaryKey())
+        .addColumn('project_id', text, (c) => c.notNull())
+        .addColumn('kind', text, (c) => c.notNull())
+        .addColumn('instance_id', text)
+        .addColumn('backup_id', text)
+        .addColumn('status', text, (c) => c.notNull())
+        .addColumn('params', text, (c) => c.notNull())
+        .addColumn('step', text)
+        .addColumn('error', text)
+        .addColumn('attempts', 'integer', (c) => c.notNull())
+        .addColumn('deadline', text)
+        .addColumn('heartbeat', text, (c) => c.notNull())
+        .addColumn('created', text, (c) => c.notNull())
+        .addColumn('updated', text, (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('tasks_status').ifNotExists().on('tasks').columns(['status', 'created']).execute();
+      await db.schema.createTable('configurations').ifNotExists()
+        .addColumn('id', text, (c) => c.primaryKey())
+        .addColumn('project_id', text, (c) => c.notNull())
+        .addColumn('name', text, (c) => c.notNull())
+        .addColumn('description', text)
+        .addColumn('values', text, (c) => c.notNull())
+        .addColumn('datastore', text, (c) => c.notNull())
+        .addColumn('datastore_version', text, (c) => c.notNull())
+        .addColumn('created', text, (c) => c.notNull())
+        .addColumn('updated', text, (c) => c.notNull())
+        .execute();
+    },
+    async down(db: Kysely<unknown>): Promise<void> {
+      for (const t of ['configurations', 'tasks', 'backups', 'instances', 'datastore_versions', 'flavors', 'projects']) {
+        await db.schema.dropTable(t).ifExists().execute();
+      }
+    },
+  },
+};

@@ -1,0 +1,137 @@
+// The control plane's tables, as Kysely sees them. Times are ISO 8601 strings (UTC), booleans are 0/1,
+// JSON columns are text: the same rows on SQLite and PostgreSQL.
+
+export interface ProjectsTable {
+  id: string;
+  name: string;
+  created: string;
+}
+
+export interface FlavorsTable {
+  id: string;
+  name: string;
+  /** MiB */
+  ram: number;
+  vcpus: number;
+}
+
+export interface DatastoreVersionsTable {
+  id: string;
+  /** Datastore type: always 'couchdb' today. */
+  datastore: string;
+  name: string;
+  active: number;
+  is_default: number;
+  /** Release directory for this version; null means COUCHDB_HOME or the development engine. */
+  couchdb_home: string | null;
+}
+
+export type InstanceStatus =
+  | 'BUILD' | 'ACTIVE' | 'REBOOT' | 'RESIZE' | 'BACKUP' | 'SHUTDOWN' | 'RESTART_REQUIRED' | 'ERROR' | 'FAILED'
+  | 'PROMOTE' | 'EJECT' | 'DETACH';
+
+export interface InstancesTable {
+  id: string;
+  project_id: string;
+  name: string;
+  status: InstanceStatus;
+  flavor_id: string;
+  /** GB as Trove counts them (the quota is size * 1 GiB). */
+  volume_size: number;
+  datastore: string;
+  datastore_version: string;
+  configuration_id: string | null;
+  replica_of: string | null;
+  /** Where CouchDB listens. */
+  host: string | null;
+  port: number | null;
+  /** The agent's RPC address and its pid (local driver). */
+  agent_port: number | null;
+  agent_pid: number | null;
+  /** The instance's own Erlang port mapper. */
+  epmd_port: number | null;
+  instance_dir: string | null;
+  /** 'couchdb' or 'devengine': what serves this instance. */
+  engine: string | null;
+  /** Why the instance is ERROR/FAILED, or what the last task reported. */
+  fault: string | null;
+  /** The task holding the instance; null when idle. Claimed with a compare-and-set update. */
+  task_id: string | null;
+  created: string;
+  updated: string;
+}
+
+export type BackupStatus = 'NEW' | 'BUILDING' | 'SAVING' | 'COMPLETED' | 'FAILED' | 'DELETE_FAILED';
+
+export interface BackupsTable {
+  id: string;
+  project_id: string;
+  instance_id: string | null;
+  name: string;
+  description: string | null;
+  status: BackupStatus;
+  parent_id: string | null;
+  /** Repository URL the backup was written to. */
+  location: string | null;
+  /** Bytes stored in the repository. */
+  size_bytes: number | null;
+  /** Data bytes read from the instance. */
+  data_bytes: number | null;
+  files: number | null;
+  checksum: string | null;
+  datastore: string;
+  datastore_version: string;
+  /** JSON of the engine's Progress while running. */
+  progress: string | null;
+  fail_reason: string | null;
+  task_id: string | null;
+  created: string;
+  updated: string;
+}
+
+export type TaskStatus = 'NEW' | 'RUNNING' | 'COMPLETED' | 'FAILED';
+
+export interface TasksTable {
+  id: string;
+  project_id: string;
+  kind: string;
+  instance_id: string | null;
+  backup_id: string | null;
+  status: TaskStatus;
+  /** JSON parameters. */
+  params: string;
+  /** Last step reached, for resuming. */
+  step: string | null;
+  error: string | null;
+  attempts: number;
+  /** After this time the task is failed by the watchdog. */
+  deadline: string | null;
+  heartbeat: string;
+  created: string;
+  updated: string;
+}
+
+export interface ConfigurationsTable {
+  id: string;
+  project_id: string;
+  name: string;
+  description: string | null;
+  /** JSON object 'section/key' -> value. */
+  values: string;
+  datastore: string;
+  datastore_version: string;
+  created: string;
+  updated: string;
+}
+
+export interface Database {
+  projects: ProjectsTable;
+  flavors: FlavorsTable;
+  datastore_versions: DatastoreVersionsTable;
+  instances: InstancesTable;
+  backups: BackupsTable;
+  tasks: TasksTable;
+  configurations: ConfigurationsTable;
+}
+
+export type TableName = keyof Database;

@@ -1,0 +1,795 @@
+// The control plane's operations: what the API asks for, checked, written to the state store and
+// carried out by durable tasks through the instances' agents. Every long operation claims its instance
+// with a compare-and-set on instances.task_id, so conflicting tasks on one instance are refused.
+import { createHash, randomUUID } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { AgentApi, InstanceSettings, NewUser } from '../agent/protocol.js';
+import type { ComputeDriver } from '../compute/driver.js';
+import { GiB } from '../compute/driver.js';
+import type { ServerConfig } from '../config/server.js';
+import { flavorOverrides } from '../config/server.js';
+import { now, type Row, type StateStore, type InstanceStatus } from '../state/index.js';
+import { describeError } from '../util/errors.js';
+import { TaskManager, type TaskContext } from './manager.js';
+import { badRequest, notFound, unprocessable, ServiceError } from './errors.js';
+
+/** What the control plane needs from the backup engine (src/backup): injected so tests can replace it. */
+export interface BackupEngine {
+  /** The stored backup's checksum (sha256 of its catalog); rejects when the backup cannot be read. */
+  storedChecksum(repository: string, id: string, keyFile?: string): Promise<string>;
+  /** Removes every object of the backup; a missing backup is not an error. */
+  delete(repository: string, id: string): Promise<void>;
+}
+
+export interface UserSpec {
+  name: string;
+  password: string;
+  databases: string[];
+}
+
+export interface CreateInstanceRequest {
+  name: string;
+  flavorRef: string;
+  volumeSize: number | null;
+  datastoreVersion: string | null;
+  databases: string[];
+  users: UserSpec[];
+  backupRef: string | null;
+  replicaOf: string | null;
+  configurationId: string | null;
+}
+
+interface CreateParams {
+  databases: string[];
+  users: Array<{ name: string; databases: string[] }>;
+  restore: string | null;
+}
+
+export const DATASTORE = 'couchdb';
+const SYSTEM_DBS = new Set(['_users', '_replicator', '_global_changes']);
+const HIDDEN_USERS = new Set(['root']);
+const RUNNING_BACKUP = ['NEW', 'BUILDING', 'SAVING'] as const;
+
+/** Stable ids for datastores and versions (the same on every start and every store). */
+export function stableId(kind: string, name: string): string {
+  const h = createHash('sha1').update(`couchtrove:${kind}:${name}`).digest('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-a${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+
+export interface ControlPlaneOptions {
+  config: ServerConfig;
+  store: StateStore;
+  compute: ComputeDriver;
+  backups: BackupEngine;
+  log?: (m: string) => void;
+  /** Watchdog period, ms. */
+  watchdogMs?: number;
+  /** How often a running backup's progress is read, ms. */
+  progressMs?: number;
+}
+
+export class ControlPlane {
+  readonly config: ServerConfig;
+  readonly store: StateStore;
+  readonly compute: ComputeDriver;
+  readonly tasks: TaskManager;
+  private readonly backups: BackupEngine;
+  private readonly log: (m: string) => void;
+  private readonly progressMs: number;
+  private readonly keyFile: string | undefined;
+
+  constructor(options: ControlPlaneOptions) {
+    this.config = options.config;
+    this.store = options.store;
+    this.compute = options.compute;
+    this.backups = options.backups;
+    this.log = options.log ?? (() => undefined);
+    this.progressMs = options.progressMs ?? 1000;
+    this.tasks = new TaskManager(this.store, { watchdogMs: options.watchdogMs ?? 5000, log: this.log });
+    this.keyFile = this.config.backupEncryption ? (this.config.backupKeyFile ?? path.join(this.config.stateDir, 'backup.key')) : undefined;
+    this.registerHandlers();
+  }
+
+  get backupKeyFile(): string | undefined {
+    return this.keyFile;
+  }
+
+  /** Seeds flavors and datastore versions from the configuration and recovers interrupted tasks. */
+  async start(): Promise<{ resumed: string[]; failed: string[] }> {
+    for (const f of this.config.flavors) await this.store.upsert('flavors', { id: f.id, name: f.name, ram: f.ram, vcpus: f.vcpus });
+    for (const f of await this.store.find('flavors')) {
+      if (!this.config.flavors.some((c) => c.id === f.id)) await this.store.remove('flavors', f.id);
+    }
+    for (const v of this.config.datastoreVersions) {
+      await this.store.upsert('datastore_versions', {
+        id: stableId('version', `${DATASTORE}:${v.name}`), datastore: DATASTORE, name: v.name,
+        active: v.active ? 1 : 0, is_default: v.default ? 1 : 0, couchdb_home: v.couchdbHome ?? null,
+      });
+    }
+    const r = await this.tasks.recover();
+    await this.reconcile();
+    return r;
+  }
+
+  async stop(): Promise<void> {
+    await this.tasks.stop();
+  }
+
+  /**
+   * Rows a lost task left behind: instances held by a finished or missing task, backups in a running
+   * state without a live task. Each is put in a true state.
+   */
+  async reconcile(): Promise<void> {
+    for (const i of await this.store.find('instances')) {
+      if (i.task_id === null) continue;
+      const t = await this.store.get('tasks', i.task_id);
+      if (!t || t.status === 'COMPLETED' || t.status === 'FAILED') {
+        await this.release(i.id, i.task_id, t?.error ?? 'the task holding the instance was lost');
+      }
+    }
+    for (const b of await this.store.find('backups', { status: [...RUNNING_BACKUP] })) {
+      const t = b.task_id ? await this.store.get('tasks', b.task_id) : undefined;
+      if (!t || t.status === 'COMPLETED' || t.status === 'FAILED') {
+        await this.store.update('backups', b.id, { status: 'FAILED', fail_reason: t?.error ?? 'the backup task was lost', progress: null, updated: now() }, { status: [...RUNNING_BACKUP] });
+      }
+    }
+  }
+
+  // ---- lookups -------------------------------------------------------------------------------
+
+  async instance(projectId: string, id: string): Promise<Row<'instances'>> {
+    const i = await this.store.get('instances', id);
+    if (!i || i.project_id !== projectId) throw notFound(`Instance ${id} could not be found.`);
+    return i;
+  }
+
+  async backup(projectId: string, id: string): Promise<Row<'backups'>> {
+    const b = await this.store.get('backups', id);
+    if (!b || b.project_id !== projectId) throw notFound(`Backup ${id} could not be found.`);
+    return b;
+  }
+
+  async configuration(projectId: string, id: string): Promise<Row<'configurations'>> {
+    const c = await this.store.get('configurations', id);
+    if (!c || c.project_id !== projectId) throw notFound(`Configuration group ${id} could not be found.`);
+    return c;
+  }
+
+  async flavor(ref: string): Promise<Row<'flavors'>> {
+    const f = (await this.store.get('flavors', ref)) ?? (await this.store.find('flavors')).find((x) => x.name === ref);
+    if (!f) throw notFound(`Flavor ${ref} could not be found.`);
+    return f;
+  }
+
+  async datastoreVersion(ref: string | null): Promise<Row<'datastore_versions'>> {
+    const all = await this.store.find('datastore_versions', { datastore: DATASTORE });
+    const v = ref === null ? all.find((x) => x.is_default === 1) : all.find((x) => x.id === ref || x.name === ref);
+    if (!v) throw notFound(`Datastore version ${ref ?? '(default)'} for datastore ${DATASTORE} could not be found.`);
+    if (v.active !== 1) throw badRequest(`Datastore version ${v.name} is not active.`);
+    return v;
+  }
+
+  // ---- instances ------------------------------------------------------------------------------
+
+  async createInstance(projectId: string, req: CreateInstanceRequest): Promise<Row<'instances'>> {
+    const flavor = await this.flavor(req.flavorRef);
+    const version = await this.datastoreVersion(req.datastoreVersion);
+    let size = req.volumeSize;
+    if (this.config.couchdb.volumeSupport) {
+      if (size === null) throw badRequest('Volume size is required: the couchdb datastore has volume_support = true.');
+      if (size > this.config.maxVolumeSize) throw new ServiceError(413, 'overLimit', `Volume size ${size} GB is over the limit of ${this.config.maxVolumeSize} GB.`);
+    } else {
+      if (size !== null) throw badRequest('Volume support is disabled ([couchdb] volume_support = false): do not give a volume size.');
+      size = 0;
+    }
+    let configuration: Row<'configurations'> | null = null;
+    if (req.configurationId) configuration = await this.configuration(projectId, req.configurationId);
+    if (req.replicaOf !== null) {
+      await this.instance(projectId, req.replicaOf);
+      throw new ServiceError(501, 'notImplemented', 'Replication is not available yet: the agent has no replication call. Create the instance from a backup of the source (--backup) instead.');
+    }
+    let restore: Row<'backups'> | null = null;
+    if (req.backupRef !== null) {
+      restore = await this.backup(projectId, req.backupRef);
+      if (restore.status !== 'COMPLETED') throw unprocessable(`Backup ${restore.id} is not COMPLETED (status ${restore.status}): it cannot be restored.`);
+      if (restore.datastore !== DATASTORE) throw unprocessable(`Backup ${restore.id} is of datastore ${restore.datastore}, not ${DATASTORE}.`);
+      const need = restore.data_bytes ?? 0;
+      if (this.config.couchdb.volumeSupport && need > size * GiB) {
+        throw unprocessable(`Backup ${restore.id} holds ${(need / GiB).toFixed(3)} GB of data: it does not fit a volume of ${size} GB.`);
+      }
+      let stored: string;
+      try {
+        stored = await this.backups.storedChecksum(restore.location ?? this.config.repository, restore.id, this.keyFile);
+      } catch (err) {
+        throw unprocessable(`Backup ${restore.id} cannot be read from ${restore.location ?? this.config.repository}: ${describeError(err)}`);
+      }
+      if (stored !== restore.checksum) throw unprocessable(`Backup ${restore.id}: the stored checksum ${stored} does not match the recorded ${restore.checksum ?? '(none)'}.`);
+    }
+    for (const u of req.users) {
+      for (const d of u.databases) {
+        if (!req.databases.includes(d)) throw badRequest(`User ${u.name} is given database ${d}, which is not in the instance's databases.`);
+      }
+    }
+    await this.ensureProject(projectId);
+    const id = randomUUID();
+    const task = await this.tasks.create({
+      kind: 'instance.create', projectId, instanceId: id, timeout: this.config.couchdb.usageTimeout,
+      params: { databases: req.databases, users: req.users.map((u) => ({ name: u.name, databases: u.databases })), restore: restore?.id ?? null } satisfies CreateParams,
+    });
+    this.writeSecrets(task.id, Object.fromEntries(req.users.map((u) => [u.name, u.password])));
+    const t = now();
+    const row: Row<'instances'> = {
+      id, project_id: projectId, name: req.name, status: 'BUILD', flavor_id: flavor.id, volume_size: size,
+      datastore: DATASTORE, datastore_version: version.name, configuration_id: configuration?.id ?? null, replica_of: null,
+      host: null, port: null, agent_port: null, agent_pid: null, epmd_port: null, instance_dir: null, engine: this.engineFor(version),
+      fault: null, task_id: task.id, created: t, updated: t,
+    };
+    await this.store.insert('instances', row);
+    this.tasks.start(task);
+    return row;
+  }
+
+  private engineFor(v: Row<'datastore_versions'>): string {
+    return v.couchdb_home ? 'couchdb' : this.compute.engine.kind;
+  }
+
+  /** Claims the instance for a new task; refused (422) when it is busy or in the wrong state. */
+  private async claim(projectId: string, instanceId: string, kind: string, status: InstanceStatus, allowed: InstanceStatus[], params: unknown, timeout: number, backupId?: string): Promise<Row<'tasks'>> {
+    const inst = await this.instance(projectId, instanceId);
+    const refuse = async (current: Row<'instances'>): Promise<never> => {
+      const holder = current.task_id ? await this.store.get('tasks', current.task_id) : undefined;
+      const why = holder && (holder.status === 'NEW' || holder.status === 'RUNNING') ? ` while its ${holder.kind} task ${holder.id} runs` : '';
+      throw unprocessable(`Instance ${instanceId} is ${current.status}${why}: ${kind.replace('.', ' ')} is refused (allowed when ${allowed.join(' or ')} and idle).`);
+    };
+    if (!allowed.includes(inst.status) || inst.task_id !== null) await refuse(inst);
+    const task = await this.tasks.create({ kind, projectId, instanceId, backupId: backupId ?? null, params, timeout });
+    const ok = await this.store.update('instances', instanceId, { status, task_id: task.id, updated: now() }, { task_id: null, status: allowed, project_id: projectId });
+    if (!ok) {
+      await this.tasks.discard(task.id);
+      await refuse((await this.store.get('instances', instanceId)) ?? inst);
+    }
+    return task;
+  }
+
+  async deleteInstance(projectId: string, id: string): Promise<void> {
+    const inst = await this.instance(projectId, id);
+    // Delete wins over a task that is stuck past its deadline.
+    if (inst.task_id) await this.tasks.expireIfOverdue(inst.task_id);
+    const task = await this.claim(projectId, id, 'instance.delete', 'SHUTDOWN',
+      ['ACTIVE', 'ERROR', 'FAILED', 'SHUTDOWN', 'RESTART_REQUIRED', 'BUILD'], {}, this.config.taskTimeout);
+    this.tasks.start(task);
+  }
+
+  async restartInstance(projectId: string, id: string): Promise<void> {
+    const task = await this.claim(projectId, id, 'instance.restart', 'REBOOT', ['ACTIVE', 'RESTART_REQUIRED', 'SHUTDOWN', 'ERROR'], {}, this.config.taskTimeout);
+    this.tasks.start(task);
+  }
+
+  async resizeFlavor(projectId: string, id: string, flavorRef: string): Promise<void> {
+    const inst = await this.instance(projectId, id);
+    const flavor = await this.flavor(flavorRef);
+    if (flavor.id === inst.flavor_id) throw badRequest(`Instance ${id} already has flavor ${flavor.id}.`);
+    const task = await this.claim(projectId, id, 'instance.resize_flavor', 'RESIZE', ['ACTIVE', 'RESTART_REQUIRED'], { flavorId: flavor.id }, this.config.taskTimeout);
+    this.tasks.start(task);
+  }
+
+  async resizeVolume(projectId: string, id: string, size: number): Promise<void> {
+    const inst = await this.instance(projectId, id);
+    if (!this.config.couchdb.volumeSupport) throw badRequest('Volume support is disabled ([couchdb] volume_support = false).');
+    if (size <= inst.volume_size) throw badRequest(`The new volume size ${size} must be larger than the current volume size of ${inst.volume_size}: volumes only grow.`);
+    if (size > this.config.maxVolumeSize) throw new ServiceError(413, 'overLimit', `Volume size ${size} GB is over the limit of ${this.config.maxVolumeSize} GB.`);
+    const task = await this.claim(projectId, id, 'instance.resize_volume', 'RESIZE', ['ACTIVE', 'RESTART_REQUIRED'], { size }, this.config.taskTimeout);
+    this.tasks.start(task);
+  }
+
+  async setConfiguration(projectId: string, id: string, configurationId: string | null): Promise<void> {
+    const inst = await this.instance(projectId, id);
+    if (configurationId !== null) {
+      const c = await this.configuration(projectId, configurationId);
+      if (inst.configuration_id !== null) throw unprocessable(`Instance ${id} already has configuration ${inst.configuration_id} attached: detach it first.`);
+      if (c.datastore_version !== inst.datastore_version) throw unprocessable(`Configuration ${c.id} is for ${c.datastore} ${c.datastore_version}, the instance runs ${inst.datastore_version}.`);
+    } else if (inst.configuration_id === null) {
+      throw unprocessable(`Instance ${id} has no configuration attached.`);
+    }
+    const task = await this.claim(projectId, id, 'instance.configure', inst.status === 'RESTART_REQUIRED' ? 'RESTART_REQUIRED' : 'ACTIVE', ['ACTIVE', 'RESTART_REQUIRED'], { configurationId }, this.config.taskTimeout);
+    this.tasks.start(task);
+  }
+
+  // ---- agent-backed synchronous operations ----------------------------------------------------
+
+  /** The agent of an instance that can serve database/user/root requests. */
+  async readyAgent(projectId: string, id: string): Promise<AgentApi> {
+    const inst = await this.instance(projectId, id);
+    if (!['ACTIVE', 'RESTART_REQUIRED', 'BACKUP'].includes(inst.status)) {
+      throw unprocessable(`Instance ${id} is not ready: status ${inst.status} (databases, users and root need ACTIVE).`);
+    }
+    try {
+      return await this.compute.agent(inst);
+    } catch (err) {
+      throw unprocessable(`Instance ${id}: its agent cannot be reached: ${describeError(err)}`);
+    }
+  }
+
+  async listDatabases(projectId: string, id: string): Promise<string[]> {
+    const a = await this.readyAgent(projectId, id);
+    return (await agentCall(a.listDatabases())).filter((d) => !SYSTEM_DBS.has(d)).sort();
+  }
+
+  async createDatabases(projectId: string, id: string, names: string[]): Promise<void> {
+    const a = await this.readyAgent(projectId, id);
+    const existing = new Set(await agentCall(a.listDatabases()));
+    for (const n of names) if (existing.has(n)) throw badRequest(`Database ${n} already exists on instance ${id}.`);
+    for (const n of names) await agentCall(a.createDatabase(n));
+  }
+
+  async deleteDatabase(projectId: string, id: string, name: string): Promise<void> {
+    const a = await this.readyAgent(projectId, id);
+    if (!(await agentCall(a.listDatabases())).includes(name) || SYSTEM_DBS.has(name)) throw notFound(`Database ${name} could not be found on instance ${id}.`);
+    await agentCall(a.deleteDatabase(name));
+  }
+
+  async listUsers(projectId: string, id: string): Promise<Array<{ name: string; databases: string[] }>> {
+    const a = await this.readyAgent(projectId, id);
+    return (await agentCall(a.listUsers())).filter((u) => !HIDDEN_USERS.has(u.name)).map((u) => ({ name: u.name, databases: u.databases })).sort((x, y) => x.name.localeCompare(y.name));
+  }
+
+  async getUser(projectId: string, id: string, name: string): Promise<{ name: string; databases: string[] }> {
+    const users = await this.listUsers(projectId, id);
+    const u = users.find((x) => x.name === name);
+    if (!u) throw notFound(`User ${name} could not be found on instance ${id}.`);
+    return u;
+  }
+
+  async createUsers(projectId: string, id: string, users: UserSpec[]): Promise<void> {
+    const a = await this.readyAgent(projectId, id);
+    const existing = new Set((await agentCall(a.listUsers())).map((u) => u.name));
+    const dbs = new Set(await agentCall(a.listDatabases()));
+    for (const u of users) {
+      if (existing.has(u.name) || HIDDEN_USERS.has(u.name)) throw badRequest(`User ${u.name} already exists on instance ${id}.`);
+      for (const d of u.databases) if (!dbs.has(d)) throw notFound(`Database ${d} could not be found on instance ${id}.`);
+    }
+    for (const u of users) {
+      const nu: NewUser = { name: u.name, password: u.password, databases: u.databases };
+      await agentCall(a.createUser(nu));
+    }
+  }
+
+  async deleteUser(projectId: string, id: string, name: string): Promise<void> {
+    await this.getUser(projectId, id, name);
+    const a = await this.readyAgent(projectId, id);
+    await agentCall(a.deleteUser(name));
+  }
+
+  async changePasswords(projectId: string, id: string, users: Array<{ name: string; password: string }>): Promise<void> {
+    for (const u of users) await this.getUser(projectId, id, u.name);
+    const a = await this.readyAgent(projectId, id);
+    for (const u of users) await agentCall(a.changePassword(u.name, u.password));
+  }
+
+  async grantAccess(projectId: string, id: string, name: string, databases: string[]): Promise<void> {
+    await this.getUser(projectId, id, name);
+    const a = await this.readyAgent(projectId, id);
+    const dbs = new Set(await agentCall(a.listDatabases()));
+    for (const d of databases) if (!dbs.has(d) || SYSTEM_DBS.has(d)) throw notFound(`Database ${d} could not be found on instance ${id}.`);
+    await agentCall(a.grantAccess(name, databases));
+  }
+
+  async revokeAccess(projectId: string, id: string, name: string, database: string): Promise<void> {
+    const u = await this.getUser(projectId, id, name);
+    if (!u.databases.includes(database)) throw notFound(`User ${name} has no access to database ${database} on instance ${id}.`);
+    const a = await this.readyAgent(projectId, id);
+    await agentCall(a.revokeAccess(name, database));
+  }
+
+  async enableRoot(projectId: string, id: string, password?: string): Promise<{ name: 'root'; password: string }> {
+    const a = await this.readyAgent(projectId, id);
+    return agentCall(a.enableRoot(password));
+  }
+
+  async rootEnabled(projectId: string, id: string): Promise<boolean> {
+    const a = await this.readyAgent(projectId, id);
+    return agentCall(a.isRootEnabled());
+  }
+
+  async disableRoot(projectId: string, id: string): Promise<void> {
+    const a = await this.readyAgent(projectId, id);
+    if (!(await agentCall(a.isRootEnabled()))) throw notFound(`Root is not enabled on instance ${id}.`);
+    await agentCall(a.disableRoot());
+  }
+
+  /** Volume use in bytes, or null when the agent does not answer quickly. */
+  async volumeUsed(inst: Row<'instances'>): Promise<number | null> {
+    if (!inst.agent_port || !['ACTIVE', 'RESTART_REQUIRED', 'BACKUP', 'REBOOT', 'RESIZE'].includes(inst.status)) return null;
+    try {
+      const a = await this.compute.agent(inst);
+      const r = await withTimeout(a.volumeUsage(), 2000);
+      return r.used;
+    } catch {
+      return null;
+    }
+  }
+
+  // ---- backups --------------------------------------------------------------------------------
+
+  async createBackup(projectId: string, req: { name: string; instanceId: string; description: string | null; parentId: string | null }): Promise<Row<'backups'>> {
+    const inst = await this.instance(projectId, req.instanceId);
+    if (req.parentId !== null) {
+      await this.backup(projectId, req.parentId);
+      throw badRequest('Incremental backups are not supported: couchtrove takes full physical backups (leave out --parent/--incremental).');
+    }
+    const id = randomUUID();
+    const task = await this.claim(projectId, inst.id, 'backup.create', 'BACKUP', ['ACTIVE'], {}, this.config.backupTimeout, id);
+    const t = now();
+    const row: Row<'backups'> = {
+      id, project_id: projectId, instance_id: inst.id, name: req.name, description: req.description, status: 'NEW', parent_id: null,
+      location: this.config.repository, size_bytes: null, data_bytes: null, files: null, checksum: null, datastore: inst.datastore,
+      datastore_version: inst.datastore_version, progress: null, fail_reason: null, task_id: task.id, created: t, updated: t,
+    };
+    await this.store.insert('backups', row);
+    this.tasks.start(task);
+    return row;
+  }
+
+  async deleteBackup(projectId: string, id: string): Promise<void> {
+    let b = await this.backup(projectId, id);
+    if ((RUNNING_BACKUP as readonly string[]).includes(b.status)) {
+      const expired = b.task_id ? await this.tasks.expireIfOverdue(b.task_id) : true;
+      if (expired) await this.reconcile();
+      b = await this.backup(projectId, id);
+      if ((RUNNING_BACKUP as readonly string[]).includes(b.status)) {
+        const task = b.task_id ? await this.store.get('tasks', b.task_id) : undefined;
+        throw unprocessable(`Backup ${id} is still running (status ${b.status}${progressText(b.progress)}): it can be deleted once it completes, fails or expires${task?.deadline ? ` at ${task.deadline}` : ''}.`);
+      }
+    }
+    if (b.task_id) {
+      const t = await this.store.get('tasks', b.task_id);
+      if (t && t.kind === 'backup.delete' && (t.status === 'NEW' || t.status === 'RUNNING')) return; // already being deleted
+    }
+    const task = await this.tasks.create({ kind: 'backup.delete', projectId, backupId: id, timeout: this.config.taskTimeout });
+    if (!(await this.store.update('backups', id, { task_id: task.id, updated: now() }, { status: ['COMPLETED', 'FAILED', 'DELETE_FAILED'], task_id: b.task_id }))) {
+      await this.tasks.discard(task.id);
+      throw unprocessable(`Backup ${id} changed while it was being deleted: try again.`);
+    }
+    this.tasks.start(task);
+  }
+
+  // ---- configurations -------------------------------------------------------------------------
+
+  async createConfiguration(projectId: string, req: { name: string; description: string | null; values: Record<string, string>; version: string | null }): Promise<Row<'configurations'>> {
+    const v = await this.datastoreVersion(req.version);
+    await this.ensureProject(projectId);
+    const t = now();
+    const row: Row<'configurations'> = {
+      id: randomUUID(), project_id: projectId, name: req.name, description: req.description, values: JSON.stringify(req.values),
+      datastore: DATASTORE, datastore_version: v.name, created: t, updated: t,
+    };
+    await this.store.insert('configurations', row);
+    return row;
+  }
+
+  async deleteConfiguration(projectId: string, id: string): Promise<void> {
+    await this.configuration(projectId, id);
+    const attached = await this.store.find('instances', { configuration_id: id });
+    if (attached.length > 0) throw unprocessable(`Configuration ${id} is attached to instance(s) ${attached.map((i) => i.id).join(', ')}: detach it first.`);
+    await this.store.remove('configurations', id);
+  }
+
+  // ---- helpers --------------------------------------------------------------------------------
+
+  private async ensureProject(projectId: string): Promise<void> {
+    if (!(await this.store.get('projects', projectId))) {
+      const p = this.config.projects.find((x) => x.id === projectId);
+      try {
+        await this.store.insert('projects', { id: projectId, name: p?.name ?? projectId, created: now() });
+      } catch {
+        // inserted concurrently
+      }
+    }
+  }
+
+  private secretsFile(taskId: string): string {
+    return path.join(this.config.stateDir, 'secrets', `${taskId}.json`);
+  }
+
+  private writeSecrets(taskId: string, secrets: Record<string, string>): void {
+    if (Object.keys(secrets).length === 0) return;
+    fs.mkdirSync(path.dirname(this.secretsFile(taskId)), { recursive: true, mode: 0o700 });
+    fs.writeFileSync(this.secretsFile(taskId), JSON.stringify(secrets), { mode: 0o600 });
+  }
+
+  private readSecrets(taskId: string): Record<string, string> {
+    try {
+      return JSON.parse(fs.readFileSync(this.secretsFile(taskId), 'utf8')) as Record<string, string>;
+    } catch {
+      return {};
+    }
+  }
+
+  private dropSecrets(taskId: string): void {
+    fs.rmSync(this.secretsFile(taskId), { force: true });
+  }
+
+  /** The settings the agent gets for an instance. */
+  async settings(inst: Row<'instances'>, changes: { flavorId?: string; volumeSize?: number; configurationId?: string | null; restore?: string | null } = {}): Promise<InstanceSettings> {
+    const flavor = await this.flavor(changes.flavorId ?? inst.flavor_id);
+    const versions = await this.store.find('datastore_versions', { datastore: DATASTORE, name: inst.datastore_version });
+    const home = versions[0]?.couchdb_home ?? this.compute.engine.home;
+    const confId = changes.configurationId === undefined ? inst.configuration_id : changes.configurationId;
+    const conf = confId ? await this.store.get('configurations', confId) : undefined;
+    const { dataDir, agentDir } = this.compute.paths(inst);
+    const size = changes.volumeSize ?? inst.volume_size;
+    const s: InstanceSettings = {
+      instanceId: inst.id,
+      port: inst.port ?? 0,
+      bindAddress: inst.host ?? '127.0.0.1',
+      dataDir,
+      instanceDir: agentDir,
+      nodeName: 'couchdb@127.0.0.1',
+      epmdPort: inst.epmd_port ?? 0,
+      couchdbHome: home,
+      flavor: { ramMb: flavor.ram, vcpus: flavor.vcpus },
+      overrides: { ...flavorOverrides(flavor), ...(conf ? (JSON.parse(conf.values) as Record<string, string>) : {}) },
+    };
+    if (this.config.couchdb.volumeSupport) s.volumeBytes = size * GiB;
+    if (changes.restore) {
+      const b = await this.store.get('backups', changes.restore);
+      s.restore = { storage: b?.location ?? this.config.repository, backupId: changes.restore };
+      if (this.keyFile) s.restore.keyFile = this.keyFile;
+    }
+    return s;
+  }
+
+  /** Gives the instance back (task_id null) in the state its agent reports. */
+  private async release(instanceId: string, taskId: string, fault: string | null, patch: Partial<Row<'instances'>> = {}): Promise<void> {
+    const inst = await this.store.get('instances', instanceId);
+    if (!inst) return;
+    let status: InstanceStatus = 'ERROR';
+    let why = fault;
+    try {
+      if (!inst.agent_port) throw new Error('the instance was never placed');
+      const a = await this.compute.agent({ ...inst, ...patch });
+      const s = await withTimeout(a.status(), 5000);
+      status = s.state === 'RUNNING' ? 'ACTIVE' : s.state === 'RESTART_REQUIRED' ? 'RESTART_REQUIRED' : s.state === 'SHUTDOWN' ? 'SHUTDOWN' : s.state === 'BUILD' ? 'ERROR' : 'ERROR';
+      if (s.reason && status !== 'ACTIVE') why = why ? `${why}; agent: ${s.reason}` : s.reason;
+    } catch (err) {
+      why = why ? `${why}; agent: ${describeError(err)}` : `agent: ${describeError(err)}`;
+    }
+    await this.store.update('instances', instanceId, { ...patch, status, fault: status === 'ACTIVE' ? fault : why, task_id: null, updated: now() }, { task_id: taskId });
+  }
+
+  private async setInstance(ctx: TaskContext<unknown>, patch: Partial<Row<'instances'>>): Promise<Row<'instances'>> {
+    const id = ctx.task.instance_id!;
+    if (!(await this.store.update('instances', id, { ...patch, updated: now() }, { task_id: ctx.task.id }))) {
+      throw new Error(`instance ${id} is no longer held by task ${ctx.task.id}`);
+    }
+    return (await this.store.get('instances', id))!;
+  }
+
+  private async held(ctx: TaskContext<unknown>): Promise<Row<'instances'>> {
+    const inst = await this.store.get('instances', ctx.task.instance_id ?? '');
+    if (!inst || inst.task_id !== ctx.task.id) throw new Error(`instance ${ctx.task.instance_id} is no longer held by task ${ctx.task.id}`);
+    return inst;
+  }
+
+  private registerHandlers(): void {
+    const failInstance = async (task: Row<'tasks'>, reason: string): Promise<void> => {
+      if (task.instance_id) await this.release(task.instance_id, task.id, reason);
+    };
+
+    this.tasks.register<CreateParams>('instance.create', {
+      resumable: true,
+      run: async (ctx) => {
+        let inst = await this.held(ctx);
+        const placement = await this.compute.provision(inst);
+        inst = await this.setInstance(ctx, {
+          host: placement.host, port: placement.port, agent_port: placement.agentPort, agent_pid: placement.agentPid,
+          epmd_port: placement.epmdPort, instance_dir: placement.instanceDir, engine: placement.engine,
+        });
+        await ctx.step('provisioned');
+        const agent = await this.compute.agent(inst);
+        const st = await agent.status();
+        if (st.state !== 'RUNNING') {
+          if (!ctx.resumed || ctx.task.step === null || ctx.task.step === 'provisioned') {
+            await agentCall(agent.prepare(await this.settings(inst, { restore: ctx.params.restore })));
+            await ctx.step('prepared');
+          }
+          const s = await agentCall(agent.start());
+          if (s.state !== 'RUNNING') throw new Error(`CouchDB did not start: ${s.state}${s.reason ? `: ${s.reason}` : ''}`);
+        }
+        await ctx.step('started');
+        const dbs = new Set(await agentCall(agent.listDatabases()));
+        for (const d of ctx.params.databases) if (!dbs.has(d)) await agentCall(agent.createDatabase(d));
+        await ctx.step('databases');
+        const secrets = this.readSecrets(ctx.task.id);
+        const users = new Set((await agentCall(agent.listUsers())).map((u) => u.name));
+        for (const u of ctx.params.users) {
+          if (users.has(u.name)) continue;
+          const password = secrets[u.name];
+          if (password === undefined) throw new Error(`the password of user ${u.name} was lost in the interruption; create the user again`);
+          await agentCall(agent.createUser({ name: u.name, password, databases: u.databases }));
+        }
+        await ctx.step('users');
+        if (inst.configuration_id) {
+          const conf = await this.store.get('configurations', inst.configuration_id);
+          if (conf) await agentCall(agent.applyConfiguration(JSON.parse(conf.values) as Record<string, string>));
+        }
+        this.dropSecrets(ctx.task.id);
+        await this.setInstance(ctx, { status: 'ACTIVE', fault: null, task_id: null });
+      },
+      failed: async (task, reason) => {
+        this.dropSecrets(task.id);
+        if (!task.instance_id) return;
+        await this.store.update('instances', task.instance_id, { status: 'ERROR', fault: `create failed: ${reason}`, task_id: null, updated: now() }, { task_id: task.id });
+      },
+    });
+
+    this.tasks.register('instance.delete', {
+      resumable: true,
+      run: async (ctx) => {
+        const inst = await this.held(ctx);
+        await this.compute.destroy(inst);
+        await ctx.step('destroyed');
+        await this.store.remove('instances', inst.id, { task_id: ctx.task.id });
+      },
+      failed: async (task, reason) => {
+        if (task.instance_id) await this.store.update('instances', task.instance_id, { status: 'ERROR', fault: `delete failed: ${reason}`, task_id: null, updated: now() }, { task_id: task.id });
+      },
+    });
+
+    this.tasks.register('instance.restart', {
+      resumable: true,
+      run: async (ctx) => {
+        const inst = await this.held(ctx);
+        await this.compute.ensureAgent(inst);
+        const agent = await this.compute.agent(inst);
+        const s = await agentCall(agent.restart());
+        if (s.state !== 'RUNNING') throw new Error(`CouchDB did not come back: ${s.state}${s.reason ? `: ${s.reason}` : ''}`);
+        await this.release(inst.id, ctx.task.id, null);
+      },
+      failed: failInstance,
+    });
+
+    this.tasks.register<{ flavorId: string }>('instance.resize_flavor', {
+      resumable: true,
+      run: async (ctx) => {
+        const inst = await this.held(ctx);
+        const agent = await this.compute.agent(inst);
+        await agentCall(agent.prepare(await this.settings(inst, { flavorId: ctx.params.flavorId })));
+        const s = await agentCall(agent.restart());
+        if (s.state !== 'RUNNING') throw new Error(`CouchDB did not come back with the new flavor: ${s.state}${s.reason ? `: ${s.reason}` : ''}`);
+        await this.release(inst.id, ctx.task.id, null, { flavor_id: ctx.params.flavorId });
+      },
+      failed: failInstance,
+    });
+
+    this.tasks.register<{ size: number }>('instance.resize_volume', {
+      resumable: true,
+      run: async (ctx) => {
+        const inst = await this.held(ctx);
+        await this.compute.resizeVolume(inst, ctx.params.size);
+        const agent = await this.compute.agent(inst);
+        await agentCall(agent.prepare(await this.settings(inst, { volumeSize: ctx.params.size })));
+        await this.release(inst.id, ctx.task.id, null, { volume_size: ctx.params.size });
+      },
+      failed: failInstance,
+    });
+
+    this.tasks.register<{ configurationId: string | null }>('instance.configure', {
+      resumable: true,
+      run: async (ctx) => {
+        const inst = await this.held(ctx);
+        const agent = await this.compute.agent(inst);
+        let restartRequired: boolean;
+        if (ctx.params.configurationId) {
+          const conf = await this.store.get('configurations', ctx.params.configurationId);
+          if (!conf) throw new Error(`configuration ${ctx.params.configurationId} was deleted`);
+          const r = await agentCall(agent.applyConfiguration(JSON.parse(conf.values) as Record<string, string>));
+          restartRequired = r.restartRequired;
+        } else {
+          // Detach: the instance's ini files go back to the flavor's settings; CouchDB reads them at the next restart.
+          await agentCall(agent.prepare(await this.settings(inst, { configurationId: null })));
+          restartRequired = true;
+        }
+        await this.setInstance(ctx, {
+          configuration_id: ctx.params.configurationId, status: restartRequired || inst.status === 'RESTART_REQUIRED' ? 'RESTART_REQUIRED' : 'ACTIVE', task_id: null, fault: null,
+        });
+      },
+      failed: failInstance,
+    });
+
+    this.tasks.register('backup.create', {
+      resumable: false,
+      run: async (ctx) => {
+        const inst = await this.held(ctx);
+        const backupId = ctx.task.backup_id!;
+        const agent = await this.compute.agent(inst);
+        await this.store.update('backups', backupId, { status: 'BUILDING', updated: now() }, { task_id: ctx.task.id });
+        let polling = true;
+        const poll = (async (): Promise<void> => {
+          while (polling) {
+            await new Promise((r) => setTimeout(r, this.progressMs));
+            if (!polling) break;
+            try {
+              const p = await withTimeout(agent.progress(), 5000);
+              if (p && polling) {
+                await this.store.update('backups', backupId, { progress: JSON.stringify(p), status: p.bytesDone > 0 ? 'SAVING' : 'BUILDING', updated: now() }, { task_id: ctx.task.id, status: ['BUILDING', 'SAVING'] });
+                await ctx.heartbeat();
+              }
+            } catch {
+              // progress is best effort
+            }
+          }
+        })();
+        try {
+          const req: Parameters<AgentApi['backup']>[0] = { storage: this.config.repository, id: backupId, labels: { instance_id: inst.id, project_id: inst.project_id } };
+          if (this.keyFile) req.keyFile = this.keyFile;
+          const summary = await agentCall(agent.backup(req));
+          polling = false;
+          await poll;
+          const done = await this.store.update('backups', backupId, {
+            status: 'COMPLETED', size_bytes: summary.size, data_bytes: summary.bytes, files: summary.files, checksum: summary.checksum,
+            location: summary.location || this.config.repository, progress: null, updated: now(),
+          }, { task_id: ctx.task.id, status: ['NEW', 'BUILDING', 'SAVING'] });
+          if (!done) throw new Error('the backup row changed while the backup ran');
+        } finally {
+          polling = false;
+          await poll;
+        }
+        await this.release(inst.id, ctx.task.id, null);
+      },
+      failed: async (task, reason) => {
+        if (task.backup_id) {
+          await this.store.update('backups', task.backup_id, { status: 'FAILED', fail_reason: reason, progress: null, updated: now() }, { task_id: task.id });
+          // A partial backup in the repository is removed; what cannot be removed now is listed as incomplete by the engine.
+          try {
+            await this.backups.delete(this.config.repository, task.backup_id);
+          } catch (err) {
+            this.log(`backup ${task.backup_id}: removing the partial backup: ${describeError(err)}`);
+          }
+        }
+        if (task.instance_id) await this.release(task.instance_id, task.id, null);
+      },
+    });
+
+    this.tasks.register('backup.delete', {
+      resumable: true,
+      run: async (ctx) => {
+        const b = await this.store.get('backups', ctx.task.backup_id!);
+        if (!b) return;
+        await this.backups.delete(b.location ?? this.config.repository, b.id);
+        await this.store.remove('backups', b.id, { task_id: ctx.task.id });
+      },
+      failed: async (task, reason) => {
+        if (task.backup_id) await this.store.update('backups', task.backup_id, { status: 'DELETE_FAILED', fail_reason: reason, updated: now() }, { task_id: task.id });
+      },
+    });
+  }
+}
+
+function progressText(p: string | null): string {
+  if (!p) return '';
+  try {
+    const v = JSON.parse(p) as { bytesDone: number; bytesTotal: number };
+    return v.bytesTotal > 0 ? `, ${Math.floor((100 * v.bytesDone) / v.bytesTotal)}% done` : '';
+  } catch {
+    return '';
+  }
+}
+
+/** Agent failures become 422s with the agent's message: the request was valid, the instance refused it. */
+async function agentCall<T>(p: Promise<T>): Promise<T> {
+  try {
+    return await p;
+  } catch (err) {
+    const status = (err as { status?: unknown }).status;
+    if (status === 404) throw notFound(describeError(err));
+    if (typeof status === 'number' && status >= 400 && status < 500) throw new ServiceError(status === 409 ? 409 : 422, status === 409 ? 'conflictingRequest' : 'unprocessableEntity', describeError(err));
+    throw err;
+  }
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([p, new Promise<T>((_, rej) => (timer = setTimeout(() => rej(new Error(`no answer within ${ms} ms`)), ms)))]).finally(() => clearTimeout(timer));
+}
