@@ -531,7 +531,12 @@ class DevEngine {
 
   private async handleDb(req: http.IncomingMessage, res: http.ServerResponse, db: string, rest: string[], rawRest: string[], search: string, method: string): Promise<void> {
     const backendPath = `/${[encodeURIComponent(toBackend(db)), ...rawRest].join('/')}${search}`;
-    const map = this.nodeLocal.dbs[db];
+    let map = this.nodeLocal.dbs[db];
+    if (!map && !(rest.length === 0 && method === 'PUT') && (await this.call('GET', `/${encodeURIComponent(toBackend(db))}`)).status === 200) {
+      // Created inside express-pouchdb (its replicator, its auth): give it a shard map as CouchDB would have.
+      map = this.nodeLocal.dbs[db] = this.nodeLocal.newMap(db);
+      this.nodeLocal.save();
+    }
     if (map && !map.by_node[nodeName]) {
       log('error', `could not open shards of ${db}: no shard on node ${nodeName}`);
       return send(res, 500, { error: 'internal_server_error', reason: 'No DB shards could be opened.' });

@@ -199,15 +199,16 @@ export class Agent implements AgentApi {
       throw err;
     }
     const st = JSON.parse(text) as PersistedState;
-    if (st.building) {
-      st.building = false;
-      st.failure = 'the agent stopped while preparing the instance; prepare it again';
-      if (st.settings.restore) st.restoreFailed = true;
-    }
     this.#state = st;
     if (st.pid) this.#proc = CouchProcess.adopt(st.pid, st.logOffset);
     await this.#loadSecret().catch(() => undefined);
-    if (st.building === false) await this.#persist();
+    if (st.building) {
+      // An agent that died during prepare leaves an instance nobody can vouch for.
+      st.building = false;
+      st.failure = 'the agent stopped while preparing the instance; prepare it again';
+      if (st.settings.restore) st.restoreFailed = true;
+      await this.#persist();
+    }
   }
 
   async #loadSecret(): Promise<void> {
@@ -472,6 +473,7 @@ export class Agent implements AgentApi {
       this.#version = info.version;
       if (info.uuid !== undefined && info.uuid !== st.uuid) {
         await proc.stop(this.#stopTimeoutMs);
+        st.pid = null;
         return `another CouchDB (uuid ${info.uuid}) answers on ${couchUrl(s)}`;
       }
     } catch (err) {

@@ -87,7 +87,7 @@ const int = (v: unknown, min: number, max: number, what: string): number => {
 
 const absPath = (v: unknown, what: string): string => {
   if (typeof v !== 'string' || !path.isAbsolute(v)) throw invalid(`${what} must be an absolute path, got ${JSON.stringify(v)}`);
-  return path.normalize(v);
+  return path.resolve(v);
 };
 
 /** Checks every field of the instance settings; returns a normalised copy. */

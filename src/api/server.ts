@@ -50,9 +50,22 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
   const app = Fastify({
     logger: false,
     bodyLimit: plane.config.maxBodyBytes,
-    maxParamLength: 1024,
     return503OnClosing: true,
-    routerOptions: { ignoreTrailingSlash: true, ignoreDuplicateSlashes: true },
+    routerOptions: { ignoreTrailingSlash: true, ignoreDuplicateSlashes: true, maxParamLength: 1024 },
+  });
+  // JSON bodies: an empty body is no body (clients send Content-Type on DELETE too); __proto__ keys are refused.
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, raw, done) => {
+    const text = typeof raw === 'string' ? raw : raw.toString('utf8');
+    if (text.trim() === '') return done(null, undefined);
+    try {
+      done(null, JSON.parse(text, (k, val: unknown) => {
+        if (k === '__proto__' || k === 'constructor') throw new SyntaxError(`the key ${JSON.stringify(k)} is not allowed`);
+        return val;
+      }));
+    } catch (err) {
+      done(Object.assign(new Error(`Malformed request body: ${describeError(err)}`), { statusCode: 400 }), undefined);
+    }
   });
 
   const base = (req: FastifyRequest): string => {

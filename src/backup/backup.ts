@@ -4,12 +4,14 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { hostname } from 'node:os';
+import type { FileHandle } from 'node:fs/promises';
 import { PassThrough } from 'node:stream';
 import type { Backend } from '../storage/backend.js';
-import { deriveKeys, newKdfParams, type BackupKeys } from '../crypto/keys.js';
+import { deriveKeys, newKdfParams, newKeySalt, type BackupKeys } from '../crypto/keys.js';
 import { CouchtroveError } from '../util/errors.js';
 import { FORMAT, FORMAT_VERSION, keys, sha256Hex, type Catalog, type DirEntry, type Extent, type FileEntry, type ManifestBody } from './format.js';
-import { encodeCatalog, ensureRepository, putBuffer, sealManifest } from './repository.js';
+import { encodeCatalog, ensureRepository, openBackup, putBuffer, sealManifest } from './repository.js';
+import { extentsMatch, fingerprint } from './fingerprint.js';
 import { checkLevel, DEFAULT_LEVEL, DEFAULT_RECORD_SIZE, MAX_RECORD_SIZE } from './records.js';
 import { RecordPool } from './pool.js';
 import { measure, openMeasured, type MeasuredFile } from './snapshot.js';
@@ -31,6 +33,8 @@ export async function createBackup(opts: BackupOptions): Promise<BackupSummary> 
   if ((await storage.stat(keys.manifest(id))) || (await firstObject(storage, keys.dir(id)))) {
     throw new CouchtroveError(`backup ${id} already exists in ${storage.location}`);
   }
+  // An incremental backup starts from its parent's catalog: which files it holds, and where.
+  const parent = opts.parent ? await openBackup(storage, opts.parent, opts.key) : undefined;
   // The set of databases is recorded before the pass (docs/backup-format.md).
   const couchdb = opts.couchdb ? await readCouchdbMetadata(opts.couchdb) : null;
   await putBuffer(storage, keys.lock(id), JSON.stringify({ id, host: hostname(), pid: process.pid, started: created }));
@@ -40,11 +44,14 @@ export async function createBackup(opts: BackupOptions): Promise<BackupSummary> 
   try {
     snapshot = await measure(opts.dataDir, opts.configDir);
     await opts.afterMeasure?.();
-    const kdf = opts.key ? newKdfParams() : null;
-    const k = opts.key && kdf ? await deriveKeys(opts.key, kdf) : null;
+    const encryption = opts.key ? { cipher: 'aes-256-gcm' as const, kdf: parent?.manifest.body.encryption?.kdf ?? newKdfParams(), keySalt: newKeySalt() } : null;
+    const k = opts.key && encryption ? await deriveKeys(opts.key, encryption.kdf, encryption.keySalt) : null;
 
     const total = snapshot.files.reduce((n, f) => n + f.size, 0);
-    const written = await writeData(storage, id, snapshot.files, { codec, level, recordSize, keys: k, pool, total, progress: opts.progress });
+    const previous = new Map<string, FileEntry>();
+    for (const e of parent?.catalog.entries ?? []) if (e.type === 'file') previous.set(`${e.root}:${e.path}`, e);
+    const written = await writeData(storage, id, snapshot.files, { codec, level, recordSize, keys: k, pool, total, progress: opts.progress, previous, parentCheck: opts.parentCheck ?? 'sampled' });
+    const depends = [...new Set(written.entries.flatMap((e) => e.extents.map((x) => x.backup)))].filter((b) => b !== id).sort();
 
     const catalog: Catalog = {
       format: FORMAT,
@@ -64,13 +71,14 @@ export async function createBackup(opts: BackupOptions): Promise<BackupSummary> 
       id,
       created,
       completed: new Date().toISOString(),
-      parent: null,
+      parent: parent ? parent.manifest.body.id : null,
+      depends,
       host: hostname(),
       datastore: { type: 'couchdb', version: couchdb?.version ?? null },
       compression: { codec, level },
-      encryption: kdf ? { cipher: 'aes-256-gcm', kdf } : null,
+      encryption,
       recordSize,
-      summary: { files: written.entries.length, dirs: snapshot.dirs.length, bytes: total, size: written.size + catalogSize },
+      summary: { files: written.entries.length, dirs: snapshot.dirs.length, bytes: written.copied, totalBytes: total, size: written.size + catalogSize },
       objects: {
         data: { key: keys.data(id), size: written.size, sha256: written.sha256 },
         catalog: { key: keys.catalog(id), size: catalogSize, sha256: catalogSha },
@@ -103,6 +111,7 @@ export function summaryOf(body: ManifestBody): BackupSummary {
     size: body.summary.size,
     files: body.summary.files,
     bytes: body.summary.bytes,
+    totalBytes: body.summary.totalBytes,
     checksum: body.checksum,
     compression: body.compression.codec,
     encrypted: body.encryption !== null,
@@ -134,9 +143,30 @@ interface WriteContext {
   pool: RecordPool;
   total: number;
   progress: BackupOptions['progress'];
+  /** The parent's files by root:path (empty for a full backup). */
+  previous: Map<string, FileEntry>;
+  parentCheck: 'sampled' | 'full';
 }
 
-async function writeData(storage: Backend, id: string, files: MeasuredFile[], ctx: WriteContext): Promise<{ entries: FileEntry[]; size: number; sha256: string }> {
+/**
+ * How much of a file the parent already holds: its extents, when the file on disk is the same file
+ * (device, inode AND birth time: inode numbers alone are reused) that has not shrunk, and the parent's
+ * prefix still reads the same (fingerprint.ts). Otherwise nothing: the file is copied whole.
+ */
+async function reusable(f: MeasuredFile, handle: FileHandle, ctx: WriteContext): Promise<FileEntry | undefined> {
+  const prev = ctx.previous.get(`${f.root}:${f.path}`);
+  if (!prev || prev.size === 0 || f.size < prev.size) return undefined;
+  if (prev.source.dev !== f.dev || prev.source.ino !== f.ino || prev.source.birthtimeMs !== f.birthtimeMs) return undefined;
+  const same = ctx.parentCheck === 'full' ? await extentsMatch(handle, prev.extents) : (await fingerprint(handle, prev.size)) === prev.fingerprint;
+  return same ? prev : undefined;
+}
+
+async function writeData(
+  storage: Backend,
+  id: string,
+  files: MeasuredFile[],
+  ctx: WriteContext,
+): Promise<{ entries: FileEntry[]; size: number; sha256: string; copied: number }> {
   const out = new PassThrough({ highWaterMark: 4 << 20 });
   let putError: Error | undefined;
   const put = storage.put(keys.data(id), out, { sizeHint: ctx.total, metadata: { 'couchtrove-backup-id': id } });
@@ -154,6 +184,7 @@ async function writeData(storage: Backend, id: string, files: MeasuredFile[], ct
   let recordIndex = 0;
   let bytesDone = 0;
   let filesDone = 0;
+  let copied = 0;
   const write = async (buf: Buffer): Promise<void> => {
     if (putError) throw putError;
     storedHash.update(buf);
@@ -180,11 +211,13 @@ async function writeData(storage: Backend, id: string, files: MeasuredFile[], ct
   try {
     for (const f of files) {
       const { handle, owned } = await openMeasured(f);
-      const hash = createHash('sha256');
-      const extent: Extent = { backup: id, offset: 0, length: 0, record: recordIndex, records: 0, bytes: f.size };
       try {
-        let pos = 0;
-        while (pos < f.size) {
+        const prev = ctx.previous.size ? await reusable(f, handle, ctx) : undefined;
+        const from = prev?.size ?? 0;
+        bytesDone += from;
+        const hash = createHash('sha256');
+        const extent: Extent = { backup: id, offset: 0, length: 0, record: recordIndex, records: 0, bytes: f.size - from, sha256: '' };
+        for (let pos = from; pos < f.size; ) {
           if (free.length === 0) await flushOne();
           const n = Math.min(ctx.recordSize, f.size - pos);
           const buf = free.pop()!.subarray(0, n);
@@ -204,28 +237,32 @@ async function writeData(storage: Backend, id: string, files: MeasuredFile[], ct
           if (inflight.length >= ctx.pool.depth) await flushOne();
           ctx.progress?.({ phase: 'backup', bytesDone, bytesTotal: ctx.total, filesDone, filesTotal: files.length });
         }
+        extent.sha256 = hash.digest('hex');
+        copied += extent.bytes;
+        filesDone++;
+        entries.push({
+          type: 'file',
+          root: f.root,
+          path: f.path,
+          mode: f.mode,
+          mtimeMs: f.mtimeMs,
+          size: f.size,
+          // Copied whole, the extent's hash is the file's; on top of a parent's prefix each extent keeps its own.
+          sha256: prev ? null : extent.sha256,
+          fingerprint: await fingerprint(handle, f.size),
+          extents: [...(prev?.extents ?? []), ...(extent.records > 0 ? [extent] : [])],
+          source: { dev: f.dev, ino: f.ino, birthtimeMs: f.birthtimeMs },
+        });
       } finally {
         if (owned) await handle.close();
       }
-      filesDone++;
-      entries.push({
-        type: 'file',
-        root: f.root,
-        path: f.path,
-        mode: f.mode,
-        mtimeMs: f.mtimeMs,
-        size: f.size,
-        sha256: hash.digest('hex'),
-        extents: extent.records > 0 ? [extent] : [],
-        source: { dev: f.dev, ino: f.ino, birthtimeMs: f.birthtimeMs },
-      });
     }
     while (inflight.length) await flushOne();
     ctx.progress?.({ phase: 'backup', bytesDone, bytesTotal: ctx.total, filesDone, filesTotal: files.length });
     out.end();
     const info = await put;
     if (info.size !== offset) throw new CouchtroveError(`storage stored ${info.size} bytes of ${keys.data(id)}, ${offset} were sent`);
-    return { entries, size: offset, sha256: storedHash.digest('hex') };
+    return { entries, size: offset, sha256: storedHash.digest('hex'), copied };
   } catch (err) {
     out.destroy(err as Error);
     await put.catch(() => undefined);
@@ -233,4 +270,3 @@ async function writeData(storage: Backend, id: string, files: MeasuredFile[], ct
     throw putError && !(err instanceof CouchtroveError) ? putError : err;
   }
 }
-

@@ -32,12 +32,16 @@ export interface ManifestBody {
   created: string;
   completed: string;
   parent: string | null;
+  /** Every other backup whose data object this backup's files use (its ancestors): none may be deleted first. */
+  depends: string[];
   host: string;
   datastore: { type: 'couchdb'; version: string | null };
   compression: { codec: Codec; level: number };
-  encryption: null | { cipher: 'aes-256-gcm'; kdf: KdfParams };
+  /** kdf: scrypt parameters (shared along an incremental chain); keySalt: this backup's HKDF salt. */
+  encryption: null | { cipher: 'aes-256-gcm'; kdf: KdfParams; keySalt: string };
   recordSize: number;
-  summary: { files: number; dirs: number; bytes: number; size: number };
+  /** bytes: plain bytes copied by this backup; totalBytes: plain bytes of the whole tree it restores. */
+  summary: { files: number; dirs: number; bytes: number; totalBytes: number; size: number };
   objects: { data: StoredObject; catalog: StoredObject };
   /** = objects.catalog.sha256: the catalog pins every file's and every stored object's SHA-256. */
   checksum: string;
@@ -63,6 +67,8 @@ export interface Extent {
   records: number;
   /** Plain-text bytes the run decodes to. */
   bytes: number;
+  /** SHA-256 (hex) of those plain-text bytes. */
+  sha256: string;
 }
 
 export interface FileEntry {
@@ -73,7 +79,10 @@ export interface FileEntry {
   mode: number;
   mtimeMs: number;
   size: number;
-  sha256: string;
+  /** SHA-256 of the whole file; null when an incremental backup took its first bytes from a parent (each extent has its own). */
+  sha256: string | null;
+  /** Sampled fingerprint of the file's first `size` bytes (fingerprint.ts), checked before an incremental reuses them. */
+  fingerprint: string;
   extents: Extent[];
   /** Identity on the source host when measured, for incremental backups. Never used alone. */
   source: { dev: number; ino: number; birthtimeMs: number };

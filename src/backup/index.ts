@@ -11,6 +11,7 @@ export { restoreBackup } from './restore.js';
 export { verifyBackup } from './verify.js';
 export { listBackups, deleteBackup, type IncompleteBackup } from './list.js';
 export { BackupNotFoundError } from './repository.js';
+export { expireBackups, plan as retentionPlan, type RetentionPolicy, type ExpireResult } from './expire.js';
 export type * from './types.js';
 export type { CouchdbMetadata, CouchdbDatabase, Catalog, Manifest } from './format.js';
 

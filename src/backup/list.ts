@@ -2,7 +2,7 @@
 // manifest is written last); anything else under backups/ is reported as incomplete.
 import type { Backend } from '../storage/backend.js';
 import { CouchtroveError } from '../util/errors.js';
-import { keys } from './format.js';
+import { keys, type ManifestBody } from './format.js';
 import { readManifest, readObject, BackupNotFoundError } from './repository.js';
 import { removeObjects, summaryOf } from './backup.js';
 import type { BackupSummary } from './types.js';
@@ -15,6 +15,12 @@ export interface IncompleteBackup {
 }
 
 export async function listBackups(storage: Backend): Promise<{ backups: BackupSummary[]; incomplete: IncompleteBackup[] }> {
+  const { backups, incomplete } = await scan(storage);
+  return { backups: backups.map(summaryOf), incomplete };
+}
+
+/** Manifests of the usable backups, oldest first, and the incomplete ones. */
+export async function scan(storage: Backend): Promise<{ backups: ManifestBody[]; incomplete: IncompleteBackup[] }> {
   const groups = new Map<string, { keys: string[]; bytes: number }>();
   for await (const o of storage.list(keys.backupsPrefix)) {
     const id = o.key.slice(keys.backupsPrefix.length).split('/')[0]!;
@@ -23,12 +29,12 @@ export async function listBackups(storage: Backend): Promise<{ backups: BackupSu
     g.bytes += o.size;
     groups.set(id, g);
   }
-  const backups: BackupSummary[] = [];
+  const backups: ManifestBody[] = [];
   const incomplete: IncompleteBackup[] = [];
   for (const [id, g] of groups) {
     if (g.keys.includes(keys.manifest(id))) {
       try {
-        backups.push(summaryOf((await readManifest(storage, id)).body));
+        backups.push((await readManifest(storage, id)).body);
       } catch (err) {
         incomplete.push({ id, reason: `unreadable manifest: ${(err as Error).message}`, objects: g.keys.length, bytes: g.bytes });
       }
@@ -51,8 +57,8 @@ export async function listBackups(storage: Backend): Promise<{ backups: BackupSu
 
 /** Deletes a backup or the leftovers of an incomplete one. */
 export async function deleteBackup(storage: Backend, id: string): Promise<{ objects: number }> {
-  const { backups } = await listBackups(storage);
-  const dependents = backups.filter((b) => b.parent === id);
+  const { backups } = await scan(storage);
+  const dependents = backups.filter((b) => b.parent === id || (b.depends ?? []).includes(id));
   if (dependents.length > 0) {
     throw new CouchtroveError(`backup ${id} cannot be deleted: incremental backup ${dependents.map((b) => b.id).join(', ')} depends on it`);
   }

@@ -7,7 +7,7 @@ import { ObjectNotFoundError, type Backend } from '../storage/backend.js';
 import type { BackupKeys } from '../crypto/keys.js';
 import type { Codec } from '../config/catalogue.js';
 import { CouchtroveError } from '../util/errors.js';
-import type { FileEntry, StoredObject } from './format.js';
+import type { Extent, FileEntry, StoredObject } from './format.js';
 import { HEADER_BYTES, maxRecordBytes, parseHeader, RecordAuthError } from './records.js';
 import { RecordPool, RecordTaskError } from './pool.js';
 import { WRONG_KEY } from './repository.js';
@@ -137,9 +137,10 @@ export class DataDecoder {
     const slots = this.pool.depth + 1;
     const payloads: Buffer[] = Array.from({ length: slots }, () => Buffer.allocUnsafeSlow(maxRecordBytes(recordSize)));
     const plains: Buffer[] = Array.from({ length: slots }, () => Buffer.allocUnsafeSlow(recordSize));
-    type Item = { file: FileEntry; decoded: Promise<{ payload: Uint8Array; out: Uint8Array; length: number }> | null; where: string; last: boolean };
+    type Item = { file: FileEntry; extent: Extent | null; decoded: Promise<{ payload: Uint8Array; out: Uint8Array; length: number }> | null; where: string; endOfExtent: boolean; last: boolean };
     const inflight: Item[] = [];
     const hashes = new Map<FileEntry, { hash: Hash; size: number }>();
+    const extentHashes = new Map<Extent, Hash>();
 
     const consume = async (): Promise<void> => {
       const item = inflight.shift()!;
@@ -163,6 +164,17 @@ export class DataDecoder {
       }
       const h = hashes.get(item.file)!;
       h.hash.update(data);
+      if (item.extent) {
+        const eh = extentHashes.get(item.extent) ?? createHash('sha256');
+        extentHashes.set(item.extent, eh.update(data));
+        if (item.endOfExtent) {
+          extentHashes.delete(item.extent);
+          const digest = eh.digest('hex');
+          if (digest !== item.extent.sha256) {
+            throw new CouchtroveError(`checksum mismatch for file ${item.file.path} (${item.where}): the bytes stored in backup ${item.extent.backup} hash to ${digest}, its catalog says ${item.extent.sha256}`);
+          }
+        }
+      }
       h.size += data.length;
       bytesDone += data.length;
       // The sink is done with the buffer when write resolves; only then may it be lent again.
@@ -170,7 +182,7 @@ export class DataDecoder {
       if (item.last) {
         hashes.delete(item.file);
         const digest = h.hash.digest('hex');
-        if (h.size !== item.file.size || digest !== item.file.sha256) {
+        if (h.size !== item.file.size || (item.file.sha256 !== null && digest !== item.file.sha256)) {
           throw new CouchtroveError(`checksum mismatch for file ${item.file.path} (${item.where}): expected ${item.file.size} bytes with SHA-256 ${item.file.sha256}, got ${h.size} bytes with ${digest}`);
         }
         await sink.end(item.file);
@@ -184,7 +196,7 @@ export class DataDecoder {
         await sink.begin(file);
         hashes.set(file, { hash: createHash('sha256'), size: 0 });
         const total = file.extents.reduce((n, e) => n + e.records, 0);
-        if (total === 0) inflight.push({ file, decoded: null, where: 'no data', last: true });
+        if (total === 0) inflight.push({ file, extent: null, decoded: null, where: 'no data', endOfExtent: false, last: true });
         let seen = 0;
         for (const e of file.extents) {
           const o = this.objectOf(e.backup);
@@ -202,7 +214,7 @@ export class DataDecoder {
             const decoded = this.pool.decode({ codec: o.codec, key: o.keys?.data ?? null, index: e.record + r, header, payload, out: plains.pop()! });
             decoded.catch(() => undefined);
             seen++;
-            inflight.push({ file, decoded, where, last: seen === total });
+            inflight.push({ file, extent: e, decoded, where, endOfExtent: r === e.records - 1, last: seen === total });
             if (inflight.length >= this.pool.depth) await consume();
           }
         }

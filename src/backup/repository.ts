@@ -87,7 +87,7 @@ export async function openManifest(m: Manifest, key: KeyMaterial | undefined): P
   if (m.body.encryption) {
     if (!key) throw new CouchtroveError(`backup ${id} is encrypted: give its key with --key-file`);
     if (m.seal.alg !== 'hmac-sha256') throw new CouchtroveError(`manifest of backup ${id} is corrupted: encrypted backup without an HMAC seal`);
-    const k = await deriveKeys(key, m.body.encryption.kdf);
+    const k = await deriveKeys(key, m.body.encryption.kdf, m.body.encryption.keySalt);
     if (!equalHex(hmac(k.seal, text), m.seal.value)) throw new CouchtroveError(`${WRONG_KEY}: the manifest of backup ${id} does not authenticate with this key`);
     return k;
   }

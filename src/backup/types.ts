@@ -33,8 +33,12 @@ export interface BackupOptions {
   progress?: (p: Progress) => void;
   /** Test hook: runs after the measuring pass, before any byte is copied. */
   afterMeasure?: () => Promise<void>;
-  /** Plain-text bytes per record (default 4 MiB). */
+  /** Plain-text bytes per record (default 2 MiB). */
   recordSize?: number;
+  /** Incremental backup: store only what each file gained since this backup (docs/backup-format.md). */
+  parent?: string;
+  /** How the parent's bytes are checked before reuse: sampled fingerprint (default) or a full re-read. */
+  parentCheck?: 'sampled' | 'full';
 }
 
 export interface BackupSummary {
@@ -45,8 +49,10 @@ export interface BackupSummary {
   size: number;
   /** Regular files in the backup. */
   files: number;
-  /** Data bytes read from the data directory (and configuration). */
+  /** Data bytes read and stored by this backup (for an incremental backup, only what is new). */
   bytes: number;
+  /** Plain bytes of the whole tree the backup restores. */
+  totalBytes: number;
   /** SHA-256 (hex) of the catalog object, which pins the SHA-256 of every file and stored object. */
   checksum: string;
   compression: Codec;
@@ -81,7 +87,8 @@ export interface VerifiedFile {
   path: string;
   root: 'data' | 'config';
   size: number;
-  sha256: string;
+  /** null for a file of an incremental backup built on its parent's bytes (each extent was checked). */
+  sha256: string | null;
 }
 
 export interface VerifyResult {

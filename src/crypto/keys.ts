@@ -1,6 +1,7 @@
-// Key handling. The key file's bytes are the input keying material; per backup, a random salt and
-// scrypt turn it into a master key, and HKDF derives one subkey per purpose (data records, catalog,
-// manifest seal). Nothing derived from the key is stored except what AEAD/HMAC outputs need.
+// Key handling. The key file's bytes are the input keying material; scrypt with a random salt (new for
+// every full backup, shared by its incrementals) turns it into a master key, and HKDF with the backup's
+// own random salt derives one subkey per purpose (data records, catalog, manifest seal). Nothing derived
+// from the key is stored except what AEAD/HMAC outputs need.
 import { createHmac, hkdfSync, randomBytes, scrypt as scryptCb, timingSafeEqual } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import { promisify } from 'node:util';
@@ -13,16 +14,24 @@ export const MIN_KEY_BYTES = 32;
 /** The bytes of a key file, kept in memory only. */
 export class KeyMaterial {
   readonly #bytes: Buffer;
+  /** scrypt outputs by salt: an incremental chain shares its full backup's salt, so it pays for one. */
+  readonly #masters = new Map<string, Promise<Buffer>>();
   constructor(bytes: Buffer) {
     if (bytes.length < MIN_KEY_BYTES) throw new CouchtroveError(`encryption key is too short: at least ${MIN_KEY_BYTES} bytes are required`);
     this.#bytes = Buffer.from(bytes);
   }
-  /** @internal */
-  bytes(): Buffer {
-    return this.#bytes;
-  }
   toJSON(): string {
     return '[key]';
+  }
+  /** @internal */
+  master(params: KdfParams): Promise<Buffer> {
+    const id = `${params.N}:${params.r}:${params.p}:${params.salt}`;
+    let m = this.#masters.get(id);
+    if (!m) {
+      m = scrypt(this.#bytes, Buffer.from(params.salt, 'base64'), 32, { N: params.N, r: params.r, p: params.p, maxmem: 256 * params.N * params.r + (1 << 20) });
+      this.#masters.set(id, m);
+    }
+    return m;
   }
 }
 
@@ -64,12 +73,18 @@ export interface BackupKeys {
   seal: Buffer;
 }
 
-export async function deriveKeys(key: KeyMaterial, params: KdfParams): Promise<BackupKeys> {
+/** A backup's own salt for its subkeys: with it, backups that share a master key never share a subkey. */
+export function newKeySalt(): string {
+  return randomBytes(32).toString('base64');
+}
+
+export async function deriveKeys(key: KeyMaterial, params: KdfParams, keySalt: string): Promise<BackupKeys> {
   if (params.name !== 'scrypt' || params.N > 1 << 20 || params.r > 32 || params.p > 16) {
     throw new CouchtroveError(`unsupported key derivation parameters in manifest`);
   }
-  const master = await scrypt(key.bytes(), Buffer.from(params.salt, 'base64'), 32, { N: params.N, r: params.r, p: params.p, maxmem: 256 * params.N * params.r + (1 << 20) });
-  const sub = (info: string) => Buffer.from(hkdfSync('sha256', master, Buffer.alloc(0), `couchtrove/v1/${info}`, 32));
+  const master = await key.master(params);
+  const salt = Buffer.from(keySalt, 'base64');
+  const sub = (info: string) => Buffer.from(hkdfSync('sha256', master, salt, `couchtrove/v1/${info}`, 32));
   return { data: sub('data'), catalog: sub('catalog'), seal: sub('manifest-seal') };
 }
 

@@ -21,7 +21,7 @@ describe(`agent backup and restore [${couch.label}]`, () => {
   const counts: Record<string, number> = { orders: 120, 'media/images': 35 };
 
   before(async () => {
-    await h.init('backup');
+    await h.init('agent-backup');
     repo = path.join(h.root, 'repo');
     storage = `file://${repo}`;
     src = await h.instance('src', { nodeName: SOURCE_NODE });

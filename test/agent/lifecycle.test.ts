@@ -15,7 +15,7 @@ describe(`agent lifecycle [${couch.label}]`, () => {
   let inst: TestInstance;
 
   before(async () => {
-    await h.init('lifecycle');
+    await h.init('agent-lifecycle');
     inst = await h.instance('main', { overrides: { 'log/level': 'info' }, volumeBytes: 1024 ** 3 });
   });
   after(() => h.cleanup());
@@ -42,6 +42,14 @@ describe(`agent lifecycle [${couch.label}]`, () => {
     const v = await inst.agent.volumeUsage();
     assert.equal(v.total, 1024 ** 3);
     assert.ok(v.used > 0 && v.used < v.total);
+  });
+
+  test('a full volume (volumeBytes reached) refuses new databases and users', async () => {
+    const t = await h.instance('tiny', { volumeBytes: 4096 });
+    await rejectsWithCode(t.agent.createDatabase('more'), 'VOLUME_FULL', /the volume is full: \d+ of 4096 bytes used/);
+    await rejectsWithCode(t.agent.createUser({ name: 'u', password: 'p' }), 'VOLUME_FULL');
+    assert.deepEqual(await t.agent.listDatabases(), []);
+    await t.agent.stop();
   });
 
   test('stop, start, restart; data survives', async () => {

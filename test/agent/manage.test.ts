@@ -14,7 +14,7 @@ describe(`agent databases, users, root, configuration [${couch.label}]`, () => {
   const canRead = async (db: string, username: string, password: string) => (await http(inst.url, 'GET', `/${encodeURIComponent(db)}`, { auth: { username, password } })).status === 200;
 
   before(async () => {
-    await h.init('manage');
+    await h.init('agent-manage');
     inst = await h.instance('main');
     admin = await adminOf(inst.settings);
   });

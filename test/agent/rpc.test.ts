@@ -18,7 +18,7 @@ describe(`agent RPC [${couch.label}]`, () => {
   let client: AgentClient;
 
   before(async () => {
-    await h.init('rpc');
+    await h.init('agent-rpc');
     const agent = await h.open('main');
     server = await startAgentServer({ host: '127.0.0.1', port: 0, token, agent });
     client = new AgentClient(server.url, token);

@@ -54,4 +54,28 @@ export const backupOptions = {
     flag: 'out', arg: 'FILE', group: 'Backup engine', parse: parsers.absolutePath,
     description: 'File to create',
   },
+  parent: {
+    flag: 'parent', arg: 'ID', group: 'Backup engine', parse: parsers.backupId,
+    description: "Take an incremental backup on top of this backup ('latest' for the newest in the repository): only what each file gained since is stored",
+  },
+  parentCheck: {
+    flag: 'parent-check', arg: 'HOW', group: 'Backup engine', default: 'sampled', parse: parsers.oneOf('sampled', 'full'),
+    description: "How an incremental checks that the parent's bytes are still on disk: sampled (fingerprint of ~200 KiB per file) or full (re-read every byte)",
+  },
+  keepLast: {
+    flag: 'keep-last', arg: 'N', group: 'Retention', parse: parsers.integer(0, 100000),
+    description: 'Keep the N newest backups',
+  },
+  keepDaily: {
+    flag: 'keep-daily', arg: 'N', group: 'Retention', parse: parsers.integer(0, 100000),
+    description: 'Keep the newest backup of each of the last N days that have backups',
+  },
+  keepWeekly: {
+    flag: 'keep-weekly', arg: 'N', group: 'Retention', parse: parsers.integer(0, 100000),
+    description: 'Keep the newest backup of each of the last N ISO weeks that have backups',
+  },
+  dryRun: {
+    flag: 'dry-run', group: 'Retention', parse: parsers.boolean,
+    description: 'Only list what would be deleted',
+  },
 } satisfies Record<string, OptionSpec<unknown>>;

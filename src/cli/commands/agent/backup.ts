@@ -1,5 +1,6 @@
 import { defineCommand } from '../../command.js';
-import { createBackup } from '../../../backup/index.js';
+import { createBackup, listBackups } from '../../../backup/index.js';
+import { CouchtroveError } from '../../../util/errors.js';
 import { openStorage } from '../../../storage/index.js';
 import { readKeyFile } from '../../../crypto/keys.js';
 import { formatBytes, progressBar } from '../../progress.js';
@@ -8,12 +9,20 @@ export const backupCommand = defineCommand({
   path: ['agent', 'backup'],
   summary: 'Take a full physical backup of a (running) CouchDB data directory',
   required: ['dataDir', 'storage'],
-  optional: ['keyFile', 'compression', 'compressionLevel', 'configDir', 'couchdbUrl', 'newBackupId', 'json'],
+  optional: ['keyFile', 'compression', 'compressionLevel', 'configDir', 'couchdbUrl', 'newBackupId', 'parent', 'parentCheck', 'json'],
   run: async (o, io) => {
     const storage = await openStorage(o.storage, io.env);
     const bar = progressBar(io, o.json, 'backup');
     try {
+      let parent = o.parent;
+      if (parent === 'latest') {
+        const { backups } = await listBackups(storage);
+        if (backups.length === 0) throw new CouchtroveError(`--parent latest: ${storage.location} holds no backup yet`);
+        parent = backups[backups.length - 1]!.id;
+      }
       const s = await createBackup({
+        parent,
+        parentCheck: o.parentCheck,
         dataDir: o.dataDir,
         storage,
         key: o.keyFile ? await readKeyFile(o.keyFile) : undefined,
@@ -27,7 +36,7 @@ export const backupCommand = defineCommand({
       });
       bar?.stop();
       if (o.json) io.stdout.write(`${JSON.stringify(s)}\n`);
-      else io.stdout.write(`backup ${s.id} completed: ${s.files} files, ${formatBytes(s.bytes)} read, ${formatBytes(s.size)} stored, sha256 ${s.checksum}\n`);
+      else io.stdout.write(`backup ${s.id} completed${s.parent ? ` (incremental of ${s.parent})` : ''}: ${s.files} files, ${formatBytes(s.bytes)} read, ${formatBytes(s.size)} stored, sha256 ${s.checksum}\n`);
       return 0;
     } finally {
       bar?.stop();

@@ -6,6 +6,7 @@ import { verifyCommand } from './verify.js';
 import { listCommand } from './list.js';
 import { deleteCommand } from './delete.js';
 import { keygenCommand } from './keygen.js';
+import { expireCommand } from './expire.js';
 import { serveCommand } from './serve.js';
 import { statusCommand } from './status.js';
 import { databaseCreateCommand, databaseDeleteCommand, databaseListCommand } from './database.js';
@@ -19,6 +20,7 @@ export const agentCommands: AnyCommand[] = [
   listCommand,
   deleteCommand,
   keygenCommand,
+  expireCommand,
   serveCommand,
   statusCommand,
   databaseCreateCommand,

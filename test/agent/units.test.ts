@@ -1,0 +1,152 @@
+// Unit tests of the agent's pure parts: ini editing, configuration key rules, name checks, the
+// files it writes (local.ini, vm.args) and the reason it reads from a CouchDB log.
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+import fc from 'fast-check';
+import { IniFile, mergeIni } from '../../src/agent/ini.js';
+import { parseOverride, parseOverrides } from '../../src/agent/config-keys.js';
+import { checkDatabaseName, checkSettings, checkUserName } from '../../src/agent/validate.js';
+import { renderLocalIni, renderVmArgs } from '../../src/agent/agent.js';
+import { reasonFromLog } from '../../src/agent/process.js';
+import { removeDir, tempDir } from '../support/couchdb.js';
+
+describe('ini files', () => {
+  test('edits keep every other line and never add a second section', () => {
+    const text = '; top comment\n[couchdb]\nuuid = abc ; inline\n\n[admins]\n; admins here\nadmin = -pbkdf2-x,y,10\n\n[log]\nlevel = info\n';
+    const ini = IniFile.parse(text);
+    assert.equal(ini.toString(), text, 'round trip');
+    assert.equal(ini.get('couchdb', 'uuid'), 'abc');
+    ini.set('admins', 'root', 'pw');
+    ini.set('log', 'level', 'debug');
+    ini.set('new', 'key', 'v');
+    assert.equal(
+      ini.toString(),
+      '; top comment\n[couchdb]\nuuid = abc ; inline\n\n[admins]\n; admins here\nadmin = -pbkdf2-x,y,10\nroot = pw\n\n[log]\nlevel = debug\n\n[new]\nkey = v\n',
+    );
+    assert.equal(ini.delete('admins', 'root'), true);
+    assert.equal(ini.delete('admins', 'root'), false);
+    assert.equal((ini.toString().match(/\[admins\]/g) ?? []).length, 1);
+  });
+
+  test('problems are reported, later files win', () => {
+    assert.deepEqual(IniFile.parse('[ok]\na = 1\n[broken\nb = 2\n').problems, [{ line: 3, text: '[broken' }]);
+    assert.deepEqual(IniFile.parse('no section = 1\n').problems.length, 1);
+    const merged = mergeIni([IniFile.parse('[a]\nx = 1\ny = 2\n'), IniFile.parse('[a]\ny = 3\n[b]\nz = 4\n')]);
+    assert.deepEqual(Object.fromEntries([...merged].map(([k, v]) => [k, Object.fromEntries(v)])), { a: { x: '1', y: '3' }, b: { z: '4' } });
+  });
+
+  test('property: set then get returns the value, and other keys are unchanged', () => {
+    const name = fc.stringMatching(/^[a-z][a-z0-9_.]{0,11}$/);
+    const value = fc.stringMatching(/^[A-Za-z0-9_./:{}[\],-]{1,20}$/);
+    fc.assert(
+      fc.property(fc.array(fc.tuple(name, name, value), { maxLength: 12 }), name, name, value, (entries, s, k, v) => {
+        const ini = IniFile.empty();
+        for (const [a, b, c] of entries) ini.set(a, b, c);
+        const before = mergeIni([ini]);
+        const again = IniFile.parse(ini.toString());
+        again.set(s, k, v);
+        const after = mergeIni([IniFile.parse(again.toString())]);
+        assert.equal(after.get(s)?.get(k), v);
+        for (const [sec, kv] of before) for (const [key, val] of kv) if (sec !== s || key !== k) assert.equal(after.get(sec)?.get(key), val);
+        assert.equal(IniFile.parse(again.toString()).problems.length, 0);
+      }),
+      { numRuns: 200 },
+    );
+  });
+});
+
+describe('configuration overrides', () => {
+  test('live, restart and refused keys', () => {
+    assert.equal(parseOverride('log/level', 'debug').kind, 'live');
+    assert.equal(parseOverride('couchdb/max_dbs_open', '1000').kind, 'live');
+    assert.equal(parseOverride('smoosh.ratio_dbs/min_priority', '2.0').kind, 'live');
+    assert.equal(parseOverride('httpd/server_options', '[{backlog, 128}]').kind, 'restart');
+    assert.equal(parseOverride('ssl/enable', 'true').kind, 'restart');
+    for (const k of ['couchdb/database_dir', 'couchdb/view_index_dir', 'chttpd/bind_address', 'chttpd/port', 'admins/x', 'couchdb/uuid', 'native_query_servers/erlang', 'cluster/n', 'smoosh/state_dir']) {
+      assert.throws(() => parseOverride(k, 'x'), (e: Error & { code?: string }) => e.code === 'REFUSED' && e.message.includes(k), k);
+    }
+  });
+
+  test('invalid keys and values, checked before anything is applied', () => {
+    for (const [k, v] of [['log', 'x'], ['/x', 'y'], ['a/b/c', 'x'], ['log/level', 'loud'], ['log/level', ''], ['x/y', 'a\nb'], ['x/y', 'a ;b'], ['couchdb/max_dbs_open', '-1'], ['chttpd/require_valid_user', 'yes']]) {
+      assert.throws(() => parseOverride(k!, v), (e: Error & { code?: string }) => e.code === 'INVALID_ARGUMENT', `${k}=${v}`);
+    }
+    assert.throws(() => parseOverrides({ 'log/level': 'info', 'chttpd/port': '1' }), /chttpd\/port cannot be overridden/);
+    assert.throws(() => parseOverrides({}), /no configuration overrides/);
+    assert.deepEqual(parseOverrides({}, true), []);
+  });
+});
+
+describe('names and settings', () => {
+  test("database names follow CouchDB's rule", () => {
+    for (const ok of ['a', 'abc', 'a/b', 'x_($)+-1', 'a'.repeat(238)]) assert.equal(checkDatabaseName(ok), ok);
+    for (const bad of ['', 'A', '1a', '_users', 'a b', 'a.b', 'a'.repeat(239), 42]) assert.throws(() => checkDatabaseName(bad));
+    fc.assert(fc.property(fc.string(), (s) => {
+      const valid = /^[a-z][a-z0-9_$()+/-]*$/.test(s) && s.length <= 238;
+      let accepted = true;
+      try {
+        checkDatabaseName(s);
+      } catch {
+        accepted = false;
+      }
+      assert.equal(accepted, valid);
+    }));
+  });
+
+  test('user names: no reserved or system names', () => {
+    assert.equal(checkUserName('alice.b@example'), 'alice.b@example');
+    for (const bad of ['', '_x', 'a:b', 'root', 'couchtrove', 'a b']) assert.throws(() => checkUserName(bad));
+  });
+
+  test('settings are normalised and checked', () => {
+    const s = checkSettings({ instanceId: 'i1', port: 5984, bindAddress: '127.0.0.1', dataDir: '/v/data/', instanceDir: '/var/lib/x', nodeName: 'couchdb@127.0.0.1', epmdPort: 4369, couchdbHome: '/opt/couchdb', extra: 'ignored' });
+    assert.equal(s.dataDir, '/v/data');
+    assert.equal((s as unknown as Record<string, unknown>).extra, undefined);
+    assert.throws(() => checkSettings({ ...s, epmdPort: 5984 }), /must differ/);
+    assert.throws(() => checkSettings({ ...s, instanceDir: '/v/data/inst' }), /separate/);
+    assert.throws(() => checkSettings(null), /JSON object/);
+  });
+});
+
+describe('files the agent writes', () => {
+  const settings = checkSettings({ instanceId: 'i1', port: 15984, bindAddress: '127.0.0.1', dataDir: '/v/data', instanceDir: '/var/lib/i1', nodeName: 'couchdb@127.0.0.1', epmdPort: 14369, couchdbHome: '/opt/couchdb', flavor: { ramMb: 2048, vcpus: 2 } });
+
+  test('local.ini holds the instance settings, the admin and the overrides, once each', () => {
+    const text = renderLocalIni(settings, 'u1', { username: 'couchtrove', password: 'secret-pw' }, [parseOverride('log/level', 'debug')]);
+    const ini = IniFile.parse(text);
+    assert.equal(ini.problems.length, 0);
+    assert.equal(ini.get('couchdb', 'database_dir'), '/v/data');
+    assert.equal(ini.get('couchdb', 'view_index_dir'), '/v/data');
+    assert.equal(ini.get('couchdb', 'uuid'), 'u1');
+    assert.equal(ini.get('couchdb', 'single_node'), 'true');
+    assert.equal(ini.get('chttpd', 'port'), '15984');
+    assert.equal(ini.get('chttpd', 'bind_address'), '127.0.0.1');
+    assert.equal(ini.get('admins', 'couchtrove'), 'secret-pw');
+    assert.equal(ini.get('log', 'level'), 'debug');
+    assert.equal((text.match(/^\[admins\]$/gm) ?? []).length, 1);
+  });
+
+  test('vm.args: node name, cookie, loopback distribution, schedulers from the flavor', () => {
+    const text = renderVmArgs(settings, 'c00kie');
+    assert.match(text, /^-name couchdb@127\.0\.0\.1$/m);
+    assert.match(text, /^-setcookie c00kie$/m);
+    assert.match(text, /^-kernel inet_dist_use_interface \{127,0,0,1\}$/m);
+    assert.match(text, /^\+S 2:2$/m);
+  });
+
+  test('the reason from a log: the last error lines, secrets masked', async () => {
+    const dir = await tempDir('agent-reason');
+    try {
+      const log = path.join(dir, 'couchdb.log');
+      await fsp.writeFile(log, 'old [error] from an earlier start\n');
+      const offset = (await fsp.stat(log)).size;
+      await fsp.appendFile(log, '[info] starting\n[error] chttpd failed: {error,eaddrinuse} password=hunter22\n[info] bye\n');
+      assert.equal(await reasonFromLog(log, offset, ['hunter22']), '[error] chttpd failed: {error,eaddrinuse} password=***');
+      assert.equal(await reasonFromLog(path.join(dir, 'none'), 0), 'no log output');
+    } finally {
+      await removeDir(dir);
+    }
+  });
+});
