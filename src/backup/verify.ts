@@ -12,7 +12,7 @@ import type { Progress, VerifyResult } from './types.js';
 export async function verifyBackup(opts: { storage: Backend; id: string; key?: KeyMaterial; progress?: (p: Progress) => void }): Promise<VerifyResult> {
   const opened = await openBackup(opts.storage, opts.id, opts.key);
   const objects = await chainObjects(opts.storage, opened, opts.key);
-  const decoder = new DataDecoder(opts.storage, objects);
+  const decoder = new DataDecoder(opts.storage, objects, true);
   try {
     await decoder.checkObjects();
     const files = opened.catalog.entries.filter((e): e is FileEntry => e.type === 'file');

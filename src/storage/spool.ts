@@ -30,9 +30,25 @@ export interface SpoolOptions {
   dir?: string;
 }
 
+/** A segment of bytes already in memory (a small object read whole). */
+export function memorySegment(data: Buffer, index = 0): Segment {
+  let held: Buffer | null = data;
+  return {
+    index, size: data.length, md5: createHash('md5').update(data).digest('hex'), last: true,
+    body: () => {
+      if (!held) throw new Error('segment already disposed');
+      return held;
+    },
+    dispose: async () => {
+      held = null;
+    },
+  };
+}
+
 export class SegmentReader {
   private readonly it: AsyncIterator<Buffer | string>;
-  private carry: Buffer | null = null;
+  /** Bytes read from the source but not yet given out, in order. */
+  private pending: Buffer[] = [];
   private ended = false;
   private index = 0;
   private readonly memoryLimit: number;
@@ -45,11 +61,8 @@ export class SegmentReader {
   }
 
   private async pull(): Promise<Buffer | null> {
-    if (this.carry) {
-      const c = this.carry;
-      this.carry = null;
-      return c;
-    }
+    const queued = this.pending.shift();
+    if (queued) return queued;
     while (!this.ended) {
       const r = await this.it.next();
       if (r.done) {
@@ -64,10 +77,28 @@ export class SegmentReader {
 
   /** Whether anything is left after the current segment (reads ahead one chunk). */
   private async hasMore(): Promise<boolean> {
-    if (this.carry) return true;
+    if (this.pending.length) return true;
     const next = await this.pull();
-    if (next) this.carry = next;
+    if (next) this.pending.unshift(next);
     return next !== null;
+  }
+
+  /**
+   * Reads up to `limit` bytes without consuming them: `ended` tells whether that was the whole stream. The
+   * bytes stay queued for next() unless the caller is done.
+   */
+  async peek(limit: number): Promise<{ data: Buffer; ended: boolean }> {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    while (size < limit) {
+      const buf = await this.take(limit - size);
+      if (!buf) break;
+      chunks.push(buf);
+      size += buf.length;
+    }
+    const ended = !(await this.hasMore());
+    this.pending.unshift(...chunks);
+    return { data: Buffer.concat(chunks, size), ended };
   }
 
   /** The next segment; the first call always returns one (possibly empty and last). */
@@ -80,7 +111,7 @@ export class SegmentReader {
     const buf = await this.pull();
     if (!buf) return null;
     if (buf.length <= room) return buf;
-    this.carry = buf.subarray(room);
+    this.pending.unshift(buf.subarray(room));
     return buf.subarray(0, room);
   }
 
@@ -109,7 +140,15 @@ export class SegmentReader {
     };
   }
 
-  private async nextInFile(index: number): Promise<Segment> {
+  /**
+   * The next segment, spooled to a temporary file; each chunk is also handed to onChunk (awaited) as it is
+   * read, so the caller can send the segment while it is being spooled (the spool is for retries).
+   */
+  async nextStreamed(onChunk: (chunk: Buffer) => Promise<void>): Promise<Segment> {
+    return this.nextInFile(this.index++, onChunk);
+  }
+
+  private async nextInFile(index: number, onChunk?: (chunk: Buffer) => Promise<void>): Promise<Segment> {
     await fs.mkdir(this.dir, { recursive: true });
     const file = path.join(this.dir, `couchtrove-segment-${process.pid}-${randomBytes(6).toString('hex')}`);
     const fh = await fs.open(file, 'wx', 0o600);
@@ -129,6 +168,7 @@ export class SegmentReader {
           hash.update(buf);
           await fh.write(buf, 0, buf.length);
           size += buf.length;
+          if (onChunk) await onChunk(buf);
         }
       } finally {
         await fh.close();
@@ -150,7 +190,7 @@ export class SegmentReader {
 
   /** Stops reading the source (after a failure). */
   async abort(): Promise<void> {
-    this.carry = null;
+    this.pending = [];
     this.ended = true;
     try {
       await this.it.return?.();

@@ -728,7 +728,7 @@ export class ControlPlane {
           polling = false;
           await poll;
           const done = await this.store.update('backups', backupId, {
-            status: 'COMPLETED', size_bytes: summary.size, data_bytes: summary.bytes, files: summary.files, checksum: summary.checksum,
+            status: 'COMPLETED', size_bytes: summary.size, data_bytes: summary.totalBytes ?? summary.bytes, files: summary.files, checksum: summary.checksum,
             location: summary.location || this.config.repository, progress: null, updated: now(),
           }, { task_id: ctx.task.id, status: ['NEW', 'BUILDING', 'SAVING'] });
           if (!done) throw new Error('the backup row changed while the backup ran');

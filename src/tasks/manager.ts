@@ -53,6 +53,8 @@ class StopError extends Error {
 export class TaskManager {
   private readonly handlers = new Map<string, TaskHandler<never>>();
   private readonly running = new Map<string, { controller: AbortController; done: Promise<void> }>();
+  /** Handler promises still settling after their task was abandoned (stop waits a little for them). */
+  private readonly settling = new Set<Promise<unknown>>();
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
   private readonly log: (m: string) => void;
@@ -143,7 +145,11 @@ export class TaskManager {
       },
     };
     try {
-      await raceAbort(handler.run(ctx), controller.signal);
+      if (controller.signal.aborted) throw controller.signal.reason;
+      const work = handler.run(ctx);
+      const tracked = work.catch(() => undefined).finally(() => this.settling.delete(tracked));
+      this.settling.add(tracked);
+      await raceAbort(work, controller.signal);
       await this.store.update('tasks', task.id, { status: 'COMPLETED', step: 'done', updated: now(), error: null }, { status: 'RUNNING' });
     } catch (err) {
       if (controller.signal.aborted && controller.signal.reason instanceof StopError) {
@@ -236,6 +242,8 @@ export class TaskManager {
     const all = [...this.running.values()];
     for (const r of all) r.controller.abort(new StopError());
     await Promise.allSettled(all.map((r) => r.done));
+    // Give abandoned handlers a moment to finish their current call, so none writes after the store closes.
+    await Promise.race([Promise.allSettled([...this.settling]), new Promise((r) => setTimeout(r, 3000).unref())]);
   }
 }
 

@@ -9,6 +9,8 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { adminOf, couch, Harness, http, rejectsWithCode, type TestInstance } from './helpers.js';
+import { createBackup } from '../../src/backup/index.js';
+import { openStorage } from '../../src/storage/index.js';
 
 const SOURCE_NODE = 'couchdb@127.0.0.2';
 
@@ -146,6 +148,31 @@ describe(`agent backup and restore [${couch.label}]`, () => {
     assert.match(st.reason ?? '', /did not complete/);
     assert.equal(await fsp.readFile(path.join(settings.dataDir, 'precious.txt'), 'utf8'), 'keep me');
     assert.equal(agent.couchdbPid, null);
+  });
+
+  test('a restore whose files lack a database the backup recorded: FAILED naming it', async () => {
+    // The manifest records the source's databases but the files are those of an empty instance: the
+    // check after the start must catch what is missing.
+    const empty = await h.instance('empty-source', { nodeName: SOURCE_NODE });
+    await sleep(couch.kind === 'devengine' ? 500 : 100);
+    const repoBackend = await openStorage(storage);
+    try {
+      await createBackup({ dataDir: empty.settings.dataDir, storage: repoBackend, couchdb: { url: src.url, username: admin.username, password: admin.password }, id: 'mismatch', compression: 'none' });
+    } finally {
+      await repoBackend.close();
+    }
+    await empty.agent.stop();
+    const settings = await h.settings('mismatch', { nodeName: SOURCE_NODE, restore: { storage, backupId: 'mismatch' } });
+    const agent = await h.open('mismatch');
+    const st = await agent.prepare(settings);
+    h.track(agent);
+    assert.equal(st.state, 'FAILED');
+    assert.match(st.reason ?? '', /restore of backup mismatch did not complete: \d+ of \d+ databases did not come back: /);
+    assert.match(st.reason ?? '', /orders: missing/);
+    assert.match(st.reason ?? '', /media\/images: missing/);
+    assert.equal(agent.couchdbPid, null, 'CouchDB is stopped, not left RUNNING with data missing');
+    assert.equal((await agent.status()).state, 'FAILED');
+    await rejectsWithCode(agent.start(), 'CONFLICT');
   });
 
   test('backup needs a running CouchDB', async () => {

@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { after, describe } from 'node:test';
 import { HeadObjectCommand, ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
 import { openStorage } from '../../src/storage/index.js';
-import { RetryingBackend } from '../../src/storage/retry.js';
+import { RetryingBackend, withRetries } from '../../src/storage/retry.js';
 import { openSwiftBackend, type SwiftBackend } from '../../src/storage/swift/swift.js';
 import { openS3Backend, type S3Backend } from '../../src/storage/s3/s3.js';
 import { rawSwiftNames, startSwift } from '../support/swift.js';
@@ -67,6 +67,34 @@ describe('swift://', () => {
       },
       isSegmented: async (key) => (await inner.head(key))?.get('x-static-large-object') === 'True',
       withPageSize: (n) => openSwiftBackend(new URL(`swift://${container}/${prefix}`), env, { listPageSize: n }),
+    };
+  });
+});
+
+describe('swift:// with streamed segments (spooled to files)', () => {
+  // Segments larger than the in-memory limit take the other upload path: each segment is sent while it is read
+  // and spooled to a temporary file for retries.
+  const container = 'conformance-streamed';
+  const prefix = `run-${run}`;
+  backendConformance(async () => {
+    const url = new URL(`swift://${container}/${prefix}`);
+    const options = { segmentSize: MiB, memorySpoolLimit: 256 * 1024 };
+    const inner = await openSwiftBackend(url, server.swiftEnv(), options);
+    return {
+      name: 'swift-streamed',
+      backend: withRetries(inner),
+      segmentedSize: 7 * MiB + 123,
+      rawNames: () => rawSwiftNames(server, container, `${prefix}/`),
+      metadataOf: async (key) => {
+        const h = await inner.head(key);
+        if (!h) return undefined;
+        const out: Record<string, string> = {};
+        h.forEach((v, k) => {
+          if (k.startsWith('x-object-meta-')) out[k.slice('x-object-meta-'.length)] = v;
+        });
+        return out;
+      },
+      isSegmented: async (key) => (await inner.head(key))?.get('x-static-large-object') === 'True',
     };
   });
 });

@@ -8,7 +8,8 @@ import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { AbortMultipartUploadCommand, ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
 import { StorageError, type Backend } from '../../src/storage/backend.js';
-import { deleteObjects, openStorage } from '../../src/storage/index.js';
+import { deleteObjects } from '../../src/storage/index.js';
+import { withRetries } from '../../src/storage/retry.js';
 import { openSwiftBackend } from '../../src/storage/swift/swift.js';
 import { openS3Backend } from '../../src/storage/s3/s3.js';
 import { rawSwiftNames, startSwift, type SwiftServer } from '../support/swift.js';
@@ -38,10 +39,13 @@ before(async () => {
 });
 after(() => server?.stop());
 
-describe('Swift faults', () => {
+for (const mode of ['memory', 'streamed'] as const) describe(`Swift faults, ${mode} segments`, () => {
+  // memory: 1 MiB segments kept in memory, two uploading at a time; streamed: each segment sent as it is read
+  // and spooled to a file for retries.
+  const spool = mode === 'streamed' ? { memorySpoolLimit: 256 * 1024 } : {};
   it('proxy killed mid-upload: put rejects clearly, nothing is visible, leftovers are listed and deletable', async (t) => {
-    const url = new URL('swift://faults/kill');
-    const swift = await openSwiftBackend(url, server.swiftEnv(), { segmentSize: MiB, retry: { attempts: 3, baseDelayMs: 100 } });
+    const url = new URL(`swift://faults/kill-${mode}`);
+    const swift = await openSwiftBackend(url, server.swiftEnv(), { segmentSize: MiB, retry: { attempts: 3, baseDelayMs: 100 }, ...spool });
     const data = randomBytes(10 * MiB);
     let killed = false;
     const started = Date.now();
@@ -59,7 +63,7 @@ describe('Swift faults', () => {
     t.diagnostic(`error: ${message}`);
     assert.match(message, /backups\/b1\/data\/000001/, 'names the object');
     assert.match(message, /connection refused|connection reset|closed/, 'says why');
-    assert.match(message, /swift:\/\/faults\/kill/, 'says where');
+    assert.match(message, /swift:\/\/faults\/kill-/, 'says where');
     assert.doesNotMatch(message, /testing|AUTH_tk|X-Auth/i, 'no credentials or tokens');
     assert.ok(Date.now() - started < 30_000, 'gives up in bounded time');
 
@@ -68,15 +72,14 @@ describe('Swift faults', () => {
     const left = await keys(swift, 'backups/b1/');
     for (const k of left) assert.ok(k.startsWith('backups/b1/data/000001.segments/'), k);
     if (left.length) assert.match(message, /segments could not be removed and remain under/);
-    assert.deepEqual(left.map((k) => `kill/${k}`), await rawSwiftNames(server, 'faults', 'kill/'), 'list shows everything stored');
+    assert.deepEqual(left.map((k) => `kill-${mode}/${k}`), await rawSwiftNames(server, 'faults', `kill-${mode}/`), 'list shows everything stored');
     await deleteObjects(swift, left);
-    assert.deepEqual(await rawSwiftNames(server, 'faults', 'kill/'), []);
+    assert.deepEqual(await rawSwiftNames(server, 'faults', `kill-${mode}/`), []);
     await swift.close();
   });
 
   it('memcached restarted mid-upload: the driver authenticates again and the upload completes', async () => {
-    const env = { ...server.swiftEnv(), COUCHTROVE_SWIFT_SEGMENT_SIZE: '1MiB' };
-    const storage = await openStorage('swift://faults/reauth', env);
+    const storage = withRetries(await openSwiftBackend(new URL(`swift://faults/reauth-${mode}`), server.swiftEnv(), { segmentSize: MiB, ...spool }));
     const data = randomBytes(9 * MiB + 17);
     let restarted = false;
     const logBefore = await readFile(path.join(server.dir, 'log', 'proxy.log'), 'utf8');
@@ -91,13 +94,15 @@ describe('Swift faults', () => {
     assert.equal(sha256(await readAll(await storage.get('obj'))), sha256(data));
     // The proxy's access log shows the rejected token and the new login.
     const log = (await readFile(path.join(server.dir, 'log', 'proxy.log'), 'utf8')).slice(logBefore.length);
-    assert.match(log, /PUT \/v1\/AUTH_test\/faults\/reauth\/obj\.segments\/\S+ HTTP\/1\.[01] 401/, 'a segment PUT was refused with 401');
+    assert.match(log, new RegExp(`PUT /v1/AUTH_test/faults/reauth-${mode}/obj\\.segments/\\S+ HTTP/1\\.[01] 401`), 'a segment PUT was refused with 401');
     assert.match(log, /GET \/auth\/v1\.0 HTTP\/1\.[01] 200/, 'then a new token was obtained');
     await storage.delete('obj');
-    assert.deepEqual(await rawSwiftNames(server, 'faults', 'reauth/'), []);
+    assert.deepEqual(await rawSwiftNames(server, 'faults', `reauth-${mode}/`), []);
     await storage.close();
   });
+});
 
+describe('S3 faults', () => {
   it('S3: proxy killed mid multipart upload: put rejects clearly and nothing is visible', async (t) => {
     const env = { ...server.s3Env(), AWS_MAX_ATTEMPTS: '2' };
     const s3 = await openS3Backend(new URL('s3://faults-s3/kill'), env, { partSize: 5 * MiB });

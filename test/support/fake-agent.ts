@@ -52,7 +52,9 @@ export class FakeAgent implements AgentApi {
     this.state = 'SHUTDOWN';
     return { state: this.state };
   }
+  restartGate: Gate | undefined;
   async restart(): Promise<InstanceStatus> {
+    if (this.restartGate) await this.restartGate.promise;
     this.restarts++;
     this.state = 'RUNNING';
     return { state: this.state };
@@ -125,7 +127,7 @@ export class FakeAgent implements AgentApi {
     });
     const t = new Date().toISOString();
     return {
-      id: request.id, created: t, completed: t, size: 12345, files: 3, bytes: 1000, checksum, compression: 'zstd', encrypted: !!request.keyFile,
+      id: request.id, created: t, completed: t, size: 12345, files: 3, bytes: 1000, totalBytes: 1000, checksum, compression: 'zstd', encrypted: !!request.keyFile,
       parent: null, datastore: { type: 'couchdb', version: '3.5.0' }, labels: request.labels ?? {}, location: request.storage,
     };
   }

@@ -53,8 +53,12 @@ forEachBackend('tasks', (backend) => {
       // Concurrent restarts: exactly one wins.
       p.compute.agentOf(id).backupGate!.open();
       await until('backup done', async () => (await p.store.get('instances', id))?.status, (s) => s === 'ACTIVE');
+      p.compute.agentOf(id).restartGate = gate();
       const rs = await Promise.all([1, 2, 3].map(() => call(p, 'POST', `/instances/${id}/action`, { restart: {} })));
       assert.deepEqual(rs.map((x) => x.status).sort(), [202, 422, 422]);
+      assert.equal((await p.store.get('instances', id))?.status, 'REBOOT');
+      p.compute.agentOf(id).restartGate!.open();
+      await until('restarted', async () => (await p.store.get('instances', id))?.status, (s) => s === 'ACTIVE');
     } finally {
       await p.close();
     }

@@ -15,16 +15,30 @@
 // - delete removes an SLO's segments with it (?multipart-manifest=delete).
 // - list pages with marker (Swift returns at most 10,000 names a request).
 import { randomBytes, createHash } from 'node:crypto';
-import * as http from 'node:http';
-import * as https from 'node:https';
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { checkKey, ObjectNotFoundError, StorageError, type Backend, type ObjectInfo, type PutOptions, type Range } from '../backend.js';
 import { retry, type RetryPolicy } from '../retry.js';
-import { SegmentReader, type Segment } from '../spool.js';
+import { memorySegment, SegmentReader, type Segment } from '../spool.js';
 import { checkMetadata, parseSize, splitRepositoryUrl, storageError } from '../util.js';
 import { networkReason, swiftAuthFromEnv, type SwiftAuth, type SwiftSession } from './auth.js';
+import { newAgents, request, type Answer } from './http.js';
 
 export const SEGMENTS_MARK = '.segments/';
+const DEFAULT_MEMORY_SEGMENT = 8 * 1024 * 1024;
+
+/** Resolves on 'drain', or when `other` settles first (then nothing will drain). */
+function drainOr(stream: PassThrough, other: Promise<unknown>): Promise<void> {
+  return new Promise((resolve) => {
+    const finish = (): void => {
+      stream.off('drain', finish);
+      stream.off('close', finish);
+      resolve();
+    };
+    stream.on('drain', finish);
+    stream.on('close', finish);
+    void other.then(finish, finish);
+  });
+}
 const GiB = 1024 ** 3;
 
 export interface SwiftOptions {
@@ -91,7 +105,7 @@ export async function openSwiftBackend(url: URL, env: NodeJS.ProcessEnv = proces
 
 export class SwiftBackend implements Backend {
   readonly location: string;
-  private readonly agents = { http: new http.Agent({ keepAlive: true }), https: new https.Agent({ keepAlive: true }) };
+  private readonly agents = newAgents();
   private current: Promise<SwiftSession> | undefined;
   private containerReady: Promise<void> | undefined;
   private limitsPromise: Promise<ClusterLimits> | undefined;
@@ -152,7 +166,7 @@ export class SwiftBackend implements Backend {
    * transient failures, re-authenticated on 401. Returns the response for a status in `ok` (its body is
    * the caller's to read or cancel).
    */
-  private call(what: string, method: string, object: string | null, opts: CallOptions): Promise<Response> {
+  private call(what: string, method: string, object: string | null, opts: CallOptions): Promise<Answer> {
     let tries = 0;
     return retry(what, async () => {
       tries++;
@@ -161,22 +175,22 @@ export class SwiftBackend implements Backend {
         const session = await this.session();
         const headers: Record<string, string> = { ...opts.headers, 'X-Auth-Token': session.token };
         const body = opts.body?.();
-        let res: Response;
+        let res: Answer;
         try {
           const url = this.urlFor(session.storageUrl, object, opts.query);
-          res = body === undefined ? await fetch(url, { method, headers }) : await this.send(url, method, headers, body);
+          res = await request(this.agents, url, method, headers, body);
         } catch (err) {
           if (body instanceof Readable) body.destroy();
           throw storageError(`${what} in ${this.location} failed: ${networkReason(err)}`, { cause: err, transient: true });
         }
         if (res.status === 401 && this.auth.renewable && renewed < 2) {
-          await res.body?.cancel();
+          await res.cancel();
           renewed++;
           this.renew(session);
           continue;
         }
         if (opts.ok.includes(res.status)) return res;
-        const text = method === 'HEAD' ? '' : await res.text().catch(() => '');
+        const text = await res.text().catch(() => '');
         const transient = res.status >= 500 || res.status === 408 || res.status === 429 || (opts.retryOn ?? []).includes(res.status);
         const detail = text.replace(/<[^>]*>/g, ' ').replace(/\s+/g, ' ').trim().slice(0, 200);
         const hint = res.status === 401 ? ` (${this.auth.description} gave a token that Swift does not accept)` : res.status === 403 ? ' (the user has no access to this container)' : '';
@@ -202,7 +216,7 @@ export class SwiftBackend implements Backend {
   private ensureContainer(): Promise<void> {
     if (!this.containerReady) {
       const p = this.call(`creating container ${this.container}`, 'PUT', null, { ok: [201, 202, 204] }).then(async (res) => {
-        await res.body?.cancel();
+        await res.cancel();
       });
       this.containerReady = p;
       p.catch(() => {
@@ -258,17 +272,26 @@ export class SwiftBackend implements Backend {
         ...(this.options.memorySpoolLimit !== undefined ? { memoryLimit: this.options.memorySpoolLimit } : {}),
         ...(this.options.spoolDir ? { dir: this.options.spoolDir } : {}),
       });
-      const first = await reader.next();
-      if (first.last) {
-        try {
-          await this.putSegment(`writing ${key}`, name, first, metaHeaders);
-        } finally {
-          await first.dispose();
+      const memoryLimit = this.options.memorySpoolLimit ?? DEFAULT_MEMORY_SEGMENT;
+      let size: number;
+      if (segmentSize <= memoryLimit) {
+        // Small segments: kept in memory, `concurrency` of them uploading while the next is read.
+        const first = await reader.next();
+        if (first.last) {
+          await this.putWhole(key, name, first, metaHeaders);
+          return { key, size: first.size, modified: new Date() };
         }
-        await this.removeStaleSegments(name, null);
-        return { key, size: first.size, modified: new Date() };
+        size = await this.putLarge(key, name, segPrefix, reader, first, metaHeaders, limits);
+      } else {
+        // Large segments: an object that fits in memory is one PUT; anything larger is streamed to Swift
+        // segment by segment as it is read (each segment also spooled to a file, for retries).
+        const head = await reader.peek(memoryLimit);
+        if (head.ended) {
+          await this.putWhole(key, name, memorySegment(head.data), metaHeaders);
+          return { key, size: head.data.length, modified: new Date() };
+        }
+        size = await this.putStreamed(key, name, segPrefix, reader, metaHeaders, limits);
       }
-      const size = await this.putLarge(key, name, segPrefix, reader, first, metaHeaders, limits);
       await this.removeStaleSegments(name, uploadId);
       return { key, size, modified: new Date() };
     } catch (err) {
@@ -279,6 +302,15 @@ export class SwiftBackend implements Backend {
     }
   }
 
+  private async putWhole(key: string, name: string, seg: Segment, metaHeaders: Record<string, string>): Promise<void> {
+    try {
+      await this.putSegment(`writing ${key}`, name, seg, metaHeaders);
+    } finally {
+      await seg.dispose();
+    }
+    await this.removeStaleSegments(name, null);
+  }
+
   /** PUT one segment (or a whole small object) with its MD5 as ETag, and check the ETag Swift returns. */
   private async putSegment(what: string, name: string, seg: Segment, extraHeaders: Record<string, string> = {}): Promise<void> {
     const res = await this.call(what, 'PUT', name, {
@@ -287,7 +319,7 @@ export class SwiftBackend implements Backend {
       ok: [201],
       retryOn: [422],
     });
-    await res.body?.cancel();
+    await res.cancel();
     const etag = (res.headers.get('etag') ?? '').replace(/"/g, '');
     if (etag !== seg.md5) {
       throw storageError(`${what}: Swift stored MD5 ${etag || '(none)'} but ${seg.size} bytes with MD5 ${seg.md5} were sent`);
@@ -340,14 +372,94 @@ export class SwiftBackend implements Backend {
       return total;
     } catch (err) {
       await Promise.allSettled(inflight.values());
-      const left = await this.deleteSegments(segPrefix);
-      if (left !== 0) {
-        const reason = err instanceof Error ? err.message : String(err);
-        const what = left > 0 ? `${left} of its segments` : 'its segments';
-        throw storageError(`${reason}; ${what} could not be removed and remain under ${key}${SEGMENTS_MARK} (listed, and removed by delete)`, { cause: err });
+      throw await this.abandon(key, segPrefix, err);
+    }
+  }
+
+  /** After a failed upload: removes its segments; the error to throw says what could not be removed. */
+  private async abandon(key: string, segPrefix: string, err: unknown): Promise<unknown> {
+    const left = await this.deleteSegments(segPrefix);
+    if (left === 0) return err;
+    const reason = err instanceof Error ? err.message : String(err);
+    const what = left > 0 ? `${left} of its segments` : 'its segments';
+    return storageError(`${reason}; ${what} could not be removed and remain under ${key}${SEGMENTS_MARK} (listed, and removed by delete)`, { cause: err });
+  }
+
+  /** Segments streamed one after the other as the source is read (see streamSegment), then the manifest. */
+  private async putStreamed(
+    key: string,
+    name: string,
+    segPrefix: string,
+    reader: SegmentReader,
+    metaHeaders: Record<string, string>,
+    limits: ClusterLimits,
+  ): Promise<number> {
+    const entries: ManifestEntry[] = [];
+    let total = 0;
+    try {
+      while (true) {
+        const index = entries.length;
+        const segName = `${segPrefix}${String(index).padStart(8, '0')}`;
+        const seg = await this.streamSegment(`writing segment ${index} of ${key}`, segName, reader);
+        await seg.dispose();
+        entries.push({ path: `/${this.container}/${segName}`, etag: seg.md5, size_bytes: seg.size });
+        total += seg.size;
+        if (seg.last) break;
       }
+      const manifest = await this.nestManifest(key, segPrefix, entries, limits.maxManifestSegments);
+      await this.putManifest(`writing the manifest of ${key}`, name, manifest, metaHeaders);
+      return total;
+    } catch (err) {
+      throw await this.abandon(key, segPrefix, err);
+    }
+  }
+
+  /**
+   * Sends the next segment while it is read from the source (chunked, no retry) and spools it at the same
+   * time; if that attempt fails or Swift's ETag is not the MD5 of what was read, the segment is sent again
+   * from the spool with the usual retries and re-authentication. The returned segment is still spooled.
+   */
+  private async streamSegment(what: string, segName: string, reader: SegmentReader): Promise<Segment> {
+    const session = await this.session();
+    const wire = new PassThrough({ highWaterMark: 1024 * 1024 });
+    let outcome: { res?: Answer; err?: unknown } | undefined;
+    const done = request(this.agents, this.urlFor(session.storageUrl, segName), 'PUT', { 'X-Auth-Token': session.token, 'Content-Type': 'application/octet-stream' }, wire).then(
+      (res) => {
+        outcome = { res };
+      },
+      (err: unknown) => {
+        outcome = { err };
+      },
+    );
+    let seg: Segment;
+    try {
+      seg = await reader.nextStreamed(async (chunk) => {
+        if (outcome || wire.destroyed) return; // the first attempt is over: just spool
+        if (!wire.write(chunk)) await drainOr(wire, done);
+      });
+    } catch (err) {
+      wire.destroy();
+      await done;
       throw err;
     }
+    if (!outcome) wire.end();
+    else wire.destroy();
+    await done;
+    const res = outcome!.res;
+    if (res?.status === 201) {
+      await res.cancel();
+      if ((res.headers.get('etag') ?? '').replace(/"/g, '') === seg.md5) return seg;
+    } else {
+      await res?.cancel();
+      if (res?.status === 401) this.renew(session);
+    }
+    try {
+      await this.putSegment(what, segName, seg);
+    } catch (err) {
+      await seg.dispose();
+      throw err;
+    }
+    return seg;
   }
 
   /** Groups entries into sub-manifests until the top manifest is within the cluster's segment limit. */
@@ -396,7 +508,7 @@ export class SwiftBackend implements Backend {
       for await (const item of this.listNames(segPrefix)) {
         try {
           const res = await this.call(`removing segment ${item.name}`, 'DELETE', item.name!, { ok: [204, 404] });
-          await res.body?.cancel();
+          await res.cancel();
         } catch {
           left++;
         }
@@ -437,24 +549,24 @@ export class SwiftBackend implements Backend {
     }
     const res = await this.call(`reading ${key}`, 'GET', name, { headers, ok: [200, 206, 404, 416] });
     if (res.status === 404) {
-      await res.body?.cancel();
+      await res.cancel();
       throw new ObjectNotFoundError(this.location, key);
     }
     if (res.status === 416 || !res.body) {
-      await res.body?.cancel();
+      await res.cancel();
       return Readable.from([]);
     }
     if (res.status === 200 && headers.Range) {
       // A server that ignored the range: a retry wrapper must not get the wrong bytes.
-      await res.body.cancel();
+      res.destroy();
       throw storageError(`reading ${key} from ${this.location}: the server ignored the byte range`);
     }
-    return Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>, { highWaterMark: 1024 * 1024 });
+    return res.body;
   }
 
   async stat(key: string): Promise<ObjectInfo | undefined> {
     const res = await this.call(`stat ${key}`, 'HEAD', this.name(key), { ok: [200, 204, 404] });
-    await res.body?.cancel();
+    await res.cancel();
     if (res.status === 404) return undefined;
     const modified = res.headers.get('last-modified');
     return { key, size: Number(res.headers.get('content-length') ?? 0), ...(modified ? { modified: new Date(modified) } : {}) };
@@ -463,7 +575,7 @@ export class SwiftBackend implements Backend {
   /** Raw response headers of an object (X-Object-Meta-*, X-Static-Large-Object): for tests and tools. */
   async head(key: string): Promise<Headers | undefined> {
     const res = await this.call(`stat ${key}`, 'HEAD', this.name(key), { ok: [200, 204, 404] });
-    await res.body?.cancel();
+    await res.cancel();
     return res.status === 404 ? undefined : res.headers;
   }
 
@@ -477,10 +589,10 @@ export class SwiftBackend implements Backend {
       if (marker) query.marker = marker;
       const res = await this.call(`listing ${namePrefix || '(all)'}`, 'GET', null, { query, ok: [200, 204, 404] });
       if (res.status !== 200) {
-        await res.body?.cancel();
+        await res.cancel();
         return;
       }
-      const page = (await res.json()) as ListingItem[];
+      const page = await res.json<ListingItem[]>();
       for (const item of page) if (item.name !== undefined) yield item;
       if (page.length < this.listPageSize) return;
       const lastName = page[page.length - 1]?.name ?? page[page.length - 1]?.subdir;
@@ -511,7 +623,7 @@ export class SwiftBackend implements Backend {
           let exists = outside.get(parent);
           if (exists === undefined) {
             const res = await this.call(`stat ${parent}`, 'HEAD', parent, { ok: [200, 204, 404] });
-            await res.body?.cancel();
+            await res.cancel();
             exists = res.status !== 404 && res.headers.get('x-static-large-object') === 'True';
             outside.set(parent, exists);
           }
@@ -529,11 +641,11 @@ export class SwiftBackend implements Backend {
   async delete(key: string): Promise<void> {
     const name = this.name(key);
     const head = await this.call(`stat ${key}`, 'HEAD', name, { ok: [200, 204, 404] });
-    await head.body?.cancel();
+    await head.cancel();
     if (head.status === 404) return;
     if (head.headers.get('x-static-large-object') !== 'True') {
       const res = await this.call(`deleting ${key}`, 'DELETE', name, { ok: [204, 404] });
-      await res.body?.cancel();
+      await res.cancel();
       return;
     }
     const res = await this.call(`deleting ${key} and its segments`, 'DELETE', name, {
@@ -561,42 +673,6 @@ export class SwiftBackend implements Backend {
     this.current = undefined;
     this.agents.http.destroy();
     this.agents.https.destroy();
-  }
-
-  /**
-   * A request with a body, through node:http rather than fetch: Node 20's fetch lets a streamed request body
-   * run ahead of the socket (its garbage grew with the object: ~330 MiB for a 350 MB PUT), node:http
-   * streams with backpressure in constant memory. Answers as a fetch Response.
-   */
-  private send(url: string, method: string, headers: Record<string, string>, body: Buffer | Readable | string): Promise<Response> {
-    return new Promise((resolve, reject) => {
-      const u = new URL(url);
-      const secure = u.protocol === 'https:';
-      const req = (secure ? https : http).request(u, { method, headers, agent: secure ? this.agents.https : this.agents.http }, (res) => {
-        const status = res.statusCode ?? 0;
-        const h = new Headers();
-        for (const [k, v] of Object.entries(res.headers)) {
-          if (Array.isArray(v)) for (const x of v) h.append(k, x);
-          else if (v !== undefined) h.set(k, v);
-        }
-        const empty = status === 204 || status === 304 || method === 'HEAD';
-        if (empty) res.resume();
-        try {
-          resolve(new Response(empty ? null : (Readable.toWeb(res) as unknown as ReadableStream<Uint8Array>), { status, headers: h }));
-        } catch (err) {
-          res.destroy();
-          reject(err);
-        }
-      });
-      req.setTimeout(300_000, () => req.destroy(Object.assign(new Error('no progress for 300 s'), { code: 'ETIMEDOUT' })));
-      req.on('error', reject);
-      if (body instanceof Readable) {
-        body.on('error', (err) => req.destroy(err));
-        body.pipe(req);
-      } else {
-        req.end(body);
-      }
-    });
   }
 }
 
