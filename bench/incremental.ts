@@ -6,6 +6,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { BIN, buildDatadir, machine, median, ROOT, timed, writeSection } from './lib.js';
+import { listFiles } from '../test/support/tree.js';
 
 const { values } = parseArgs({ options: { runs: { type: 'string', default: '3' }, work: { type: 'string', default: path.join(ROOT, 'bench/work') } } });
 const runs = Number(values.runs);
@@ -34,9 +35,8 @@ for (let run = 0; run < runs; run++) {
   // 1% new data, appended to every shard in proportion to its size, taken from the shard's own bytes
   // so that it compresses like CouchDB data does.
   appended = 0;
-  for await (const e of await fs.opendir(path.join(live, 'shards'), { recursive: true })) {
-    if (!e.isFile() || !e.name.endsWith('.couch')) continue;
-    const p = path.join(e.parentPath, e.name);
+  for (const p of await listFiles(path.join(live, 'shards'))) {
+    if (!p.endsWith('.couch')) continue;
     const size = (await fs.stat(p)).size;
     const n = Math.ceil(size / 100);
     const fh = await fs.open(p, 'r+');

@@ -6,6 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { extractBenchDatadir } from '../test/support/fixtures.js';
+import { listFiles } from '../test/support/tree.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const BIN = path.join(ROOT, 'bin/couchtrove.js');
@@ -31,7 +32,7 @@ export function median(xs: number[]): number {
 
 export async function dirBytes(dir: string): Promise<number> {
   let n = 0;
-  for await (const e of await fs.opendir(dir, { recursive: true })) if (e.isFile()) n += (await fs.stat(path.join(e.parentPath, e.name))).size;
+  for (const f of await listFiles(dir)) n += (await fs.stat(f)).size;
   return n;
 }
 
@@ -45,10 +46,7 @@ export async function buildDatadir(dir: string, bytes: number): Promise<number> 
   if (have && Number(have) >= bytes) return Number(have);
   await fs.rm(dir, { recursive: true, force: true });
   await extractBenchDatadir(dir);
-  const shards: string[] = [];
-  for await (const e of await fs.opendir(path.join(dir, 'shards'), { recursive: true })) {
-    if (e.isFile() && e.name.endsWith('.couch')) shards.push(path.join(e.parentPath, e.name));
-  }
+  const shards = (await listFiles(path.join(dir, 'shards'))).filter((f) => f.endsWith('.couch'));
   let total = await dirBytes(dir);
   for (let copy = 1; total < bytes; copy++) {
     for (const s of shards) {

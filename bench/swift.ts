@@ -11,7 +11,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { BIN, buildDatadir, dirBytes, machine, median, ROOT, timed, writeSection, type Timed } from './lib.js';
+import { BIN, buildDatadir, machine, median, ROOT, timed, writeSection, type Timed } from './lib.js';
 import { parseSize } from '../src/storage/util.js';
 
 const { values, positionals } = parseArgs({
@@ -30,7 +30,10 @@ const work = path.resolve(values.work!);
 await fs.mkdir(work, { recursive: true });
 
 const data = positionals[0] ? path.resolve(positionals[0]) : path.join(work, `datadir-${values.size}g`);
-const bytes = positionals[0] ? await dirBytes(data) : await buildDatadir(data, Number(values.size) * GiB);
+if (!positionals[0]) await buildDatadir(data, Number(values.size) * GiB);
+// Bytes of the regular files (find, not a recursive opendir, which misses entries on some Node 20 releases).
+const bytes = execFileSync('find', [data, '-type', 'f', '!', '-name', '.bench-size', '-printf', '%s\\n'], { encoding: 'utf8', maxBuffer: 1 << 28 })
+  .split('\n').filter(Boolean).reduce((n, l) => n + Number(l), 0);
 const mb = bytes / 1e6;
 
 // A private Swift with the default max_file_size (5 GiB), stopped when this process ends.

@@ -7,7 +7,9 @@
 // HTTP API from express-pouchdb 4.2 + pouchdb 9 (LevelDB under database_dir), with a thin shim in
 // front for what express-pouchdb lacks or does differently from CouchDB 3 (/_up, GET /,
 // /_node/_local[/_config|_dbs|_nodes], _session with username, _bulk_get with every leaf revision,
-// /_scheduler/docs, /_all_dbs hiding internals and refusing anonymous users once an admin exists).
+// /_scheduler/docs, /_all_dbs hiding internals and refusing anonymous users once an admin exists;
+// for replication: `auth.basic` endpoints in _replicator documents, `_changes?filter=_selector` with a
+// POST body, and a scheduler state of crashing when a running job's source does not answer).
 // What it does not emulate is listed in docs/agent.md. SIGTERM stops it cleanly.
 import * as fs from 'node:fs';
 import * as http from 'node:http';
@@ -580,7 +582,74 @@ class DevEngine {
       return send(res, r.status, info);
     }
     if (rest.length === 1 && rest[0] === '_bulk_get' && method === 'POST') return this.bulkGet(req, res, db, search);
+    if (rest.length === 1 && rest[0] === '_changes' && method === 'POST' && new URLSearchParams(search).get('filter') === '_selector') return this.selectorChanges(req, res, db, search);
+    if (db === '_replicator' && rest.length === 1 && method === 'PUT' && !rest[0]!.startsWith('_')) {
+      let body: Buffer;
+      try {
+        body = rewriteReplicatorAuth(await readBody(req));
+      } catch {
+        return send(res, 400, { error: 'bad_request', reason: 'invalid UTF-8 JSON' });
+      }
+      return this.proxy(req, res, backendPath, body);
+    }
     return this.proxy(req, res, backendPath);
+  }
+
+  /**
+   * CouchDB 3's `POST /db/_changes?filter=_selector` with `{"selector": ...}` (express-pouchdb ignores the body):
+   * the backend's changes with the documents, filtered here. longpoll is emulated by polling (heartbeat newlines
+   * while waiting, as CouchDB sends); feed=continuous is refused.
+   */
+  private async selectorChanges(req: http.IncomingMessage, res: http.ServerResponse, db: string, search: string): Promise<void> {
+    let selector: Record<string, unknown>;
+    try {
+      const body = JSON.parse((await readBody(req)).toString('utf8')) as { selector?: Record<string, unknown> };
+      if (!body || typeof body.selector !== 'object' || body.selector === null) throw new Error('no selector');
+      selector = body.selector;
+    } catch {
+      return send(res, 400, { error: 'bad_request', reason: 'Selector must be specified in POST payload' });
+    }
+    const params = new URLSearchParams(search);
+    const feed = params.get('feed');
+    if (feed === 'continuous' || feed === 'eventsource') return send(res, 400, { error: 'bad_request', reason: 'devengine: _selector with feed=continuous is not emulated' });
+    const wantDocs = params.get('include_docs') === 'true';
+    const q = new URLSearchParams(params);
+    for (const k of ['filter', 'feed', 'timeout', 'heartbeat']) q.delete(k);
+    q.set('include_docs', 'true');
+    const matches = (require('pouchdb-selector-core') as { matchesSelector(doc: unknown, sel: unknown): boolean }).matchesSelector;
+    const headers = this.clientHeaders(req);
+    const timeoutMs = Math.min(Number(params.get('timeout') ?? 25_000) || 25_000, 55_000);
+    const deadline = Date.now() + timeoutMs;
+    let headerSent = false;
+    let lastBeat = Date.now();
+    for (;;) {
+      const r = await this.call('GET', `/${encodeURIComponent(toBackend(db))}/_changes?${q.toString()}`, undefined, headers);
+      if (r.status !== 200) return headerSent ? void res.end(`${JSON.stringify(r.json)}\n`) : send(res, r.status, r.json);
+      const out = r.json as { results: { id: string; doc?: Record<string, unknown> }[]; last_seq: Json };
+      const results = out.results
+        .filter((row) => row.doc && matches(row.doc, selector))
+        .map((row) => {
+          if (wantDocs) return row;
+          const { doc: _doc, ...rest } = row;
+          return rest;
+        });
+      if (results.length > 0 || feed !== 'longpoll' || Date.now() >= deadline || res.destroyed) {
+        const body = `${JSON.stringify({ results, last_seq: out.last_seq, pending: 0 })}\n`;
+        if (headerSent) return void res.end(body);
+        return send(res, 200, { results, last_seq: out.last_seq, pending: 0 });
+      }
+      // Nothing matched yet: continue after the backend's last_seq (as a longpoll would).
+      if (out.results.length > 0) q.set('since', typeof out.last_seq === 'string' ? out.last_seq : JSON.stringify(out.last_seq));
+      if (Date.now() - lastBeat > 5000) {
+        if (!headerSent) {
+          res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'must-revalidate' });
+          headerSent = true;
+        }
+        res.write('\n');
+        lastBeat = Date.now();
+      }
+      await new Promise((r2) => setTimeout(r2, 250));
+    }
   }
 
   /** CouchDB 3's _bulk_get: an entry without rev returns every leaf revision (conflicts and deleted ones). */
@@ -731,12 +800,16 @@ class DevEngine {
     if (!(await this.requireAdmin(req, res))) return;
     const r = await this.call('GET', '/_replicator/_all_docs?include_docs=true');
     const rows = r.status === 200 ? ((r.json as { rows?: { id: string; doc?: Record<string, Json> }[] }).rows ?? []) : [];
-    const docs = rows
+    const docs = await Promise.all(rows
       .filter((row) => !row.id.startsWith('_design/') && row.doc)
-      .map((row) => {
+      .map(async (row) => {
         const d = row.doc!;
         const state = d._replication_state;
-        const mapped = state === 'triggered' ? 'running' : state === 'completed' ? 'completed' : state === 'error' ? 'crashing' : 'initializing';
+        let mapped = state === 'triggered' ? 'running' : state === 'completed' ? 'completed' : state === 'error' ? 'crashing' : 'initializing';
+        // pouchdb's replicator retries silently: a running job whose source does not answer is shown as
+        // CouchDB 3 shows it, crashing with the error (found by probing the source here).
+        const probeError = mapped === 'running' ? await probeEndpoint(d.source) : null;
+        if (probeError) mapped = 'crashing';
         const when = typeof d._replication_state_time === 'string' ? d._replication_state_time : new Date().toISOString();
         return {
           database: '_replicator',
@@ -746,12 +819,12 @@ class DevEngine {
           source: redact(d.source),
           target: redact(d.target),
           state: mapped,
-          info: state === 'error' ? { error: String(d._replication_state_reason ?? 'error') } : mapped === 'completed' ? (d._replication_stats ?? {}) : null,
-          error_count: state === 'error' ? 1 : 0,
+          info: probeError ? { error: probeError } : state === 'error' ? { error: String(d._replication_state_reason ?? 'error') } : mapped === 'completed' ? (d._replication_stats ?? {}) : null,
+          error_count: state === 'error' || probeError ? 1 : 0,
           start_time: when,
           last_updated: when,
         };
-      });
+      }));
     if (segs[0] === 'docs') {
       if (segs.length === 1) return send(res, 200, { total_rows: docs.length, offset: 0, docs });
       const doc = docs.find((d) => segs[1] === '_replicator' && d.doc_id === segs[2]);
@@ -776,6 +849,54 @@ class DevEngine {
       ),
     );
   }
+}
+
+/** Error of an unreachable replication endpoint (in CouchDB's words), or null when it answers. */
+async function probeEndpoint(v: Json | undefined): Promise<string | null> {
+  let url: string | undefined;
+  const headers: Record<string, string> = { accept: 'application/json' };
+  if (typeof v === 'string') url = v;
+  else if (v && typeof v === 'object' && !Array.isArray(v) && typeof v.url === 'string') {
+    url = v.url;
+    const h = v.headers;
+    if (h && typeof h === 'object' && !Array.isArray(h) && typeof h.Authorization === 'string') headers.authorization = h.Authorization;
+  }
+  if (!url) return null;
+  try {
+    const u = new URL(url);
+    if (u.username || u.password) {
+      headers.authorization = `Basic ${Buffer.from(`${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`).toString('base64')}`;
+      u.username = '';
+      u.password = '';
+    }
+    const r = await fetch(u, { headers, signal: AbortSignal.timeout(2000) });
+    await r.arrayBuffer().catch(() => undefined);
+    if (r.status === 401 || r.status === 403) return `unauthorized: ${redact(url)} refused the credentials`;
+    if (r.status >= 500) return `${redact(url)} answered ${r.status}`;
+    return null;
+  } catch (err) {
+    const e = err as Error & { cause?: { code?: string } };
+    return `{conn_failed,{error,${(e.cause?.code ?? e.name).toLowerCase()}}} reaching ${redact(url)}`;
+  }
+}
+
+/**
+ * CouchDB 3 takes endpoint credentials as `{"url", "auth": {"basic": {"username", "password"}}}`; pouchdb's
+ * replicator only reads `headers.Authorization` (and fails on an object endpoint without headers).
+ */
+function rewriteReplicatorAuth(body: Buffer): Buffer {
+  const doc = JSON.parse(body.toString('utf8')) as Record<string, Json>;
+  for (const k of ['source', 'target']) {
+    const ep = doc[k];
+    if (!ep || typeof ep !== 'object' || Array.isArray(ep)) continue;
+    const headers = (ep.headers && typeof ep.headers === 'object' && !Array.isArray(ep.headers) ? ep.headers : {}) as Record<string, Json>;
+    const basic = (ep.auth as { basic?: { username?: unknown; password?: unknown } } | undefined)?.basic;
+    if (basic && typeof basic.username === 'string' && typeof basic.password === 'string') {
+      headers.Authorization = `Basic ${Buffer.from(`${basic.username}:${basic.password}`).toString('base64')}`;
+    }
+    ep.headers = headers;
+  }
+  return Buffer.from(JSON.stringify(doc));
 }
 
 function redact(v: Json | undefined): Json {

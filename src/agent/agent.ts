@@ -18,6 +18,8 @@ import { parseOverrides, type ParsedOverride } from './config-keys.js';
 import { checkPortFree, CouchProcess, reasonFromLog, stopEpmd } from './process.js';
 import { AGENT_ADMIN, checkBackupId, checkSettings, checkStorageUrl } from './validate.js';
 import type { AgentApi, AgentBackupRequest, ConfigurationResult, InstanceSettings, InstanceStatus, NewUser, UserInfo } from './protocol.js';
+import type { AgentReplicationApi, FollowPrimaryRequest, ReplicationCredentials, ReplicationStatus, ReplicationSyncResult } from './protocol.js';
+import { fileStore, ReplicationManager, ReplicationMemory } from './replication.js';
 import { CODECS } from '../config/option.js';
 import { BackupNotFoundError, createBackup, readBackupMetadata, restoreBackup, type BackupSummary, type CouchdbMetadata, type Progress } from '../backup/index.js';
 import { openStorage, StorageError, type Backend } from '../storage/index.js';
@@ -159,7 +161,7 @@ async function usedBytes(dir: string): Promise<number> {
   return total;
 }
 
-export class Agent implements AgentApi {
+export class Agent implements AgentApi, AgentReplicationApi {
   #state: PersistedState | null = null;
   #proc: CouchProcess | null = null;
   #busy: string | null = null;
@@ -168,6 +170,7 @@ export class Agent implements AgentApi {
   #manager: CouchManager | null = null;
   #version: string | undefined;
   #configLock: Promise<unknown> = Promise.resolve();
+  readonly #replMemory = new ReplicationMemory();
   readonly #startTimeoutMs: number;
   readonly #stopTimeoutMs: number;
   readonly #log: (line: string) => void;
@@ -727,6 +730,54 @@ export class Agent implements AgentApi {
 
   async progress(): Promise<Progress | null> {
     return this.#progress;
+  }
+
+  // --- replication (src/agent/replication.ts, docs/replication.md) ----------------------------
+
+  #replication(): ReplicationManager {
+    const st = this.#requireUsable();
+    return new ReplicationManager({
+      couch: this.#client(),
+      localUrl: couchUrl(st.settings),
+      store: fileStore(path.join(st.settings.instanceDir, 'replication.json'), writePrivateFile),
+      memory: this.#replMemory,
+      log: this.#log,
+    });
+  }
+
+  async replicationSource(): Promise<ReplicationCredentials> {
+    return this.#replication().replicationSource();
+  }
+  async followPrimary(request: FollowPrimaryRequest): Promise<ReplicationStatus> {
+    const r = this.#replication();
+    await r.followPrimary(request);
+    return r.status();
+  }
+  async syncReplication(): Promise<ReplicationSyncResult> {
+    return this.#replication().sync();
+  }
+  async replicationStatus(): Promise<ReplicationStatus> {
+    return this.#replication().status();
+  }
+  async detach(): Promise<ReplicationStatus> {
+    const r = this.#replication();
+    await r.detach();
+    return r.status();
+  }
+
+  /** For `agent serve`: runs syncReplication every intervalMs while CouchDB runs; returns the stop function. */
+  startReplicationSync(intervalMs = 5000): () => void {
+    let running = false;
+    const timer = setInterval(() => {
+      if (running || this.#busy || !this.#state?.desired || this.#state.desired !== 'RUNNING' || !this.#admin) return;
+      running = true;
+      this.#replication()
+        .sync()
+        .catch((err: unknown) => this.#log(`replication sync failed: ${describeError(err)}`))
+        .finally(() => (running = false));
+    }, intervalMs);
+    timer.unref();
+    return () => clearInterval(timer);
   }
 
   /** For tests and `agent serve` shutdown: the pid of the CouchDB this agent runs, if any. */

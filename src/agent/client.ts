@@ -3,6 +3,7 @@
 // AgentError with code UNREACHABLE. The token is sent as a bearer header and never shown.
 import { AgentError } from './errors.js';
 import type { AgentApi, AgentBackupRequest, AgentErrorCode, ConfigurationResult, InstanceSettings, InstanceStatus, NewUser, UserInfo } from './protocol.js';
+import type { AgentReplicationApi, FollowPrimaryRequest, ReplicationCredentials, ReplicationStatus, ReplicationSyncResult } from './protocol.js';
 import type { BackupSummary, Progress } from '../backup/types.js';
 
 export interface AgentClientOptions {
@@ -14,7 +15,7 @@ export interface AgentClientOptions {
 
 const enc = encodeURIComponent;
 
-export class AgentClient implements AgentApi {
+export class AgentClient implements AgentApi, AgentReplicationApi {
   readonly #token: string;
   readonly #base: string;
   readonly #timeoutMs: number;
@@ -127,5 +128,21 @@ export class AgentClient implements AgentApi {
   }
   async progress(): Promise<Progress | null> {
     return (await this.#call<{ progress: Progress | null }>('GET', '/v1/progress')).progress;
+  }
+
+  replicationSource(): Promise<ReplicationCredentials> {
+    return this.#call('POST', '/v1/replication/source');
+  }
+  followPrimary(request: FollowPrimaryRequest): Promise<ReplicationStatus> {
+    return this.#call('POST', '/v1/replication/follow', request);
+  }
+  syncReplication(): Promise<ReplicationSyncResult> {
+    return this.#call('POST', '/v1/replication/sync');
+  }
+  replicationStatus(): Promise<ReplicationStatus> {
+    return this.#call('GET', '/v1/replication');
+  }
+  detach(): Promise<ReplicationStatus> {
+    return this.#call('POST', '/v1/replication/detach');
   }
 }

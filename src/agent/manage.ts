@@ -3,6 +3,7 @@
 // commands (against a CouchDB URL). Every operation checks all its input, and everything it will
 // touch, before the first write; a multi-step change that fails half-way is undone.
 import { randomBytes } from 'node:crypto';
+import { mapLimit } from '../util/concurrency.js';
 import { AgentError, invalid, notFound } from './errors.js';
 import { CouchClient, httpError, userDocId, type SecurityObject, type UserDoc } from './couchdb.js';
 import { checkDatabaseList, checkDatabaseName, checkPassword, checkRoles, checkUserName, ROOT_USER } from './validate.js';
@@ -30,19 +31,6 @@ export function generatePassword(): string {
   return randomBytes(24).toString('base64url');
 }
 
-async function mapLimit<T, R>(items: T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(limit, items.length) }, async () => {
-      while (next < items.length) {
-        const i = next++;
-        out[i] = await fn(items[i]!);
-      }
-    }),
-  );
-  return out;
-}
 
 export interface ManagerOptions {
   /** Runs before anything that adds data (a database, a user): the agent's volume quota check. */

@@ -133,3 +133,84 @@ export type AgentErrorCode =
 export interface AgentErrorBody {
   error: { code: AgentErrorCode; message: string };
 }
+
+// --- replication (issue 6; docs/replication.md) ----------------------------------------------
+// Kept out of AgentApi so that existing implementations stay valid: the agent (Agent) and its RPC
+// client (AgentClient) implement both; the control plane uses `AgentApi & AgentReplicationApi`.
+
+/** What a replica's agent needs to follow a primary. Credentials go over the authenticated RPC only. */
+export interface FollowPrimaryRequest {
+  /** The primary's CouchDB base URL as reachable from the replica's CouchDB, without credentials. */
+  primaryUrl: string;
+  /** The primary's replication user (from the primary agent's replicationSource()). */
+  username: string;
+  password: string;
+  /** Follow only these user databases (default: every non-system database); `_users` is always followed. */
+  databases?: string[];
+  /** Shown in the read-only error clients get (default: the primary URL's host:port), e.g. the instance id. */
+  primaryName?: string;
+}
+
+/** The replication user of an instance (a server admin dedicated to replication) and where the agent reaches its CouchDB. */
+export interface ReplicationCredentials {
+  username: string;
+  password: string;
+  /** The agent's own view of its CouchDB (often loopback): the control plane substitutes an address the replicas can reach. */
+  url: string;
+}
+
+/** States of CouchDB 3's replication scheduler, plus 'unknown' when the scheduler does not (yet) list the document. */
+export type ReplicationJobState = 'initializing' | 'pending' | 'running' | 'crashing' | 'error' | 'failed' | 'completed' | 'unknown';
+
+export interface DatabaseReplicationStatus {
+  database: string;
+  /** The `_replicator` document id. */
+  docId: string;
+  state: ReplicationJobState;
+  error?: string;
+  /** Changes on the primary not yet on the replica; null when it cannot be known now. */
+  lag: number | null;
+  /** How lag was measured: the scheduler's changes_pending, or the revs_diff scan (docs/replication.md). */
+  lagMethod: 'changes_pending' | 'revs_diff' | 'none';
+  /** lag counts only the part scanned (the scan is bounded): the true lag may be higher. */
+  lagAtLeast?: boolean;
+  /** The replica's copy: document count and update sequence (opaque: compare only for equality). */
+  docCount?: number;
+  updateSeq?: string;
+  lastUpdated?: string;
+}
+
+export interface ReplicationStatus {
+  role: 'replica' | 'standalone';
+  primaryUrl?: string;
+  /** The read-only guard is installed on every followed database. */
+  readOnly: boolean;
+  databases: DatabaseReplicationStatus[];
+  /** Problems of the whole replica (primary unreachable, last sync failed), each naming its cause. */
+  errors: string[];
+  lastSync?: string;
+}
+
+export interface ReplicationSyncResult {
+  /** Databases whose replication was created (or re-created with new settings). */
+  added: string[];
+  /** Databases no longer on the primary: replication removed and the replica's copy deleted. */
+  removed: string[];
+  /** Databases whose _security was copied from the primary. */
+  securityUpdated: string[];
+  /** Crashing replications re-created (same replication id, so they resume from their checkpoints). */
+  restarted: string[];
+  errors: string[];
+}
+
+export interface AgentReplicationApi {
+  /** On a primary (or a replica about to be promoted): ensures the replication user and returns it. */
+  replicationSource(): Promise<ReplicationCredentials>;
+  /** Makes this instance follow a primary (replacing any previous primary) and syncs once. */
+  followPrimary(request: FollowPrimaryRequest): Promise<ReplicationStatus>;
+  /** The reconcile step: new/deleted databases, _security, guards, stuck jobs. Safe to call repeatedly. */
+  syncReplication(): Promise<ReplicationSyncResult>;
+  replicationStatus(): Promise<ReplicationStatus>;
+  /** Stops following: replication documents and read-only guards removed; the instance is standalone and writable. */
+  detach(): Promise<ReplicationStatus>;
+}

@@ -9,13 +9,15 @@ import { isIP } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { AgentError, HTTP_STATUS, invalid } from './errors.js';
 import type { AgentApi, AgentErrorBody, AgentErrorCode, AgentServeConfig, InstanceSettings, NewUser } from './protocol.js';
+import type { AgentReplicationApi, FollowPrimaryRequest } from './protocol.js';
 import { CouchtroveError, describeError } from '../util/errors.js';
 
 export interface AgentServerOptions {
   host: string;
   port: number;
   token: string;
-  agent: AgentApi;
+  /** The replication routes answer NOT_FOUND when the agent does not implement AgentReplicationApi. */
+  agent: AgentApi & Partial<AgentReplicationApi>;
   /** One line per request (method, path, status, time), and server events. */
   log?: (line: string) => void;
 }
@@ -132,6 +134,17 @@ export async function startAgentServer(opts: AgentServerOptions): Promise<Runnin
   app.post('/v1/configuration', async (req) => api.applyConfiguration(bodyOf(req).overrides as Record<string, string>));
   app.post('/v1/backups', async (req) => api.backup(bodyOf(req) as never));
   app.get('/v1/progress', async () => ({ progress: await api.progress() }));
+  // Replication (docs/replication.md). The follow request carries the primary's credentials: it is never logged.
+  const repl = (): AgentReplicationApi => {
+    const r = api as Partial<AgentReplicationApi>;
+    if (!r.followPrimary || !r.replicationSource || !r.syncReplication || !r.replicationStatus || !r.detach) throw new AgentError('NOT_FOUND', 'this agent does not implement replication');
+    return r as AgentReplicationApi;
+  };
+  app.post('/v1/replication/source', async () => repl().replicationSource());
+  app.post('/v1/replication/follow', async (req) => repl().followPrimary(bodyOf(req) as unknown as FollowPrimaryRequest));
+  app.post('/v1/replication/sync', async () => repl().syncReplication());
+  app.get('/v1/replication', async () => repl().replicationStatus());
+  app.post('/v1/replication/detach', async () => repl().detach());
 
   await app.listen({ host: opts.host, port: opts.port });
   const addr = app.server.address();

@@ -51,6 +51,13 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     logger: false,
     bodyLimit: plane.config.maxBodyBytes,
     return503OnClosing: true,
+    // Errors raised before routing (a malformed URL, a bad content type header): Trove bodies too.
+    frameworkErrors: (error, _req, reply) => {
+      const status = typeof (error as { statusCode?: number }).statusCode === 'number' ? (error as { statusCode: number }).statusCode : 400;
+      const code = status >= 500 ? 400 : status;
+      const r = reply as unknown as FastifyReply;
+      void r.code(code).send(faultBody(code, `Bad request: ${describeError(error)}`));
+    },
     routerOptions: { ignoreTrailingSlash: true, ignoreDuplicateSlashes: true, maxParamLength: 1024 },
   });
   // JSON bodies: an empty body is no body (clients send Content-Type on DELETE too); __proto__ keys are refused.

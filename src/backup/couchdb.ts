@@ -1,6 +1,7 @@
 // What the manifest records about the running server: version, node name, and the set of databases
 // with their shard maps when the backup began (a restore brings back exactly that set).
 import { CouchtroveError } from '../util/errors.js';
+import { mapLimit } from '../util/concurrency.js';
 import type { CouchdbMetadata, CouchdbDatabase } from './format.js';
 import type { CouchdbSource } from './types.js';
 
@@ -21,19 +22,6 @@ async function getJson(src: CouchdbSource, path: string): Promise<unknown> {
   return res.json();
 }
 
-async function mapLimit<T, R>(items: T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array<R>(items.length);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(limit, items.length) }, async () => {
-      while (next < items.length) {
-        const i = next++;
-        out[i] = await fn(items[i]!);
-      }
-    }),
-  );
-  return out;
-}
 
 export async function readCouchdbMetadata(src: CouchdbSource): Promise<CouchdbMetadata> {
   const root = (await getJson(src, '')) as { version?: string; uuid?: string };

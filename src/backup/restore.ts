@@ -6,6 +6,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { CouchtroveError } from '../util/errors.js';
+import { syncDir } from '../util/fs.js';
 import { isSafeRelativePath, type DirEntry, type FileEntry } from './format.js';
 import { DataDecoder, type FileSink } from './reader.js';
 import { openBackup } from './repository.js';
@@ -157,14 +158,6 @@ async function chownTree(dir: string, uid: number, gid: number): Promise<void> {
   }
 }
 
-async function syncDir(dir: string): Promise<void> {
-  const h = await fs.open(dir, 'r');
-  try {
-    await h.sync();
-  } finally {
-    await h.close();
-  }
-}
 
 const execFileP = promisify(execFile);
 

@@ -3,8 +3,16 @@ import { CommanderError } from 'commander';
 import { buildProgram, type AnyCommand, type CommandIO } from './command.js';
 import { describeError } from '../util/errors.js';
 import { agentCommands } from './commands/agent/index.js';
+import { serverCommands } from './commands/server/index.js';
+import { instanceCommands } from './commands/instance/index.js';
+import { databaseCommands } from './commands/database/index.js';
+import { userCommands } from './commands/user/index.js';
+import { rootCommands } from './commands/root/index.js';
+import { backupCommands } from './commands/backup/index.js';
+import { flavorCommands } from './commands/flavor/index.js';
+import { configurationCommands } from './commands/configuration/index.js';
 
-export const commands: AnyCommand[] = [...agentCommands];
+export const commands: AnyCommand[] = [...agentCommands, ...serverCommands, ...instanceCommands, ...databaseCommands, ...userCommands, ...rootCommands, ...backupCommands, ...flavorCommands, ...configurationCommands];
 
 export async function main(argv: string[], io: CommandIO = { stdout: process.stdout, stderr: process.stderr, env: process.env }): Promise<number> {
   let code = 0;

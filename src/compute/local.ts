@@ -46,7 +46,7 @@ export function engineInfo(couchdbHome?: string): EngineInfo {
   if (couchdbHome) return { kind: 'couchdb', home: couchdbHome };
   return {
     kind: 'devengine',
-    home: path.join(packageRoot(), 'devengine'),
+    home: path.join(packageRoot(), 'devengine', 'release'),
     warning: 'COUCHDB_HOME is not set: instances run on the development engine (a CouchDB stand-in for development and tests), not on Apache CouchDB',
   };
 }
@@ -140,9 +140,22 @@ export class LocalProcessDriver implements ComputeDriver {
     const dir = this.dir(instance.id);
     fs.mkdirSync(path.join(dir, 'data'), { recursive: true, mode: 0o700 });
     fs.mkdirSync(path.join(dir, 'agent'), { recursive: true, mode: 0o700 });
-    const port = instance.port ?? (await this.allocatePort());
-    const agentPort = instance.agent_port ?? (await freePort());
-    const epmdPort = instance.epmd_port ?? (await freePort());
+    // A provisioning interrupted by a crash left its choices in placement.json: reuse them (and adopt the agent).
+    const placementFile = path.join(dir, 'placement.json');
+    let saved: { port?: number; agentPort?: number; epmdPort?: number } = {};
+    try {
+      saved = JSON.parse(fs.readFileSync(placementFile, 'utf8')) as typeof saved;
+    } catch {
+      // first provisioning
+    }
+    const port = instance.port ?? saved.port ?? (await this.allocatePort());
+    const agentPort = instance.agent_port ?? saved.agentPort ?? (await freePort());
+    const epmdPort = instance.epmd_port ?? saved.epmdPort ?? (await freePort());
+    fs.writeFileSync(placementFile, JSON.stringify({ port, agentPort, epmdPort }) + '\n', { mode: 0o600 });
+    if (instance.agent_pid === null) {
+      const pid = Number(fs.existsSync(path.join(dir, 'agent.pid')) ? fs.readFileSync(path.join(dir, 'agent.pid'), 'utf8').trim() : NaN);
+      if (Number.isInteger(pid) && pid > 0) instance = { ...instance, agent_pid: pid };
+    }
     const tokenFile = path.join(dir, 'agent.token');
     if (!fs.existsSync(tokenFile)) fs.writeFileSync(tokenFile, randomBytes(32).toString('hex') + '\n', { mode: 0o600 });
     const config: AgentServeConfig = { host: '127.0.0.1', port: agentPort, tokenFile, instanceDir: path.join(dir, 'agent') };
@@ -170,6 +183,7 @@ export class LocalProcessDriver implements ComputeDriver {
     fs.closeSync(log);
     child.unref();
     const pid = child.pid ?? null;
+    if (pid) fs.writeFileSync(path.join(dir, 'agent.pid'), `${pid}\n`, { mode: 0o600 });
     this.clients.delete(instance.id);
     const until = Date.now() + (this.options.agentStartMs ?? 20_000);
     let exited: number | null = null;
@@ -216,6 +230,15 @@ export class LocalProcessDriver implements ComputeDriver {
   }
 
   async destroy(instance: Row<'instances'>): Promise<void> {
+    // CouchDB outlives its agent; a dead agent is started again so that it stops CouchDB.
+    if (instance.agent_port && !alive(instance.agent_pid) && fs.existsSync(path.join(instance.instance_dir ?? this.dir(instance.id), 'agent.json'))) {
+      try {
+        const p = await this.ensureAgent(instance);
+        instance = { ...instance, agent_pid: p.agentPid };
+      } catch {
+        // nothing more can be done through the agent
+      }
+    }
     if (instance.agent_port && alive(instance.agent_pid)) {
       try {
         const a = await this.agent(instance);

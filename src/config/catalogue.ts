@@ -1,7 +1,9 @@
 // The catalogue: every option of every component (see option.ts for what an entry is).
 import type { OptionSpec } from './option.js';
 import { backupOptions } from './options/backup.js';
+import { serverOptions } from './options/server.js';
 import { agentOptions } from './options/agent.js';
+import { replicationOptions } from './options/replication.js';
 
 export { UsageError, parsers, CODECS, type Codec, type OptionSpec } from './option.js';
 
@@ -11,7 +13,9 @@ export { UsageError, parsers, CODECS, type Codec, type OptionSpec } from './opti
  */
 export const catalogue = {
   ...backupOptions,
+  ...serverOptions,
   ...agentOptions,
+  ...replicationOptions,
 } satisfies Record<string, OptionSpec<unknown>>;
 
 export type Catalogue = typeof catalogue;

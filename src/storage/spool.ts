@@ -166,9 +166,10 @@ export class SegmentReader {
           const buf = await this.take(this.segmentSize - size);
           if (!buf) break;
           hash.update(buf);
-          await fh.write(buf, 0, buf.length);
           size += buf.length;
-          if (onChunk) await onChunk(buf);
+          // Spooling and sending at the same time: neither waits for the other.
+          if (onChunk) await Promise.all([fh.write(buf, 0, buf.length), onChunk(buf)]);
+          else await fh.write(buf, 0, buf.length);
         }
       } finally {
         await fh.close();

@@ -4,7 +4,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { AgentApi, InstanceSettings, NewUser } from '../agent/protocol.js';
+import type { AgentApi, AgentReplicationApi, InstanceSettings, NewUser } from '../agent/protocol.js';
 import type { ComputeDriver } from '../compute/driver.js';
 import { GiB } from '../compute/driver.js';
 import type { ServerConfig } from '../config/server.js';
@@ -185,9 +185,12 @@ export class ControlPlane {
     }
     let configuration: Row<'configurations'> | null = null;
     if (req.configurationId) configuration = await this.configuration(projectId, req.configurationId);
+    let primary: Row<'instances'> | null = null;
     if (req.replicaOf !== null) {
-      await this.instance(projectId, req.replicaOf);
-      throw new ServiceError(501, 'notImplemented', 'Replication is not available yet: the agent has no replication call. Create the instance from a backup of the source (--backup) instead.');
+      primary = await this.instance(projectId, req.replicaOf);
+      if (primary.status !== 'ACTIVE') throw unprocessable(`Instance ${primary.id} is ${primary.status}: a replica needs an ACTIVE source.`);
+      if (primary.replica_of !== null) throw unprocessable(`Instance ${primary.id} is itself a replica: replicate from its primary ${primary.replica_of}.`);
+      if (req.backupRef !== null) throw badRequest('A replica starts from its source: give replica_of or a backup, not both.');
     }
     let restore: Row<'backups'> | null = null;
     if (req.backupRef !== null) {
@@ -221,7 +224,7 @@ export class ControlPlane {
     const t = now();
     const row: Row<'instances'> = {
       id, project_id: projectId, name: req.name, status: 'BUILD', flavor_id: flavor.id, volume_size: size,
-      datastore: DATASTORE, datastore_version: version.name, configuration_id: configuration?.id ?? null, replica_of: null,
+      datastore: DATASTORE, datastore_version: version.name, configuration_id: configuration?.id ?? null, replica_of: primary?.id ?? null,
       host: null, port: null, agent_port: null, agent_pid: null, epmd_port: null, instance_dir: null, engine: this.engineFor(version),
       fault: null, task_id: task.id, created: t, updated: t,
     };
@@ -572,6 +575,25 @@ export class ControlPlane {
     return inst;
   }
 
+  private async removePartialBackup(task: Row<'tasks'>): Promise<void> {
+    const backupId = task.backup_id!;
+    try {
+      const inst = task.instance_id ? await this.store.get('instances', task.instance_id) : undefined;
+      if (inst?.agent_port) {
+        const agent = await this.compute.agent(inst);
+        const until = Date.now() + 10 * 60_000;
+        while (Date.now() < until) {
+          const p = await withTimeout(agent.progress(), 5000).catch(() => null);
+          if (!p || p.phase !== 'backup') break;
+          await new Promise((r) => setTimeout(r, 1000));
+        }
+      }
+      await this.backups.delete(this.config.repository, backupId);
+    } catch (err) {
+      this.log(`backup ${backupId}: removing the partial backup: ${describeError(err)}`);
+    }
+  }
+
   private registerHandlers(): void {
     const failInstance = async (task: Row<'tasks'>, reason: string): Promise<void> => {
       if (task.instance_id) await this.release(task.instance_id, task.id, reason);
@@ -610,6 +632,16 @@ export class ControlPlane {
           await agentCall(agent.createUser({ name: u.name, password, databases: u.databases }));
         }
         await ctx.step('users');
+        if (inst.replica_of) {
+          const primary = await this.store.get('instances', inst.replica_of);
+          if (!primary || !primary.host || !primary.port) throw new Error(`the source instance ${inst.replica_of} is gone`);
+          const source = (await this.compute.agent(primary)) as AgentApi & Partial<AgentReplicationApi>;
+          const replica = agent as AgentApi & Partial<AgentReplicationApi>;
+          if (!source.replicationSource || !replica.followPrimary) throw new Error('this agent cannot replicate');
+          const creds = await agentCall(source.replicationSource());
+          await agentCall(replica.followPrimary({ primaryUrl: `http://${primary.host}:${primary.port}`, username: creds.username, password: creds.password, primaryName: primary.id }));
+          await ctx.step('replicating');
+        }
         if (inst.configuration_id) {
           const conf = await this.store.get('configurations', inst.configuration_id);
           if (conf) await agentCall(agent.applyConfiguration(JSON.parse(conf.values) as Record<string, string>));
@@ -707,7 +739,7 @@ export class ControlPlane {
         await this.store.update('backups', backupId, { status: 'BUILDING', updated: now() }, { task_id: ctx.task.id });
         let polling = true;
         const poll = (async (): Promise<void> => {
-          while (polling) {
+          while (polling && !ctx.signal.aborted) {
             await new Promise((r) => setTimeout(r, this.progressMs));
             if (!polling) break;
             try {
@@ -741,12 +773,9 @@ export class ControlPlane {
       failed: async (task, reason) => {
         if (task.backup_id) {
           await this.store.update('backups', task.backup_id, { status: 'FAILED', fail_reason: reason, progress: null, updated: now() }, { task_id: task.id });
-          // A partial backup in the repository is removed; what cannot be removed now is listed as incomplete by the engine.
-          try {
-            await this.backups.delete(this.config.repository, task.backup_id);
-          } catch (err) {
-            this.log(`backup ${task.backup_id}: removing the partial backup: ${describeError(err)}`);
-          }
+          // The partial backup is removed from the repository once the agent no longer writes it (in the
+          // background: recovery at start does not wait for it).
+          void this.removePartialBackup(task);
         }
         if (task.instance_id) await this.release(task.instance_id, task.id, null);
       },
@@ -784,6 +813,8 @@ async function agentCall<T>(p: Promise<T>): Promise<T> {
   } catch (err) {
     const status = (err as { status?: unknown }).status;
     if (status === 404) throw notFound(describeError(err));
+    if (status === 400) throw badRequest(describeError(err));
+    if (status === 507) throw unprocessable(`${describeError(err)} (grow the volume with resize volume)`);
     if (typeof status === 'number' && status >= 400 && status < 500) throw new ServiceError(status === 409 ? 409 : 422, status === 409 ? 'conflictingRequest' : 'unprocessableEntity', describeError(err));
     throw err;
   }

@@ -243,7 +243,7 @@ export class TaskManager {
     for (const r of all) r.controller.abort(new StopError());
     await Promise.allSettled(all.map((r) => r.done));
     // Give abandoned handlers a moment to finish their current call, so none writes after the store closes.
-    await Promise.race([Promise.allSettled([...this.settling]), new Promise((r) => setTimeout(r, 3000).unref())]);
+    await Promise.race([Promise.allSettled([...this.settling]), new Promise((r) => setTimeout(r, 3000))]);
   }
 }
 

@@ -5,14 +5,15 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { after, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
 import { HeadObjectCommand, ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
 import { openStorage } from '../../src/storage/index.js';
 import { RetryingBackend, withRetries } from '../../src/storage/retry.js';
 import { openSwiftBackend, type SwiftBackend } from '../../src/storage/swift/swift.js';
 import { openS3Backend, type S3Backend } from '../../src/storage/s3/s3.js';
 import { rawSwiftNames, startSwift } from '../support/swift.js';
-import { backendConformance } from './suite.js';
+import { backendConformance, readAll, sha256, streamOf } from './suite.js';
 
 const MiB = 1024 * 1024;
 const server = await startSwift({ maxFileSize: 6 * MiB });
@@ -127,5 +128,25 @@ describe('s3:// (Swift s3api)', () => {
       },
       withPageSize: (n) => openS3Backend(new URL(`s3://${bucket}/${prefix}`), env, { listPageSize: n }),
     };
+  });
+});
+
+describe('swift:// nested manifests', () => {
+  it('past max_manifest_segments, manifests nest; reads, listing and delete are unchanged', async () => {
+    const container = 'conformance-nested';
+    const inner = await openSwiftBackend(new URL(`swift://${container}/n`), server.swiftEnv(), { segmentSize: MiB, maxManifestSegments: 3 });
+    const data = randomBytes(7 * MiB + 1); // 8 segments: 3 sub-manifests under the top manifest
+    await inner.put('obj', streamOf(data), { metadata: { 'Backup-Id': 'nested' } });
+    assert.equal(sha256(await readAll(await inner.get('obj'))), sha256(data));
+    assert.deepEqual(await readAll(await inner.get('obj', { offset: 3 * MiB - 5, length: 10 })), data.subarray(3 * MiB - 5, 3 * MiB + 5));
+    assert.equal((await inner.head('obj'))?.get('x-object-meta-backup-id'), 'nested');
+    const raw = await rawSwiftNames(server, container, 'n/');
+    assert.equal(raw.filter((n) => /\/m0-\d+$/.test(n)).length, 3, 'three sub-manifests');
+    const listed: string[] = [];
+    for await (const o of inner.list('')) listed.push(o.key);
+    assert.deepEqual(listed, ['obj']);
+    await inner.delete('obj');
+    assert.deepEqual(await rawSwiftNames(server, container, 'n/'), []);
+    await inner.close();
   });
 });

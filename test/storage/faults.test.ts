@@ -102,6 +102,30 @@ for (const mode of ['memory', 'streamed'] as const) describe(`Swift faults, ${mo
   });
 });
 
+describe('Swift 5xx', () => {
+  it('object server down for a while: the 503s are retried with backoff and the upload completes', async () => {
+    const swift = await openSwiftBackend(new URL('swift://faults/503'), server.swiftEnv(), { segmentSize: MiB, retry: { attempts: 8, baseDelayMs: 200, maxDelayMs: 2000 } });
+    const data = randomBytes(4 * MiB + 3);
+    let down = false;
+    let back: Promise<void> | undefined;
+    const logBefore = await readFile(path.join(server.dir, 'log', 'proxy.log'), 'utf8');
+    await swift.put('obj', source(data, async (sent) => {
+      if (sent >= MiB && !down) {
+        down = true;
+        await server.kill('object');
+        back = new Promise((resolve, reject) => setTimeout(() => server.start('object').then(resolve, reject), 1500));
+      }
+    })).finally(() => back);
+    assert.ok(down);
+    const log = (await readFile(path.join(server.dir, 'log', 'proxy.log'), 'utf8')).slice(logBefore.length);
+    assert.match(log, /PUT \/v1\/AUTH_test\/faults\/503\/obj\.segments\/\S+ HTTP\/1\.[01] 503/, 'Swift answered 503 meanwhile');
+    assert.equal(sha256(await readAll(await swift.get('obj'))), sha256(data));
+    await swift.delete('obj');
+    assert.deepEqual(await rawSwiftNames(server, 'faults', '503/'), []);
+    await swift.close();
+  });
+});
+
 describe('S3 faults', () => {
   it('S3: proxy killed mid multipart upload: put rejects clearly and nothing is visible', async (t) => {
     const env = { ...server.s3Env(), AWS_MAX_ATTEMPTS: '2' };

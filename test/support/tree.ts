@@ -46,3 +46,14 @@ export async function tempDir(label: string): Promise<{ dir: string; cleanup: ()
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), `couchtrove-${label}-`));
   return { dir, cleanup: () => fs.rm(dir, { recursive: true, force: true }) };
 }
+
+/** Every regular file below dir (absolute paths), by plain recursion: fs.opendir's recursive mode skips entries on some Node 20 releases. */
+export async function listFiles(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await fs.readdir(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) out.push(...(await listFiles(p)));
+    else if (e.isFile()) out.push(p);
+  }
+  return out;
+}

@@ -68,7 +68,8 @@ forEachBackend('tasks', (backend) => {
     const p = await startPlane({ state: await backend.options(), env: { COUCHTROVE_BACKUP_TIMEOUT: '5' } });
     try {
       const id = await activeInstance(p);
-      p.compute.agentOf(id).backupGate = gate(); // never opened: a stuck backup
+      const stuck = gate(); // opened only at the end: a stuck backup
+      p.compute.agentOf(id).backupGate = stuck;
       const b = await call(p, 'POST', '/backups', { backup: { name: 'b', instance: id } });
       const bid = (b.json.backup as J).id as string;
       assert.equal((b.json.backup as J).status, 'NEW');
@@ -82,6 +83,7 @@ forEachBackend('tasks', (backend) => {
       assert.equal((await p.store.get('instances', id))?.status, 'ACTIVE');
       assert.equal((await call(p, 'DELETE', `/backups/${bid}`)).status, 202);
       await until('deleted', async () => p.store.get('backups', bid), (x) => x === undefined);
+      stuck.open();
     } finally {
       await p.close();
     }

@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { checkKey, ObjectNotFoundError, StorageError, type Backend, type ObjectInfo, type PutOptions, type Range } from '../backend.js';
+import { syncDir } from '../../util/fs.js';
 
 const TMP_MARK = '.tmp-';
 
@@ -130,11 +131,3 @@ export class FileBackend implements Backend {
   async close(): Promise<void> {}
 }
 
-async function syncDir(dir: string): Promise<void> {
-  const fh = await fs.open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}

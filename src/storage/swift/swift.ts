@@ -5,13 +5,16 @@
 // - Every request is retried with backoff on broken connections, 5xx, 408 and 429. All requests the driver
 //   makes are idempotent (PUT of the same bytes, DELETE, GET, HEAD), and request bodies come from
 //   re-readable segments, so a retry sends the same bytes again.
-// - put: the stream is cut into segments of segmentSize (spool.ts: memory for small ones, a temporary file
-//   otherwise), `concurrency` of them in flight. An object that fits one segment is one PUT; a larger one
-//   becomes a Static Large Object: segments under KEY.segments/UPLOAD/NNNNNNNN, each checked against the MD5
-//   Swift returns, then the manifest (nested manifests past max_manifest_segments). Until the manifest is
-//   stored nothing is visible under KEY. On failure the segments are deleted; segments that could not be
-//   deleted stay listed under KEY.segments/ (list shows segments only when their manifest is missing), so the
-//   engine sees and reports them, and delete removes them.
+// - put: the stream is cut into segments of segmentSize. Segments larger than 8 MiB are sent while they are
+//   read (overlapping the engine's compression with the upload) and spooled to a temporary file at the same
+//   time, so a failed segment is sent again from the file; smaller segments are kept in memory, `concurrency`
+//   of them in flight. An object of at most 8 MiB (or one in-memory segment) is one PUT; a larger one becomes
+//   a Static Large Object: segments under KEY.segments/UPLOAD/NNNNNNNN, each checked against the MD5 Swift
+//   returns, then the manifest (nested manifests past max_manifest_segments). Until the manifest is stored
+//   nothing is visible under KEY. On failure the segments are deleted; segments that could not be deleted
+//   stay listed under KEY.segments/ (list shows segments only when their manifest is missing), so the engine
+//   sees and reports them, and delete removes them.
+// - HTTP through node:http (http.ts), not fetch: constant memory for streamed bodies.
 // - delete removes an SLO's segments with it (?multipart-manifest=delete).
 // - list pages with marker (Swift returns at most 10,000 names a request).
 import { randomBytes, createHash } from 'node:crypto';
@@ -264,7 +267,8 @@ export class SwiftBackend implements Backend {
     let reader: SegmentReader | undefined;
     try {
       await this.ensureContainer();
-      const limits = await this.limits();
+      const cluster = await this.limits();
+      const limits = { ...cluster, maxManifestSegments: this.options.maxManifestSegments ?? cluster.maxManifestSegments };
       const segmentSize = Math.min(this.segmentSize, limits.maxFileSize);
       const uploadId = `${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
       const segPrefix = `${name}${SEGMENTS_MARK}${uploadId}/`;
@@ -396,20 +400,31 @@ export class SwiftBackend implements Backend {
   ): Promise<number> {
     const entries: ManifestEntry[] = [];
     let total = 0;
+    // Swift stores a segment (fsync, container update) after its last byte: meanwhile the next segment is
+    // already being read and sent. At most `concurrency` segments wait for Swift's answer.
+    const finishing: Promise<void>[] = [];
+    let failure: { err: unknown } | undefined;
     try {
       while (true) {
         const index = entries.length;
         const segName = `${segPrefix}${String(index).padStart(8, '0')}`;
-        const seg = await this.streamSegment(`writing segment ${index} of ${key}`, segName, reader);
-        await seg.dispose();
+        const { seg, finish } = await this.streamSegment(`writing segment ${index} of ${key}`, segName, reader);
         entries.push({ path: `/${this.container}/${segName}`, etag: seg.md5, size_bytes: seg.size });
         total += seg.size;
+        finishing.push(finish.then(() => undefined, (err: unknown) => {
+          failure ??= { err };
+        }));
+        while (finishing.length >= this.concurrency) await finishing.shift();
+        if (failure) throw failure.err;
         if (seg.last) break;
       }
+      await Promise.all(finishing);
+      if (failure) throw (failure as { err: unknown }).err;
       const manifest = await this.nestManifest(key, segPrefix, entries, limits.maxManifestSegments);
       await this.putManifest(`writing the manifest of ${key}`, name, manifest, metaHeaders);
       return total;
     } catch (err) {
+      await Promise.all(finishing);
       throw await this.abandon(key, segPrefix, err);
     }
   }
@@ -417,9 +432,10 @@ export class SwiftBackend implements Backend {
   /**
    * Sends the next segment while it is read from the source (chunked, no retry) and spools it at the same
    * time; if that attempt fails or Swift's ETag is not the MD5 of what was read, the segment is sent again
-   * from the spool with the usual retries and re-authentication. The returned segment is still spooled.
+   * from the spool with the usual retries and re-authentication. Returns once the segment has been read;
+   * `finish` settles when Swift has it (and the spool file is gone).
    */
-  private async streamSegment(what: string, segName: string, reader: SegmentReader): Promise<Segment> {
+  private async streamSegment(what: string, segName: string, reader: SegmentReader): Promise<{ seg: Segment; finish: Promise<void> }> {
     const session = await this.session();
     const wire = new PassThrough({ highWaterMark: 1024 * 1024 });
     let outcome: { res?: Answer; err?: unknown } | undefined;
@@ -444,22 +460,24 @@ export class SwiftBackend implements Backend {
     }
     if (!outcome) wire.end();
     else wire.destroy();
-    await done;
-    const res = outcome!.res;
-    if (res?.status === 201) {
-      await res.cancel();
-      if ((res.headers.get('etag') ?? '').replace(/"/g, '') === seg.md5) return seg;
-    } else {
-      await res?.cancel();
-      if (res?.status === 401) this.renew(session);
-    }
-    try {
-      await this.putSegment(what, segName, seg);
-    } catch (err) {
-      await seg.dispose();
-      throw err;
-    }
-    return seg;
+    // The answer (and, if needed, sending the segment again from its spool file) is awaited by the caller.
+    const finish = (async (): Promise<void> => {
+      try {
+        await done;
+        const res = outcome!.res;
+        if (res?.status === 201) {
+          await res.cancel();
+          if ((res.headers.get('etag') ?? '').replace(/"/g, '') === seg.md5) return;
+        } else {
+          await res?.cancel();
+          if (res?.status === 401) this.renew(session);
+        }
+        await this.putSegment(what, segName, seg);
+      } finally {
+        await seg.dispose();
+      }
+    })();
+    return { seg, finish };
   }
 
   /** Groups entries into sub-manifests until the top manifest is within the cluster's segment limit. */

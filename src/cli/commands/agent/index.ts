@@ -12,6 +12,7 @@ import { statusCommand } from './status.js';
 import { databaseCreateCommand, databaseDeleteCommand, databaseListCommand } from './database.js';
 import { userCreateCommand, userDeleteCommand, userGrantCommand, userListCommand, userPasswordCommand, userRevokeCommand, userShowCommand } from './user.js';
 import { rootDisableCommand, rootEnableCommand, rootShowCommand } from './root.js';
+import { replicaDetachCommand, replicaFollowCommand, replicaSourceCommand, replicaStatusCommand, replicaSyncCommand } from './replica.js';
 
 export const agentCommands: AnyCommand[] = [
   backupCommand,
@@ -36,4 +37,9 @@ export const agentCommands: AnyCommand[] = [
   rootEnableCommand,
   rootShowCommand,
   rootDisableCommand,
+  replicaSourceCommand,
+  replicaFollowCommand,
+  replicaSyncCommand,
+  replicaStatusCommand,
+  replicaDetachCommand,
 ];

@@ -15,6 +15,8 @@ export const serveCommand = defineCommand({
     const log = (line: string) => io.stderr.write(`${new Date().toISOString()} ${line}\n`);
     const agent = await Agent.open(cfg.instanceDir, { log });
     const server = await startAgentServer({ host: cfg.host, port: cfg.port, token, agent, log });
+    // Replicas reconcile their replication (new/deleted databases, _security) every few seconds.
+    const stopReplicationSync = agent.startReplicationSync(5000);
     io.stdout.write(`couchtrove agent listening on ${server.url}\n`);
     await new Promise<void>((resolve) => {
       const stop = () => {
@@ -25,6 +27,7 @@ export const serveCommand = defineCommand({
       process.on('SIGTERM', stop);
       process.on('SIGINT', stop);
     });
+    stopReplicationSync();
     await server.close();
     log(`agent stopped${agent.couchdbPid ? ` (CouchDB pid ${agent.couchdbPid} keeps running)` : ''}`);
     return 0;

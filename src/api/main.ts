@@ -1,0 +1,98 @@
+// `couchtrove server` assembled: configuration, state store, the local compute driver, the control
+// plane (with task recovery) and the Trove API.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { openState, type StateStore } from '../state/index.js';
+import type { ServerConfig } from '../config/server.js';
+import { LocalProcessDriver, type AgentFactory } from '../compute/local.js';
+import type { ComputeDriver } from '../compute/driver.js';
+import { ControlPlane, type BackupEngine } from '../tasks/control.js';
+import { openStorage } from '../storage/index.js';
+import { deleteBackup, readBackupMetadata } from '../backup/index.js';
+import { readKeyFile, writeNewKeyFile } from '../crypto/keys.js';
+import { buildApi, LOCAL_TOKEN } from './server.js';
+
+/** The backup engine as the control plane uses it. */
+export const backupEngine: BackupEngine = {
+  async storedChecksum(repository, id, keyFile) {
+    const storage = await openStorage(repository);
+    try {
+      const key = keyFile ? await readKeyFile(keyFile) : undefined;
+      const { summary } = await readBackupMetadata(storage, id, key);
+      return summary.checksum;
+    } finally {
+      await storage.close();
+    }
+  },
+  async delete(repository, id) {
+    const storage = await openStorage(repository);
+    try {
+      await deleteBackup(storage, id);
+    } catch (err) {
+      if ((err as Error).name !== 'BackupNotFoundError') throw err;
+    } finally {
+      await storage.close();
+    }
+  },
+};
+
+export interface RunningServer {
+  url: string;
+  plane: ControlPlane;
+  app: FastifyInstance;
+  store: StateStore;
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  log?: (line: string) => void;
+  compute?: ComputeDriver;
+  agentFactory?: AgentFactory;
+  accessLog?: boolean;
+}
+
+export async function startServer(config: ServerConfig, options: StartOptions = {}): Promise<RunningServer> {
+  const log = options.log ?? ((l: string) => process.stderr.write(`${new Date().toISOString()} ${l}\n`));
+  fs.mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
+  const repo = new URL(config.repository);
+  if (repo.protocol === 'file:') fs.mkdirSync(decodeURIComponent(repo.pathname), { recursive: true, mode: 0o700 });
+  if (config.backupEncryption && !config.backupKeyFile) {
+    const keyFile = path.join(config.stateDir, 'backup.key');
+    if (!fs.existsSync(keyFile)) {
+      await writeNewKeyFile(keyFile);
+      log(`made the backup encryption key ${keyFile} (0600): keep a copy, backups cannot be restored without it`);
+    }
+  }
+  const store = await openState(config.databaseUrl ? { databaseUrl: config.databaseUrl } : { stateDir: config.stateDir });
+  const compute = options.compute ?? new LocalProcessDriver({
+    stateDir: config.stateDir,
+    ...(config.couchdbHome ? { couchdbHome: config.couchdbHome } : {}),
+    tcpPorts: config.couchdb.tcpPorts,
+    usedPorts: async () => (await store.find('instances')).flatMap((i) => [i.port, i.agent_port, i.epmd_port].filter((p): p is number => p !== null)),
+    ...(options.agentFactory ? { agentFactory: options.agentFactory } : {}),
+  });
+  if (compute.engine.warning) log(`WARNING: ${compute.engine.warning}`);
+  else log(`instances run Apache CouchDB from ${compute.engine.home}`);
+  if (config.authMode === 'local') {
+    log(`WARNING: local auth mode: the token "${LOCAL_TOKEN}" (what clients send without auth) is accepted for project "${config.localProject}"; set auth_mode = token and [project:ID] tokens for anything shared`);
+  }
+  const plane = new ControlPlane({ config, store, compute, backups: backupEngine, log });
+  const recovered = await plane.start();
+  if (recovered.resumed.length || recovered.failed.length) log(`tasks interrupted by the last stop: ${recovered.resumed.length} resumed, ${recovered.failed.length} failed`);
+  const app = await buildApi({ plane, log, accessLog: options.accessLog ?? false });
+  const addr = await app.listen({ host: config.host, port: config.port });
+  const url = addr.replace('[::1]', '127.0.0.1');
+  log(`couchtrove API on ${url}/v1.0/{project_id} (state: ${store.kind} ${store.location}; backups: ${config.repository})`);
+  let closed = false;
+  return {
+    url, plane, app, store,
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      await app.close();
+      await plane.stop();
+      await store.close();
+    },
+  };
+}

@@ -1,0 +1,62 @@
+// `couchtrove configuration list|show|create|delete|attach|detach` against the API.
+import { defineCommand, type AnyCommand } from '../../command.js';
+import { TroveApiClient, details, print, table, type JsonObject } from '../../../api/client.js';
+
+const API = ['apiUrl', 'apiToken', 'apiProject', 'json'] as const;
+
+export const configurationCommands: AnyCommand[] = [
+  defineCommand({
+    path: ['configuration', 'list'], summary: 'List configuration groups', required: [], optional: [...API],
+    run: async (o, io) => {
+      const rows = await new TroveApiClient(o).list('/configurations', 'configurations');
+      print(io, o.json, { configurations: rows }, () => table(rows, ['id', 'name', 'datastore_version_name', 'instance_count']));
+      return 0;
+    },
+  }),
+  defineCommand({
+    path: ['configuration', 'show'], summary: 'Show a configuration group and its values', required: ['configurationRef'], optional: [...API],
+    run: async (o, io) => {
+      const r = (await new TroveApiClient(o).get(`/configurations/${encodeURIComponent(o.configurationRef)}`)).configuration as JsonObject;
+      print(io, o.json, { configuration: r }, () => details(r));
+      return 0;
+    },
+  }),
+  defineCommand({
+    path: ['configuration', 'create'], summary: 'Create a configuration group (--values JSON of "section/key": value)', required: ['resourceName', 'configValues'], optional: [...API, 'description', 'datastoreVersion'],
+    run: async (o, io) => {
+      const body: JsonObject = { name: o.resourceName, values: o.configValues, datastore: { type: 'couchdb', ...(o.datastoreVersion ? { version: o.datastoreVersion } : {}) } };
+      if (o.description !== undefined) body.description = o.description;
+      const r = (await new TroveApiClient(o).request('POST', '/configurations', { configuration: body })).configuration as JsonObject;
+      print(io, o.json, { configuration: r }, () => details(r));
+      return 0;
+    },
+  }),
+  defineCommand({
+    path: ['configuration', 'delete'], summary: 'Delete a configuration group (detach it first)', required: ['configurationRef'], optional: [...API],
+    run: async (o, io) => {
+      await new TroveApiClient(o).request('DELETE', `/configurations/${encodeURIComponent(o.configurationRef)}`);
+      print(io, o.json, { id: o.configurationRef, deleted: true }, () => `configuration ${o.configurationRef} deleted\n`);
+      return 0;
+    },
+  }),
+  defineCommand({
+    path: ['configuration', 'attach'], summary: 'Attach a configuration group to an instance', required: ['instanceRef', 'configurationRef'], optional: [...API],
+    run: async (o, io) => {
+      const c = new TroveApiClient(o);
+      const id = await c.instanceId(o.instanceRef);
+      await c.request('PUT', `/instances/${id}`, { instance: { configuration: o.configurationRef } });
+      print(io, o.json, { instance: id, configuration: o.configurationRef }, () => `configuration ${o.configurationRef} is being attached to ${id}\n`);
+      return 0;
+    },
+  }),
+  defineCommand({
+    path: ['configuration', 'detach'], summary: "Detach an instance's configuration group", required: ['instanceRef'], optional: [...API],
+    run: async (o, io) => {
+      const c = new TroveApiClient(o);
+      const id = await c.instanceId(o.instanceRef);
+      await c.request('PUT', `/instances/${id}`, { instance: { configuration: null } });
+      print(io, o.json, { instance: id, configuration: null }, () => `the configuration of ${id} is being detached (restart to apply)\n`);
+      return 0;
+    },
+  }),
+];

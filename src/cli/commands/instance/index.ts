@@ -1,0 +1,88 @@
+// `couchtrove instance list|show|create|delete|restart|resize-volume|resize-flavor` against the API.
+import { defineCommand, type AnyCommand } from '../../command.js';
+import { TroveApiClient, details, print, table, waitFor, type JsonObject } from '../../../api/client.js';
+
+const API = ['apiUrl', 'apiToken', 'apiProject', 'json'] as const;
+const COLS = ['id', 'name', 'status', 'flavor', 'volume', 'datastore', 'couchdb_url'];
+
+const show = (io: Parameters<AnyCommand['run']>[1], json: boolean | undefined, inst: JsonObject): void =>
+  print(io, json, { instance: inst }, () => details(inst) + (inst.engine_warning ? `\nWARNING: ${String(inst.engine_warning)}\n` : ''));
+
+export const instanceCommands: AnyCommand[] = [
+  defineCommand({
+    path: ['instance', 'list'], summary: 'List instances', required: [], optional: [...API, 'pageLimit', 'pageMarker'],
+    run: async (o, io) => {
+      const c = new TroveApiClient(o);
+      const rows = await c.list('/instances', 'instances', o.pageLimit, o.pageMarker);
+      const full = await Promise.all(rows.map(async (r) => ((await c.get(`/instances/${r.id as string}`)).instance as JsonObject)));
+      print(io, o.json, { instances: rows }, () => table(full, COLS));
+      return 0;
+    },
+  }),
+  defineCommand({
+    path: ['instance', 'show'], summary: 'Show an instance: status, where to connect (couchdb_url), volume use', required: ['instanceRef'], optional: [...API],
+    run: async (o, io) => {
+      const c = new TroveApiClient(o);
+      const id = await c.instanceId(o.instanceRef);
+      show(io, o.json, (await c.get(`/instances/${id}`)).instance as JsonObject);
+      return 0;
+    },
+  }),
+  defineCommand({
+    path: ['instance', 'create'], summary: 'Create an instance (optionally with databases, users, from a backup)',
+    required: ['resourceName', 'flavorRef'], optional: [...API, 'volumeSize', 'datastoreVersion', 'databases', 'userSpecs', 'backupId', 'replicaOf', 'configurationRef', 'wait'],
+    run: async (o, io) => {
+      const c = new TroveApiClient(o);
+      const body: JsonObject = { name: o.resourceName, flavorRef: o.flavorRef, datastore: { type: 'couchdb', ...(o.datastoreVersion ? { version: o.datastoreVersion } : {}) } };
+      if (o.volumeSize !== undefined) body.volume = { size: o.volumeSize };
+      if (o.databases) body.databases = (o.databases as string[]).map((name) => ({ name }));
+      if (o.userSpecs) body.users = o.userSpecs.map((u) => ({ name: u.name, password: u.password, databases: u.databases.map((name) => ({ name })) }));
+      if (o.backupId) body.restorePoint = { backupRef: o.backupId };
+      if (o.replicaOf) body.replica_of = await c.instanceId(o.replicaOf);
+      if (o.configurationRef) body.configuration = o.configurationRef;
+      let inst = (await c.request('POST', '/instances', { instance: body })).instance as JsonObject;
+      if (o.wait) inst = (await waitFor(c, io, 'instance', inst.id as string)) ?? inst;
+      show(io, o.json, inst);
+      return o.wait && inst.status !== 'ACTIVE' ? 1 : 0;
+    },
+  }),
+  defineCommand({
+    path: ['instance', 'delete'], summary: 'Delete an instance (its CouchDB, agent and volume)', required: ['instanceRef'], optional: [...API, 'wait'],
+    run: async (o, io) => {
+      const c = new TroveApiClient(o);
+      const id = await c.instanceId(o.instanceRef);
+      await c.request('DELETE', `/instances/${id}`);
+      if (o.wait) await waitFor(c, io, 'instance', id, { gone: true });
+      print(io, o.json, { id, deleted: true }, () => `instance ${id} ${o.wait ? 'deleted' : 'is being deleted'}\n`);
+      return 0;
+    },
+  }),
+  ...(['restart', 'resize-volume', 'resize-flavor'] as const).map((verb) =>
+    defineCommand({
+      path: ['instance', verb],
+      summary: verb === 'restart' ? 'Restart CouchDB' : verb === 'resize-volume' ? 'Grow the volume (--size GB; never shrinks)' : 'Change the flavor (CouchDB restarts with its settings)',
+      required: ['instanceRef'], optional: [...API, 'wait', 'volumeSize', 'flavorRef'],
+      run: async (o, io) => {
+        const c = new TroveApiClient(o);
+        const id = await c.instanceId(o.instanceRef);
+        let action: JsonObject;
+        if (verb === 'restart') action = { restart: {} };
+        else if (verb === 'resize-volume') {
+          if (o.volumeSize === undefined) throw Object.assign(new Error('missing required option --size'), { name: 'UsageError' });
+          action = { resize: { volume: { size: o.volumeSize } } };
+        } else {
+          if (o.flavorRef === undefined) throw Object.assign(new Error('missing required option --flavor'), { name: 'UsageError' });
+          action = { resize: { flavorRef: o.flavorRef } };
+        }
+        await c.request('POST', `/instances/${id}/action`, action);
+        let inst = (await c.get(`/instances/${id}`)).instance as JsonObject;
+        if (o.wait) {
+          await new Promise((r) => setTimeout(r, 300));
+          inst = (await waitFor(c, io, 'instance', id)) ?? inst;
+        }
+        show(io, o.json, inst);
+        return o.wait && inst.status !== 'ACTIVE' ? 1 : 0;
+      },
+    }),
+  ),
+];

@@ -1,0 +1,36 @@
+// `couchtrove server`: the Trove-compatible control plane, until SIGTERM/SIGINT. Instances (their
+// agents and CouchDB processes) keep running when it stops; the next start adopts them.
+import { defineCommand, type AnyCommand } from '../../command.js';
+import { loadServerConfig } from '../../../config/server.js';
+import { startServer } from '../../../api/main.js';
+
+export const serverCommand = defineCommand({
+  path: ['server'],
+  summary: 'Run the Trove v1.0 API (default 127.0.0.1:8779) and its task manager',
+  required: [],
+  optional: ['serverPort', 'serverHost', 'stateDir', 'serverConfigFile'],
+  run: async (o, io) => {
+    const overrides: { stateDir?: string; host?: string; port?: number } = {};
+    if (o.stateDir !== undefined) overrides.stateDir = o.stateDir;
+    if (o.serverHost !== undefined) overrides.host = o.serverHost;
+    if (o.serverPort !== undefined) overrides.port = o.serverPort;
+    const config = loadServerConfig({ ...(o.serverConfigFile ? { configFile: o.serverConfigFile } : {}), env: io.env, overrides });
+    const log = (line: string): void => void io.stderr.write(`${new Date().toISOString()} ${line}\n`);
+    const server = await startServer(config, { log, accessLog: io.env.COUCHTROVE_ACCESS_LOG === '1' });
+    io.stdout.write(`couchtrove server listening on ${server.url}\n`);
+    await new Promise<void>((resolve) => {
+      const stop = (): void => {
+        process.off('SIGTERM', stop);
+        process.off('SIGINT', stop);
+        resolve();
+      };
+      process.on('SIGTERM', stop);
+      process.on('SIGINT', stop);
+    });
+    log('stopping: running tasks are recovered at the next start');
+    await server.close();
+    return 0;
+  },
+});
+
+export const serverCommands: AnyCommand[] = [serverCommand];

@@ -1,0 +1,79 @@
+// `couchtrove user list|show|create|delete|grant-access|revoke-access|show-access` against the API.
+import { defineCommand, type AnyCommand } from '../../command.js';
+import { TroveApiClient, details, print, table, type JsonObject } from '../../../api/client.js';
+
+const API = ['apiUrl', 'apiToken', 'apiProject', 'json'] as const;
+const u = (name: string): string => encodeURIComponent(name);
+
+export const userCommands: AnyCommand[] = [
+  defineCommand({
+    path: ['user', 'list'], summary: "List an instance's users", required: ['instanceRef'], optional: [...API],
+    run: async (o, io) => {
+      const c = new TroveApiClient(o);
+      const id = await c.instanceId(o.instanceRef);
+      const rows = await c.list(`/instances/${id}/users`, 'users');
+      print(io, o.json, { users: rows }, () => table(rows, ['name', 'databases']));
+      return 0;
+    },
+  }),
+  defineCommand({
+    path: ['user', 'show'], summary: 'Show a user and its databases', required: ['instanceRef', 'user'], optional: [...API],
+    run: async (o, io) => {
+      const c = new TroveApiClient(o);
+      const id = await c.instanceId(o.instanceRef);
+      const r = (await c.get(`/instances/${id}/users/${u(o.user)}`)).user as JsonObject;
+      print(io, o.json, { user: r }, () => details(r));
+      return 0;
+    },
+  }),
+  defineCommand({
+    path: ['user', 'create'], summary: 'Create a user (password from --password or COUCHTROVE_USER_PASSWORD)', required: ['instanceRef', 'user', 'userPassword'], optional: [...API, 'databases'],
+    run: async (o, io) => {
+      const c = new TroveApiClient(o);
+      const id = await c.instanceId(o.instanceRef);
+      await c.request('POST', `/instances/${id}/users`, { users: [{ name: o.user, password: o.userPassword, databases: ((o.databases as string[] | undefined) ?? []).map((name) => ({ name })) }] });
+      print(io, o.json, { instance: id, user: o.user, created: true }, () => `user ${o.user} created on ${id}\n`);
+      return 0;
+    },
+  }),
+  defineCommand({
+    path: ['user', 'delete'], summary: 'Delete a user', required: ['instanceRef', 'user'], optional: [...API],
+    run: async (o, io) => {
+      const c = new TroveApiClient(o);
+      const id = await c.instanceId(o.instanceRef);
+      await c.request('DELETE', `/instances/${id}/users/${u(o.user)}`);
+      print(io, o.json, { instance: id, user: o.user, deleted: true }, () => `user ${o.user} deleted from ${id}\n`);
+      return 0;
+    },
+  }),
+  defineCommand({
+    path: ['user', 'grant-access'], summary: 'Give a user access to databases (--databases a,b)', required: ['instanceRef', 'user', 'databases'], optional: [...API],
+    run: async (o, io) => {
+      const c = new TroveApiClient(o);
+      const id = await c.instanceId(o.instanceRef);
+      await c.request('PUT', `/instances/${id}/users/${u(o.user)}/databases`, { databases: (o.databases as string[]).map((name) => ({ name })) });
+      print(io, o.json, { instance: id, user: o.user, granted: o.databases }, () => `user ${o.user} can use ${(o.databases as string[]).join(', ')}\n`);
+      return 0;
+    },
+  }),
+  defineCommand({
+    path: ['user', 'revoke-access'], summary: "Remove a user's access to a database", required: ['instanceRef', 'user', 'database'], optional: [...API],
+    run: async (o, io) => {
+      const c = new TroveApiClient(o);
+      const id = await c.instanceId(o.instanceRef);
+      await c.request('DELETE', `/instances/${id}/users/${u(o.user)}/databases/${encodeURIComponent(o.database)}`);
+      print(io, o.json, { instance: id, user: o.user, revoked: o.database }, () => `user ${o.user} no longer uses ${o.database}\n`);
+      return 0;
+    },
+  }),
+  defineCommand({
+    path: ['user', 'show-access'], summary: 'List the databases a user can use', required: ['instanceRef', 'user'], optional: [...API],
+    run: async (o, io) => {
+      const c = new TroveApiClient(o);
+      const id = await c.instanceId(o.instanceRef);
+      const rows = (await c.get(`/instances/${id}/users/${u(o.user)}/databases`)).databases as JsonObject[];
+      print(io, o.json, { databases: rows }, () => table(rows, ['name']));
+      return 0;
+    },
+  }),
+];

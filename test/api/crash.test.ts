@@ -1,0 +1,90 @@
+// The server is killed (SIGKILL) in the middle of a backup and in the middle of a create; after a
+// restart on the same state every task ends in a true state: the interrupted backup FAILED with the
+// reason (and deletable), the instance ACTIVE, the create resumed to ACTIVE; nothing stays BUILD/NEW.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { openState } from '../../src/state/index.js';
+import { startServer, tempDir, api, waitStatus, killUnder, processesUnder, type J, type RealServer } from '../support/server.js';
+
+const root = tempDir('couchtrove-crash-');
+const stateDir = path.join(root, 'state');
+let server: RealServer | undefined;
+after(async () => {
+  await server?.kill('SIGKILL');
+  killUnder(root);
+  fs.rmSync(root, { recursive: true, force: true });
+});
+
+test('crash mid-backup and mid-create, then restart', { timeout: 300_000 }, async () => {
+  server = await startServer(stateDir);
+  let base = server.api;
+  const c = await api(base, 'POST', '/instances', { instance: { name: 'crash', flavorRef: '1', volume: { size: 1 }, databases: [{ name: 'blobs' }], users: [{ name: 'bob', password: 'pw-bob-1', databases: [{ name: 'blobs' }] }] } });
+  const id = (c.json.instance as J).id as string;
+  const inst = await waitStatus(base, 'instances', id, ['ACTIVE', 'ERROR']);
+  assert.equal(inst.status, 'ACTIVE', JSON.stringify(inst));
+  // Some megabytes so that the backup takes a moment.
+  const auth = `Basic ${Buffer.from('bob:pw-bob-1').toString('base64')}`;
+  for (let i = 0; i < 6; i++) {
+    const r = await fetch(`${inst.couchdb_url as string}/blobs/blob-${i}/data`, { method: 'PUT', headers: { authorization: auth, 'content-type': 'application/octet-stream' }, body: randomBytes(4 << 20) });
+    assert.ok(r.status === 201 || r.status === 200, `attachment ${r.status}`);
+  }
+
+  // Kill the server as soon as the backup runs.
+  const b = await api(base, 'POST', '/backups', { backup: { name: 'crashy', instance: id } });
+  assert.equal(b.status, 202);
+  const bid = (b.json.backup as J).id as string;
+  await waitStatus(base, 'backups', bid, ['BUILDING', 'SAVING', 'COMPLETED'], 30_000);
+  // ... and a create that is under way.
+  const c2 = await api(base, 'POST', '/instances', { instance: { name: 'mid-create', flavorRef: '1', volume: { size: 1 }, databases: [{ name: 'x' }], users: [{ name: 'carol', password: 'pw-carol', databases: [{ name: 'x' }] }] } });
+  assert.equal(c2.status, 200);
+  const cid = (c2.json.instance as J).id as string;
+  await server.kill('SIGKILL');
+
+  server = await startServer(stateDir);
+  base = server.api;
+  const backup = await waitStatus(base, "backups", bid, ["FAILED", "COMPLETED"], 60_000);
+  process.stderr.write(`interrupted backup ended ${String(backup.status)}: ${String(backup.fail_reason)}\n`);
+  if (backup.status === 'FAILED') assert.match(backup.fail_reason as string, /interrupted|timed out/);
+  const created = await waitStatus(base, 'instances', cid, ['ACTIVE', 'ERROR'], 120_000);
+  assert.equal(created.status, 'ACTIVE', JSON.stringify(created));
+  const first = await waitStatus(base, 'instances', id, ['ACTIVE', 'ERROR', 'SHUTDOWN'], 60_000);
+  assert.equal(first.status, 'ACTIVE', JSON.stringify(first));
+  // carol was created by the resumed task and can log in.
+  const s = await fetch(`${created.couchdb_url as string}/_session`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'carol', password: 'pw-carol' }) });
+  assert.equal(s.status, 200);
+
+  // A new backup works once the agent is free again; the interrupted one can be deleted.
+  let nb: J | undefined;
+  for (let i = 0; i < 60 && !nb; i++) {
+    const r = await api(base, 'POST', '/backups', { backup: { name: 'after', instance: id } });
+    if (r.status === 202) nb = r.json.backup as J;
+    else await new Promise((res) => setTimeout(res, 500));
+  }
+  assert.ok(nb, 'a backup after the restart');
+  const after2 = await waitStatus(base, 'backups', nb.id as string, ['COMPLETED', 'FAILED']);
+  if (after2.status === 'FAILED') {
+    // The agent may still have been finishing the interrupted backup: one retry.
+    await waitStatus(base, 'instances', id, ['ACTIVE']);
+    const r = await api(base, 'POST', '/backups', { backup: { name: 'after-2', instance: id } });
+    assert.equal((await waitStatus(base, 'backups', (r.json.backup as J).id as string, ['COMPLETED', 'FAILED'])).status, 'COMPLETED');
+  }
+  assert.equal((await api(base, 'DELETE', `/backups/${bid}`)).status, 202);
+
+  // Every task ended in a final state.
+  for (const i of [id, cid]) assert.equal((await api(base, 'DELETE', `/instances/${i}`)).status, 202);
+  const end = Date.now() + 60_000;
+  while (Date.now() < end && ((await api(base, 'GET', '/instances')).json.instances as J[]).length > 0) await new Promise((r) => setTimeout(r, 250));
+  await server.kill('SIGTERM');
+  const store = await openState({ stateDir });
+  try {
+    const open = await store.find('tasks', { status: ['NEW', 'RUNNING'] });
+    assert.deepEqual(open.map((t) => `${t.kind} ${t.status}`), []);
+    assert.deepEqual(await store.find('instances'), []);
+  } finally {
+    await store.close();
+  }
+  assert.deepEqual(processesUnder(root), []);
+});

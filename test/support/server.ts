@@ -1,0 +1,118 @@
+// A real `couchtrove server` child process (real agents, development engine or COUCHDB_HOME) on a free
+// loopback port with a private state directory. Tests kill it and clean up every process it started.
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { repoRoot } from './postgres.js';
+
+export interface RealServer {
+  url: string;
+  api: string;
+  stateDir: string;
+  proc: ChildProcess;
+  log(): string;
+  /** SIGKILL (a crash) or SIGTERM (a stop); waits for the exit. */
+  kill(signal?: NodeJS.Signals): Promise<void>;
+}
+
+export function tempDir(prefix: string): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+export async function startServer(stateDir: string, env: Record<string, string> = {}): Promise<RealServer> {
+  const logFile = path.join(stateDir, `..`, `${path.basename(stateDir)}-server.log`);
+  const out = fs.openSync(logFile, 'a');
+  const proc = spawn(process.execPath, [path.join(repoRoot, 'bin', 'couchtrove.js'), 'server', '--port', '0', '--state-dir', stateDir], {
+    env: { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('COUCHTROVE_'))), ...env },
+    stdio: ['ignore', 'pipe', out],
+  });
+  fs.closeSync(out);
+  const url = await new Promise<string>((resolve, reject) => {
+    let buf = '';
+    const timer = setTimeout(() => reject(new Error(`server did not start: ${fs.readFileSync(logFile, 'utf8')}`)), 30_000);
+    proc.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      const m = /listening on (http:\/\/\S+)/.exec(buf);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
+    });
+    proc.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited ${code}: ${fs.readFileSync(logFile, 'utf8')}`));
+    });
+  });
+  proc.stdout!.resume();
+  return {
+    url, api: `${url}/v1.0/local`, stateDir, proc,
+    log: () => fs.readFileSync(logFile, 'utf8'),
+    kill: async (signal: NodeJS.Signals = 'SIGTERM') => {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      const exited = new Promise((r) => proc.once('exit', r));
+      proc.kill(signal);
+      await exited;
+    },
+  };
+}
+
+/** Pids of processes whose command line mentions dir (agents, CouchDB/dev engine of its instances). */
+export function processesUnder(dir: string): number[] {
+  const pids: number[] = [];
+  for (const p of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(p) || Number(p) === process.pid) continue;
+    try {
+      const cmd = fs.readFileSync(`/proc/${p}/cmdline`, 'utf8');
+      const envs = (() => {
+        try {
+          return fs.readFileSync(`/proc/${p}/environ`, 'utf8');
+        } catch {
+          return '';
+        }
+      })();
+      if (cmd.includes(dir) || envs.includes(dir)) pids.push(Number(p));
+    } catch {
+      // gone
+    }
+  }
+  return pids;
+}
+
+/** Kills whatever still runs from dir (the safety net after a test). */
+export function killUnder(dir: string): void {
+  for (const pid of processesUnder(dir)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  }
+}
+
+export interface J {
+  [k: string]: unknown;
+}
+
+export async function api(base: string, method: string, p: string, body?: unknown, token = 'notused'): Promise<{ status: number; json: J }> {
+  const r = await fetch(`${base}${p}`, {
+    method,
+    headers: { 'x-auth-token': token, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const t = await r.text();
+  return { status: r.status, json: t ? (JSON.parse(t) as J) : {} };
+}
+
+export async function waitStatus(base: string, kind: 'instances' | 'backups', id: string, want: string[], ms = 120_000): Promise<J> {
+  const end = Date.now() + ms;
+  let last: J = {};
+  while (Date.now() < end) {
+    const r = await api(base, 'GET', `/${kind}/${id}`);
+    last = r.json;
+    const v = (r.json.instance ?? r.json.backup) as J | undefined;
+    if (v && want.includes(v.status as string)) return v;
+    await new Promise((res) => setTimeout(res, 250));
+  }
+  throw new Error(`${kind} ${id} never reached ${want.join('/')}: ${JSON.stringify(last)}`);
+}
