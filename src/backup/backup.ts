@@ -80,7 +80,7 @@ export async function createBackup(opts: BackupOptions): Promise<BackupSummary> 
       recordSize,
       summary: { files: written.entries.length, dirs: snapshot.dirs.length, bytes: written.copied, totalBytes: total, size: written.size + catalogSize },
       objects: {
-        data: { key: keys.data(id), size: written.size, sha256: written.sha256 },
+        data: { key: keys.data(id), size: written.size },
         catalog: { key: keys.catalog(id), size: catalogSize, sha256: catalogSha },
       },
       checksum: catalogSha,
@@ -166,7 +166,7 @@ async function writeData(
   id: string,
   files: MeasuredFile[],
   ctx: WriteContext,
-): Promise<{ entries: FileEntry[]; size: number; sha256: string; copied: number }> {
+): Promise<{ entries: FileEntry[]; size: number; copied: number }> {
   const out = new PassThrough({ highWaterMark: 4 << 20 });
   let putError: Error | undefined;
   const put = storage.put(keys.data(id), out, { sizeHint: ctx.total, metadata: { 'couchtrove-backup-id': id } });
@@ -179,7 +179,6 @@ async function writeData(
   );
   failed.catch(() => undefined);
 
-  const storedHash = createHash('sha256');
   let offset = 0;
   let recordIndex = 0;
   let bytesDone = 0;
@@ -187,7 +186,6 @@ async function writeData(
   let copied = 0;
   const write = async (buf: Buffer): Promise<void> => {
     if (putError) throw putError;
-    storedHash.update(buf);
     offset += buf.length;
     if (!out.write(buf)) await Promise.race([once(out, 'drain'), failed]);
   };
@@ -262,7 +260,7 @@ async function writeData(
     out.end();
     const info = await put;
     if (info.size !== offset) throw new CouchtroveError(`storage stored ${info.size} bytes of ${keys.data(id)}, ${offset} were sent`);
-    return { entries, size: offset, sha256: storedHash.digest('hex'), copied };
+    return { entries, size: offset, copied };
   } catch (err) {
     out.destroy(err as Error);
     await put.catch(() => undefined);

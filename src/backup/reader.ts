@@ -61,8 +61,6 @@ interface Cursor {
   backup: string;
   reader: StreamReader;
   pos: number;
-  /** Running SHA-256 of the stored bytes while the object is read from its start without gaps. */
-  hash: Hash | null;
 }
 
 export interface FileSink {
@@ -75,14 +73,10 @@ export interface FileSink {
 export class DataDecoder {
   private cursor: Cursor | null = null;
   private readonly pool = new RecordPool();
-  /** Objects read from start to end, with the result of their SHA-256 check. */
-  readonly objectsChecked = new Map<string, boolean>();
 
   constructor(
     private readonly storage: Backend,
     private readonly objects: Map<string, DataObject>,
-    /** Also hash whole stored objects read from start to end (verify); restore relies on the record and file checks. */
-    private readonly hashObjects = false,
   ) {}
 
   /** Missing or short objects fail here, before anything is written. */
@@ -105,7 +99,7 @@ export class DataDecoder {
       if (err instanceof ObjectNotFoundError) throw new CouchtroveError(`object ${o.object.key} of backup ${backup} is missing`);
       throw err;
     }
-    this.cursor = { backup, reader: new StreamReader(stream), pos: offset, hash: offset === 0 && this.hashObjects ? createHash('sha256') : null };
+    this.cursor = { backup, reader: new StreamReader(stream), pos: offset };
     return this.cursor;
   }
 
@@ -120,12 +114,7 @@ export class DataDecoder {
     const o = this.objectOf(c.backup);
     if (got < n) throw new CouchtroveError(`object ${o.object.key} is truncated: it ends at byte ${c.pos + got}, file ${file.path} needs bytes up to ${c.pos + n}`);
     const buf = target.subarray(0, n);
-    c.hash?.update(buf);
     c.pos += n;
-    if (c.hash && c.pos === o.object.size) {
-      this.objectsChecked.set(o.object.key, c.hash.digest('hex') === o.object.sha256);
-      c.hash = null;
-    }
     return buf;
   }
 

@@ -80,7 +80,7 @@ forEachBackend('tasks', (backend) => {
       assert.match((d.json.unprocessableEntity as J).message as string, /still running.*40% done.*expires/);
       await until('expiry', async () => (await p.store.get('backups', bid))?.status, (s) => s === 'FAILED', 15_000);
       assert.match((await p.store.get('backups', bid))!.fail_reason!, /timed out/);
-      assert.equal((await p.store.get('instances', id))?.status, 'ACTIVE');
+      await until('instance released', async () => (await p.store.get('instances', id))?.status, (s) => s === 'ACTIVE');
       assert.equal((await call(p, 'DELETE', `/backups/${bid}`)).status, 202);
       await until('deleted', async () => p.store.get('backups', bid), (x) => x === undefined);
       stuck.open();

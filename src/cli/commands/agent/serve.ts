@@ -1,8 +1,6 @@
 // `couchtrove agent serve --config FILE`: the agent's RPC for the control plane, until SIGTERM/SIGINT.
 // CouchDB is left running when the agent stops; the next agent process adopts it.
 import { defineCommand } from '../../command.js';
-import { Agent } from '../../../agent/agent.js';
-import { readServeConfig, readTokenFile, startAgentServer } from '../../../agent/server.js';
 
 export const serveCommand = defineCommand({
   path: ['agent', 'serve'],
@@ -10,6 +8,9 @@ export const serveCommand = defineCommand({
   required: ['agentConfig'],
   optional: [],
   run: async (o, io) => {
+    // Loaded here, not at the top: every other command would pay for the HTTP server's start-up.
+    const { Agent } = await import('../../../agent/agent.js');
+    const { readServeConfig, readTokenFile, startAgentServer } = await import('../../../agent/server.js');
     const cfg = await readServeConfig(o.agentConfig);
     const token = await readTokenFile(cfg.tokenFile);
     const log = (line: string) => io.stderr.write(`${new Date().toISOString()} ${line}\n`);

@@ -29,6 +29,9 @@ export const serverCommand = defineCommand({
     });
     log('stopping: running tasks are recovered at the next start');
     await server.close();
+    // An agent call still in flight (a long backup) would keep the process alive: the work is
+    // recorded as RUNNING and recovered at the next start, so do not wait for it.
+    setTimeout(() => process.exit(0), 2000).unref();
     return 0;
   },
 });
