@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Installs the Debian packages couchtrove's storage tests and benchmarks need, when missing:
-# a real OpenStack Swift all-in-one (scripts/swift/swift-aio.sh), memcached for tempauth,
-# python-swiftclient and zstd for the benchmark's baseline. Idempotent; needs root (CI runs as root).
+# Installs the Debian packages couchtrove's tests and benchmarks need, when missing: a real OpenStack
+# Swift all-in-one (scripts/swift/swift-aio.sh) with memcached for tempauth, PostgreSQL for the state
+# store, the real Trove clients (python3-troveclient, python3-openstackclient), python-swiftclient,
+# zstd, openssl and GNU time for the benchmarks' baselines. Idempotent; needs root (CI runs as root).
 set -euo pipefail
 
-PACKAGES=(swift swift-proxy swift-account swift-container swift-object python3-swiftclient memcached zstd)
+PACKAGES=(swift swift-proxy swift-account swift-container swift-object python3-swiftclient memcached zstd postgresql python3-troveclient python3-openstackclient openssl time)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -688,6 +688,7 @@ export class Agent implements AgentApi, AgentReplicationApi {
       if (typeof v !== 'string') throw invalid(`label ${k} must be a string`);
       labels[k] = v;
     }
+    const parent = request.parent === undefined || request.parent === null ? undefined : checkBackupId(request.parent, 'parent backup id');
     const st = this.#requireUsable();
     labels.instanceId ??= st.settings.instanceId;
     return this.#exclusive('backup', async () => {
@@ -710,6 +711,7 @@ export class Agent implements AgentApi, AgentReplicationApi {
           couchdb: { url: couchUrl(st.settings), username: this.#admin!.username, password: this.#admin!.password },
           id,
           labels,
+          ...(parent !== undefined ? { parent } : {}),
           progress: (p) => (this.#progress = p),
         });
         this.#log(`backup ${id} completed: ${summary.files} files, ${summary.size} bytes stored`);

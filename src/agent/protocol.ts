@@ -67,6 +67,8 @@ export interface AgentBackupRequest {
   keyFile?: string;
   compression?: Codec;
   labels?: Record<string, string>;
+  /** Parent backup id (in the same storage): an incremental backup on top of it. */
+  parent?: string;
 }
 
 export interface AgentApi {

@@ -255,8 +255,53 @@ export class LocalProcessDriver implements ComputeDriver {
     }
     this.clients.delete(instance.id);
     if (instance.port) this.allocating.delete(instance.port);
-    fs.rmSync(instance.instance_dir ?? this.dir(instance.id), { recursive: true, force: true });
+    // Safety net: CouchDB outlives its agent by design, and an agent that could not stop it (busy,
+    // or gone) would leave it running. Anything still started from the instance's directory goes.
+    const dir = instance.instance_dir ?? this.dir(instance.id);
+    await killProcessesUsing(dir);
+    fs.rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** Pids whose command line or environment names dir (Linux /proc; nothing elsewhere). */
+export function processesUsing(dir: string): number[] {
+  const pids: number[] = [];
+  let entries: string[];
+  try {
+    entries = fs.readdirSync('/proc');
+  } catch {
+    return pids;
+  }
+  const needle = dir.endsWith('/') ? dir : `${dir}/`;
+  for (const p of entries) {
+    if (!/^\d+$/.test(p) || Number(p) === process.pid) continue;
+    try {
+      const cmd = fs.readFileSync(`/proc/${p}/cmdline`, 'utf8');
+      let env = '';
+      try {
+        env = fs.readFileSync(`/proc/${p}/environ`, 'utf8');
+      } catch {
+        // not ours to read
+      }
+      if (cmd.includes(needle) || env.includes(needle) || cmd.includes(`${dir}\0`)) pids.push(Number(p));
+    } catch {
+      // gone
+    }
+  }
+  return pids;
+}
+
+async function killProcessesUsing(dir: string): Promise<void> {
+  let pids = processesUsing(dir);
+  if (pids.length === 0) return;
+  for (const pid of pids) killGroup(pid, 'SIGTERM');
+  const until = Date.now() + 10_000;
+  while (Date.now() < until) {
+    pids = pids.filter((pid) => alive(pid));
+    if (pids.length === 0) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  for (const pid of pids) killGroup(pid, 'SIGKILL');
 }
 
 function killGroup(pid: number, signal: NodeJS.Signals): void {

@@ -112,7 +112,10 @@ export class ControlPlane {
     return r;
   }
 
+  private stopping = false;
+
   async stop(): Promise<void> {
+    this.stopping = true;
     await this.tasks.stop();
   }
 
@@ -583,10 +586,12 @@ export class ControlPlane {
         const agent = await this.compute.agent(inst);
         const until = Date.now() + 10 * 60_000;
         while (Date.now() < until) {
+          if (this.stopping) return; // the next start's reconcile does not redo this: the engine lists it as incomplete
           const p = await withTimeout(agent.progress(), 5000).catch(() => null);
           if (!p || p.phase !== 'backup') break;
-          await new Promise((r) => setTimeout(r, 1000));
+          await new Promise((r) => setTimeout(r, 1000).unref());
         }
+        if (this.stopping) return;
       }
       await this.backups.delete(this.config.repository, backupId);
     } catch (err) {
@@ -822,5 +827,5 @@ async function agentCall<T>(p: Promise<T>): Promise<T> {
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout;
-  return Promise.race([p, new Promise<T>((_, rej) => (timer = setTimeout(() => rej(new Error(`no answer within ${ms} ms`)), ms)))]).finally(() => clearTimeout(timer));
+  return Promise.race([p, new Promise<T>((_, rej) => (timer = setTimeout(() => rej(new Error(`no answer within ${ms} ms`)), ms).unref()))]).finally(() => clearTimeout(timer));
 }

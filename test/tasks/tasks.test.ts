@@ -1,6 +1,7 @@
 // Durable tasks on both state stores: conflicts, expiry, crash recovery, usage_timeout.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
 import { forEachBackend } from '../support/backends.js';
 import { startPlane, until, H, type TestPlane } from '../support/plane.js';
 import { gate } from '../support/fake-agent.js';
@@ -118,6 +119,7 @@ forEachBackend('tasks', (backend) => {
       assert.equal((await call(p2, 'DELETE', `/backups/${bid}`)).status, 202);
     } finally {
       await p2.close();
+      fs.rmSync(p1.stateDir, { recursive: true, force: true });
     }
   });
 
@@ -162,6 +164,7 @@ forEachBackend('tasks', (backend) => {
       assert.equal(inst?.task_id, null);
     } finally {
       await p2.close();
+      fs.rmSync(p1.stateDir, { recursive: true, force: true });
     }
   });
 });

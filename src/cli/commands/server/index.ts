@@ -1,8 +1,6 @@
 // `couchtrove server`: the Trove-compatible control plane, until SIGTERM/SIGINT. Instances (their
 // agents and CouchDB processes) keep running when it stops; the next start adopts them.
 import { defineCommand, type AnyCommand } from '../../command.js';
-import { loadServerConfig } from '../../../config/server.js';
-import { startServer } from '../../../api/main.js';
 
 export const serverCommand = defineCommand({
   path: ['server'],
@@ -10,6 +8,9 @@ export const serverCommand = defineCommand({
   required: [],
   optional: ['serverPort', 'serverHost', 'stateDir', 'serverConfigFile'],
   run: async (o, io) => {
+    // Loaded here, not at the top: the HTTP server and SQL drivers would slow every other command's start.
+    const { loadServerConfig } = await import('../../../config/server.js');
+    const { startServer } = await import('../../../api/main.js');
     const overrides: { stateDir?: string; host?: string; port?: number } = {};
     if (o.stateDir !== undefined) overrides.stateDir = o.stateDir;
     if (o.serverHost !== undefined) overrides.host = o.serverHost;
