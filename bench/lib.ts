@@ -61,8 +61,8 @@ export async function buildDatadir(dir: string, bytes: number): Promise<number> 
 
 export function machine(): string {
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
-  const zstd = execFileSync('zstd', ['--version'], { encoding: 'utf8' }).trim();
-  return `${os.cpus().length} cores (${cpu}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB RAM, Node ${process.version}, ${os.type()} ${os.release()}; ${zstd}`;
+  const zstd = /v[\d.]+/.exec(execFileSync('zstd', ['--version'], { encoding: 'utf8' }))?.[0] ?? '?';
+  return `${os.cpus().length} cores (${cpu}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB RAM, Node ${process.version}, ${os.type()} ${os.release()}, zstd CLI ${zstd}`;
 }
 
 /** Replaces the section between <!-- NAME:start --> and <!-- NAME:end --> in docs/benchmarks.md. */

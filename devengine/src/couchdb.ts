@@ -896,6 +896,11 @@ function rewriteReplicatorAuth(body: Buffer): Buffer {
     }
     ep.headers = headers;
   }
+  // pouchdb-replicator keeps the signature of a job whose document was deleted with DELETE (the deletion
+  // carries no _replication_id), so a later document with the same settings counts as a duplicate and
+  // never starts (CouchDB 3 starts it). A per-write nonce keeps the signatures apart; the replication id
+  // (checkpoints) does not depend on it.
+  if (doc._deleted !== true) doc.devengine_nonce = randomUUID();
   return Buffer.from(JSON.stringify(doc));
 }
 

@@ -13,6 +13,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { AgentError, invalid } from './errors.js';
 import { CouchClient, CouchUnreachableError, type Credentials, type ShardMapDoc } from './couchdb.js';
 import { CouchManager, generatePassword } from './manage.js';
+import { enforceQuota, type QuotaState } from './quota.js';
 import { IniFile } from './ini.js';
 import { parseOverrides, type ParsedOverride } from './config-keys.js';
 import { checkPortFree, CouchProcess, reasonFromLog, stopEpmd } from './process.js';
@@ -776,6 +777,32 @@ export class Agent implements AgentApi, AgentReplicationApi {
       this.#replication()
         .sync()
         .catch((err: unknown) => this.#log(`replication sync failed: ${describeError(err)}`))
+        .finally(() => (running = false));
+    }, intervalMs);
+    timer.unref();
+    return () => clearInterval(timer);
+  }
+
+  /**
+   * Client writes beyond the volume quota are refused (quota.ts). `agent serve` runs this every few
+   * seconds; it does nothing without a quota or while CouchDB is not running.
+   */
+  async enforceQuota(): Promise<QuotaState | null> {
+    const st = this.#state;
+    const quota = st?.settings.volumeBytes;
+    if (!st || quota === undefined || this.#busy || st.desired !== 'RUNNING' || !this.#admin || !this.#proc?.running) return null;
+    const state = await enforceQuota(this.#client(), await usedBytes(st.settings.dataDir), quota);
+    if (state.full) this.#log(`volume full: ${state.used} of ${state.quota} bytes used; client writes are refused`);
+    return state;
+  }
+
+  startQuotaWatch(intervalMs = 10_000): () => void {
+    let running = false;
+    const timer = setInterval(() => {
+      if (running) return;
+      running = true;
+      this.enforceQuota()
+        .catch((err: unknown) => this.#log(`volume quota check failed: ${describeError(err)}`))
         .finally(() => (running = false));
     }, intervalMs);
     timer.unref();

@@ -8,6 +8,7 @@ import type { ServerConfig } from '../config/server.js';
 import { LocalProcessDriver, type AgentFactory } from '../compute/local.js';
 import type { ComputeDriver } from '../compute/driver.js';
 import { ControlPlane, type BackupEngine } from '../tasks/control.js';
+import { BackupScheduler } from '../tasks/schedules.js';
 import { openStorage } from '../storage/index.js';
 import { deleteBackup, readBackupMetadata } from '../backup/index.js';
 import { readKeyFile, writeNewKeyFile } from '../crypto/keys.js';
@@ -42,6 +43,7 @@ export interface RunningServer {
   plane: ControlPlane;
   app: FastifyInstance;
   store: StateStore;
+  scheduler: BackupScheduler;
   close(): Promise<void>;
 }
 
@@ -50,6 +52,8 @@ export interface StartOptions {
   compute?: ComputeDriver;
   agentFactory?: AgentFactory;
   accessLog?: boolean;
+  /** How often backup schedules are checked, ms (default 15 s). */
+  scheduleTickMs?: number;
 }
 
 export async function startServer(config: ServerConfig, options: StartOptions = {}): Promise<RunningServer> {
@@ -80,17 +84,21 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
   const plane = new ControlPlane({ config, store, compute, backups: backupEngine, log });
   const recovered = await plane.start();
   if (recovered.resumed.length || recovered.failed.length) log(`tasks interrupted by the last stop: ${recovered.resumed.length} resumed, ${recovered.failed.length} failed`);
+  // Backup schedules: the first tick runs, once, what fell due while the server was down.
+  const scheduler = new BackupScheduler(plane, { log, ...(options.scheduleTickMs !== undefined ? { tickMs: options.scheduleTickMs } : {}) });
+  scheduler.start();
   const app = await buildApi({ plane, log, accessLog: options.accessLog ?? false });
   const addr = await app.listen({ host: config.host, port: config.port });
   const url = addr.replace('[::1]', '127.0.0.1');
   log(`couchtrove API on ${url}/v1.0/{project_id} (state: ${store.kind} ${store.location}; backups: ${config.repository})`);
   let closed = false;
   return {
-    url, plane, app, store,
+    url, plane, app, store, scheduler,
     close: async () => {
       if (closed) return;
       closed = true;
       await app.close();
+      await scheduler.stop();
       await plane.stop();
       await store.close();
     },

@@ -7,6 +7,8 @@ import { DATASTORE, stableId } from '../tasks/control.js';
 import { ServiceError, badRequest, notFound, type FaultName } from '../tasks/errors.js';
 import { describeError } from '../util/errors.js';
 import * as v from './validate.js';
+import { registerScheduleRoutes } from './schedules.js';
+import { detachReplica, ejectReplicaSource, promoteReplica, replicationView } from '../tasks/replication.js';
 import { backupView, configurationView, datastoreView, flavorView, instanceView, links, versionView } from './views.js';
 
 export const LOCAL_TOKEN = 'notused';
@@ -161,7 +163,10 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
       const replicas = detail ? (await store.find('instances', { replica_of: inst.id })).map((r) => r.id) : [];
       const configuration = detail && inst.configuration_id ? await store.get('configurations', inst.configuration_id) : undefined;
       const used = detail ? await plane.volumeUsed(inst) : null;
-      return instanceView(base(req), inst, plane.config.region, { used, replicas, configuration, engine: plane.compute.engine, detail });
+      const view = instanceView(base(req), inst, plane.config.region, { used, replicas, configuration, engine: plane.compute.engine, detail });
+      const replication = detail ? await replicationView(plane, inst) : undefined;
+      if (replication) view.replication = replication;
+      return view;
     };
 
     // Instances
@@ -218,6 +223,14 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
         const name = v.displayName(b.name, '"name"');
         await store.update('instances', inst.id, { name, updated: new Date().toISOString() });
       }
+      // Detach a replica (troveclient's update(detach_replica_source=True) sends "replica_of": null; old ones "slave_of").
+      const detach = ['replica_of', 'slave_of'].filter((k) => k in b);
+      if (detach.length > 0) {
+        if (detach.some((k) => b[k] !== null)) throw badRequest('"replica_of" can only be set to null (detach the replica); a replica is made at create.');
+        if ('configuration' in b) throw badRequest('Detaching a replica and changing its configuration cannot be done in one request.');
+        await detachReplica(plane, req.params.project!, inst.id);
+        return reply.code(202).send();
+      }
       if ('configuration' in b || Object.keys(b).length === 0) {
         const conf = v.optional(b.configuration, (x) => v.ref(x, '"configuration"'));
         await plane.setConfiguration(req.params.project!, inst.id, conf);
@@ -229,7 +242,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     api.post('/instances/:id/action', async (req: Req, reply) => {
       const b = v.obj(req.body ?? null, 'The request body');
       const keys = Object.keys(b);
-      if (keys.length !== 1) throw badRequest('The action body must have exactly one action: restart or resize.');
+      if (keys.length !== 1) throw badRequest('The action body must have exactly one action: restart, resize, promote_to_replica_source or eject_replica_source.');
       const project = req.params.project!;
       const id = req.params.id!;
       if (keys[0] === 'restart') {
@@ -242,9 +255,13 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
           const vol = v.obj(r.volume, '"resize"."volume"');
           await plane.resizeVolume(project, id, v.integer(vol.size, '"resize"."volume"."size"', 1, 1 << 20));
         } else throw badRequest('"resize" needs "flavorRef" or "volume".');
+      } else if (keys[0] === 'promote_to_replica_source') {
+        await promoteReplica(plane, project, id);
+      } else if (keys[0] === 'eject_replica_source') {
+        await ejectReplicaSource(plane, project, id);
       } else {
         await plane.instance(project, id);
-        throw badRequest(`Unknown action ${JSON.stringify(keys[0]!.slice(0, 80))}: couchtrove supports restart and resize.`);
+        throw badRequest(`Unknown action ${JSON.stringify(keys[0]!.slice(0, 80))}: couchtrove supports restart, resize, promote_to_replica_source and eject_replica_source.`);
       }
       return reply.code(202).send();
     });
@@ -386,14 +403,12 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
       const inc = b.incremental;
       const parent = v.optional(b.parent_id, (x) => v.ref(x, '"parent_id"'));
       if (inc !== undefined && inc !== null && inc !== 0 && inc !== false && inc !== 1 && inc !== true) throw badRequest('"incremental" must be 0 or 1.');
-      if ((inc === 1 || inc === true) && parent === null) {
-        throw badRequest('Incremental backups are not supported: couchtrove takes full physical backups.');
-      }
       const row = await plane.createBackup(req.params.project!, {
         name: v.displayName(b.name, '"name"'),
         instanceId: v.ref(b.instance, '"instance"'),
         description: v.optional(b.description, (x) => v.text(x, '"description"')),
         parentId: parent,
+        incremental: inc === 1 || inc === true,
       });
       return reply.code(202).send({ backup: backupView(base(req), row) });
     });
@@ -479,6 +494,9 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
       await plane.deleteConfiguration(req.params.project!, req.params.id!);
       return reply.code(202).send();
     });
+
+    // Backup schedules (src/api/schedules.ts)
+    registerScheduleRoutes(api, plane);
   }, { prefix: '/v1.0/:project' });
 
   return app;

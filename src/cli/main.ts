@@ -11,8 +11,9 @@ import { rootCommands } from './commands/root/index.js';
 import { backupCommands } from './commands/backup/index.js';
 import { flavorCommands } from './commands/flavor/index.js';
 import { configurationCommands } from './commands/configuration/index.js';
+import { scheduleCommands } from './commands/schedule/index.js';
 
-export const commands: AnyCommand[] = [...agentCommands, ...serverCommands, ...instanceCommands, ...databaseCommands, ...userCommands, ...rootCommands, ...backupCommands, ...flavorCommands, ...configurationCommands];
+export const commands: AnyCommand[] = [...agentCommands, ...serverCommands, ...instanceCommands, ...databaseCommands, ...userCommands, ...rootCommands, ...backupCommands, ...flavorCommands, ...configurationCommands, ...scheduleCommands];
 
 export async function main(argv: string[], io: CommandIO = { stdout: process.stdout, stderr: process.stderr, env: process.env }): Promise<number> {
   let code = 0;

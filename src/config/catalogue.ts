@@ -4,6 +4,7 @@ import { backupOptions } from './options/backup.js';
 import { serverOptions } from './options/server.js';
 import { agentOptions } from './options/agent.js';
 import { replicationOptions } from './options/replication.js';
+import { scheduleOptions } from './options/schedule.js';
 
 export { UsageError, parsers, CODECS, type Codec, type OptionSpec } from './option.js';
 
@@ -16,6 +17,7 @@ export const catalogue = {
   ...serverOptions,
   ...agentOptions,
   ...replicationOptions,
+  ...scheduleOptions,
 } satisfies Record<string, OptionSpec<unknown>>;
 
 export type Catalogue = typeof catalogue;

@@ -107,4 +107,34 @@ export const migrations: Record<string, Migration> = {
       }
     },
   },
+  '0002_backup_schedules': {
+    async up(db: Kysely<unknown>): Promise<void> {
+      await db.schema.createTable('backup_schedules').ifNotExists()
+        .addColumn('id', text, (c) => c.primaryKey())
+        .addColumn('project_id', text, (c) => c.notNull())
+        .addColumn('instance_id', text, (c) => c.notNull())
+        .addColumn('name', text, (c) => c.notNull())
+        .addColumn('description', text)
+        .addColumn('pattern', text, (c) => c.notNull())
+        .addColumn('incremental', 'integer', (c) => c.notNull())
+        .addColumn('keep_last', 'integer')
+        .addColumn('keep_daily', 'integer')
+        .addColumn('keep_weekly', 'integer')
+        .addColumn('next_run', text, (c) => c.notNull())
+        .addColumn('last_run', text)
+        .addColumn('last_result', text)
+        .addColumn('created', text, (c) => c.notNull())
+        .addColumn('updated', text, (c) => c.notNull())
+        .execute();
+      await db.schema.createTable('backup_schedule_runs').ifNotExists()
+        .addColumn('id', text, (c) => c.primaryKey())
+        .addColumn('schedule_id', text, (c) => c.notNull())
+        .addColumn('created', text, (c) => c.notNull())
+        .execute();
+    },
+    async down(db: Kysely<unknown>): Promise<void> {
+      await db.schema.dropTable('backup_schedule_runs').ifExists().execute();
+      await db.schema.dropTable('backup_schedules').ifExists().execute();
+    },
+  },
 };

@@ -124,7 +124,39 @@ export interface ConfigurationsTable {
   updated: string;
 }
 
+/** A per-instance backup schedule (src/tasks/schedules.ts). */
+export interface BackupSchedulesTable {
+  id: string;
+  project_id: string;
+  instance_id: string;
+  name: string;
+  description: string | null;
+  /** 5-field cron pattern, UTC. */
+  pattern: string;
+  incremental: number;
+  /** Retention applied to this schedule's backups after each run; null: not set. */
+  keep_last: number | null;
+  keep_daily: number | null;
+  keep_weekly: number | null;
+  /** When the schedule fires next (ISO, UTC). */
+  next_run: string;
+  last_run: string | null;
+  /** What the last run did: the backup it made, or why it was skipped or failed. */
+  last_result: string | null;
+  created: string;
+  updated: string;
+}
+
+/** Which backups a schedule made (its retention only considers these). id is the backup's id. */
+export interface BackupScheduleRunsTable {
+  id: string;
+  schedule_id: string;
+  created: string;
+}
+
 export interface Database {
+  backup_schedules: BackupSchedulesTable;
+  backup_schedule_runs: BackupScheduleRunsTable;
   projects: ProjectsTable;
   flavors: FlavorsTable;
   datastore_versions: DatastoreVersionsTable;

@@ -12,7 +12,9 @@ import { flavorOverrides } from '../config/server.js';
 import { now, type Row, type StateStore, type InstanceStatus } from '../state/index.js';
 import { describeError } from '../util/errors.js';
 import { TaskManager, type TaskContext } from './manager.js';
+import { refuseIfDepended, resolveParent } from './incremental.js';
 import { badRequest, notFound, unprocessable, ServiceError } from './errors.js';
+import { registerReplicationTasks } from './replication.js';
 
 /** What the control plane needs from the backup engine (src/backup): injected so tests can replace it. */
 export interface BackupEngine {
@@ -39,6 +41,9 @@ export interface CreateInstanceRequest {
   replicaOf: string | null;
   configurationId: string | null;
 }
+
+/** The backup a new replica is seeded from (deleted once the replica follows its source). */
+const seedId = (replicaId: string): string => `replica-seed-${replicaId}`;
 
 interface CreateParams {
   databases: string[];
@@ -89,6 +94,7 @@ export class ControlPlane {
     this.tasks = new TaskManager(this.store, { watchdogMs: options.watchdogMs ?? 5000, log: this.log });
     this.keyFile = this.config.backupEncryption ? (this.config.backupKeyFile ?? path.join(this.config.stateDir, 'backup.key')) : undefined;
     this.registerHandlers();
+    registerReplicationTasks(this);
   }
 
   get backupKeyFile(): string | undefined {
@@ -240,8 +246,8 @@ export class ControlPlane {
     return v.couchdb_home ? 'couchdb' : this.compute.engine.kind;
   }
 
-  /** Claims the instance for a new task; refused (422) when it is busy or in the wrong state. */
-  private async claim(projectId: string, instanceId: string, kind: string, status: InstanceStatus, allowed: InstanceStatus[], params: unknown, timeout: number, backupId?: string): Promise<Row<'tasks'>> {
+  /** Claims the instance for a new task; refused (422) when it is busy or in the wrong state. Also used by ./replication.ts. */
+  async claim(projectId: string, instanceId: string, kind: string, status: InstanceStatus, allowed: InstanceStatus[], params: unknown, timeout: number, backupId?: string): Promise<Row<'tasks'>> {
     const inst = await this.instance(projectId, instanceId);
     const refuse = async (current: Row<'instances'>): Promise<never> => {
       const holder = current.task_id ? await this.store.get('tasks', current.task_id) : undefined;
@@ -418,17 +424,16 @@ export class ControlPlane {
 
   // ---- backups --------------------------------------------------------------------------------
 
-  async createBackup(projectId: string, req: { name: string; instanceId: string; description: string | null; parentId: string | null }): Promise<Row<'backups'>> {
+  async createBackup(projectId: string, req: { name: string; instanceId: string; description: string | null; parentId: string | null; incremental?: boolean }): Promise<Row<'backups'>> {
     const inst = await this.instance(projectId, req.instanceId);
-    if (req.parentId !== null) {
-      await this.backup(projectId, req.parentId);
-      throw badRequest('Incremental backups are not supported: couchtrove takes full physical backups (leave out --parent/--incremental).');
-    }
+    // Trove's rules: the parent is COMPLETED and of the same instance; `incremental` takes the instance's
+    // latest COMPLETED backup, or makes a full backup when it has none.
+    const parent = await resolveParent(this.store, projectId, inst.id, req.parentId, req.incremental ?? false);
     const id = randomUUID();
-    const task = await this.claim(projectId, inst.id, 'backup.create', 'BACKUP', ['ACTIVE'], {}, this.config.backupTimeout, id);
+    const task = await this.claim(projectId, inst.id, 'backup.create', 'BACKUP', ['ACTIVE'], { parent }, this.config.backupTimeout, id);
     const t = now();
     const row: Row<'backups'> = {
-      id, project_id: projectId, instance_id: inst.id, name: req.name, description: req.description, status: 'NEW', parent_id: null,
+      id, project_id: projectId, instance_id: inst.id, name: req.name, description: req.description, status: 'NEW', parent_id: parent,
       location: this.config.repository, size_bytes: null, data_bytes: null, files: null, checksum: null, datastore: inst.datastore,
       datastore_version: inst.datastore_version, progress: null, fail_reason: null, task_id: task.id, created: t, updated: t,
     };
@@ -452,6 +457,7 @@ export class ControlPlane {
       const t = await this.store.get('tasks', b.task_id);
       if (t && t.kind === 'backup.delete' && (t.status === 'NEW' || t.status === 'RUNNING')) return; // already being deleted
     }
+    await refuseIfDepended(this.store, b);
     const task = await this.tasks.create({ kind: 'backup.delete', projectId, backupId: id, timeout: this.config.taskTimeout });
     if (!(await this.store.update('backups', id, { task_id: task.id, updated: now() }, { status: ['COMPLETED', 'FAILED', 'DELETE_FAILED'], task_id: b.task_id }))) {
       await this.tasks.discard(task.id);
@@ -547,7 +553,7 @@ export class ControlPlane {
   }
 
   /** Gives the instance back (task_id null) in the state its agent reports. */
-  private async release(instanceId: string, taskId: string, fault: string | null, patch: Partial<Row<'instances'>> = {}): Promise<void> {
+  async release(instanceId: string, taskId: string, fault: string | null, patch: Partial<Row<'instances'>> = {}): Promise<void> {
     const inst = await this.store.get('instances', instanceId);
     if (!inst) return;
     let status: InstanceStatus = 'ERROR';
@@ -572,10 +578,34 @@ export class ControlPlane {
     return (await this.store.get('instances', id))!;
   }
 
-  private async held(ctx: TaskContext<unknown>): Promise<Row<'instances'>> {
+  async held(ctx: TaskContext<unknown>): Promise<Row<'instances'>> {
     const inst = await this.store.get('instances', ctx.task.instance_id ?? '');
     if (!inst || inst.task_id !== ctx.task.id) throw new Error(`instance ${ctx.task.instance_id} is no longer held by task ${ctx.task.id}`);
     return inst;
+  }
+
+  /**
+   * Backs up the replica's source into the repository under seedId(replica), for the replica's prepare to
+   * restore. On failure (the source is busy, say) the replica starts empty and replication copies
+   * everything: slower, not wrong. The seed is deleted once the replica follows its source.
+   */
+  private async seedReplica(inst: Row<'instances'>): Promise<string | null> {
+    const id = seedId(inst.id);
+    try {
+      const primary = await this.store.get('instances', inst.replica_of ?? '');
+      if (!primary?.agent_port) throw new Error(`the source instance ${inst.replica_of} has no agent`);
+      const source = await this.compute.agent(primary);
+      await this.backups.delete(this.config.repository, id).catch(() => undefined); // a leftover of an interrupted create
+      const req: Parameters<AgentApi['backup']>[0] = { storage: this.config.repository, id, labels: { purpose: 'replica-seed', instance_id: primary.id, replica_id: inst.id } };
+      if (this.keyFile) req.keyFile = this.keyFile;
+      await agentCall(source.backup(req));
+      this.log(`replica ${inst.id}: seeded from backup ${id} of ${primary.id}`);
+      return id;
+    } catch (err) {
+      this.log(`replica ${inst.id}: seeding from a backup of its source failed (${describeError(err)}); replication will copy everything`);
+      await this.backups.delete(this.config.repository, id).catch(() => undefined);
+      return null;
+    }
   }
 
   private async removePartialBackup(task: Row<'tasks'>): Promise<void> {
@@ -618,7 +648,14 @@ export class ControlPlane {
         const st = await agent.status();
         if (st.state !== 'RUNNING') {
           if (!ctx.resumed || ctx.task.step === null || ctx.task.step === 'provisioned') {
-            await agentCall(agent.prepare(await this.settings(inst, { restore: ctx.params.restore })));
+            // A replica starts from a fresh physical backup of its source: far quicker than replicating
+            // every document from nothing; replication then only has to catch up.
+            const seed = inst.replica_of && !ctx.params.restore ? await this.seedReplica(inst) : null;
+            const prepared = await agentCall(agent.prepare(await this.settings(inst, { restore: ctx.params.restore ?? seed })));
+            if (seed && prepared.state === 'FAILED') {
+              this.log(`replica ${inst.id}: restoring the seed failed (${prepared.reason ?? 'no reason given'}); starting without it, replication copies everything`);
+              await agentCall(agent.prepare(await this.settings(inst)));
+            }
             await ctx.step('prepared');
           }
           const s = await agentCall(agent.start());
@@ -645,6 +682,7 @@ export class ControlPlane {
           if (!source.replicationSource || !replica.followPrimary) throw new Error('this agent cannot replicate');
           const creds = await agentCall(source.replicationSource());
           await agentCall(replica.followPrimary({ primaryUrl: `http://${primary.host}:${primary.port}`, username: creds.username, password: creds.password, primaryName: primary.id }));
+          await this.backups.delete(this.config.repository, seedId(inst.id)).catch(() => undefined);
           await ctx.step('replicating');
         }
         if (inst.configuration_id) {
@@ -735,7 +773,7 @@ export class ControlPlane {
       failed: failInstance,
     });
 
-    this.tasks.register('backup.create', {
+    this.tasks.register<{ parent?: string | null }>('backup.create', {
       resumable: false,
       run: async (ctx) => {
         const inst = await this.held(ctx);
@@ -761,6 +799,7 @@ export class ControlPlane {
         try {
           const req: Parameters<AgentApi['backup']>[0] = { storage: this.config.repository, id: backupId, labels: { instance_id: inst.id, project_id: inst.project_id } };
           if (this.keyFile) req.keyFile = this.keyFile;
+          if (ctx.params.parent) req.parent = ctx.params.parent;
           const summary = await agentCall(agent.backup(req));
           polling = false;
           await poll;
@@ -812,7 +851,7 @@ function progressText(p: string | null): string {
 }
 
 /** Agent failures become 422s with the agent's message: the request was valid, the instance refused it. */
-async function agentCall<T>(p: Promise<T>): Promise<T> {
+export async function agentCall<T>(p: Promise<T>): Promise<T> {
   try {
     return await p;
   } catch (err) {
@@ -825,7 +864,7 @@ async function agentCall<T>(p: Promise<T>): Promise<T> {
   }
 }
 
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+export function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout;
   return Promise.race([p, new Promise<T>((_, rej) => (timer = setTimeout(() => rej(new Error(`no answer within ${ms} ms`)), ms).unref()))]).finally(() => clearTimeout(timer));
 }

@@ -43,13 +43,18 @@ test('instance lifecycle end to end', { timeout: 300_000 }, async () => {
   const anon = await fetch(`${url}/orders/order-1`);
   assert.notEqual(anon.status, 200, 'the database is not open to anonymous readers');
 
-  // A replica of the instance follows it.
+  // A replica of the instance follows it. It is seeded from a physical backup of its source: a _local
+  // document, which replication never copies, is there as soon as the replica is ACTIVE.
+  const marker = await fetch(`${url}/orders/_local/seed-marker`, { method: 'PUT', headers: { authorization: auth, 'content-type': 'application/json' }, body: JSON.stringify({ at: 'before the replica' }) });
+  assert.equal(marker.status, 201, await marker.text());
   const rep = await api(base, 'POST', '/instances', { instance: { name: 'e2e-replica', flavorRef: '1', volume: { size: 1 }, replica_of: id } });
   assert.equal(rep.status, 200, JSON.stringify(rep.json));
   const repId = (rep.json.instance as J).id as string;
   const repInst = await waitStatus(base, 'instances', repId, ['ACTIVE', 'ERROR']);
   assert.equal(repInst.status, 'ACTIVE', JSON.stringify(repInst));
   assert.equal((repInst.replica_of as J).id, id);
+  const seeded = await fetch(`${repInst.couchdb_url as string}/orders/_local/seed-marker`, { headers: { authorization: auth } });
+  assert.equal(seeded.status, 200, 'the replica was seeded from a backup of its source');
   assert.deepEqual((((await api(base, 'GET', `/instances/${id}`)).json.instance as J).replicas as J[]).map((r) => r.id), [repId]);
   let replicated = 0;
   for (let i = 0; i < 120 && replicated < 20; i++) {

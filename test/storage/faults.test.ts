@@ -104,7 +104,8 @@ for (const mode of ['memory', 'streamed'] as const) describe(`Swift faults, ${mo
 
 describe('Swift 5xx', () => {
   it('object server down for a while: the 503s are retried with backoff and the upload completes', async () => {
-    const swift = await openSwiftBackend(new URL('swift://faults/503'), server.swiftEnv(), { segmentSize: MiB, retry: { attempts: 8, baseDelayMs: 200, maxDelayMs: 2000 } });
+    // A generous retry budget: restarting the object server takes seconds on a loaded 2-core machine.
+    const swift = await openSwiftBackend(new URL('swift://faults/503'), server.swiftEnv(), { segmentSize: MiB, retry: { attempts: 14, baseDelayMs: 200, maxDelayMs: 4000 } });
     const data = randomBytes(4 * MiB + 3);
     let down = false;
     let back: Promise<void> | undefined;
@@ -130,7 +131,16 @@ describe('S3 faults', () => {
   it('S3: proxy killed mid multipart upload: put rejects clearly and nothing is visible', async (t) => {
     const env = { ...server.s3Env(), AWS_MAX_ATTEMPTS: '2' };
     const s3 = await openS3Backend(new URL('s3://faults-s3/kill'), env, { partSize: 5 * MiB });
-    await s3.put('warmup', Readable.from([Buffer.from('x')])); // creates the bucket
+    // Creates the bucket; the servers restarted by the tests above may still be warming up.
+    for (let i = 0; ; i++) {
+      try {
+        await s3.put('warmup', Readable.from([Buffer.from('x')]));
+        break;
+      } catch (err) {
+        if (i >= 30) throw err;
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
     const data = randomBytes(16 * MiB);
     let killed = false;
     const err = await s3.put('big', source(data, async (sent) => {

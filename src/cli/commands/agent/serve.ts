@@ -18,6 +18,8 @@ export const serveCommand = defineCommand({
     const server = await startAgentServer({ host: cfg.host, port: cfg.port, token, agent, log });
     // Replicas reconcile their replication (new/deleted databases, _security) every few seconds.
     const stopReplicationSync = agent.startReplicationSync(5000);
+    // Client writes beyond the volume quota are refused (src/agent/quota.ts).
+    const stopQuotaWatch = agent.startQuotaWatch(10_000);
     io.stdout.write(`couchtrove agent listening on ${server.url}\n`);
     await new Promise<void>((resolve) => {
       const stop = () => {
@@ -29,6 +31,7 @@ export const serveCommand = defineCommand({
       process.on('SIGINT', stop);
     });
     stopReplicationSync();
+    stopQuotaWatch();
     await server.close();
     log(`agent stopped${agent.couchdbPid ? ` (CouchDB pid ${agent.couchdbPid} keeps running)` : ''}`);
     return 0;

@@ -28,11 +28,14 @@ export const backupCommands: AnyCommand[] = [
     },
   }),
   defineCommand({
-    path: ['backup', 'create'], summary: 'Back up an instance', required: ['instanceRef', 'resourceName'], optional: [...API, 'description', 'wait'],
+    path: ['backup', 'create'], summary: 'Back up an instance (--incremental or --parent ID: only what changed since the parent)', required: ['instanceRef', 'resourceName'], optional: [...API, 'description', 'incremental', 'parent', 'wait'],
     run: async (o, io) => {
       const c = new TroveApiClient(o);
       const id = await c.instanceId(o.instanceRef);
-      let b = (await c.request('POST', '/backups', { backup: { name: o.resourceName, instance: id, ...(o.description !== undefined ? { description: o.description } : {}) } })).backup as JsonObject;
+      const backup: JsonObject = { name: o.resourceName, instance: id, ...(o.description !== undefined ? { description: o.description } : {}) };
+      if (o.parent !== undefined) backup.parent_id = o.parent;
+      else if (o.incremental) backup.incremental = 1;
+      let b = (await c.request('POST', '/backups', { backup })).backup as JsonObject;
       if (o.wait) b = (await waitFor(c, io, 'backup', b.id as string)) ?? b;
       print(io, o.json, { backup: b }, () => details(b));
       return o.wait && b.status !== 'COMPLETED' ? 1 : 0;

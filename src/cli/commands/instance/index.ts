@@ -1,4 +1,4 @@
-// `couchtrove instance list|show|create|delete|restart|resize-volume|resize-flavor` against the API.
+// `couchtrove instance list|show|create|delete|restart|resize-volume|resize-flavor|detach-replica|promote|eject` against the API.
 import { defineCommand, type AnyCommand } from '../../command.js';
 import { TroveApiClient, details, print, table, waitFor, type JsonObject } from '../../../api/client.js';
 
@@ -57,6 +57,28 @@ export const instanceCommands: AnyCommand[] = [
       return 0;
     },
   }),
+  ...(['detach-replica', 'promote', 'eject'] as const).map((verb) =>
+    defineCommand({
+      path: ['instance', verb],
+      summary: verb === 'detach-replica' ? 'Detach a replica: it stops following its source and becomes standalone and writable'
+        : verb === 'promote' ? 'Promote a replica to replica source: the old source and the other replicas follow it'
+          : 'Eject a replica source that is gone: the replica with the most documents takes over, the others follow it',
+      required: ['instanceRef'], optional: [...API, 'wait'],
+      run: async (o, io) => {
+        const c = new TroveApiClient(o);
+        const id = await c.instanceId(o.instanceRef);
+        if (verb === 'detach-replica') await c.request('PATCH', `/instances/${id}`, { instance: { replica_of: null } });
+        else await c.request('POST', `/instances/${id}/action`, verb === 'promote' ? { promote_to_replica_source: {} } : { eject_replica_source: {} });
+        let inst = (await c.get(`/instances/${id}`)).instance as JsonObject;
+        if (o.wait) {
+          await new Promise((r) => setTimeout(r, 300));
+          inst = (await waitFor(c, io, 'instance', id)) ?? inst;
+        }
+        show(io, o.json, inst);
+        return o.wait && verb !== 'eject' && inst.status !== 'ACTIVE' ? 1 : 0;
+      },
+    }),
+  ),
   ...(['restart', 'resize-volume', 'resize-flavor'] as const).map((verb) =>
     defineCommand({
       path: ['instance', verb],

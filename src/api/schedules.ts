@@ -1,0 +1,45 @@
+// couchtrove's backup schedule endpoints (Trove keeps schedules in Mistral, which couchtrove does not
+// speak): /v1.0/{project}/instances/{id}/schedules. Registered inside the Trove API's project scope.
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { ControlPlane } from '../tasks/control.js';
+import { createSchedule, deleteSchedule, getSchedule, listSchedules, scheduleView } from '../tasks/schedules.js';
+import { badRequest } from '../tasks/errors.js';
+import * as v from './validate.js';
+
+type Req = FastifyRequest<{ Params: Record<string, string> }>;
+
+const KEYS = ['name', 'description', 'pattern', 'incremental', 'keep_last', 'keep_daily', 'keep_weekly'];
+
+function keep(x: unknown, where: string): number | null {
+  return v.optional(x, (y) => v.integer(y, where, 1, 100_000));
+}
+
+export function registerScheduleRoutes(api: FastifyInstance, plane: ControlPlane): void {
+  api.get('/instances/:id/schedules', async (req: Req) => ({
+    schedules: (await listSchedules(plane, req.params.project!, req.params.id!)).map(scheduleView),
+  }));
+  api.get('/instances/:id/schedules/:sid', async (req: Req) => ({
+    schedule: scheduleView(await getSchedule(plane, req.params.project!, req.params.id!, req.params.sid!)),
+  }));
+  api.post('/instances/:id/schedules', async (req: Req, reply) => {
+    const b = v.obj(v.obj(req.body ?? null, 'The request body').schedule, '"schedule"');
+    v.noUnknown(b, KEYS, '"schedule"');
+    if (typeof b.pattern !== 'string') throw badRequest('"pattern" is required: a 5-field cron pattern such as "0 3 * * *" (UTC).');
+    const inc = b.incremental;
+    if (inc !== undefined && inc !== null && inc !== 0 && inc !== 1 && inc !== true && inc !== false) throw badRequest('"incremental" must be 0 or 1.');
+    const s = await createSchedule(plane, req.params.project!, req.params.id!, {
+      name: v.displayName(b.name, '"name"'),
+      description: v.optional(b.description, (x) => v.text(x, '"description"')),
+      pattern: v.text(b.pattern, '"pattern"', 200),
+      incremental: inc === 1 || inc === true,
+      keepLast: keep(b.keep_last, '"keep_last"'),
+      keepDaily: keep(b.keep_daily, '"keep_daily"'),
+      keepWeekly: keep(b.keep_weekly, '"keep_weekly"'),
+    });
+    return reply.code(201).send({ schedule: scheduleView(s) });
+  });
+  api.delete('/instances/:id/schedules/:sid', async (req: Req, reply) => {
+    await deleteSchedule(plane, req.params.project!, req.params.id!, req.params.sid!);
+    return reply.code(202).send();
+  });
+}

@@ -1,0 +1,259 @@
+// Per-instance backup schedules (Trove's schedule-create/list/delete): a 5-field cron pattern (UTC), full
+// or incremental, and an optional retention policy applied to the schedule's own backups after each
+// successful run. Schedules live in the state store (backup_schedules); the scheduler wakes every
+// tickMs and runs each schedule whose next_run has passed. A run missed while the server was down runs
+// ONCE at the next start (not once per missed slot); next_run then moves to the first slot after now.
+import { randomUUID } from 'node:crypto';
+import { CronExpressionParser } from 'cron-parser';
+import { plan } from '../backup/expire.js';
+import type { ManifestBody } from '../backup/format.js';
+import { now, type Row, type StateStore } from '../state/index.js';
+import { describeError } from '../util/errors.js';
+import type { ControlPlane } from './control.js';
+import { badRequest, notFound, ServiceError } from './errors.js';
+import { ancestors } from './incremental.js';
+
+export interface ScheduleRequest {
+  name: string;
+  description: string | null;
+  pattern: string;
+  incremental: boolean;
+  keepLast: number | null;
+  keepDaily: number | null;
+  keepWeekly: number | null;
+}
+
+/** The next time a 5-field cron pattern (UTC) fires strictly after `after`; 400 with the reason when it is not valid. */
+export function nextRun(pattern: string, after: Date): string {
+  const fields = pattern.trim().split(/\s+/);
+  if (fields.length !== 5 || pattern.trim() === '') {
+    throw badRequest(`Invalid schedule pattern ${JSON.stringify(pattern.slice(0, 100))}: expected 5 cron fields "minute hour day-of-month month day-of-week" (e.g. "0 3 * * *"), got ${pattern.trim() === '' ? 0 : fields.length}.`);
+  }
+  try {
+    const e = CronExpressionParser.parse(fields.join(' '), { currentDate: after, tz: 'UTC' });
+    const d = e.next().toDate();
+    return d.toISOString();
+  } catch (err) {
+    throw badRequest(`Invalid schedule pattern ${JSON.stringify(pattern.slice(0, 100))}: ${describeError(err)}`);
+  }
+}
+
+export async function createSchedule(plane: ControlPlane, projectId: string, instanceId: string, req: ScheduleRequest, at: Date = new Date()): Promise<Row<'backup_schedules'>> {
+  const inst = await plane.instance(projectId, instanceId);
+  const next = nextRun(req.pattern, at);
+  const t = now();
+  const row: Row<'backup_schedules'> = {
+    id: randomUUID(), project_id: projectId, instance_id: inst.id, name: req.name, description: req.description,
+    pattern: req.pattern.trim().split(/\s+/).join(' '), incremental: req.incremental ? 1 : 0,
+    keep_last: req.keepLast, keep_daily: req.keepDaily, keep_weekly: req.keepWeekly,
+    next_run: next, last_run: null, last_result: null, created: t, updated: t,
+  };
+  await plane.store.insert('backup_schedules', row);
+  return row;
+}
+
+export async function listSchedules(plane: ControlPlane, projectId: string, instanceId: string): Promise<Row<'backup_schedules'>[]> {
+  const inst = await plane.instance(projectId, instanceId);
+  const rows = await plane.store.find('backup_schedules', { project_id: projectId, instance_id: inst.id });
+  return rows.sort((a, b) => (a.created < b.created ? -1 : a.created > b.created ? 1 : a.id.localeCompare(b.id)));
+}
+
+export async function getSchedule(plane: ControlPlane, projectId: string, instanceId: string, id: string): Promise<Row<'backup_schedules'>> {
+  const inst = await plane.instance(projectId, instanceId);
+  const s = await plane.store.get('backup_schedules', id);
+  if (!s || s.project_id !== projectId || s.instance_id !== inst.id) throw notFound(`Schedule ${id} could not be found on instance ${instanceId}.`);
+  return s;
+}
+
+/** Deletes the schedule (its backups stay). */
+export async function deleteSchedule(plane: ControlPlane, projectId: string, instanceId: string, id: string): Promise<void> {
+  const s = await getSchedule(plane, projectId, instanceId, id);
+  await plane.store.remove('backup_schedules', s.id);
+  for (const r of await plane.store.find('backup_schedule_runs', { schedule_id: s.id })) await plane.store.remove('backup_schedule_runs', r.id);
+}
+
+export function scheduleView(s: Row<'backup_schedules'>): Record<string, unknown> {
+  return {
+    id: s.id, name: s.name, description: s.description, instance_id: s.instance_id, pattern: s.pattern,
+    incremental: s.incremental === 1, keep_last: s.keep_last, keep_daily: s.keep_daily, keep_weekly: s.keep_weekly,
+    next_run: s.next_run, last_run: s.last_run, last_result: s.last_result, created: s.created, updated: s.updated,
+  };
+}
+
+export interface SchedulerOptions {
+  log?: (m: string) => void;
+  /** How often due schedules are looked for, ms (default 15 s). */
+  tickMs?: number;
+  /** How often a started backup (and a retention delete) is polled, ms. */
+  pollMs?: number;
+  /** The time the scheduler goes by (tests inject one). */
+  clock?: () => Date;
+}
+
+const FINAL = ['COMPLETED', 'FAILED', 'DELETE_FAILED'];
+
+export class BackupScheduler {
+  private readonly store: StateStore;
+  private readonly log: (m: string) => void;
+  private readonly tickMs: number;
+  private readonly pollMs: number;
+  private readonly clock: () => Date;
+  private timer: NodeJS.Timeout | null = null;
+  private stopping = false;
+  private ticking: Promise<void> | null = null;
+  /** Runs in progress, by schedule id. */
+  private readonly running = new Map<string, Promise<void>>();
+
+  constructor(private readonly plane: ControlPlane, options: SchedulerOptions = {}) {
+    this.store = plane.store;
+    this.log = options.log ?? (() => undefined);
+    this.tickMs = options.tickMs ?? 15_000;
+    this.pollMs = options.pollMs ?? 500;
+    this.clock = options.clock ?? (() => new Date());
+  }
+
+  /** Starts ticking; the first tick (now) runs what was missed while the server was down, once. */
+  start(): void {
+    const loop = (): void => {
+      if (this.stopping) return;
+      this.ticking = this.tick().catch((err: unknown) => this.log(`schedules: ${describeError(err)}`)).then(() => undefined);
+      void this.ticking.then(() => {
+        if (!this.stopping) this.timer = setTimeout(loop, this.tickMs);
+      });
+    };
+    loop();
+  }
+
+  /** Stops ticking and waiting; a backup already started finishes under the task manager. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.ticking;
+    await this.idle();
+  }
+
+  /** Resolves when no run is in progress. */
+  async idle(): Promise<void> {
+    while (this.running.size > 0) await Promise.all([...this.running.values()]);
+  }
+
+  /** Starts every schedule due at `at`; returns their ids. */
+  async tick(at: Date = this.clock()): Promise<string[]> {
+    const started: string[] = [];
+    const due = (await this.store.find('backup_schedules')).filter((s) => new Date(s.next_run).getTime() <= at.getTime());
+    for (const s of due) {
+      if (this.stopping) break;
+      if (this.running.has(s.id)) continue;
+      let next: string;
+      try {
+        next = nextRun(s.pattern, at);
+      } catch (err) {
+        this.log(`schedule ${s.id}: ${describeError(err)}`);
+        continue;
+      }
+      // Compare-and-set: a run happens once even if two ticks (or two servers) see it due.
+      if (!(await this.store.update('backup_schedules', s.id, { next_run: next, last_run: at.toISOString(), updated: now() }, { next_run: s.next_run }))) continue;
+      started.push(s.id);
+      const p = this.run(s, at).catch((err: unknown) => this.log(`schedule ${s.id}: ${describeError(err)}`)).finally(() => this.running.delete(s.id));
+      this.running.set(s.id, p);
+    }
+    return started;
+  }
+
+  private async result(s: Row<'backup_schedules'>, text: string): Promise<void> {
+    await this.store.update('backup_schedules', s.id, { last_result: text, updated: now() });
+  }
+
+  private async skip(s: Row<'backup_schedules'>, why: string): Promise<void> {
+    this.log(`schedule ${s.id} (${s.name}) on instance ${s.instance_id}: run skipped: ${why}`);
+    await this.result(s, `skipped: ${why}`);
+  }
+
+  private async run(s: Row<'backup_schedules'>, at: Date): Promise<void> {
+    const inst = await this.store.get('instances', s.instance_id);
+    if (!inst) {
+      this.log(`schedule ${s.id}: instance ${s.instance_id} is gone: the schedule is deleted`);
+      await this.store.remove('backup_schedules', s.id);
+      return;
+    }
+    const running = await this.store.find('backups', { instance_id: inst.id, status: ['NEW', 'BUILDING', 'SAVING'] });
+    if (running.length > 0) return this.skip(s, `backup ${running[0]!.id} of the instance is running`);
+    if (inst.status !== 'ACTIVE' || inst.task_id !== null) {
+      const t = inst.task_id ? await this.store.get('tasks', inst.task_id) : undefined;
+      return this.skip(s, `the instance is ${inst.status}${t ? ` (its ${t.kind} task ${t.id} runs)` : ''}`);
+    }
+    let b: Row<'backups'>;
+    try {
+      b = await this.plane.createBackup(s.project_id, {
+        name: `${s.name} ${at.toISOString().slice(0, 16)}Z`, instanceId: inst.id, description: s.description ?? `schedule ${s.id}`,
+        parentId: null, incremental: s.incremental === 1,
+      });
+    } catch (err) {
+      if (err instanceof ServiceError) return this.skip(s, err.message);
+      throw err;
+    }
+    await this.store.insert('backup_schedule_runs', { id: b.id, schedule_id: s.id, created: b.created });
+    this.log(`schedule ${s.id} (${s.name}): ${b.parent_id ? `incremental backup on ${b.parent_id}` : 'full backup'} ${b.id} started`);
+    await this.result(s, `backup ${b.id} started`);
+    const done = await this.waitBackup(b.id);
+    if (done?.status !== 'COMPLETED') {
+      await this.result(s, `backup ${b.id} ${done ? `${done.status}${done.fail_reason ? `: ${done.fail_reason}` : ''}` : 'disappeared'}`);
+      return;
+    }
+    let summary = `backup ${b.id} COMPLETED`;
+    if (s.keep_last !== null || s.keep_daily !== null || s.keep_weekly !== null) {
+      const removed = await this.applyRetention(s);
+      summary += `; retention removed ${removed.length}${removed.length ? `: ${removed.join(', ')}` : ''}`;
+    }
+    await this.result(s, summary);
+  }
+
+  private async waitBackup(id: string): Promise<Row<'backups'> | undefined> {
+    for (;;) {
+      const b = await this.store.get('backups', id);
+      if (!b || FINAL.includes(b.status) || this.stopping) return b;
+      await new Promise((r) => setTimeout(r, this.pollMs).unref());
+    }
+  }
+
+  /**
+   * The engine's retention decision (keep the N newest, the newest of D days and W weeks, and every
+   * ancestor of what is kept) over this schedule's COMPLETED backups; the rest are deleted through the
+   * control plane (backup.delete tasks: repository objects and rows), newest first. A backup that any
+   * remaining backup of the instance builds on is never deleted. Returns the deleted ids.
+   */
+  async applyRetention(s: Row<'backup_schedules'>): Promise<string[]> {
+    const runs = new Set((await this.store.find('backup_schedule_runs', { schedule_id: s.id })).map((r) => r.id));
+    const all = await this.store.find('backups', { project_id: s.project_id, instance_id: s.instance_id });
+    const byId = new Map(all.map((b) => [b.id, b]));
+    const mine = all.filter((b) => runs.has(b.id) && b.status === 'COMPLETED');
+    const bodies = mine.map((b) => ({ id: b.id, created: b.created, depends: ancestors(b.id, byId) }) as Pick<ManifestBody, 'id' | 'created' | 'depends'>);
+    const { remove } = plan(bodies as ManifestBody[], {
+      ...(s.keep_last !== null ? { keepLast: s.keep_last } : {}),
+      ...(s.keep_daily !== null ? { keepDaily: s.keep_daily } : {}),
+      ...(s.keep_weekly !== null ? { keepWeekly: s.keep_weekly } : {}),
+    });
+    const going = new Set(remove.map((r) => r.id));
+    const needed = new Set<string>();
+    for (const b of all) if (!going.has(b.id) && b.status !== 'FAILED') for (const a of ancestors(b.id, byId)) needed.add(a);
+    const removed: string[] = [];
+    for (const r of remove) {
+      if (needed.has(r.id) || this.stopping) continue;
+      try {
+        await this.plane.deleteBackup(s.project_id, r.id);
+        const end = Date.now() + this.plane.config.taskTimeout * 1000;
+        while (Date.now() < end && !this.stopping && (await this.store.get('backups', r.id))?.status === 'COMPLETED') {
+          await new Promise((res) => setTimeout(res, this.pollMs).unref());
+        }
+        if (!(await this.store.get('backups', r.id))) {
+          await this.store.remove('backup_schedule_runs', r.id);
+          removed.push(r.id);
+        }
+      } catch (err) {
+        this.log(`schedule ${s.id}: retention could not delete backup ${r.id}: ${describeError(err)}`);
+      }
+    }
+    if (removed.length) this.log(`schedule ${s.id} (${s.name}): retention deleted ${removed.join(', ')}`);
+    return removed;
+  }
+}
