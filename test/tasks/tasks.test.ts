@@ -31,6 +31,8 @@ forEachBackend('tasks', (backend) => {
       const a = p.compute.agentOf(id);
       assert.ok(a.dbs.has('db1'));
       assert.deepEqual([...a.users.get('u1')!.databases], ['db1']);
+      // The instance turns ACTIVE inside the task; the task itself is marked COMPLETED just after.
+      await until('the create task to complete', async () => (await p.store.find('tasks', { instance_id: id }))[0]?.status, (s) => s === 'COMPLETED');
       const tasks = await p.store.find('tasks', { instance_id: id });
       assert.deepEqual(tasks.map((t) => [t.kind, t.status]), [['instance.create', 'COMPLETED']]);
       assert.equal((await p.store.get('instances', id))?.task_id, null);

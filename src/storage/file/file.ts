@@ -1,16 +1,16 @@
 // Local directory repository (file:///absolute/path).
 // Durability: each object is written to a temporary name in its directory, fsynced, renamed into
 // place and the directory fsynced, so a crash leaves either the whole object or none of it.
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { checkKey, ObjectNotFoundError, StorageError, type Backend, type ObjectInfo, type PutOptions, type Range } from '../backend.js';
 import { syncDir } from '../../util/fs.js';
 
 const TMP_MARK = '.tmp-';
+const SYNC_STEP = 64 * 1024 * 1024;
 
 export async function openFileBackend(url: URL): Promise<Backend> {
   if (url.host !== '' && url.host !== 'localhost') {
@@ -41,10 +41,21 @@ export class FileBackend implements Backend {
     await fs.mkdir(dir, { recursive: true });
     const tmp = `${target}${TMP_MARK}${randomBytes(6).toString('hex')}`;
     try {
-      const out = createWriteStream(tmp, { flags: 'wx', mode: 0o600 });
-      await pipeline(body, out);
-      const fh = await fs.open(tmp, 'r+');
+      const fh = await fs.open(tmp, 'wx', 0o600);
       try {
+        // Flush to disk in stages while writing, so the final fsync does not wait for the whole object.
+        let written = 0;
+        let flushedAt = 0;
+        let flushing: Promise<void> | null = null;
+        for await (const chunk of body as AsyncIterable<Buffer>) {
+          for (let off = 0; off < chunk.length; ) off += (await fh.write(chunk, off, chunk.length - off, written + off)).bytesWritten;
+          written += chunk.length;
+          if (written - flushedAt >= SYNC_STEP && !flushing) {
+            flushedAt = written;
+            flushing = fh.datasync().finally(() => (flushing = null));
+          }
+        }
+        await flushing;
         await fh.sync();
       } finally {
         await fh.close();
