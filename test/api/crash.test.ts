@@ -1,25 +1,17 @@
 // The server is killed (SIGKILL) in the middle of a backup and in the middle of a create; after a
 // restart on the same state every task ends in a true state: the interrupted backup FAILED with the
 // reason (and deletable), the instance ACTIVE, the create resumed to ACTIVE; nothing stays BUILD/NEW.
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { openState } from '../../src/state/index.js';
-import { startServer, tempDir, api, waitStatus, killUnder, processesUnder, type J, type RealServer } from '../support/server.js';
+import { sandbox, startServer, api, waitStatus, processesUnder, type J, type RealServer } from '../support/server.js';
 
-const root = tempDir('couchtrove-crash-');
-const stateDir = path.join(root, 'state');
+const { root, stateDir, track } = sandbox('couchtrove-crash-');
 let server: RealServer | undefined;
-after(async () => {
-  await server?.kill('SIGKILL');
-  killUnder(root);
-  fs.rmSync(root, { recursive: true, force: true });
-});
 
 test('crash mid-backup and mid-create, then restart', { timeout: 300_000 }, async () => {
-  server = await startServer(stateDir);
+  server = track(await startServer(stateDir));
   let base = server.api;
   const c = await api(base, 'POST', '/instances', { instance: { name: 'crash', flavorRef: '1', volume: { size: 1 }, databases: [{ name: 'blobs' }], users: [{ name: 'bob', password: 'pw-bob-1', databases: [{ name: 'blobs' }] }] } });
   const id = (c.json.instance as J).id as string;
@@ -43,7 +35,7 @@ test('crash mid-backup and mid-create, then restart', { timeout: 300_000 }, asyn
   const cid = (c2.json.instance as J).id as string;
   await server.kill('SIGKILL');
 
-  server = await startServer(stateDir);
+  server = track(await startServer(stateDir));
   base = server.api;
   const backup = await waitStatus(base, "backups", bid, ["FAILED", "COMPLETED"], 60_000);
   process.stderr.write(`interrupted backup ended ${String(backup.status)}: ${String(backup.fail_reason)}\n`);

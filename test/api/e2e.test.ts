@@ -2,25 +2,18 @@
 // COUCHDB_HOME is set): create with a database and a user → the user writes documents → backup →
 // COMPLETED → create from the backup → the documents are there and the user can log in → resize the
 // volume → restart → delete everything: nothing left running or on disk.
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { startServer, tempDir, api, waitStatus, processesUnder, killUnder, type J, type RealServer } from '../support/server.js';
+import { sandbox, basicAuth, startServer, api, waitStatus, processesUnder, type J, type RealServer } from '../support/server.js';
 
-const root = tempDir('couchtrove-e2e-');
-const stateDir = path.join(root, 'state');
+const { root, stateDir, track } = sandbox('couchtrove-e2e-');
 let server: RealServer | undefined;
-after(async () => {
-  await server?.kill('SIGKILL');
-  killUnder(root);
-  fs.rmSync(root, { recursive: true, force: true });
-});
 
-const basic = (u: string, p: string): string => `Basic ${Buffer.from(`${u}:${p}`).toString('base64')}`;
 
 test('instance lifecycle end to end', { timeout: 300_000 }, async () => {
-  server = await startServer(stateDir);
+  server = track(await startServer(stateDir));
   assert.match(server.log(), /COUCHDB_HOME is not set|Apache CouchDB from/);
   const base = server.api;
   const c = await api(base, 'POST', '/instances', {
@@ -35,7 +28,7 @@ test('instance lifecycle end to end', { timeout: 300_000 }, async () => {
   if (!process.env.COUCHDB_HOME) assert.match(inst.engine_warning as string, /development engine/);
 
   // The user writes documents.
-  const auth = basic('alice', 's3cret-pw');
+  const auth = basicAuth('alice', 's3cret-pw');
   for (let i = 0; i < 20; i++) {
     const r = await fetch(`${url}/orders/order-${i}`, { method: 'PUT', headers: { authorization: auth, 'content-type': 'application/json' }, body: JSON.stringify({ n: i, item: 'widget' }) });
     assert.equal(r.status, 201, await r.text());

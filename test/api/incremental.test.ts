@@ -1,24 +1,16 @@
 // Incremental backups through the API on a real server (real agents, development engine or
 // COUCHDB_HOME): parent_id / incremental: 1, much smaller than the full, restore through the chain,
 // deleting a parent that a kept incremental depends on is refused.
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { startServer, tempDir, api, waitStatus, killUnder, type J, type RealServer } from '../support/server.js';
+import { sandbox, basicAuth, startServer, api, waitStatus, type J, type RealServer } from '../support/server.js';
 import { runCli } from '../support/cli.js';
 
-const root = tempDir('couchtrove-incremental-');
-const stateDir = path.join(root, 'state');
+const { root, stateDir, track } = sandbox('couchtrove-incremental-');
 let server: RealServer | undefined;
-after(async () => {
-  await server?.kill('SIGKILL');
-  killUnder(root);
-  fs.rmSync(root, { recursive: true, force: true });
-});
 
-const basic = (u: string, p: string): string => `Basic ${Buffer.from(`${u}:${p}`).toString('base64')}`;
-const auth = basic('alice', 's3cret-pw');
+const auth = basicAuth('alice', 's3cret-pw');
 
 async function bulk(url: string, from: number, n: number, pad: number): Promise<void> {
   const docs = Array.from({ length: n }, (_, i) => ({ _id: `doc-${from + i}`, n: from + i, pad: 'x'.repeat(pad) }));
@@ -35,7 +27,7 @@ async function backup(base: string, body: J): Promise<J> {
 }
 
 test('incremental backups through the API: parent_id, size, restore through the chain, parent deletion refused', { timeout: 240_000 }, async (t) => {
-  server = await startServer(stateDir);
+  server = track(await startServer(stateDir));
   const base = server.api;
   const c = await api(base, 'POST', '/instances', {
     instance: { name: 'inc', flavorRef: '1', volume: { size: 1 }, databases: [{ name: 'orders' }], users: [{ name: 'alice', password: 's3cret-pw', databases: [{ name: 'orders' }] }] },

@@ -4,6 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { after } from 'node:test';
 import { repoRoot } from './postgres.js';
 
 export interface RealServer {
@@ -19,6 +20,23 @@ export interface RealServer {
 export function tempDir(prefix: string): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }
+
+/**
+ * A test file's private root with a state directory. After the file's tests it kills the last server
+ * given to track() and every process started under the root, and removes the root.
+ */
+export function sandbox(prefix: string): { root: string; stateDir: string; track: (s: RealServer) => RealServer } {
+  const root = tempDir(prefix);
+  let server: RealServer | undefined;
+  after(async () => {
+    await server?.kill('SIGKILL');
+    killUnder(root);
+    fs.rmSync(root, { recursive: true, force: true });
+  });
+  return { root, stateDir: path.join(root, 'state'), track: (s) => (server = s) };
+}
+
+export const basicAuth = (user: string, password: string): string => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
 
 export async function startServer(stateDir: string, env: Record<string, string> = {}): Promise<RealServer> {
   const logFile = path.join(stateDir, `..`, `${path.basename(stateDir)}-server.log`);
