@@ -17,6 +17,7 @@ import { RecordPool } from './pool.js';
 import { measure, openMeasured, type MeasuredFile } from './snapshot.js';
 import { readCouchdbMetadata } from './couchdb.js';
 import { recordDone } from '../util/gc.js';
+import { readAt } from '../util/fs.js';
 import type { BackupOptions, BackupSummary } from './types.js';
 
 export async function createBackup(opts: BackupOptions): Promise<BackupSummary> {
@@ -219,12 +220,8 @@ async function writeData(
           if (free.length === 0) await flushOne();
           const n = Math.min(ctx.recordSize, f.size - pos);
           const buf = free.pop()!.subarray(0, n);
-          let got = 0;
-          while (got < n) {
-            const { bytesRead } = await handle.read(buf, got, n - got, pos + got);
-            if (bytesRead === 0) throw new CouchtroveError(`${f.path} shrank while being copied: measured ${f.size} bytes, only ${pos + got} could be read`);
-            got += bytesRead;
-          }
+          const got = (await readAt(handle, buf, pos)).length;
+          if (got < n) throw new CouchtroveError(`${f.path} shrank while being copied: measured ${f.size} bytes, only ${pos + got} could be read`);
           hash.update(buf);
           const record = ctx.pool.encode({ codec: ctx.codec, level: ctx.level, key: ctx.keys?.data ?? null, index: recordIndex++, plain: buf });
           record.catch(() => undefined);

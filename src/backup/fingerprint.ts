@@ -8,20 +8,11 @@
 // a re-read of everything; `--parent-check full` re-reads the whole prefix and compares it extent by extent.
 import { createHash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
+import { readAt } from '../util/fs.js';
 
 const EDGE = 64 * 1024;
 const BLOCK = 4096;
 const SAMPLES = 16;
-
-async function readAt(handle: FileHandle, buf: Buffer, pos: number): Promise<Buffer> {
-  let got = 0;
-  while (got < buf.length) {
-    const { bytesRead } = await handle.read(buf, got, buf.length - got, pos + got);
-    if (bytesRead === 0) break;
-    got += bytesRead;
-  }
-  return buf.subarray(0, got);
-}
 
 export async function fingerprint(handle: FileHandle, size: number): Promise<string> {
   const h = createHash('sha256');

@@ -2,32 +2,13 @@
 // a prepared instance's CouchDB URL; credentials from COUCHDB_USER/COUCHDB_PASSWORD, passwords from stdin.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import * as path from 'node:path';
-import { freePort, repoRoot } from '../support/couchdb.js';
+import { freePort } from '../support/couchdb.js';
 import { adminOf, couch, Harness, http, type TestInstance } from './helpers.js';
+import { runCli, type CliResult } from '../support/cli.js';
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function cli(args: string[], env: NodeJS.ProcessEnv, input?: string): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const clean = { ...process.env };
-    delete clean.COUCHDB_USER;
-    delete clean.COUCHDB_PASSWORD;
-    const child = spawn(process.execPath, [path.join(repoRoot, 'bin', 'couchtrove.js'), ...args], { env: { ...clean, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-    child.stdin.end(input ?? '');
-  });
-}
+// Admin credentials come only from what each test passes, never from the runner's environment.
+const cli = (args: string[], env: NodeJS.ProcessEnv, input?: string): Promise<CliResult> =>
+  runCli(args, { COUCHDB_USER: undefined, COUCHDB_PASSWORD: undefined, ...env }, input);
 
 describe(`agent hand commands [${couch.label}]`, () => {
   const h = new Harness();

@@ -4,17 +4,14 @@
 // then promote and eject, driven through the real `openstack database instance` and `trove` clients.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { AgentClient } from '../../src/agent/client.js';
 import { runCli } from '../support/cli.js';
 import { startServer, tempDir, api, waitStatus, killUnder, type J, type RealServer } from '../support/server.js';
+import { clientsSkip, troveClients } from '../support/trove-clients.js';
 
-const have = (bin: string): boolean => (process.env.PATH ?? '').split(':').some((d) => fs.existsSync(path.join(d, bin)));
-const missing = !have('openstack') || !have('trove');
-if (missing && process.env.CI) throw new Error('python3-troveclient and python3-openstackclient are not installed');
-const skipClients = missing ? 'python3-troveclient / python3-openstackclient not installed' : false;
+const skipClients = clientsSkip;
 
 const root = tempDir('couchtrove-replication-');
 const stateDir = path.join(root, 'state');
@@ -22,7 +19,6 @@ const home = path.join(root, 'home');
 let server: RealServer | undefined;
 let base = '';
 before(async () => {
-  fs.mkdirSync(path.join(home, 'cache'), { recursive: true });
   server = await startServer(stateDir);
   base = server.api;
 });
@@ -68,17 +64,7 @@ function agentOf(id: string): AgentClient {
 }
 const replicaIds = (i: J): string[] => ((i.replicas as J[] | undefined) ?? []).map((r) => r.id as string).sort();
 
-function run(cmd: string, args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile(cmd, args, { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: home, TROVECLIENT_UUID_CACHE_DIR: path.join(home, 'cache'), LANG: 'C.UTF-8' }, timeout: 90_000 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`${cmd} ${args.join(' ')}: ${err.message}\n${stdout}\n${stderr}`));
-      else resolve(stdout);
-    });
-  });
-}
-const os = (...args: string[]): Promise<string> => run('openstack', ['--os-auth-type', 'none', '--os-endpoint', base, 'database', ...args]);
-const trove = (...args: string[]): Promise<string> =>
-  run('trove', ['--os-auth-url', `${server!.url}/auth`, '--os-username', 'tester', '--os-password', 'anything', '--os-project-id', 'local', '--bypass-url', base, ...args]);
+const { os, trove } = troveClients(home, () => server!);
 
 const WITH_DB = { databases: [{ name: 'orders' }], users: [{ name: 'alice', password: 'alice-pw', databases: [{ name: 'orders' }] }] };
 

@@ -3,15 +3,12 @@
 // database ...` and the legacy `trove --bypass-url ...`, output checked.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { startServer, tempDir, api, waitStatus, killUnder, type J, type RealServer } from '../support/server.js';
+import { clientsSkip, troveClients } from '../support/trove-clients.js';
 
-const have = (bin: string): boolean => (process.env.PATH ?? '').split(':').some((d) => fs.existsSync(path.join(d, bin)));
-const missing = !have('openstack') || !have('trove');
-if (missing && process.env.CI) throw new Error('python3-troveclient and python3-openstackclient are not installed (apt-get install python3-troveclient python3-openstackclient)');
-const skip = missing ? 'python3-troveclient / python3-openstackclient not installed' : false;
+const skip = clientsSkip;
 
 const root = tempDir('couchtrove-clients-');
 const home = path.join(root, 'home');
@@ -19,7 +16,6 @@ let server: RealServer | undefined;
 let base = '';
 before(async () => {
   if (skip) return;
-  fs.mkdirSync(path.join(home, 'cache'), { recursive: true });
   server = await startServer(path.join(root, 'state'));
   base = server.api;
 });
@@ -29,18 +25,8 @@ after(async () => {
   fs.rmSync(root, { recursive: true, force: true });
 });
 
-function run(cmd: string, args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile(cmd, args, { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: home, TROVECLIENT_UUID_CACHE_DIR: path.join(home, 'cache'), LANG: 'C.UTF-8' }, timeout: 90_000 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`${cmd} ${args.join(' ')}: ${err.message}\n${stdout}\n${stderr}`));
-      else resolve(stdout);
-    });
-  });
-}
-const os = (...args: string[]): Promise<string> => run('openstack', ['--os-auth-type', 'none', '--os-endpoint', base, 'database', ...args]);
 const osJson = async (...args: string[]): Promise<J> => JSON.parse(await os(...args, '-f', 'json')) as J;
-const trove = (...args: string[]): Promise<string> =>
-  run('trove', ['--os-auth-url', `${server!.url}/auth`, '--os-username', 'tester', '--os-password', 'anything', '--os-project-id', 'local', '--bypass-url', base, ...args]);
+const { os, trove } = troveClients(home, () => server!);
 
 async function idle(id: string): Promise<J> {
   await new Promise((r) => setTimeout(r, 300));

@@ -45,6 +45,17 @@ describe('file://', () => {
   }, () => rm(dir, { recursive: true, force: true }));
 });
 
+/** The X-Object-Meta-* headers of a Swift object, without the prefix. */
+async function swiftMetadata(inner: SwiftBackend, key: string): Promise<Record<string, string> | undefined> {
+  const h = await inner.head(key);
+  if (!h) return undefined;
+  const out: Record<string, string> = {};
+  h.forEach((v, k) => {
+    if (k.startsWith('x-object-meta-')) out[k.slice('x-object-meta-'.length)] = v;
+  });
+  return out;
+}
+
 describe('swift://', () => {
   const container = 'conformance';
   const prefix = `run-${run}`;
@@ -57,15 +68,7 @@ describe('swift://', () => {
       backend,
       segmentedSize: 7 * MiB + 123,
       rawNames: () => rawSwiftNames(server, container, `${prefix}/`),
-      metadataOf: async (key) => {
-        const h = await inner.head(key);
-        if (!h) return undefined;
-        const out: Record<string, string> = {};
-        h.forEach((v, k) => {
-          if (k.startsWith('x-object-meta-')) out[k.slice('x-object-meta-'.length)] = v;
-        });
-        return out;
-      },
+      metadataOf: (key) => swiftMetadata(inner, key),
       isSegmented: async (key) => (await inner.head(key))?.get('x-static-large-object') === 'True',
       withPageSize: (n) => openSwiftBackend(new URL(`swift://${container}/${prefix}`), env, { listPageSize: n }),
     };
@@ -86,15 +89,7 @@ describe('swift:// with streamed segments (spooled to files)', () => {
       backend: withRetries(inner),
       segmentedSize: 7 * MiB + 123,
       rawNames: () => rawSwiftNames(server, container, `${prefix}/`),
-      metadataOf: async (key) => {
-        const h = await inner.head(key);
-        if (!h) return undefined;
-        const out: Record<string, string> = {};
-        h.forEach((v, k) => {
-          if (k.startsWith('x-object-meta-')) out[k.slice('x-object-meta-'.length)] = v;
-        });
-        return out;
-      },
+      metadataOf: (key) => swiftMetadata(inner, key),
       isSegmented: async (key) => (await inner.head(key))?.get('x-static-large-object') === 'True',
     };
   });
