@@ -1,10 +1,11 @@
 // Backup and restore throughput and memory of `couchtrove agent backup|restore` against the pipelines
 // Trove used and plain tar+zstd, on the same data in one run (issue 2). Not a test: it writes
 // docs/benchmarks.md. Usage: npm run bench -- [--sizes 1,4] [--runs 3] [--work DIR]
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { BIN, buildDatadir, machine, median, ROOT, timed, writeSection, type Timed } from './lib.js';
+import { benchKey, BIN, buildDatadir, machine, median, ROOT, timed, writeSection, type Timed } from './lib.js';
 
 const { values } = parseArgs({ options: { sizes: { type: 'string', default: '1,4' }, runs: { type: 'string', default: '3' }, work: { type: 'string', default: path.join(ROOT, 'bench/work') } } });
 const GiB = 2 ** 30;
@@ -18,6 +19,9 @@ function best(label: string, cmd: string, setup?: () => Promise<void>): Promise<
     const all: Timed[] = [];
     for (let i = 0; i < runs; i++) {
       await setup?.();
+      // Nothing of the previous run (its deletions, the other contender's unsynced writes) is left for
+      // this one to write back: every contender starts from a clean page cache state.
+      execFileSync('sync');
       all.push(timed(cmd));
     }
     const secs = all.map((t) => t.seconds);
@@ -27,9 +31,7 @@ function best(label: string, cmd: string, setup?: () => Promise<void>): Promise<
 }
 
 await fs.mkdir(work, { recursive: true });
-const key = path.join(work, 'bench.key');
-await fs.rm(key, { force: true });
-await fs.writeFile(key, `${Buffer.alloc(32, 7).toString('base64')}\n`, { mode: 0o600 });
+const key = await benchKey(path.join(work, 'bench.key'));
 const pass = 'trove-style-benchmark-passphrase';
 
 for (const gib of values.sizes!.split(',').map(Number)) {
@@ -93,7 +95,7 @@ await writeSection(
 Measured ${new Date().toISOString().slice(0, 10)} on ${machine()}.
 Command: \`npm run bench -- --sizes ${values.sizes} --runs ${runs}\` (bench/backup.ts). Data: the real CouchDB 3.5 benchmark
 data directory from the fixtures plus copies of its \`.couch\` shards under new database names; page cache warm for every
-contender; repository and archives on the same local disk. Times are medians of ${runs} runs; RSS is the peak of the
+contender, \`sync\` before every run; repository and archives on the same local disk. Times are medians of ${runs} runs; RSS is the peak of the
 largest process (GNU time).
 
 | data | what | time | throughput | stored | peak RSS |

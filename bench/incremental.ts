@@ -5,7 +5,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { BIN, buildDatadir, machine, median, ROOT, timed, writeSection } from './lib.js';
+import { benchKey, BIN, buildDatadir, machine, median, ROOT, timed, writeSection } from './lib.js';
 import { listFiles } from '../test/support/tree.js';
 
 const { values } = parseArgs({ options: { runs: { type: 'string', default: '3' }, work: { type: 'string', default: path.join(ROOT, 'bench/work') } } });
@@ -14,8 +14,7 @@ const work = path.resolve(values.work!);
 await fs.mkdir(work, { recursive: true });
 const base = path.join(work, 'datadir-1g');
 const total = await buildDatadir(base, 2 ** 30);
-const key = path.join(work, 'bench.key');
-await fs.writeFile(key, `${Buffer.alloc(32, 7).toString('base64')}\n`, { mode: 0o600 });
+const key = await benchKey(path.join(work, 'bench.key'));
 
 const fulls: number[] = [];
 const incs: number[] = [];

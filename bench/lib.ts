@@ -25,6 +25,13 @@ export function timed(command: string, env: NodeJS.ProcessEnv = {}): Timed {
   return { seconds: secs, maxRssMiB: kb / 1024 };
 }
 
+/** A fresh key file made by `couchtrove agent keygen`, as a user would make one. */
+export async function benchKey(file: string): Promise<string> {
+  await fs.rm(file, { force: true });
+  execFileSync(process.execPath, [BIN, 'agent', 'keygen', '--out', file], { stdio: 'ignore' });
+  return file;
+}
+
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)]!;

@@ -11,7 +11,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { BIN, buildDatadir, machine, median, ROOT, timed, writeSection, type Timed } from './lib.js';
+import { benchKey, BIN, buildDatadir, machine, median, ROOT, timed, writeSection, type Timed } from './lib.js';
 import { parseSize } from '../src/storage/util.js';
 
 const { values, positionals } = parseArgs({
@@ -52,9 +52,7 @@ process.on('exit', stopSwift);
 const info = JSON.parse(await fs.readFile(path.join(swiftDir, 'swift.json'), 'utf8')) as { authUrl: string; user: string; key: string };
 const swiftEnv = { ST_AUTH: info.authUrl, ST_USER: info.user, ST_KEY: info.key };
 
-const key = path.join(work, 'bench-swift.key');
-await fs.rm(key, { force: true });
-execFileSync(process.execPath, [BIN, 'agent', 'keygen', '--out', key], { stdio: 'ignore' });
+const key = await benchKey(path.join(work, 'bench-swift.key'));
 
 const archive = path.join(work, 'base.tar.zst');
 const downloaded = path.join(work, 'download.tar.zst');

@@ -4,20 +4,20 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { hostname } from 'node:os';
-import type { FileHandle } from 'node:fs/promises';
+import { closeSync } from 'node:fs';
 import { PassThrough } from 'node:stream';
 import type { Backend } from '../storage/backend.js';
 import { deriveKeys, newKdfParams, newKeySalt, type BackupKeys } from '../crypto/keys.js';
 import { CouchtroveError } from '../util/errors.js';
 import { FORMAT, FORMAT_VERSION, keys, sha256Hex, type Catalog, type DirEntry, type Extent, type FileEntry, type ManifestBody } from './format.js';
 import { encodeCatalog, ensureRepository, openBackup, putBuffer, sealManifest } from './repository.js';
-import { extentsMatch, fingerprint } from './fingerprint.js';
+import { extentsMatch, Fingerprint, fingerprint } from './fingerprint.js';
 import { checkLevel, DEFAULT_LEVEL, DEFAULT_RECORD_SIZE, MAX_RECORD_SIZE } from './records.js';
 import { RecordPool } from './pool.js';
 import { measure, openMeasured, type MeasuredFile } from './snapshot.js';
 import { readCouchdbMetadata } from './couchdb.js';
 import { recordDone } from '../util/gc.js';
-import { readAt } from '../util/fs.js';
+import { readAt, readAtSync } from '../util/fs.js';
 import type { BackupOptions, BackupSummary } from './types.js';
 
 export async function createBackup(opts: BackupOptions): Promise<BackupSummary> {
@@ -41,16 +41,19 @@ export async function createBackup(opts: BackupOptions): Promise<BackupSummary> 
   await putBuffer(storage, keys.lock(id), JSON.stringify({ id, host: hostname(), pid: process.pid, started: created }));
 
   let snapshot: Awaited<ReturnType<typeof measure>> | undefined;
-  const pool = new RecordPool();
+  let pool: RecordPool | undefined;
   try {
     snapshot = await measure(opts.dataDir, opts.configDir);
     await opts.afterMeasure?.();
-    const encryption = opts.key ? { cipher: 'aes-256-gcm' as const, kdf: parent?.manifest.body.encryption?.kdf ?? newKdfParams(), keySalt: newKeySalt() } : null;
+    const previous = new Map<string, FileEntry>();
+    for (const e of parent?.catalog.entries ?? []) if (e.type === 'file') previous.set(`${e.root}:${e.path}`, e);
+    // Starting the worker threads costs ~50 ms of both cores: below INLINE_BYTES to copy (the usual
+    // incremental), this thread encodes the records itself.
+    pool = new RecordPool(opts.workers ?? (toCopy(snapshot.files, previous) < INLINE_BYTES ? 0 : undefined));
+    const encryption = opts.key ? { cipher: 'aes-256-gcm' as const, kdf: parent?.manifest.body.encryption?.kdf ?? newKdfParams(opts.key), keySalt: newKeySalt() } : null;
     const k = opts.key && encryption ? await deriveKeys(opts.key, encryption.kdf, encryption.keySalt) : null;
 
     const total = snapshot.files.reduce((n, f) => n + f.size, 0);
-    const previous = new Map<string, FileEntry>();
-    for (const e of parent?.catalog.entries ?? []) if (e.type === 'file') previous.set(`${e.root}:${e.path}`, e);
     const written = await writeData(storage, id, snapshot.files, { codec, level, recordSize, keys: k, pool, total, progress: opts.progress, previous, parentCheck: opts.parentCheck ?? 'sampled' });
     const depends = [...new Set(written.entries.flatMap((e) => e.extents.map((x) => x.backup)))].filter((b) => b !== id).sort();
 
@@ -99,8 +102,8 @@ export async function createBackup(opts: BackupOptions): Promise<BackupSummary> 
     await removeObjects(storage, id).catch(() => undefined);
     throw err;
   } finally {
-    await snapshot?.close();
-    await pool.close();
+    snapshot?.close();
+    await pool?.close();
   }
 }
 
@@ -149,16 +152,34 @@ interface WriteContext {
   parentCheck: 'sampled' | 'full';
 }
 
+const INLINE_BYTES = 32 << 20;
+const SYNC_READ_MAX = 256 << 10;
+
+/** The parent's file and this one are the same file, not shrunk: device, inode AND birth time (inodes are reused). */
+function sameFile(prev: FileEntry, f: MeasuredFile): boolean {
+  return prev.source.dev === f.dev && prev.source.ino === f.ino && prev.source.birthtimeMs === f.birthtimeMs && f.size >= prev.size;
+}
+
+/** The bytes a backup will copy if every file the parent holds by identity still matches. */
+function toCopy(files: MeasuredFile[], previous: Map<string, FileEntry>): number {
+  let n = 0;
+  for (const f of files) {
+    const prev = previous.get(`${f.root}:${f.path}`);
+    n += prev && sameFile(prev, f) ? f.size - prev.size : f.size;
+  }
+  return n;
+}
+
 /**
  * How much of a file the parent already holds: its extents, when the file on disk is the same file
  * (device, inode AND birth time: inode numbers alone are reused) that has not shrunk, and the parent's
  * prefix still reads the same (fingerprint.ts). Otherwise nothing: the file is copied whole.
  */
-async function reusable(f: MeasuredFile, handle: FileHandle, ctx: WriteContext): Promise<FileEntry | undefined> {
+async function reusable(f: MeasuredFile, fd: number, ctx: WriteContext): Promise<FileEntry | undefined> {
+  if (!ctx.previous.size) return undefined;
   const prev = ctx.previous.get(`${f.root}:${f.path}`);
-  if (!prev || prev.size === 0 || f.size < prev.size) return undefined;
-  if (prev.source.dev !== f.dev || prev.source.ino !== f.ino || prev.source.birthtimeMs !== f.birthtimeMs) return undefined;
-  const same = ctx.parentCheck === 'full' ? await extentsMatch(handle, prev.extents) : (await fingerprint(handle, prev.size)) === prev.fingerprint;
+  if (!prev || prev.size === 0 || !sameFile(prev, f)) return undefined;
+  const same = ctx.parentCheck === 'full' ? await extentsMatch(fd, prev.extents) : fingerprint(fd, prev.size) === prev.fingerprint;
   return same ? prev : undefined;
 }
 
@@ -209,20 +230,25 @@ async function writeData(
   const entries: FileEntry[] = [];
   try {
     for (const f of files) {
-      const { handle, owned } = await openMeasured(f);
+      const { fd, owned } = openMeasured(f);
       try {
-        const prev = ctx.previous.size ? await reusable(f, handle, ctx) : undefined;
+        const prev = await reusable(f, fd, ctx);
         const from = prev?.size ?? 0;
         bytesDone += from;
         const hash = createHash('sha256');
+        // The new fingerprint comes from the bytes copied, and from the file only for the parent's part.
+        const fp = new Fingerprint(fd, f.size).readUntil(from);
         const extent: Extent = { backup: id, offset: 0, length: 0, record: recordIndex, records: 0, bytes: f.size - from, sha256: '' };
         for (let pos = from; pos < f.size; ) {
           if (free.length === 0) await flushOne();
           const n = Math.min(ctx.recordSize, f.size - pos);
           const buf = free.pop()!.subarray(0, n);
-          const got = (await readAt(handle, buf, pos)).length;
+          // Small reads (an incremental's new tails) straight from this thread: a thread-pool round
+          // trip costs more than copying that much from the page cache.
+          const got = (n <= SYNC_READ_MAX ? readAtSync(fd, buf, pos) : await readAt(fd, buf, pos)).length;
           if (got < n) throw new CouchtroveError(`${f.path} shrank while being copied: measured ${f.size} bytes, only ${pos + got} could be read`);
           hash.update(buf);
+          fp.feed(buf, pos);
           const record = ctx.pool.encode({ codec: ctx.codec, level: ctx.level, key: ctx.keys?.data ?? null, index: recordIndex++, plain: buf });
           record.catch(() => undefined);
           inflight.push({ record, extent, first: extent.records === 0 });
@@ -244,12 +270,12 @@ async function writeData(
           size: f.size,
           // Copied whole, the extent's hash is the file's; on top of a parent's prefix each extent keeps its own.
           sha256: prev ? null : extent.sha256,
-          fingerprint: await fingerprint(handle, f.size),
+          fingerprint: fp.digest(),
           extents: [...(prev?.extents ?? []), ...(extent.records > 0 ? [extent] : [])],
           source: { dev: f.dev, ino: f.ino, birthtimeMs: f.birthtimeMs },
         });
       } finally {
-        if (owned) await handle.close();
+        if (owned) closeSync(fd);
       }
     }
     while (inflight.length) await flushOne();

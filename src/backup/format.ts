@@ -43,7 +43,7 @@ export interface ManifestBody {
   host: string;
   datastore: { type: 'couchdb'; version: string | null };
   compression: { codec: Codec; level: number };
-  /** kdf: scrypt parameters (shared along an incremental chain); keySalt: this backup's HKDF salt. */
+  /** kdf: scrypt parameters, or none for a generated key (shared along an incremental chain); keySalt: this backup's HKDF salt. */
   encryption: null | { cipher: 'aes-256-gcm'; kdf: KdfParams; keySalt: string };
   recordSize: number;
   /** bytes: plain bytes copied by this backup; totalBytes: plain bytes of the whole tree it restores. */

@@ -42,8 +42,10 @@ export async function restoreBackup(opts: RestoreOptions): Promise<RestoreResult
     await fs.mkdir(rootDir('config'), { mode: 0o755 });
     for (const d of dirs) await fs.mkdir(path.join(rootDir(d.root), ...d.path.split('/')), { recursive: true, mode: 0o755 });
 
-    // Positional writes; each file's fsync runs in the background while the next file is written,
-    // and all of them complete before anything is moved into place.
+    // Positional writes; each file's fdatasync runs in the background while the next file is written,
+    // and all of them complete before anything is moved into place. fdatasync, not fsync: it still
+    // makes the data and the size durable, and skipping the timestamps (set again below anyway) made a
+    // 1 GiB restore ~25% faster here (docs/benchmarks.md). Directory entries are synced further down.
     const open = new Map<FileEntry, { handle: fs.FileHandle; pos: number }>();
     const syncing = new Set<Promise<void>>();
     const sink: FileSink = {
@@ -63,7 +65,7 @@ export async function restoreBackup(opts: RestoreOptions): Promise<RestoreResult
         const { handle } = open.get(f)!;
         open.delete(f);
         while (syncing.size >= 8) await Promise.race(syncing);
-        const p = handle.sync().finally(() => handle.close());
+        const p = handle.datasync().finally(() => handle.close());
         const tracked = p.then(() => void syncing.delete(tracked));
         syncing.add(tracked);
         p.catch(() => undefined);
@@ -87,6 +89,10 @@ export async function restoreBackup(opts: RestoreOptions): Promise<RestoreResult
       await fs.utimes(p, new Date(d.mtimeMs), new Date(d.mtimeMs));
     }
     if (owner) await chownTree(stage, owner.uid, owner.gid);
+    // The new files' directory entries are durable before anything moves into place.
+    for (const d of dirs) await syncDir(path.join(rootDir(d.root), ...d.path.split('/')));
+    await syncDir(rootDir('data'));
+    await syncDir(rootDir('config'));
 
     // Everything is on disk and checked: replace the target's contents.
     if (opts.force) await clearDirectory(target, stage);

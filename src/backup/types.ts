@@ -35,6 +35,8 @@ export interface BackupOptions {
   afterMeasure?: () => Promise<void>;
   /** Plain-text bytes per record (default 2 MiB). */
   recordSize?: number;
+  /** Worker threads that encode records: by default none when under 32 MiB is to be copied, else one per core. */
+  workers?: number;
   /** Incremental backup: store only what each file gained since this backup (docs/backup-format.md). */
   parent?: string;
   /** How the parent's bytes are checked before reuse: sampled fingerprint (default) or a full re-read. */

@@ -1,7 +1,9 @@
-// Key handling. The key file's bytes are the input keying material; scrypt with a random salt (new for
-// every full backup, shared by its incrementals) turns it into a master key, and HKDF with the backup's
-// own random salt derives one subkey per purpose (data records, catalog, manifest seal). Nothing derived
-// from the key is stored except what AEAD/HMAC outputs need.
+// Key handling. The key file's bytes are the input keying material. A file that may hold a passphrase is
+// stretched with scrypt (random salt, new for every full backup, shared by its incrementals) into a
+// master key; a key written by `keygen` (KEY_PREFIX + 32 random bytes) is used as the master directly,
+// as age does for its keys: stretching 256 random bits adds nothing but ~90 ms to every run. HKDF with
+// the backup's own random salt then derives one subkey per purpose (data records, catalog, manifest
+// seal). Nothing derived from the key is stored except what AEAD/HMAC outputs need.
 import { createHmac, hkdfSync, randomBytes, scrypt as scryptCb, timingSafeEqual } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import { promisify } from 'node:util';
@@ -10,6 +12,9 @@ import { CouchtroveError } from '../util/errors.js';
 const scrypt = promisify(scryptCb) as (pw: Buffer, salt: Buffer, len: number, opts: { N: number; r: number; p: number; maxmem: number }) => Promise<Buffer>;
 
 export const MIN_KEY_BYTES = 32;
+/** What `keygen` writes: this prefix, then 32 random bytes in base64. */
+export const KEY_PREFIX = 'couchtrove-key-v1:';
+const GENERATED_KEY = /^couchtrove-key-v1:[A-Za-z0-9+/]{43}=$/;
 
 /** The bytes of a key file, kept in memory only. */
 export class KeyMaterial {
@@ -23,8 +28,13 @@ export class KeyMaterial {
   toJSON(): string {
     return '[key]';
   }
+  /** A key written by `keygen`: full entropy, so it needs no stretching. */
+  get generated(): boolean {
+    return GENERATED_KEY.test(this.#bytes.toString('latin1'));
+  }
   /** @internal */
   master(params: KdfParams): Promise<Buffer> {
+    if (params.name === 'none') return Promise.resolve(this.#bytes);
     const id = `${params.N}:${params.r}:${params.p}:${params.salt}`;
     let m = this.#masters.get(id);
     if (!m) {
@@ -49,22 +59,25 @@ export async function readKeyFile(file: string): Promise<KeyMaterial> {
   return new KeyMaterial(raw.subarray(0, end));
 }
 
-/** A new key file: 32 random bytes, base64 (44 characters), mode 0600. */
+/** A new key file: KEY_PREFIX and 32 random bytes in base64, mode 0600. */
 export async function writeNewKeyFile(file: string): Promise<void> {
-  await fs.writeFile(file, `${randomBytes(32).toString('base64')}\n`, { mode: 0o600, flag: 'wx' });
+  await fs.writeFile(file, `${KEY_PREFIX}${randomBytes(32).toString('base64')}\n`, { mode: 0o600, flag: 'wx' });
 }
 
-export interface KdfParams {
-  name: 'scrypt';
-  N: number;
-  r: number;
-  p: number;
-  /** base64 */
-  salt: string;
-}
+/** scrypt for a key file that may hold a passphrase; none for a generated key. */
+export type KdfParams =
+  | {
+      name: 'scrypt';
+      N: number;
+      r: number;
+      p: number;
+      /** base64 */
+      salt: string;
+    }
+  | { name: 'none' };
 
-export function newKdfParams(): KdfParams {
-  return { name: 'scrypt', N: 1 << 15, r: 8, p: 1, salt: randomBytes(32).toString('base64') };
+export function newKdfParams(key: KeyMaterial): KdfParams {
+  return key.generated ? { name: 'none' } : { name: 'scrypt', N: 1 << 15, r: 8, p: 1, salt: randomBytes(32).toString('base64') };
 }
 
 export interface BackupKeys {
@@ -79,8 +92,9 @@ export function newKeySalt(): string {
 }
 
 export async function deriveKeys(key: KeyMaterial, params: KdfParams, keySalt: string): Promise<BackupKeys> {
-  if (params.name !== 'scrypt' || params.N > 1 << 20 || params.r > 32 || params.p > 16) {
-    throw new CouchtroveError(`unsupported key derivation parameters in manifest`);
+  if (params.name === 'none' ? !key.generated : params.name !== 'scrypt' || params.N > 1 << 20 || params.r > 32 || params.p > 16) {
+    // A backup made with a generated key was never stretched; any other key file cannot be its key.
+    throw new CouchtroveError(params.name === 'none' ? 'wrong key or corrupted data: this backup was made with a key from `couchtrove agent keygen`' : `unsupported key derivation parameters in manifest`);
   }
   const master = await key.master(params);
   const salt = Buffer.from(keySalt, 'base64');

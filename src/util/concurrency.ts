@@ -12,3 +12,4 @@ export async function mapLimit<T, R>(items: T[], limit: number, fn: (t: T) => Pr
   );
   return out;
 }
+

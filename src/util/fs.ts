@@ -1,3 +1,4 @@
+import { read, readSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 
 /** fsync a directory, so that the names created or renamed in it survive a crash. */
@@ -11,12 +12,23 @@ export async function syncDir(dir: string): Promise<void> {
 }
 
 /** Fills buf from the file at pos; shorter only where the file ends. Returns the part filled. */
-export async function readAt(handle: fs.FileHandle, buf: Buffer, pos: number): Promise<Buffer> {
+export async function readAt(fd: number, buf: Buffer, pos: number): Promise<Buffer> {
   let got = 0;
   while (got < buf.length) {
-    const { bytesRead } = await handle.read(buf, got, buf.length - got, pos + got);
-    if (bytesRead === 0) break;
-    got += bytesRead;
+    const n = await new Promise<number>((resolve, reject) => read(fd, buf, got, buf.length - got, pos + got, (err, bytes) => (err ? reject(err) : resolve(bytes))));
+    if (n === 0) break;
+    got += n;
+  }
+  return buf.subarray(0, got);
+}
+
+/** readAt, synchronously: for small reads, where a thread-pool round trip costs more than the read. */
+export function readAtSync(fd: number, buf: Buffer, pos: number): Buffer {
+  let got = 0;
+  while (got < buf.length) {
+    const n = readSync(fd, buf, got, buf.length - got, pos + got);
+    if (n === 0) break;
+    got += n;
   }
   return buf.subarray(0, got);
 }

@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import { createBackup, deleteBackup, listBackups, restoreBackup, verifyBackup } from '../../src/backup/index.js';
 import { keys, sha256Hex, type Catalog, type FileEntry } from '../../src/backup/format.js';
 import { encodeCatalog, openBackup, readManifest, sealManifest } from '../../src/backup/repository.js';
-import { KeyMaterial } from '../../src/crypto/keys.js';
+import { KEY_PREFIX, KeyMaterial, readKeyFile, writeNewKeyFile } from '../../src/crypto/keys.js';
 import { openStorage, type Backend } from '../../src/storage/index.js';
 import { extractDatadir } from '../support/fixtures.js';
 import { readTree, tempDir } from '../support/tree.js';
@@ -95,6 +95,27 @@ describe('damaged backups and bad input', () => {
     await assert.rejects(restoreBackup({ storage: b.storage, id: b.id, key: other, dataDir: b.target }), /wrong key or corrupted data/);
     await assert.rejects(verifyBackup({ storage: b.storage, id: b.id }), /is encrypted: give its key with --key-file/);
     await assertNothingRestored(b.target);
+  });
+
+  test('a generated key is not stretched, a passphrase-like key is; neither opens the other', async () => {
+    const root = path.join(work.dir, `repo-${n++}`);
+    const storage = await openStorage(`file://${root}`);
+    const keyFile = path.join(work.dir, `generated-${n}.key`);
+    await writeNewKeyFile(keyFile);
+    const generated = await readKeyFile(keyFile);
+    assert.equal(generated.generated, true);
+    assert.equal(key.generated, false, 'raw random bytes without the prefix are treated as a passphrase');
+    const g = await createBackup({ dataDir: src, storage, key: generated });
+    const p = await createBackup({ dataDir: src, storage, key });
+    assert.deepEqual((await readManifest(storage, g.id)).body.encryption?.kdf, { name: 'none' });
+    assert.equal((await readManifest(storage, p.id)).body.encryption?.kdf.name, 'scrypt');
+    await verifyBackup({ storage, id: g.id, key: generated });
+    await verifyBackup({ storage, id: p.id, key });
+    await assert.rejects(verifyBackup({ storage, id: g.id, key }), /wrong key or corrupted data/);
+    await assert.rejects(verifyBackup({ storage, id: p.id, key: generated }), /wrong key or corrupted data/);
+    // Another generated key: same derivation, different bytes.
+    const other = new KeyMaterial(Buffer.from(`${KEY_PREFIX}${randomBytes(32).toString('base64')}`));
+    await assert.rejects(verifyBackup({ storage, id: g.id, key: other }), /wrong key or corrupted data/);
   });
 
   test('an unknown backup id is not found', async () => {

@@ -19,9 +19,9 @@ test('pass order: _dbs.couch, then indexes, then shards, then the rest', async (
       const lastView = snap.files.findLastIndex((f) => f.path.endsWith('.view'));
       const firstShard = snap.files.findIndex((f) => f.path.startsWith('shards/'));
       assert.ok(lastView < firstShard, 'every index is measured before every shard');
-      assert.ok(snap.files.every((f) => f.handle !== null), 'every file is opened in the pass');
+      assert.ok(snap.files.every((f) => f.fd !== null), 'every file is opened in the pass');
     } finally {
-      await snap.close();
+      snap.close();
     }
   } finally {
     await cleanup();
@@ -38,7 +38,7 @@ test('compaction files, .delete/ content and symlinks are left out and reported'
     await fs.writeFile(path.join(dir, '.delete', 'old.couch'), 'deleted');
     await fs.symlink('/etc/passwd', path.join(dir, 'link.couch'));
     const snap = await measure(dir);
-    await snap.close();
+    snap.close();
     const paths = snap.files.map((f) => f.path);
     assert.ok(!paths.some((p) => p.includes('.compact.')));
     assert.ok(!paths.some((p) => p.startsWith('.delete/')));

@@ -8,7 +8,7 @@ export const databaseCreateCommand = defineCommand({
   required: ['couchdbUrl', 'database'],
   optional: [],
   run: async (o, io) => {
-    await couchManager(o.couchdbUrl, io.env).createDatabase(o.database);
+    await (await couchManager(o.couchdbUrl, io.env)).createDatabase(o.database);
     io.stdout.write(`database ${o.database} created\n`);
     return 0;
   },
@@ -20,7 +20,7 @@ export const databaseListCommand = defineCommand({
   required: ['couchdbUrl'],
   optional: ['json'],
   run: async (o, io) => {
-    const dbs = await couchManager(o.couchdbUrl, io.env).listDatabases();
+    const dbs = await (await couchManager(o.couchdbUrl, io.env)).listDatabases();
     if (o.json) printJson(io, dbs);
     else for (const d of dbs) io.stdout.write(`${d}\n`);
     return 0;
@@ -33,7 +33,7 @@ export const databaseDeleteCommand = defineCommand({
   required: ['couchdbUrl', 'database'],
   optional: [],
   run: async (o, io) => {
-    await couchManager(o.couchdbUrl, io.env).deleteDatabase(o.database);
+    await (await couchManager(o.couchdbUrl, io.env)).deleteDatabase(o.database);
     io.stdout.write(`database ${o.database} deleted\n`);
     return 0;
   },

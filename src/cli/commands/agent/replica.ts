@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { defineCommand, type CommandIO } from '../../command.js';
 import { UsageError } from '../../../config/option.js';
-import { fileStore, ReplicationManager } from '../../../agent/replication.js';
+import type { ReplicationManager } from '../../../agent/replication.js';
 import { couchClient, printJson } from './couch-target.js';
 import type { ReplicationStatus, ReplicationSyncResult } from '../../../agent/protocol.js';
 
@@ -18,8 +18,9 @@ async function writePrivate(file: string, content: string): Promise<void> {
   await fsp.rename(tmp, file);
 }
 
-function manager(couchdbUrl: string, stateFile: string, io: CommandIO): ReplicationManager {
-  const couch = couchClient(couchdbUrl, io.env);
+async function manager(couchdbUrl: string, stateFile: string, io: CommandIO): Promise<ReplicationManager> {
+  const { fileStore, ReplicationManager } = await import('../../../agent/replication.js');
+  const couch = await couchClient(couchdbUrl, io.env);
   return new ReplicationManager({ couch, localUrl: couch.baseUrl, store: fileStore(stateFile, writePrivate), log: (l) => io.stderr.write(`${l}\n`) });
 }
 
@@ -48,7 +49,7 @@ export const replicaSourceCommand = defineCommand({
   required: ['couchdbUrl', 'replicationState'],
   optional: ['json'],
   run: async (o, io) => {
-    const c = await manager(o.couchdbUrl, o.replicationState, io).replicationSource();
+    const c = await (await manager(o.couchdbUrl, o.replicationState, io)).replicationSource();
     if (o.json) printJson(io, { username: c.username, url: c.url, passwordIn: o.replicationState });
     else io.stdout.write(`replication user ${c.username} ready on ${c.url}; its password is in ${o.replicationState} (user.password)\n`);
     return 0;
@@ -64,7 +65,7 @@ export const replicaFollowCommand = defineCommand({
     const username = io.env.COUCHTROVE_PRIMARY_USER;
     const password = io.env.COUCHTROVE_PRIMARY_PASSWORD;
     if (!username || !password) throw new UsageError("set COUCHTROVE_PRIMARY_USER and COUCHTROVE_PRIMARY_PASSWORD to the primary's replication user (credentials are never taken from the command line)");
-    const r = await manager(o.couchdbUrl, o.replicationState, io).followPrimary({
+    const r = await (await manager(o.couchdbUrl, o.replicationState, io)).followPrimary({
       primaryUrl: o.primaryUrl,
       username,
       password,
@@ -80,7 +81,7 @@ export const replicaSyncCommand = defineCommand({
   summary: 'Reconcile once: follow new databases, drop deleted ones, copy _security, restart crashed jobs',
   required: ['couchdbUrl', 'replicationState'],
   optional: ['json'],
-  run: async (o, io) => printSync(io, await manager(o.couchdbUrl, o.replicationState, io).sync(), o.json),
+  run: async (o, io) => printSync(io, await (await manager(o.couchdbUrl, o.replicationState, io)).sync(), o.json),
 });
 
 export const replicaStatusCommand = defineCommand({
@@ -89,7 +90,7 @@ export const replicaStatusCommand = defineCommand({
   required: ['couchdbUrl', 'replicationState'],
   optional: ['json'],
   run: async (o, io) => {
-    const s = await manager(o.couchdbUrl, o.replicationState, io).status();
+    const s = await (await manager(o.couchdbUrl, o.replicationState, io)).status();
     printStatus(io, s, o.json);
     return s.errors.length || s.databases.some((d) => d.error) ? 1 : 0;
   },
@@ -101,7 +102,7 @@ export const replicaDetachCommand = defineCommand({
   required: ['couchdbUrl', 'replicationState'],
   optional: ['json'],
   run: async (o, io) => {
-    const m = manager(o.couchdbUrl, o.replicationState, io);
+    const m = await manager(o.couchdbUrl, o.replicationState, io);
     await m.detach();
     printStatus(io, await m.status(), o.json);
     return 0;

@@ -9,7 +9,7 @@ export const rootEnableCommand = defineCommand({
   optional: ['passwordStdin'],
   run: async (o, io) => {
     const given = o.passwordStdin ? await readPasswordFromStdin() : undefined;
-    const r = await couchManager(o.couchdbUrl, io.env).enableRoot(given);
+    const r = await (await couchManager(o.couchdbUrl, io.env)).enableRoot(given);
     io.stdout.write(given === undefined ? `root enabled; password: ${r.password}\n` : 'root enabled\n');
     return 0;
   },
@@ -21,7 +21,7 @@ export const rootShowCommand = defineCommand({
   required: ['couchdbUrl'],
   optional: ['json'],
   run: async (o, io) => {
-    const enabled = await couchManager(o.couchdbUrl, io.env).isRootEnabled();
+    const enabled = await (await couchManager(o.couchdbUrl, io.env)).isRootEnabled();
     if (o.json) printJson(io, { enabled });
     else io.stdout.write(`root is ${enabled ? 'enabled' : 'not enabled'}\n`);
     return 0;
@@ -34,7 +34,7 @@ export const rootDisableCommand = defineCommand({
   required: ['couchdbUrl'],
   optional: [],
   run: async (o, io) => {
-    await couchManager(o.couchdbUrl, io.env).disableRoot();
+    await (await couchManager(o.couchdbUrl, io.env)).disableRoot();
     io.stdout.write('root disabled\n');
     return 0;
   },

@@ -9,7 +9,7 @@ export const statusCommand = defineCommand({
   required: ['couchdbUrl'],
   optional: ['json'],
   run: async (o, io) => {
-    const couch = couchClient(o.couchdbUrl, io.env);
+    const couch = await couchClient(o.couchdbUrl, io.env);
     const up = await couch.up(5000);
     let info: { version?: string; node?: string; uuid?: string; error?: string } = {};
     if (up) {

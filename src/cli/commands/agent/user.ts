@@ -1,7 +1,6 @@
 // `couchtrove agent user create|list|show|delete|grant|revoke|password --couchdb-url URL`: users in
 // _users and their access (members of each database's _security, changed by read-modify-write).
 import { defineCommand } from '../../command.js';
-import { generatePassword } from '../../../agent/manage.js';
 import { couchManager, printJson, readPasswordFromStdin } from './couch-target.js';
 import type { UserInfo } from '../../../agent/protocol.js';
 
@@ -13,8 +12,8 @@ export const userCreateCommand = defineCommand({
   required: ['couchdbUrl', 'user'],
   optional: ['roles', 'databases', 'passwordStdin'],
   run: async (o, io) => {
-    const password = o.passwordStdin ? await readPasswordFromStdin() : generatePassword();
-    await couchManager(o.couchdbUrl, io.env).createUser({ name: o.user, password, roles: o.roles, databases: o.databases });
+    const password = o.passwordStdin ? await readPasswordFromStdin() : (await import('../../../agent/manage.js')).generatePassword();
+    await (await couchManager(o.couchdbUrl, io.env)).createUser({ name: o.user, password, roles: o.roles, databases: o.databases });
     io.stdout.write(o.passwordStdin ? `user ${o.user} created\n` : `user ${o.user} created; password: ${password}\n`);
     return 0;
   },
@@ -26,7 +25,7 @@ export const userListCommand = defineCommand({
   required: ['couchdbUrl'],
   optional: ['json'],
   run: async (o, io) => {
-    const users = await couchManager(o.couchdbUrl, io.env).listUsers();
+    const users = await (await couchManager(o.couchdbUrl, io.env)).listUsers();
     if (o.json) printJson(io, users);
     else for (const u of users) io.stdout.write(show(u));
     return 0;
@@ -39,7 +38,7 @@ export const userShowCommand = defineCommand({
   required: ['couchdbUrl', 'user'],
   optional: ['json'],
   run: async (o, io) => {
-    const u = await couchManager(o.couchdbUrl, io.env).getUser(o.user);
+    const u = await (await couchManager(o.couchdbUrl, io.env)).getUser(o.user);
     if (o.json) printJson(io, u);
     else io.stdout.write(show(u));
     return 0;
@@ -52,7 +51,7 @@ export const userDeleteCommand = defineCommand({
   required: ['couchdbUrl', 'user'],
   optional: [],
   run: async (o, io) => {
-    await couchManager(o.couchdbUrl, io.env).deleteUser(o.user);
+    await (await couchManager(o.couchdbUrl, io.env)).deleteUser(o.user);
     io.stdout.write(`user ${o.user} deleted\n`);
     return 0;
   },
@@ -64,7 +63,7 @@ export const userGrantCommand = defineCommand({
   required: ['couchdbUrl', 'user', 'databases'],
   optional: [],
   run: async (o, io) => {
-    await couchManager(o.couchdbUrl, io.env).grantAccess(o.user, o.databases);
+    await (await couchManager(o.couchdbUrl, io.env)).grantAccess(o.user, o.databases);
     io.stdout.write(`user ${o.user} has access to ${o.databases.join(', ')}\n`);
     return 0;
   },
@@ -76,7 +75,7 @@ export const userRevokeCommand = defineCommand({
   required: ['couchdbUrl', 'user', 'database'],
   optional: [],
   run: async (o, io) => {
-    await couchManager(o.couchdbUrl, io.env).revokeAccess(o.user, o.database);
+    await (await couchManager(o.couchdbUrl, io.env)).revokeAccess(o.user, o.database);
     io.stdout.write(`user ${o.user} no longer has access to ${o.database}\n`);
     return 0;
   },
@@ -88,8 +87,8 @@ export const userPasswordCommand = defineCommand({
   required: ['couchdbUrl', 'user'],
   optional: ['passwordStdin'],
   run: async (o, io) => {
-    const password = o.passwordStdin ? await readPasswordFromStdin() : generatePassword();
-    await couchManager(o.couchdbUrl, io.env).changePassword(o.user, password);
+    const password = o.passwordStdin ? await readPasswordFromStdin() : (await import('../../../agent/manage.js')).generatePassword();
+    await (await couchManager(o.couchdbUrl, io.env)).changePassword(o.user, password);
     io.stdout.write(o.passwordStdin ? `password of ${o.user} changed\n` : `password of ${o.user} changed; new password: ${password}\n`);
     return 0;
   },
