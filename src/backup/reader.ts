@@ -70,6 +70,9 @@ export interface FileSink {
   end(file: FileEntry): Promise<void>;
 }
 
+/** Records written to the sink while the next ones are decoded. */
+const WRITES_AHEAD = 2;
+
 export class DataDecoder {
   private cursor: Cursor | null = null;
   private readonly pool = new RecordPool();
@@ -127,7 +130,12 @@ export class DataDecoder {
     const recordSize = Math.max(...[...this.objects.values()].map((o) => o.recordSize));
     const slots = this.pool.depth + 1;
     const payloads: Buffer[] = Array.from({ length: slots }, () => Buffer.allocUnsafeSlow(maxRecordBytes(recordSize)));
-    const plains: Buffer[] = Array.from({ length: slots }, () => Buffer.allocUnsafeSlow(recordSize));
+    // Plain-text buffers also cover the sink's writes in flight: writing one record overlaps with
+    // reading, hashing and decoding the next ones.
+    const plains: Buffer[] = Array.from({ length: slots + WRITES_AHEAD }, () => Buffer.allocUnsafeSlow(recordSize));
+    const writing = new Map<FileEntry, Set<Promise<void>>>();
+    const anyWrite = () => Promise.race([...writing.values()].flatMap((w) => [...w]));
+    const allWrites = () => Promise.all([...writing.values()].flatMap((w) => [...w]));
     type Item = { file: FileEntry; extent: Extent | null; decoded: Promise<{ payload: Uint8Array; out: Uint8Array; length: number }> | null; where: string; endOfExtent: boolean; last: boolean };
     const inflight: Item[] = [];
     const hashes = new Map<FileEntry, { hash: Hash; size: number }>();
@@ -136,6 +144,7 @@ export class DataDecoder {
     const consume = async (): Promise<void> => {
       const item = inflight.shift()!;
       let data: Buffer = Buffer.alloc(0);
+      let plain: Buffer | undefined;
       if (item.decoded) {
         let r;
         try {
@@ -149,9 +158,8 @@ export class DataDecoder {
         }
         recordDone();
         payloads.push(Buffer.from(r.payload.buffer));
-        const plain = Buffer.from(r.out.buffer);
+        plain = Buffer.from(r.out.buffer);
         data = plain.subarray(0, r.length);
-        plains.push(plain);
       }
       const h = hashes.get(item.file)!;
       // A file with a whole-file SHA-256 is checked by it; only files built on a parent's bytes
@@ -171,8 +179,18 @@ export class DataDecoder {
       h.size += data.length;
       bytesDone += data.length;
       // The sink is done with the buffer when write resolves; only then may it be lent again.
-      await sink.write(item.file, data);
+      const pending = writing.get(item.file) ?? new Set<Promise<void>>();
+      writing.set(item.file, pending);
+      const w: Promise<void> = sink.write(item.file, data).then(() => {
+        pending.delete(w);
+        if (plain) plains.push(plain);
+      });
+      w.catch(() => undefined);
+      pending.add(w);
       if (item.last) {
+        // Written whole before the sink ends the file (which flushes it to disk).
+        await Promise.all(pending);
+        writing.delete(item.file);
         hashes.delete(item.file);
         const digest = h.hash.digest('hex');
         if (h.size !== item.file.size || (item.file.sha256 !== null && digest !== item.file.sha256)) {
@@ -195,7 +213,7 @@ export class DataDecoder {
           const o = this.objectOf(e.backup);
           const c = await this.seek(e.backup, e.offset);
           for (let r = 0; r < e.records; r++) {
-            if (payloads.length === 0 || plains.length === 0) await consume();
+            while (payloads.length === 0 || plains.length === 0) await (inflight.length ? consume() : anyWrite());
             const where = `object ${o.object.key} at offset ${c.pos}`;
             const header = Buffer.from(await this.readExact(c, Buffer.allocUnsafe(HEADER_BYTES), HEADER_BYTES, file));
             const { payloadLength, plainLength } = parseHeader(header);
@@ -213,8 +231,10 @@ export class DataDecoder {
         }
       }
       while (inflight.length) await consume();
+      await allWrites();
     } finally {
       await Promise.allSettled(inflight.map((i) => i.decoded));
+      await Promise.allSettled([...writing.values()].flatMap((w) => [...w]));
       await this.cursor?.reader.close();
       this.cursor = null;
     }

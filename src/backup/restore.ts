@@ -55,11 +55,13 @@ export async function restoreBackup(opts: RestoreOptions): Promise<RestoreResult
         // 'wx': the staging tree is ours and new, nothing can pre-exist (or be a planted link).
         open.set(f, { handle: await fs.open(p, 'wx', sanitizeMode(f.mode, false)), pos: 0 });
       },
+      // Several writes of a file may be in flight: each takes its position when it is called.
       write: async (f, data) => {
         const o = open.get(f)!;
-        let done = 0;
-        while (done < data.length) done += (await o.handle.write(data, done, data.length - done, o.pos + done)).bytesWritten;
+        const at = o.pos;
         o.pos += data.length;
+        let done = 0;
+        while (done < data.length) done += (await o.handle.write(data, done, data.length - done, at + done)).bytesWritten;
       },
       end: async (f) => {
         const { handle } = open.get(f)!;
