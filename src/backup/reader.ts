@@ -71,7 +71,7 @@ export interface FileSink {
 }
 
 /** Records written to the sink while the next ones are decoded. */
-const WRITES_AHEAD = 2;
+const WRITES_AHEAD = 1;
 
 export class DataDecoder {
   private cursor: Cursor | null = null;

@@ -56,7 +56,8 @@ export class FileBackend implements Backend {
           }
         }
         await flushing;
-        await fh.sync();
+        // Data and size, which is all a reader needs; the name is made durable by the directory sync.
+        await fh.datasync();
       } finally {
         await fh.close();
       }
