@@ -171,9 +171,8 @@ function toCopy(files: MeasuredFile[], previous: Map<string, FileEntry>): number
 }
 
 /**
- * How much of a file the parent already holds: its extents, when the file on disk is the same file
- * (device, inode AND birth time: inode numbers alone are reused) that has not shrunk, and the parent's
- * prefix still reads the same (fingerprint.ts). Otherwise nothing: the file is copied whole.
+ * How much of a file the parent already holds: its extents, when it is the same file (sameFile) and the
+ * parent's prefix still reads the same (fingerprint.ts). Otherwise nothing: the file is copied whole.
  */
 async function reusable(f: MeasuredFile, fd: number, ctx: WriteContext): Promise<FileEntry | undefined> {
   if (!ctx.previous.size) return undefined;

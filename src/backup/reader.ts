@@ -134,8 +134,7 @@ export class DataDecoder {
     // reading, hashing and decoding the next ones.
     const plains: Buffer[] = Array.from({ length: slots + WRITES_AHEAD }, () => Buffer.allocUnsafeSlow(recordSize));
     const writing = new Map<FileEntry, Set<Promise<void>>>();
-    const anyWrite = () => Promise.race([...writing.values()].flatMap((w) => [...w]));
-    const allWrites = () => Promise.all([...writing.values()].flatMap((w) => [...w]));
+    const writes = () => [...writing.values()].flatMap((w) => [...w]);
     type Item = { file: FileEntry; extent: Extent | null; decoded: Promise<{ payload: Uint8Array; out: Uint8Array; length: number }> | null; where: string; endOfExtent: boolean; last: boolean };
     const inflight: Item[] = [];
     const hashes = new Map<FileEntry, { hash: Hash; size: number }>();
@@ -213,7 +212,7 @@ export class DataDecoder {
           const o = this.objectOf(e.backup);
           const c = await this.seek(e.backup, e.offset);
           for (let r = 0; r < e.records; r++) {
-            while (payloads.length === 0 || plains.length === 0) await (inflight.length ? consume() : anyWrite());
+            while (payloads.length === 0 || plains.length === 0) await (inflight.length ? consume() : Promise.race(writes()));
             const where = `object ${o.object.key} at offset ${c.pos}`;
             const header = Buffer.from(await this.readExact(c, Buffer.allocUnsafe(HEADER_BYTES), HEADER_BYTES, file));
             const { payloadLength, plainLength } = parseHeader(header);
@@ -231,10 +230,10 @@ export class DataDecoder {
         }
       }
       while (inflight.length) await consume();
-      await allWrites();
+      await Promise.all(writes());
     } finally {
       await Promise.allSettled(inflight.map((i) => i.decoded));
-      await Promise.allSettled([...writing.values()].flatMap((w) => [...w]));
+      await Promise.allSettled(writes());
       await this.cursor?.reader.close();
       this.cursor = null;
     }

@@ -12,4 +12,3 @@ export async function mapLimit<T, R>(items: T[], limit: number, fn: (t: T) => Pr
   );
   return out;
 }
-
