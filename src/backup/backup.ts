@@ -227,8 +227,15 @@ async function writeData(
   };
 
   const entries: FileEntry[] = [];
+  let turn = performance.now();
   try {
     for (const f of files) {
+      // Fingerprints, small reads and inline encoding are synchronous: give the event loop (the agent
+      // daemon answers requests on it) a turn at least every 50 ms.
+      if (performance.now() - turn > 50) {
+        await new Promise((resolve) => setImmediate(resolve));
+        turn = performance.now();
+      }
       const { fd, owned } = openMeasured(f);
       try {
         const prev = await reusable(f, fd, ctx);
