@@ -14,23 +14,22 @@ const scrypt = promisify(scryptCb) as (pw: Buffer, salt: Buffer, len: number, op
 export const MIN_KEY_BYTES = 32;
 /** What `keygen` writes: this prefix, then 32 random bytes in base64. */
 export const KEY_PREFIX = 'couchtrove-key-v1:';
-const GENERATED_KEY = /^couchtrove-key-v1:[A-Za-z0-9+/]{43}=$/;
+const GENERATED_KEY = new RegExp(`^${KEY_PREFIX}[A-Za-z0-9+/]{43}=$`);
 
 /** The bytes of a key file, kept in memory only. */
 export class KeyMaterial {
   readonly #bytes: Buffer;
+  /** A key written by `keygen`: full entropy, so it needs no stretching. */
+  readonly generated: boolean;
   /** scrypt outputs by salt: an incremental chain shares its full backup's salt, so it pays for one. */
   readonly #masters = new Map<string, Promise<Buffer>>();
   constructor(bytes: Buffer) {
     if (bytes.length < MIN_KEY_BYTES) throw new CouchtroveError(`encryption key is too short: at least ${MIN_KEY_BYTES} bytes are required`);
     this.#bytes = Buffer.from(bytes);
+    this.generated = GENERATED_KEY.test(this.#bytes.toString('latin1'));
   }
   toJSON(): string {
     return '[key]';
-  }
-  /** A key written by `keygen`: full entropy, so it needs no stretching. */
-  get generated(): boolean {
-    return GENERATED_KEY.test(this.#bytes.toString('latin1'));
   }
   /** @internal */
   master(params: KdfParams): Promise<Buffer> {
@@ -92,9 +91,10 @@ export function newKeySalt(): string {
 }
 
 export async function deriveKeys(key: KeyMaterial, params: KdfParams, keySalt: string): Promise<BackupKeys> {
-  if (params.name === 'none' ? !key.generated : params.name !== 'scrypt' || params.N > 1 << 20 || params.r > 32 || params.p > 16) {
-    // A backup made with a generated key was never stretched; any other key file cannot be its key.
-    throw new CouchtroveError(params.name === 'none' ? 'wrong key or corrupted data: this backup was made with a key from `couchtrove agent keygen`' : `unsupported key derivation parameters in manifest`);
+  // A backup made with a generated key was never stretched; any other key file cannot be its key.
+  if (params.name === 'none' && !key.generated) throw new CouchtroveError('wrong key or corrupted data: this backup was made with a key from `couchtrove agent keygen`');
+  if (params.name !== 'none' && (params.name !== 'scrypt' || params.N > 1 << 20 || params.r > 32 || params.p > 16)) {
+    throw new CouchtroveError(`unsupported key derivation parameters in manifest`);
   }
   const master = await key.master(params);
   const salt = Buffer.from(keySalt, 'base64');
