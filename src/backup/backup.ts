@@ -12,7 +12,7 @@ import { CouchtroveError } from '../util/errors.js';
 import { FORMAT, FORMAT_VERSION, keys, sha256Hex, type Catalog, type DirEntry, type Extent, type FileEntry, type ManifestBody } from './format.js';
 import { encodeCatalog, ensureRepository, openBackup, putBuffer, sealManifest } from './repository.js';
 import { extentsMatch, Fingerprint, fingerprint } from './fingerprint.js';
-import { checkLevel, DEFAULT_LEVEL, DEFAULT_RECORD_SIZE, MAX_RECORD_SIZE } from './records.js';
+import { checkLevel, DEFAULT_LEVEL, DEFAULT_RECORD_SIZE, maxRecordBytes, MAX_RECORD_SIZE } from './records.js';
 import { RecordPool } from './pool.js';
 import { measure, openMeasured, type MeasuredFile } from './snapshot.js';
 import { readCouchdbMetadata } from './couchdb.js';
@@ -215,14 +215,20 @@ async function writeData(
   // records are written, so small files do not stall the pipeline. Plain-text buffers come back
   // from the workers and are reused.
   const free: Buffer[] = Array.from({ length: ctx.pool.depth + 1 }, () => Buffer.allocUnsafeSlow(ctx.recordSize));
-  const inflight: { record: Promise<{ plain: Uint8Array; record: Uint8Array }>; extent: Extent; first: boolean }[] = [];
+  const outs: Buffer[] = Array.from({ length: ctx.pool.depth + 1 }, () => Buffer.allocUnsafeSlow(maxRecordBytes(ctx.recordSize)));
+  const inflight: { record: ReturnType<RecordPool['encode']>; extent: Extent; first: boolean }[] = [];
   const flushOne = async () => {
     const item = inflight.shift()!;
     const done = await item.record;
     recordDone();
     free.push(Buffer.from(done.plain.buffer));
     if (item.first) item.extent.offset = offset;
-    await write(Buffer.from(done.record.buffer, done.record.byteOffset, done.record.byteLength));
+    // The storage stream keeps what it is given until it is written out: a copy of its own, so that
+    // the record buffer goes back to the workers at once.
+    const record = Buffer.allocUnsafeSlow(done.length);
+    record.set(new Uint8Array(done.out.buffer, 0, done.length));
+    outs.push(Buffer.from(done.out.buffer));
+    await write(record);
     item.extent.length = offset - item.extent.offset;
   };
 
@@ -255,7 +261,7 @@ async function writeData(
           if (got < n) throw new CouchtroveError(`${f.path} shrank while being copied: measured ${f.size} bytes, only ${pos + got} could be read`);
           hash.update(buf);
           fp.feed(buf, pos);
-          const record = ctx.pool.encode({ codec: ctx.codec, level: ctx.level, key: ctx.keys?.data ?? null, index: recordIndex++, plain: buf });
+          const record = ctx.pool.encode({ codec: ctx.codec, level: ctx.level, key: ctx.keys?.data ?? null, index: recordIndex++, plain: buf, out: outs.pop()! });
           record.catch(() => undefined);
           inflight.push({ record, extent, first: extent.records === 0 });
           extent.records++;

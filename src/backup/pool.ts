@@ -1,18 +1,41 @@
 // A small pool of worker threads for record encoding and decoding. Callers keep results in order by
 // awaiting the promises in submission order, and bound how many are in flight (memory stays flat).
+//
+// Encoding tasks go to any free worker. Decoding tasks are pinned to one worker (a lane), because the
+// worker also hashes the plain text and writes it out: a file's SHA-256 is sequential, so all of a
+// file's records must pass through one thread, in order. That keeps hashing and writing off the
+// caller's thread, which otherwise bounds a restore (docs/benchmarks.md).
+import { createHash, type Hash } from 'node:crypto';
+import { writeSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { Codec } from '../config/catalogue.js';
-import { decodeRecordInto, encodeRecord, maxRecordBytes, RecordAuthError, RecordCorruptError } from './records.js';
+import { decodeRecordInto, encodeRecord, maxRecordBytes, parseHeader, RecordAuthError } from './records.js';
 
-export type WorkerTask =
-  | { id: number; op: 'encode'; codec: Codec; level: number; key: Uint8Array | null; index: number; plain: Uint8Array }
-  | { id: number; op: 'decode'; codec: Codec; key: Uint8Array | null; index: number; header: Uint8Array; payload: Uint8Array; out: Uint8Array };
+/**
+ * A decoded record's plain text is added to hash stream `stream` (created on first use); `final`
+ * returns that stream's digest and forgets it. With `fd`, it is also written there at `position`.
+ */
+export interface DecodeTask {
+  id: number;
+  op: 'decode';
+  codec: Codec;
+  key: Uint8Array | null;
+  index: number;
+  header: Uint8Array;
+  payload: Uint8Array;
+  hash: { stream: number; final: boolean };
+  write: { fd: number; position: number } | null;
+}
 
+/** The record is written into `out` (maxRecordBytes of the plain length). */
+export type WorkerTask = { id: number; op: 'encode'; codec: Codec; level: number; key: Uint8Array | null; index: number; plain: Uint8Array; out: Uint8Array } | DecodeTask;
+
+/** kind: what failed — authentication, decoding, or writing the plain text out. */
 export type WorkerReply =
-  | { id: number; ok: true; op: 'encode'; plain: Uint8Array; record: Uint8Array }
-  | { id: number; ok: true; op: 'decode'; payload: Uint8Array; out: Uint8Array; length: number }
-  | { id: number; ok: false; auth: boolean; message: string; buffers: Uint8Array[] };
+  | { id: number; ok: true; op: 'encode'; plain: Uint8Array; out: Uint8Array; length: number }
+  | { id: number; ok: true; op: 'decode'; payload: Uint8Array; length: number; digest: string | null }
+  | { id: number; ok: false; kind: 'auth' | 'corrupt' | 'io'; message: string; buffers: Uint8Array[] };
 
 type Ok<O> = Extract<WorkerReply, { ok: true; op: O }>;
 type DistributiveOmit<T, K extends keyof T> = T extends unknown ? Omit<T, K> : never;
@@ -21,20 +44,45 @@ type Pending = { resolve: (r: WorkerReply) => void; reject: (e: Error) => void }
 /** A failed record, with the buffers the task lent so the caller can take them back. */
 export class RecordTaskError extends Error {
   constructor(
-    override readonly cause: RecordAuthError | RecordCorruptError,
+    readonly kind: 'auth' | 'corrupt' | 'io',
+    message: string,
     readonly buffers: Uint8Array[],
   ) {
-    super(cause.message);
+    super(message);
   }
 }
 
-/** Buffers lent to a worker: each one's whole ArrayBuffer moves, without a copy. */
-function lent(task: DistributiveOmit<WorkerTask, 'id'>): ArrayBuffer[] {
-  const views = task.op === 'encode' ? [task.plain] : [task.payload, task.out];
-  return views.map((v) => v.buffer as ArrayBuffer);
+/** The buffers a task lends: each one's whole ArrayBuffer moves to the worker and back, without a copy. */
+function lent(task: DistributiveOmit<WorkerTask, 'id'>): Uint8Array[] {
+  return task.op === 'encode' ? [task.plain, task.out] : [task.payload];
 }
 
+// Per-thread state: the encoder's output scratch, the decoder's plain-text buffer, open hash streams.
 let scratch = new Uint8Array(0);
+let plain = new Uint8Array(0);
+const hashes = new Map<number, Hash>();
+
+function decode(task: DecodeTask): { length: number; digest: string | null } {
+  const { plainLength } = parseHeader(task.header);
+  if (plain.length < plainLength) plain = new Uint8Array(plainLength);
+  const length = decodeRecordInto(task.codec, task.key, task.index, task.header, task.payload, plain);
+  const data = plain.subarray(0, length);
+  let hash = hashes.get(task.hash.stream);
+  if (!hash) hashes.set(task.hash.stream, (hash = createHash('sha256')));
+  hash.update(data);
+  if (task.write) {
+    try {
+      for (let done = 0; done < length; ) done += writeSync(task.write.fd, data, done, length - done, task.write.position + done);
+    } catch (err) {
+      throw new WriteError((err as Error).message);
+    }
+  }
+  if (!task.hash.final) return { length, digest: null };
+  hashes.delete(task.hash.stream);
+  return { length, digest: hash.digest('hex') };
+}
+
+class WriteError extends Error {}
 
 /** Runs one task on the calling thread: in a worker, or inline while no worker is up yet. */
 export function runTask(task: WorkerTask): { reply: WorkerReply; transfer: ArrayBuffer[] } {
@@ -42,43 +90,58 @@ export function runTask(task: WorkerTask): { reply: WorkerReply; transfer: Array
     if (task.op === 'encode') {
       const need = maxRecordBytes(task.plain.length);
       if (scratch.length < need) scratch = new Uint8Array(need);
-      const record = encodeRecord(task.codec, task.level, task.key, task.index, task.plain, scratch);
-      return { reply: { id: task.id, ok: true, op: 'encode', plain: task.plain, record }, transfer: [task.plain.buffer as ArrayBuffer, record.buffer as ArrayBuffer] };
+      const { length } = encodeRecord(task.codec, task.level, task.key, task.index, task.plain, scratch, task.out);
+      return { reply: { id: task.id, ok: true, op: 'encode', plain: task.plain, out: task.out, length }, transfer: [task.plain.buffer as ArrayBuffer, task.out.buffer as ArrayBuffer] };
     }
-    const length = decodeRecordInto(task.codec, task.key, task.index, task.header, task.payload, task.out);
-    return { reply: { id: task.id, ok: true, op: 'decode', payload: task.payload, out: task.out, length }, transfer: [task.payload.buffer as ArrayBuffer, task.out.buffer as ArrayBuffer] };
+    const { length, digest } = decode(task);
+    return { reply: { id: task.id, ok: true, op: 'decode', payload: task.payload, length, digest }, transfer: [task.payload.buffer as ArrayBuffer] };
   } catch (err) {
-    const buffers = task.op === 'encode' ? [task.plain] : [task.payload, task.out];
-    return { reply: { id: task.id, ok: false, auth: err instanceof RecordAuthError, message: (err as Error).message, buffers }, transfer: buffers.map((b) => b.buffer as ArrayBuffer) };
+    if (task.op === 'decode') hashes.delete(task.hash.stream);
+    const buffers = lent(task);
+    const kind = err instanceof RecordAuthError ? 'auth' : err instanceof WriteError ? 'io' : 'corrupt';
+    return { reply: { id: task.id, ok: false, kind, message: (err as Error).message, buffers }, transfer: buffers.map((b) => b.buffer as ArrayBuffer) };
   }
 }
 
+interface Slot {
+  worker: Worker;
+  ready: boolean;
+  /** Tasks posted and not yet answered. */
+  busy: number;
+  /** Pinned tasks waiting for this worker to start. */
+  waiting: WorkerTask[];
+}
+
 export class RecordPool {
-  private readonly workers: Worker[] = [];
+  private readonly slots: Slot[] = [];
   private readonly pending = new Map<number, Pending>();
-  private readonly queue: { task: WorkerTask; transfer: ArrayBuffer[] }[] = [];
-  /** Workers that have started and wait for a task. */
-  private readonly idle: Worker[] = [];
-  private started = 0;
+  /** Unpinned tasks waiting for an idle worker. */
+  private readonly queue: WorkerTask[] = [];
   private nextId = 0;
   private failure: Error | undefined;
   /** How many tasks a caller should keep in flight to keep every worker busy. */
   readonly depth: number;
+  /** How many lanes decode tasks can be pinned to (one per worker, or the caller's thread). */
+  readonly lanes: number;
 
   /** `size` workers; none runs every task inline (a small job need not pay for starting threads). */
   constructor(size = Math.max(1, Math.min(availableParallelism(), 8))) {
-    this.depth = Math.max(1, size) * 2;
+    this.lanes = Math.max(1, size);
+    this.depth = this.lanes * 2;
     for (let i = 0; i < size; i++) {
-      const w = new Worker(new URL('./worker.js', import.meta.url));
-      w.on('message', (r: WorkerReply | 'ready') => {
+      const slot: Slot = { worker: new Worker(new URL('./worker.js', import.meta.url)), ready: false, busy: 0, waiting: [] };
+      slot.worker.on('message', (r: WorkerReply | 'ready') => {
         if (r === 'ready') {
-          this.started++;
-          this.idle.push(w);
-          this.dispatch();
-        } else this.onReply(w, r);
+          slot.ready = true;
+          for (const task of slot.waiting.splice(0)) this.post(slot, task);
+        } else {
+          slot.busy--;
+          this.settle(r);
+        }
+        this.dispatch();
       });
-      w.on('error', (e) => this.fail(e));
-      this.workers.push(w);
+      slot.worker.on('error', (e) => this.fail(e));
+      this.slots.push(slot);
     }
   }
 
@@ -86,36 +149,38 @@ export class RecordPool {
     return this.run({ ...task, op: 'encode' }) as Promise<Ok<'encode'>>;
   }
 
-  decode(task: Omit<Extract<WorkerTask, { op: 'decode' }>, 'id' | 'op'>): Promise<Ok<'decode'>> {
-    return this.run({ ...task, op: 'decode' }) as Promise<Ok<'decode'>>;
+  /** Decodes on lane `lane`'s thread: tasks of one lane run there one after another, in order. */
+  decode(lane: number, task: Omit<DecodeTask, 'id' | 'op'>): Promise<Ok<'decode'>> {
+    return this.run({ ...task, op: 'decode' }, lane) as Promise<Ok<'decode'>>;
   }
 
-  private run(task: DistributiveOmit<WorkerTask, 'id'>): Promise<WorkerReply> {
+  private run(task: DistributiveOmit<WorkerTask, 'id'>, lane?: number): Promise<WorkerReply> {
     if (this.failure) return Promise.reject(this.failure);
-    const id = this.nextId++;
+    const t = { ...task, id: this.nextId++ } as WorkerTask;
     return new Promise<WorkerReply>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      // A worker takes ~50 ms to start: until one has, the caller's thread does the work.
-      if (this.started === 0) this.settle(runTask({ ...task, id } as WorkerTask).reply);
+      this.pending.set(t.id, { resolve, reject });
+      const pinned = lane === undefined ? undefined : this.slots[lane % this.lanes];
+      // A worker takes ~50 ms to start: until one has, the caller's thread does unpinned work.
+      if (this.slots.length === 0 || (!pinned && !this.slots.some((s) => s.ready))) this.settle(runTask(t).reply);
+      else if (pinned?.ready) this.post(pinned, t);
+      else if (pinned) pinned.waiting.push(t);
       else {
-        this.queue.push({ task: { ...task, id } as WorkerTask, transfer: lent(task) });
+        this.queue.push(t);
         this.dispatch();
       }
     });
   }
 
-  private dispatch(): void {
-    while (this.idle.length > 0 && this.queue.length > 0) {
-      const w = this.idle.pop()!;
-      const { task, transfer } = this.queue.shift()!;
-      w.postMessage(task, transfer);
-    }
+  private post(slot: Slot, task: WorkerTask): void {
+    slot.busy++;
+    slot.worker.postMessage(task, lent(task).map((b) => b.buffer as ArrayBuffer));
   }
 
-  private onReply(w: Worker, r: WorkerReply): void {
-    this.idle.push(w);
-    this.settle(r);
-    this.dispatch();
+  private dispatch(): void {
+    for (const slot of this.slots) {
+      if (this.queue.length === 0) return;
+      if (slot.ready && slot.busy === 0) this.post(slot, this.queue.shift()!);
+    }
   }
 
   private settle(r: WorkerReply): void {
@@ -123,7 +188,7 @@ export class RecordPool {
     this.pending.delete(r.id);
     if (p) {
       if (r.ok) p.resolve(r);
-      else p.reject(new RecordTaskError(r.auth ? new RecordAuthError(r.message) : new RecordCorruptError(r.message), r.buffers));
+      else p.reject(new RecordTaskError(r.kind, r.message, r.buffers));
     }
   }
 
@@ -134,6 +199,6 @@ export class RecordPool {
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.workers.map((w) => w.terminate()));
+    await Promise.all(this.slots.map((s) => s.worker.terminate()));
   }
 }

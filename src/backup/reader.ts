@@ -1,14 +1,14 @@
-// Decoding the data stream: reads the records of every file's extents from storage (one sequential
-// stream per data object while reads stay contiguous), decodes them in the worker pool in order,
-// and checks each file's size and SHA-256 before handing its last bytes on.
-import { createHash, type Hash } from 'node:crypto';
+// Decoding the data stream. The files are shared out among lanes, one per worker thread, balanced by
+// size. Each lane reads its files' records from storage (one ranged read per contiguous run), and its
+// worker decodes them, hashes them and writes them to the file at their position, so the caller's
+// thread only reads and checks results. Every file's size and SHA-256 are checked before it is done.
 import type { Readable } from 'node:stream';
 import { ObjectNotFoundError, type Backend } from '../storage/backend.js';
 import type { BackupKeys } from '../crypto/keys.js';
 import type { Codec } from '../config/catalogue.js';
 import { CouchtroveError } from '../util/errors.js';
-import type { Extent, FileEntry, StoredObject } from './format.js';
-import { HEADER_BYTES, maxRecordBytes, parseHeader, RecordAuthError } from './records.js';
+import { sha256Hex, type Extent, type FileEntry, type StoredObject } from './format.js';
+import { HEADER_BYTES, maxRecordBytes, parseHeader } from './records.js';
 import { RecordPool, RecordTaskError } from './pool.js';
 import { WRONG_KEY } from './repository.js';
 import type { Progress } from './types.js';
@@ -64,17 +64,48 @@ interface Cursor {
 }
 
 export interface FileSink {
-  begin(file: FileEntry): Promise<void>;
-  write(file: FileEntry, data: Buffer): Promise<void>;
-  /** Called after the file's size and SHA-256 have been checked. */
+  /** Where the file's bytes go: a descriptor the pool's threads write to at positions, or null to only check them. */
+  begin(file: FileEntry): Promise<number | null>;
+  /** Called once every byte is written and the file's size and SHA-256 have been checked. */
   end(file: FileEntry): Promise<void>;
 }
 
-/** Records written to the sink while the next ones are decoded. */
-const WRITES_AHEAD = 1;
+interface LaneState {
+  failure: { error: unknown } | null;
+  done: { bytes: number; files: number };
+  report: () => void;
+}
+
+/** Stored-record buffers per lane: one being decoded, one queued behind it, one being read. */
+const PAYLOADS_PER_LANE = 2;
+let nextStream = 0;
+
+/** Largest first, each to the least loaded lane; each lane then keeps the catalog's (the data object's) order. */
+function shareOut(files: FileEntry[], lanes: number): FileEntry[][] {
+  const load = Array.from({ length: lanes }, () => 0);
+  const laneOf = new Map<FileEntry, number>();
+  for (const f of [...files].sort((a, b) => b.size - a.size)) {
+    const lane = load.indexOf(Math.min(...load));
+    laneOf.set(f, lane);
+    load[lane]! += f.size;
+  }
+  return load.map((_, lane) => files.filter((f) => laneOf.get(f) === lane));
+}
+
+/** For the first extent of every contiguous run (same object, adjacent bytes) in reading order: the run's length. */
+function runLengths(files: FileEntry[]): Map<Extent, number> {
+  const runs = new Map<Extent, number>();
+  let first: Extent | undefined;
+  let end = -1;
+  for (const e of files.flatMap((f) => f.extents)) {
+    if (first && e.backup === first.backup && e.offset === end) runs.set(first, runs.get(first)! + e.length);
+    else runs.set((first = e), e.length);
+    end = e.offset + e.length;
+  }
+  return runs;
+}
 
 export class DataDecoder {
-  private cursor: Cursor | null = null;
   private readonly pool = new RecordPool();
 
   constructor(
@@ -91,151 +122,144 @@ export class DataDecoder {
     }
   }
 
-  private async seek(backup: string, offset: number): Promise<Cursor> {
-    if (this.cursor && this.cursor.backup === backup && this.cursor.pos === offset) return this.cursor;
-    await this.cursor?.reader.close();
-    const o = this.objectOf(backup);
-    let stream: Readable;
-    try {
-      stream = await this.storage.get(o.object.key, { offset });
-    } catch (err) {
-      if (err instanceof ObjectNotFoundError) throw new CouchtroveError(`object ${o.object.key} of backup ${backup} is missing`);
-      throw err;
-    }
-    this.cursor = { backup, reader: new StreamReader(stream), pos: offset };
-    return this.cursor;
-  }
-
   private objectOf(backup: string): DataObject {
     const o = this.objects.get(backup);
     if (!o) throw new CouchtroveError(`catalog refers to backup ${backup}, which is not part of this backup's chain`);
     return o;
   }
 
-  private async readExact(c: Cursor, target: Buffer, n: number, file: FileEntry): Promise<Buffer> {
-    const got = await c.reader.readInto(target, n);
-    const o = this.objectOf(c.backup);
-    if (got < n) throw new CouchtroveError(`object ${o.object.key} is truncated: it ends at byte ${c.pos + got}, file ${file.path} needs bytes up to ${c.pos + n}`);
-    const buf = target.subarray(0, n);
-    c.pos += n;
-    return buf;
-  }
-
   /** Streams every file through the sink; throws an error naming the object and file on any mismatch. */
   async run(files: FileEntry[], sink: FileSink, progress?: (p: Progress) => void, phase: Progress['phase'] = 'restore'): Promise<void> {
     const bytesTotal = files.reduce((n, f) => n + f.size, 0);
-    let bytesDone = 0;
-    let filesDone = 0;
-    // Buffers for stored records and for plain text, lent to the workers and reused.
+    const report = () => progress?.({ phase, bytesDone: state.done.bytes, bytesTotal, filesDone: state.done.files, filesTotal: files.length });
     const recordSize = Math.max(...[...this.objects.values()].map((o) => o.recordSize));
-    const slots = this.pool.depth + 1;
-    const payloads: Buffer[] = Array.from({ length: slots }, () => Buffer.allocUnsafeSlow(maxRecordBytes(recordSize)));
-    // Plain-text buffers also cover the sink's writes in flight: writing one record overlaps with
-    // reading, hashing and decoding the next ones.
-    const plains: Buffer[] = Array.from({ length: slots + WRITES_AHEAD }, () => Buffer.allocUnsafeSlow(recordSize));
-    const writing = new Map<FileEntry, Set<Promise<void>>>();
-    const writes = () => [...writing.values()].flatMap((w) => [...w]);
-    type Item = { file: FileEntry; extent: Extent | null; decoded: Promise<{ payload: Uint8Array; out: Uint8Array; length: number }> | null; where: string; endOfExtent: boolean; last: boolean };
-    const inflight: Item[] = [];
-    const hashes = new Map<FileEntry, { hash: Hash; size: number }>();
-    const extentHashes = new Map<Extent, Hash>();
+    // The first failure is the one reported; it stops the other lanes at their next record.
+    const state: LaneState = { failure: null, done: { bytes: 0, files: 0 }, report };
+    await Promise.all(
+      shareOut(files, this.pool.lanes).map((laneFiles, lane) =>
+        this.runLane(lane, laneFiles, sink, recordSize, state).catch((err: unknown) => {
+          state.failure ??= { error: err };
+        }),
+      ),
+    );
+    if (state.failure) throw state.failure.error;
+    report();
+  }
 
+  private async runLane(lane: number, files: FileEntry[], sink: FileSink, recordSize: number, state: LaneState): Promise<void> {
+    const { done, report } = state;
+    type Item = { file: FileEntry; expected: string | null; decoded: ReturnType<RecordPool['decode']>; where: string; last: boolean };
+    const payloads: Buffer[] = Array.from({ length: PAYLOADS_PER_LANE }, () => Buffer.allocUnsafeSlow(maxRecordBytes(recordSize)));
+    const inflight: Item[] = [];
+    const runs = runLengths(files);
+    const sizes = new Map<FileEntry, number>();
+    const at: { cursor: Cursor | null } = { cursor: null };
+
+    const finish = async (file: FileEntry, where: string): Promise<void> => {
+      const size = sizes.get(file) ?? 0;
+      sizes.delete(file);
+      if (size !== file.size) throw new CouchtroveError(`checksum mismatch for file ${file.path} (${where}): expected ${file.size} bytes, got ${size}`);
+      await sink.end(file);
+      done.files++;
+    };
+
+    // Results come back in submission order: a lane's tasks all run on one thread, one after another.
     const consume = async (): Promise<void> => {
       const item = inflight.shift()!;
-      let data: Buffer = Buffer.alloc(0);
-      let plain: Buffer | undefined;
-      if (item.decoded) {
-        let r;
-        try {
-          r = await item.decoded;
-        } catch (err) {
-          if (err instanceof RecordTaskError) {
-            const what = err.cause instanceof RecordAuthError ? WRONG_KEY : `corrupted data (${err.message})`;
-            throw new CouchtroveError(`${what}: ${item.where}, file ${item.file.path}`);
-          }
-          throw err;
-        }
-        recordDone();
-        payloads.push(Buffer.from(r.payload.buffer));
-        plain = Buffer.from(r.out.buffer);
-        data = plain.subarray(0, r.length);
+      let r;
+      try {
+        r = await item.decoded;
+      } catch (err) {
+        if (!(err instanceof RecordTaskError)) throw err;
+        const what = err.kind === 'auth' ? WRONG_KEY : err.kind === 'io' ? 'cannot write' : `corrupted data (${err.message})`;
+        throw new CouchtroveError(`${what}: ${item.where}, file ${item.file.path}${err.kind === 'io' ? `: ${err.message}` : ''}`);
       }
-      const h = hashes.get(item.file)!;
-      // A file with a whole-file SHA-256 is checked by it; only files built on a parent's bytes
-      // (sha256 null) are checked extent by extent. Either way every byte is hashed once.
-      if (item.file.sha256 !== null) h.hash.update(data);
-      else if (item.extent) {
-        const eh = extentHashes.get(item.extent) ?? createHash('sha256');
-        extentHashes.set(item.extent, eh.update(data));
-        if (item.endOfExtent) {
-          extentHashes.delete(item.extent);
-          const digest = eh.digest('hex');
-          if (digest !== item.extent.sha256) {
-            throw new CouchtroveError(`checksum mismatch for file ${item.file.path} (${item.where}): the bytes stored in backup ${item.extent.backup} hash to ${digest}, its catalog says ${item.extent.sha256}`);
-          }
-        }
+      recordDone();
+      payloads.push(Buffer.from(r.payload.buffer));
+      sizes.set(item.file, (sizes.get(item.file) ?? 0) + r.length);
+      done.bytes += r.length;
+      if (item.expected !== null && r.digest !== item.expected) {
+        throw new CouchtroveError(`checksum mismatch for file ${item.file.path} (${item.where}): its bytes hash to ${r.digest}, the catalog says ${item.expected}`);
       }
-      h.size += data.length;
-      bytesDone += data.length;
-      // The sink is done with the buffer when write resolves; only then may it be lent again.
-      const pending = writing.get(item.file) ?? new Set<Promise<void>>();
-      writing.set(item.file, pending);
-      const w: Promise<void> = sink.write(item.file, data).then(() => {
-        pending.delete(w);
-        if (plain) plains.push(plain);
-      });
-      w.catch(() => undefined);
-      pending.add(w);
-      if (item.last) {
-        // Written whole before the sink ends the file (which flushes it to disk).
-        await Promise.all(pending);
-        writing.delete(item.file);
-        hashes.delete(item.file);
-        const digest = h.hash.digest('hex');
-        if (h.size !== item.file.size || (item.file.sha256 !== null && digest !== item.file.sha256)) {
-          throw new CouchtroveError(`checksum mismatch for file ${item.file.path} (${item.where}): expected ${item.file.size} bytes with SHA-256 ${item.file.sha256}, got ${h.size} bytes with ${digest}`);
-        }
-        await sink.end(item.file);
-        filesDone++;
+      if (item.last) await finish(item.file, item.where);
+      report();
+    };
+
+    const seek = async (e: Extent): Promise<Cursor> => {
+      const c = at.cursor;
+      if (c && c.backup === e.backup && c.pos === e.offset) return c;
+      await c?.reader.close();
+      const o = this.objectOf(e.backup);
+      let stream: Readable;
+      try {
+        stream = await this.storage.get(o.object.key, { offset: e.offset, length: runs.get(e) ?? e.length });
+      } catch (err) {
+        if (err instanceof ObjectNotFoundError) throw new CouchtroveError(`object ${o.object.key} of backup ${e.backup} is missing`);
+        throw err;
       }
-      progress?.({ phase, bytesDone, bytesTotal, filesDone, filesTotal: files.length });
+      return (at.cursor = { backup: e.backup, reader: new StreamReader(stream), pos: e.offset });
+    };
+
+    const readExact = async (c: Cursor, target: Buffer, n: number, file: FileEntry): Promise<Buffer> => {
+      const got = await c.reader.readInto(target, n);
+      if (got < n) throw new CouchtroveError(`object ${this.objectOf(c.backup).object.key} is truncated: it ends at byte ${c.pos + got}, file ${file.path} needs bytes up to ${c.pos + n}`);
+      c.pos += n;
+      return target.subarray(0, n);
     };
 
     try {
       for (const file of files) {
-        await sink.begin(file);
-        hashes.set(file, { hash: createHash('sha256'), size: 0 });
+        if (state.failure) return;
+        const fd = await sink.begin(file);
         const total = file.extents.reduce((n, e) => n + e.records, 0);
-        if (total === 0) inflight.push({ file, extent: null, decoded: null, where: 'no data', endOfExtent: false, last: true });
+        if (total === 0) {
+          // Nothing stored: an empty file (its hash is that of no bytes).
+          if (file.sha256 !== null && file.sha256 !== sha256Hex('')) throw new CouchtroveError(`checksum mismatch for file ${file.path} (no data): the catalog says ${file.sha256}`);
+          await finish(file, 'no data');
+          continue;
+        }
+        // A file with a whole-file SHA-256 is checked by it; a file built on a parent's bytes (sha256
+        // null) extent by extent. Either way every byte is hashed once.
+        const fileStream = nextStream++;
+        let position = 0;
         let seen = 0;
         for (const e of file.extents) {
           const o = this.objectOf(e.backup);
-          const c = await this.seek(e.backup, e.offset);
+          const c = await seek(e);
+          const stream = file.sha256 !== null ? fileStream : nextStream++;
           for (let r = 0; r < e.records; r++) {
-            while (payloads.length === 0 || plains.length === 0) await (inflight.length ? consume() : Promise.race(writes()));
+            while (payloads.length === 0) await consume();
+            if (state.failure) return;
             const where = `object ${o.object.key} at offset ${c.pos}`;
-            const header = Buffer.from(await this.readExact(c, Buffer.allocUnsafe(HEADER_BYTES), HEADER_BYTES, file));
+            const header = Buffer.from(await readExact(c, Buffer.allocUnsafe(HEADER_BYTES), HEADER_BYTES, file));
             const { payloadLength, plainLength } = parseHeader(header);
             const payloadBuf = payloads.pop()!;
-            if (payloadLength > payloadBuf.length || plainLength > recordSize) {
+            if (payloadLength > payloadBuf.length || plainLength > recordSize || position + plainLength > file.size) {
               throw new CouchtroveError(`corrupted data: ${where}, file ${file.path} (impossible record header)`);
             }
-            const payload = await this.readExact(c, payloadBuf, payloadLength, file);
-            const decoded = this.pool.decode({ codec: o.codec, key: o.keys?.data ?? null, index: e.record + r, header, payload, out: plains.pop()! });
-            decoded.catch(() => undefined);
+            const payload = await readExact(c, payloadBuf, payloadLength, file);
             seen++;
-            inflight.push({ file, extent: e, decoded, where, endOfExtent: r === e.records - 1, last: seen === total });
-            if (inflight.length >= this.pool.depth) await consume();
+            const final = file.sha256 !== null ? seen === total : r === e.records - 1;
+            const decoded = this.pool.decode(lane, {
+              codec: o.codec,
+              key: o.keys?.data ?? null,
+              index: e.record + r,
+              header,
+              payload,
+              hash: { stream, final },
+              write: fd === null ? null : { fd, position },
+            });
+            decoded.catch(() => undefined);
+            position += plainLength;
+            inflight.push({ file, expected: final ? (file.sha256 ?? e.sha256) : null, decoded, where, last: seen === total });
           }
         }
       }
       while (inflight.length) await consume();
-      await Promise.all(writes());
     } finally {
+      // Nothing may still write to a descriptor once run() returns: the caller closes them.
       await Promise.allSettled(inflight.map((i) => i.decoded));
-      await Promise.allSettled(writes());
-      await this.cursor?.reader.close();
-      this.cursor = null;
+      await at.cursor?.reader.close();
     }
   }
 

@@ -37,10 +37,10 @@ let cctx: InstanceType<ZstdBinding['CCtx']> | undefined;
 let dctx: InstanceType<ZstdBinding['DCtx']> | undefined;
 
 /**
- * Encodes `plain` as one record. Returns a buffer of its own (the caller hands it to the storage
- * stream); `scratch` must hold maxRecordBytes(plain.length).
+ * Encodes `plain` as one record, into `into` when given (else a buffer of its own); `scratch` and
+ * `into` must hold maxRecordBytes(plain.length).
  */
-export function encodeRecord(codec: Codec, level: number, key: Uint8Array | null, index: number, plain: Uint8Array, scratch?: Uint8Array): Buffer {
+export function encodeRecord(codec: Codec, level: number, key: Uint8Array | null, index: number, plain: Uint8Array, scratch?: Uint8Array, into?: Uint8Array): Buffer {
   let packed: Uint8Array;
   if (codec === 'zstd') {
     const dst = scratch ?? new Uint8Array(maxRecordBytes(plain.length));
@@ -50,7 +50,7 @@ export function encodeRecord(codec: Codec, level: number, key: Uint8Array | null
     packed = codec === 'gzip' ? gzipSync(plain, { level }) : plain;
   }
   const payloadLength = packed.length + (key ? TAG_BYTES : 0);
-  const out = Buffer.allocUnsafeSlow(HEADER_BYTES + payloadLength);
+  const out = into ? Buffer.from(into.buffer, into.byteOffset, HEADER_BYTES + payloadLength) : Buffer.allocUnsafeSlow(HEADER_BYTES + payloadLength);
   out.writeUInt32BE(payloadLength, 0);
   out.writeUInt32BE(plain.length, 4);
   if (!key) {
@@ -59,12 +59,28 @@ export function encodeRecord(codec: Codec, level: number, key: Uint8Array | null
   }
   const cipher = createCipheriv('aes-256-gcm', key, nonce(index));
   cipher.setAAD(out.subarray(0, HEADER_BYTES));
-  const ct = cipher.update(packed);
-  out.set(ct, HEADER_BYTES);
+  const end = throughCipher(cipher, packed, out, HEADER_BYTES);
   cipher.final();
-  out.set(cipher.getAuthTag(), HEADER_BYTES + ct.length);
+  out.set(cipher.getAuthTag(), end);
   return out;
 }
+
+// update() returns a new buffer each call. For a whole record that is a fresh multi-MiB mapping whose
+// pages fault in as they are filled: GCM ran at 1-2 GB/s that way against ~2.9 GB/s in pieces that
+// the allocator recycles (measured on 700 KiB records).
+const CIPHER_PIECE = 64 << 10;
+
+/** Runs `input` through the cipher piece by piece into `out` at `at`; returns where the output ends. */
+function throughCipher(cipher: { update(data: Uint8Array): Buffer }, input: Uint8Array, out: Uint8Array, at: number): number {
+  for (let i = 0; i < input.length; i += CIPHER_PIECE) {
+    const piece = cipher.update(input.subarray(i, i + CIPHER_PIECE));
+    out.set(piece, at);
+    at += piece.length;
+  }
+  return at;
+}
+
+let opened = new Uint8Array(0);
 
 export function parseHeader(header: Uint8Array): { payloadLength: number; plainLength: number } {
   const b = Buffer.from(header.buffer, header.byteOffset, header.byteLength);
@@ -81,8 +97,10 @@ export function decodeRecordInto(codec: Codec, key: Uint8Array | null, index: nu
     const decipher = createDecipheriv('aes-256-gcm', key, nonce(index));
     decipher.setAAD(header);
     decipher.setAuthTag(payload.subarray(payload.length - TAG_BYTES));
+    const sealed = payload.subarray(0, payload.length - TAG_BYTES);
+    if (opened.length < sealed.length) opened = new Uint8Array(sealed.length);
     try {
-      packed = decipher.update(payload.subarray(0, payload.length - TAG_BYTES));
+      packed = opened.subarray(0, throughCipher(decipher, sealed, opened, 0));
       decipher.final();
     } catch {
       throw new RecordAuthError('authentication failed');

@@ -15,7 +15,7 @@ export async function verifyBackup(opts: { storage: Backend; id: string; key?: K
   try {
     await decoder.checkObjects();
     const files = opened.catalog.entries.filter((e): e is FileEntry => e.type === 'file');
-    await decoder.run(files, { begin: async () => undefined, write: async () => undefined, end: async () => undefined }, opts.progress, 'verify');
+    await decoder.run(files, { begin: async () => null, end: async () => undefined }, opts.progress, 'verify');
     return {
       id: opts.id,
       ok: true,

@@ -87,7 +87,7 @@ export class FileBackend implements Backend {
       const { Readable: R } = await import('node:stream');
       return R.from([]);
     }
-    return createReadStream('', { fd: fh, start, end, highWaterMark: 1 << 20 });
+    return createReadStream('', { fd: fh, start, end, highWaterMark: 64 << 10 });
   }
 
   async stat(key: string): Promise<ObjectInfo | undefined> {
