@@ -4,7 +4,7 @@
 // Encoding tasks go to any free worker. Decoding tasks are pinned to one worker (a lane), because the
 // worker also hashes the plain text and writes it out: a file's SHA-256 is sequential, so all of a
 // file's records must pass through one thread, in order. That keeps hashing and writing off the
-// caller's thread, which otherwise bounds a restore (docs/benchmarks.md).
+// caller's thread, which was a restore's busiest (docs/benchmarks.md).
 import { createHash, type Hash } from 'node:crypto';
 import { writeSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
@@ -57,7 +57,7 @@ function lent(task: DistributiveOmit<WorkerTask, 'id'>): Uint8Array[] {
   return task.op === 'encode' ? [task.plain, task.out] : [task.payload];
 }
 
-// Per-thread state: the encoder's output scratch, the decoder's plain-text buffer, open hash streams.
+// Per-thread state: the compressor's scratch, the decoder's plain-text buffer, open hash streams.
 let scratch = new Uint8Array(0);
 let plain = new Uint8Array(0);
 const hashes = new Map<number, Hash>();
