@@ -10,7 +10,7 @@ import { writeSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { Codec } from '../config/catalogue.js';
-import { decodeRecordInto, encodeRecord, maxRecordBytes, parseHeader, RecordAuthError } from './records.js';
+import { decodeRecordInto, encodeRecord, parseHeader, RecordAuthError } from './records.js';
 
 /**
  * A decoded record's plain text is added to hash stream `stream` (created on first use); `final`
@@ -57,8 +57,7 @@ function lent(task: DistributiveOmit<WorkerTask, 'id'>): Uint8Array[] {
   return task.op === 'encode' ? [task.plain, task.out] : [task.payload];
 }
 
-// Per-thread state: the compressor's scratch, the decoder's plain-text buffer, open hash streams.
-let scratch = new Uint8Array(0);
+// Per-thread state: the decoder's plain-text buffer, open hash streams.
 let plain = new Uint8Array(0);
 const hashes = new Map<number, Hash>();
 
@@ -86,20 +85,20 @@ class WriteError extends Error {}
 
 /** Runs one task on the calling thread: in a worker, or inline while no worker is up yet. */
 export function runTask(task: WorkerTask): { reply: WorkerReply; transfer: ArrayBuffer[] } {
+  // Whatever happens, the lent buffers go back.
+  const buffers = lent(task);
+  const transfer = buffers.map((b) => b.buffer as ArrayBuffer);
   try {
     if (task.op === 'encode') {
-      const need = maxRecordBytes(task.plain.length);
-      if (scratch.length < need) scratch = new Uint8Array(need);
-      const { length } = encodeRecord(task.codec, task.level, task.key, task.index, task.plain, scratch, task.out);
-      return { reply: { id: task.id, ok: true, op: 'encode', plain: task.plain, out: task.out, length }, transfer: [task.plain.buffer as ArrayBuffer, task.out.buffer as ArrayBuffer] };
+      const { length } = encodeRecord(task.codec, task.level, task.key, task.index, task.plain, task.out);
+      return { reply: { id: task.id, ok: true, op: 'encode', plain: task.plain, out: task.out, length }, transfer };
     }
     const { length, digest } = decode(task);
-    return { reply: { id: task.id, ok: true, op: 'decode', payload: task.payload, length, digest }, transfer: [task.payload.buffer as ArrayBuffer] };
+    return { reply: { id: task.id, ok: true, op: 'decode', payload: task.payload, length, digest }, transfer };
   } catch (err) {
     if (task.op === 'decode') hashes.delete(task.hash.stream);
-    const buffers = lent(task);
     const kind = err instanceof RecordAuthError ? 'auth' : err instanceof WriteError ? 'io' : 'corrupt';
-    return { reply: { id: task.id, ok: false, kind, message: (err as Error).message, buffers }, transfer: buffers.map((b) => b.buffer as ArrayBuffer) };
+    return { reply: { id: task.id, ok: false, kind, message: (err as Error).message, buffers }, transfer };
   }
 }
 

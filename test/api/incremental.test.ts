@@ -18,6 +18,17 @@ async function bulk(url: string, from: number, n: number, pad: number): Promise<
   assert.equal(r.status, 201, await r.text());
 }
 
+/** An ACTIVE instance with database orders and user alice, created through the API. */
+async function activeInstance(base: string, name: string): Promise<J> {
+  const c = await api(base, 'POST', '/instances', {
+    instance: { name, flavorRef: '1', volume: { size: 1 }, databases: [{ name: 'orders' }], users: [{ name: 'alice', password: 's3cret-pw', databases: [{ name: 'orders' }] }] },
+  });
+  assert.equal(c.status, 200, JSON.stringify(c.json));
+  const inst = await waitStatus(base, 'instances', (c.json.instance as J).id as string, ['ACTIVE', 'ERROR']);
+  assert.equal(inst.status, 'ACTIVE', JSON.stringify(inst));
+  return inst;
+}
+
 async function backup(base: string, body: J): Promise<J> {
   const b = await api(base, 'POST', '/backups', { backup: body });
   assert.equal(b.status, 202, JSON.stringify(b.json));
@@ -29,13 +40,8 @@ async function backup(base: string, body: J): Promise<J> {
 test('incremental backups through the API: parent_id, size, restore through the chain, parent deletion refused', { timeout: 240_000 }, async (t) => {
   server = track(await startServer(stateDir));
   const base = server.api;
-  const c = await api(base, 'POST', '/instances', {
-    instance: { name: 'inc', flavorRef: '1', volume: { size: 1 }, databases: [{ name: 'orders' }], users: [{ name: 'alice', password: 's3cret-pw', databases: [{ name: 'orders' }] }] },
-  });
-  assert.equal(c.status, 200, JSON.stringify(c.json));
-  const id = (c.json.instance as J).id as string;
-  const inst = await waitStatus(base, 'instances', id, ['ACTIVE', 'ERROR']);
-  assert.equal(inst.status, 'ACTIVE', JSON.stringify(inst));
+  const inst = await activeInstance(base, 'inc');
+  const id = inst.id as string;
   const url = inst.couchdb_url as string;
 
   // incremental: 1 with no COMPLETED backup yet is a full backup (as Trove does).
@@ -119,13 +125,8 @@ test('a schedule on a real instance: incremental runs chain on the latest backup
   const running = await main.startServer(loadServerConfig({ env, overrides: { stateDir: dir, port: 0 } }), { log: () => undefined, scheduleTickMs: 3_600_000 });
   try {
     const base = `${running.url}/v1.0/local`;
-    const c = await api(base, 'POST', '/instances', {
-      instance: { name: 'sched', flavorRef: '1', volume: { size: 1 }, databases: [{ name: 'orders' }], users: [{ name: 'alice', password: 's3cret-pw', databases: [{ name: 'orders' }] }] },
-    });
-    assert.equal(c.status, 200, JSON.stringify(c.json));
-    const id = (c.json.instance as J).id as string;
-    const inst = await waitStatus(base, 'instances', id, ['ACTIVE', 'ERROR']);
-    assert.equal(inst.status, 'ACTIVE', JSON.stringify(inst));
+    const inst = await activeInstance(base, 'sched');
+    const id = inst.id as string;
     const full = await api(base, 'POST', `/instances/${id}/schedules`, { schedule: { name: 'full', pattern: '* * * * *', keep_last: 1 } });
     assert.equal(full.status, 201, JSON.stringify(full.json));
     const t0 = Date.now();
