@@ -2,11 +2,10 @@
 // measured prefix as records through the worker pool into one data object, then the catalog, then
 // the manifest, which is the commit point.
 import { createHash, randomUUID } from 'node:crypto';
-import { once } from 'node:events';
 import { hostname } from 'node:os';
 import { closeSync } from 'node:fs';
-import { PassThrough } from 'node:stream';
 import type { Backend } from '../storage/backend.js';
+import { createObject } from '../storage/index.js';
 import { deriveKeys, newKdfParams, newKeySalt, type BackupKeys } from '../crypto/keys.js';
 import { CouchtroveError } from '../util/errors.js';
 import { FORMAT, FORMAT_VERSION, keys, sha256Hex, type Catalog, type DirEntry, type Extent, type FileEntry, type ManifestBody } from './format.js';
@@ -188,28 +187,12 @@ async function writeData(
   files: MeasuredFile[],
   ctx: WriteContext,
 ): Promise<{ entries: FileEntry[]; size: number; copied: number }> {
-  const out = new PassThrough({ highWaterMark: 4 << 20 });
-  let putError: Error | undefined;
-  const put = storage.put(keys.data(id), out, { sizeHint: ctx.total, metadata: { 'couchtrove-backup-id': id } });
-  const failed = put.then(
-    () => new Promise<never>(() => undefined),
-    (err: Error) => {
-      putError = err;
-      throw err;
-    },
-  );
-  failed.catch(() => undefined);
-
+  const writer = await createObject(storage, keys.data(id), { sizeHint: ctx.total, metadata: { 'couchtrove-backup-id': id } });
   let offset = 0;
   let recordIndex = 0;
   let bytesDone = 0;
   let filesDone = 0;
   let copied = 0;
-  const write = async (buf: Buffer): Promise<void> => {
-    if (putError) throw putError;
-    offset += buf.length;
-    if (!out.write(buf)) await Promise.race([once(out, 'drain'), failed]);
-  };
 
   // Encoded records in submission order. A file's extent offset and length are filled in as its
   // records are written, so small files do not stall the pipeline. Plain-text buffers come back
@@ -223,12 +206,10 @@ async function writeData(
     recordDone();
     free.push(Buffer.from(done.plain.buffer));
     if (item.first) item.extent.offset = offset;
-    // The storage stream keeps what it is given until it is written out: a copy of its own, so that
-    // the record buffer goes back to the workers at once.
-    const record = Buffer.allocUnsafeSlow(done.length);
-    record.set(new Uint8Array(done.out.buffer, 0, done.length));
-    outs.push(Buffer.from(done.out.buffer));
-    await write(record);
+    const record = Buffer.from(done.out.buffer);
+    await writer.write(record.subarray(0, done.length));
+    outs.push(record);
+    offset += done.length;
     item.extent.length = offset - item.extent.offset;
   };
 
@@ -292,14 +273,12 @@ async function writeData(
     }
     while (inflight.length) await flushOne();
     ctx.progress?.({ phase: 'backup', bytesDone, bytesTotal: ctx.total, filesDone, filesTotal: files.length });
-    out.end();
-    const info = await put;
-    if (info.size !== offset) throw new CouchtroveError(`storage stored ${info.size} bytes of ${keys.data(id)}, ${offset} were sent`);
-    return { entries, size: offset, copied };
   } catch (err) {
-    out.destroy(err as Error);
-    await put.catch(() => undefined);
+    await writer.abort();
     await Promise.allSettled(inflight.map((i) => i.record));
-    throw putError && !(err instanceof CouchtroveError) ? putError : err;
+    throw err;
   }
+  const info = await writer.commit();
+  if (info.size !== offset) throw new CouchtroveError(`storage stored ${info.size} bytes of ${keys.data(id)}, ${offset} were sent`);
+  return { entries, size: offset, copied };
 }

@@ -3,7 +3,7 @@
 // worker decodes them, hashes them and writes them to the file at their position, so the caller's
 // thread only reads and checks results. Every file's size and SHA-256 are checked before it is done.
 import type { Readable } from 'node:stream';
-import { ObjectNotFoundError, type Backend } from '../storage/backend.js';
+import { ObjectNotFoundError, type Backend, type ObjectHandle } from '../storage/backend.js';
 import type { BackupKeys } from '../crypto/keys.js';
 import type { Codec } from '../config/catalogue.js';
 import { CouchtroveError } from '../util/errors.js';
@@ -14,8 +14,28 @@ import { WRONG_KEY } from './repository.js';
 import type { Progress } from './types.js';
 import { recordDone } from '../util/gc.js';
 
+/** Where a lane reads its records from: an object from some position on. */
+interface RecordSource {
+  /** Reads n bytes into target (from its start), fewer only where the object ends; returns the count. */
+  readInto(target: Buffer, n: number): Promise<number>;
+  close(): Promise<void>;
+}
+
+/** Reads at positions through the driver's handle: nothing allocated or copied on the way. */
+class HandleReader implements RecordSource {
+  constructor(private readonly handle: ObjectHandle, private pos: number) {}
+  async readInto(target: Buffer, n: number): Promise<number> {
+    const got = await this.handle.readInto(target.subarray(0, n), this.pos);
+    this.pos += got;
+    return got;
+  }
+  close(): Promise<void> {
+    return this.handle.close();
+  }
+}
+
 /** Exact-length reads from a stream. */
-class StreamReader {
+class StreamReader implements RecordSource {
   private readonly it: AsyncIterator<Buffer>;
   private chunks: Buffer[] = [];
   private buffered = 0;
@@ -59,7 +79,7 @@ export interface DataObject {
 
 interface Cursor {
   backup: string;
-  reader: StreamReader;
+  reader: RecordSource;
   pos: number;
 }
 
@@ -190,14 +210,16 @@ export class DataDecoder {
       if (c && c.backup === e.backup && c.pos === e.offset) return c;
       await c?.reader.close();
       const o = this.objectOf(e.backup);
-      let stream: Readable;
+      let reader: RecordSource;
       try {
-        stream = await this.storage.get(o.object.key, { offset: e.offset, length: runs.get(e) ?? e.length });
+        reader = this.storage.open
+          ? new HandleReader(await this.storage.open(o.object.key), e.offset)
+          : new StreamReader(await this.storage.get(o.object.key, { offset: e.offset, length: runs.get(e) ?? e.length }));
       } catch (err) {
         if (err instanceof ObjectNotFoundError) throw new CouchtroveError(`object ${o.object.key} of backup ${e.backup} is missing`);
         throw err;
       }
-      return (at.cursor = { backup: e.backup, reader: new StreamReader(stream), pos: e.offset });
+      return (at.cursor = { backup: e.backup, reader, pos: e.offset });
     };
 
     const readExact = async (c: Cursor, target: Buffer, n: number, file: FileEntry): Promise<Buffer> => {

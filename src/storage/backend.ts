@@ -23,6 +23,23 @@ export interface Range {
   length?: number;
 }
 
+/** One object opened for reads at positions, straight into the caller's buffers. */
+export interface ObjectHandle {
+  /** Fills target with the object's bytes from offset; returns the count, smaller only where the object ends. */
+  readInto(target: Buffer, offset: number): Promise<number>;
+  close(): Promise<void>;
+}
+
+/** An object being written by appends, as put writes it, but from the caller's buffers. */
+export interface ObjectWriter {
+  /** Appends buf; resolves once the bytes are taken and buf may be reused. Calls must not overlap. */
+  write(buf: Uint8Array): Promise<void>;
+  /** Makes the object durable and visible, with put's guarantee; resolves with what is stored. */
+  commit(): Promise<ObjectInfo>;
+  /** Drops what was written: no object becomes visible. */
+  abort(): Promise<void>;
+}
+
 export interface Backend {
   /** Where the repository is, without credentials: safe for messages and logs. */
   readonly location: string;
@@ -31,8 +48,20 @@ export interface Backend {
    * stored; when put rejects, no object (or a previous version) is visible under key.
    */
   put(key: string, body: Readable, options?: PutOptions): Promise<ObjectInfo>;
+  /**
+   * Optional, for drivers that write from the caller's buffers (local files). A backup prefers it for
+   * its data object: a stream keeps each chunk until it is written, so every record would need a copy
+   * of its own.
+   */
+  create?(key: string, options?: PutOptions): Promise<ObjectWriter>;
   /** Rejects with ObjectNotFoundError when the object does not exist. */
   get(key: string, range?: Range): Promise<Readable>;
+  /**
+   * Optional, for drivers that can read at positions without a stream (local files). Restore and
+   * verify prefer it: a stream allocates and copies every chunk, which cost ~0.3 s of CPU per GiB
+   * restored. Rejects with ObjectNotFoundError when the object does not exist.
+   */
+  open?(key: string): Promise<ObjectHandle>;
   /** undefined when the object does not exist. */
   stat(key: string): Promise<ObjectInfo | undefined>;
   /** Every object whose key starts with prefix, in key order. */

@@ -1,11 +1,13 @@
 // Opens a backup repository from its URL: the scheme picks the driver.
 // Object-store drivers (swift:, s3:) are loaded only when used, and wrapped in retry.ts's RetryingBackend:
 // they retry each request themselves; the wrapper adds the resumption of a download that breaks midway.
-import { StorageError, type Backend } from './backend.js';
+import { once } from 'node:events';
+import { PassThrough } from 'node:stream';
+import { StorageError, type Backend, type ObjectWriter, type PutOptions } from './backend.js';
 import { openFileBackend } from './file/file.js';
 import { withRetries } from './retry.js';
 
-export type { Backend, ObjectInfo, PutOptions, Range } from './backend.js';
+export type { Backend, ObjectHandle, ObjectInfo, ObjectWriter, PutOptions, Range } from './backend.js';
 export { ObjectNotFoundError, StorageError } from './backend.js';
 
 type Opener = (url: URL, env: NodeJS.ProcessEnv) => Promise<Backend>;
@@ -55,4 +57,46 @@ export async function deleteObjects(storage: Backend, keys: string[], concurrenc
     while (next < keys.length) await storage.delete(keys[next++]!);
   };
   await Promise.all(Array.from({ length: Math.min(concurrency, keys.length) }, worker));
+}
+
+/**
+ * Writes an object by appends from the caller's buffers: through the driver's own writer where it has
+ * one, otherwise through put, with a copy of each buffer for the stream to keep until it is sent.
+ */
+export async function createObject(storage: Backend, key: string, options?: PutOptions): Promise<ObjectWriter> {
+  if (storage.create) return storage.create(key, options);
+  const body = new PassThrough({ highWaterMark: 4 << 20 });
+  // abort() destroys the body with an error, which the driver may not be listening for at that moment.
+  body.on('error', () => undefined);
+  let failure: Error | undefined;
+  const put = storage.put(key, body, options);
+  const failed = put.then(
+    () => new Promise<never>(() => undefined),
+    (err: Error) => {
+      failure = err;
+      throw err;
+    },
+  );
+  failed.catch(() => undefined);
+  return {
+    write: async (buf) => {
+      if (failure) throw failure;
+      if (body.write(Buffer.from(buf))) return;
+      try {
+        await Promise.race([once(body, 'drain'), failed]);
+      } catch (err) {
+        // A driver that gives up destroys the body first (an AbortError here): report why it gave up.
+        await put.catch(() => undefined);
+        throw failure ?? err;
+      }
+    },
+    commit: () => {
+      body.end();
+      return put;
+    },
+    abort: async () => {
+      body.destroy(new StorageError(`writing ${key} to ${storage.location} was abandoned`));
+      await put.catch(() => undefined);
+    },
+  };
 }

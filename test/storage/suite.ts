@@ -4,7 +4,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { ObjectNotFoundError, StorageError, type Backend } from '../../src/storage/backend.js';
-import { deleteObjects } from '../../src/storage/index.js';
+import { createObject, deleteObjects } from '../../src/storage/index.js';
 
 export interface RepoUnderTest {
   name: string;
@@ -75,6 +75,43 @@ export function backendConformance(setup: () => Promise<RepoUnderTest>, teardown
       assert.deepEqual(await readAll(await b.get('range/obj', { offset: 0, length: 1 })), data.subarray(0, 1));
       assert.equal((await readAll(await b.get('range/obj', { offset: 5, length: 0 }))).length, 0);
       assert.equal((await readAll(await b.get('range/obj', { offset: 200_000 }))).length, 0);
+    });
+
+    it('createObject writes from buffers the caller reuses at once; abort leaves nothing', async () => {
+      const a = randomBytes(300_001);
+      const bytes = randomBytes(300_001);
+      const w = await createObject(b, 'app/obj', { sizeHint: 600_002 });
+      const buf = Buffer.from(a);
+      await w.write(buf);
+      bytes.copy(buf); // reused: the object must hold what was written, not what the buffer holds now
+      await w.write(buf);
+      assert.equal(await b.stat('app/obj'), undefined, 'not visible before commit');
+      assert.equal((await w.commit()).size, 600_002);
+      assert.equal(sha256(await readAll(await b.get('app/obj'))), sha256(Buffer.concat([a, bytes])));
+
+      const dropped = await createObject(b, 'app/dropped');
+      await dropped.write(randomBytes(10_000));
+      await dropped.abort();
+      assert.equal(await b.stat('app/dropped'), undefined);
+      assert.deepEqual((await repo.rawNames()).filter((n) => n.includes('app/dropped')), []);
+    });
+
+    it('positional reads through open, where the driver has them', async (t) => {
+      if (!b.open) return t.skip('this driver reads through streams only');
+      const data = randomBytes(200_000);
+      await b.put('pos/obj', streamOf(data));
+      const h = await b.open('pos/obj');
+      try {
+        const buf = Buffer.alloc(5000);
+        assert.equal(await h.readInto(buf, 1000), 5000);
+        assert.deepEqual(buf, data.subarray(1000, 6000));
+        assert.equal(await h.readInto(buf.subarray(0, 100), 199_990), 10, 'short only where the object ends');
+        assert.deepEqual(buf.subarray(0, 10), data.subarray(199_990));
+        assert.equal(await h.readInto(buf, 200_000), 0);
+      } finally {
+        await h.close();
+      }
+      await assert.rejects(b.open('missing/obj'), ObjectNotFoundError);
     });
 
     it('stat gives the size; a missing object is undefined', async () => {

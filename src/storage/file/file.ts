@@ -6,8 +6,8 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { checkKey, ObjectNotFoundError, StorageError, type Backend, type ObjectInfo, type PutOptions, type Range } from '../backend.js';
-import { syncDir } from '../../util/fs.js';
+import { checkKey, ObjectNotFoundError, StorageError, type Backend, type ObjectHandle, type ObjectInfo, type ObjectWriter, type PutOptions, type Range } from '../backend.js';
+import { readAt, syncDir } from '../../util/fs.js';
 
 const TMP_MARK = '.tmp-';
 const SYNC_STEP = 64 * 1024 * 1024;
@@ -35,51 +35,101 @@ export class FileBackend implements Backend {
   }
 
   // Metadata is not kept: the engine stores everything it needs in the objects themselves.
-  async put(key: string, body: Readable, _options?: PutOptions): Promise<ObjectInfo> {
-    const target = this.pathOf(key);
-    const dir = path.dirname(target);
-    await fs.mkdir(dir, { recursive: true });
-    const tmp = `${target}${TMP_MARK}${randomBytes(6).toString('hex')}`;
+  async put(key: string, body: Readable, options?: PutOptions): Promise<ObjectInfo> {
+    const w = await this.create(key, options);
     try {
-      const fh = await fs.open(tmp, 'wx', 0o600);
-      try {
-        // Flush to disk in stages while writing, so the final fsync does not wait for the whole object.
-        let written = 0;
-        let flushedAt = 0;
-        let flushing: Promise<void> | null = null;
-        for await (const chunk of body as AsyncIterable<Buffer>) {
-          for (let off = 0; off < chunk.length; ) off += (await fh.write(chunk, off, chunk.length - off, written + off)).bytesWritten;
-          written += chunk.length;
-          if (written - flushedAt >= SYNC_STEP && !flushing) {
-            flushedAt = written;
-            flushing = fh.datasync().finally(() => (flushing = null));
-          }
-        }
-        await flushing;
-        // Data and size, which is all a reader needs; the name is made durable by the directory sync.
-        await fh.datasync();
-      } finally {
-        await fh.close();
-      }
-      await fs.rename(tmp, target);
-      await syncDir(dir);
+      for await (const chunk of body as AsyncIterable<Buffer>) await w.write(chunk);
     } catch (err) {
-      await fs.rm(tmp, { force: true });
-      throw new StorageError(`writing ${key} to ${this.location} failed: ${(err as Error).message}`, { cause: err });
+      await w.abort();
+      throw err instanceof StorageError ? err : new StorageError(`writing ${key} to ${this.location} failed: ${(err as Error).message}`, { cause: err });
     }
-    const st = await fs.stat(target);
-    return { key, size: st.size, modified: st.mtime };
+    return w.commit();
   }
 
-  async get(key: string, range?: Range): Promise<Readable> {
-    const file = this.pathOf(key);
+  async create(key: string, _options?: PutOptions): Promise<ObjectWriter> {
+    const target = this.pathOf(key);
+    const dir = path.dirname(target);
+    const tmp = `${target}${TMP_MARK}${randomBytes(6).toString('hex')}`;
+    const failed = (err: unknown) => new StorageError(`writing ${key} to ${this.location} failed: ${(err as Error).message}`, { cause: err });
     let fh: fs.FileHandle;
     try {
-      fh = await fs.open(file, 'r');
+      await fs.mkdir(dir, { recursive: true });
+      fh = await fs.open(tmp, 'wx', 0o600);
+    } catch (err) {
+      throw failed(err);
+    }
+    // Flushed to disk in stages while written, so the final fsync does not wait for the whole object.
+    let written = 0;
+    let flushedAt = 0;
+    let flushing: Promise<void> | null = null;
+    // Linux reports a writeback error to one fsync only: keep it for commit.
+    let flushError: unknown = null;
+    let closed = false;
+    const close = async (): Promise<void> => {
+      if (closed) return;
+      closed = true;
+      await flushing;
+      await fh.close();
+    };
+    const abort = async (): Promise<void> => {
+      await close().catch(() => undefined);
+      await fs.rm(tmp, { force: true });
+    };
+    return {
+      write: async (buf) => {
+        try {
+          for (let off = 0; off < buf.length; ) off += (await fh.write(buf, off, buf.length - off, written + off)).bytesWritten;
+        } catch (err) {
+          throw failed(err);
+        }
+        written += buf.length;
+        if (written - flushedAt >= SYNC_STEP && !flushing) {
+          flushedAt = written;
+          flushing = fh.datasync().then(
+            () => void (flushing = null),
+            (err: unknown) => void ((flushError ??= err), (flushing = null)),
+          );
+        }
+      },
+      commit: async () => {
+        try {
+          await flushing;
+          if (flushError) throw flushError;
+          // Data and size, which is all a reader needs; the name is made durable by the directory sync.
+          await fh.datasync();
+          await close();
+          await fs.rename(tmp, target);
+          await syncDir(dir);
+        } catch (err) {
+          await abort();
+          throw failed(err);
+        }
+        const st = await fs.stat(target);
+        return { key, size: st.size, modified: st.mtime };
+      },
+      abort,
+    };
+  }
+
+  private async openFile(key: string): Promise<fs.FileHandle> {
+    try {
+      return await fs.open(this.pathOf(key), 'r');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new ObjectNotFoundError(this.location, key);
       throw new StorageError(`reading ${key} from ${this.location} failed: ${(err as Error).message}`, { cause: err });
     }
+  }
+
+  async open(key: string): Promise<ObjectHandle> {
+    const fh = await this.openFile(key);
+    return {
+      readInto: async (target, offset) => (await readAt(fh.fd, target, offset)).length,
+      close: () => fh.close(),
+    };
+  }
+
+  async get(key: string, range?: Range): Promise<Readable> {
+    const fh = await this.openFile(key);
     const start = range?.offset ?? 0;
     const end = range?.length !== undefined ? start + range.length - 1 : undefined;
     if (end !== undefined && end < start) {
