@@ -14,20 +14,38 @@ const work = path.resolve(values.work!);
 const rows: string[] = [];
 const notes: string[] = [];
 
-function best(label: string, cmd: string, setup?: () => Promise<void>): Promise<Timed & { all: number[] }> {
-  return (async () => {
-    const all: Timed[] = [];
-    for (let i = 0; i < runs; i++) {
-      await setup?.();
-      // Nothing of the previous run (its deletions, the other contender's unsynced writes) is left for
-      // this one to write back: every contender starts from a clean page cache state.
-      execFileSync('sync');
-      all.push(timed(cmd));
+interface Contender {
+  label: string;
+  cmd: () => string;
+  setup?: () => Promise<void>;
+}
+type Result = Timed & { all: number[] };
+
+/**
+ * Runs each group's contenders once per round, in turn (the order reversed every other round), so that
+ * a machine that drifts during the run weighs on all of them alike. Groups run in order within a round:
+ * the backups, then the restores of what they wrote.
+ */
+async function rounds(groups: Contender[][]): Promise<Map<string, Result>> {
+  const times = new Map<string, Timed[]>();
+  for (let round = 0; round < runs; round++) {
+    for (const group of groups) {
+      for (const c of round % 2 ? [...group].reverse() : group) {
+        await c.setup?.();
+        // Nothing of the previous run (its deletions, the other contender's unsynced writes) is left for
+        // this one to write back: every contender starts from a clean page cache state.
+        execFileSync('sync');
+        times.set(c.label, [...(times.get(c.label) ?? []), timed(c.cmd())]);
+      }
     }
+  }
+  const results = new Map<string, Result>();
+  for (const [label, all] of times) {
     const secs = all.map((t) => t.seconds);
     console.error(`${label}: ${secs.join(' s, ')} s; peak RSS ${Math.max(...all.map((t) => t.maxRssMiB)).toFixed(0)} MiB`);
-    return { seconds: median(secs), maxRssMiB: Math.max(...all.map((t) => t.maxRssMiB)), all: secs };
-  })();
+    results.set(label, { seconds: median(secs), maxRssMiB: Math.max(...all.map((t) => t.maxRssMiB)), all: secs });
+  }
+  return results;
 }
 
 await fs.mkdir(work, { recursive: true });
@@ -41,36 +59,53 @@ for (const gib of values.sizes!.split(',').map(Number)) {
   const out = path.join(work, 'out');
   const repo = path.join(work, 'repo');
   const restoreDir = path.join(work, 'restored');
-  const clean = async () => {
-    await fs.rm(repo, { recursive: true, force: true });
-    await fs.rm(out, { recursive: true, force: true });
-    await fs.mkdir(out, { recursive: true });
-  };
   const cleanRestore = async () => {
     await fs.rm(restoreDir, { recursive: true, force: true });
     await fs.mkdir(restoreDir, { recursive: true });
   };
+  await fs.mkdir(out, { recursive: true });
   console.error(`data directory: ${data}, ${bytes} bytes`);
 
-  const ours = await best('couchtrove backup (zstd-1 + AES-256-GCM + SHA-256)', `node ${BIN} agent backup --data-dir ${data} --storage file://${repo} --key-file ${key} --json > ${out}/summary.json`, clean);
-  const summary = JSON.parse(await fs.readFile(path.join(out, 'summary.json'), 'utf8')) as { id: string; size: number };
-  const stored = summary.size;
-  const ourRestore = await best('couchtrove restore', `node ${BIN} agent restore --storage file://${repo} --backup ${summary.id} --key-file ${key} --data-dir ${restoreDir} --json > /dev/null`, cleanRestore);
-
-  const tarZstd = await best('tar cf - | zstd -1 -T0', `tar cf - -C ${data} . | zstd -1 -T0 -q > ${out}/data.tar.zst`, async () => fs.rm(path.join(out, 'data.tar.zst'), { force: true }));
+  const withTrove = gib <= 1;
+  const summaryOf = async () => JSON.parse(await fs.readFile(path.join(out, 'summary.json'), 'utf8')) as { id: string; size: number };
+  let backupId = '';
+  const L = {
+    ours: 'couchtrove backup (zstd-1 + AES-256-GCM + SHA-256)',
+    tarZstd: 'tar cf - | zstd -1 -T0',
+    trove: "Trove's tar | gzip | openssl",
+    ourRestore: 'couchtrove restore',
+    zstdRestore: 'zstd -d | tar x',
+    zstdRestoreSync: 'zstd -d | tar x; sync -f',
+    troveRestore: "Trove's openssl -d | gunzip | tar x",
+  };
+  const results = await rounds([
+    [
+      { label: L.ours, cmd: () => `node ${BIN} agent backup --data-dir ${data} --storage file://${repo} --key-file ${key} --json > ${out}/summary.json`, setup: () => fs.rm(repo, { recursive: true, force: true }) },
+      { label: L.tarZstd, cmd: () => `tar cf - -C ${data} . | zstd -1 -T0 -q > ${out}/data.tar.zst`, setup: () => fs.rm(path.join(out, 'data.tar.zst'), { force: true }) },
+      ...(withTrove ? [{ label: L.trove, cmd: () => `tar cpf - -C ${data} . | gzip | openssl enc -aes-256-cbc -salt -pass pass:${pass} > ${out}/trove.enc` }] : []),
+    ],
+    [
+      {
+        label: L.ourRestore,
+        cmd: () => `node ${BIN} agent restore --storage file://${repo} --backup ${backupId} --key-file ${key} --data-dir ${restoreDir} --json > /dev/null`,
+        setup: async () => {
+          backupId = (await summaryOf()).id;
+          await cleanRestore();
+        },
+      },
+      { label: L.zstdRestore, cmd: () => `zstd -d -q -c ${out}/data.tar.zst | tar xf - -C ${restoreDir}`, setup: cleanRestore },
+      // Our restore flushes every file to disk before it reports success; tar does not. This line shows what durability costs.
+      { label: L.zstdRestoreSync, cmd: () => `zstd -d -q -c ${out}/data.tar.zst | tar xf - -C ${restoreDir} && sync -f ${restoreDir}`, setup: cleanRestore },
+      ...(withTrove ? [{ label: L.troveRestore, cmd: () => `openssl enc -d -aes-256-cbc -pass pass:${pass} < ${out}/trove.enc | gunzip | tar xf - -C ${restoreDir}`, setup: cleanRestore }] : []),
+    ],
+  ]);
+  const get = (label: string) => results.get(label)!;
+  const [ours, tarZstd, ourRestore, zstdRestore, zstdRestoreSync] = [L.ours, L.tarZstd, L.ourRestore, L.zstdRestore, L.zstdRestoreSync].map(get) as [Result, Result, Result, Result, Result];
+  const trove = withTrove ? get(L.trove) : undefined;
+  const troveRestore = withTrove ? get(L.troveRestore) : undefined;
+  const stored = (await summaryOf()).size;
   const zstdSize = (await fs.stat(path.join(out, 'data.tar.zst'))).size;
-  const zstdRestore = await best('zstd -d | tar x', `zstd -d -q -c ${out}/data.tar.zst | tar xf - -C ${restoreDir}`, cleanRestore);
-  // Our restore flushes every file to disk before it reports success; tar does not. This line shows what durability costs.
-  const zstdRestoreSync = await best('zstd -d | tar x; sync -f', `zstd -d -q -c ${out}/data.tar.zst | tar xf - -C ${restoreDir} && sync -f ${restoreDir}`, cleanRestore);
-
-  let trove: (Timed & { all: number[] }) | undefined;
-  let troveRestore: (Timed & { all: number[] }) | undefined;
-  let troveSize = 0;
-  if (gib <= 1) {
-    trove = await best("Trove's tar | gzip | openssl", `tar cpf - -C ${data} . | gzip | openssl enc -aes-256-cbc -salt -pass pass:${pass} > ${out}/trove.enc`);
-    troveSize = (await fs.stat(path.join(out, 'trove.enc'))).size;
-    troveRestore = await best("Trove's openssl -d | gunzip | tar x", `openssl enc -d -aes-256-cbc -pass pass:${pass} < ${out}/trove.enc | gunzip | tar xf - -C ${restoreDir}`, cleanRestore);
-  }
+  const troveSize = withTrove ? (await fs.stat(path.join(out, 'trove.enc'))).size : 0;
   await cleanRestore();
 
   const rate = (t: Timed) => `${(mb / t.seconds).toFixed(0)} MB/s`;
@@ -95,8 +130,9 @@ await writeSection(
 Measured ${new Date().toISOString().slice(0, 10)} on ${machine()}.
 Command: \`npm run bench -- --sizes ${values.sizes} --runs ${runs}\` (bench/backup.ts). Data: the real CouchDB 3.5 benchmark
 data directory from the fixtures plus copies of its \`.couch\` shards under new database names; page cache warm for every
-contender, \`sync\` before every run; repository and archives on the same local disk. Times are medians of ${runs} runs; RSS is the peak of the
-largest process (GNU time).
+contender, \`sync\` before every run; repository and archives on the same local disk. The contenders take turns, round by round
+(each round's order the reverse of the last), so that drift of the machine during the run weighs on all alike. Times are medians
+of ${runs} runs; RSS is the peak of the largest process (GNU time).
 
 | data | what | time | throughput | stored | peak RSS |
 |---|---|---|---|---|---|

@@ -16,7 +16,7 @@ import { RecordPool } from './pool.js';
 import { measure, openMeasured, type MeasuredFile } from './snapshot.js';
 import { readCouchdbMetadata } from './couchdb.js';
 import { recordDone } from '../util/gc.js';
-import { readAt, readAtSync } from '../util/fs.js';
+import { readAtSync } from '../util/fs.js';
 import type { BackupOptions, BackupSummary } from './types.js';
 
 export async function createBackup(opts: BackupOptions): Promise<BackupSummary> {
@@ -152,7 +152,6 @@ interface WriteContext {
 }
 
 const INLINE_BYTES = 32 << 20;
-const SYNC_READ_MAX = 256 << 10;
 
 /** The parent's file and this one are the same file, not shrunk: device, inode AND birth time (inodes are reused). */
 function sameFile(prev: FileEntry, f: MeasuredFile): boolean {
@@ -217,7 +216,7 @@ async function writeData(
   let turn = performance.now();
   try {
     for (const f of files) {
-      // Fingerprints, small reads and inline encoding are synchronous: give the event loop (the agent
+      // Fingerprints, reads and inline encoding are synchronous: give the event loop (the agent
       // daemon answers requests on it) a turn at least every 50 ms.
       if (performance.now() - turn > 50) {
         await new Promise((resolve) => setImmediate(resolve));
@@ -236,9 +235,9 @@ async function writeData(
           if (free.length === 0) await flushOne();
           const n = Math.min(ctx.recordSize, f.size - pos);
           const buf = free.pop()!.subarray(0, n);
-          // Small reads (an incremental's new tails) straight from this thread: a thread-pool round
-          // trip costs more than copying that much from the page cache.
-          const got = (n <= SYNC_READ_MAX ? readAtSync(fd, buf, pos) : await readAt(fd, buf, pos)).length;
+          // Straight from this thread: a thread-pool round trip costs more than the copy from the page
+          // cache (see the file driver's open()).
+          const got = readAtSync(fd, buf, pos).length;
           if (got < n) throw new CouchtroveError(`${f.path} shrank while being copied: measured ${f.size} bytes, only ${pos + got} could be read`);
           hash.update(buf);
           fp.feed(buf, pos);

@@ -1,13 +1,13 @@
 // Local directory repository (file:///absolute/path).
 // Durability: each object is written to a temporary name in its directory, fsynced, renamed into
 // place and the directory fsynced, so a crash leaves either the whole object or none of it.
-import { createReadStream } from 'node:fs';
+import { createReadStream, writeSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { checkKey, ObjectNotFoundError, StorageError, type Backend, type ObjectHandle, type ObjectInfo, type ObjectWriter, type PutOptions, type Range } from '../backend.js';
-import { readAt, syncDir } from '../../util/fs.js';
+import { readAtSync, syncDir } from '../../util/fs.js';
 
 const TMP_MARK = '.tmp-';
 const SYNC_STEP = 64 * 1024 * 1024;
@@ -78,7 +78,7 @@ export class FileBackend implements Backend {
     return {
       write: async (buf) => {
         try {
-          for (let off = 0; off < buf.length; ) off += (await fh.write(buf, off, buf.length - off, written + off)).bytesWritten;
+          for (let off = 0; off < buf.length; ) off += writeSync(fh.fd, buf, off, buf.length - off, written + off);
         } catch (err) {
           throw failed(err);
         }
@@ -120,10 +120,16 @@ export class FileBackend implements Backend {
     }
   }
 
+  // The handle's reads and the writer's writes run on the caller's thread. Through the thread pool,
+  // each costs two cross-thread wake-ups, which on a 2-core VM cost more than copying a record from or
+  // to the page cache: synchronous, a 1 GiB restore took 1.45-1.48 s against 1.51-1.65 s, a backup
+  // 2.30 s against 2.47 s (medians of 4, alternating). The event loop waits that long, or for the
+  // disk when the bytes are not cached; backup and restore give it turns while they wait for their
+  // worker threads.
   async open(key: string): Promise<ObjectHandle> {
     const fh = await this.openFile(key);
     return {
-      readInto: async (target, offset) => (await readAt(fh.fd, target, offset)).length,
+      readInto: async (target, offset) => readAtSync(fh.fd, target, offset).length,
       close: () => fh.close(),
     };
   }
