@@ -37,12 +37,14 @@ export async function createBackup(opts: BackupOptions): Promise<BackupSummary> 
   const parent = opts.parent ? await openBackup(storage, opts.parent, opts.key) : undefined;
   // The set of databases is recorded before the pass (docs/backup-format.md).
   const couchdb = opts.couchdb ? await readCouchdbMetadata(opts.couchdb) : null;
-  await putBuffer(storage, keys.lock(id), JSON.stringify({ id, host: hostname(), pid: process.pid, started: created }));
-
   let snapshot: Awaited<ReturnType<typeof measure>> | undefined;
   let pool: RecordPool | undefined;
+  // The lock is written (and fsynced, a few ms) while the measuring pass runs.
+  const locked = putBuffer(storage, keys.lock(id), JSON.stringify({ id, host: hostname(), pid: process.pid, started: created }));
+  locked.catch(() => undefined);
   try {
     snapshot = await measure(opts.dataDir, opts.configDir);
+    await locked;
     await opts.afterMeasure?.();
     const previous = new Map<string, FileEntry>();
     for (const e of parent?.catalog.entries ?? []) if (e.type === 'file') previous.set(`${e.root}:${e.path}`, e);
@@ -98,6 +100,7 @@ export async function createBackup(opts: BackupOptions): Promise<BackupSummary> 
     return summaryOf(body);
   } catch (err) {
     // Nothing of a failed backup may look usable: the manifest is never written, and the rest goes.
+    await locked.catch(() => undefined);
     await removeObjects(storage, id).catch(() => undefined);
     throw err;
   } finally {
@@ -196,8 +199,10 @@ async function writeData(
   // Encoded records in submission order. A file's extent offset and length are filled in as its
   // records are written, so small files do not stall the pipeline. Plain-text buffers come back
   // from the workers and are reused.
-  const free: Buffer[] = Array.from({ length: ctx.pool.depth + 1 }, () => Buffer.allocUnsafeSlow(ctx.recordSize));
-  const outs: Buffer[] = Array.from({ length: ctx.pool.depth + 1 }, () => Buffer.allocUnsafeSlow(maxRecordBytes(ctx.recordSize)));
+  // Allocated as the pipeline fills: encoded on this thread (an incremental), one pair is all it takes.
+  const free: Buffer[] = [];
+  const outs: Buffer[] = [];
+  let pairs = 0;
   const inflight: { record: ReturnType<RecordPool['encode']>; extent: Extent; first: boolean }[] = [];
   const flushOne = async () => {
     const item = inflight.shift()!;
@@ -232,6 +237,11 @@ async function writeData(
         const fp = new Fingerprint(fd, f.size).readUntil(from);
         const extent: Extent = { backup: id, offset: 0, length: 0, record: recordIndex, records: 0, bytes: f.size - from, sha256: '' };
         for (let pos = from; pos < f.size; ) {
+          if (free.length === 0 && pairs <= ctx.pool.depth) {
+            free.push(Buffer.allocUnsafeSlow(ctx.recordSize));
+            outs.push(Buffer.allocUnsafeSlow(maxRecordBytes(ctx.recordSize)));
+            pairs++;
+          }
           if (free.length === 0) await flushOne();
           const n = Math.min(ctx.recordSize, f.size - pos);
           const buf = free.pop()!.subarray(0, n);

@@ -12,6 +12,8 @@ import { readAt, readAtSync } from '../util/fs.js';
 const EDGE = 64 * 1024;
 const BLOCK = 4096;
 const SAMPLES = 16;
+/** Every sampled range is read into this buffer and hashed at once (a range is at most EDGE bytes). */
+const scratch = Buffer.allocUnsafeSlow(EDGE);
 
 /** The byte ranges [at, at + n) of a `size`-byte prefix that its fingerprint covers, in order. */
 function ranges(size: number): [number, number][] {
@@ -88,7 +90,7 @@ export class Fingerprint {
   /** Completes the current range from the file. */
   private readRest(): void {
     const [at, n] = this.ranges[this.next]!;
-    const got = readAtSync(this.fd, Buffer.allocUnsafe(n - this.done), at + this.done);
+    const got = readAtSync(this.fd, scratch.subarray(0, n - this.done), at + this.done);
     if (got.length < n - this.done) this.short = `short:${at}`;
     this.hash.update(got);
     this.next++;

@@ -131,7 +131,8 @@ export class RecordPool {
   /** `size` workers; none runs every task inline (a small job need not pay for starting threads). */
   constructor(size = Math.max(1, Math.min(availableParallelism(), 8))) {
     this.lanes = Math.max(1, size);
-    this.depth = this.lanes * 2;
+    // Inline, a task is done when it is submitted: nothing to keep in flight.
+    this.depth = size === 0 ? 1 : this.lanes * 2;
     for (let i = 0; i < size; i++) {
       const slot: Slot = { worker: new Worker(new URL('./worker.js', import.meta.url)), ready: false, busy: 0, waiting: [] };
       slot.worker.on('message', (r: WorkerReply | 'ready') => {
