@@ -1,5 +1,6 @@
 // Progress bar for long engine operations: only on a terminal, never with --json.
-import cliProgress from 'cli-progress';
+import { createRequire } from 'node:module';
+import type CliProgress from 'cli-progress';
 import type { Progress } from '../backup/types.js';
 import type { CommandIO } from './command.js';
 
@@ -12,6 +13,8 @@ const MiB = 1024 * 1024;
 
 export function progressBar(io: CommandIO, json: boolean | undefined, label: string): ProgressBar | undefined {
   if (json || !io.stderr.isTTY) return undefined;
+  // Loaded only for a bar: runs with --json or without a terminal are spared its ~7 ms of loading.
+  const cliProgress = createRequire(import.meta.url)('cli-progress') as typeof CliProgress;
   const bar = new cliProgress.SingleBar(
     {
       stream: io.stderr,
