@@ -16,6 +16,15 @@ import { chainObjects } from './chain.js';
 const STAGING_PREFIX = '.couchtrove-restore-';
 
 export async function restoreBackup(opts: RestoreOptions): Promise<RestoreResult> {
+  const decoder = new DataDecoder(opts.storage);
+  try {
+    return await restoreWith(decoder, opts);
+  } finally {
+    await decoder.close();
+  }
+}
+
+async function restoreWith(decoder: DataDecoder, opts: RestoreOptions): Promise<RestoreResult> {
   const { storage, id } = opts;
   const target = path.resolve(opts.dataDir);
   const opened = await openBackup(storage, id, opts.key);
@@ -29,13 +38,12 @@ export async function restoreBackup(opts: RestoreOptions): Promise<RestoreResult
   await prepareTarget(target, opts.force === true);
 
   const objects = await chainObjects(storage, opened, opts.key);
-  const decoder = new DataDecoder(storage, objects);
   const stage = path.join(target, `${STAGING_PREFIX}${id}`);
   await fs.rm(stage, { recursive: true, force: true });
   await fs.mkdir(stage, { mode: 0o700 });
   const rootDir = (root: 'data' | 'config') => path.join(stage, root);
   try {
-    await decoder.checkObjects();
+    await decoder.open(objects);
     const dirs = catalog.entries.filter((e): e is DirEntry => e.type === 'dir');
     const files = catalog.entries.filter((e): e is FileEntry => e.type === 'file');
     await fs.mkdir(rootDir('data'), { mode: 0o755 });
@@ -76,10 +84,7 @@ export async function restoreBackup(opts: RestoreOptions): Promise<RestoreResult
       await Promise.all([...open.values()].map((h) => h.close()));
     }
     // Times and modes after the content: writing would change them again.
-    for (const f of files) {
-      const p = path.join(rootDir(f.root), ...f.path.split('/'));
-      await fs.utimes(p, new Date(f.mtimeMs), new Date(f.mtimeMs));
-    }
+    await Promise.all(files.map((f) => fs.utimes(path.join(rootDir(f.root), ...f.path.split('/')), new Date(f.mtimeMs), new Date(f.mtimeMs))));
     for (const d of [...dirs].reverse()) {
       const p = path.join(rootDir(d.root), ...d.path.split('/'));
       await fs.chmod(p, sanitizeMode(d.mode, true));
@@ -87,9 +92,7 @@ export async function restoreBackup(opts: RestoreOptions): Promise<RestoreResult
     }
     if (owner) await chownTree(stage, owner.uid, owner.gid);
     // The new files' directory entries are durable before anything moves into place.
-    for (const d of dirs) await syncDir(path.join(rootDir(d.root), ...d.path.split('/')));
-    await syncDir(rootDir('data'));
-    await syncDir(rootDir('config'));
+    await Promise.all([...dirs.map((d) => path.join(rootDir(d.root), ...d.path.split('/'))), rootDir('data'), rootDir('config')].map(syncDir));
 
     // Everything is on disk and checked: replace the target's contents.
     if (opts.force) await clearDirectory(target, stage);
@@ -103,8 +106,6 @@ export async function restoreBackup(opts: RestoreOptions): Promise<RestoreResult
   } catch (err) {
     await fs.rm(stage, { recursive: true, force: true }).catch(() => undefined);
     throw err;
-  } finally {
-    await decoder.close();
   }
 }
 

@@ -9,11 +9,10 @@ import { chainObjects } from './chain.js';
 import type { Progress, VerifyResult } from './types.js';
 
 export async function verifyBackup(opts: { storage: Backend; id: string; key?: KeyMaterial; progress?: (p: Progress) => void }): Promise<VerifyResult> {
-  const opened = await openBackup(opts.storage, opts.id, opts.key);
-  const objects = await chainObjects(opts.storage, opened, opts.key);
-  const decoder = new DataDecoder(opts.storage, objects);
+  const decoder = new DataDecoder(opts.storage);
   try {
-    await decoder.checkObjects();
+    const opened = await openBackup(opts.storage, opts.id, opts.key);
+    await decoder.open(await chainObjects(opts.storage, opened, opts.key));
     const files = opened.catalog.entries.filter((e): e is FileEntry => e.type === 'file');
     await decoder.run(files, { begin: async () => null, end: async () => undefined }, opts.progress, 'verify');
     return {
