@@ -1,15 +1,16 @@
 // Backup and restore throughput and memory of `couchtrove agent backup|restore` against the pipelines
 // Trove used and plain tar+zstd, on the same data in one run (issue 2). Not a test: it writes
-// docs/benchmarks.md. Usage: npm run bench -- [--sizes 1,4] [--runs 3] [--work DIR]
+// docs/benchmarks.md. Usage: npm run bench -- [--sizes 1,4] [--runs 3] [--warmup 1] [--work DIR]
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { benchKey, BIN, buildDatadir, machine, median, ROOT, timed, writeSection, type Timed } from './lib.js';
 
-const { values } = parseArgs({ options: { sizes: { type: 'string', default: '1,4' }, runs: { type: 'string', default: '3' }, work: { type: 'string', default: path.join(ROOT, 'bench/work') } } });
+const { values } = parseArgs({ options: { sizes: { type: 'string', default: '1,4' }, runs: { type: 'string', default: '3' }, warmup: { type: 'string', default: '1' }, work: { type: 'string', default: path.join(ROOT, 'bench/work') } } });
 const GiB = 2 ** 30;
 const runs = Number(values.runs);
+const warmups = Number(values.warmup);
 const work = path.resolve(values.work!);
 const rows: string[] = [];
 const notes: string[] = [];
@@ -19,31 +20,40 @@ interface Contender {
   cmd: () => string;
   setup?: () => Promise<void>;
 }
-type Result = Timed & { all: number[] };
+type Result = Timed & { all: number[]; warmups: number[] };
 
 /**
  * Runs each group's contenders once per round, in turn (the order reversed every other round), so that
  * a machine that drifts during the run weighs on all of them alike. Groups run in order within a round:
- * the backups, then the restores of what they wrote.
+ * the backups, then the restores of what they wrote. The first `warmups` rounds are printed, not counted:
+ * the first run after a build or after the data directory is made was 20-40% slower, for tar as for us.
  */
 async function rounds(groups: Contender[][]): Promise<Map<string, Result>> {
   const times = new Map<string, Timed[]>();
-  for (let round = 0; round < runs; round++) {
+  /** Warm-up runs: reported, and their memory counts even though their time does not. */
+  const warm = new Map<string, Timed[]>();
+  for (let round = 0; round < warmups + runs; round++) {
     for (const group of groups) {
       for (const c of round % 2 ? [...group].reverse() : group) {
         await c.setup?.();
         // Nothing of the previous run (its deletions, the other contender's unsynced writes) is left for
         // this one to write back: every contender starts from a clean page cache state.
         execFileSync('sync');
-        times.set(c.label, [...(times.get(c.label) ?? []), timed(c.cmd())]);
+        const t = timed(c.cmd());
+        if (round < warmups) {
+          console.error(`${c.label}: warm-up ${t.seconds} s (time not counted)`);
+          warm.set(c.label, [...(warm.get(c.label) ?? []), t]);
+        } else times.set(c.label, [...(times.get(c.label) ?? []), t]);
       }
     }
   }
   const results = new Map<string, Result>();
   for (const [label, all] of times) {
     const secs = all.map((t) => t.seconds);
-    console.error(`${label}: ${secs.join(' s, ')} s; peak RSS ${Math.max(...all.map((t) => t.maxRssMiB)).toFixed(0)} MiB`);
-    results.set(label, { seconds: median(secs), maxRssMiB: Math.max(...all.map((t) => t.maxRssMiB)), all: secs });
+    const warmups = warm.get(label) ?? [];
+    const maxRssMiB = Math.max(...[...warmups, ...all].map((t) => t.maxRssMiB));
+    console.error(`${label}: ${secs.join(' s, ')} s; peak RSS ${maxRssMiB.toFixed(0)} MiB`);
+    results.set(label, { seconds: median(secs), maxRssMiB, all: secs, warmups: warmups.map((t) => t.seconds) });
   }
   return results;
 }
@@ -119,7 +129,7 @@ for (const gib of values.sizes!.split(',').map(Number)) {
   rows.push(`| | \`zstd -d \\| tar x\` then \`sync -f\` (durable, as ours) | ${zstdRestoreSync.seconds.toFixed(2)} s | ${rate(zstdRestoreSync)} | | ${zstdRestoreSync.maxRssMiB.toFixed(0)} MiB |`);
   if (troveRestore) rows.push(`| | Trove: \`openssl enc -d \\| gunzip \\| tar x\` | ${troveRestore.seconds.toFixed(2)} s | ${rate(troveRestore)} | | ${troveRestore.maxRssMiB.toFixed(0)} MiB |`);
   notes.push(
-    `- ${gib} GiB: backup at ${ratio(ours, tarZstd)}× the throughput of \`tar | zstd -1 -T0\` (target ≥ 0.9)${trove ? `, ${ratio(ours, trove)}× Trove's pipeline` : ''}; restore at ${ratio(ourRestore, zstdRestore)}× \`zstd -d | tar x\` (target ≥ 0.9), ${ratio(ourRestore, zstdRestoreSync)}× the same followed by \`sync -f\`; peak RSS ${ours.maxRssMiB.toFixed(0)} MiB backup, ${ourRestore.maxRssMiB.toFixed(0)} MiB restore (target ≤ 150). Runs (s): backup ${ours.all.join(', ')}; restore ${ourRestore.all.join(', ')}.`,
+    `- ${gib} GiB: backup at ${ratio(ours, tarZstd)}× the throughput of \`tar | zstd -1 -T0\` (target ≥ 0.9)${trove ? `, ${ratio(ours, trove)}× Trove's pipeline` : ''}; restore at ${ratio(ourRestore, zstdRestore)}× \`zstd -d | tar x\` (target ≥ 0.9), ${ratio(ourRestore, zstdRestoreSync)}× the same followed by \`sync -f\`; peak RSS ${ours.maxRssMiB.toFixed(0)} MiB backup, ${ourRestore.maxRssMiB.toFixed(0)} MiB restore (target ≤ 150). Runs (s): backup ${ours.all.join(', ')} against ${tarZstd.all.join(', ')}; restore ${ourRestore.all.join(', ')} against ${zstdRestore.all.join(', ')}; warm-up, not counted: backup ${ours.warmups.join(', ')} against ${tarZstd.warmups.join(', ')}, restore ${ourRestore.warmups.join(', ')} against ${zstdRestore.warmups.join(', ')}.`,
   );
 }
 
@@ -128,11 +138,11 @@ await writeSection(
   `## Full backup and restore (issue 2)
 
 Measured ${new Date().toISOString().slice(0, 10)} on ${machine()}.
-Command: \`npm run bench -- --sizes ${values.sizes} --runs ${runs}\` (bench/backup.ts). Data: the real CouchDB 3.5 benchmark
+Command: \`npm run bench -- --sizes ${values.sizes} --runs ${runs} --warmup ${warmups}\` (bench/backup.ts). Data: the real CouchDB 3.5 benchmark
 data directory from the fixtures plus copies of its \`.couch\` shards under new database names; page cache warm for every
 contender, \`sync\` before every run; repository and archives on the same local disk. The contenders take turns, round by round
-(each round's order the reverse of the last), so that drift of the machine during the run weighs on all alike. Times are medians
-of ${runs} runs; RSS is the peak of the largest process (GNU time).
+(each round's order the reverse of the last), so that drift of the machine during the run weighs on all alike, after ${warmups}
+warm-up round${warmups === 1 ? '' : 's'} that are not counted. Times are medians of ${runs} runs; RSS is the peak of the largest process (GNU time).
 
 | data | what | time | throughput | stored | peak RSS |
 |---|---|---|---|---|---|
