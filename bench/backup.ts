@@ -142,7 +142,7 @@ Command: \`npm run bench -- --sizes ${values.sizes} --runs ${runs} --warmup ${wa
 data directory from the fixtures plus copies of its \`.couch\` shards under new database names; page cache warm for every
 contender, \`sync\` before every run; repository and archives on the same local disk. The contenders take turns, round by round
 (each round's order the reverse of the last), so that drift of the machine during the run weighs on all alike, after ${warmups}
-warm-up round${warmups === 1 ? '' : 's'} that are not counted. Times are medians of ${runs} runs; RSS is the peak of the largest process (GNU time).
+warm-up round${warmups === 1 ? ' that is' : 's that are'} not timed. Times are medians of ${runs} runs; RSS is the peak of the largest process (GNU time).
 
 | data | what | time | throughput | stored | peak RSS |
 |---|---|---|---|---|---|
