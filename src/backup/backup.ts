@@ -203,9 +203,9 @@ async function writeData(
   let copied = 0;
 
   // Encoded records in submission order. A file's extent offset and length are filled in as its
-  // records are written, so small files do not stall the pipeline. Plain-text buffers come back
-  // from the workers and are reused.
-  // Allocated as the pipeline fills: encoded on this thread (an incremental), one pair is all it takes.
+  // records are written, so small files do not stall the pipeline. Plain-text and output buffers come
+  // back from the workers and are reused; they are allocated as the pipeline fills (encoding on this
+  // thread, as an incremental does, takes one pair).
   const free: Buffer[] = [];
   const outs: Buffer[] = [];
   let pairs = 0;
