@@ -18,6 +18,8 @@ import { recordDone } from '../util/gc.js';
 interface RecordSource {
   /** Reads n bytes into target (from its start), fewer only where the object ends; returns the count. */
   readInto(target: Buffer, n: number): Promise<number>;
+  /** Continues from another position of the same object, where the source can (a stream cannot). */
+  moveTo?(pos: number): void;
   close(): Promise<void>;
 }
 
@@ -28,6 +30,9 @@ class HandleReader implements RecordSource {
     const got = await this.handle.readInto(target.subarray(0, n), this.pos);
     this.pos += got;
     return got;
+  }
+  moveTo(pos: number): void {
+    this.pos = pos;
   }
   close(): Promise<void> {
     return this.handle.close();
@@ -207,7 +212,11 @@ export class DataDecoder {
 
     const seek = async (e: Extent): Promise<Cursor> => {
       const c = at.cursor;
-      if (c && c.backup === e.backup && c.pos === e.offset) return c;
+      if (c && c.backup === e.backup && (c.pos === e.offset || c.reader.moveTo)) {
+        c.reader.moveTo?.(e.offset);
+        c.pos = e.offset;
+        return c;
+      }
       await c?.reader.close();
       const o = this.objectOf(e.backup);
       let reader: RecordSource;
