@@ -76,6 +76,16 @@ export interface RequestOptions {
 export const enc = encodeURIComponent;
 export const userDocId = (name: string) => `org.couchdb.user:${name}`;
 
+/**
+ * A document's path under its database. Design and local document ids keep their slash: CouchDB 3.5
+ * answers `/_design%2Fname` with a 301 to `/_design/name` (couchdb-3.md), which a client that does not
+ * follow redirects sees as an error. The name after the prefix is encoded as any other id.
+ */
+export function docPath(db: string, id: string): string {
+  const special = /^(_design|_local)\/(.+)$/s.exec(id);
+  return `/${enc(db)}/${special ? `${special[1]}/${enc(special[2]!)}` : enc(id)}`;
+}
+
 export class CouchClient {
   readonly #auth: string | undefined;
   readonly baseUrl: string;
@@ -175,9 +185,12 @@ export class CouchClient {
   }
 
   async createDb(db: string): Promise<'created' | 'exists'> {
-    const r = await this.raw('PUT', `/${enc(db)}`);
+    const r = await this.raw<{ error?: string }>('PUT', `/${enc(db)}`);
     if (r.status === 201 || r.status === 202) return 'created';
     if (r.status === 412) return 'exists';
+    // CouchDB 3.5 with single_node = true creates _users and _replicator itself just after start; a PUT
+    // racing it answers 500 conflict (couchdb-3.md). The database exists then, made by the other writer.
+    if (r.status === 500 && r.body?.error === 'conflict' && (await this.dbInfo(db)) !== null) return 'exists';
     throw httpError(r.status, r.body, 'PUT', `/${enc(db)}`);
   }
 
@@ -199,26 +212,29 @@ export class CouchClient {
   // --- documents ----------------------------------------------------------------------------
 
   async getDoc<T>(db: string, id: string): Promise<T | null> {
-    const r = await this.raw<T>('GET', `/${enc(db)}/${enc(id)}`);
+    const p = docPath(db, id);
+    const r = await this.raw<T>('GET', p);
     if (r.status === 404) return null;
-    if (r.status !== 200) throw httpError(r.status, r.body, 'GET', `/${enc(db)}/${enc(id)}`);
+    if (r.status !== 200) throw httpError(r.status, r.body, 'GET', p);
     return r.body;
   }
 
   /** PUT a document; 'conflict' when it exists already (or its _rev is stale). */
   async putDoc(db: string, doc: { _id: string; [field: string]: unknown }): Promise<'ok' | 'conflict'> {
-    const r = await this.raw('PUT', `/${enc(db)}/${enc(doc._id)}`, { body: doc });
+    const p = docPath(db, doc._id);
+    const r = await this.raw('PUT', p, { body: doc });
     if (r.status === 201 || r.status === 202) return 'ok';
     if (r.status === 409) return 'conflict';
-    throw httpError(r.status, r.body, 'PUT', `/${enc(db)}/${enc(doc._id)}`);
+    throw httpError(r.status, r.body, 'PUT', p);
   }
 
   async deleteDoc(db: string, id: string, rev: string): Promise<'ok' | 'conflict' | 'missing'> {
-    const r = await this.raw('DELETE', `/${enc(db)}/${enc(id)}`, { query: { rev } });
+    const p = docPath(db, id);
+    const r = await this.raw('DELETE', p, { query: { rev } });
     if (r.status === 200 || r.status === 202) return 'ok';
     if (r.status === 409) return 'conflict';
     if (r.status === 404) return 'missing';
-    throw httpError(r.status, r.body, 'DELETE', `/${enc(db)}/${enc(id)}`);
+    throw httpError(r.status, r.body, 'DELETE', p);
   }
 
   async allDocs<T>(db: string, query: Record<string, string | number | boolean>): Promise<{ id: string; doc?: T }[]> {

@@ -200,7 +200,9 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
       const restore = v.optional(b.restorePoint, (x) => v.obj(x, '"restorePoint"'));
       const inst = await plane.createInstance(req.params.project!, {
         name: v.displayName(b.name, '"name"'),
-        flavorRef: v.ref(b.flavorRef, '"flavorRef"'),
+        // python-troveclient sends no flavorRef with --replica-of ("Flavor is ignored for creating replica"):
+        // a replica takes its source's flavor, as Trove does.
+        flavorRef: b.flavorRef === undefined && (b.replica_of ?? b.slave_of) !== undefined ? null : v.ref(b.flavorRef, '"flavorRef"'),
         volumeSize: volume && volume.size !== undefined && volume.size !== null ? v.integer(volume.size, '"volume"."size"', 1, 1 << 20) : null,
         datastoreVersion: ds ? v.optional(ds.version, (x) => v.ref(x, '"datastore"."version"')) : null,
         databases,
@@ -370,7 +372,8 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     // Root
     api.post('/instances/:id/root', async (req: Req) => {
       const b = req.body === undefined || req.body === null ? {} : v.obj(req.body, 'The request body');
-      const pw = b.root_password ?? (v.isObj(b.user) ? b.user.password : undefined);
+      // python-troveclient sends {"password": ...}; older clients {"root_password": ...} or {"user": {"password": ...}}.
+      const pw = b.password ?? b.root_password ?? (v.isObj(b.user) ? b.user.password : undefined);
       const r = await plane.enableRoot(req.params.project!, req.params.id!, pw === undefined || pw === null ? undefined : v.password(pw, '"root_password"'));
       return { user: { name: r.name, password: r.password } };
     });

@@ -32,7 +32,8 @@ export interface UserSpec {
 
 export interface CreateInstanceRequest {
   name: string;
-  flavorRef: string;
+  /** null: a replica's, taken from its source. */
+  flavorRef: string | null;
   volumeSize: number | null;
   datastoreVersion: string | null;
   databases: string[];
@@ -182,9 +183,12 @@ export class ControlPlane {
   // ---- instances ------------------------------------------------------------------------------
 
   async createInstance(projectId: string, req: CreateInstanceRequest): Promise<Row<'instances'>> {
-    const flavor = await this.flavor(req.flavorRef);
+    // A replica without a flavor or volume size takes its source's, as Trove does.
+    const source = req.replicaOf !== null ? await this.instance(projectId, req.replicaOf) : null;
+    if (req.flavorRef === null && !source) throw badRequest('"flavorRef" is required.');
+    const flavor = await this.flavor(req.flavorRef ?? source!.flavor_id);
     const version = await this.datastoreVersion(req.datastoreVersion);
-    let size = req.volumeSize;
+    let size = req.volumeSize ?? (source && this.config.couchdb.volumeSupport ? source.volume_size : null);
     if (this.config.couchdb.volumeSupport) {
       if (size === null) throw badRequest('Volume size is required: the couchdb datastore has volume_support = true.');
       if (size > this.config.maxVolumeSize) throw new ServiceError(413, 'overLimit', `Volume size ${size} GB is over the limit of ${this.config.maxVolumeSize} GB.`);
@@ -195,8 +199,8 @@ export class ControlPlane {
     let configuration: Row<'configurations'> | null = null;
     if (req.configurationId) configuration = await this.configuration(projectId, req.configurationId);
     let primary: Row<'instances'> | null = null;
-    if (req.replicaOf !== null) {
-      primary = await this.instance(projectId, req.replicaOf);
+    if (source) {
+      primary = source;
       if (primary.status !== 'ACTIVE') throw unprocessable(`Instance ${primary.id} is ${primary.status}: a replica needs an ACTIVE source.`);
       if (primary.replica_of !== null) throw unprocessable(`Instance ${primary.id} is itself a replica: replicate from its primary ${primary.replica_of}.`);
       if (req.backupRef !== null) throw badRequest('A replica starts from its source: give replica_of or a backup, not both.');
@@ -266,6 +270,11 @@ export class ControlPlane {
 
   async deleteInstance(projectId: string, id: string): Promise<void> {
     const inst = await this.instance(projectId, id);
+    // As Trove: a source with replicas stays until they are detached or it is ejected.
+    const replicas = await this.store.find('instances', { replica_of: id });
+    if (replicas.length > 0) {
+      throw badRequest(`Instance ${id} is the replication source of ${replicas.map((r) => r.id).join(', ')}: detach its replicas (or eject it) before deleting it.`);
+    }
     // Delete wins over a task that is stuck past its deadline.
     if (inst.task_id) await this.tasks.expireIfOverdue(inst.task_id);
     const task = await this.claim(projectId, id, 'instance.delete', 'SHUTDOWN',

@@ -30,10 +30,13 @@ export const instanceCommands: AnyCommand[] = [
   }),
   defineCommand({
     path: ['instance', 'create'], summary: 'Create an instance (optionally with databases, users, from a backup)',
-    required: ['resourceName', 'flavorRef'], optional: [...API, 'volumeSize', 'datastoreVersion', 'databases', 'userSpecs', 'backupId', 'replicaOf', 'configurationRef', 'wait'],
+    required: ['resourceName'], optional: [...API, 'flavorRef', 'volumeSize', 'datastoreVersion', 'databases', 'userSpecs', 'backupId', 'replicaOf', 'configurationRef', 'wait'],
     run: async (o, io) => {
+      // A replica takes its source's flavor (and volume size) unless given.
+      if (o.flavorRef === undefined && !o.replicaOf) throw Object.assign(new Error('missing required option --flavor (only a replica, --replica-of, may leave it out)'), { name: 'UsageError' });
       const c = new TroveApiClient(o);
-      const body: JsonObject = { name: o.resourceName, flavorRef: o.flavorRef, datastore: { type: 'couchdb', ...(o.datastoreVersion ? { version: o.datastoreVersion } : {}) } };
+      const body: JsonObject = { name: o.resourceName, datastore: { type: 'couchdb', ...(o.datastoreVersion ? { version: o.datastoreVersion } : {}) } };
+      if (o.flavorRef !== undefined) body.flavorRef = o.flavorRef;
       if (o.volumeSize !== undefined) body.volume = { size: o.volumeSize };
       if (o.databases) body.databases = (o.databases as string[]).map((name) => ({ name }));
       if (o.userSpecs) body.users = o.userSpecs.map((u) => ({ name: u.name, password: u.password, databases: u.databases.map((name) => ({ name })) }));
