@@ -25,6 +25,8 @@ export const DEVENGINE_VERSION = '3.5.0-devengine';
 const VENDOR = 'couchtrove development engine (express-pouchdb 4.2 + pouchdb 9): NOT Apache CouchDB';
 const DB_NAME_RE = /^[a-z][a-z0-9_$()+/-]*$/;
 const SYSTEM_DBS = new Set(['_users', '_replicator', '_global_changes']);
+/** How long a new admin or a changed user password is refused (CouchDB 3.5 applies them a moment later). */
+const AUTH_DELAY_MS = 400;
 
 // ---------------------------------------------------------------------------------------------
 // Logging, in CouchDB's shape: "[level] time node <pid> -------- message", to stderr.
@@ -150,6 +152,16 @@ interface ShardMap {
 interface NodeDoc {
   _id: string;
   _rev: string;
+}
+
+/** A rough check that an Erlang term's brackets and braces close in order. */
+function balancedTerm(text: string): boolean {
+  const open: string[] = [];
+  for (const c of text) {
+    if (c === '[' || c === '{') open.push(c);
+    else if (c === ']' || c === '}') if (open.pop() !== (c === ']' ? '[' : '{')) return false;
+  }
+  return open.length === 0;
 }
 
 class NodeLocal {
@@ -281,6 +293,9 @@ class DevEngine {
     log('notice', `couchtrove development engine ${DEVENGINE_VERSION} starting: NOT Apache CouchDB (ini files: ${this.sources.map((s) => s.file).join(' ')})`);
     const config = this.config();
     const port = intSetting(config, 'chttpd', 'port', 5984);
+    // CouchDB parses [chttpd] server_options as an Erlang term at start and does not come up when it is not one.
+    const serverOptions = this.get('chttpd', 'server_options');
+    if (serverOptions !== undefined && serverOptions !== '' && !balancedTerm(serverOptions)) fatal(`{error,{bad_term,{chttpd,server_options,${JSON.stringify(serverOptions)}}}}`);
     if (port > 65535) fatal(`{badarg, invalid port ${port}}`);
     intSetting(config, 'couchdb', 'max_dbs_open', 500);
     intSetting(config, 'couchdb', 'max_document_size', 8000000);
@@ -486,7 +501,26 @@ class DevEngine {
     else req.pipe(up);
   }
 
+  /**
+   * Credentials CouchDB 3.5 does not accept yet, by user name, until a time: a new admin's password is
+   * hashed in the background, and a changed _users password reaches the authentication cache through
+   * the changes feed (couchdb-3.md). Here such a user gets 401 for AUTH_DELAY_MS, whatever the password.
+   */
+  private readonly authPending = new Map<string, number>();
+
+  private authNotYet(req: http.IncomingMessage): boolean {
+    const m = /^Basic\s+(\S+)$/i.exec(req.headers.authorization ?? '');
+    if (!m) return false;
+    const name = Buffer.from(m[1]!, 'base64').toString('utf8').split(':')[0] ?? '';
+    const until = this.authPending.get(name);
+    if (until === undefined) return false;
+    if (Date.now() < until) return true;
+    this.authPending.delete(name);
+    return false;
+  }
+
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    if (this.authNotYet(req)) return send(res, 401, { error: 'unauthorized', reason: 'Name or password is incorrect.' });
     const url = new URL(req.url ?? '/', 'http://localhost');
     const raw = url.pathname.split('/').slice(1);
     if (raw.length > 0 && raw[raw.length - 1] === '' && raw.length > 1) raw.pop();
@@ -532,6 +566,12 @@ class DevEngine {
   }
 
   private async handleDb(req: http.IncomingMessage, res: http.ServerResponse, db: string, rest: string[], rawRest: string[], search: string, method: string): Promise<void> {
+    // CouchDB 3.5 redirects a design document id whose slash is encoded (couchdb-3.md).
+    const encodedDesign = /^_design%2F(.+)$/i.exec(rawRest[0] ?? '');
+    if (encodedDesign) {
+      res.setHeader('location', `/${encodeURIComponent(db)}/_design/${[encodedDesign[1], ...rawRest.slice(1)].join('/')}${search}`);
+      return send(res, 301, { error: 'moved_permanently', reason: 'the design document id must not have its slash encoded' });
+    }
     const backendPath = `/${[encodeURIComponent(toBackend(db)), ...rawRest].join('/')}${search}`;
     let map = this.nodeLocal.dbs[db];
     if (!map && !(rest.length === 0 && method === 'PUT') && (await this.call('GET', `/${encodeURIComponent(toBackend(db))}`)).status === 200) {
@@ -580,6 +620,10 @@ class DevEngine {
         info.props = map.props as Record<string, Json>;
       }
       return send(res, r.status, info);
+    }
+    // A changed (not a new) user document reaches CouchDB's authentication cache a moment later.
+    if (db === '_users' && rest.length === 1 && rest[0]!.startsWith('org.couchdb.user:') && (method === 'PUT' || method === 'DELETE')) {
+      if ((await this.call('GET', `/_users/${encodeURIComponent(rest[0]!)}`)).status === 200) this.authPending.set(rest[0]!.slice('org.couchdb.user:'.length), Date.now() + AUTH_DELAY_MS);
     }
     if (rest.length === 1 && rest[0] === '_bulk_get' && method === 'POST') return this.bulkGet(req, res, db, search);
     if (rest.length === 1 && rest[0] === '_changes' && method === 'POST' && new URLSearchParams(search).get('filter') === '_selector') return this.selectorChanges(req, res, db, search);
@@ -770,7 +814,10 @@ class DevEngine {
       if (typeof value !== 'string') return send(res, 400, { error: 'bad_request', reason: 'config value must be a JSON string' });
       if (/[\r\n\0]/.test(value)) return send(res, 400, { error: 'bad_request', reason: 'config value must be one line' });
       if (section === 'admins' && !isHashed(value)) value = hashPassword(value);
-      if (section === 'admins') await this.backendSet('admins', key, value as string);
+      if (section === 'admins') {
+        await this.backendSet('admins', key, value as string);
+        this.authPending.set(key, Date.now() + AUTH_DELAY_MS);
+      }
       if (section === 'log' && key === 'level') setLogLevel(value as string);
       if (persist) this.persist(section, key, value as string);
       else this.last.ini.set(section, key, value as string);

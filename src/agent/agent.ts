@@ -64,6 +64,9 @@ export function instanceFiles(s: InstanceSettings) {
     secret: path.join(s.instanceDir, 'admin.secret'),
     log: path.join(s.instanceDir, 'log', 'couchdb.log'),
     smoosh: path.join(s.instanceDir, 'smoosh'),
+    /** CouchDB's HOME: holds the Erlang cookie (.erlang.cookie, 0400), which never goes on a command line. */
+    home: path.join(s.instanceDir, 'home'),
+    cookie: path.join(s.instanceDir, 'home', '.erlang.cookie'),
   };
 }
 
@@ -88,6 +91,45 @@ export async function writePrivateFile(file: string, content: string): Promise<v
   await fsp.rename(tmp, file);
 }
 
+/**
+ * The settings the agent owns in local.ini, whatever a server admin changed over HTTP
+ * (/_node/_local/_config lets one change them all at run time: couchdb-3.md): where the data is, where
+ * CouchDB listens, where it logs. Values null are removed.
+ */
+export function managedSettings(s: InstanceSettings, uuid: string): Array<{ section: string; key: string; value: string | null }> {
+  const f = instanceFiles(s);
+  return [
+    { section: 'couchdb', key: 'database_dir', value: s.dataDir },
+    { section: 'couchdb', key: 'view_index_dir', value: s.dataDir },
+    { section: 'couchdb', key: 'uuid', value: uuid },
+    { section: 'couchdb', key: 'single_node', value: 'true' },
+    { section: 'couchdb', key: 'uri_file', value: null },
+    { section: 'chttpd', key: 'port', value: String(s.port) },
+    { section: 'chttpd', key: 'bind_address', value: s.bindAddress },
+    { section: 'httpd', key: 'bind_address', value: null },
+    { section: 'httpd', key: 'port', value: null },
+    { section: 'prometheus', key: 'additional_port', value: null },
+    { section: 'prometheus', key: 'bind_address', value: null },
+    { section: 'prometheus', key: 'port', value: null },
+    { section: 'cluster', key: 'n', value: '1' },
+    { section: 'smoosh', key: 'state_dir', value: f.smoosh },
+    { section: 'log', key: 'writer', value: 'stderr' },
+    { section: 'log', key: 'file', value: null },
+  ];
+}
+
+/** Sets every managed setting in ini; returns the 'section/key' names whose value was different. */
+export function assertManaged(ini: IniFile, s: InstanceSettings, uuid: string): string[] {
+  const changed: string[] = [];
+  for (const m of managedSettings(s, uuid)) {
+    if ((ini.get(m.section, m.key) ?? null) === m.value) continue;
+    if (m.value === null) ini.delete(m.section, m.key);
+    else ini.set(m.section, m.key, m.value);
+    changed.push(`${m.section}/${m.key}`);
+  }
+  return changed;
+}
+
 export function renderLocalIni(s: InstanceSettings, uuid: string, admin: Credentials, overrides: ParsedOverride[]): string {
   const ini = IniFile.parse(
     [
@@ -97,25 +139,17 @@ export function renderLocalIni(s: InstanceSettings, uuid: string, admin: Credent
       '',
     ].join('\n'),
   );
-  const f = instanceFiles(s);
-  ini.set('couchdb', 'database_dir', s.dataDir);
-  ini.set('couchdb', 'view_index_dir', s.dataDir);
-  ini.set('couchdb', 'uuid', uuid);
-  ini.set('couchdb', 'single_node', 'true');
-  ini.set('chttpd', 'port', String(s.port));
-  ini.set('chttpd', 'bind_address', s.bindAddress);
-  ini.set('cluster', 'n', '1');
-  ini.set('smoosh', 'state_dir', f.smoosh);
+  assertManaged(ini, s, uuid);
   ini.set('admins', admin.username, admin.password);
   for (const o of overrides) ini.set(o.section, o.key, o.value);
   return ini.toString();
 }
 
-export function renderVmArgs(s: InstanceSettings, cookie: string): string {
+export function renderVmArgs(s: InstanceSettings): string {
   const lines = [
-    `# Written by the couchtrove agent for instance ${s.instanceId} (COUCHDB_ARGS_FILE).`,
+    `# Written by the couchtrove agent for instance ${s.instanceId} (COUCHDB_ARGS_FILE). No cookie here:`,
+    '# CouchDB\'s launcher puts these arguments on the command line; Erlang reads $HOME/.erlang.cookie.',
     `-name ${s.nodeName}`,
-    `-setcookie ${cookie}`,
     '-kernel error_logger silent',
     '-sasl sasl_error_logger false',
     '# Erlang distribution on loopback only.',
@@ -137,6 +171,15 @@ async function checkWritableDir(dir: string): Promise<void> {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? '';
     throw new AgentError('INVALID_ARGUMENT', `data directory ${dir} is not writable${code ? ` (${code})` : ''}: ${describeError(err)}`);
+  }
+}
+
+async function chownTree(dir: string, uid: number, gid: number): Promise<void> {
+  await fsp.lchown(dir, uid, gid);
+  for (const e of await fsp.readdir(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) await chownTree(p, uid, gid);
+    else await fsp.lchown(p, uid, gid);
   }
 }
 
@@ -171,6 +214,8 @@ export class Agent implements AgentApi, AgentReplicationApi {
   #manager: CouchManager | null = null;
   #version: string | undefined;
   #configLock: Promise<unknown> = Promise.resolve();
+  /** Set by the supervisor while CouchDB is down and a restart is due. */
+  #restartNote: string | null = null;
   readonly #replMemory = new ReplicationMemory();
   readonly #startTimeoutMs: number;
   readonly #stopTimeoutMs: number;
@@ -356,9 +401,14 @@ export class Agent implements AgentApi, AgentReplicationApi {
     this.#admin = admin;
     this.#manager = null;
     await fsp.mkdir(f.smoosh, { recursive: true, mode: 0o700 });
+    await fsp.mkdir(f.home, { recursive: true, mode: 0o700 });
     // The plain password is in local.ini (0600) only until CouchDB's first start replaces it by a hash.
     await writePrivateFile(f.localIni, renderLocalIni(s, st.uuid, admin, overrides));
-    await writePrivateFile(f.vmArgs, renderVmArgs(s, randomBytes(24).toString('hex')));
+    await writePrivateFile(f.vmArgs, renderVmArgs(s));
+    await fsp.rm(f.cookie, { force: true });
+    await writePrivateFile(f.cookie, randomBytes(24).toString('hex'));
+    await fsp.chmod(f.cookie, 0o400);
+    await this.#ownFiles(s);
 
     if (restore && s.restore) {
       this.#progress = { phase: 'restore', bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: 0 };
@@ -368,7 +418,7 @@ export class Agent implements AgentApi, AgentReplicationApi {
           id: s.restore.backupId,
           dataDir: s.dataDir,
           key: restore.key,
-          owner: `${process.getuid?.() ?? 0}:${process.getgid?.() ?? 0}`,
+          owner: s.runAs ? `${s.runAs.uid}:${s.runAs.gid}` : `${process.getuid?.() ?? 0}:${process.getgid?.() ?? 0}`,
           // A data directory with something in it is refused on a first prepare (wrong volume?);
           // preparing again with a backup asks for the data to be replaced (only once the restore succeeded).
           force: replacing,
@@ -438,10 +488,59 @@ export class Agent implements AgentApi, AgentReplicationApi {
     }
   }
 
+  /**
+   * With runAs, what CouchDB reads and writes belongs to the instance's identity and to nobody else:
+   * its data, local.ini (CouchDB writes runtime changes there), vm.args, smoosh state and HOME with the
+   * cookie. The instance directory itself stays the agent's, searchable only, so admin.secret, the
+   * agent's state and the log stay out of CouchDB's reach.
+   */
+  async #ownFiles(s: InstanceSettings): Promise<void> {
+    if (!s.runAs) return;
+    const { uid, gid } = s.runAs;
+    const f = instanceFiles(s);
+    await fsp.chmod(s.instanceDir, 0o711);
+    for (const p of [f.etcDir, f.localIni, f.vmArgs, f.smoosh, f.home, f.cookie]) await fsp.chown(p, uid, gid);
+    await chownTree(s.dataDir, uid, gid);
+    await fsp.chmod(s.dataDir, 0o700);
+  }
+
+  /**
+   * Before every start: the settings the agent manages go back to its values in local.ini (a server
+   * admin may have changed them over HTTP), and what was reset is logged.
+   */
+  async #reassert(st: PersistedState): Promise<void> {
+    const s = st.settings;
+    const f = instanceFiles(s);
+    const ini = IniFile.parse(await fsp.readFile(f.localIni, 'utf8'));
+    const reset = assertManaged(ini, s, st.uuid);
+    if (this.#admin && ini.get('admins', this.#admin.username) === undefined) {
+      ini.set('admins', this.#admin.username, this.#admin.password);
+      reset.push(`admins/${this.#admin.username}`);
+    }
+    // vm.args and the cookie are the agent's alone; an instance prepared by an older agent had its cookie in vm.args.
+    const vmArgs = renderVmArgs(s);
+    const files = reset.length > 0 || (await fsp.readFile(f.vmArgs, 'utf8').catch(() => '')) !== vmArgs || !fs.existsSync(f.cookie);
+    if (!files) return;
+    await writePrivateFile(f.localIni, ini.toString());
+    await writePrivateFile(f.vmArgs, vmArgs);
+    if (!fs.existsSync(f.cookie)) {
+      await fsp.mkdir(f.home, { recursive: true, mode: 0o700 });
+      await writePrivateFile(f.cookie, randomBytes(24).toString('hex'));
+      await fsp.chmod(f.cookie, 0o400);
+    }
+    await this.#ownFiles(s);
+    if (reset.length > 0) this.#log(`settings changed over HTTP reset to the agent's before start: ${reset.join(', ')}`);
+  }
+
   /** Starts CouchDB and waits for /_up; returns the failure reason, or null when it runs. */
   async #startProcess(st: PersistedState): Promise<string | null> {
     const s = st.settings;
     const f = instanceFiles(s);
+    try {
+      await this.#reassert(st);
+    } catch (err) {
+      return `cannot check ${f.localIni}: ${describeError(err)}`;
+    }
     try {
       await checkPortFree(s.bindAddress, s.port);
     } catch (err) {
@@ -452,7 +551,7 @@ export class Agent implements AgentApi, AgentReplicationApi {
     const iniFiles = [...(fs.existsSync(defaultIni) ? [defaultIni] : []), f.localIni];
     let proc: CouchProcess;
     try {
-      proc = await CouchProcess.launch({ couchdbHome: s.couchdbHome, iniFiles, argsFile: f.vmArgs, epmdPort: s.epmdPort, logFile: f.log });
+      proc = await CouchProcess.launch({ couchdbHome: s.couchdbHome, iniFiles, argsFile: f.vmArgs, epmdPort: s.epmdPort, logFile: f.log, home: f.home, ...(s.runAs ? { runAs: s.runAs } : {}) });
     } catch (err) {
       return `cannot start CouchDB: ${describeError(err)}`;
     }
@@ -570,6 +669,7 @@ export class Agent implements AgentApi, AgentReplicationApi {
     if (!this.#proc || !this.#proc.running) {
       const exit = this.#proc?.exitInfo();
       const how = exit && (exit.code !== null || exit.signal !== null) ? ` (${exit.signal ? `signal ${exit.signal}` : `code ${exit.code}`})` : '';
+      if (this.#restartNote) return { state: 'FAILED', reason: this.#restartNote };
       return { state: 'FAILED', reason: `CouchDB is not running${how}: ${await reasonFromLog(f.log, st.logOffset, secrets)}` };
     }
     return { state: 'FAILED', reason: `CouchDB (pid ${this.#proc.pid}) does not answer ${couchUrl(s)}/_up` };
@@ -803,6 +903,60 @@ export class Agent implements AgentApi, AgentReplicationApi {
       running = true;
       this.enforceQuota()
         .catch((err: unknown) => this.#log(`volume quota check failed: ${describeError(err)}`))
+        .finally(() => (running = false));
+    }, intervalMs);
+    timer.unref();
+    return () => clearInterval(timer);
+  }
+
+  /**
+   * For `agent serve`: a CouchDB that exits while it should run is started again, after 1, 2, 4 ... 60 s
+   * (the delay resets once it has run for a minute). Each restart is logged with how it exited, and
+   * status() says when the next attempt comes.
+   */
+  startSupervisor(intervalMs = 1000): () => void {
+    let attempt = 0;
+    let nextAt = 0;
+    let upSince = 0;
+    let running = false;
+    let ownFailure: string | null = null;
+    const tick = async (): Promise<void> => {
+      const st = this.#state;
+      if (!st || st.desired !== 'RUNNING' || st.building || st.restoreFailed || this.#busy || !this.#admin) return;
+      // A failure of prepare or of an operator's start is theirs to report; only our own restarts are retried.
+      if (st.failure !== null && st.failure !== ownFailure) return;
+      if (this.#proc?.running) {
+        upSince ||= Date.now();
+        if (attempt > 0 && Date.now() - upSince > 60_000) attempt = 0;
+        this.#restartNote = null;
+        return;
+      }
+      upSince = 0;
+      if (nextAt === 0) {
+        const exit = this.#proc?.exitInfo();
+        const how = exit?.signal ? `killed by ${exit.signal}` : exit?.code !== undefined && exit.code !== null ? `exited with code ${exit.code}` : 'is not running';
+        const delay = Math.min(60_000, 1000 * 2 ** attempt);
+        nextAt = Date.now() + delay;
+        this.#restartNote = `CouchDB ${how}; the agent starts it again in ${Math.round(delay / 1000)} s (restart ${attempt + 1})`;
+        this.#log(this.#restartNote);
+        return;
+      }
+      if (Date.now() < nextAt) return;
+      nextAt = 0;
+      attempt++;
+      await this.#exclusive('start', async () => {
+        const failure = await this.#startProcess(st);
+        st.failure = ownFailure = failure;
+        if (failure) this.#log(`restart ${attempt} of CouchDB failed: ${failure}`);
+        else this.#log(`CouchDB is running again after restart ${attempt}`);
+        await this.#persist();
+      });
+    };
+    const timer = setInterval(() => {
+      if (running) return;
+      running = true;
+      tick()
+        .catch((err: unknown) => this.#log(`supervisor: ${describeError(err)}`))
         .finally(() => (running = false));
     }, intervalMs);
     timer.unref();

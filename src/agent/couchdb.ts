@@ -185,12 +185,17 @@ export class CouchClient {
   }
 
   async createDb(db: string): Promise<'created' | 'exists'> {
-    const r = await this.raw<{ error?: string }>('PUT', `/${enc(db)}`);
+    const r = await this.raw('PUT', `/${enc(db)}`);
     if (r.status === 201 || r.status === 202) return 'created';
     if (r.status === 412) return 'exists';
     // CouchDB 3.5 with single_node = true creates _users and _replicator itself just after start; a PUT
-    // racing it answers 500 conflict (couchdb-3.md). The database exists then, made by the other writer.
-    if (r.status === 500 && r.body?.error === 'conflict' && (await this.dbInfo(db)) !== null) return 'exists';
+    // racing it answers 500 {"error":"error","reason":"conflict"} (couchdb-3.md). The other writer made it.
+    if (r.status === 500 && JSON.stringify(r.body ?? '').includes('conflict')) {
+      for (let i = 0; i < 50; i++) {
+        if ((await this.dbInfo(db)) !== null) return 'exists';
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
     throw httpError(r.status, r.body, 'PUT', `/${enc(db)}`);
   }
 

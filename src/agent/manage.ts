@@ -188,8 +188,24 @@ export class CouchManager {
     for (let attempt = 0; ; attempt++) {
       const doc = await this.#requireUser(name);
       // Keep every field; CouchDB replaces `password` by a new salt and derived key.
-      if ((await this.couch.putDoc(USERS, { ...doc, password })) === 'ok') return;
+      if ((await this.couch.putDoc(USERS, { ...doc, password })) === 'ok') break;
       if (attempt >= 3) throw new AgentError('CONFLICT', `user ${name} is being changed by someone else; try again`);
+    }
+    // CouchDB's authentication cache follows _users through its changes feed: the old password works
+    // until the cache has the new document. Done means the new password works (and so the old one no longer).
+    await this.#waitForCredentials({ username: name, password }, false, `the new password of user ${name}`);
+  }
+
+  /** Polls _session with the credentials until CouchDB accepts them (as a server admin when admin). */
+  async #waitForCredentials(credentials: { username: string; password: string }, admin: boolean, what: string, timeoutMs = 15_000): Promise<void> {
+    const client = new CouchClient(this.couch.baseUrl, credentials, 5000);
+    const deadline = Date.now() + timeoutMs;
+    for (let delay = 20; ; delay = Math.min(delay * 2, 250)) {
+      const r = await client.raw<{ userCtx?: { name?: string | null; roles?: string[] } }>('GET', '/_session');
+      const ctx = r.status === 200 ? r.body?.userCtx : undefined;
+      if (ctx?.name === credentials.username && (!admin || ctx.roles?.includes('_admin'))) return;
+      if (Date.now() > deadline) throw new AgentError('COUCHDB_ERROR', `CouchDB did not accept ${what} within ${timeoutMs / 1000} s`);
+      await new Promise((resolve) => setTimeout(resolve, delay));
     }
   }
 
@@ -246,6 +262,8 @@ export class CouchManager {
   async enableRoot(password?: string): Promise<{ name: 'root'; password: string }> {
     const pw = password === undefined ? generatePassword() : checkPassword(password, 'root password');
     await this.couch.putConfig('admins', ROOT_USER, pw);
+    // CouchDB 3.5 hashes a new admin password in the background; until then the admin cannot log in.
+    await this.#waitForCredentials({ username: ROOT_USER, password: pw }, true, 'the root password');
     return { name: 'root', password: pw };
   }
 

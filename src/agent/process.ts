@@ -15,6 +15,10 @@ export interface LaunchSpec {
   argsFile: string;
   epmdPort: number;
   logFile: string;
+  /** CouchDB's HOME: Erlang reads its distribution cookie from $HOME/.erlang.cookie there. */
+  home: string;
+  /** Run as this identity instead of the agent's. */
+  runAs?: { uid: number; gid: number };
 }
 
 export interface ExitInfo {
@@ -23,7 +27,7 @@ export interface ExitInfo {
 }
 
 /** Environment variables passed on to CouchDB: nothing else of the agent's (which may hold secrets). */
-const PASS_ENV = ['PATH', 'HOME', 'LANG', 'LC_ALL', 'TZ', 'TMPDIR', 'USER', 'LOGNAME'];
+const PASS_ENV = ['PATH', 'LANG', 'LC_ALL', 'TZ'];
 
 export class CouchProcess {
   #exit: ExitInfo | null = null;
@@ -48,6 +52,7 @@ export class CouchProcess {
       const env: NodeJS.ProcessEnv = {};
       for (const k of PASS_ENV) if (process.env[k] !== undefined) env[k] = process.env[k];
       Object.assign(env, {
+        HOME: spec.home,
         COUCHDB_INI_FILES: spec.iniFiles.join(' '),
         COUCHDB_ARGS_FILE: spec.argsFile,
         ERL_EPMD_PORT: String(spec.epmdPort),
@@ -57,7 +62,7 @@ export class CouchProcess {
       offset = fs.fstatSync(fd).size;
       // Own process group: a signal to the agent's group does not reach CouchDB, and a forced stop
       // reaches CouchDB's children too. CouchDB may outlive the agent (the agent adopts it again).
-      const child = spawn(bin, [], { cwd: spec.couchdbHome, env, stdio: ['ignore', fd, fd], detached: true });
+      const child = spawn(bin, [], { cwd: spec.couchdbHome, env, stdio: ['ignore', fd, fd], detached: true, ...(spec.runAs ?? {}) });
       const pid = await new Promise<number>((resolve, reject) => {
         child.once('spawn', () => resolve(child.pid!));
         child.once('error', reject);

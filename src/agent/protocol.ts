@@ -29,6 +29,11 @@ export interface InstanceSettings {
   overrides?: Record<string, string>;
   /** Restore this backup before the first start. */
   restore?: { storage: string; backupId: string; keyFile?: string };
+  /**
+   * The instance's own OS identity: CouchDB runs as it, and its data, configuration and Erlang cookie
+   * belong to it alone (the agent must run as root to switch). Absent: CouchDB runs as the agent's user.
+   */
+  runAs?: { uid: number; gid: number };
 }
 
 export interface InstanceStatus {

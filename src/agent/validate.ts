@@ -138,5 +138,12 @@ export function checkSettings(s: unknown): InstanceSettings {
     out.restore = { storage: checkStorageUrl(r.storage), backupId: checkBackupId(r.backupId) };
     if (r.keyFile !== undefined) out.restore.keyFile = absPath(r.keyFile, 'restore.keyFile');
   }
+  if (o.runAs !== undefined) {
+    const r = o.runAs as Record<string, unknown> | null;
+    if (!r || typeof r !== 'object') throw invalid('runAs must be {uid, gid}');
+    // Never root: the point is an identity that owns nothing but this instance.
+    out.runAs = { uid: int(r.uid, 1, 2 ** 31 - 1, 'runAs.uid'), gid: int(r.gid, 1, 2 ** 31 - 1, 'runAs.gid') };
+    if (process.getuid && process.getuid() !== 0) throw invalid(`runAs needs the agent to run as root (it runs as uid ${process.getuid()})`);
+  }
   return out;
 }

@@ -87,6 +87,8 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     if (err instanceof ServiceError) return reply.code(err.status).send(faultBody(err.status, err.message, err.fault));
     if (err instanceof MarkerNotFoundError) return reply.code(400).send(faultBody(400, `Invalid marker: ${err.marker} is not in this list.`));
     const e = err as { statusCode?: number; code?: string; message?: string };
+    // An agent that does not answer is a service that is unavailable for now, not an internal error.
+    if (e.code === 'UNREACHABLE') return reply.code(503).send(faultBody(503, describeError(err), 'serviceUnavailable'));
     const status = typeof e.statusCode === 'number' ? e.statusCode : 500;
     if (status >= 400 && status < 500) {
       let msg = e.message ?? 'bad request';

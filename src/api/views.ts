@@ -59,7 +59,8 @@ export function instanceView(base: string, inst: Row<'instances'>, region: strin
     if (inst.port && inst.host) v.couchdb_url = `http://${inst.host}:${inst.port}`;
     v.engine = inst.engine ?? x.engine.kind;
     if ((inst.engine ?? x.engine.kind) === 'devengine' && x.engine.warning) v.engine_warning = x.engine.warning;
-    if (inst.fault && (inst.status === 'ERROR' || inst.status === 'FAILED' || inst.status === 'RESTART_REQUIRED' || inst.status === 'SHUTDOWN')) {
+    // Shown in every state: a failed detach, promote or configuration leaves the instance ACTIVE with its reason.
+    if (inst.fault) {
       v.fault = { message: inst.fault, created: troveTime(inst.updated), details: inst.fault };
     }
   }

@@ -32,8 +32,8 @@ export interface ComputeDriver {
   ensureAgent(instance: Row<'instances'>): Promise<Placement>;
   /** Client for the instance's agent. */
   agent(instance: Row<'instances'>): Promise<AgentApi>;
-  /** Where the volume is mounted (CouchDB's data directory) and the agent's own directory. */
-  paths(instance: Row<'instances'>): { dataDir: string; agentDir: string };
+  /** Where the volume is mounted (CouchDB's data directory), the agent's own directory, and the OS identity CouchDB runs as. */
+  paths(instance: Row<'instances'>): { dataDir: string; agentDir: string; runAs?: { uid: number; gid: number } };
   /** Grows the volume; the quota is the agent's to enforce. */
   resizeVolume(instance: Row<'instances'>, sizeGb: number): Promise<void>;
   /** Stops the agent and CouchDB and removes the instance's directory and volume. Idempotent. */

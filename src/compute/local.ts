@@ -29,6 +29,37 @@ export interface LocalDriverOptions {
   cli?: string[];
   /** How long a new agent may take to answer, ms. */
   agentStartMs?: number;
+  /**
+   * 'user': each instance's CouchDB runs as its own uid (and gid), taken from uidRange, owning its files
+   * alone (needs root); 'none': as the control plane's user; 'auto' (default): 'user' when root.
+   */
+  isolation?: 'auto' | 'user' | 'none';
+  uidRange?: PortRange;
+  /** Said once at start (why isolation is off, say). */
+  log?: (line: string) => void;
+}
+
+export const DEFAULT_UID_RANGE: PortRange = { from: 700000, to: 799999 };
+
+/** The first directory on the way to dir (itself included) that other users cannot search, or null. */
+export function unsearchable(dir: string): string | null {
+  for (let d = path.resolve(dir); ; d = path.dirname(d)) {
+    try {
+      if ((fs.statSync(d).mode & 0o001) === 0) return d;
+    } catch {
+      return d;
+    }
+    if (path.dirname(d) === d) return null;
+  }
+}
+
+/** uids named in /etc/passwd: never given to an instance. */
+function passwdUids(): Set<number> {
+  try {
+    return new Set(fs.readFileSync('/etc/passwd', 'utf8').split('\n').map((l) => Number(l.split(':')[2])).filter((n) => Number.isInteger(n)));
+  } catch {
+    return new Set();
+  }
 }
 
 /** The repository root (holds package.json), from this module's place in src/ or dist/src/. */
@@ -95,11 +126,29 @@ export class LocalProcessDriver implements ComputeDriver {
   private readonly factory: AgentFactory;
   private readonly clients = new Map<string, Promise<AgentApi>>();
   private readonly allocating = new Set<number>();
+  /** Instance id -> its uid, remembered past destroy so that livePids can still look for its processes. */
+  private readonly uids = new Map<string, number>();
+
+  /** Whether instances get their own uid (resolved once from options.isolation). */
+  readonly isolated: boolean;
 
   constructor(private readonly options: LocalDriverOptions) {
     this.engine = engineInfo(options.couchdbHome);
     this.cli = options.cli ?? [process.execPath, path.join(packageRoot(), 'bin', 'couchtrove.js')];
     this.factory = options.agentFactory ?? defaultAgentFactory;
+    this.isolated = this.resolveIsolation(options.isolation ?? 'auto');
+  }
+
+  private resolveIsolation(mode: 'auto' | 'user' | 'none'): boolean {
+    if (mode === 'none') return false;
+    const root = process.getuid?.() === 0;
+    // The instance's uid must reach the engine's release directory (and the development engine's code).
+    const blocked = unsearchable(path.join(this.engine.home, 'bin'));
+    const why = !root ? 'the control plane does not run as root' : blocked ? `${blocked} is not searchable by other users` : null;
+    if (why === null) return true;
+    if (mode === 'user') throw new Error(`instance_isolation = user: ${why}`);
+    this.options.log?.(`WARNING: instances run as the control plane's own user, not each as its own: ${why}`);
+    return false;
   }
 
   private dir(id: string): string {
@@ -107,9 +156,33 @@ export class LocalProcessDriver implements ComputeDriver {
     return path.join(this.options.stateDir, 'instances', id);
   }
 
-  paths(instance: Row<'instances'>): { dataDir: string; agentDir: string } {
+  paths(instance: Row<'instances'>): { dataDir: string; agentDir: string; runAs?: { uid: number; gid: number } } {
     const d = instance.instance_dir ?? this.dir(instance.id);
-    return { dataDir: path.join(d, 'data'), agentDir: path.join(d, 'agent') };
+    const uid = this.isolated ? readPlacement(d).uid : undefined;
+    if (uid !== undefined) this.uids.set(instance.id, uid);
+    return { dataDir: path.join(d, 'data'), agentDir: path.join(d, 'agent'), ...(uid !== undefined ? { runAs: { uid, gid: uid } } : {}) };
+  }
+
+  /** The lowest uid of the range that no other instance and no user of /etc/passwd has. */
+  private allocateUid(): number {
+    const range = this.options.uidRange ?? DEFAULT_UID_RANGE;
+    const used = passwdUids();
+    const root = path.join(this.options.stateDir, 'instances');
+    for (const id of fs.existsSync(root) ? fs.readdirSync(root) : []) {
+      const uid = readPlacement(path.join(root, id)).uid;
+      if (uid !== undefined) used.add(uid);
+    }
+    for (let uid = range.from; uid <= range.to; uid++) if (!used.has(uid)) return uid;
+    throw new Error(`no free uid left in instance_uids (${range.from}-${range.to})`);
+  }
+
+  /** The state dir and instances/ are searchable (not listable) by instance uids; what is above them must be too. */
+  private prepareTree(): void {
+    const root = path.join(this.options.stateDir, 'instances');
+    fs.mkdirSync(root, { recursive: true, mode: 0o711 });
+    for (const d of [this.options.stateDir, root]) if ((fs.statSync(d).mode & 0o001) === 0) fs.chmodSync(d, fs.statSync(d).mode | 0o111);
+    const blocked = unsearchable(root);
+    if (blocked) throw new Error(`instances run as their own users, who cannot reach ${root}: ${blocked} is not searchable by other users (chmod o+x it, or choose a state_dir such as /var/lib/couchtrove)`);
   }
 
   private async allocatePort(): Promise<number> {
@@ -138,20 +211,20 @@ export class LocalProcessDriver implements ComputeDriver {
 
   async provision(instance: Row<'instances'>): Promise<Placement> {
     const dir = this.dir(instance.id);
+    if (this.isolated) this.prepareTree();
     fs.mkdirSync(path.join(dir, 'data'), { recursive: true, mode: 0o700 });
     fs.mkdirSync(path.join(dir, 'agent'), { recursive: true, mode: 0o700 });
+    // CouchDB (as the instance's uid) passes through the instance directory to its data and ini files.
+    if (this.isolated) fs.chmodSync(dir, 0o711);
     // A provisioning interrupted by a crash left its choices in placement.json: reuse them (and adopt the agent).
     const placementFile = path.join(dir, 'placement.json');
-    let saved: { port?: number; agentPort?: number; epmdPort?: number } = {};
-    try {
-      saved = JSON.parse(fs.readFileSync(placementFile, 'utf8')) as typeof saved;
-    } catch {
-      // first provisioning
-    }
+    const saved = readPlacement(dir);
     const port = instance.port ?? saved.port ?? (await this.allocatePort());
     const agentPort = instance.agent_port ?? saved.agentPort ?? (await freePort());
     const epmdPort = instance.epmd_port ?? saved.epmdPort ?? (await freePort());
-    fs.writeFileSync(placementFile, JSON.stringify({ port, agentPort, epmdPort }) + '\n', { mode: 0o600 });
+    const uid = this.isolated ? (saved.uid ?? this.allocateUid()) : undefined;
+    if (uid !== undefined) this.uids.set(instance.id, uid);
+    fs.writeFileSync(placementFile, JSON.stringify({ port, agentPort, epmdPort, ...(uid !== undefined ? { uid } : {}) }) + '\n', { mode: 0o600 });
     if (instance.agent_pid === null) {
       const pid = Number(fs.existsSync(path.join(dir, 'agent.pid')) ? fs.readFileSync(path.join(dir, 'agent.pid'), 'utf8').trim() : NaN);
       if (Number.isInteger(pid) && pid > 0) instance = { ...instance, agent_pid: pid };
@@ -226,7 +299,10 @@ export class LocalProcessDriver implements ComputeDriver {
   }
 
   livePids(instance: Row<'instances'>): number[] {
-    return alive(instance.agent_pid) ? [instance.agent_pid!] : [];
+    const dir = instance.instance_dir ?? this.dir(instance.id);
+    const uid = this.uids.get(instance.id);
+    const pids = [...(alive(instance.agent_pid) ? [instance.agent_pid!] : []), ...processesUsing(dir), ...(uid !== undefined ? processesOf(uid) : [])];
+    return [...new Set(pids)];
   }
 
   async destroy(instance: Row<'instances'>): Promise<void> {
@@ -259,7 +335,26 @@ export class LocalProcessDriver implements ComputeDriver {
     // or gone) would leave it running. Anything still started from the instance's directory goes.
     const dir = instance.instance_dir ?? this.dir(instance.id);
     await killProcessesUsing(dir);
+    // An isolated instance's uid owns nothing else: whatever still runs as it (an epmd, a couchjs) goes too.
+    const uid = readPlacement(dir).uid;
+    if (uid !== undefined) for (const pid of processesOf(uid)) killGroup(pid, 'SIGKILL');
     fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+interface SavedPlacement {
+  port?: number;
+  agentPort?: number;
+  epmdPort?: number;
+  /** The instance's own uid (and gid), when instances are isolated. */
+  uid?: number;
+}
+
+function readPlacement(dir: string): SavedPlacement {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(dir, 'placement.json'), 'utf8')) as SavedPlacement;
+  } catch {
+    return {};
   }
 }
 
@@ -289,6 +384,24 @@ export function processesUsing(dir: string): number[] {
     }
   }
   return pids;
+}
+
+/** Pids running as uid (Linux /proc; nothing elsewhere). */
+export function processesOf(uid: number): number[] {
+  let entries: string[];
+  try {
+    entries = fs.readdirSync('/proc');
+  } catch {
+    return [];
+  }
+  return entries.filter((p) => {
+    if (!/^\d+$/.test(p)) return false;
+    try {
+      return new RegExp(`^Uid:\\s+${uid}\\s`, 'm').test(fs.readFileSync(`/proc/${p}/status`, 'utf8'));
+    } catch {
+      return false;
+    }
+  }).map(Number);
 }
 
 async function killProcessesUsing(dir: string): Promise<void> {

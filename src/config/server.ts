@@ -65,6 +65,8 @@ export interface ServerConfig {
   backupTimeout: number;
   /** Seconds restart, resize, delete and configuration tasks may take. */
   taskTimeout: number;
+  /** Seconds between two health checks of every idle instance through its agent. */
+  healthInterval: number;
   /** Largest volume, GB. */
   maxVolumeSize: number;
   /** Largest request body, bytes. */
@@ -96,7 +98,7 @@ export const DEFAULT_COUCHDB: CouchdbSection = {
 
 /** Keys of [DEFAULT] and [couchdb], with their environment variables. */
 const DEFAULT_KEYS = ['state_dir', 'host', 'port', 'database_url', 'repository', 'backup_key_file', 'backup_encryption', 'auth_mode', 'local_project',
-  'region', 'backup_timeout', 'task_timeout', 'max_volume_size', 'max_body_bytes', 'couchdb_home'] as const;
+  'region', 'backup_timeout', 'task_timeout', 'health_interval', 'max_volume_size', 'max_body_bytes', 'couchdb_home'] as const;
 const COUCHDB_KEYS = ['tcp_ports', 'udp_ports', 'backup_strategy', 'mount_point', 'usage_timeout', 'volume_support', 'device_path'] as const;
 
 export function envName(section: 'DEFAULT' | 'couchdb', key: string): string {
@@ -257,6 +259,7 @@ export function loadServerConfig(options: LoadOptions = {}): ServerConfig {
     region: get('region', check.name, 'RegionOne'),
     backupTimeout: get('backup_timeout', (w, k, v) => check.int(w, k, v, 5, 7 * 86400), 3600),
     taskTimeout: get('task_timeout', (w, k, v) => check.int(w, k, v, 5, 86400), 600),
+    healthInterval: get('health_interval', (w, k, v) => check.int(w, k, v, 1, 300), 5),
     maxVolumeSize: get('max_volume_size', (w, k, v) => check.int(w, k, v, 1, 1 << 20), 1024),
     maxBodyBytes: get('max_body_bytes', (w, k, v) => check.int(w, k, v, 1024, 64 << 20), 1 << 20),
     projects: [],

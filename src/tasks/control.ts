@@ -15,6 +15,7 @@ import { TaskManager, type TaskContext } from './manager.js';
 import { refuseIfDepended, resolveParent } from './incremental.js';
 import { badRequest, notFound, unprocessable, ServiceError } from './errors.js';
 import { registerReplicationTasks } from './replication.js';
+import { HealthMonitor } from './health.js';
 
 /** What the control plane needs from the backup engine (src/backup): injected so tests can replace it. */
 export interface BackupEngine {
@@ -73,6 +74,8 @@ export interface ControlPlaneOptions {
   watchdogMs?: number;
   /** How often a running backup's progress is read, ms. */
   progressMs?: number;
+  /** Health check period, ms (default: the configuration's health_interval). */
+  healthMs?: number;
 }
 
 export class ControlPlane {
@@ -84,6 +87,7 @@ export class ControlPlane {
   private readonly log: (m: string) => void;
   private readonly progressMs: number;
   private readonly keyFile: string | undefined;
+  readonly health: HealthMonitor;
 
   constructor(options: ControlPlaneOptions) {
     this.config = options.config;
@@ -96,6 +100,7 @@ export class ControlPlane {
     this.keyFile = this.config.backupEncryption ? (this.config.backupKeyFile ?? path.join(this.config.stateDir, 'backup.key')) : undefined;
     this.registerHandlers();
     registerReplicationTasks(this);
+    this.health = new HealthMonitor(this, options.healthMs ?? this.config.healthInterval * 1000, this.log);
   }
 
   get backupKeyFile(): string | undefined {
@@ -116,6 +121,7 @@ export class ControlPlane {
     }
     const r = await this.tasks.recover();
     await this.reconcile();
+    this.health.start();
     return r;
   }
 
@@ -123,6 +129,7 @@ export class ControlPlane {
 
   async stop(): Promise<void> {
     this.stopping = true;
+    await this.health.stop();
     await this.tasks.stop();
   }
 
@@ -538,7 +545,7 @@ export class ControlPlane {
     const home = versions[0]?.couchdb_home ?? this.compute.engine.home;
     const confId = changes.configurationId === undefined ? inst.configuration_id : changes.configurationId;
     const conf = confId ? await this.store.get('configurations', confId) : undefined;
-    const { dataDir, agentDir } = this.compute.paths(inst);
+    const { dataDir, agentDir, runAs } = this.compute.paths(inst);
     const size = changes.volumeSize ?? inst.volume_size;
     const s: InstanceSettings = {
       instanceId: inst.id,
@@ -552,6 +559,7 @@ export class ControlPlane {
       flavor: { ramMb: flavor.ram, vcpus: flavor.vcpus },
       overrides: { ...flavorOverrides(flavor), ...(conf ? (JSON.parse(conf.values) as Record<string, string>) : {}) },
     };
+    if (runAs) s.runAs = runAs;
     if (this.config.couchdb.volumeSupport) s.volumeBytes = size * GiB;
     if (changes.restore) {
       const b = await this.store.get('backups', changes.restore);
@@ -869,6 +877,8 @@ export async function agentCall<T>(p: Promise<T>): Promise<T> {
     if (status === 400) throw badRequest(describeError(err));
     if (status === 507) throw unprocessable(`${describeError(err)} (grow the volume with resize volume)`);
     if (typeof status === 'number' && status >= 400 && status < 500) throw new ServiceError(status === 409 ? 409 : 422, status === 409 ? 'conflictingRequest' : 'unprocessableEntity', describeError(err));
+    // An agent that does not answer, or whose CouchDB does not: the service is unavailable, not broken.
+    if (status === 503 || status === 502) throw new ServiceError(503, 'serviceUnavailable', describeError(err));
     throw err;
   }
 }

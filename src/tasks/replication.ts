@@ -169,8 +169,10 @@ export function registerReplicationTasks(plane: ControlPlane): void {
       await ctx.step('detached');
       const followers = [...(ctx.params.oldPrimary ? [ctx.params.oldPrimary] : []), ...ctx.params.others];
       const problems = await followAll(plane, inst, followers);
-      await plane.release(inst.id, ctx.task.id, null, { replica_of: null });
-      if (problems.length > 0) throw new Error(`promoted, but: ${problems.join('; ')}`);
+      // The instance is given back with the problems as its fault: the task's failure comes after the release.
+      const fault = problems.length > 0 ? `promoted, but: ${problems.join('; ')}` : null;
+      await plane.release(inst.id, ctx.task.id, fault, { replica_of: null });
+      if (fault) throw new Error(fault);
     },
     failed: fail,
   });

@@ -17,6 +17,8 @@ export interface TestInstance {
 export class Harness {
   readonly agents: Agent[] = [];
   readonly pids = new Set<number>();
+  /** Every agent's log lines. */
+  readonly logs: string[] = [];
   root = '';
 
   async init(prefix: string): Promise<this> {
@@ -29,7 +31,7 @@ export class Harness {
   }
 
   async open(name: string): Promise<Agent> {
-    const agent = await Agent.open(`${this.root}/${name}/agent`, { startTimeoutMs: couch.startTimeoutMs, stopTimeoutMs: 20_000 });
+    const agent = await Agent.open(`${this.root}/${name}/agent`, { startTimeoutMs: couch.startTimeoutMs, stopTimeoutMs: 20_000, log: (l) => this.logs.push(l) });
     this.agents.push(agent);
     return agent;
   }
@@ -93,4 +95,14 @@ export async function rejectsWithCode(p: Promise<unknown>, code: string, message
     return e;
   }
   throw new Error(`expected an error with code ${code}, but it succeeded`);
+}
+
+/** Polls check until it returns true (CouchDB applies some changes a moment later); false after timeoutMs. */
+export async function eventually(check: () => Promise<boolean>, timeoutMs = 10_000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return true;
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }

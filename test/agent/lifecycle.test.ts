@@ -106,18 +106,39 @@ describe(`agent lifecycle [${couch.label}]`, () => {
     }
   });
 
-  test('a broken configuration: restart reports FAILED with the reason from the log', async () => {
-    const t = await h.instance('broken');
-    const ini = instanceFiles(t.settings).localIni;
-    // What an operator's bad hand edit looks like: CouchDB cannot parse the port and does not start.
-    const text = await fsp.readFile(ini, 'utf8');
-    await fsp.writeFile(ini, text.replace(/^port = \d+$/m, 'port = not-a-port'));
+  test('settings the agent manages are reset at start, whatever was changed over HTTP or by hand', async () => {
+    const t = await h.instance('reasserted');
+    const admin = await adminOf(t.settings);
+    await t.agent.createDatabase('kept');
+    // A server admin moves the data directory and the log over HTTP (CouchDB 3.5 lets one).
+    for (const [key, value] of [['couchdb/database_dir', path.join(h.root, 'elsewhere')], ['log/writer', 'file'], ['log/file', path.join(h.root, 'any.log')]] as const) {
+      const r = await http(t.url, 'PUT', `/_node/_local/_config/${key}`, { auth: admin, body: value });
+      assert.equal(r.status, 200, `PUT ${key}`);
+    }
     const st = await t.agent.restart();
+    assert.equal(st.state, 'RUNNING', st.reason);
+    const ini = await fsp.readFile(instanceFiles(t.settings).localIni, 'utf8');
+    assert.match(ini, new RegExp(`^database_dir = ${t.settings.dataDir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`, 'm'));
+    assert.doesNotMatch(ini, /^file = /m);
+    assert.deepEqual(await t.agent.listDatabases(), ['kept'], 'served from the instance\'s own data directory again');
+    assert.match(h.logs.join('\n'), /reset to the agent's before start: couchdb\/database_dir, log\/writer, log\/file/);
+    h.track(t.agent);
+    await t.agent.stop();
+  });
+
+  test('a broken configuration: start reports FAILED with the reason from the log', async () => {
+    const t = await h.instance('broken');
+    await t.agent.stop();
+    const ini = instanceFiles(t.settings).localIni;
+    // What an operator's bad hand edit looks like: a setting CouchDB parses at start is not an Erlang term.
+    const text = await fsp.readFile(ini, 'utf8');
+    await fsp.writeFile(ini, `${text}\n[chttpd]\nserver_options = [{backlog, 128\n`);
+    const st = await t.agent.start();
     assert.equal(st.state, 'FAILED');
     assert.match(st.reason ?? '', /CouchDB (exited during start|did not answer)/);
-    assert.match(st.reason ?? '', /not-a-port|badarg|port/i);
     assert.equal(t.agent.couchdbPid, null);
     assert.equal((await t.agent.status()).state, 'FAILED', 'the failure is sticky');
+    assert.match(st.reason ?? '', /server_options|badarg|parse|crash|terminated/i);
     await fsp.writeFile(ini, text);
     const fixed = await t.agent.start();
     assert.equal(fixed.state, 'RUNNING', fixed.reason);

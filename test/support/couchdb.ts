@@ -44,9 +44,14 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
-/** A private temporary directory (0700), removed by the returned cleanup. */
+/**
+ * A temporary directory, searchable but not listable by others (0711): instances isolated under their
+ * own uids (as root) must pass through it to reach their own files.
+ */
 export async function tempDir(prefix: string): Promise<string> {
-  return fsp.mkdtemp(path.join(os.tmpdir(), `couchtrove-${prefix}-`));
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), `couchtrove-${prefix}-`));
+  await fsp.chmod(dir, 0o711);
+  return dir;
 }
 
 export async function removeDir(dir: string): Promise<void> {

@@ -17,8 +17,11 @@ export interface RealServer {
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
+/** A temporary directory that isolated instances (their own uids, as root) can pass through: 0711. */
 export function tempDir(prefix: string): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  fs.chmodSync(dir, 0o711);
+  return dir;
 }
 
 /**

@@ -20,6 +20,8 @@ export const serveCommand = defineCommand({
     const stopReplicationSync = agent.startReplicationSync(5000);
     // Client writes beyond the volume quota are refused (src/agent/quota.ts).
     const stopQuotaWatch = agent.startQuotaWatch(10_000);
+    // A CouchDB that dies is started again, with a back-off.
+    const stopSupervisor = agent.startSupervisor();
     io.stdout.write(`couchtrove agent listening on ${server.url}\n`);
     await new Promise<void>((resolve) => {
       const stop = () => {
@@ -32,6 +34,7 @@ export const serveCommand = defineCommand({
     });
     stopReplicationSync();
     stopQuotaWatch();
+    stopSupervisor();
     await server.close();
     log(`agent stopped${agent.couchdbPid ? ` (CouchDB pid ${agent.couchdbPid} keeps running)` : ''}`);
     return 0;

@@ -46,7 +46,7 @@ export const instanceCommands: AnyCommand[] = [
       let inst = (await c.request('POST', '/instances', { instance: body })).instance as JsonObject;
       if (o.wait) inst = (await waitFor(c, io, 'instance', inst.id as string)) ?? inst;
       show(io, o.json, inst);
-      return o.wait && inst.status !== 'ACTIVE' ? 1 : 0;
+      return o.wait && failed(inst) ? 1 : 0;
     },
   }),
   defineCommand({
@@ -78,7 +78,7 @@ export const instanceCommands: AnyCommand[] = [
           inst = (await waitFor(c, io, 'instance', id)) ?? inst;
         }
         show(io, o.json, inst);
-        return o.wait && verb !== 'eject' && inst.status !== 'ACTIVE' ? 1 : 0;
+        return o.wait && verb !== 'eject' && failed(inst) ? 1 : 0;
       },
     }),
   ),
@@ -106,8 +106,13 @@ export const instanceCommands: AnyCommand[] = [
           inst = (await waitFor(c, io, 'instance', id)) ?? inst;
         }
         show(io, o.json, inst);
-        return o.wait && inst.status !== 'ACTIVE' ? 1 : 0;
+        return o.wait && failed(inst) ? 1 : 0;
       },
     }),
   ),
 ];
+
+/** After --wait: the operation failed when the instance is not ACTIVE or carries a fault (the task's reason). */
+function failed(inst: JsonObject): boolean {
+  return inst.status !== 'ACTIVE' || inst.fault !== undefined;
+}

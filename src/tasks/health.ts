@@ -1,0 +1,84 @@
+// Instance status from the agents' own answers. Every health_interval seconds each idle instance's agent
+// is asked how its CouchDB is: a CouchDB that is down makes the instance SHUTDOWN, an agent that does not
+// answer makes it ERROR, each with the reason in `fault`; a dead agent is started again. When both answer
+// again the instance is ACTIVE again. Instances held by a task are left to that task, and an ERROR that a
+// task left (a failed create, say) is not the monitor's to clear: it only undoes what it set itself.
+import type { Row, InstanceStatus } from '../state/index.js';
+import { now } from '../state/index.js';
+import { describeError } from '../util/errors.js';
+import type { ControlPlane } from './control.js';
+import { withTimeout } from './control.js';
+
+/** Every fault the monitor writes starts with this; only such faults are cleared by it. */
+export const HEALTH_FAULT = 'health check: ';
+const WATCHED: InstanceStatus[] = ['ACTIVE', 'RESTART_REQUIRED', 'SHUTDOWN', 'ERROR'];
+
+export class HealthMonitor {
+  #timer: NodeJS.Timeout | null = null;
+  #running: Promise<void> | null = null;
+  readonly #restarting = new Set<string>();
+
+  constructor(
+    private readonly plane: ControlPlane,
+    private readonly intervalMs: number,
+    private readonly log: (m: string) => void,
+  ) {}
+
+  start(): void {
+    if (this.#timer) return;
+    this.#timer = setInterval(() => {
+      if (this.#running) return;
+      this.#running = this.checkAll()
+        .catch((err: unknown) => this.log(`health check: ${describeError(err)}`))
+        .finally(() => (this.#running = null));
+    }, this.intervalMs);
+    this.#timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = null;
+    await this.#running;
+  }
+
+  async checkAll(): Promise<void> {
+    const rows = await this.plane.store.find('instances', { status: WATCHED });
+    await Promise.all(rows.filter((i) => i.task_id === null && i.agent_port !== null).map((i) => this.check(i)));
+  }
+
+  /** One instance: ask its agent, write what it says (compare-and-set on the status read). */
+  async check(inst: Row<'instances'>): Promise<void> {
+    const ours = inst.fault?.startsWith(HEALTH_FAULT) ?? false;
+    if ((inst.status === 'ERROR' || inst.status === 'SHUTDOWN') && !ours) return;
+    let next: { status: InstanceStatus; fault: string | null };
+    try {
+      const s = await withTimeout((await this.plane.compute.agent(inst)).status(), 3000);
+      if (s.state === 'RUNNING' || s.state === 'RESTART_REQUIRED') {
+        // RESTART_REQUIRED the control plane set (configuration detached) stays until a restart.
+        next = { status: s.state === 'RESTART_REQUIRED' || inst.status === 'RESTART_REQUIRED' ? 'RESTART_REQUIRED' : 'ACTIVE', fault: null };
+        if (inst.status === 'RESTART_REQUIRED' && s.state === 'RUNNING' && !ours) return;
+      } else {
+        next = { status: 'SHUTDOWN', fault: `${HEALTH_FAULT}CouchDB is not running: ${s.reason ?? s.state}` };
+      }
+    } catch (err) {
+      next = { status: 'ERROR', fault: `${HEALTH_FAULT}the agent does not answer: ${describeError(err)}` };
+      this.#restartAgent(inst);
+    }
+    if (next.status === inst.status && next.fault === inst.fault) return;
+    const changed = await this.plane.store.update('instances', inst.id, { status: next.status, fault: next.fault, updated: now() }, { task_id: null, status: inst.status });
+    if (changed) this.log(`instance ${inst.id}: ${inst.status} -> ${next.status}${next.fault ? ` (${next.fault.slice(HEALTH_FAULT.length)})` : ''}`);
+  }
+
+  /** A dead agent is started again (it adopts or restarts its CouchDB); one attempt at a time per instance. */
+  #restartAgent(inst: Row<'instances'>): void {
+    if (this.#restarting.has(inst.id)) return;
+    this.#restarting.add(inst.id);
+    void this.plane.compute
+      .ensureAgent(inst)
+      .then(async (p) => {
+        if (p.agentPid !== inst.agent_pid) await this.plane.store.update('instances', inst.id, { agent_pid: p.agentPid }, { task_id: null });
+      })
+      .catch((err: unknown) => this.log(`instance ${inst.id}: the agent could not be started again: ${describeError(err)}`))
+      .finally(() => this.#restarting.delete(inst.id));
+  }
+}
