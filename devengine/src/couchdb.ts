@@ -27,6 +27,10 @@ const DB_NAME_RE = /^[a-z][a-z0-9_$()+/-]*$/;
 const SYSTEM_DBS = new Set(['_users', '_replicator', '_global_changes']);
 /** How long a new admin or a changed user password is refused (CouchDB 3.5 applies them a moment later). */
 const AUTH_DELAY_MS = 400;
+/** How long a replication job runs on after its _replicator document is deleted. */
+const REPLICATION_STOP_MS = 500;
+/** How long after its port opens the server creates its system databases. */
+const SYSTEM_DB_DELAY_MS = 300;
 
 // ---------------------------------------------------------------------------------------------
 // Logging, in CouchDB's shape: "[level] time node <pid> -------- message", to stderr.
@@ -337,8 +341,11 @@ class DevEngine {
 
     await this.startBackend(dbDir);
     await this.reconcile();
+    // As CouchDB 3.5: with single_node the system databases are created just after start, not before
+    // the port opens; a client's PUT racing that creation gets 500 conflict (couchdb-3.md).
     if (this.get('couchdb', 'single_node') === 'true') {
-      for (const db of ['_users', '_replicator']) await this.ensureDb(db);
+      for (const db of ['_users', '_replicator']) if (!this.nodeLocal.dbs[db]) this.systemPending.add(db);
+      setTimeout(() => void this.createSystemDbs(), SYSTEM_DB_DELAY_MS).unref();
     }
     if (!this.nodeLocal.nodes[nodeName]) {
       this.nodeLocal.nodes[nodeName] = { _id: nodeName, _rev: NodeLocal.rev() };
@@ -422,6 +429,16 @@ class DevEngine {
     const r = await this.call('GET', '/_all_dbs');
     if (r.status !== 200 || !Array.isArray(r.json)) throw new Error(`_all_dbs failed: ${r.status}`);
     return (r.json as string[]).filter((n) => !n.startsWith('pouch__')).map(fromBackend);
+  }
+
+  /** System databases not created yet (single_node start). */
+  private readonly systemPending = new Set<string>();
+
+  private async createSystemDbs(): Promise<void> {
+    for (const db of [...this.systemPending]) {
+      this.systemPending.delete(db);
+      await this.ensureDb(db).catch((err: unknown) => log('error', `cannot create ${db}: ${(err as Error).message}`));
+    }
   }
 
   private async ensureDb(db: string): Promise<void> {
@@ -583,6 +600,12 @@ class DevEngine {
       log('error', `could not open shards of ${db}: no shard on node ${nodeName}`);
       return send(res, 500, { error: 'internal_server_error', reason: 'No DB shards could be opened.' });
     }
+    if (rest.length === 0 && method === 'PUT' && this.systemPending.has(db)) {
+      if (!(await this.requireAdmin(req, res))) return;
+      this.systemPending.delete(db);
+      await this.ensureDb(db);
+      return send(res, 500, { error: 'error', reason: 'conflict' });
+    }
     if (rest.length === 0 && method === 'PUT') {
       if (!DB_NAME_RE.test(db) && !SYSTEM_DBS.has(db)) {
         return send(res, 400, {
@@ -635,6 +658,17 @@ class DevEngine {
         return send(res, 400, { error: 'bad_request', reason: 'invalid UTF-8 JSON' });
       }
       return this.proxy(req, res, backendPath, body);
+    }
+    // As CouchDB 3.5, whose document processor stops a job a moment after its _replicator document is
+    // deleted: the deletion is acknowledged at once and done (the job stopped) REPLICATION_STOP_MS later.
+    if (db === '_replicator' && rest.length === 1 && method === 'DELETE' && !rest[0]!.startsWith('_')) {
+      if (!(await this.requireAdmin(req, res))) return;
+      const rev = new URLSearchParams(search).get('rev') ?? '';
+      const current = await this.call('GET', `/_replicator/${encodeURIComponent(rest[0]!)}`);
+      if (current.status !== 200) return send(res, current.status, current.json);
+      if ((current.json as { _rev?: string })._rev !== rev) return send(res, 409, { error: 'conflict', reason: 'Document update conflict.' });
+      setTimeout(() => void this.call('DELETE', backendPath).catch(() => undefined), REPLICATION_STOP_MS).unref();
+      return send(res, 200, { ok: true, id: rest[0], rev: NodeLocal.rev(rev) });
     }
     return this.proxy(req, res, backendPath);
   }

@@ -292,6 +292,23 @@ export class CouchClient {
   }
 }
 
+/**
+ * Polls _session with the credentials until CouchDB accepts them (as a server admin when admin). CouchDB
+ * 3.5 applies a new admin password and a changed user password a moment after it acknowledged them
+ * (couchdb-3.md): callers wait here so that what they return is true.
+ */
+export async function waitForCredentials(baseUrl: string, credentials: Credentials, admin: boolean, what: string, timeoutMs = 15_000): Promise<void> {
+  const client = new CouchClient(baseUrl, credentials, 5000);
+  const deadline = Date.now() + timeoutMs;
+  for (let delay = 20; ; delay = Math.min(delay * 2, 250)) {
+    const r = await client.raw<{ userCtx?: { name?: string | null; roles?: string[] } }>('GET', '/_session');
+    const ctx = r.status === 200 ? r.body?.userCtx : undefined;
+    if (ctx?.name === credentials.username && (!admin || ctx.roles?.includes('_admin'))) return;
+    if (Date.now() > deadline) throw new AgentError('COUCHDB_ERROR', `CouchDB did not accept ${what} within ${timeoutMs / 1000} s`);
+    await new Promise((resolve) => setTimeout(resolve, delay));
+  }
+}
+
 export function httpError(status: number, body: unknown, method: string, path: string): CouchHttpError {
   const b = (body && typeof body === 'object' ? body : {}) as { error?: unknown; reason?: unknown };
   return new CouchHttpError(status, typeof b.error === 'string' ? b.error : 'error', typeof b.reason === 'string' ? b.reason.slice(0, 300) : '', method, path);

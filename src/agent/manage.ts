@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { mapLimit } from '../util/concurrency.js';
 import { AgentError, invalid, notFound } from './errors.js';
-import { CouchClient, httpError, userDocId, type SecurityObject, type UserDoc } from './couchdb.js';
+import { CouchClient, httpError, userDocId, waitForCredentials, type SecurityObject, type UserDoc } from './couchdb.js';
 import { checkDatabaseList, checkDatabaseName, checkPassword, checkRoles, checkUserName, ROOT_USER } from './validate.js';
 import type { NewUser, UserInfo } from './protocol.js';
 
@@ -193,20 +193,7 @@ export class CouchManager {
     }
     // CouchDB's authentication cache follows _users through its changes feed: the old password works
     // until the cache has the new document. Done means the new password works (and so the old one no longer).
-    await this.#waitForCredentials({ username: name, password }, false, `the new password of user ${name}`);
-  }
-
-  /** Polls _session with the credentials until CouchDB accepts them (as a server admin when admin). */
-  async #waitForCredentials(credentials: { username: string; password: string }, admin: boolean, what: string, timeoutMs = 15_000): Promise<void> {
-    const client = new CouchClient(this.couch.baseUrl, credentials, 5000);
-    const deadline = Date.now() + timeoutMs;
-    for (let delay = 20; ; delay = Math.min(delay * 2, 250)) {
-      const r = await client.raw<{ userCtx?: { name?: string | null; roles?: string[] } }>('GET', '/_session');
-      const ctx = r.status === 200 ? r.body?.userCtx : undefined;
-      if (ctx?.name === credentials.username && (!admin || ctx.roles?.includes('_admin'))) return;
-      if (Date.now() > deadline) throw new AgentError('COUCHDB_ERROR', `CouchDB did not accept ${what} within ${timeoutMs / 1000} s`);
-      await new Promise((resolve) => setTimeout(resolve, delay));
-    }
+    await waitForCredentials(this.couch.baseUrl, { username: name, password }, false, `the new password of user ${name}`);
   }
 
   async grantAccess(name: string, databases: string[]): Promise<void> {
@@ -263,7 +250,7 @@ export class CouchManager {
     const pw = password === undefined ? generatePassword() : checkPassword(password, 'root password');
     await this.couch.putConfig('admins', ROOT_USER, pw);
     // CouchDB 3.5 hashes a new admin password in the background; until then the admin cannot log in.
-    await this.#waitForCredentials({ username: ROOT_USER, password: pw }, true, 'the root password');
+    await waitForCredentials(this.couch.baseUrl, { username: ROOT_USER, password: pw }, true, 'the root password');
     return { name: 'root', password: pw };
   }
 

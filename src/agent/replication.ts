@@ -11,7 +11,7 @@
 import { createHash } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import { AgentError, invalid } from './errors.js';
-import { CouchClient, CouchHttpError, enc, httpError, type Credentials } from './couchdb.js';
+import { CouchClient, CouchHttpError, enc, httpError, waitForCredentials, type Credentials } from './couchdb.js';
 import { generatePassword } from './manage.js';
 import { checkDatabaseName } from './validate.js';
 import type {
@@ -194,6 +194,7 @@ export class ReplicationManager {
     if (!ok) {
       // CouchDB hashes the value and keeps the hash in its last ini file; the request body is not logged.
       await this.#couch.putConfig('admins', user.username, user.password);
+      await waitForCredentials(this.#couch.baseUrl, user, true, `the replication user ${user.username}`);
       this.#log(`replication user ${user.username} set up`);
     }
     return user;
@@ -295,8 +296,12 @@ export class ReplicationManager {
           await this.#couch.deleteDoc(REPLICATOR, doc._id, doc._rev!);
           const gone = doc.couchtrove?.primary === follow.primaryUrl && (await primary.dbInfo(db)) === null;
           // A replica mirrors its primary: a database deleted there is deleted here, so a later database
-          // of the same name starts empty instead of mixing in the old documents.
-          if (gone && db !== USERS) await this.#couch.deleteDb(db);
+          // of the same name starts empty instead of mixing in the old documents. Only once the job has
+          // stopped: a job still running would create it again (create_target).
+          if (gone && db !== USERS) {
+            await this.#awaitJobsGone([doc._id]);
+            await this.#couch.deleteDb(db);
+          }
           this.#mem.verified.delete(db);
           result.removed.push(db);
           this.#log(`stopped following ${db}${gone ? ' (deleted on the primary; deleted here too)' : ''}`);
@@ -385,6 +390,23 @@ export class ReplicationManager {
     // always be installed, changed and removed by the agent.
     const r = await this.#couch.putDoc(db, { _id: GUARD_ID, ...(current ? { _rev: current._rev } : {}), language: 'javascript', validate_doc_update: fn, couchtrove: 'read-only replica guard; removed by detach' });
     if (r === 'conflict') throw new AgentError('CONFLICT', `${db}/${GUARD_ID} changed while it was being written; the next sync retries`);
+  }
+
+  /**
+   * CouchDB stops a job a moment after its _replicator document is deleted (its document processor follows
+   * _replicator's changes): until then it still copies. Detached means no job of those documents runs.
+   */
+  async #awaitJobsGone(docIds: string[], timeoutMs = 30_000): Promise<void> {
+    if (docIds.length === 0) return;
+    const ids = new Set(docIds);
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const r = await this.#couch.raw<{ jobs?: { doc_id?: string }[] }>('GET', '/_scheduler/jobs');
+      const running = r.status === 200 ? (r.body?.jobs ?? []).filter((j) => j.doc_id !== undefined && ids.has(j.doc_id)) : [];
+      if (r.status === 200 && running.length === 0) return;
+      if (Date.now() > deadline) throw new AgentError('COUCHDB_ERROR', `replication jobs still run ${timeoutMs / 1000} s after their documents were deleted: ${running.map((j) => j.doc_id).join(', ') || `GET /_scheduler/jobs answered ${r.status}`}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
   }
 
   // --- status --------------------------------------------------------------------------------
@@ -505,10 +527,13 @@ export class ReplicationManager {
     return this.#serial(async () => {
       const result: ReplicationSyncResult = { added: [], removed: [], securityUpdated: [], restarted: [], errors: [] };
       const state = await this.#store.load();
+      const stopped: string[] = [];
       for (const doc of await this.#replicatorDocs()) {
         await this.#couch.deleteDoc(REPLICATOR, doc._id, doc._rev!);
+        stopped.push(doc._id);
         result.removed.push(doc.couchtrove?.database ?? databaseOfDocId(doc._id));
       }
+      await this.#awaitJobsGone(stopped);
       for (const db of await this.#couch.allDbs()) {
         if (db === REPLICATOR) continue;
         const guard = await this.#couch.getDoc<{ _rev: string }>(db, GUARD_ID);

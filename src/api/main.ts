@@ -73,6 +73,9 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     stateDir: config.stateDir,
     ...(config.couchdbHome ? { couchdbHome: config.couchdbHome } : {}),
     tcpPorts: config.couchdb.tcpPorts,
+    isolation: config.instanceIsolation,
+    uidRange: config.instanceUids,
+    log,
     usedPorts: async () => (await store.find('instances')).flatMap((i) => [i.port, i.agent_port, i.epmd_port].filter((p): p is number => p !== null)),
     ...(options.agentFactory ? { agentFactory: options.agentFactory } : {}),
   });

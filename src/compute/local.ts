@@ -39,7 +39,8 @@ export interface LocalDriverOptions {
   log?: (line: string) => void;
 }
 
-export const DEFAULT_UID_RANGE: PortRange = { from: 700000, to: 799999 };
+/** Host-wide claims of instance uids (see allocateUid). */
+export const UID_CLAIMS = '/var/lib/couchtrove/uid-claims';
 
 /** The first directory on the way to dir (itself included) that other users cannot search, or null. */
 export function unsearchable(dir: string): string | null {
@@ -163,16 +164,32 @@ export class LocalProcessDriver implements ComputeDriver {
     return { dataDir: path.join(d, 'data'), agentDir: path.join(d, 'agent'), ...(uid !== undefined ? { runAs: { uid, gid: uid } } : {}) };
   }
 
-  /** The lowest uid of the range that no other instance and no user of /etc/passwd has. */
-  private allocateUid(): number {
-    const range = this.options.uidRange ?? DEFAULT_UID_RANGE;
+  /**
+   * The lowest uid of the range that no user of /etc/passwd has and no instance on this host holds. Claims
+   * are host-wide (UID_CLAIMS, one file per uid naming the instance directory), since every control plane
+   * on the host, whatever its state directory, draws from the same uids; a claim whose directory is gone
+   * (an instance removed without its control plane) is taken over.
+   */
+  private allocateUid(dir: string): number {
+    const range = this.options.uidRange ?? { from: 700000, to: 799999 };
     const used = passwdUids();
-    const root = path.join(this.options.stateDir, 'instances');
-    for (const id of fs.existsSync(root) ? fs.readdirSync(root) : []) {
-      const uid = readPlacement(path.join(root, id)).uid;
-      if (uid !== undefined) used.add(uid);
+    fs.mkdirSync(UID_CLAIMS, { recursive: true, mode: 0o700 });
+    for (let uid = range.from; uid <= range.to; uid++) {
+      if (used.has(uid)) continue;
+      const claim = path.join(UID_CLAIMS, String(uid));
+      try {
+        fs.writeFileSync(claim, dir, { flag: 'wx', mode: 0o600 });
+        return uid;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      const holder = fs.readFileSync(claim, 'utf8');
+      // Taken over only when nothing runs as it any more (a test or crash may have removed the directory only).
+      if (holder === dir || (!fs.existsSync(holder) && processesOf(uid).length === 0)) {
+        fs.writeFileSync(claim, dir, { mode: 0o600 });
+        return uid;
+      }
     }
-    for (let uid = range.from; uid <= range.to; uid++) if (!used.has(uid)) return uid;
     throw new Error(`no free uid left in instance_uids (${range.from}-${range.to})`);
   }
 
@@ -222,7 +239,7 @@ export class LocalProcessDriver implements ComputeDriver {
     const port = instance.port ?? saved.port ?? (await this.allocatePort());
     const agentPort = instance.agent_port ?? saved.agentPort ?? (await freePort());
     const epmdPort = instance.epmd_port ?? saved.epmdPort ?? (await freePort());
-    const uid = this.isolated ? (saved.uid ?? this.allocateUid()) : undefined;
+    const uid = this.isolated ? (saved.uid ?? this.allocateUid(dir)) : undefined;
     if (uid !== undefined) this.uids.set(instance.id, uid);
     fs.writeFileSync(placementFile, JSON.stringify({ port, agentPort, epmdPort, ...(uid !== undefined ? { uid } : {}) }) + '\n', { mode: 0o600 });
     if (instance.agent_pid === null) {
@@ -339,6 +356,16 @@ export class LocalProcessDriver implements ComputeDriver {
     const uid = readPlacement(dir).uid;
     if (uid !== undefined) for (const pid of processesOf(uid)) killGroup(pid, 'SIGKILL');
     fs.rmSync(dir, { recursive: true, force: true });
+    if (uid !== undefined) releaseUid(uid, dir);
+  }
+}
+
+function releaseUid(uid: number, dir: string): void {
+  const claim = path.join(UID_CLAIMS, String(uid));
+  try {
+    if (fs.readFileSync(claim, 'utf8') === dir) fs.rmSync(claim);
+  } catch {
+    // not claimed, or by another instance now
   }
 }
 

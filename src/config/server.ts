@@ -67,6 +67,10 @@ export interface ServerConfig {
   taskTimeout: number;
   /** Seconds between two health checks of every idle instance through its agent. */
   healthInterval: number;
+  /** auto: each instance's CouchDB runs as its own uid when the control plane is root; user: always (or refuse); none: never. */
+  instanceIsolation: 'auto' | 'user' | 'none';
+  /** The uids (and gids) instances get. */
+  instanceUids: PortRange;
   /** Largest volume, GB. */
   maxVolumeSize: number;
   /** Largest request body, bytes. */
@@ -98,7 +102,7 @@ export const DEFAULT_COUCHDB: CouchdbSection = {
 
 /** Keys of [DEFAULT] and [couchdb], with their environment variables. */
 const DEFAULT_KEYS = ['state_dir', 'host', 'port', 'database_url', 'repository', 'backup_key_file', 'backup_encryption', 'auth_mode', 'local_project',
-  'region', 'backup_timeout', 'task_timeout', 'health_interval', 'max_volume_size', 'max_body_bytes', 'couchdb_home'] as const;
+  'region', 'backup_timeout', 'task_timeout', 'health_interval', 'instance_isolation', 'instance_uids', 'max_volume_size', 'max_body_bytes', 'couchdb_home'] as const;
 const COUCHDB_KEYS = ['tcp_ports', 'udp_ports', 'backup_strategy', 'mount_point', 'usage_timeout', 'volume_support', 'device_path'] as const;
 
 export function envName(section: 'DEFAULT' | 'couchdb', key: string): string {
@@ -164,6 +168,14 @@ export const check = {
       if (from < 1 || to > 65535 || from > to) bad(where, key, `invalid port range ${JSON.stringify(part.trim())} (1-65535, low-high)`);
       return { from, to };
     });
+  },
+  uidRange(where: string, key: string, v: string): PortRange {
+    const m = /^\s*(\d+)\s*-\s*(\d+)\s*$/.exec(v);
+    const from = Number(m?.[1]);
+    const to = Number(m?.[2]);
+    // Above the usual ranges of system and login accounts, below 2^31 (some tools read uids as signed).
+    if (!m || from < 1000 || to >= 2 ** 31 || from > to) return bad(where, key, `expected a uid range low-high within 1000-2147483647, got ${JSON.stringify(v)}`);
+    return { from, to };
   },
   absolute(where: string, key: string, v: string): string {
     const p = expandHome(v);
@@ -260,6 +272,8 @@ export function loadServerConfig(options: LoadOptions = {}): ServerConfig {
     backupTimeout: get('backup_timeout', (w, k, v) => check.int(w, k, v, 5, 7 * 86400), 3600),
     taskTimeout: get('task_timeout', (w, k, v) => check.int(w, k, v, 5, 86400), 600),
     healthInterval: get('health_interval', (w, k, v) => check.int(w, k, v, 1, 300), 5),
+    instanceIsolation: get('instance_isolation', (w, k, v) => (v === 'auto' || v === 'user' || v === 'none' ? v : bad(w, k, `expected auto, user or none, got ${JSON.stringify(v)}`)), 'auto' as 'auto' | 'user' | 'none'),
+    instanceUids: get('instance_uids', check.uidRange, { from: 700000, to: 799999 }),
     maxVolumeSize: get('max_volume_size', (w, k, v) => check.int(w, k, v, 1, 1 << 20), 1024),
     maxBodyBytes: get('max_body_bytes', (w, k, v) => check.int(w, k, v, 1024, 64 << 20), 1 << 20),
     projects: [],

@@ -14,7 +14,7 @@ import { describeError } from '../util/errors.js';
 import { TaskManager, type TaskContext } from './manager.js';
 import { refuseIfDepended, resolveParent } from './incremental.js';
 import { badRequest, notFound, unprocessable, ServiceError } from './errors.js';
-import { registerReplicationTasks } from './replication.js';
+import { awaitFollowing, registerReplicationTasks } from './replication.js';
 import { HealthMonitor } from './health.js';
 
 /** What the control plane needs from the backup engine (src/backup): injected so tests can replace it. */
@@ -278,7 +278,11 @@ export class ControlPlane {
   async deleteInstance(projectId: string, id: string): Promise<void> {
     const inst = await this.instance(projectId, id);
     // As Trove: a source with replicas stays until they are detached or it is ejected.
-    const replicas = await this.store.find('instances', { replica_of: id });
+    const replicas: Row<'instances'>[] = [];
+    for (const r of await this.store.find('instances', { replica_of: id })) {
+      const task = r.task_id ? await this.store.get('tasks', r.task_id) : undefined;
+      if (task?.kind !== 'instance.delete') replicas.push(r); // a replica being deleted no longer counts
+    }
     if (replicas.length > 0) {
       throw badRequest(`Instance ${id} is the replication source of ${replicas.map((r) => r.id).join(', ')}: detach its replicas (or eject it) before deleting it.`);
     }
@@ -699,6 +703,8 @@ export class ControlPlane {
           if (!source.replicationSource || !replica.followPrimary) throw new Error('this agent cannot replicate');
           const creds = await agentCall(source.replicationSource());
           await agentCall(replica.followPrimary({ primaryUrl: `http://${primary.host}:${primary.port}`, username: creds.username, password: creds.password, primaryName: primary.id }));
+          // ACTIVE only once it is guarded and has caught up: a replica that does not follow is not healthy.
+          await awaitFollowing(this, inst);
           await this.backups.delete(this.config.repository, seedId(inst.id)).catch(() => undefined);
           await ctx.step('replicating');
         }

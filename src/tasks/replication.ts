@@ -86,6 +86,34 @@ export async function ejectReplicaSource(plane: ControlPlane, projectId: string,
   plane.tasks.start(task);
 }
 
+/**
+ * Waits until a replica follows for real: guarded (read-only), no errors, every database's job running
+ * and caught up once. A replica that does not get there is not ACTIVE: this throws with what was seen.
+ */
+export async function awaitFollowing(plane: ControlPlane, inst: Row<'instances'>, timeoutMs = 120_000): Promise<void> {
+  const agent = await replicationAgent(plane, inst);
+  const end = Date.now() + timeoutMs;
+  let last = 'no status yet';
+  while (Date.now() < end) {
+    await withTimeout(agent.syncReplication(), 30_000).catch(() => undefined);
+    const s = await withTimeout(agent.replicationStatus(), 10_000).catch((err: unknown) => {
+      last = `the agent does not answer: ${describeError(err)}`;
+      return null;
+    });
+    if (s) {
+      const behind = s.databases.filter((d) => d.state !== 'running' || d.lag !== 0 || d.lagAtLeast);
+      if (s.readOnly && s.errors.length === 0 && behind.length === 0) return;
+      last = [
+        ...(s.readOnly ? [] : ['not read-only']),
+        ...s.errors,
+        ...behind.map((d) => `${d.database}: ${d.state}${d.lag !== 0 ? `, lag ${d.lag ?? 'unknown'}` : ''}${d.error ? ` (${d.error})` : ''}`),
+      ].join('; ');
+    }
+    await sleep(500);
+  }
+  throw new Error(`the replica does not follow its source after ${Math.round(timeoutMs / 1000)} s: ${last}`);
+}
+
 // ---- show ----------------------------------------------------------------------------------------
 
 /** The `replication` field of a replica's `show` (an extra field Trove clients ignore). */

@@ -216,10 +216,14 @@ describe(`CouchDB behaviour the agent relies on [${couch.label}]`, () => {
     await fsp.mkdir(dir);
     const noAdmin = path.join(dir, 'local.ini');
     await fsp.writeFile(noAdmin, `[couchdb]\ndatabase_dir = ${dir}/data\n[chttpd]\nport = ${await freePort()}\n`);
-    const child = spawn(path.join(couch.home, 'bin', 'couchdb'), [], { env: { PATH: process.env.PATH, COUCHDB_INI_FILES: noAdmin, COUCHDB_ARGS_FILE: path.join(root, 'vm.args') }, stdio: ['ignore', 'ignore', 'pipe'] });
+    // Its own port mapper (the default one would outlive the test), stopped after.
+    const noAdminEpmd = await freePort();
+    const env = { PATH: process.env.PATH, COUCHDB_INI_FILES: noAdmin, COUCHDB_ARGS_FILE: path.join(root, 'vm.args'), ERL_EPMD_PORT: String(noAdminEpmd), ERL_EPMD_ADDRESS: '127.0.0.1' };
+    const child = spawn(path.join(couch.home, 'bin', 'couchdb'), [], { env, stdio: ['ignore', 'ignore', 'pipe'] });
     let err = '';
     child.stderr.on('data', (d: Buffer) => (err += d.toString()));
     const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+    await stopEpmd(couch.home, noAdminEpmd);
     assert.equal(code, 1);
     assert.match(err, /No Admin Account Found/);
   });

@@ -142,10 +142,20 @@ test('replica follows its primary; show; primary stopped and back; detach', { ti
 });
 
 test('promote and eject with the real clients', { skip: skipClients, timeout: 240_000 }, async () => {
-  const p = await create('cp-primary', WITH_DB);
+  const p = await create('cp-primary', { ...WITH_DB, flavorRef: '2', volume: { size: 2 } });
   const P = await active(p);
-  const [a, b] = [await create('cp-a', { replica_of: p }), await create('cp-b', { replica_of: p })];
+  // With --replica-of the openstack client sends no flavorRef ("Flavor is ignored for creating replica") and,
+  // here, no size: the replica takes its source's, as Trove does.
+  const made = JSON.parse(await os('instance', 'create', 'cp-a', '--replica-of', p, '-f', 'json')) as J;
+  const a = made.id as string;
+  const b = await create('cp-b', { replica_of: p });
   const A = await active(a);
+  assert.equal((A.flavor as J).id, '2', 'the flavor of its source');
+  assert.equal((A.volume as J).size, 2, 'the volume size of its source');
+  // A source with replicas is not deleted (as Trove refuses): detach or eject them first.
+  const refused = await api(base, 'DELETE', `/instances/${p}`);
+  assert.equal(refused.status, 400, JSON.stringify(refused.json));
+  assert.match(JSON.stringify(refused.json), /replication source of/);
   const B = await active(b);
   const [pUrl, aUrl, bUrl] = [P.couchdb_url as string, A.couchdb_url as string, B.couchdb_url as string];
   assert.equal((await put(pUrl, 'orders', 'first', { n: 1 })).status, 201);
