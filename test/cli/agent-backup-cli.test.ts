@@ -90,7 +90,7 @@ describe('couchtrove agent backup|list|verify|restore|delete', () => {
 
   test('a key file that is too short is refused', async () => {
     const short = path.join(work.dir, 'short.key');
-    await fs.writeFile(short, 'tooshort\n');
+    await fs.writeFile(short, 'tooshort\n', { mode: 0o600 });
     const r = await runCli(['agent', 'backup', '--data-dir', src, '--storage', repo, '--key-file', short]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /key file .* is too short: at least 32 bytes/);
