@@ -41,6 +41,8 @@ export interface BackupOptions {
   parent?: string;
   /** How the parent's bytes are checked before reuse: sampled fingerprint (default) or a full re-read. */
   parentCheck?: 'sampled' | 'full';
+  /** Test hook: how often the in-progress lock is rewritten (default 30 s). */
+  heartbeatMs?: number;
 }
 
 export interface BackupSummary {

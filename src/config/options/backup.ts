@@ -12,7 +12,7 @@ export const backupOptions = {
   },
   keyFile: {
     flag: 'key-file', arg: 'FILE', group: 'Backup engine', env: 'COUCHTROVE_KEY_FILE', parse: parsers.absolutePath,
-    description: 'File holding the encryption key (at least 32 bytes; `couchtrove agent keygen` makes one). Without it backups are not encrypted',
+    description: 'File holding the encryption key (at least 32 bytes, mode 0600 or 0400; `couchtrove agent keygen` makes one). Without it backups are not encrypted; list, delete and expire need it to authenticate encrypted manifests',
   },
   compression: {
     flag: 'compression', arg: 'CODEC', group: 'Backup engine', default: 'zstd', parse: parsers.oneOf(...CODECS),

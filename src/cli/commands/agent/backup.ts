@@ -14,10 +14,15 @@ export const backupCommand = defineCommand({
     const storage = await openStorage(o.storage, io.env);
     const bar = progressBar(io, o.json, 'backup');
     try {
+      const key = o.keyFile ? await readKeyFile(o.keyFile) : undefined;
       let parent = o.parent;
       if (parent === 'latest') {
-        const { backups } = await listBackups(storage);
-        if (backups.length === 0) throw new CouchtroveError(`--parent latest: ${storage.location} holds no backup yet`);
+        // Only a manifest that authenticates with this key can be chosen.
+        const { backups, unverified } = await listBackups(storage, key);
+        if (backups.length === 0) {
+          const skipped = unverified.length ? ` that authenticates (${unverified.length} do not, e.g. ${unverified[0]!.id}: ${unverified[0]!.reason})` : ' yet';
+          throw new CouchtroveError(`--parent latest: ${storage.location} holds no backup${skipped}`);
+        }
         parent = backups[backups.length - 1]!.id;
       }
       const s = await createBackup({
@@ -25,7 +30,7 @@ export const backupCommand = defineCommand({
         parentCheck: o.parentCheck,
         dataDir: o.dataDir,
         storage,
-        key: o.keyFile ? await readKeyFile(o.keyFile) : undefined,
+        key,
         compression: o.compression,
         compressionLevel: o.compressionLevel,
         configDir: o.configDir,
