@@ -46,7 +46,7 @@ export async function createBackup(opts: BackupOptions): Promise<BackupSummary> 
   // fsynced, a few ms, while the measuring pass runs.
   const lock = newLock(storage, id, parent ? [parent.manifest.body.id, ...parent.manifest.body.depends] : [], opts.heartbeatMs);
   try {
-    snapshot = await measure(opts.dataDir, opts.configDir);
+    snapshot = await measure(opts.dataDir, opts.configDir, { followSymlinks: opts.followSymlinks === true });
     await lock.written;
     await opts.afterMeasure?.();
     const previous = new Map<string, FileEntry>();
@@ -103,7 +103,7 @@ export async function createBackup(opts: BackupOptions): Promise<BackupSummary> 
     await checkDepends(storage, id, depends, opts);
     await putBuffer(storage, keys.manifest(id), finalText, { 'couchtrove-backup-id': id, 'couchtrove-format': String(FORMAT_VERSION), 'couchtrove-datastore': 'couchdb', 'couchtrove-datastore-version': body.datastore.version ?? 'unknown' });
     await lock.release();
-    return summaryOf(body);
+    return snapshot.followed.length ? { ...summaryOf(body), followedSymlinks: snapshot.followed } : summaryOf(body);
   } catch (err) {
     // Nothing of a failed backup may look usable: the manifest is never written, and the rest goes.
     await lock.stop();

@@ -46,6 +46,10 @@ export const backupOptions = {
     flag: 'force', group: 'Backup engine', parse: parsers.boolean,
     description: 'Restore into a non-empty data directory, replacing its contents once the restore has succeeded',
   },
+  followSymlinks: {
+    flag: 'follow-symlinks', group: 'Backup engine', parse: parsers.boolean,
+    description: 'Back up what symbolic links in the data directory point to (restored as real files and directories); without it a link fails the backup',
+  },
   json: {
     flag: 'json', group: 'Output', parse: parsers.boolean,
     description: 'Print one JSON document instead of text; no progress bar',

@@ -9,7 +9,7 @@ export const backupCommand = defineCommand({
   path: ['agent', 'backup'],
   summary: 'Take a full physical backup of a (running) CouchDB data directory',
   required: ['dataDir', 'storage'],
-  optional: ['keyFile', 'compression', 'compressionLevel', 'configDir', 'couchdbUrl', 'newBackupId', 'parent', 'parentCheck', 'json'],
+  optional: ['keyFile', 'compression', 'compressionLevel', 'configDir', 'couchdbUrl', 'newBackupId', 'parent', 'parentCheck', 'followSymlinks', 'json'],
   run: async (o, io) => {
     const storage = await openStorage(o.storage, io.env);
     const bar = progressBar(io, o.json, 'backup');
@@ -31,6 +31,7 @@ export const backupCommand = defineCommand({
         dataDir: o.dataDir,
         storage,
         key,
+        followSymlinks: o.followSymlinks,
         compression: o.compression,
         compressionLevel: o.compressionLevel,
         configDir: o.configDir,
@@ -40,6 +41,7 @@ export const backupCommand = defineCommand({
         progress: bar?.update,
       });
       bar?.stop();
+      for (const link of s.followedSymlinks ?? []) io.stderr.write(`followed symbolic link ${link}\n`);
       if (o.json) io.stdout.write(`${JSON.stringify(s)}\n`);
       else io.stdout.write(`backup ${s.id} completed${s.parent ? ` (incremental of ${s.parent})` : ''}: ${s.files} files, ${formatBytes(s.bytes)} read, ${formatBytes(s.size)} stored, sha256 ${s.checksum}\n`);
       return 0;
