@@ -89,6 +89,8 @@ export interface RestoreResult {
   bytes: number;
   dataDir: string;
   configFiles: number;
+  /** Staging directories of earlier, killed restores found in the target and removed. */
+  removedStaging: string[];
 }
 
 export interface VerifiedFile {

@@ -44,7 +44,7 @@ export const backupOptions = {
   },
   force: {
     flag: 'force', group: 'Backup engine', parse: parsers.boolean,
-    description: 'Restore into a non-empty data directory, replacing its contents once the restore has succeeded',
+    description: 'Restore into a non-empty data directory, replacing its contents once the restore has succeeded (and existing files in --config-dir)',
   },
   followSymlinks: {
     flag: 'follow-symlinks', group: 'Backup engine', parse: parsers.boolean,
