@@ -81,7 +81,10 @@ export async function scan(storage: Backend, key?: KeyMaterial): Promise<Scan> {
         m = await readManifest(storage, id);
         reason = await untrusted(m, key);
       } catch (err) {
-        reason = (err as Error).message;
+        // Deleted since it was listed: gone. A storage failure is no verdict on the manifest: it fails the scan.
+        if (err instanceof BackupNotFoundError) continue;
+        if (!(err instanceof CouchtroveError)) throw err;
+        reason = err.message;
       }
       if (m && reason === null) out.backups.push(m.body);
       else out.unverified.push({ id, reason: reason!, claimed: m ? { created: String(m.body.created), parent: typeof m.body.parent === 'string' ? m.body.parent : null } : null, objects: g.keys.length, bytes: g.bytes });
