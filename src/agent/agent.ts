@@ -413,7 +413,7 @@ export class Agent implements AgentApi, AgentReplicationApi {
     if (restore && s.restore) {
       this.#progress = { phase: 'restore', bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: 0 };
       try {
-        await restoreBackup({
+        const restored = await restoreBackup({
           storage: restore.storage,
           id: s.restore.backupId,
           dataDir: s.dataDir,
@@ -424,6 +424,7 @@ export class Agent implements AgentApi, AgentReplicationApi {
           force: replacing,
           progress: (p) => (this.#progress = p),
         });
+        for (const dir of restored.removedStaging) this.#log(`removed ${dir}, left in the data directory by an interrupted restore`);
       } finally {
         this.#progress = null;
       }

@@ -26,10 +26,10 @@ export const backupEngine: BackupEngine = {
       await storage.close();
     }
   },
-  async delete(repository, id) {
+  async delete(repository, id, keyFile) {
     const storage = await openStorage(repository);
     try {
-      await deleteBackup(storage, id);
+      await deleteBackup(storage, id, keyFile ? await readKeyFile(keyFile) : undefined);
     } catch (err) {
       if ((err as Error).name !== 'BackupNotFoundError') throw err;
     } finally {

@@ -9,7 +9,8 @@ import { createObject } from '../storage/index.js';
 import { deriveKeys, newKdfParams, newKeySalt, type BackupKeys } from '../crypto/keys.js';
 import { CouchtroveError } from '../util/errors.js';
 import { FORMAT, FORMAT_VERSION, keys, sha256Hex, type Catalog, type DirEntry, type Extent, type FileEntry, type ManifestBody } from './format.js';
-import { encodeCatalog, ensureRepository, openBackup, putBuffer, sealManifest } from './repository.js';
+import { encodeCatalog, ensureRepository, openBackup, openManifest, putBuffer, readManifest, sealManifest } from './repository.js';
+import { newLock } from './lock.js';
 import { extentsMatch, Fingerprint, fingerprint } from './fingerprint.js';
 import { checkLevel, DEFAULT_LEVEL, DEFAULT_RECORD_SIZE, maxRecordBytes, MAX_RECORD_SIZE } from './records.js';
 import { RecordPool } from './pool.js';
@@ -35,16 +36,18 @@ export async function createBackup(opts: BackupOptions): Promise<BackupSummary> 
   }
   // An incremental backup starts from its parent's catalog: which files it holds, and where.
   const parent = opts.parent ? await openBackup(storage, opts.parent, opts.key) : undefined;
+  // Its files would be partly stored in the clear, and a plain manifest authenticates nothing.
+  if (parent && opts.key && !parent.manifest.body.encryption) throw new CouchtroveError(`backup ${opts.parent} is not encrypted: an encrypted incremental backup cannot build on it`);
   // The set of databases is recorded before the pass (docs/backup-format.md).
   const couchdb = opts.couchdb ? await readCouchdbMetadata(opts.couchdb) : null;
   let snapshot: Awaited<ReturnType<typeof measure>> | undefined;
   let pool: RecordPool | undefined;
-  // The lock is written (and fsynced, a few ms) while the measuring pass runs.
-  const locked = putBuffer(storage, keys.lock(id), JSON.stringify({ id, host: hostname(), pid: process.pid, started: created }));
-  locked.catch(() => undefined);
+  // The lock (with what the backup may build on: delete refuses those while it beats) is written, and
+  // fsynced, a few ms, while the measuring pass runs.
+  const lock = newLock(storage, id, parent ? [parent.manifest.body.id, ...parent.manifest.body.depends] : [], opts.heartbeatMs);
   try {
-    snapshot = await measure(opts.dataDir, opts.configDir);
-    await locked;
+    snapshot = await measure(opts.dataDir, opts.configDir, { followSymlinks: opts.followSymlinks === true });
+    await lock.written;
     await opts.afterMeasure?.();
     const previous = new Map<string, FileEntry>();
     for (const e of parent?.catalog.entries ?? []) if (e.type === 'file') previous.set(`${e.root}:${e.path}`, e);
@@ -95,17 +98,35 @@ export async function createBackup(opts: BackupOptions): Promise<BackupSummary> 
     body.summary.size += Buffer.byteLength(manifestText);
     // The size recorded includes the manifest itself, so seal again with the final figure.
     const finalText = `${JSON.stringify(sealManifest(body, k), null, 1)}\n`;
+    // Last check before the commit point: every backup whose data this one uses is still there and
+    // still authenticates (another tool may have deleted one while this backup was written).
+    await checkDepends(storage, id, depends, opts);
     await putBuffer(storage, keys.manifest(id), finalText, { 'couchtrove-backup-id': id, 'couchtrove-format': String(FORMAT_VERSION), 'couchtrove-datastore': 'couchdb', 'couchtrove-datastore-version': body.datastore.version ?? 'unknown' });
-    await storage.delete(keys.lock(id)).catch(() => undefined);
-    return summaryOf(body);
+    await lock.release();
+    return snapshot.followed.length ? { ...summaryOf(body), followedSymlinks: snapshot.followed } : summaryOf(body);
   } catch (err) {
     // Nothing of a failed backup may look usable: the manifest is never written, and the rest goes.
-    await locked.catch(() => undefined);
+    await lock.stop();
     await removeObjects(storage, id).catch(() => undefined);
     throw err;
   } finally {
     snapshot?.close();
     await pool?.close();
+  }
+}
+
+/** Every backup in `depends` still has its manifest (authenticating as it did) and its whole data object. */
+async function checkDepends(storage: Backend, id: string, depends: string[], opts: BackupOptions): Promise<void> {
+  for (const dep of depends) {
+    try {
+      const m = await readManifest(storage, dep);
+      await openManifest(m, opts.key);
+      const st = await storage.stat(m.body.objects.data.key);
+      if (!st) throw new CouchtroveError(`its object ${m.body.objects.data.key} is missing`);
+      if (st.size < m.body.objects.data.size) throw new CouchtroveError(`its object ${m.body.objects.data.key} is truncated`);
+    } catch (err) {
+      throw new CouchtroveError(`backup ${id} depends on backup ${dep}, which was deleted or damaged while it was written (${(err as Error).message}): the backup was not completed`);
+    }
   }
 }
 

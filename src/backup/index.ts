@@ -9,7 +9,7 @@ import type { BackupSummary } from './types.js';
 export { createBackup } from './backup.js';
 export { restoreBackup } from './restore.js';
 export { verifyBackup } from './verify.js';
-export { listBackups, deleteBackup, type IncompleteBackup } from './list.js';
+export { listBackups, deleteBackup, type IncompleteBackup, type UnverifiedBackup } from './list.js';
 export { BackupNotFoundError } from './repository.js';
 export { expireBackups, plan as retentionPlan, type RetentionPolicy, type ExpireResult } from './expire.js';
 export type * from './types.js';

@@ -137,13 +137,19 @@ export class DataDecoder {
 
   constructor(private readonly storage: Backend) {}
 
-  /** The data objects of the backup's chain, by backup id. Missing or short ones fail here, before anything is written. */
-  async open(objects: Map<string, DataObject>): Promise<void> {
+  /**
+   * The data objects of the backup's chain, by backup id. Missing or short ones fail here, before anything
+   * is written; with `exact` (verify), so do longer ones: bytes appended to an object are no part of any backup.
+   */
+  async open(objects: Map<string, DataObject>, exact = false): Promise<void> {
     this.objects = objects;
     for (const o of objects.values()) {
       const st = await this.storage.stat(o.object.key);
       if (!st) throw new CouchtroveError(`object ${o.object.key} of backup ${o.backup} is missing`);
       if (st.size < o.object.size) throw new CouchtroveError(`object ${o.object.key} of backup ${o.backup} is truncated: ${st.size} of ${o.object.size} bytes stored`);
+      if (exact && st.size > o.object.size) {
+        throw new CouchtroveError(`object ${o.object.key} of backup ${o.backup} has ${st.size - o.object.size} bytes more than its manifest records (${st.size} stored, ${o.object.size} written): bytes were added after the backup`);
+      }
     }
   }
 

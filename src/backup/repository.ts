@@ -3,7 +3,7 @@
 import { hostname } from 'node:os';
 import { Readable } from 'node:stream';
 import { ObjectNotFoundError, type Backend } from '../storage/backend.js';
-import { deriveKeys, equalHex, hmac, type BackupKeys, type KeyMaterial } from '../crypto/keys.js';
+import { checkKdfParams, deriveKeys, equalHex, hmac, type BackupKeys, type KeyMaterial } from '../crypto/keys.js';
 import { CouchtroveError } from '../util/errors.js';
 import { canonicalJson, FORMAT, FORMAT_VERSION, keys, sha256Hex, type Catalog, type Manifest, type ManifestBody } from './format.js';
 import { decodeRecord, encodeRecord, HEADER_BYTES, MAX_RECORD_SIZE, parseHeader, RecordAuthError } from './records.js';
@@ -77,6 +77,14 @@ export async function readManifest(storage: Backend, id: string): Promise<Manife
   if (m.body.version > FORMAT_VERSION) throw new CouchtroveError(`backup ${id} uses format version ${m.body.version}; this couchtrove reads up to ${FORMAT_VERSION}`);
   if (!Number.isInteger(m.body.recordSize) || m.body.recordSize < 1 || m.body.recordSize > MAX_RECORD_SIZE) throw new CouchtroveError(`manifest of backup ${id} is corrupted: record size ${m.body.recordSize}`);
   if (m.body.id !== id) throw new CouchtroveError(`manifest of backup ${id} is corrupted: it names backup ${JSON.stringify(m.body.id)}`);
+  // The key derivation runs before the seal can be checked: its parameters are bounded first.
+  const enc: unknown = m.body.encryption;
+  if (enc !== null) {
+    const e = enc as Record<string, unknown> | undefined;
+    if (!e || typeof e !== 'object' || e.cipher !== 'aes-256-gcm') throw new CouchtroveError(`manifest of backup ${id} is corrupted: unsupported encryption`);
+    checkKdfParams(e.kdf, `manifest of backup ${id}`);
+    if (typeof e.keySalt !== 'string' || e.keySalt.length === 0 || e.keySalt.length > 2048) throw new CouchtroveError(`manifest of backup ${id} is corrupted: bad keySalt`);
+  }
   return m;
 }
 

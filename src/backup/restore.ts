@@ -3,6 +3,7 @@
 // (an empty or previous data directory), never a tree that looks complete but is missing data.
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs/promises';
+import { hostname } from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { CouchtroveError } from '../util/errors.js';
@@ -14,6 +15,12 @@ import type { RestoreOptions, RestoreResult } from './types.js';
 import { chainObjects } from './chain.js';
 
 const STAGING_PREFIX = '.couchtrove-restore-';
+/** A staging directory's name: the prefix and a backup id (format.ts). */
+const STAGING_NAME = /^\.couchtrove-restore-[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+/** Written first into a staging directory: who restores into it. */
+const WRITER_FILE = 'writer.json';
+/** All a staging directory ever holds. */
+const STAGING_CONTENT = new Set(['data', 'config', WRITER_FILE]);
 
 export async function restoreBackup(opts: RestoreOptions): Promise<RestoreResult> {
   const decoder = new DataDecoder(opts.storage);
@@ -35,12 +42,17 @@ async function restoreWith(decoder: DataDecoder, opts: RestoreOptions): Promise<
     }
   }
   const owner = opts.owner ? await resolveOwner(opts.owner) : undefined;
-  await prepareTarget(target, opts.force === true);
+  const configDir = opts.configDir ? path.resolve(opts.configDir) : undefined;
+  // Refused before anything is written: an existing configuration file (without --force), a link on the way.
+  if (configDir) await checkConfigTarget(configDir, catalog.entries.filter((e): e is FileEntry => e.type === 'file' && e.root === 'config'), opts.force === true);
+  const removedStaging = await prepareTarget(target, opts.force === true);
 
   const objects = await chainObjects(storage, opened, opts.key);
   const stage = path.join(target, `${STAGING_PREFIX}${id}`);
   await fs.rm(stage, { recursive: true, force: true });
   await fs.mkdir(stage, { mode: 0o700 });
+  // Tells a later restore whether this directory is a leftover (its writer gone) or in use.
+  await fs.writeFile(path.join(stage, WRITER_FILE), `${JSON.stringify({ host: hostname(), pid: process.pid, backup: id, started: new Date().toISOString() })}\n`, { mode: 0o600, flag: 'wx' });
   const rootDir = (root: 'data' | 'config') => path.join(stage, root);
   try {
     await decoder.open(objects);
@@ -100,9 +112,9 @@ async function restoreWith(decoder: DataDecoder, opts: RestoreOptions): Promise<
     if (owner) await fs.chown(target, owner.uid, owner.gid);
     await syncDir(target);
     let configFiles = 0;
-    if (opts.configDir) configFiles = await installConfig(rootDir('config'), opts.configDir, files, owner);
+    if (configDir) configFiles = await installConfig(rootDir('config'), configDir, files, opts.force === true, owner);
     await fs.rm(stage, { recursive: true, force: true });
-    return { id, files: files.filter((f) => f.root === 'data').length, bytes: files.reduce((n, f) => n + f.size, 0), dataDir: target, configFiles };
+    return { id, files: files.filter((f) => f.root === 'data').length, bytes: files.reduce((n, f) => n + f.size, 0), dataDir: target, configFiles, removedStaging };
   } catch (err) {
     await fs.rm(stage, { recursive: true, force: true }).catch(() => undefined);
     throw err;
@@ -114,24 +126,66 @@ function sanitizeMode(mode: number, dir: boolean): number {
   return dir ? (mode & 0o755) | 0o700 : (mode & 0o644) | 0o600;
 }
 
-async function prepareTarget(target: string, force: boolean): Promise<void> {
+/** Checks the target; removes the staging directories that killed restores left in it, and returns them. */
+async function prepareTarget(target: string, force: boolean): Promise<string[]> {
   let st;
   try {
     st = await fs.stat(target);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     await fs.mkdir(target, { recursive: true, mode: 0o755 });
-    return;
+    return [];
   }
   if (!st.isDirectory()) throw new CouchtroveError(`restore target ${target} is not a directory`);
-  // Leftovers of an interrupted restore are ours to remove.
-  const entries = (await fs.readdir(target)).filter((n) => !n.startsWith(STAGING_PREFIX));
+  const removed: string[] = [];
+  const entries: string[] = [];
+  for (const name of await fs.readdir(target)) {
+    const p = path.join(target, name);
+    const state = STAGING_NAME.test(name) ? await stagingState(p) : { kind: 'foreign' as const };
+    if (state.kind === 'leftover') {
+      await fs.rm(p, { recursive: true, force: true });
+      removed.push(p);
+    } else if (state.kind === 'foreign') {
+      entries.push(name);
+    } else {
+      throw new CouchtroveError(`restore target ${target} is being restored into by another process (pid ${state.pid}, staging directory ${p})`);
+    }
+  }
   if (entries.length > 0 && !force) {
     throw new CouchtroveError(`restore target ${target} is not empty (${entries.length} entries, e.g. ${entries[0]}); use --force to replace its contents`);
   }
   await fs.access(target, fs.constants.W_OK).catch(() => {
     throw new CouchtroveError(`restore target ${target} is not writable`);
   });
+  return removed;
+}
+
+/**
+ * A directory named like a staging directory is a leftover only if it is one: a real directory holding
+ * nothing but what a restore puts there, whose writer (if it got as far as naming itself) is no longer
+ * running on this host. Anything else is left alone: foreign, or in use by the live writer it names.
+ */
+async function stagingState(dir: string): Promise<{ kind: 'leftover' } | { kind: 'foreign' } | { kind: 'live'; pid: number }> {
+  const st = await fs.lstat(dir);
+  if (!st.isDirectory()) return { kind: 'foreign' };
+  const names = await fs.readdir(dir);
+  if (!names.every((n) => STAGING_CONTENT.has(n))) return { kind: 'foreign' };
+  if (!names.includes(WRITER_FILE)) return { kind: 'leftover' };
+  let writer: { host?: unknown; pid?: unknown };
+  try {
+    writer = JSON.parse(await fs.readFile(path.join(dir, WRITER_FILE), 'utf8')) as typeof writer;
+  } catch {
+    // Killed while writing it: nothing else was written after it.
+    return { kind: 'leftover' };
+  }
+  if (writer.host !== hostname() || typeof writer.pid !== 'number') return { kind: 'foreign' };
+  if (writer.pid === process.pid) return { kind: 'leftover' };
+  try {
+    process.kill(writer.pid, 0);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return { kind: 'leftover' };
+  }
+  return { kind: 'live', pid: writer.pid };
 }
 
 async function clearDirectory(dir: string, keep: string): Promise<void> {
@@ -141,13 +195,62 @@ async function clearDirectory(dir: string, keep: string): Promise<void> {
   }
 }
 
-async function installConfig(from: string, to: string, files: FileEntry[], owner?: { uid: number; gid: number }): Promise<number> {
-  const config = files.filter((f) => f.root === 'config');
+/**
+ * The configuration files' destinations, before anything is written: every directory on the way is a
+ * real directory (a link there would take the files out of the configuration directory), and no file
+ * exists yet unless `force` allows replacing it.
+ */
+async function checkConfigTarget(to: string, config: FileEntry[], force: boolean): Promise<void> {
+  const kind = async (p: string) => (await fs.lstat(p).catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? null : Promise.reject(err))));
+  const top = await fs.stat(to).catch(() => null);
+  if (top && !top.isDirectory()) throw new CouchtroveError(`configuration directory ${to} is not a directory`);
+  const checked = new Set<string>();
   for (const f of config) {
-    const dest = path.join(to, ...f.path.split('/'));
-    await fs.mkdir(path.dirname(dest), { recursive: true });
-    await fs.rename(path.join(from, ...f.path.split('/')), dest);
-    if (owner) await fs.chown(dest, owner.uid, owner.gid);
+    const parts = f.path.split('/');
+    for (let i = 1; i < parts.length; i++) {
+      const dir = path.join(to, ...parts.slice(0, i));
+      if (checked.has(dir)) continue;
+      checked.add(dir);
+      const st = await kind(dir);
+      if (st?.isSymbolicLink()) throw new CouchtroveError(`configuration directory: ${dir} is a symbolic link: refusing to write through it`);
+      if (st && !st.isDirectory()) throw new CouchtroveError(`configuration directory: ${dir} is not a directory`);
+      if (!st) break;
+    }
+    const dest = path.join(to, ...parts);
+    const st = await kind(dest);
+    if (st?.isDirectory()) throw new CouchtroveError(`configuration directory: ${dest} is a directory, the backup holds a file there`);
+    if (st && !force) throw new CouchtroveError(`configuration directory: ${dest} already exists; use --force to replace it`);
+  }
+}
+
+/** mkdir -p that never goes through a link: each level is created, or must already be a real directory. */
+async function mkdirNoFollow(base: string, parts: string[]): Promise<void> {
+  let dir = base;
+  for (const part of parts) {
+    dir = path.join(dir, part);
+    try {
+      await fs.mkdir(dir, { mode: 0o755 });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const st = await fs.lstat(dir);
+      if (st.isSymbolicLink()) throw new CouchtroveError(`configuration directory: ${dir} is a symbolic link: refusing to write through it`);
+      if (!st.isDirectory()) throw new CouchtroveError(`configuration directory: ${dir} is not a directory`);
+    }
+  }
+}
+
+async function installConfig(from: string, to: string, files: FileEntry[], force: boolean, owner?: { uid: number; gid: number }): Promise<number> {
+  const config = files.filter((f) => f.root === 'config');
+  if (config.length) await fs.mkdir(to, { recursive: true, mode: 0o755 });
+  for (const f of config) {
+    const parts = f.path.split('/');
+    await mkdirNoFollow(to, parts.slice(0, -1));
+    const dest = path.join(to, ...parts);
+    // Checked again at the last moment; rename replaces a link itself, never what it points to.
+    const st = await fs.lstat(dest).catch(() => null);
+    if (st && (!force || st.isDirectory())) throw new CouchtroveError(`configuration directory: ${dest} ${st.isDirectory() ? 'is a directory' : 'already exists; use --force to replace it'}`);
+    await fs.rename(path.join(from, ...parts), dest);
+    if (owner) await fs.lchown(dest, owner.uid, owner.gid);
   }
   if (config.length) await syncDir(to);
   return config.length;

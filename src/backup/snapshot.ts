@@ -4,7 +4,7 @@
 // renames over a path afterwards is never read through the new path. The pass makes synchronous
 // calls: nothing else waits on this thread meanwhile, and the cut is as narrow as it can be (115 files:
 // 1 ms, against 40 ms for the same calls through the thread pool).
-import { closeSync, constants as fsc, fstatSync, lstatSync, openSync, readdirSync } from 'node:fs';
+import { closeSync, constants as fsc, fstatSync, lstatSync, openSync, readdirSync, readlinkSync, statSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { CouchtroveError } from '../util/errors.js';
@@ -22,12 +22,16 @@ export interface MeasuredFile {
   dev: number;
   ino: number;
   birthtimeMs: number;
+  /** A symbolic link that --follow-symlinks allowed: opened without O_NOFOLLOW. */
+  viaLink: boolean;
 }
 
 export interface Snapshot {
   files: MeasuredFile[];
   dirs: DirEntry[];
   skipped: { path: string; reason: string }[];
+  /** Symbolic links followed (only with followSymlinks): "path -> target". */
+  followed: string[];
   /** Milliseconds the measuring pass took (the width of the cut). */
   cutMs: number;
   close(): void;
@@ -58,45 +62,78 @@ interface Candidate {
   root: 'data' | 'config';
   rel: string;
   abs: string;
+  viaLink: boolean;
 }
 
-function walk(root: 'data' | 'config', base: string, dirs: DirEntry[], files: Candidate[], skipped: Snapshot['skipped']): void {
-  const visit = (dirAbs: string, rel: string): void => {
+interface Walked {
+  dirs: DirEntry[];
+  files: Candidate[];
+  skipped: Snapshot['skipped'];
+  /** Links found and not followed: the backup fails naming them. */
+  links: string[];
+  followed: string[];
+}
+
+function walk(root: 'data' | 'config', base: string, out: Walked, followSymlinks: boolean): void {
+  const shown = (rel: string) => `${root === 'config' ? 'config:' : ''}${rel}`;
+  // Directories on the current path by device and inode: a followed link back up would never end.
+  const visit = (dirAbs: string, rel: string, ancestors: Set<string>): void => {
     const entries = readdirSync(dirAbs, { withFileTypes: true });
     for (const e of entries) {
       const childRel = rel ? `${rel}/${e.name}` : e.name;
       const childAbs = path.join(dirAbs, e.name);
-      if (e.isDirectory()) {
-        const st = lstatSync(childAbs);
-        dirs.push({ type: 'dir', root, path: childRel, mode: st.mode & 0o7777, mtimeMs: st.mtimeMs });
+      let st = e.isDirectory() ? lstatSync(childAbs) : undefined;
+      if (e.isSymbolicLink()) {
+        // A link is data the backup would miss without a word (a shard directory moved to another disk
+        // comes back EMPTY): it fails the backup unless following links was asked for.
+        if (!followSymlinks) {
+          out.links.push(shown(childRel));
+          continue;
+        }
+        st = statSync(childAbs, { throwIfNoEntry: false });
+        if (!st || (!st.isDirectory() && !st.isFile())) throw new CouchtroveError(`symbolic link ${childAbs} points to ${st ? 'something that is neither a file nor a directory' : 'nothing'} (${readlinkSync(childAbs)})`);
+        out.followed.push(`${shown(childRel)} -> ${readlinkSync(childAbs)}`);
+      }
+      if (st?.isDirectory()) {
+        const id = `${st.dev}:${st.ino}`;
+        if (ancestors.has(id)) throw new CouchtroveError(`symbolic link ${childAbs} leads back to a directory above it`);
+        out.dirs.push({ type: 'dir', root, path: childRel, mode: st.mode & 0o7777, mtimeMs: st.mtimeMs });
         // .delete/ is CouchDB's staging area for files being deleted: keep the directory, not its content.
         if (root === 'data' && childRel === '.delete') continue;
-        visit(childAbs, childRel);
-      } else if (e.isFile()) {
-        if (root === 'data' && COMPACTION_TEMP.test(e.name)) skipped.push({ path: childRel, reason: 'compaction temporary file' });
-        else files.push({ root, rel: childRel, abs: childAbs });
+        visit(childAbs, childRel, new Set([...ancestors, id]));
+      } else if (e.isFile() || st?.isFile()) {
+        if (root === 'data' && COMPACTION_TEMP.test(e.name)) out.skipped.push({ path: childRel, reason: 'compaction temporary file' });
+        else out.files.push({ root, rel: childRel, abs: childAbs, viaLink: e.isSymbolicLink() });
       } else {
-        skipped.push({ path: `${root === 'config' ? 'config:' : ''}${childRel}`, reason: e.isSymbolicLink() ? 'symbolic link (not followed)' : 'not a regular file' });
+        out.skipped.push({ path: shown(childRel), reason: 'not a regular file' });
       }
     }
   };
-  visit(base, '');
+  const top = statSync(base);
+  visit(base, '', new Set([`${top.dev}:${top.ino}`]));
 }
 
-export async function measure(dataDir: string, configDir?: string): Promise<Snapshot> {
+export async function measure(dataDir: string, configDir?: string, opts: { followSymlinks?: boolean } = {}): Promise<Snapshot> {
   const st = await fs.stat(dataDir).catch((err: NodeJS.ErrnoException) => {
     throw new CouchtroveError(`data directory ${dataDir}: ${err.code === 'ENOENT' ? 'does not exist' : err.message}`);
   });
   if (!st.isDirectory()) throw new CouchtroveError(`data directory ${dataDir} is not a directory`);
-  const dirs: DirEntry[] = [];
-  const candidates: Candidate[] = [];
-  const skipped: Snapshot['skipped'] = [];
+  const out: Walked = { dirs: [], files: [], skipped: [], links: [], followed: [] };
+  const follow = opts.followSymlinks === true;
   if (configDir) {
     const cst = await fs.stat(configDir).catch(() => undefined);
     if (!cst?.isDirectory()) throw new CouchtroveError(`configuration directory ${configDir} does not exist or is not a directory`);
-    walk('config', configDir, dirs, candidates, skipped);
+    walk('config', configDir, out, follow);
   }
-  walk('data', dataDir, dirs, candidates, skipped);
+  walk('data', dataDir, out, follow);
+  if (out.links.length > 0) {
+    const n = out.links.length;
+    throw new CouchtroveError(
+      `${n === 1 ? 'a symbolic link' : `${n} symbolic links`} in ${dataDir}${configDir ? ` or ${configDir}` : ''} would not be backed up: ${out.links.slice(0, 5).join(', ')}${n > 5 ? ', ...' : ''}. ` +
+        'Move the data back, or give --follow-symlinks to back up what they point to',
+    );
+  }
+  const { dirs, files: candidates, skipped, followed } = out;
   candidates.sort((a, b) => passRank(a.root, a.rel) - passRank(b.root, b.rel) || (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
 
   const files: MeasuredFile[] = [];
@@ -105,7 +142,7 @@ export async function measure(dataDir: string, configDir?: string): Promise<Snap
   for (const c of candidates) {
     let fd: number | null = null;
     try {
-      if (!fdLimitReached) fd = openSync(c.abs, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+      if (!fdLimitReached) fd = openSync(c.abs, openFlags(c.viaLink));
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOENT') {
@@ -120,18 +157,19 @@ export async function measure(dataDir: string, configDir?: string): Promise<Snap
         f.fd = null;
       }
     }
-    const s = fd !== null ? fstatSync(fd) : lstatSync(c.abs, { throwIfNoEntry: false });
+    const s = fd !== null ? fstatSync(fd) : c.viaLink ? statSync(c.abs, { throwIfNoEntry: false }) : lstatSync(c.abs, { throwIfNoEntry: false });
     if (!s) {
       skipped.push({ path: c.rel, reason: 'removed before it was measured' });
       continue;
     }
-    files.push({ root: c.root, path: c.rel, abs: c.abs, fd, size: s.size, mode: s.mode & 0o7777, mtimeMs: s.mtimeMs, dev: s.dev, ino: s.ino, birthtimeMs: s.birthtimeMs });
+    files.push({ root: c.root, path: c.rel, abs: c.abs, fd, size: s.size, mode: s.mode & 0o7777, mtimeMs: s.mtimeMs, dev: s.dev, ino: s.ino, birthtimeMs: s.birthtimeMs, viaLink: c.viaLink });
   }
   const cutMs = performance.now() - started;
   return {
     files,
     dirs,
     skipped,
+    followed,
     cutMs,
     close: () => {
       for (const f of files) {
@@ -142,13 +180,18 @@ export async function measure(dataDir: string, configDir?: string): Promise<Snap
   };
 }
 
+/** O_NOFOLLOW: a file replaced by a link after the walk is not read through it, unless links are followed. */
+function openFlags(viaLink: boolean): number {
+  return viaLink ? fsc.O_RDONLY : fsc.O_RDONLY | fsc.O_NOFOLLOW;
+}
+
 /**
  * The descriptor to copy from. Past the open-file limit a file is opened only now, and must still be the
  * file that was measured: same device, inode AND birth time (inodes alone are reused by CouchDB's file system).
  */
 export function openMeasured(f: MeasuredFile): { fd: number; owned: boolean } {
   if (f.fd !== null) return { fd: f.fd, owned: false };
-  const fd = openSync(f.abs, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+  const fd = openSync(f.abs, openFlags(f.viaLink));
   const s = fstatSync(fd);
   if (s.dev !== f.dev || s.ino !== f.ino || s.birthtimeMs !== f.birthtimeMs) {
     closeSync(fd);

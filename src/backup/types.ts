@@ -41,6 +41,10 @@ export interface BackupOptions {
   parent?: string;
   /** How the parent's bytes are checked before reuse: sampled fingerprint (default) or a full re-read. */
   parentCheck?: 'sampled' | 'full';
+  /** Back up what symbolic links in the data (or configuration) directory point to; without it a link fails the backup. */
+  followSymlinks?: boolean;
+  /** Test hook: how often the in-progress lock is rewritten (default 30 s). */
+  heartbeatMs?: number;
 }
 
 export interface BackupSummary {
@@ -62,6 +66,8 @@ export interface BackupSummary {
   parent: string | null;
   datastore: { type: 'couchdb'; version: string | null };
   labels: Record<string, string>;
+  /** Only from a backup just taken with followSymlinks: the links it followed ("path -> target"). */
+  followedSymlinks?: string[];
 }
 
 export interface RestoreOptions {
@@ -83,6 +89,8 @@ export interface RestoreResult {
   bytes: number;
   dataDir: string;
   configFiles: number;
+  /** Staging directories of earlier, killed restores found in the target and removed. */
+  removedStaging: string[];
 }
 
 export interface VerifiedFile {

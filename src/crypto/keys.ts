@@ -34,22 +34,38 @@ export class KeyMaterial {
   /** @internal */
   master(params: KdfParams): Promise<Buffer> {
     if (params.name === 'none') return Promise.resolve(this.#bytes);
+    checkKdfParams(params, 'key derivation');
     const id = `${params.N}:${params.r}:${params.p}:${params.salt}`;
     let m = this.#masters.get(id);
     if (!m) {
-      m = scrypt(this.#bytes, Buffer.from(params.salt, 'base64'), 32, { N: params.N, r: params.r, p: params.p, maxmem: 256 * params.N * params.r + (1 << 20) });
+      m = scrypt(this.#bytes, Buffer.from(params.salt, 'base64'), 32, { N: params.N, r: params.r, p: params.p, maxmem: scryptMemory(params) + (1 << 20) });
       this.#masters.set(id, m);
     }
     return m;
   }
 }
 
+/**
+ * Reads a key file. Like ssh with a private key, a file that group or others may read or write is
+ * refused: anyone who can read it can decrypt every backup, and anyone who can write it can swap the key.
+ */
 export async function readKeyFile(file: string): Promise<KeyMaterial> {
   let raw: Buffer;
+  let handle: fs.FileHandle | undefined;
   try {
-    raw = await fs.readFile(file);
+    // The mode is checked on the descriptor that is read, so a file swapped in between is not read.
+    handle = await fs.open(file, 'r');
+    const st = await handle.stat();
+    if (!st.isFile()) throw new CouchtroveError(`key file ${file} is not a regular file`);
+    if ((st.mode & 0o077) !== 0) {
+      throw new CouchtroveError(`key file ${file} has mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}: it must not be readable or writable by group or others (chmod 600 ${file})`);
+    }
+    raw = await handle.readFile();
   } catch (err) {
+    if (err instanceof CouchtroveError) throw err;
     throw new CouchtroveError(`cannot read key file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  } finally {
+    await handle?.close();
   }
   // A trailing newline from an editor or `echo` is not part of the key.
   let end = raw.length;
@@ -90,12 +106,50 @@ export function newKeySalt(): string {
   return randomBytes(32).toString('base64');
 }
 
+/**
+ * Bounds on the scrypt parameters a manifest may ask for. They are read before the manifest can be
+ * authenticated (its seal key is derived with them), so whoever can write to the repository chooses
+ * them: unbounded, one manifest cost 4.26 GB and more than 60 s. The default (N=2^15, r=8, p=1) needs
+ * 32 MiB and ~90 ms; the bounds allow 8 times its memory and its work (128·N·r·p; ~0.7 s).
+ */
+export const SCRYPT_LIMITS = { maxN: 1 << 20, maxR: 32, maxP: 16, maxMemory: 256 << 20, maxWork: 256 << 20, maxSaltBytes: 1024 };
+
+/** Bytes scrypt allocates for these parameters (128·N·r). */
+function scryptMemory(params: { N: number; r: number }): number {
+  return 128 * params.N * params.r;
+}
+
+/**
+ * Checks kdf parameters (as read from a manifest: any JSON) before any work is done with them; the error
+ * names the parameter. `where` says whose parameters they are, e.g. "manifest of backup X".
+ */
+export function checkKdfParams(params: unknown, where: string): KdfParams {
+  const bad = (what: string) => new CouchtroveError(`${where}: ${what}`);
+  if (!params || typeof params !== 'object') throw bad('key derivation parameters missing');
+  const p = params as Record<string, unknown>;
+  if (p.name === 'none') return { name: 'none' };
+  if (p.name !== 'scrypt') throw bad(`unsupported key derivation ${JSON.stringify(p.name)}`);
+  const L = SCRYPT_LIMITS;
+  const int = (name: 'N' | 'r' | 'p', min: number, max: number): number => {
+    const v = p[name];
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw bad(`scrypt parameter ${name} = ${JSON.stringify(v)} is out of bounds (${min} to ${max})`);
+    return v;
+  };
+  const N = int('N', 2, L.maxN);
+  if ((N & (N - 1)) !== 0) throw bad(`scrypt parameter N = ${N} is not a power of 2`);
+  const r = int('r', 1, L.maxR);
+  const pp = int('p', 1, L.maxP);
+  const memory = scryptMemory({ N, r });
+  if (memory > L.maxMemory) throw bad(`scrypt parameters N = ${N}, r = ${r} need ${memory / (1 << 20)} MiB, more than the ${L.maxMemory / (1 << 20)} MiB allowed`);
+  if (memory * pp > L.maxWork) throw bad(`scrypt parameters N = ${N}, r = ${r}, p = ${pp} ask for ${(memory * pp) / (1 << 20)} MiB of work, more than the ${L.maxWork / (1 << 20)} MiB allowed`);
+  if (typeof p.salt !== 'string' || p.salt.length === 0 || p.salt.length > L.maxSaltBytes * 2) throw bad('scrypt parameter salt is missing or too long');
+  return { name: 'scrypt', N, r, p: pp, salt: p.salt };
+}
+
 export async function deriveKeys(key: KeyMaterial, params: KdfParams, keySalt: string): Promise<BackupKeys> {
   // A backup made with a generated key was never stretched; any other key file cannot be its key.
   if (params.name === 'none' && !key.generated) throw new CouchtroveError('wrong key or corrupted data: this backup was made with a key from `couchtrove agent keygen`');
-  if (params.name !== 'none' && (params.name !== 'scrypt' || params.N > 1 << 20 || params.r > 32 || params.p > 16)) {
-    throw new CouchtroveError(`unsupported key derivation parameters in manifest`);
-  }
+  checkKdfParams(params, 'key derivation');
   const master = await key.master(params);
   const salt = Buffer.from(keySalt, 'base64');
   const sub = (info: string) => Buffer.from(hkdfSync('sha256', master, salt, `couchtrove/v1/${info}`, 32));

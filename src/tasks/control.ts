@@ -21,8 +21,8 @@ import { HealthMonitor } from './health.js';
 export interface BackupEngine {
   /** The stored backup's checksum (sha256 of its catalog); rejects when the backup cannot be read. */
   storedChecksum(repository: string, id: string, keyFile?: string): Promise<string>;
-  /** Removes every object of the backup; a missing backup is not an error. */
-  delete(repository: string, id: string): Promise<void>;
+  /** Removes every object of the backup; a missing backup is not an error. The key authenticates the other backups' manifests. */
+  delete(repository: string, id: string, keyFile?: string): Promise<void>;
 }
 
 export interface UserSpec {
@@ -616,7 +616,7 @@ export class ControlPlane {
       const primary = await this.store.get('instances', inst.replica_of ?? '');
       if (!primary?.agent_port) throw new Error(`the source instance ${inst.replica_of} has no agent`);
       const source = await this.compute.agent(primary);
-      await this.backups.delete(this.config.repository, id).catch(() => undefined); // a leftover of an interrupted create
+      await this.backups.delete(this.config.repository, id, this.keyFile).catch(() => undefined); // a leftover of an interrupted create
       const req: Parameters<AgentApi['backup']>[0] = { storage: this.config.repository, id, labels: { purpose: 'replica-seed', instance_id: primary.id, replica_id: inst.id } };
       if (this.keyFile) req.keyFile = this.keyFile;
       await agentCall(source.backup(req));
@@ -624,7 +624,7 @@ export class ControlPlane {
       return id;
     } catch (err) {
       this.log(`replica ${inst.id}: seeding from a backup of its source failed (${describeError(err)}); replication will copy everything`);
-      await this.backups.delete(this.config.repository, id).catch(() => undefined);
+      await this.backups.delete(this.config.repository, id, this.keyFile).catch(() => undefined);
       return null;
     }
   }
@@ -644,7 +644,7 @@ export class ControlPlane {
         }
         if (this.stopping) return;
       }
-      await this.backups.delete(this.config.repository, backupId);
+      await this.backups.delete(this.config.repository, backupId, this.keyFile);
     } catch (err) {
       this.log(`backup ${backupId}: removing the partial backup: ${describeError(err)}`);
     }
@@ -705,7 +705,7 @@ export class ControlPlane {
           await agentCall(replica.followPrimary({ primaryUrl: `http://${primary.host}:${primary.port}`, username: creds.username, password: creds.password, primaryName: primary.id }));
           // ACTIVE only once it is guarded and has caught up: a replica that does not follow is not healthy.
           await awaitFollowing(this, inst);
-          await this.backups.delete(this.config.repository, seedId(inst.id)).catch(() => undefined);
+          await this.backups.delete(this.config.repository, seedId(inst.id), this.keyFile).catch(() => undefined);
           await ctx.step('replicating');
         }
         if (inst.configuration_id) {
@@ -853,7 +853,7 @@ export class ControlPlane {
       run: async (ctx) => {
         const b = await this.store.get('backups', ctx.task.backup_id!);
         if (!b) return;
-        await this.backups.delete(b.location ?? this.config.repository, b.id);
+        await this.backups.delete(b.location ?? this.config.repository, b.id, this.keyFile);
         await this.store.remove('backups', b.id, { task_id: ctx.task.id });
       },
       failed: async (task, reason) => {

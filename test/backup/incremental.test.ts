@@ -98,8 +98,8 @@ describe('incremental backups', () => {
       assert.deepEqual([...deps].sort(), [b1.id, b2.id, b3.id].sort(), 'the v3 catalog uses bytes of all three backups');
 
       // Parents cannot be deleted under their children; the newest can.
-      await assert.rejects(deleteBackup(storage, b1.id), new RegExp(`backup ${b1.id} cannot be deleted: incremental backup .*depends on it`));
-      await assert.rejects(deleteBackup(storage, b2.id), /cannot be deleted/);
+      await assert.rejects(deleteBackup(storage, b1.id, k), new RegExp(`backup ${b1.id} cannot be deleted: incremental backup .*depends on it`));
+      await assert.rejects(deleteBackup(storage, b2.id, k), /cannot be deleted/);
       await storage.close();
     });
   }

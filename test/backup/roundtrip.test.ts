@@ -54,7 +54,7 @@ describe('round trip on the CouchDB 3.5 fixtures', () => {
           // Modes are sane: never writable by group or others.
           for (const f of tree.files) assert.equal(f.mode & 0o022, 0, `${f.path} mode ${f.mode.toString(8)}`);
 
-          const { backups, incomplete } = await listBackups(storage);
+          const { backups, incomplete } = await listBackups(storage, key);
           assert.deepEqual(backups.map((b) => b.id), [summary.id]);
           assert.deepEqual(incomplete, []);
           await storage.close();

@@ -38,7 +38,7 @@ describe('couchtrove agent backup|list|verify|restore|delete', () => {
     assert.ok(stored.length >= 4);
     for (const f of stored) assert.ok(!(await fs.readFile(f)).includes(keyText), `${f} does not contain the key`);
 
-    const l = await runCli(['agent', 'list', '--storage', repo, '--json']);
+    const l = await runCli(['agent', 'list', '--storage', repo, '--key-file', keyFile, '--json']);
     assert.equal(l.code, 0, l.stderr);
     const listed = JSON.parse(l.stdout) as { id: string; checksum: string }[];
     assert.deepEqual(listed.map((x) => [x.id, x.checksum]), [[summary.id, summary.checksum]]);
@@ -90,7 +90,7 @@ describe('couchtrove agent backup|list|verify|restore|delete', () => {
 
   test('a key file that is too short is refused', async () => {
     const short = path.join(work.dir, 'short.key');
-    await fs.writeFile(short, 'tooshort\n');
+    await fs.writeFile(short, 'tooshort\n', { mode: 0o600 });
     const r = await runCli(['agent', 'backup', '--data-dir', src, '--storage', repo, '--key-file', short]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /key file .* is too short: at least 32 bytes/);

@@ -118,7 +118,7 @@ for (const [name, make] of Object.entries(repos)) {
       await restoreBackup({ storage, id, dataDir: dst, key });
       const tree = await readTree(dst);
       assert.deepEqual(tree.files.map((f) => [f.path, f.size, f.sha256]), expected.map((f) => [f.path, f.size, f.sha256]));
-      const listed = await listBackups(storage);
+      const listed = await listBackups(storage, key);
       assert.deepEqual(listed.backups.map((b) => b.id), [id]);
       assert.deepEqual(listed.incomplete, []);
     });
@@ -144,7 +144,7 @@ for (const [name, make] of Object.entries(repos)) {
 
     it('delete leaves nothing behind', async () => {
       await deleteBackup(storage, id);
-      assert.deepEqual(await listBackups(storage), { backups: [], incomplete: [] });
+      assert.deepEqual(await listBackups(storage, key), { backups: [], unverified: [], incomplete: [] });
       assert.deepEqual((await repo.raw()).filter((n) => n.includes('backups/')), []);
     });
   });
@@ -203,7 +203,7 @@ describe('couchtrove agent CLI on object stores', () => {
       assert.equal(backup.code, 0, backup.stderr);
       const summary = JSON.parse(backup.stdout) as { id: string; files: number };
       assert.equal(summary.files, expectedFiles('v1').length);
-      const list = await runCli(['agent', 'list', '--storage', url, '--json'], env);
+      const list = await runCli(['agent', 'list', '--storage', url, '--key-file', keyFile, '--json'], env);
       assert.equal(list.code, 0, list.stderr);
       assert.match(list.stdout, new RegExp(summary.id));
       const verify = await runCli(['agent', 'verify', '--storage', url, '--backup', summary.id, '--key-file', keyFile, '--json'], env);

@@ -12,7 +12,7 @@ export const backupOptions = {
   },
   keyFile: {
     flag: 'key-file', arg: 'FILE', group: 'Backup engine', env: 'COUCHTROVE_KEY_FILE', parse: parsers.absolutePath,
-    description: 'File holding the encryption key (at least 32 bytes; `couchtrove agent keygen` makes one). Without it backups are not encrypted',
+    description: 'File holding the encryption key (at least 32 bytes, mode 0600 or 0400; `couchtrove agent keygen` makes one). Without it backups are not encrypted; list, delete and expire need it to authenticate encrypted manifests',
   },
   compression: {
     flag: 'compression', arg: 'CODEC', group: 'Backup engine', default: 'zstd', parse: parsers.oneOf(...CODECS),
@@ -44,7 +44,11 @@ export const backupOptions = {
   },
   force: {
     flag: 'force', group: 'Backup engine', parse: parsers.boolean,
-    description: 'Restore into a non-empty data directory, replacing its contents once the restore has succeeded',
+    description: 'Restore into a non-empty data directory, replacing its contents once the restore has succeeded (and existing files in --config-dir)',
+  },
+  followSymlinks: {
+    flag: 'follow-symlinks', group: 'Backup engine', parse: parsers.boolean,
+    description: 'Back up what symbolic links in the data directory point to (restored as real files and directories); without it a link fails the backup',
   },
   json: {
     flag: 'json', group: 'Output', parse: parsers.boolean,

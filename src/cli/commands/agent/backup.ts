@@ -9,15 +9,20 @@ export const backupCommand = defineCommand({
   path: ['agent', 'backup'],
   summary: 'Take a full physical backup of a (running) CouchDB data directory',
   required: ['dataDir', 'storage'],
-  optional: ['keyFile', 'compression', 'compressionLevel', 'configDir', 'couchdbUrl', 'newBackupId', 'parent', 'parentCheck', 'json'],
+  optional: ['keyFile', 'compression', 'compressionLevel', 'configDir', 'couchdbUrl', 'newBackupId', 'parent', 'parentCheck', 'followSymlinks', 'json'],
   run: async (o, io) => {
     const storage = await openStorage(o.storage, io.env);
     const bar = progressBar(io, o.json, 'backup');
     try {
+      const key = o.keyFile ? await readKeyFile(o.keyFile) : undefined;
       let parent = o.parent;
       if (parent === 'latest') {
-        const { backups } = await listBackups(storage);
-        if (backups.length === 0) throw new CouchtroveError(`--parent latest: ${storage.location} holds no backup yet`);
+        // Only a manifest that authenticates with this key can be chosen.
+        const { backups, unverified } = await listBackups(storage, key);
+        if (backups.length === 0) {
+          const skipped = unverified.length ? ` that authenticates (${unverified.length} do not, e.g. ${unverified[0]!.id}: ${unverified[0]!.reason})` : ' yet';
+          throw new CouchtroveError(`--parent latest: ${storage.location} holds no backup${skipped}`);
+        }
         parent = backups[backups.length - 1]!.id;
       }
       const s = await createBackup({
@@ -25,7 +30,8 @@ export const backupCommand = defineCommand({
         parentCheck: o.parentCheck,
         dataDir: o.dataDir,
         storage,
-        key: o.keyFile ? await readKeyFile(o.keyFile) : undefined,
+        key,
+        followSymlinks: o.followSymlinks,
         compression: o.compression,
         compressionLevel: o.compressionLevel,
         configDir: o.configDir,
@@ -35,6 +41,7 @@ export const backupCommand = defineCommand({
         progress: bar?.update,
       });
       bar?.stop();
+      for (const link of s.followedSymlinks ?? []) io.stderr.write(`followed symbolic link ${link}\n`);
       if (o.json) io.stdout.write(`${JSON.stringify(s)}\n`);
       else io.stdout.write(`backup ${s.id} completed${s.parent ? ` (incremental of ${s.parent})` : ''}: ${s.files} files, ${formatBytes(s.bytes)} read, ${formatBytes(s.size)} stored, sha256 ${s.checksum}\n`);
       return 0;

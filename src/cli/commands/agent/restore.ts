@@ -24,6 +24,7 @@ export const restoreCommand = defineCommand({
         progress: bar?.update,
       });
       bar?.stop();
+      for (const dir of r.removedStaging) io.stderr.write(`removed ${dir}, left by an interrupted restore\n`);
       if (o.json) io.stdout.write(`${JSON.stringify(r)}\n`);
       else io.stdout.write(`restored backup ${r.id} into ${r.dataDir}: ${r.files} files, ${formatBytes(r.bytes)}, every SHA-256 checked\n`);
       return 0;
