@@ -53,7 +53,12 @@ export function instanceView(base: string, inst: Row<'instances'>, region: strin
   if (x.detail) {
     v.created = troveTime(inst.created);
     v.updated = troveTime(inst.updated);
-    if (x.used !== null) (v.volume as Record<string, unknown>).used = round(x.used / GiB);
+    if (x.used !== null) {
+      const vol = v.volume as Record<string, unknown>;
+      vol.used = round(x.used / GiB);
+      // Client writes are refused from here on (403 volume full) until it grows or data is removed.
+      if (inst.volume_size > 0 && x.used >= inst.volume_size * GiB) vol.full = true;
+    }
     if (x.replicas.length > 0) v.replicas = x.replicas.map((id) => ({ id, links: links(base, inst.project_id, 'instances', id) }));
     if (x.configuration) v.configuration = { id: x.configuration.id, name: x.configuration.name, links: links(base, inst.project_id, 'configurations', x.configuration.id) };
     if (inst.port && inst.host) v.couchdb_url = `http://${inst.host}:${inst.port}`;

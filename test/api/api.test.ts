@@ -85,6 +85,11 @@ test('instance show: Trove shape, where to connect, engine warning', async () =>
   assert.match(i.couchdb_url as string, /^http:\/\/127\.0\.0\.1:\d+$/);
   assert.equal((i.volume as J).size, 2);
   assert.equal(typeof (i.volume as J).used, 'number');
+  assert.equal((i.volume as J).full, undefined);
+  // Over its size (client writes are refused then): show says so.
+  p.compute.agents.get(id)!.usedBytes = 2 * 1024 ** 3 + 1;
+  assert.equal((((await call('GET', `/v1.0/local/instances/${id}`)).json.instance as J).volume as J).full, true);
+  p.compute.agents.get(id)!.usedBytes = 1024 * 1024;
   assert.equal(i.engine, 'devengine');
   assert.equal(i.engine_warning, 'test engine');
   assert.equal((i.flavor as J).id, '2');

@@ -62,8 +62,10 @@ export class FakeAgent implements AgentApi {
   async status(): Promise<InstanceStatus> {
     return { state: this.state };
   }
+  /** Bytes the volume holds (a test may fill it). */
+  usedBytes = 1024 * 1024;
   async volumeUsage(): Promise<{ used: number; total: number }> {
-    return { used: 1024 * 1024, total: this.settings?.volumeBytes ?? 0 };
+    return { used: this.usedBytes, total: this.settings?.volumeBytes ?? 0 };
   }
   async listDatabases(): Promise<string[]> {
     return [...this.dbs];
