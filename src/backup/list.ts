@@ -72,7 +72,7 @@ export async function scan(storage: Backend, key?: KeyMaterial): Promise<Scan> {
   const out: Scan = { backups: [], unverified: [], incomplete: [], writing: [] };
   for (const [id, g] of groups) {
     const lock = g.keys.includes(keys.lock(id)) ? await readLock(storage, id) : null;
-    const state = lock ? lockState(lock) : null;
+    const state = lock ? lockState({ ...lock, id }) : null;
     if (lock && state?.alive) out.writing.push({ ...lock, id });
     if (g.keys.includes(keys.manifest(id))) {
       let reason: string | null;

@@ -21,11 +21,16 @@ export interface LockBody {
 export const HEARTBEAT_MS = 30_000;
 export const STALE_MS = 10 * HEARTBEAT_MS;
 
-/** Whether the lock's writer may still be writing; `why` says what was seen. */
+/** Backups this process is writing: its own locks it can judge exactly, whatever their heartbeat says. */
+const writingHere = new Set<string>();
+
+/** Whether the lock's writer may still be writing; `why` says what was seen. `lock.id` must be the backup's id. */
 export function lockState(lock: Partial<LockBody>, now = Date.now()): { alive: boolean; why: string } {
   const beat = Date.parse(lock.heartbeat ?? lock.started ?? '');
   const who = `pid ${lock.pid} on ${lock.host}`;
   if (Number.isNaN(beat)) return { alive: false, why: `unreadable lock (${who})` };
+  // A backup that failed while the storage was down cannot remove its lock: this process knows it gave up.
+  if (lock.host === hostname() && lock.pid === process.pid && !writingHere.has(lock.id ?? '')) return { alive: false, why: `its writer (${who}, this process) gave it up` };
   if (lock.host === hostname() && Number.isInteger(lock.pid)) {
     // On this host the process table answers at once; the heartbeat still covers a reused pid.
     try {
@@ -58,6 +63,7 @@ export class BackupLock {
   #pending: Promise<void> | null = null;
 
   constructor(private readonly storage: Backend, private readonly body: Omit<LockBody, 'heartbeat'>, interval = HEARTBEAT_MS) {
+    writingHere.add(body.id);
     this.written = this.#write();
     this.written.catch(() => undefined);
     this.#timer = setInterval(() => {
@@ -79,6 +85,7 @@ export class BackupLock {
   async stop(): Promise<void> {
     clearInterval(this.#timer);
     this.#timer = undefined;
+    writingHere.delete(this.body.id);
     await this.written.catch(() => undefined);
     await this.#pending;
   }

@@ -252,9 +252,13 @@ describe('backup tools trust only what authenticates (issue 14)', () => {
     await lock('dead-pid', { host: hostname(), pid: await deadPid(), heartbeat: new Date().toISOString() });
     await lock('stale', { host: 'elsewhere', pid: 1, heartbeat: new Date(Date.now() - 3600_000).toISOString() });
     await lock('alive-elsewhere', { host: 'elsewhere', pid: 1, heartbeat: new Date().toISOString() });
+    // A backup of this process that failed while the storage was down could not remove its lock.
+    await lock('given-up', { host: hostname(), pid: process.pid, heartbeat: new Date().toISOString() });
     const listed = await listBackups(storage, key);
-    assert.deepEqual(listed.incomplete.map((i) => [i.id, i.writing]).sort(), [['alive-elsewhere', true], ['dead-pid', false], ['stale', false]]);
+    assert.deepEqual(listed.incomplete.map((i) => [i.id, i.writing]).sort(), [['alive-elsewhere', true], ['dead-pid', false], ['given-up', false], ['stale', false]]);
     assert.match(listed.incomplete.find((i) => i.id === 'dead-pid')!.reason, /has exited/);
+    assert.match(listed.incomplete.find((i) => i.id === 'given-up')!.reason, /this process\) gave it up/);
+    await deleteBackup(storage, 'given-up', key);
     await deleteBackup(storage, 'dead-pid', key);
     await deleteBackup(storage, 'stale', key);
     await assert.rejects(deleteBackup(storage, 'alive-elsewhere', key), /still being written \(being written by pid 1 on elsewhere/);
