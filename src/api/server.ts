@@ -9,6 +9,8 @@ import { describeError } from '../util/errors.js';
 import * as v from './validate.js';
 import { registerScheduleRoutes } from './schedules.js';
 import { detachReplica, ejectReplicaSource, promoteReplica, replicationView } from '../tasks/replication.js';
+import { createConfiguration, deleteConfiguration, setConfiguration, updateConfiguration } from '../tasks/configurations.js';
+import { COUCHDB_PARAMETERS, couchdbParameter, troveParameterView } from '../config/couchdb-parameters.js';
 import { backupView, configurationView, datastoreView, flavorView, instanceView, links, versionView } from './views.js';
 
 export const LOCAL_TOKEN = 'notused';
@@ -235,7 +237,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
       }
       if ('configuration' in b || Object.keys(b).length === 0) {
         const conf = v.optional(b.configuration, (x) => v.ref(x, '"configuration"'));
-        await plane.setConfiguration(req.params.project!, inst.id, conf);
+        await setConfiguration(plane, req.params.project!, inst.id, conf);
       }
       return reply.code(202).send();
     };
@@ -441,14 +443,22 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     };
     api.get('/datastores/:ds/versions/:version', async (req: Req) => ({ version: versionView(base(req), req.params.project!, await findVersion(req.params.ds!, req.params.version!)) }));
     api.get('/datastores/versions/:version', async (req: Req) => ({ version: versionView(base(req), req.params.project!, await findVersion(DATASTORE, req.params.version!)) }));
-    api.get('/datastores/versions/:version/parameters', async (req: Req) => {
-      await findVersion(DATASTORE, req.params.version!);
-      return { 'configuration-parameters': [] };
-    });
-    api.get('/datastores/:ds/versions/:version/parameters', async (req: Req) => {
-      await findVersion(req.params.ds!, req.params.version!);
-      return { 'configuration-parameters': [] };
-    });
+    // Configuration parameters: the published catalogue (src/config/couchdb-parameters.ts), the same for
+    // every version. Names hold a slash ("couchdb/max_dbs_open"), which the clients send as it is.
+    const parameters = async (ds: string, version: string): Promise<Record<string, unknown>> => {
+      const x = await findVersion(ds, version);
+      return { 'configuration-parameters': COUCHDB_PARAMETERS.map((p) => troveParameterView(p, x.id)) };
+    };
+    const parameter = async (ds: string, version: string, name: string): Promise<Record<string, unknown>> => {
+      const x = await findVersion(ds, version);
+      const p = couchdbParameter(name);
+      if (!p) throw notFound(`No configuration parameter ${JSON.stringify(name.slice(0, 120))} for ${DATASTORE} ${x.name}.`);
+      return troveParameterView(p, x.id);
+    };
+    api.get('/datastores/versions/:version/parameters', async (req: Req) => parameters(DATASTORE, req.params.version!));
+    api.get('/datastores/versions/:version/parameters/*', async (req: Req) => parameter(DATASTORE, req.params.version!, req.params['*']!));
+    api.get('/datastores/:ds/versions/:version/parameters', async (req: Req) => parameters(req.params.ds!, req.params.version!));
+    api.get('/datastores/:ds/versions/:version/parameters/*', async (req: Req) => parameter(req.params.ds!, req.params.version!, req.params['*']!));
 
     // Configurations
     const confCount = async (id: string): Promise<number> => (await store.find('instances', { configuration_id: id })).length;
@@ -462,10 +472,10 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
       const b = body(req, 'configuration');
       const ds = v.optional(b.datastore, (x) => v.obj(x, '"datastore"'));
       if (ds && ds.type !== undefined && ds.type !== null && ds.type !== DATASTORE) throw badRequest(`Datastore ${JSON.stringify(String(ds.type).slice(0, 80))} is not served here: the only datastore is ${DATASTORE}.`);
-      const c = await plane.createConfiguration(req.params.project!, {
+      const c = await createConfiguration(plane, req.params.project!, {
         name: v.displayName(b.name, '"name"'),
         description: v.optional(b.description, (x) => v.text(x, '"description"')),
-        values: v.configValues(b.values ?? {}, '"values"'),
+        values: b.values ?? {},
         version: ds ? v.optional(ds.version, (x) => v.ref(x, '"datastore"."version"')) : null,
       });
       return { configuration: configurationView(base(req), c, 0, true) };
@@ -479,22 +489,20 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
       const rows = await store.find('instances', { configuration_id: c.id, project_id: req.params.project! });
       return { instances: rows.map((i) => ({ id: i.id, name: i.name, links: links(base(req), i.project_id, 'instances', i.id) })), links: [] };
     });
-    const updateConfiguration = (replace: boolean) => async (req: Req, reply: FastifyReply): Promise<FastifyReply> => {
+    // PUT replaces the values, PATCH merges them; an attached group's change is rolled out to its instances.
+    const changeConfiguration = (replace: boolean) => async (req: Req, reply: FastifyReply): Promise<FastifyReply> => {
       const b = body(req, 'configuration');
-      const c = await plane.configuration(req.params.project!, req.params.id!);
-      if ((await confCount(c.id)) > 0) throw new ServiceError(422, 'unprocessableEntity', `Configuration ${c.id} is attached to instances: detach it before changing it.`);
-      const values = v.configValues(b.values ?? {}, '"values"');
-      const merged = replace ? values : { ...(JSON.parse(c.values) as Record<string, string>), ...values };
-      const patch: Partial<Row<'configurations'>> = { values: JSON.stringify(merged), updated: new Date().toISOString() };
-      if (b.name !== undefined) patch.name = v.displayName(b.name, '"name"');
-      if (b.description !== undefined) patch.description = v.optional(b.description, (x) => v.text(x, '"description"'));
-      await store.update('configurations', c.id, patch);
+      if (replace && b.values === undefined) throw badRequest('"configuration" needs "values" (PUT replaces them all; PATCH changes some).');
+      const change: Parameters<typeof updateConfiguration>[3] = { values: b.values ?? {}, replace };
+      if (b.name !== undefined) change.name = v.displayName(b.name, '"name"');
+      if (b.description !== undefined) change.description = v.optional(b.description, (x) => v.text(x, '"description"'));
+      await updateConfiguration(plane, req.params.project!, req.params.id!, change);
       return reply.code(202).send();
     };
-    api.put('/configurations/:id', updateConfiguration(true));
-    api.patch('/configurations/:id', updateConfiguration(false));
+    api.put('/configurations/:id', changeConfiguration(true));
+    api.patch('/configurations/:id', changeConfiguration(false));
     api.delete('/configurations/:id', async (req: Req, reply) => {
-      await plane.deleteConfiguration(req.params.project!, req.params.id!);
+      await deleteConfiguration(plane, req.params.project!, req.params.id!);
       return reply.code(202).send();
     });
 
