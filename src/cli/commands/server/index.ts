@@ -17,7 +17,14 @@ export const serverCommand = defineCommand({
     if (o.serverPort !== undefined) overrides.port = o.serverPort;
     const config = loadServerConfig({ ...(o.serverConfigFile ? { configFile: o.serverConfigFile } : {}), env: io.env, overrides });
     const log = (line: string): void => void io.stderr.write(`${new Date().toISOString()} ${line}\n`);
-    const server = await startServer(config, { log, accessLog: io.env.COUCHTROVE_ACCESS_LOG === '1' });
+    let server: Awaited<ReturnType<typeof startServer>>;
+    try {
+      server = await startServer(config, { log, accessLog: io.env.COUCHTROVE_ACCESS_LOG === '1' });
+    } catch (err) {
+      // The error is printed and the exit status is 1; a handle left open must not keep the process alive.
+      setTimeout(() => process.exit(1), 2000).unref();
+      throw err;
+    }
     io.stdout.write(`couchtrove server listening on ${server.url}\n`);
     await new Promise<void>((resolve) => {
       const stop = (): void => {
