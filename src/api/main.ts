@@ -126,6 +126,9 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     scheduler.start();
     started();
     const url = addr.replace('[::1]', '127.0.0.1');
+    if (!config.publicUrl && ['0.0.0.0', '::', '[::]'].includes(config.host)) {
+      log(`WARNING: public_url is not set: links in responses name ${config.host}, which clients cannot reach; set public_url (or --public-url) to the URL they use`);
+    }
     log(`couchtrove API on ${url}/v1.0/{project_id} (state: ${store.kind} ${store.location}; backups: ${config.repository})`);
     let closed = false;
     return {

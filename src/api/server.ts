@@ -1,6 +1,9 @@
 // The Trove v1.0 API (docs/control-plane.md, shared trove-api.md): fastify routes under
 // /v1.0/{project_id}/..., token auth per project, Trove's response shapes and error bodies.
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { ServerConfig } from '../config/server.js';
 import { MarkerNotFoundError, type Row, type StateStore } from '../state/index.js';
 import type { ControlPlane, UserSpec } from '../tasks/control.js';
 import { DATASTORE, stableId } from '../tasks/control.js';
@@ -35,12 +38,23 @@ export interface ApiOptions {
   accessLog?: boolean;
 }
 
-/** The project a token belongs to, or undefined. */
-export function projectOfToken(plane: ControlPlane, token: string | undefined): string | undefined {
-  if (!token) return undefined;
-  for (const p of plane.config.projects) if (p.tokens.includes(token)) return p.id;
-  if (token === LOCAL_TOKEN && plane.config.authMode === 'local') return plane.config.localProject;
-  return undefined;
+/**
+ * The project of a token, or undefined. Every configured token is compared, exactly and in constant time:
+ * SHA-256 digests (equal length whatever was sent) through timingSafeEqual, so the time taken says
+ * nothing about how much of a token a guess got right.
+ */
+export function tokenMatcher(config: ServerConfig): (token: string | undefined) => string | undefined {
+  const digest = (t: string): Buffer => createHash('sha256').update(t, 'utf8').digest();
+  const known = config.projects.flatMap((p) => p.tokens.map((t) => ({ project: p.id, digest: digest(t) })));
+  return (token) => {
+    if (!token) return undefined;
+    const d = digest(token);
+    let owner: string | undefined;
+    for (const k of known) if (timingSafeEqual(d, k.digest) && owner === undefined) owner = k.project;
+    // "notused" is no secret: what the clients send without credentials (local mode, loopback only).
+    if (owner === undefined && token === LOCAL_TOKEN && config.authMode === 'local') owner = config.localProject;
+    return owner;
+  };
 }
 
 function one(q: string | string[] | undefined): string | undefined {
@@ -50,6 +64,7 @@ function one(q: string | string[] | undefined): string | undefined {
 export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
   const { plane } = options;
   const store: StateStore = plane.store;
+  const projectOfToken = tokenMatcher(plane.config);
   const log = options.log ?? (() => undefined);
   const app = Fastify({
     logger: false,
@@ -79,9 +94,13 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     }
   });
 
-  const base = (req: FastifyRequest): string => {
-    const host = typeof req.headers.host === 'string' && /^[A-Za-z0-9.:[\]-]{1,300}$/.test(req.headers.host) ? req.headers.host : `${plane.config.host}:${plane.config.port}`;
-    return `http://${host}`;
+  // Links name the configured public URL, else the listener: never the request's Host header, which any
+  // client sets (a link or X-Server-Management-Url pointing elsewhere would take the next request's token).
+  const base = (_req?: FastifyRequest): string => {
+    if (plane.config.publicUrl) return plane.config.publicUrl;
+    const bound = app.server.address() as AddressInfo | null;
+    const host = plane.config.host.includes(':') && !plane.config.host.startsWith('[') ? `[${plane.config.host}]` : plane.config.host;
+    return `http://${host}:${bound?.port ?? plane.config.port}`;
   };
 
   // Every error is Trove's body with a 4xx for what the client sent wrong.
@@ -119,7 +138,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     const key = typeof req.headers['x-auth-key'] === 'string' ? req.headers['x-auth-key'] : undefined;
     const wanted = typeof req.headers['x-auth-project-id'] === 'string' ? req.headers['x-auth-project-id'] : undefined;
     let token: string | undefined;
-    let project = projectOfToken(plane, key);
+    let project = projectOfToken(key);
     if (project) token = key;
     else if (plane.config.authMode === 'local') {
       token = LOCAL_TOKEN;
@@ -136,7 +155,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
       const raw = req.headers['x-auth-token'];
       const token = Array.isArray(raw) ? raw[0] : raw;
       const project = req.params.project ?? '';
-      const owner = projectOfToken(plane, token);
+      const owner = projectOfToken(token);
       if (!owner) {
         return reply.code(401).send(faultBody(401, token ? 'The X-Auth-Token is not valid.' : 'Authentication required: send X-Auth-Token.'));
       }

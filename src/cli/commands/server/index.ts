@@ -6,15 +6,16 @@ export const serverCommand = defineCommand({
   path: ['server'],
   summary: 'Run the Trove v1.0 API (default 127.0.0.1:8779) and its task manager',
   required: [],
-  optional: ['serverPort', 'serverHost', 'stateDir', 'serverConfigFile'],
+  optional: ['serverPort', 'serverHost', 'publicUrl', 'stateDir', 'serverConfigFile'],
   run: async (o, io) => {
     // Loaded here, not at the top: the HTTP server and SQL drivers would slow every other command's start.
     const { loadServerConfig } = await import('../../../config/server.js');
     const { startServer } = await import('../../../api/main.js');
-    const overrides: { stateDir?: string; host?: string; port?: number } = {};
+    const overrides: { stateDir?: string; host?: string; port?: number; publicUrl?: string } = {};
     if (o.stateDir !== undefined) overrides.stateDir = o.stateDir;
     if (o.serverHost !== undefined) overrides.host = o.serverHost;
     if (o.serverPort !== undefined) overrides.port = o.serverPort;
+    if (o.publicUrl !== undefined) overrides.publicUrl = o.publicUrl;
     const config = loadServerConfig({ ...(o.serverConfigFile ? { configFile: o.serverConfigFile } : {}), env: io.env, overrides });
     const log = (line: string): void => void io.stderr.write(`${new Date().toISOString()} ${line}\n`);
     let server: Awaited<ReturnType<typeof startServer>>;
