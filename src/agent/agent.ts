@@ -141,7 +141,7 @@ export function renderLocalIni(s: InstanceSettings, uuid: string, admin: Credent
   );
   assertManaged(ini, s, uuid);
   ini.set('admins', admin.username, admin.password);
-  for (const o of overrides) ini.set(o.section, o.key, o.value);
+  for (const o of overrides) if (o.value !== null) ini.set(o.section, o.key, o.value);
   return ini.toString();
 }
 
@@ -738,19 +738,21 @@ export class Agent implements AgentApi, AgentReplicationApi {
     return next;
   }
 
-  async applyConfiguration(overrides: Record<string, string>): Promise<ConfigurationResult> {
-    const parsed = parseOverrides(overrides);
+  async applyConfiguration(overrides: Record<string, string | null>): Promise<ConfigurationResult> {
+    const parsed = parseOverrides(overrides, false, true);
     const st = this.#requireUsable();
     return this.#withConfigLock(async () => {
       const couch = this.#client();
       const running = this.#proc?.running === true && (await couch.up());
       const applied: string[] = [];
       const pending: ParsedOverride[] = [];
-      const undo: { o: ParsedOverride; previous: string }[] = [];
+      const undo: { o: ParsedOverride; previous: string | null }[] = [];
       try {
         for (const o of parsed) {
           if (o.kind === 'live' && running) {
-            const previous = await couch.putConfig(o.section, o.key, o.value);
+            // A reset deletes the key (CouchDB also drops it from local.ini): CouchDB's default applies again.
+            const previous = o.value === null ? await couch.getConfig(o.section, o.key) : await couch.putConfig(o.section, o.key, o.value);
+            if (o.value === null) await couch.deleteConfig(o.section, o.key);
             undo.push({ o, previous });
             applied.push(`${o.section}/${o.key}`);
           } else pending.push(o);
@@ -758,17 +760,25 @@ export class Agent implements AgentApi, AgentReplicationApi {
         if (pending.length) {
           const file = instanceFiles(st.settings).localIni;
           const ini = IniFile.parse(await fsp.readFile(file, 'utf8'));
-          for (const o of pending) ini.set(o.section, o.key, o.value);
+          for (const o of pending) {
+            if (o.value === null) ini.delete(o.section, o.key);
+            else ini.set(o.section, o.key, o.value);
+          }
           await writePrivateFile(file, ini.toString());
         }
       } catch (err) {
         for (const { o, previous } of undo.reverse()) {
-          await (previous === '' ? couch.deleteConfig(o.section, o.key) : couch.putConfig(o.section, o.key, previous)).catch(() => undefined);
+          await (previous === null || previous === '' ? couch.deleteConfig(o.section, o.key) : couch.putConfig(o.section, o.key, previous)).catch(() => undefined);
         }
         throw err;
       }
       const pendingKeys = pending.map((o) => `${o.section}/${o.key}`);
-      st.settings.overrides = { ...st.settings.overrides, ...Object.fromEntries(parsed.map((o) => [`${o.section}/${o.key}`, o.value])) };
+      const next = { ...st.settings.overrides };
+      for (const o of parsed) {
+        if (o.value === null) delete next[`${o.section}/${o.key}`];
+        else next[`${o.section}/${o.key}`] = o.value;
+      }
+      st.settings.overrides = next;
       if (running) st.pendingRestart = [...new Set([...st.pendingRestart, ...pendingKeys])];
       await this.#persist();
       return { applied, pending: pendingKeys, restartRequired: running && pendingKeys.length > 0 };

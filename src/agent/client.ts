@@ -119,7 +119,7 @@ export class AgentClient implements AgentApi, AgentReplicationApi {
     await this.#call('DELETE', '/v1/root');
   }
 
-  applyConfiguration(overrides: Record<string, string>): Promise<ConfigurationResult> {
+  applyConfiguration(overrides: Record<string, string | null>): Promise<ConfigurationResult> {
     return this.#call('POST', '/v1/configuration', { overrides });
   }
 

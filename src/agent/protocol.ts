@@ -100,7 +100,8 @@ export interface AgentApi {
   isRootEnabled(): Promise<boolean>;
   disableRoot(): Promise<void>;
 
-  applyConfiguration(overrides: Record<string, string>): Promise<ConfigurationResult>;
+  /** Keys of the published catalogue only; null puts a key back to CouchDB's default. */
+  applyConfiguration(overrides: Record<string, string | null>): Promise<ConfigurationResult>;
 
   backup(request: AgentBackupRequest): Promise<BackupSummary & { location: string }>;
   /** Progress of the running backup or restore, if any. */

@@ -131,7 +131,7 @@ export async function startAgentServer(opts: AgentServerOptions): Promise<Runnin
     return ok;
   });
   // Configuration, backup.
-  app.post('/v1/configuration', async (req) => api.applyConfiguration(bodyOf(req).overrides as Record<string, string>));
+  app.post('/v1/configuration', async (req) => api.applyConfiguration(bodyOf(req).overrides as Record<string, string | null>));
   app.post('/v1/backups', async (req) => api.backup(bodyOf(req) as never));
   app.get('/v1/progress', async () => ({ progress: await api.progress() }));
   // Replication (docs/replication.md). The follow request carries the primary's credentials: it is never logged.

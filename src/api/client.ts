@@ -73,7 +73,8 @@ export class TroveApiClient {
       const next = links?.find((l) => l.rel === 'next');
       if (!next) break;
       const u = new URL(next.href);
-      const page = await this.get(u.pathname.replace(/^\/v1\.0\/[^/]+/, '') + u.search);
+      // The link's base is the server's public URL, which may have a path prefix (a proxy).
+      const page = await this.get(u.pathname.replace(/^.*?\/v1\.0\/[^/]+/, '') + u.search);
       rows.push(...((page[key] as JsonObject[] | undefined) ?? []));
       links = page.links as Array<{ rel: string; href: string }> | undefined;
     }

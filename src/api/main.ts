@@ -13,6 +13,9 @@ import { openStorage } from '../storage/index.js';
 import { deleteBackup, readBackupMetadata } from '../backup/index.js';
 import { readKeyFile, writeNewKeyFile } from '../crypto/keys.js';
 import { buildApi, LOCAL_TOKEN } from './server.js';
+import { lockStateDir } from '../state/lock.js';
+import { ServiceError } from '../tasks/errors.js';
+import { CouchtroveError, describeError } from '../util/errors.js';
 
 /** The backup engine as the control plane uses it. */
 export const backupEngine: BackupEngine = {
@@ -59,51 +62,92 @@ export interface StartOptions {
 export async function startServer(config: ServerConfig, options: StartOptions = {}): Promise<RunningServer> {
   const log = options.log ?? ((l: string) => process.stderr.write(`${new Date().toISOString()} ${l}\n`));
   fs.mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
-  const repo = new URL(config.repository);
-  if (repo.protocol === 'file:') fs.mkdirSync(decodeURIComponent(repo.pathname), { recursive: true, mode: 0o700 });
-  if (config.backupEncryption && !config.backupKeyFile) {
-    const keyFile = path.join(config.stateDir, 'backup.key');
-    if (!fs.existsSync(keyFile)) {
-      await writeNewKeyFile(keyFile);
-      log(`made the backup encryption key ${keyFile} (0600): keep a copy, backups cannot be restored without it`);
-    }
-  }
-  const store = await openState(config.databaseUrl ? { databaseUrl: config.databaseUrl } : { stateDir: config.stateDir });
-  const compute = options.compute ?? new LocalProcessDriver({
-    stateDir: config.stateDir,
-    ...(config.couchdbHome ? { couchdbHome: config.couchdbHome } : {}),
-    tcpPorts: config.couchdb.tcpPorts,
-    isolation: config.instanceIsolation,
-    uidRange: config.instanceUids,
-    log,
-    usedPorts: async () => (await store.find('instances')).flatMap((i) => [i.port, i.agent_port, i.epmd_port].filter((p): p is number => p !== null)),
-    ...(options.agentFactory ? { agentFactory: options.agentFactory } : {}),
-  });
-  if (compute.engine.warning) log(`WARNING: ${compute.engine.warning}`);
-  else log(`instances run Apache CouchDB from ${compute.engine.home}`);
-  if (config.authMode === 'local') {
-    log(`WARNING: local auth mode: the token "${LOCAL_TOKEN}" (what clients send without auth) is accepted for project "${config.localProject}"; set auth_mode = token and [project:ID] tokens for anything shared`);
-  }
-  const plane = new ControlPlane({ config, store, compute, backups: backupEngine, log });
-  const recovered = await plane.start();
-  if (recovered.resumed.length || recovered.failed.length) log(`tasks interrupted by the last stop: ${recovered.resumed.length} resumed, ${recovered.failed.length} failed`);
-  // Backup schedules: the first tick runs, once, what fell due while the server was down.
-  const scheduler = new BackupScheduler(plane, { log, ...(options.scheduleTickMs !== undefined ? { tickMs: options.scheduleTickMs } : {}) });
-  scheduler.start();
-  const app = await buildApi({ plane, log, accessLog: options.accessLog ?? false });
-  const addr = await app.listen({ host: config.host, port: config.port });
-  const url = addr.replace('[::1]', '127.0.0.1');
-  log(`couchtrove API on ${url}/v1.0/{project_id} (state: ${store.kind} ${store.location}; backups: ${config.repository})`);
-  let closed = false;
-  return {
-    url, plane, app, store, scheduler,
-    close: async () => {
-      if (closed) return;
-      closed = true;
-      await app.close();
-      await scheduler.stop();
-      await plane.stop();
-      await store.close();
-    },
+  // First of all, before any file or task is touched: one process per SQLite state directory. With
+  // PostgreSQL several control-plane processes may run on purpose.
+  const lock = config.databaseUrl ? null : lockStateDir(config.stateDir);
+  const cleanup: Array<() => Promise<void> | void> = [() => lock?.release()];
+  const unwind = async (): Promise<void> => {
+    for (const f of cleanup.reverse()) await Promise.resolve(f()).catch(() => undefined);
   };
+  try {
+    const repo = new URL(config.repository);
+    if (repo.protocol === 'file:') fs.mkdirSync(decodeURIComponent(repo.pathname), { recursive: true, mode: 0o700 });
+    if (config.backupEncryption && !config.backupKeyFile) {
+      const keyFile = path.join(config.stateDir, 'backup.key');
+      if (!fs.existsSync(keyFile)) {
+        await writeNewKeyFile(keyFile);
+        log(`made the backup encryption key ${keyFile} (0600): keep a copy, backups cannot be restored without it`);
+      }
+    }
+    const store = await openState(config.databaseUrl ? { databaseUrl: config.databaseUrl } : { stateDir: config.stateDir });
+    cleanup.push(() => store.close());
+    const compute = options.compute ?? new LocalProcessDriver({
+      stateDir: config.stateDir,
+      ...(config.couchdbHome ? { couchdbHome: config.couchdbHome } : {}),
+      tcpPorts: config.couchdb.tcpPorts,
+      isolation: config.instanceIsolation,
+      uidRange: config.instanceUids,
+      log,
+      usedPorts: async () => (await store.find('instances')).flatMap((i) => [i.port, i.agent_port, i.epmd_port].filter((p): p is number => p !== null)),
+      ...(options.agentFactory ? { agentFactory: options.agentFactory } : {}),
+    });
+    if (compute.engine.warning) log(`WARNING: ${compute.engine.warning}`);
+    else log(`instances run Apache CouchDB from ${compute.engine.home}`);
+    if (config.authMode === 'local') {
+      log(`WARNING: local auth mode: the token "${LOCAL_TOKEN}" (what clients send without auth) is accepted for project "${config.localProject}"; set auth_mode = token and [project:ID] tokens for anything shared`);
+    }
+    const plane = new ControlPlane({ config, store, compute, backups: backupEngine, log });
+    cleanup.push(() => plane.stop());
+    const app = await buildApi({ plane, log, accessLog: options.accessLog ?? false });
+    cleanup.push(() => app.close());
+    // The listener is bound before any task is recovered: a port that is taken stops the start here.
+    // Requests wait until recovery is done (tasks it resumes must not race new ones).
+    let started!: () => void;
+    let failed = false;
+    const ready = new Promise<void>((resolve) => (started = resolve));
+    app.addHook('onRequest', async () => {
+      await ready;
+      if (failed) throw new ServiceError(503, 'serviceUnavailable', 'The server failed to start.');
+    });
+    cleanup.push(() => {
+      failed = true;
+      started();
+    });
+    let addr: string;
+    try {
+      addr = await app.listen({ host: config.host, port: config.port });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      const where = `${config.host}:${config.port}`;
+      if (code === 'EADDRINUSE') throw new CouchtroveError(`cannot listen on ${where}: the port is already in use (EADDRINUSE); stop what uses it or give another --port`);
+      throw new CouchtroveError(`cannot listen on ${where}: ${describeError(err)}`);
+    }
+    const recovered = await plane.start();
+    if (recovered.resumed.length || recovered.failed.length) log(`tasks interrupted by the last stop: ${recovered.resumed.length} resumed, ${recovered.failed.length} failed`);
+    // Backup schedules: the first tick runs, once, what fell due while the server was down.
+    const scheduler = new BackupScheduler(plane, { log, ...(options.scheduleTickMs !== undefined ? { tickMs: options.scheduleTickMs } : {}) });
+    scheduler.start();
+    started();
+    const url = addr.replace('[::1]', '127.0.0.1');
+    if (!config.publicUrl && ['0.0.0.0', '::', '[::]'].includes(config.host)) {
+      log(`WARNING: public_url is not set: links in responses name ${config.host}, which clients cannot reach; set public_url (or --public-url) to the URL they use`);
+    }
+    log(`couchtrove API on ${url}/v1.0/{project_id} (state: ${store.kind} ${store.location}; backups: ${config.repository})`);
+    let closed = false;
+    return {
+      url, plane, app, store, scheduler,
+      close: async () => {
+        if (closed) return;
+        closed = true;
+        await app.close();
+        await scheduler.stop();
+        await plane.stop();
+        await store.close();
+        lock?.release();
+      },
+    };
+  } catch (err) {
+    await unwind();
+    throw err;
+  }
 }

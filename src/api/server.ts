@@ -1,6 +1,9 @@
 // The Trove v1.0 API (docs/control-plane.md, shared trove-api.md): fastify routes under
 // /v1.0/{project_id}/..., token auth per project, Trove's response shapes and error bodies.
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { ServerConfig } from '../config/server.js';
 import { MarkerNotFoundError, type Row, type StateStore } from '../state/index.js';
 import type { ControlPlane, UserSpec } from '../tasks/control.js';
 import { DATASTORE, stableId } from '../tasks/control.js';
@@ -9,6 +12,8 @@ import { describeError } from '../util/errors.js';
 import * as v from './validate.js';
 import { registerScheduleRoutes } from './schedules.js';
 import { detachReplica, ejectReplicaSource, promoteReplica, replicationView } from '../tasks/replication.js';
+import { createConfiguration, deleteConfiguration, setConfiguration, updateConfiguration } from '../tasks/configurations.js';
+import { COUCHDB_PARAMETERS, couchdbParameter, troveParameterView } from '../config/couchdb-parameters.js';
 import { backupView, configurationView, datastoreView, flavorView, instanceView, links, versionView } from './views.js';
 
 export const LOCAL_TOKEN = 'notused';
@@ -33,12 +38,23 @@ export interface ApiOptions {
   accessLog?: boolean;
 }
 
-/** The project a token belongs to, or undefined. */
-export function projectOfToken(plane: ControlPlane, token: string | undefined): string | undefined {
-  if (!token) return undefined;
-  for (const p of plane.config.projects) if (p.tokens.includes(token)) return p.id;
-  if (token === LOCAL_TOKEN && plane.config.authMode === 'local') return plane.config.localProject;
-  return undefined;
+/**
+ * The project of a token, or undefined. Every configured token is compared, exactly and in constant time:
+ * SHA-256 digests (equal length whatever was sent) through timingSafeEqual, so the time taken says
+ * nothing about how much of a token a guess got right.
+ */
+export function tokenMatcher(config: ServerConfig): (token: string | undefined) => string | undefined {
+  const digest = (t: string): Buffer => createHash('sha256').update(t, 'utf8').digest();
+  const known = config.projects.flatMap((p) => p.tokens.map((t) => ({ project: p.id, digest: digest(t) })));
+  return (token) => {
+    if (!token) return undefined;
+    const d = digest(token);
+    let owner: string | undefined;
+    for (const k of known) if (timingSafeEqual(d, k.digest) && owner === undefined) owner = k.project;
+    // "notused" is no secret: what the clients send without credentials (local mode, loopback only).
+    if (owner === undefined && token === LOCAL_TOKEN && config.authMode === 'local') owner = config.localProject;
+    return owner;
+  };
 }
 
 function one(q: string | string[] | undefined): string | undefined {
@@ -48,6 +64,7 @@ function one(q: string | string[] | undefined): string | undefined {
 export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
   const { plane } = options;
   const store: StateStore = plane.store;
+  const projectOfToken = tokenMatcher(plane.config);
   const log = options.log ?? (() => undefined);
   const app = Fastify({
     logger: false,
@@ -77,9 +94,13 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     }
   });
 
-  const base = (req: FastifyRequest): string => {
-    const host = typeof req.headers.host === 'string' && /^[A-Za-z0-9.:[\]-]{1,300}$/.test(req.headers.host) ? req.headers.host : `${plane.config.host}:${plane.config.port}`;
-    return `http://${host}`;
+  // Links name the configured public URL, else the listener: never the request's Host header, which any
+  // client sets (a link or X-Server-Management-Url pointing elsewhere would take the next request's token).
+  const base = (_req?: FastifyRequest): string => {
+    if (plane.config.publicUrl) return plane.config.publicUrl;
+    const bound = app.server.address() as AddressInfo | null;
+    const host = plane.config.host.includes(':') && !plane.config.host.startsWith('[') ? `[${plane.config.host}]` : plane.config.host;
+    return `http://${host}:${bound?.port ?? plane.config.port}`;
   };
 
   // Every error is Trove's body with a 4xx for what the client sent wrong.
@@ -119,7 +140,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     const key = typeof req.headers['x-auth-key'] === 'string' ? req.headers['x-auth-key'] : undefined;
     const wanted = typeof req.headers['x-auth-project-id'] === 'string' ? req.headers['x-auth-project-id'] : undefined;
     let token: string | undefined;
-    let project = projectOfToken(plane, key);
+    let project = projectOfToken(key);
     if (project) token = key;
     else if (plane.config.authMode === 'local') {
       token = LOCAL_TOKEN;
@@ -136,7 +157,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
       const raw = req.headers['x-auth-token'];
       const token = Array.isArray(raw) ? raw[0] : raw;
       const project = req.params.project ?? '';
-      const owner = projectOfToken(plane, token);
+      const owner = projectOfToken(token);
       if (!owner) {
         return reply.code(401).send(faultBody(401, token ? 'The X-Auth-Token is not valid.' : 'Authentication required: send X-Auth-Token.'));
       }
@@ -237,7 +258,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
       }
       if ('configuration' in b || Object.keys(b).length === 0) {
         const conf = v.optional(b.configuration, (x) => v.ref(x, '"configuration"'));
-        await plane.setConfiguration(req.params.project!, inst.id, conf);
+        await setConfiguration(plane, req.params.project!, inst.id, conf);
       }
       return reply.code(202).send();
     };
@@ -443,14 +464,22 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     };
     api.get('/datastores/:ds/versions/:version', async (req: Req) => ({ version: versionView(base(req), req.params.project!, await findVersion(req.params.ds!, req.params.version!)) }));
     api.get('/datastores/versions/:version', async (req: Req) => ({ version: versionView(base(req), req.params.project!, await findVersion(DATASTORE, req.params.version!)) }));
-    api.get('/datastores/versions/:version/parameters', async (req: Req) => {
-      await findVersion(DATASTORE, req.params.version!);
-      return { 'configuration-parameters': [] };
-    });
-    api.get('/datastores/:ds/versions/:version/parameters', async (req: Req) => {
-      await findVersion(req.params.ds!, req.params.version!);
-      return { 'configuration-parameters': [] };
-    });
+    // Configuration parameters: the published catalogue (src/config/couchdb-parameters.ts), the same for
+    // every version. Names hold a slash ("couchdb/max_dbs_open"), which the clients send as it is.
+    const parameters = async (ds: string, version: string): Promise<Record<string, unknown>> => {
+      const x = await findVersion(ds, version);
+      return { 'configuration-parameters': COUCHDB_PARAMETERS.map((p) => troveParameterView(p, x.id)) };
+    };
+    const parameter = async (ds: string, version: string, name: string): Promise<Record<string, unknown>> => {
+      const x = await findVersion(ds, version);
+      const p = couchdbParameter(name);
+      if (!p) throw notFound(`No configuration parameter ${JSON.stringify(name.slice(0, 120))} for ${DATASTORE} ${x.name}.`);
+      return troveParameterView(p, x.id);
+    };
+    api.get('/datastores/versions/:version/parameters', async (req: Req) => parameters(DATASTORE, req.params.version!));
+    api.get('/datastores/versions/:version/parameters/*', async (req: Req) => parameter(DATASTORE, req.params.version!, req.params['*']!));
+    api.get('/datastores/:ds/versions/:version/parameters', async (req: Req) => parameters(req.params.ds!, req.params.version!));
+    api.get('/datastores/:ds/versions/:version/parameters/*', async (req: Req) => parameter(req.params.ds!, req.params.version!, req.params['*']!));
 
     // Configurations
     const confCount = async (id: string): Promise<number> => (await store.find('instances', { configuration_id: id })).length;
@@ -464,10 +493,10 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
       const b = body(req, 'configuration');
       const ds = v.optional(b.datastore, (x) => v.obj(x, '"datastore"'));
       if (ds && ds.type !== undefined && ds.type !== null && ds.type !== DATASTORE) throw badRequest(`Datastore ${JSON.stringify(String(ds.type).slice(0, 80))} is not served here: the only datastore is ${DATASTORE}.`);
-      const c = await plane.createConfiguration(req.params.project!, {
+      const c = await createConfiguration(plane, req.params.project!, {
         name: v.displayName(b.name, '"name"'),
         description: v.optional(b.description, (x) => v.text(x, '"description"')),
-        values: v.configValues(b.values ?? {}, '"values"'),
+        values: b.values ?? {},
         version: ds ? v.optional(ds.version, (x) => v.ref(x, '"datastore"."version"')) : null,
       });
       return { configuration: configurationView(base(req), c, 0, true) };
@@ -481,22 +510,20 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
       const rows = await store.find('instances', { configuration_id: c.id, project_id: req.params.project! });
       return { instances: rows.map((i) => ({ id: i.id, name: i.name, links: links(base(req), i.project_id, 'instances', i.id) })), links: [] };
     });
-    const updateConfiguration = (replace: boolean) => async (req: Req, reply: FastifyReply): Promise<FastifyReply> => {
+    // PUT replaces the values, PATCH merges them; an attached group's change is rolled out to its instances.
+    const changeConfiguration = (replace: boolean) => async (req: Req, reply: FastifyReply): Promise<FastifyReply> => {
       const b = body(req, 'configuration');
-      const c = await plane.configuration(req.params.project!, req.params.id!);
-      if ((await confCount(c.id)) > 0) throw new ServiceError(422, 'unprocessableEntity', `Configuration ${c.id} is attached to instances: detach it before changing it.`);
-      const values = v.configValues(b.values ?? {}, '"values"');
-      const merged = replace ? values : { ...(JSON.parse(c.values) as Record<string, string>), ...values };
-      const patch: Partial<Row<'configurations'>> = { values: JSON.stringify(merged), updated: new Date().toISOString() };
-      if (b.name !== undefined) patch.name = v.displayName(b.name, '"name"');
-      if (b.description !== undefined) patch.description = v.optional(b.description, (x) => v.text(x, '"description"'));
-      await store.update('configurations', c.id, patch);
+      if (replace && b.values === undefined) throw badRequest('"configuration" needs "values" (PUT replaces them all; PATCH changes some).');
+      const change: Parameters<typeof updateConfiguration>[3] = { values: b.values ?? {}, replace };
+      if (b.name !== undefined) change.name = v.displayName(b.name, '"name"');
+      if (b.description !== undefined) change.description = v.optional(b.description, (x) => v.text(x, '"description"'));
+      await updateConfiguration(plane, req.params.project!, req.params.id!, change);
       return reply.code(202).send();
     };
-    api.put('/configurations/:id', updateConfiguration(true));
-    api.patch('/configurations/:id', updateConfiguration(false));
+    api.put('/configurations/:id', changeConfiguration(true));
+    api.patch('/configurations/:id', changeConfiguration(false));
     api.delete('/configurations/:id', async (req: Req, reply) => {
-      await plane.deleteConfiguration(req.params.project!, req.params.id!);
+      await deleteConfiguration(plane, req.params.project!, req.params.id!);
       return reply.code(202).send();
     });
 

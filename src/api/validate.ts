@@ -95,26 +95,3 @@ export function dbList(v: unknown, where: string): string[] {
 export function noUnknown(o: Obj, allowed: string[], where: string): void {
   for (const k of Object.keys(o)) if (!allowed.includes(k)) throw badRequest(`${where}: unknown field ${JSON.stringify(k.slice(0, 80))} (expected ${allowed.join(', ')}).`);
 }
-
-/** Configuration values: 'section/key' -> string, number or boolean. */
-export function configValues(v: unknown, where: string): Record<string, string> {
-  const o = obj(v, where);
-  const out: Record<string, string> = {};
-  const keys = Object.keys(o);
-  if (keys.length > 200) throw badRequest(`${where}: at most 200 values.`);
-  for (const k of keys) {
-    if (!/^[a-z_][a-z0-9_.-]{0,63}\/[A-Za-z0-9_.-]{1,128}$/.test(k)) throw badRequest(`${where}: key ${JSON.stringify(k.slice(0, 80))} must be "section/key" as in CouchDB's ini files, e.g. "couchdb/max_document_size".`);
-    const val = o[k];
-    if (k.startsWith('admins/') || k.startsWith('chttpd/bind_address') || k.startsWith('chttpd/port') || k.startsWith('couchdb/database_dir') || k.startsWith('couchdb/view_index_dir')) {
-      throw badRequest(`${where}: ${k} is managed by couchtrove and cannot be set by a configuration group.`);
-    }
-    if (typeof val === 'string') {
-      // eslint-disable-next-line no-control-regex
-      if (val.length > 4096 || /[\u0000-\u001f]/.test(val)) throw badRequest(`${where}: value of ${k} must be a single line of at most 4096 characters.`);
-      out[k] = val;
-    } else if (typeof val === 'number' && Number.isFinite(val)) out[k] = String(val);
-    else if (typeof val === 'boolean') out[k] = String(val);
-    else throw badRequest(`${where}: value of ${k} must be a string, number or boolean.`);
-  }
-  return out;
-}

@@ -3,6 +3,7 @@ import type { Row } from '../state/index.js';
 import { GiB } from '../compute/driver.js';
 import { DATASTORE, stableId } from '../tasks/control.js';
 import type { EngineInfo } from '../compute/driver.js';
+import { storedValues } from '../tasks/configurations.js';
 
 export interface Link {
   href: string;
@@ -134,6 +135,6 @@ export function configurationView(base: string, c: Row<'configurations'>, instan
     datastore_version_id: stableId('version', `${DATASTORE}:${c.datastore_version}`), created: troveTime(c.created), updated: troveTime(c.updated),
     instance_count: instanceCount, links: links(base, c.project_id, 'configurations', c.id),
   };
-  if (detail) v.values = JSON.parse(c.values) as Record<string, string>;
+  if (detail) v.values = storedValues(c);
   return v;
 }

@@ -2,6 +2,7 @@
 // environment variables, validated with errors that name the file, line and key. Reference:
 // docs/control-plane.md. Precedence: built-in defaults < file < environment < command-line flags.
 import * as fs from 'node:fs';
+import { isIP } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -50,6 +51,8 @@ export interface ServerConfig {
   stateDir: string;
   host: string;
   port: number;
+  /** Base of the links in responses (http(s)://host[:port][/prefix], no trailing slash); absent: http://<host>:<bound port>. Never the request's Host header. */
+  publicUrl?: string;
   /** postgres://... instead of SQLite in stateDir/state.db */
   databaseUrl?: string;
   /** Backup repository URL. */
@@ -101,7 +104,7 @@ export const DEFAULT_COUCHDB: CouchdbSection = {
 };
 
 /** Keys of [DEFAULT] and [couchdb], with their environment variables. */
-const DEFAULT_KEYS = ['state_dir', 'host', 'port', 'database_url', 'repository', 'backup_key_file', 'backup_encryption', 'auth_mode', 'local_project',
+const DEFAULT_KEYS = ['state_dir', 'host', 'port', 'public_url', 'database_url', 'repository', 'backup_key_file', 'backup_encryption', 'auth_mode', 'local_project',
   'region', 'backup_timeout', 'task_timeout', 'health_interval', 'instance_isolation', 'instance_uids', 'max_volume_size', 'max_body_bytes', 'couchdb_home'] as const;
 const COUCHDB_KEYS = ['tcp_ports', 'udp_ports', 'backup_strategy', 'mount_point', 'usage_timeout', 'volume_support', 'device_path'] as const;
 
@@ -213,6 +216,34 @@ export const check = {
   },
 };
 
+/** What is wrong with a public URL, or null: http(s), a host, no credentials, query or fragment. */
+export function publicUrlProblem(v: string): string | null {
+  let u: URL;
+  try {
+    u = new URL(v);
+  } catch {
+    return `not a URL: ${JSON.stringify(v)} (expected http(s)://host[:port][/prefix])`;
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') return `expected an http:// or https:// URL, got ${u.protocol}`;
+  if (u.username || u.password) return 'credentials do not belong in a URL that every response shows';
+  if (u.search || u.hash || v.includes('?') || v.includes('#')) return 'expected no query or fragment: links are built on it';
+  return null;
+}
+
+/** The public URL as links use it: without a trailing slash. */
+export function normalizePublicUrl(v: string): string {
+  return v.replace(/\/+$/, '');
+}
+
+/** True for addresses only this host can reach: 127.0.0.0/8, ::1 (also IPv4-mapped), localhost. */
+export function isLoopback(host: string): boolean {
+  const h = host.replace(/^\[(.*)\]$/, '$1').toLowerCase();
+  if (h === 'localhost') return true;
+  if (isIP(h) === 4) return h.startsWith('127.');
+  if (isIP(h) === 6) return h === '::1' || /^(0{1,4}:){7}0{0,3}1$/.test(h) || /^::ffff:127\./.test(h);
+  return false;
+}
+
 export function expandHome(p: string): string {
   if (p === '~') return os.homedir();
   if (p.startsWith('~/')) return path.join(os.homedir(), p.slice(2));
@@ -223,7 +254,7 @@ export interface LoadOptions {
   configFile?: string;
   env?: NodeJS.ProcessEnv;
   /** Command-line values, which win over file and environment. */
-  overrides?: { stateDir?: string; host?: string; port?: number };
+  overrides?: { stateDir?: string; host?: string; port?: number; publicUrl?: string };
 }
 
 /** Reads and validates the configuration; throws UsageError naming the place and the problem. */
@@ -290,6 +321,11 @@ export function loadServerConfig(options: LoadOptions = {}): ServerConfig {
     },
   };
   if (options.configFile) cfg.configFile = options.configFile;
+  const publicUrl = options.overrides?.publicUrl ?? get<string | undefined>('public_url', (w, k, v) => {
+    const problem = publicUrlProblem(v);
+    return problem ? bad(w, k, problem) : v;
+  }, undefined);
+  if (publicUrl) cfg.publicUrl = normalizePublicUrl(publicUrl);
   const dbUrl = get<string | undefined>('database_url', check.database, undefined);
   if (dbUrl) cfg.databaseUrl = dbUrl;
   const keyFile = get<string | undefined>('backup_key_file', check.absolute, undefined);
@@ -368,6 +404,12 @@ export function loadServerConfig(options: LoadOptions = {}): ServerConfig {
   }
   if (cfg.authMode === 'token' && cfg.projects.length === 0) {
     throw new UsageError('configuration: auth_mode = token needs at least one [project:ID] with tokens (or COUCHTROVE_TOKENS)');
+  }
+  // Local mode accepts "notused", which every client sends without credentials: anyone who can reach the
+  // port would own the local project. Only this host may reach it.
+  if (cfg.authMode === 'local' && !isLoopback(cfg.host)) {
+    throw new UsageError(`configuration: auth_mode = local accepts the token "notused" without any credential, so the API may only listen on a loopback address ` +
+      `(127.0.0.1, ::1, localhost), not ${JSON.stringify(cfg.host)}: set auth_mode = token with [project:ID] tokens (or COUCHTROVE_TOKENS) to listen there`);
   }
   return cfg;
 }

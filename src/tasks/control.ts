@@ -16,6 +16,7 @@ import { refuseIfDepended, resolveParent } from './incremental.js';
 import { badRequest, notFound, unprocessable, ServiceError } from './errors.js';
 import { awaitFollowing, registerReplicationTasks } from './replication.js';
 import { HealthMonitor } from './health.js';
+import { groupOverrides, refuseUnsettable, registerConfigurationTasks } from './configurations.js';
 
 /** What the control plane needs from the backup engine (src/backup): injected so tests can replace it. */
 export interface BackupEngine {
@@ -100,6 +101,7 @@ export class ControlPlane {
     this.keyFile = this.config.backupEncryption ? (this.config.backupKeyFile ?? path.join(this.config.stateDir, 'backup.key')) : undefined;
     this.registerHandlers();
     registerReplicationTasks(this);
+    registerConfigurationTasks(this);
     this.health = new HealthMonitor(this, options.healthMs ?? this.config.healthInterval * 1000, this.log);
   }
 
@@ -204,7 +206,10 @@ export class ControlPlane {
       size = 0;
     }
     let configuration: Row<'configurations'> | null = null;
-    if (req.configurationId) configuration = await this.configuration(projectId, req.configurationId);
+    if (req.configurationId) {
+      configuration = await this.configuration(projectId, req.configurationId);
+      refuseUnsettable(configuration);
+    }
     let primary: Row<'instances'> | null = null;
     if (source) {
       primary = source;
@@ -312,19 +317,6 @@ export class ControlPlane {
     if (size <= inst.volume_size) throw badRequest(`The new volume size ${size} must be larger than the current volume size of ${inst.volume_size}: volumes only grow.`);
     if (size > this.config.maxVolumeSize) throw new ServiceError(413, 'overLimit', `Volume size ${size} GB is over the limit of ${this.config.maxVolumeSize} GB.`);
     const task = await this.claim(projectId, id, 'instance.resize_volume', 'RESIZE', ['ACTIVE', 'RESTART_REQUIRED'], { size }, this.config.taskTimeout);
-    this.tasks.start(task);
-  }
-
-  async setConfiguration(projectId: string, id: string, configurationId: string | null): Promise<void> {
-    const inst = await this.instance(projectId, id);
-    if (configurationId !== null) {
-      const c = await this.configuration(projectId, configurationId);
-      if (inst.configuration_id !== null) throw unprocessable(`Instance ${id} already has configuration ${inst.configuration_id} attached: detach it first.`);
-      if (c.datastore_version !== inst.datastore_version) throw unprocessable(`Configuration ${c.id} is for ${c.datastore} ${c.datastore_version}, the instance runs ${inst.datastore_version}.`);
-    } else if (inst.configuration_id === null) {
-      throw unprocessable(`Instance ${id} has no configuration attached.`);
-    }
-    const task = await this.claim(projectId, id, 'instance.configure', inst.status === 'RESTART_REQUIRED' ? 'RESTART_REQUIRED' : 'ACTIVE', ['ACTIVE', 'RESTART_REQUIRED'], { configurationId }, this.config.taskTimeout);
     this.tasks.start(task);
   }
 
@@ -486,30 +478,9 @@ export class ControlPlane {
     this.tasks.start(task);
   }
 
-  // ---- configurations -------------------------------------------------------------------------
-
-  async createConfiguration(projectId: string, req: { name: string; description: string | null; values: Record<string, string>; version: string | null }): Promise<Row<'configurations'>> {
-    const v = await this.datastoreVersion(req.version);
-    await this.ensureProject(projectId);
-    const t = now();
-    const row: Row<'configurations'> = {
-      id: randomUUID(), project_id: projectId, name: req.name, description: req.description, values: JSON.stringify(req.values),
-      datastore: DATASTORE, datastore_version: v.name, created: t, updated: t,
-    };
-    await this.store.insert('configurations', row);
-    return row;
-  }
-
-  async deleteConfiguration(projectId: string, id: string): Promise<void> {
-    await this.configuration(projectId, id);
-    const attached = await this.store.find('instances', { configuration_id: id });
-    if (attached.length > 0) throw unprocessable(`Configuration ${id} is attached to instance(s) ${attached.map((i) => i.id).join(', ')}: detach it first.`);
-    await this.store.remove('configurations', id);
-  }
-
   // ---- helpers --------------------------------------------------------------------------------
 
-  private async ensureProject(projectId: string): Promise<void> {
+  async ensureProject(projectId: string): Promise<void> {
     if (!(await this.store.get('projects', projectId))) {
       const p = this.config.projects.find((x) => x.id === projectId);
       try {
@@ -561,7 +532,7 @@ export class ControlPlane {
       epmdPort: inst.epmd_port ?? 0,
       couchdbHome: home,
       flavor: { ramMb: flavor.ram, vcpus: flavor.vcpus },
-      overrides: { ...flavorOverrides(flavor), ...(conf ? (JSON.parse(conf.values) as Record<string, string>) : {}) },
+      overrides: { ...flavorOverrides(flavor), ...(conf ? groupOverrides(conf) : {}) },
     };
     if (runAs) s.runAs = runAs;
     if (this.config.couchdb.volumeSupport) s.volumeBytes = size * GiB;
@@ -710,7 +681,8 @@ export class ControlPlane {
         }
         if (inst.configuration_id) {
           const conf = await this.store.get('configurations', inst.configuration_id);
-          if (conf) await agentCall(agent.applyConfiguration(JSON.parse(conf.values) as Record<string, string>));
+          const overrides = conf ? groupOverrides(conf) : {};
+          if (Object.keys(overrides).length > 0) await agentCall(agent.applyConfiguration(overrides));
         }
         this.dropSecrets(ctx.task.id);
         await this.setInstance(ctx, { status: 'ACTIVE', fault: null, task_id: null });
@@ -769,29 +741,6 @@ export class ControlPlane {
         const agent = await this.compute.agent(inst);
         await agentCall(agent.prepare(await this.settings(inst, { volumeSize: ctx.params.size })));
         await this.release(inst.id, ctx.task.id, null, { volume_size: ctx.params.size });
-      },
-      failed: failInstance,
-    });
-
-    this.tasks.register<{ configurationId: string | null }>('instance.configure', {
-      resumable: true,
-      run: async (ctx) => {
-        const inst = await this.held(ctx);
-        const agent = await this.compute.agent(inst);
-        let restartRequired: boolean;
-        if (ctx.params.configurationId) {
-          const conf = await this.store.get('configurations', ctx.params.configurationId);
-          if (!conf) throw new Error(`configuration ${ctx.params.configurationId} was deleted`);
-          const r = await agentCall(agent.applyConfiguration(JSON.parse(conf.values) as Record<string, string>));
-          restartRequired = r.restartRequired;
-        } else {
-          // Detach: the instance's ini files go back to the flavor's settings; CouchDB reads them at the next restart.
-          await agentCall(agent.prepare(await this.settings(inst, { configurationId: null })));
-          restartRequired = true;
-        }
-        await this.setInstance(ctx, {
-          configuration_id: ctx.params.configurationId, status: restartRequired || inst.status === 'RESTART_REQUIRED' ? 'RESTART_REQUIRED' : 'ACTIVE', task_id: null, fault: null,
-        });
       },
       failed: failInstance,
     });

@@ -179,7 +179,7 @@ describe(`agent lifecycle [${couch.label}]`, () => {
       [{ ...good, nodeName: 'no-at-sign' }, /nodeName must look like/],
       [{ ...good, instanceId: '../x' }, /invalid instanceId/],
       [{ ...good, dataDir: good.instanceDir }, /must be separate/],
-      [{ ...good, overrides: { 'couchdb/database_dir': '/tmp/x' } }, /cannot be overridden: the data directory/],
+      [{ ...good, overrides: { 'couchdb/database_dir': '/tmp/x' } }, /cannot be overridden: it names a file or directory/],
       [{ ...good, overrides: { 'admins/eve': 'pw' } }, /cannot be overridden/],
       [{ ...good, overrides: { 'log/level': 'loud' } }, /invalid value "loud" for log\/level/],
       [{ ...good, restore: { storage: 'file:///tmp/x', backupId: '../../etc' } }, /invalid backup id/],

@@ -137,41 +137,57 @@ describe(`agent databases, users, root, configuration [${couch.label}]`, () => {
   });
 
   test('configuration: live keys applied at once, others written to local.ini and RESTART_REQUIRED', async () => {
-    const r = await inst.agent.applyConfiguration({ 'log/level': 'warning', 'couchdb/max_dbs_open': '300', 'httpd/server_options': '[{backlog, 128}]' });
-    assert.deepEqual(r, { applied: ['couchdb/max_dbs_open', 'log/level'], pending: ['httpd/server_options'], restartRequired: true });
+    const r = await inst.agent.applyConfiguration({ 'log/level': 'warning', 'couchdb/max_dbs_open': '300', 'chttpd_auth_cache/max_lifetime': '120000' });
+    assert.deepEqual(r, { applied: ['couchdb/max_dbs_open', 'log/level'], pending: ['chttpd_auth_cache/max_lifetime'], restartRequired: true });
     const cfg = (k: string) => http(inst.url, 'GET', `/_node/_local/_config/${k}`, { auth: admin });
     assert.deepEqual((await cfg('log/level')).body, 'warning');
     assert.deepEqual((await cfg('couchdb/max_dbs_open')).body, '300');
-    assert.equal((await cfg('httpd/server_options')).status, 404, 'not applied live');
+    assert.equal((await cfg('chttpd_auth_cache/max_lifetime')).status, 404, 'not applied live');
     const ini = await fsp.readFile(instanceFiles(inst.settings).localIni, 'utf8');
-    assert.match(ini, /^server_options = \[\{backlog, 128\}\]$/m);
+    assert.match(ini, /^max_lifetime = 120000$/m);
     assert.equal((ini.match(/^\[admins\]$/gm) ?? []).length, 1, 'one [admins] section');
     const st = await inst.agent.status();
     assert.equal(st.state, 'RESTART_REQUIRED');
-    assert.match(st.reason ?? '', /httpd\/server_options/);
+    assert.match(st.reason ?? '', /chttpd_auth_cache\/max_lifetime/);
     const after = await inst.agent.restart();
     assert.equal(after.state, 'RUNNING', after.reason);
     h.track(inst.agent);
-    assert.deepEqual((await cfg('httpd/server_options')).body, '[{backlog, 128}]');
+    assert.deepEqual((await cfg('chttpd_auth_cache/max_lifetime')).body, '120000');
     assert.deepEqual((await cfg('log/level')).body, 'warning', 'live changes survive the restart');
     assert.deepEqual(await inst.agent.listDatabases(), ['inventory', 'orders', 'x_($)+-1']);
+    // A key taken out of a group goes back to CouchDB's default: deleted live, or from local.ini for the next restart.
+    const reset = await inst.agent.applyConfiguration({ 'couchdb/max_dbs_open': null, 'chttpd_auth_cache/max_lifetime': null });
+    assert.deepEqual(reset, { applied: ['couchdb/max_dbs_open'], pending: ['chttpd_auth_cache/max_lifetime'], restartRequired: true });
+    assert.equal((await cfg('couchdb/max_dbs_open')).status, 404, 'deleted live');
+    assert.doesNotMatch(await fsp.readFile(instanceFiles(inst.settings).localIni, 'utf8'), /^max_lifetime = /m);
+    assert.equal((await inst.agent.restart()).state, 'RUNNING');
+    h.track(inst.agent);
+    assert.equal((await cfg('chttpd_auth_cache/max_lifetime')).status, 404);
+    assert.deepEqual((await cfg('log/level')).body, 'warning', 'other keys stay');
   });
 
   test('configuration: keys that would break the instance are refused, and nothing is applied', async () => {
+    // Issue 14: a tenant's group pointed CouchDB's log at any file of the host, and more.
     const refused: [string, RegExp][] = [
-      ['couchdb/database_dir', /data directory/],
-      ['couchdb/view_index_dir', /index directory/],
-      ['chttpd/bind_address', /bind address/],
-      ['chttpd/port', /port/],
+      ['log/file', /file or directory/],
+      ['log/writer', /file or directory/],
+      ['couchdb/database_dir', /file or directory/],
+      ['couchdb/view_index_dir', /file or directory/],
+      ['couchdb/uri_file', /file or directory/],
+      ['chttpd/bind_address', /addresses/],
+      ['chttpd/port', /ports/],
+      ['prometheus/bind_address', /addresses/],
+      ['ssl/enable', /ports/],
       ['admins/mallory', /server admins/],
-      ['couchdb/uuid', /uuid/],
-      ['query_servers/evil', /run any program/],
+      ['couchdb/uuid', /catalogue/],
+      ['query_servers/evil', /run a program/],
+      ['os_daemons/evil', /run a program/],
     ];
     for (const [key, why] of refused) {
       const err = await rejectsWithCode(inst.agent.applyConfiguration({ 'log/level': 'error', [key]: 'x' }), 'REFUSED', why);
       assert.match(err.message, new RegExp(`configuration key ${key.replace('/', '\\/')} cannot be overridden`));
     }
-    const invalid = [{ 'nosection': 'x' }, { 'log/level': 'a\n[admins]\nx = y' }, { 'log/level': 'info ; comment' }, { 'couchdb/max_dbs_open': 'many' }, {}];
+    const invalid = [{ 'nosection': 'x' }, { 'log/level': 'a\n[admins]\nx = y' }, { 'log/level': 'info ; comment' }, { 'couchdb/max_dbs_open': 'many' }, { 'log/level': 42 }, {}];
     for (const o of invalid) await rejectsWithCode(inst.agent.applyConfiguration(o as Record<string, string>), 'INVALID_ARGUMENT');
     assert.deepEqual((await http(inst.url, 'GET', '/_node/_local/_config/log/level', { auth: admin })).body, 'warning', 'nothing was applied');
     assert.equal((await inst.agent.status()).state, 'RUNNING');

@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import fc from 'fast-check';
 import { IniFile, mergeIni } from '../../src/agent/ini.js';
 import { parseOverride, parseOverrides } from '../../src/agent/config-keys.js';
+import { COUCHDB_PARAMETERS, type CouchdbParameter } from '../../src/config/couchdb-parameters.js';
 import { checkDatabaseName, checkSettings, checkUserName } from '../../src/agent/validate.js';
 import { renderLocalIni, renderVmArgs } from '../../src/agent/agent.js';
 import { reasonFromLog } from '../../src/agent/process.js';
@@ -58,26 +59,51 @@ describe('ini files', () => {
 });
 
 describe('configuration overrides', () => {
-  test('live, restart and refused keys', () => {
+  test('live and restart keys come from the catalogue', () => {
     assert.equal(parseOverride('log/level', 'debug').kind, 'live');
     assert.equal(parseOverride('couchdb/max_dbs_open', '1000').kind, 'live');
-    assert.equal(parseOverride('smoosh.ratio_dbs/min_priority', '2.0').kind, 'live');
-    assert.equal(parseOverride('httpd/server_options', '[{backlog, 128}]').kind, 'restart');
-    assert.equal(parseOverride('ssl/enable', 'true').kind, 'restart');
-    for (const k of ['couchdb/database_dir', 'couchdb/view_index_dir', 'chttpd/bind_address', 'chttpd/port', 'admins/x', 'couchdb/uuid', 'native_query_servers/erlang', 'cluster/n', 'smoosh/state_dir']) {
-      assert.throws(() => parseOverride(k, 'x'), (e: Error & { code?: string }) => e.code === 'REFUSED' && e.message.includes(k), k);
+    assert.equal(parseOverride('chttpd_auth_cache/max_lifetime', '60000').kind, 'restart');
+    for (const p of COUCHDB_PARAMETERS) assert.equal(parseOverride(p.name, sample(p)).kind, p.restartRequired ? 'restart' : 'live', p.name);
+  });
+
+  test('the agent refuses every key outside the catalogue (issue 14: paths, ports, addresses, programs, credentials)', () => {
+    const attacks: Array<[string, string, RegExp]> = [
+      ['log/file', '/etc/cron.d/evil', /file or directory/], ['log/writer', 'file', /file or directory/],
+      ['query_servers/evil', '/bin/sh', /run a program/], ['native_query_servers/erlang', '{couch_native_process, start_link, []}', /run a program/],
+      ['os_daemons/x', '/bin/sh', /run a program/], ['daemons/x', '{x, start_link, []}', /run a program/],
+      ['httpd/bind_address', '0.0.0.0', /addresses/], ['chttpd/bind_address', '0.0.0.0', /addresses/], ['chttpd/port', '80', /ports/],
+      ['prometheus/additional_port', 'true', /ports/], ['prometheus/bind_address', '0.0.0.0', /addresses/], ['ssl/enable', 'true', /ports/],
+      ['couchdb/uri_file', '/tmp/x', /file or directory/], ['couchdb/database_dir', '/var/lib/other', /file or directory/],
+      ['couchdb/view_index_dir', '/var/lib/other', /file or directory/], ['smoosh/state_dir', '/tmp', /file or directory/],
+      ['admins/mallory', 'pw', /server admins/], ['chttpd_auth/secret', 'x', /credential/], ['replicator/password', 'x', /credential/],
+      ['couchdb/uuid', 'x', /catalogue/], ['cluster/n', '3', /catalogue/], ['couchdb/single_node', 'false', /catalogue/],
+      ['chttpd/require_valid_user', 'true', /catalogue/], ['x/y', 'a', /catalogue/],
+    ];
+    for (const [k, v, why] of attacks) {
+      assert.throws(() => parseOverride(k, v), (e: Error & { code?: string }) => e.code === 'REFUSED' && e.message.includes(k) && why.test(e.message), k);
+      assert.throws(() => parseOverride(k, null, true), (e: Error & { code?: string }) => e.code === 'REFUSED', `reset of ${k}`);
     }
   });
 
   test('invalid keys and values, checked before anything is applied', () => {
-    for (const [k, v] of [['log', 'x'], ['/x', 'y'], ['a/b/c', 'x'], ['log/level', 'loud'], ['log/level', ''], ['x/y', 'a\nb'], ['x/y', 'a ;b'], ['couchdb/max_dbs_open', '-1'], ['chttpd/require_valid_user', 'yes']]) {
+    for (const [k, v] of [['log', 'x'], ['/x', 'y'], ['a/b/c', 'x'], ['log/level', 'loud'], ['log/level', ''], ['log/level', 'info\n[admins]\nx = y'], ['log/level', 'info ;x'],
+      ['couchdb/max_dbs_open', '-1'], ['couchdb/max_dbs_open', '99'], ['couchdb/max_dbs_open', '1e3'], ['chttpd/admin_only_all_dbs', 'yes'], ['attachments/compressible_types', 'text/*;x']]) {
       assert.throws(() => parseOverride(k!, v), (e: Error & { code?: string }) => e.code === 'INVALID_ARGUMENT', `${k}=${v}`);
     }
+    assert.throws(() => parseOverride('log/level', null), (e: Error & { code?: string }) => e.code === 'INVALID_ARGUMENT', 'a reset only where allowed');
+    assert.deepEqual(parseOverride('log/level', null, true), { section: 'log', key: 'level', value: null, kind: 'live' });
     assert.throws(() => parseOverrides({ 'log/level': 'info', 'chttpd/port': '1' }), /chttpd\/port cannot be overridden/);
     assert.throws(() => parseOverrides({}), /no configuration overrides/);
     assert.deepEqual(parseOverrides({}, true), []);
   });
 });
+
+/** A valid ini value of a catalogue entry. */
+function sample(p: CouchdbParameter): string {
+  if (p.type === 'integer') return String(p.min);
+  if (p.type === 'boolean') return 'true';
+  return p.values?.[0] ?? 'text/*, application/json';
+}
 
 describe('names and settings', () => {
   test("database names follow CouchDB's rule", () => {

@@ -194,7 +194,7 @@ test('resize: volume grows only; flavor; configurations attach/detach', async ()
   await until('resized', async () => p.store.get('instances', id), (x) => x?.flavor_id === '3' && x.status === 'ACTIVE');
   assert.deepEqual(p.compute.agentOf(id).settings?.flavor, { ramMb: 2048, vcpus: 2 });
   assert.equal((await call('POST', act, { resize: { flavorRef: '99' } })).status, 404);
-  const c = await call('POST', '/v1.0/local/configurations', { configuration: { name: 'c1', values: { 'couchdb/max_document_size': 1000, 'chttpd/max_http_request_size': '70000' }, datastore: { type: 'couchdb', version: '3.5' } } });
+  const c = await call('POST', '/v1.0/local/configurations', { configuration: { name: 'c1', values: { 'couchdb/max_document_size': 1000, 'chttpd_auth_cache/max_lifetime': '70000' }, datastore: { type: 'couchdb', version: '3.5' } } });
   assert.equal(c.status, 200, JSON.stringify(c.json));
   const cid = (c.json.configuration as J).id as string;
   assert.equal((await call('POST', '/v1.0/local/configurations', { configuration: { name: 'x', values: { 'admins/root': 'x' } } })).status, 400);

@@ -52,6 +52,11 @@ test('instance, database, user, root, backup, flavor, configuration commands', a
   const conf = await cli('configuration', 'create', '--name', 'cc', '--values', '{"couchdb/max_document_size": 1000}', '--json');
   assert.equal(conf.code, 0, conf.err);
   assert.match((await cli('configuration', 'list')).out, /cc/);
+  assert.match((await cli('configuration', 'parameters')).out, /^NAME\s+TYPE\s+MIN\s+MAX\s+RESTART_REQUIRED\ncouchdb\/max_dbs_open\s+integer\s+100\s+1000000\s+false/);
+  assert.match((await cli('configuration', 'parameters', '--datastore-version', '3.5')).out, /chttpd_auth_cache\/max_lifetime\s+integer\s+1000\s+86400000\s+true/);
+  const refused = await cli('configuration', 'create', '--name', 'evil', '--values', '{"log/file": "/etc/cron.d/x"}');
+  assert.equal(refused.code, 1);
+  assert.match(refused.err, /log\/file.*HTTP 400/);
   const bad = await cli('instance', 'resize-volume', '--instance', inst.id, '--size', '1');
   assert.equal(bad.code, 1);
   assert.match(bad.err, /only grow.*HTTP 400/);

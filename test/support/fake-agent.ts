@@ -5,6 +5,7 @@ import type { BackupSummary, Progress } from '../../src/backup/types.js';
 import type { ComputeDriver, EngineInfo, Placement } from '../../src/compute/driver.js';
 import type { BackupEngine } from '../../src/tasks/control.js';
 import type { Row } from '../../src/state/index.js';
+import { parseOverrides } from '../../src/agent/config-keys.js';
 
 export interface Gate {
   promise: Promise<void>;
@@ -23,6 +24,8 @@ export class FakeAgent implements AgentApi {
   users = new Map<string, { password: string; databases: Set<string> }>();
   root: string | null = null;
   overrides: Record<string, string> = {};
+  /** Keys written for the next restart, as the real agent reports them. */
+  pendingRestart: string[] = [];
   restarts = 0;
   /** Hooks tests use to hold an operation in the middle. */
   backupGate: Gate | undefined;
@@ -56,10 +59,12 @@ export class FakeAgent implements AgentApi {
   async restart(): Promise<InstanceStatus> {
     if (this.restartGate) await this.restartGate.promise;
     this.restarts++;
+    this.pendingRestart = [];
     this.state = 'RUNNING';
     return { state: this.state };
   }
   async status(): Promise<InstanceStatus> {
+    if (this.state === 'RUNNING' && this.pendingRestart.length) return { state: 'RESTART_REQUIRED', reason: `configuration waiting for a restart: ${this.pendingRestart.join(', ')}` };
     return { state: this.state };
   }
   /** Bytes the volume holds (a test may fill it). */
@@ -111,10 +116,16 @@ export class FakeAgent implements AgentApi {
   async disableRoot(): Promise<void> {
     this.root = null;
   }
-  async applyConfiguration(overrides: Record<string, string>): Promise<ConfigurationResult> {
-    this.overrides = { ...this.overrides, ...overrides };
-    const pending = Object.keys(overrides).filter((k) => k.startsWith('chttpd/'));
-    return { applied: Object.keys(overrides).filter((k) => !pending.includes(k)), pending, restartRequired: pending.length > 0 };
+  /** The real agent's checks (the catalogue; an AgentError with its HTTP status when refused), then the change. */
+  async applyConfiguration(overrides: Record<string, string | null>): Promise<ConfigurationResult> {
+    const parsed = parseOverrides(overrides, false, true);
+    for (const o of parsed) {
+      if (o.value === null) delete this.overrides[`${o.section}/${o.key}`];
+      else this.overrides[`${o.section}/${o.key}`] = o.value;
+    }
+    const pending = parsed.filter((o) => o.kind === 'restart').map((o) => `${o.section}/${o.key}`);
+    this.pendingRestart = [...new Set([...this.pendingRestart, ...pending])];
+    return { applied: parsed.filter((o) => o.kind === 'live').map((o) => `${o.section}/${o.key}`), pending, restartRequired: pending.length > 0 };
   }
   async backup(request: AgentBackupRequest): Promise<BackupSummary & { location: string }> {
     this.running = { phase: 'backup', bytesDone: 0, bytesTotal: 1000, filesDone: 0, filesTotal: 3 };

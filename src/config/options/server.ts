@@ -3,7 +3,7 @@
 // The server's own settings (flavors, projects, tokens, [couchdb]) live in its INI file: see
 // src/config/server.ts and docs/control-plane.md.
 import { parsers, UsageError, type OptionSpec } from '../catalogue.js';
-import { expandHome } from '../server.js';
+import { expandHome, normalizePublicUrl, publicUrlProblem } from '../server.js';
 import * as path from 'node:path';
 
 const G = 'Control plane';
@@ -22,6 +22,15 @@ export const serverOptions = {
   serverHost: {
     flag: 'host', arg: 'ADDRESS', group: G, env: 'COUCHTROVE_HOST', parse: parsers.string,
     description: 'Address the Trove API listens on (default 127.0.0.1)',
+  },
+  publicUrl: {
+    flag: 'public-url', arg: 'URL', group: G, env: 'COUCHTROVE_PUBLIC_URL',
+    parse: (raw: string, flag: string): string => {
+      const problem = publicUrlProblem(raw);
+      if (problem) throw new UsageError(`--${flag}: ${problem}`);
+      return normalizePublicUrl(raw);
+    },
+    description: "Base URL of the links in API responses, as clients reach the API (http(s)://host[:port][/prefix]; default http://HOST:PORT of the listener). The request's Host header is never used",
   },
   stateDir: {
     flag: 'state-dir', arg: 'DIR', group: G, env: 'COUCHTROVE_STATE_DIR',

@@ -1,4 +1,4 @@
-// `couchtrove configuration list|show|create|delete|attach|detach` against the API.
+// `couchtrove configuration list|show|create|parameters|delete|attach|detach` against the API.
 import { defineCommand, type AnyCommand } from '../../command.js';
 import { TroveApiClient, details, print, table, type JsonObject } from '../../../api/client.js';
 
@@ -28,6 +28,17 @@ export const configurationCommands: AnyCommand[] = [
       if (o.description !== undefined) body.description = o.description;
       const r = (await new TroveApiClient(o).request('POST', '/configurations', { configuration: body })).configuration as JsonObject;
       print(io, o.json, { configuration: r }, () => details(r));
+      return 0;
+    },
+  }),
+  defineCommand({
+    path: ['configuration', 'parameters'], summary: 'List the CouchDB parameters a configuration group may set (the published catalogue)', required: [], optional: [...API, 'datastoreVersion'],
+    run: async (o, io) => {
+      const c = new TroveApiClient(o);
+      const version = o.datastoreVersion ?? ((await c.get('/datastores/couchdb')).datastore as JsonObject).default_version as string;
+      const path = o.datastoreVersion ? `/datastores/couchdb/versions/${encodeURIComponent(version)}/parameters` : `/datastores/versions/${encodeURIComponent(version)}/parameters`;
+      const rows = (await c.get(path))['configuration-parameters'] as JsonObject[];
+      print(io, o.json, { 'configuration-parameters': rows }, () => table(rows, ['name', 'type', 'min', 'max', 'restart_required']));
       return 0;
     },
   }),

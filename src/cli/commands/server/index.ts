@@ -6,18 +6,26 @@ export const serverCommand = defineCommand({
   path: ['server'],
   summary: 'Run the Trove v1.0 API (default 127.0.0.1:8779) and its task manager',
   required: [],
-  optional: ['serverPort', 'serverHost', 'stateDir', 'serverConfigFile'],
+  optional: ['serverPort', 'serverHost', 'publicUrl', 'stateDir', 'serverConfigFile'],
   run: async (o, io) => {
     // Loaded here, not at the top: the HTTP server and SQL drivers would slow every other command's start.
     const { loadServerConfig } = await import('../../../config/server.js');
     const { startServer } = await import('../../../api/main.js');
-    const overrides: { stateDir?: string; host?: string; port?: number } = {};
+    const overrides: { stateDir?: string; host?: string; port?: number; publicUrl?: string } = {};
     if (o.stateDir !== undefined) overrides.stateDir = o.stateDir;
     if (o.serverHost !== undefined) overrides.host = o.serverHost;
     if (o.serverPort !== undefined) overrides.port = o.serverPort;
+    if (o.publicUrl !== undefined) overrides.publicUrl = o.publicUrl;
     const config = loadServerConfig({ ...(o.serverConfigFile ? { configFile: o.serverConfigFile } : {}), env: io.env, overrides });
     const log = (line: string): void => void io.stderr.write(`${new Date().toISOString()} ${line}\n`);
-    const server = await startServer(config, { log, accessLog: io.env.COUCHTROVE_ACCESS_LOG === '1' });
+    let server: Awaited<ReturnType<typeof startServer>>;
+    try {
+      server = await startServer(config, { log, accessLog: io.env.COUCHTROVE_ACCESS_LOG === '1' });
+    } catch (err) {
+      // The error is printed and the exit status is 1; a handle left open must not keep the process alive.
+      setTimeout(() => process.exit(1), 2000).unref();
+      throw err;
+    }
     io.stdout.write(`couchtrove server listening on ${server.url}\n`);
     await new Promise<void>((resolve) => {
       const stop = (): void => {
