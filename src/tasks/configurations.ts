@@ -176,7 +176,13 @@ function changes(before: ConfigValues, after: ConfigValues, flavor: Record<strin
 
 export async function deleteConfiguration(plane: ControlPlane, projectId: string, id: string): Promise<void> {
   await plane.configuration(projectId, id);
-  const attached = await plane.store.find('instances', { configuration_id: id });
+  const attached: Row<'instances'>[] = [];
+  for (const inst of await plane.store.find('instances', { configuration_id: id })) {
+    // An instance whose detach is under way no longer counts: detach, then delete, works as in Trove.
+    const task = inst.task_id ? await plane.store.get('tasks', inst.task_id) : undefined;
+    const detaching = task?.kind === 'instance.configure' && (task.status === 'NEW' || task.status === 'RUNNING') && (JSON.parse(task.params) as { configurationId?: unknown }).configurationId === null;
+    if (!detaching) attached.push(inst);
+  }
   if (attached.length > 0) throw unprocessable(`Configuration ${id} is attached to instance(s) ${attached.map((i) => i.id).join(', ')}: detach it first.`);
   await plane.store.remove('configurations', id);
 }
