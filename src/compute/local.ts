@@ -354,7 +354,11 @@ export class LocalProcessDriver implements ComputeDriver {
     await killProcessesUsing(dir);
     // An isolated instance's uid owns nothing else: whatever still runs as it (an epmd, a couchjs) goes too.
     const uid = readPlacement(dir).uid;
-    if (uid !== undefined) for (const pid of processesOf(uid)) killGroup(pid, 'SIGKILL');
+    if (uid !== undefined) {
+      for (const pid of processesOf(uid)) killGroup(pid, 'SIGKILL');
+      const until = Date.now() + 10_000;
+      while (processesOf(uid).length > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+    }
     fs.rmSync(dir, { recursive: true, force: true });
     if (uid !== undefined) releaseUid(uid, dir);
   }
@@ -413,7 +417,7 @@ export function processesUsing(dir: string): number[] {
   return pids;
 }
 
-/** Pids running as uid (Linux /proc; nothing elsewhere). */
+/** Pids running as uid, zombies left out (Linux /proc; nothing elsewhere). */
 export function processesOf(uid: number): number[] {
   let entries: string[];
   try {
@@ -424,7 +428,8 @@ export function processesOf(uid: number): number[] {
   return entries.filter((p) => {
     if (!/^\d+$/.test(p)) return false;
     try {
-      return new RegExp(`^Uid:\\s+${uid}\\s`, 'm').test(fs.readFileSync(`/proc/${p}/status`, 'utf8'));
+      const status = fs.readFileSync(`/proc/${p}/status`, 'utf8');
+      return new RegExp(`^Uid:\\s+${uid}\\s`, 'm').test(status) && !/^State:\s+Z/m.test(status);
     } catch {
       return false;
     }
