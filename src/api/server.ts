@@ -13,6 +13,8 @@ import * as v from './validate.js';
 import { registerScheduleRoutes } from './schedules.js';
 import { detachReplica, ejectReplicaSource, promoteReplica, replicationView } from '../tasks/replication.js';
 import { createConfiguration, deleteConfiguration, setConfiguration, updateConfiguration } from '../tasks/configurations.js';
+import { changePasswords, createDatabases, createUsers, deleteDatabase, deleteUser, disableRoot, enableRoot, getUser, grantAccess, listDatabases, listUsers, revokeAccess, rootEnabled } from '../tasks/access.js';
+import { createBackup, deleteBackup } from '../tasks/backups.js';
 import { COUCHDB_PARAMETERS, couchdbParameter, troveParameterView } from '../config/couchdb-parameters.js';
 import { backupView, configurationView, datastoreView, flavorView, instanceView, links, versionView } from './views.js';
 
@@ -315,7 +317,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
       return { names: rows.slice(0, p.limit).map((r) => r.id), ...nextLinks(req, rows, p.limit, path) };
     };
     api.get('/instances/:id/databases', async (req: Req) => {
-      const names = await plane.listDatabases(req.params.project!, req.params.id!);
+      const names = await listDatabases(plane, req.params.project!, req.params.id!);
       const { names: shown, links: l } = pageNames(req, names, `instances/${req.params.id}/databases`) as { names: string[]; links: unknown };
       return { databases: shown.map((name) => ({ name })), links: l };
     });
@@ -323,11 +325,11 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
       const b = v.obj(req.body ?? null, 'The request body');
       const names = v.dbList(b.databases, '"databases"');
       if (names.length === 0) throw badRequest('"databases" must name at least one database.');
-      await plane.createDatabases(req.params.project!, req.params.id!, names);
+      await createDatabases(plane, req.params.project!, req.params.id!, names);
       return reply.code(202).send();
     });
     api.delete('/instances/:id/databases/:db', async (req: Req, reply) => {
-      await plane.deleteDatabase(req.params.project!, req.params.id!, v.dbName(req.params.db, 'database'));
+      await deleteDatabase(plane, req.params.project!, req.params.id!, v.dbName(req.params.db, 'database'));
       return reply.code(202).send();
     });
 
@@ -335,7 +337,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     const userParam = (req: Req): string => v.userName((req.params.user ?? '').replace(/@%?$/, ''), 'user');
     const userView = (u: { name: string; databases: string[] }): Record<string, unknown> => ({ name: u.name, host: '%', databases: u.databases.map((name) => ({ name })) });
     api.get('/instances/:id/users', async (req: Req) => {
-      const users = await plane.listUsers(req.params.project!, req.params.id!);
+      const users = await listUsers(plane, req.params.project!, req.params.id!);
       const { names: shown, links: l } = pageNames(req, users.map((u) => u.name), `instances/${req.params.id}/users`) as { names: string[]; links: unknown };
       return { users: shown.map((n) => userView(users.find((u) => u.name === n)!)), links: l };
     });
@@ -355,40 +357,40 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     };
     api.post('/instances/:id/users', async (req: Req, reply) => {
       const users = parseUsers(v.obj(req.body ?? null, 'The request body'), true);
-      await plane.createUsers(req.params.project!, req.params.id!, users);
+      await createUsers(plane, req.params.project!, req.params.id!, users);
       return reply.code(202).send();
     });
     api.put('/instances/:id/users', async (req: Req, reply) => {
       const users = parseUsers(v.obj(req.body ?? null, 'The request body'), true);
-      await plane.changePasswords(req.params.project!, req.params.id!, users);
+      await changePasswords(plane, req.params.project!, req.params.id!, users);
       return reply.code(202).send();
     });
-    api.get('/instances/:id/users/:user', async (req: Req) => ({ user: userView(await plane.getUser(req.params.project!, req.params.id!, userParam(req))) }));
+    api.get('/instances/:id/users/:user', async (req: Req) => ({ user: userView(await getUser(plane, req.params.project!, req.params.id!, userParam(req))) }));
     api.put('/instances/:id/users/:user', async (req: Req, reply) => {
       const u = body(req, 'user');
       const name = userParam(req);
       if (u.name !== undefined && u.name !== name) throw badRequest('Renaming a CouchDB user is not supported: create a new user.');
       if (u.password === undefined) throw badRequest('"user" needs "password".');
-      await plane.changePasswords(req.params.project!, req.params.id!, [{ name, password: v.password(u.password, '"user"."password"') }]);
+      await changePasswords(plane, req.params.project!, req.params.id!, [{ name, password: v.password(u.password, '"user"."password"') }]);
       return reply.code(202).send();
     });
     api.delete('/instances/:id/users/:user', async (req: Req, reply) => {
-      await plane.deleteUser(req.params.project!, req.params.id!, userParam(req));
+      await deleteUser(plane, req.params.project!, req.params.id!, userParam(req));
       return reply.code(202).send();
     });
     api.get('/instances/:id/users/:user/databases', async (req: Req) => {
-      const u = await plane.getUser(req.params.project!, req.params.id!, userParam(req));
+      const u = await getUser(plane, req.params.project!, req.params.id!, userParam(req));
       return { databases: u.databases.map((name) => ({ name })) };
     });
     api.put('/instances/:id/users/:user/databases', async (req: Req, reply) => {
       const b = v.obj(req.body ?? null, 'The request body');
       const dbs = v.dbList(b.databases, '"databases"');
       if (dbs.length === 0) throw badRequest('"databases" must name at least one database.');
-      await plane.grantAccess(req.params.project!, req.params.id!, userParam(req), dbs);
+      await grantAccess(plane, req.params.project!, req.params.id!, userParam(req), dbs);
       return reply.code(202).send();
     });
     api.delete('/instances/:id/users/:user/databases/:db', async (req: Req, reply) => {
-      await plane.revokeAccess(req.params.project!, req.params.id!, userParam(req), v.dbName(req.params.db, 'database'));
+      await revokeAccess(plane, req.params.project!, req.params.id!, userParam(req), v.dbName(req.params.db, 'database'));
       return reply.code(202).send();
     });
 
@@ -397,12 +399,12 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
       const b = req.body === undefined || req.body === null ? {} : v.obj(req.body, 'The request body');
       // python-troveclient sends {"password": ...}; older clients {"root_password": ...} or {"user": {"password": ...}}.
       const pw = b.password ?? b.root_password ?? (v.isObj(b.user) ? b.user.password : undefined);
-      const r = await plane.enableRoot(req.params.project!, req.params.id!, pw === undefined || pw === null ? undefined : v.password(pw, '"root_password"'));
+      const r = await enableRoot(plane, req.params.project!, req.params.id!, pw === undefined || pw === null ? undefined : v.password(pw, '"root_password"'));
       return { user: { name: r.name, password: r.password } };
     });
-    api.get('/instances/:id/root', async (req: Req) => ({ rootEnabled: await plane.rootEnabled(req.params.project!, req.params.id!) }));
+    api.get('/instances/:id/root', async (req: Req) => ({ rootEnabled: await rootEnabled(plane, req.params.project!, req.params.id!) }));
     api.delete('/instances/:id/root', async (req: Req, reply) => {
-      await plane.disableRoot(req.params.project!, req.params.id!);
+      await disableRoot(plane, req.params.project!, req.params.id!);
       return reply.code(204).send();
     });
 
@@ -429,7 +431,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
       const inc = b.incremental;
       const parent = v.optional(b.parent_id, (x) => v.ref(x, '"parent_id"'));
       if (inc !== undefined && inc !== null && inc !== 0 && inc !== false && inc !== 1 && inc !== true) throw badRequest('"incremental" must be 0 or 1.');
-      const row = await plane.createBackup(req.params.project!, {
+      const row = await createBackup(plane, req.params.project!, {
         name: v.displayName(b.name, '"name"'),
         instanceId: v.ref(b.instance, '"instance"'),
         description: v.optional(b.description, (x) => v.text(x, '"description"')),
@@ -440,7 +442,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     });
     api.get('/backups/:id', async (req: Req) => ({ backup: backupView(base(req), await plane.backup(req.params.project!, req.params.id!)) }));
     api.delete('/backups/:id', async (req: Req, reply) => {
-      await plane.deleteBackup(req.params.project!, req.params.id!);
+      await deleteBackup(plane, req.params.project!, req.params.id!);
       return reply.code(202).send();
     });
 

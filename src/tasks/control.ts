@@ -1,10 +1,13 @@
 // The control plane's operations: what the API asks for, checked, written to the state store and
 // carried out by durable tasks through the instances' agents. Every long operation claims its instance
 // with a compare-and-set on instances.task_id, so conflicting tasks on one instance are refused.
+// This file holds the instances themselves; backups (./backups.ts), databases, users and root
+// (./access.ts), replication (./replication.ts) and configuration groups (./configurations.ts) are
+// functions of the plane in their own modules, and health checks are ./health.ts.
 import { createHash, randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { AgentApi, AgentReplicationApi, InstanceSettings, NewUser } from '../agent/protocol.js';
+import type { AgentApi, AgentReplicationApi, InstanceSettings } from '../agent/protocol.js';
 import type { ComputeDriver } from '../compute/driver.js';
 import { GiB } from '../compute/driver.js';
 import type { ServerConfig } from '../config/server.js';
@@ -12,11 +15,11 @@ import { flavorOverrides } from '../config/server.js';
 import { now, type Row, type StateStore, type InstanceStatus } from '../state/index.js';
 import { describeError } from '../util/errors.js';
 import { TaskManager, type TaskContext } from './manager.js';
-import { refuseIfDepended, resolveParent } from './incremental.js';
 import { badRequest, notFound, unprocessable, ServiceError } from './errors.js';
 import { awaitFollowing, registerReplicationTasks } from './replication.js';
 import { HealthMonitor } from './health.js';
 import { groupOverrides, refuseUnsettable, registerConfigurationTasks } from './configurations.js';
+import { registerBackupTasks } from './backups.js';
 
 /** What the control plane needs from the backup engine (src/backup): injected so tests can replace it. */
 export interface BackupEngine {
@@ -55,9 +58,8 @@ interface CreateParams {
 }
 
 export const DATASTORE = 'couchdb';
-const SYSTEM_DBS = new Set(['_users', '_replicator', '_global_changes']);
-const HIDDEN_USERS = new Set(['root']);
-const RUNNING_BACKUP = ['NEW', 'BUILDING', 'SAVING'] as const;
+/** A backup in these states is being written; reconcile (here) and ./backups.ts both need them. */
+export const RUNNING_BACKUP = ['NEW', 'BUILDING', 'SAVING'] as const;
 
 /** Stable ids for datastores and versions (the same on every start and every store). */
 export function stableId(kind: string, name: string): string {
@@ -84,9 +86,10 @@ export class ControlPlane {
   readonly store: StateStore;
   readonly compute: ComputeDriver;
   readonly tasks: TaskManager;
-  private readonly backups: BackupEngine;
-  private readonly log: (m: string) => void;
-  private readonly progressMs: number;
+  readonly backups: BackupEngine;
+  readonly log: (m: string) => void;
+  /** How often a running backup's progress is read, ms (./backups.ts). */
+  readonly progressMs: number;
   private readonly keyFile: string | undefined;
   readonly health: HealthMonitor;
 
@@ -100,6 +103,7 @@ export class ControlPlane {
     this.tasks = new TaskManager(this.store, { watchdogMs: options.watchdogMs ?? 5000, log: this.log });
     this.keyFile = this.config.backupEncryption ? (this.config.backupKeyFile ?? path.join(this.config.stateDir, 'backup.key')) : undefined;
     this.registerHandlers();
+    registerBackupTasks(this);
     registerReplicationTasks(this);
     registerConfigurationTasks(this);
     this.health = new HealthMonitor(this, options.healthMs ?? this.config.healthInterval * 1000, this.log);
@@ -127,10 +131,15 @@ export class ControlPlane {
     return r;
   }
 
-  private stopping = false;
+  private stopped = false;
+
+  /** True once stop() is called: background work (./backups.ts) gives up rather than delay the stop. */
+  get stopping(): boolean {
+    return this.stopped;
+  }
 
   async stop(): Promise<void> {
-    this.stopping = true;
+    this.stopped = true;
     await this.health.stop();
     await this.tasks.stop();
   }
@@ -320,108 +329,6 @@ export class ControlPlane {
     this.tasks.start(task);
   }
 
-  // ---- agent-backed synchronous operations ----------------------------------------------------
-
-  /** The agent of an instance that can serve database/user/root requests. */
-  async readyAgent(projectId: string, id: string): Promise<AgentApi> {
-    const inst = await this.instance(projectId, id);
-    if (!['ACTIVE', 'RESTART_REQUIRED', 'BACKUP'].includes(inst.status)) {
-      throw unprocessable(`Instance ${id} is not ready: status ${inst.status} (databases, users and root need ACTIVE).`);
-    }
-    try {
-      return await this.compute.agent(inst);
-    } catch (err) {
-      throw unprocessable(`Instance ${id}: its agent cannot be reached: ${describeError(err)}`);
-    }
-  }
-
-  async listDatabases(projectId: string, id: string): Promise<string[]> {
-    const a = await this.readyAgent(projectId, id);
-    return (await agentCall(a.listDatabases())).filter((d) => !SYSTEM_DBS.has(d)).sort();
-  }
-
-  async createDatabases(projectId: string, id: string, names: string[]): Promise<void> {
-    const a = await this.readyAgent(projectId, id);
-    const existing = new Set(await agentCall(a.listDatabases()));
-    for (const n of names) if (existing.has(n)) throw badRequest(`Database ${n} already exists on instance ${id}.`);
-    for (const n of names) await agentCall(a.createDatabase(n));
-  }
-
-  async deleteDatabase(projectId: string, id: string, name: string): Promise<void> {
-    const a = await this.readyAgent(projectId, id);
-    if (!(await agentCall(a.listDatabases())).includes(name) || SYSTEM_DBS.has(name)) throw notFound(`Database ${name} could not be found on instance ${id}.`);
-    await agentCall(a.deleteDatabase(name));
-  }
-
-  async listUsers(projectId: string, id: string): Promise<Array<{ name: string; databases: string[] }>> {
-    const a = await this.readyAgent(projectId, id);
-    return (await agentCall(a.listUsers())).filter((u) => !HIDDEN_USERS.has(u.name)).map((u) => ({ name: u.name, databases: u.databases })).sort((x, y) => x.name.localeCompare(y.name));
-  }
-
-  async getUser(projectId: string, id: string, name: string): Promise<{ name: string; databases: string[] }> {
-    const users = await this.listUsers(projectId, id);
-    const u = users.find((x) => x.name === name);
-    if (!u) throw notFound(`User ${name} could not be found on instance ${id}.`);
-    return u;
-  }
-
-  async createUsers(projectId: string, id: string, users: UserSpec[]): Promise<void> {
-    const a = await this.readyAgent(projectId, id);
-    const existing = new Set((await agentCall(a.listUsers())).map((u) => u.name));
-    const dbs = new Set(await agentCall(a.listDatabases()));
-    for (const u of users) {
-      if (existing.has(u.name) || HIDDEN_USERS.has(u.name)) throw badRequest(`User ${u.name} already exists on instance ${id}.`);
-      for (const d of u.databases) if (!dbs.has(d)) throw notFound(`Database ${d} could not be found on instance ${id}.`);
-    }
-    for (const u of users) {
-      const nu: NewUser = { name: u.name, password: u.password, databases: u.databases };
-      await agentCall(a.createUser(nu));
-    }
-  }
-
-  async deleteUser(projectId: string, id: string, name: string): Promise<void> {
-    await this.getUser(projectId, id, name);
-    const a = await this.readyAgent(projectId, id);
-    await agentCall(a.deleteUser(name));
-  }
-
-  async changePasswords(projectId: string, id: string, users: Array<{ name: string; password: string }>): Promise<void> {
-    for (const u of users) await this.getUser(projectId, id, u.name);
-    const a = await this.readyAgent(projectId, id);
-    for (const u of users) await agentCall(a.changePassword(u.name, u.password));
-  }
-
-  async grantAccess(projectId: string, id: string, name: string, databases: string[]): Promise<void> {
-    await this.getUser(projectId, id, name);
-    const a = await this.readyAgent(projectId, id);
-    const dbs = new Set(await agentCall(a.listDatabases()));
-    for (const d of databases) if (!dbs.has(d) || SYSTEM_DBS.has(d)) throw notFound(`Database ${d} could not be found on instance ${id}.`);
-    await agentCall(a.grantAccess(name, databases));
-  }
-
-  async revokeAccess(projectId: string, id: string, name: string, database: string): Promise<void> {
-    const u = await this.getUser(projectId, id, name);
-    if (!u.databases.includes(database)) throw notFound(`User ${name} has no access to database ${database} on instance ${id}.`);
-    const a = await this.readyAgent(projectId, id);
-    await agentCall(a.revokeAccess(name, database));
-  }
-
-  async enableRoot(projectId: string, id: string, password?: string): Promise<{ name: 'root'; password: string }> {
-    const a = await this.readyAgent(projectId, id);
-    return agentCall(a.enableRoot(password));
-  }
-
-  async rootEnabled(projectId: string, id: string): Promise<boolean> {
-    const a = await this.readyAgent(projectId, id);
-    return agentCall(a.isRootEnabled());
-  }
-
-  async disableRoot(projectId: string, id: string): Promise<void> {
-    const a = await this.readyAgent(projectId, id);
-    if (!(await agentCall(a.isRootEnabled()))) throw notFound(`Root is not enabled on instance ${id}.`);
-    await agentCall(a.disableRoot());
-  }
-
   /** Volume use in bytes, or null when the agent does not answer quickly. */
   async volumeUsed(inst: Row<'instances'>): Promise<number | null> {
     if (!inst.agent_port || !['ACTIVE', 'RESTART_REQUIRED', 'BACKUP', 'REBOOT', 'RESIZE'].includes(inst.status)) return null;
@@ -432,50 +339,6 @@ export class ControlPlane {
     } catch {
       return null;
     }
-  }
-
-  // ---- backups --------------------------------------------------------------------------------
-
-  async createBackup(projectId: string, req: { name: string; instanceId: string; description: string | null; parentId: string | null; incremental?: boolean }): Promise<Row<'backups'>> {
-    const inst = await this.instance(projectId, req.instanceId);
-    // Trove's rules: the parent is COMPLETED and of the same instance; `incremental` takes the instance's
-    // latest COMPLETED backup, or makes a full backup when it has none.
-    const parent = await resolveParent(this.store, projectId, inst.id, req.parentId, req.incremental ?? false);
-    const id = randomUUID();
-    const task = await this.claim(projectId, inst.id, 'backup.create', 'BACKUP', ['ACTIVE'], { parent }, this.config.backupTimeout, id);
-    const t = now();
-    const row: Row<'backups'> = {
-      id, project_id: projectId, instance_id: inst.id, name: req.name, description: req.description, status: 'NEW', parent_id: parent,
-      location: this.config.repository, size_bytes: null, data_bytes: null, files: null, checksum: null, datastore: inst.datastore,
-      datastore_version: inst.datastore_version, progress: null, fail_reason: null, task_id: task.id, created: t, updated: t,
-    };
-    await this.store.insert('backups', row);
-    this.tasks.start(task);
-    return row;
-  }
-
-  async deleteBackup(projectId: string, id: string): Promise<void> {
-    let b = await this.backup(projectId, id);
-    if ((RUNNING_BACKUP as readonly string[]).includes(b.status)) {
-      const expired = b.task_id ? await this.tasks.expireIfOverdue(b.task_id) : true;
-      if (expired) await this.reconcile();
-      b = await this.backup(projectId, id);
-      if ((RUNNING_BACKUP as readonly string[]).includes(b.status)) {
-        const task = b.task_id ? await this.store.get('tasks', b.task_id) : undefined;
-        throw unprocessable(`Backup ${id} is still running (status ${b.status}${progressText(b.progress)}): it can be deleted once it completes, fails or expires${task?.deadline ? ` at ${task.deadline}` : ''}.`);
-      }
-    }
-    if (b.task_id) {
-      const t = await this.store.get('tasks', b.task_id);
-      if (t && t.kind === 'backup.delete' && (t.status === 'NEW' || t.status === 'RUNNING')) return; // already being deleted
-    }
-    await refuseIfDepended(this.store, b);
-    const task = await this.tasks.create({ kind: 'backup.delete', projectId, backupId: id, timeout: this.config.taskTimeout });
-    if (!(await this.store.update('backups', id, { task_id: task.id, updated: now() }, { status: ['COMPLETED', 'FAILED', 'DELETE_FAILED'], task_id: b.task_id }))) {
-      await this.tasks.discard(task.id);
-      throw unprocessable(`Backup ${id} changed while it was being deleted: try again.`);
-    }
-    this.tasks.start(task);
   }
 
   // ---- helpers --------------------------------------------------------------------------------
@@ -597,27 +460,6 @@ export class ControlPlane {
       this.log(`replica ${inst.id}: seeding from a backup of its source failed (${describeError(err)}); replication will copy everything`);
       await this.backups.delete(this.config.repository, id, this.keyFile).catch(() => undefined);
       return null;
-    }
-  }
-
-  private async removePartialBackup(task: Row<'tasks'>): Promise<void> {
-    const backupId = task.backup_id!;
-    try {
-      const inst = task.instance_id ? await this.store.get('instances', task.instance_id) : undefined;
-      if (inst?.agent_port) {
-        const agent = await this.compute.agent(inst);
-        const until = Date.now() + 10 * 60_000;
-        while (Date.now() < until) {
-          if (this.stopping) return; // the next start's reconcile does not redo this: the engine lists it as incomplete
-          const p = await withTimeout(agent.progress(), 5000).catch(() => null);
-          if (!p || p.phase !== 'backup') break;
-          await new Promise((r) => setTimeout(r, 1000).unref());
-        }
-        if (this.stopping) return;
-      }
-      await this.backups.delete(this.config.repository, backupId, this.keyFile);
-    } catch (err) {
-      this.log(`backup ${backupId}: removing the partial backup: ${describeError(err)}`);
     }
   }
 
@@ -744,81 +586,6 @@ export class ControlPlane {
       },
       failed: failInstance,
     });
-
-    this.tasks.register<{ parent?: string | null }>('backup.create', {
-      resumable: false,
-      run: async (ctx) => {
-        const inst = await this.held(ctx);
-        const backupId = ctx.task.backup_id!;
-        const agent = await this.compute.agent(inst);
-        await this.store.update('backups', backupId, { status: 'BUILDING', updated: now() }, { task_id: ctx.task.id });
-        let polling = true;
-        const poll = (async (): Promise<void> => {
-          while (polling && !ctx.signal.aborted) {
-            await new Promise((r) => setTimeout(r, this.progressMs));
-            if (!polling) break;
-            try {
-              const p = await withTimeout(agent.progress(), 5000);
-              if (p && polling) {
-                await this.store.update('backups', backupId, { progress: JSON.stringify(p), status: p.bytesDone > 0 ? 'SAVING' : 'BUILDING', updated: now() }, { task_id: ctx.task.id, status: ['BUILDING', 'SAVING'] });
-                await ctx.heartbeat();
-              }
-            } catch {
-              // progress is best effort
-            }
-          }
-        })();
-        try {
-          const req: Parameters<AgentApi['backup']>[0] = { storage: this.config.repository, id: backupId, labels: { instance_id: inst.id, project_id: inst.project_id } };
-          if (this.keyFile) req.keyFile = this.keyFile;
-          if (ctx.params.parent) req.parent = ctx.params.parent;
-          const summary = await agentCall(agent.backup(req));
-          polling = false;
-          await poll;
-          const done = await this.store.update('backups', backupId, {
-            status: 'COMPLETED', size_bytes: summary.size, data_bytes: summary.totalBytes ?? summary.bytes, files: summary.files, checksum: summary.checksum,
-            location: summary.location || this.config.repository, progress: null, updated: now(),
-          }, { task_id: ctx.task.id, status: ['NEW', 'BUILDING', 'SAVING'] });
-          if (!done) throw new Error('the backup row changed while the backup ran');
-        } finally {
-          polling = false;
-          await poll;
-        }
-        await this.release(inst.id, ctx.task.id, null);
-      },
-      failed: async (task, reason) => {
-        if (task.backup_id) {
-          await this.store.update('backups', task.backup_id, { status: 'FAILED', fail_reason: reason, progress: null, updated: now() }, { task_id: task.id });
-          // The partial backup is removed from the repository once the agent no longer writes it (in the
-          // background: recovery at start does not wait for it).
-          void this.removePartialBackup(task);
-        }
-        if (task.instance_id) await this.release(task.instance_id, task.id, null);
-      },
-    });
-
-    this.tasks.register('backup.delete', {
-      resumable: true,
-      run: async (ctx) => {
-        const b = await this.store.get('backups', ctx.task.backup_id!);
-        if (!b) return;
-        await this.backups.delete(b.location ?? this.config.repository, b.id, this.keyFile);
-        await this.store.remove('backups', b.id, { task_id: ctx.task.id });
-      },
-      failed: async (task, reason) => {
-        if (task.backup_id) await this.store.update('backups', task.backup_id, { status: 'DELETE_FAILED', fail_reason: reason, updated: now() }, { task_id: task.id });
-      },
-    });
-  }
-}
-
-function progressText(p: string | null): string {
-  if (!p) return '';
-  try {
-    const v = JSON.parse(p) as { bytesDone: number; bytesTotal: number };
-    return v.bytesTotal > 0 ? `, ${Math.floor((100 * v.bytesDone) / v.bytesTotal)}% done` : '';
-  } catch {
-    return '';
   }
 }
 

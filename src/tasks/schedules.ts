@@ -10,6 +10,7 @@ import type { ManifestBody } from '../backup/format.js';
 import { now, type Row, type StateStore } from '../state/index.js';
 import { describeError } from '../util/errors.js';
 import type { ControlPlane } from './control.js';
+import { createBackup, deleteBackup } from './backups.js';
 import { badRequest, notFound, ServiceError } from './errors.js';
 import { ancestors } from './incremental.js';
 
@@ -184,7 +185,7 @@ export class BackupScheduler {
     }
     let b: Row<'backups'>;
     try {
-      b = await this.plane.createBackup(s.project_id, {
+      b = await createBackup(this.plane, s.project_id, {
         name: `${s.name} ${at.toISOString().slice(0, 16)}Z`, instanceId: inst.id, description: s.description ?? `schedule ${s.id}`,
         parentId: null, incremental: s.incremental === 1,
       });
@@ -240,7 +241,7 @@ export class BackupScheduler {
     for (const r of remove) {
       if (needed.has(r.id) || this.stopping) continue;
       try {
-        await this.plane.deleteBackup(s.project_id, r.id);
+        await deleteBackup(this.plane, s.project_id, r.id);
         const end = Date.now() + this.plane.config.taskTimeout * 1000;
         while (Date.now() < end && !this.stopping && (await this.store.get('backups', r.id))?.status === 'COMPLETED') {
           await new Promise((res) => setTimeout(res, this.pollMs).unref());
