@@ -26,6 +26,7 @@ import { BackupNotFoundError, createBackup, readBackupMetadata, restoreBackup, t
 import { openStorage, StorageError, type Backend } from '../storage/index.js';
 import { readKeyFile, type KeyMaterial } from '../crypto/keys.js';
 import { CouchtroveError, describeError } from '../util/errors.js';
+import { chownTree } from '../util/fs.js';
 
 export interface AgentOptions {
   /** How long CouchDB may take to answer /_up after a start (default 120 s). */
@@ -162,6 +163,14 @@ export function renderVmArgs(s: InstanceSettings): string {
   return `${lines.join('\n')}\n`;
 }
 
+/** A new random Erlang cookie in CouchDB's HOME, readable by its owner only (0400). */
+async function writeCookie(f: ReturnType<typeof instanceFiles>): Promise<void> {
+  await fsp.mkdir(f.home, { recursive: true, mode: 0o700 });
+  await fsp.rm(f.cookie, { force: true });
+  await writePrivateFile(f.cookie, randomBytes(24).toString('hex'));
+  await fsp.chmod(f.cookie, 0o400);
+}
+
 async function checkWritableDir(dir: string): Promise<void> {
   try {
     await fsp.mkdir(dir, { recursive: true });
@@ -171,15 +180,6 @@ async function checkWritableDir(dir: string): Promise<void> {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? '';
     throw new AgentError('INVALID_ARGUMENT', `data directory ${dir} is not writable${code ? ` (${code})` : ''}: ${describeError(err)}`);
-  }
-}
-
-async function chownTree(dir: string, uid: number, gid: number): Promise<void> {
-  await fsp.lchown(dir, uid, gid);
-  for (const e of await fsp.readdir(dir, { withFileTypes: true })) {
-    const p = path.join(dir, e.name);
-    if (e.isDirectory()) await chownTree(p, uid, gid);
-    else await fsp.lchown(p, uid, gid);
   }
 }
 
@@ -401,13 +401,10 @@ export class Agent implements AgentApi, AgentReplicationApi {
     this.#admin = admin;
     this.#manager = null;
     await fsp.mkdir(f.smoosh, { recursive: true, mode: 0o700 });
-    await fsp.mkdir(f.home, { recursive: true, mode: 0o700 });
     // The plain password is in local.ini (0600) only until CouchDB's first start replaces it by a hash.
     await writePrivateFile(f.localIni, renderLocalIni(s, st.uuid, admin, overrides));
     await writePrivateFile(f.vmArgs, renderVmArgs(s));
-    await fsp.rm(f.cookie, { force: true });
-    await writePrivateFile(f.cookie, randomBytes(24).toString('hex'));
-    await fsp.chmod(f.cookie, 0o400);
+    await writeCookie(f);
     await this.#ownFiles(s);
 
     if (restore && s.restore) {
@@ -524,11 +521,7 @@ export class Agent implements AgentApi, AgentReplicationApi {
     if (!files) return;
     await writePrivateFile(f.localIni, ini.toString());
     await writePrivateFile(f.vmArgs, vmArgs);
-    if (!fs.existsSync(f.cookie)) {
-      await fsp.mkdir(f.home, { recursive: true, mode: 0o700 });
-      await writePrivateFile(f.cookie, randomBytes(24).toString('hex'));
-      await fsp.chmod(f.cookie, 0o400);
-    }
+    if (!fs.existsSync(f.cookie)) await writeCookie(f);
     await this.#ownFiles(s);
     if (reset.length > 0) this.#log(`settings changed over HTTP reset to the agent's before start: ${reset.join(', ')}`);
   }

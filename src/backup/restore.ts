@@ -7,7 +7,7 @@ import { hostname } from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { CouchtroveError } from '../util/errors.js';
-import { syncDir } from '../util/fs.js';
+import { chownTree, syncDir } from '../util/fs.js';
 import { isSafeRelativePath, type DirEntry, type FileEntry } from './format.js';
 import { DataDecoder, type FileSink } from './reader.js';
 import { openBackup } from './repository.js';
@@ -254,15 +254,6 @@ async function installConfig(from: string, to: string, files: FileEntry[], force
   }
   if (config.length) await syncDir(to);
   return config.length;
-}
-
-async function chownTree(dir: string, uid: number, gid: number): Promise<void> {
-  await fs.lchown(dir, uid, gid);
-  for (const e of await fs.readdir(dir, { withFileTypes: true })) {
-    const p = path.join(dir, e.name);
-    if (e.isDirectory()) await chownTree(p, uid, gid);
-    else await fs.lchown(p, uid, gid);
-  }
 }
 
 

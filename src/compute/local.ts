@@ -42,14 +42,14 @@ export interface LocalDriverOptions {
 /** Host-wide claims of instance uids (see allocateUid). */
 export const UID_CLAIMS = '/var/lib/couchtrove/uid-claims';
 
-/** The first directory on the way to dir (itself included) that other users cannot search, or null. */
+/**
+ * The first directory on the way to dir (itself included) that other users cannot search, or null. One
+ * that does not exist yet is no obstacle: the driver creates what it needs searchable.
+ */
 export function unsearchable(dir: string): string | null {
   for (let d = path.resolve(dir); ; d = path.dirname(d)) {
-    try {
-      if ((fs.statSync(d).mode & 0o001) === 0) return d;
-    } catch {
-      return d;
-    }
+    const st = fs.statSync(d, { throwIfNoEntry: false });
+    if (st && (st.mode & 0o001) === 0) return d;
     if (path.dirname(d) === d) return null;
   }
 }
@@ -143,8 +143,9 @@ export class LocalProcessDriver implements ComputeDriver {
   private resolveIsolation(mode: 'auto' | 'user' | 'none'): boolean {
     if (mode === 'none') return false;
     const root = process.getuid?.() === 0;
-    // The instance's uid must reach the engine's release directory (and the development engine's code).
-    const blocked = unsearchable(path.join(this.engine.home, 'bin'));
+    // The instance's uid must reach the engine's release directory (and the development engine's code),
+    // and pass through every directory above the state directory (which is ours to open).
+    const blocked = unsearchable(path.join(this.engine.home, 'bin')) ?? unsearchable(path.dirname(path.resolve(this.options.stateDir)));
     const why = !root ? 'the control plane does not run as root' : blocked ? `${blocked} is not searchable by other users` : null;
     if (why === null) return true;
     if (mode === 'user') throw new Error(`instance_isolation = user: ${why}`);

@@ -108,6 +108,14 @@ const DEFAULT_KEYS = ['state_dir', 'host', 'port', 'public_url', 'database_url',
   'region', 'backup_timeout', 'task_timeout', 'health_interval', 'instance_isolation', 'instance_uids', 'max_volume_size', 'max_body_bytes', 'couchdb_home'] as const;
 const COUCHDB_KEYS = ['tcp_ports', 'udp_ports', 'backup_strategy', 'mount_point', 'usage_timeout', 'volume_support', 'device_path'] as const;
 
+/**
+ * ~/.couchtrove; as root /var/lib/couchtrove, a service's place: instances then run as their own uids,
+ * which must pass through every directory above their files, and /root lets nobody through.
+ */
+export function defaultStateDir(): string {
+  return process.getuid?.() === 0 ? '/var/lib/couchtrove' : path.join(os.homedir(), '.couchtrove');
+}
+
 export function envName(section: 'DEFAULT' | 'couchdb', key: string): string {
   return section === 'DEFAULT' ? `COUCHTROVE_${key.toUpperCase()}` : `COUCHTROVE_COUCHDB_${key.toUpperCase()}`;
 }
@@ -290,7 +298,7 @@ export function loadServerConfig(options: LoadOptions = {}): ServerConfig {
     const e = pick(sec, section, key);
     return e ? parse(e.where, key, e.value) : dflt;
   };
-  const stateDir = options.overrides?.stateDir ?? get('state_dir', check.absolute, path.join(os.homedir(), '.couchtrove'));
+  const stateDir = options.overrides?.stateDir ?? get('state_dir', check.absolute, defaultStateDir());
   const cfg: ServerConfig = {
     stateDir,
     host: options.overrides?.host ?? get('host', (_w, _k, v) => v, '127.0.0.1'),

@@ -1,5 +1,6 @@
 import { read, readSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
 
 /** fsync a directory, so that the names created or renamed in it survive a crash. */
 export async function syncDir(dir: string): Promise<void> {
@@ -31,4 +32,14 @@ export function readAtSync(fd: number, buf: Buffer, pos: number): Buffer {
     got += n;
   }
   return buf.subarray(0, got);
+}
+
+/** Gives dir and everything below it to uid:gid, links themselves rather than what they point to. */
+export async function chownTree(dir: string, uid: number, gid: number): Promise<void> {
+  await fs.lchown(dir, uid, gid);
+  for (const e of await fs.readdir(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) await chownTree(p, uid, gid);
+    else await fs.lchown(p, uid, gid);
+  }
 }

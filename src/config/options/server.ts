@@ -4,7 +4,6 @@
 // src/config/server.ts and docs/control-plane.md.
 import { parsers, UsageError, type OptionSpec } from '../catalogue.js';
 import { expandHome, normalizePublicUrl, publicUrlProblem } from '../server.js';
-import * as path from 'node:path';
 
 const G = 'Control plane';
 const C = 'Control plane client';
@@ -35,7 +34,7 @@ export const serverOptions = {
   stateDir: {
     flag: 'state-dir', arg: 'DIR', group: G, env: 'COUCHTROVE_STATE_DIR',
     parse: (raw: string, flag: string): string => parsers.absolutePath(expandHome(raw), flag),
-    description: 'State directory: state.db (SQLite), instances/ (one directory per local instance), backups/ (default ~/.couchtrove)',
+    description: 'State directory: state.db (SQLite), instances/ (one directory per local instance), backups/ (default ~/.couchtrove; /var/lib/couchtrove as root)',
   },
   serverConfigFile: {
     flag: 'config-file', arg: 'FILE', group: G, env: 'COUCHTROVE_CONFIG_FILE',
@@ -131,7 +130,3 @@ export const serverOptions = {
     description: 'Only backups of this datastore',
   },
 } satisfies Record<string, OptionSpec<unknown>>;
-
-export function defaultStateDir(): string {
-  return path.join(expandHome('~'), '.couchtrove');
-}
