@@ -13,7 +13,7 @@ import * as v from './validate.js';
 import { registerScheduleRoutes } from './schedules.js';
 import { detachReplica, ejectReplicaSource, promoteReplica, replicationView } from '../tasks/replication.js';
 import { createConfiguration, deleteConfiguration, setConfiguration, updateConfiguration } from '../tasks/configurations.js';
-import { COUCHDB_PARAMETERS, couchdbParameter, troveParameterView } from '../config/couchdb-parameters.js';
+import { COUCHDB_PARAMETERS, couchdbParameter, troveParameterView, typeParameterValue } from '../config/couchdb-parameters.js';
 import { backupView, configurationView, datastoreView, flavorView, instanceView, links, versionView } from './views.js';
 
 export const LOCAL_TOKEN = 'notused';
@@ -297,7 +297,13 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     api.get('/instances/:id/configuration', async (req: Req) => {
       const inst = await plane.instance(req.params.project!, req.params.id!);
       const s = await plane.settings(inst);
-      return { instance: { configuration: s.overrides ?? {} } };
+      // Typed as the catalogue says (numbers as numbers), like a group's values.
+      const typed = Object.entries(s.overrides ?? {}).map(([k, raw]) => {
+        const p = couchdbParameter(k);
+        const r = p ? typeParameterValue(p, raw) : undefined;
+        return [k, r && 'value' in r ? r.value : raw];
+      });
+      return { instance: { configuration: Object.fromEntries(typed) } };
     });
 
     // Databases
