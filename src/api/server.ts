@@ -15,7 +15,7 @@ import { detachReplica, ejectReplicaSource, promoteReplica, replicationView } fr
 import { createConfiguration, deleteConfiguration, setConfiguration, updateConfiguration } from '../tasks/configurations.js';
 import { changePasswords, createDatabases, createUsers, deleteDatabase, deleteUser, disableRoot, enableRoot, getUser, grantAccess, listDatabases, listUsers, revokeAccess, rootEnabled } from '../tasks/access.js';
 import { createBackup, deleteBackup } from '../tasks/backups.js';
-import { COUCHDB_PARAMETERS, couchdbParameter, troveParameterView } from '../config/couchdb-parameters.js';
+import { COUCHDB_PARAMETERS, couchdbParameter, troveParameterView, typeParameterValue } from '../config/couchdb-parameters.js';
 import { backupView, configurationView, datastoreView, flavorView, instanceView, links, versionView } from './views.js';
 
 export const LOCAL_TOKEN = 'notused';
@@ -301,7 +301,13 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     api.get('/instances/:id/configuration', async (req: Req) => {
       const inst = await plane.instance(req.params.project!, req.params.id!);
       const s = await plane.settings(inst);
-      return { instance: { configuration: s.overrides ?? {} } };
+      // Typed as the catalogue says (numbers as numbers), like a group's values.
+      const typed = Object.entries(s.overrides ?? {}).map(([k, raw]) => {
+        const p = couchdbParameter(k);
+        const r = p ? typeParameterValue(p, raw) : undefined;
+        return [k, r && 'value' in r ? r.value : raw];
+      });
+      return { instance: { configuration: Object.fromEntries(typed) } };
     });
 
     // Databases

@@ -123,6 +123,8 @@ test('editing an attached group rolls it out: live keys at once, the others REST
   await until('attached', async () => p.store.get('instances', id), (x) => x?.configuration_id === cid && x.task_id === null);
   assert.equal((await p.store.get('instances', id))?.status, 'ACTIVE');
   assert.equal(agent.overrides['couchdb/max_dbs_open'], '800');
+  const conf = await call('GET', `/instances/${id}/configuration`);
+  assert.deepEqual((conf.json.instance as J).configuration, { 'couchdb/max_dbs_open': 800, 'log/level': 'warning', 'query_server_config/os_process_limit': 25 });
 
   // PATCH: a live change and a restart-only key.
   assert.equal((await call('PATCH', `/configurations/${cid}`, { configuration: { values: { 'log/level': 'error', 'chttpd_auth_cache/max_lifetime': 120000 } } })).status, 202);
