@@ -159,8 +159,10 @@ test('promote and eject with the real clients', { skip: skipClients, timeout: 24
   const B = await active(b);
   const [pUrl, aUrl, bUrl] = [P.couchdb_url as string, A.couchdb_url as string, B.couchdb_url as string];
   assert.equal((await put(pUrl, 'orders', 'first', { n: 1 })).status, 201);
-  await arrives(aUrl, 'orders', 'first');
-  await arrives(bUrl, 'orders', 'first');
+  // A write on the primary is on its replicas within 5 s.
+  await arrives(aUrl, 'orders', 'first', 5000);
+  await arrives(bUrl, 'orders', 'first', 5000);
+  assert.equal((await put(aUrl, 'orders', 'on-replica', { n: 0 })).status, 403, 'a replica refuses client writes');
 
   // Eject of a working source is refused (as Trove does).
   await assert.rejects(trove('eject-replica-source', p), /cannot be ejected/);
