@@ -37,6 +37,7 @@ async function until(base: string, kind: 'instances' | 'backups', id: string, wa
 async function main(): Promise<void> {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'couchtrove-bench-lifecycle-'));
   fs.chmodSync(root, 0o711);
+  let base = '';
   const proc = spawn(process.execPath, [BIN, 'server', '--port', '0', '--state-dir', path.join(root, 'state')], { stdio: ['ignore', 'pipe', 'inherit'] });
   try {
     const url = await new Promise<string>((resolve, reject) => {
@@ -48,7 +49,7 @@ async function main(): Promise<void> {
       });
       proc.once('exit', (code) => reject(new Error(`server exited ${code}`)));
     });
-    const base = `${url}/v1.0/local`;
+    base = `${url}/v1.0/local`;
     const creates: number[] = [];
     const ids: string[] = [];
     for (let i = 0; i < runs; i++) {
@@ -70,8 +71,11 @@ async function main(): Promise<void> {
     }
     const backups: number[] = [];
     for (let i = 0; i < runs; i++) {
+      // The instance is given back a moment after its backup is COMPLETED: the next one waits for that.
+      await until(base, 'instances', ids[0]!, 'ACTIVE', performance.now());
       const t0 = performance.now();
       const r = await call(base, 'POST', '/backups', { backup: { name: `bench-${i}`, instance: ids[0] } });
+      if (r.status !== 202) throw new Error(`backup create answered ${r.status}: ${JSON.stringify(r.json)}`);
       const id = (r.json.backup as J).id as string;
       backups.push(await until(base, 'backups', id, 'COMPLETED', t0));
       console.error(`backup ${i + 1}: ${backups.at(-1)!.toFixed(2)} s`);
@@ -83,7 +87,7 @@ async function main(): Promise<void> {
         '## Time to ACTIVE and to COMPLETED',
         '',
         `${machine()}, ${new Date().toISOString().slice(0, 10)}. Engine: ${engine}.`,
-        `Command: \`npm run build && node dist/bench/lifecycle.js --runs ${runs} --docs ${docs}\` (bench/lifecycle.ts), through the`,
+        `Command: \`npm run build && ${process.env.COUCHDB_HOME ? `COUCHDB_HOME=${process.env.COUCHDB_HOME} ` : ''}node dist/bench/lifecycle.js --runs ${runs} --docs ${docs}\` (bench/lifecycle.ts), through the`,
         'API of a real server on one machine, instances as local processes, backups to the default encrypted file repository.',
         '',
         '| what | median of the runs |',
@@ -93,10 +97,14 @@ async function main(): Promise<void> {
       ].join('\n'),
     );
     console.log(`create to ACTIVE: ${fmt(creates)}\nbackup to COMPLETED: ${fmt(backups)}`);
-    for (const id of ids) await call(base, 'DELETE', `/instances/${id}`);
-    const end = Date.now() + 60_000;
-    while (Date.now() < end && ((await call(base, 'GET', '/instances')).json.instances as J[]).length > 0) await new Promise((res) => setTimeout(res, 250));
   } finally {
+    // Instances outlive the server: they are deleted through it, whatever happened above.
+    if (base) {
+      const all = (((await call(base, 'GET', '/instances').catch(() => null))?.json.instances as J[] | undefined) ?? []);
+      for (const inst of all) await call(base, 'DELETE', `/instances/${inst.id as string}`).catch(() => undefined);
+      const end = Date.now() + 60_000;
+      while (Date.now() < end && ((((await call(base, 'GET', '/instances').catch(() => null))?.json.instances as J[] | undefined) ?? []).length > 0)) await new Promise((res) => setTimeout(res, 250));
+    }
     proc.kill('SIGTERM');
     await new Promise((r) => proc.once('exit', r));
     fs.rmSync(root, { recursive: true, force: true });
