@@ -12,7 +12,7 @@ import { BIN, machine, median, writeSection } from './lib.js';
 const { values } = parseArgs({ options: { runs: { type: 'string', default: '5' }, docs: { type: 'string', default: '10000' } } });
 const runs = Number(values.runs);
 const docs = Number(values.docs);
-const engine = process.env.COUCHDB_HOME ? `Apache CouchDB at ${process.env.COUCHDB_HOME}` : 'the development engine (no COUCHDB_HOME)';
+let engine = process.env.COUCHDB_HOME ? `Apache CouchDB at ${process.env.COUCHDB_HOME}` : 'the development engine (no COUCHDB_HOME)';
 
 type J = Record<string, unknown>;
 
@@ -64,6 +64,7 @@ async function main(): Promise<void> {
     const inst = (await call(base, 'GET', `/instances/${ids[0]}`)).json.instance as J;
     const couch = inst.couchdb_url as string;
     const auth = `Basic ${Buffer.from('alice:bench-pw-1').toString('base64')}`;
+    engine += ` (version ${((await (await fetch(`${couch}/`)).json()) as J).version as string})`;
     for (let done = 0; done < docs; done += 1000) {
       const batch = Array.from({ length: Math.min(1000, docs - done) }, (_, k) => ({ _id: `doc-${done + k}`, body: 'x'.repeat(1000) }));
       const w = await fetch(`${couch}/orders/_bulk_docs`, { method: 'POST', headers: { authorization: auth, 'content-type': 'application/json' }, body: JSON.stringify({ docs: batch }) });
