@@ -90,6 +90,12 @@ test('instance show: Trove shape, where to connect, engine warning', async () =>
   p.compute.agents.get(id)!.usedBytes = 2 * 1024 ** 3 + 1;
   assert.equal((((await call('GET', `/v1.0/local/instances/${id}`)).json.instance as J).volume as J).full, true);
   p.compute.agents.get(id)!.usedBytes = 1024 * 1024;
+  // An agent that does not answer: 503 with the reason, never a 500.
+  p.compute.agents.get(id)!.unreachable = true;
+  const down = await call('GET', `/v1.0/local/instances/${id}/databases`);
+  assert.equal(down.status, 503, JSON.stringify(down.json));
+  assert.match(((down.json.serviceUnavailable as J).message as string), /not reachable/);
+  p.compute.agents.get(id)!.unreachable = false;
   assert.equal(i.engine, 'devengine');
   assert.equal(i.engine_warning, 'test engine');
   assert.equal((i.flavor as J).id, '2');

@@ -6,6 +6,7 @@ import type { ComputeDriver, EngineInfo, Placement } from '../../src/compute/dri
 import type { BackupEngine } from '../../src/tasks/control.js';
 import type { Row } from '../../src/state/index.js';
 import { parseOverrides } from '../../src/agent/config-keys.js';
+import { AgentError } from '../../src/agent/errors.js';
 
 export interface Gate {
   promise: Promise<void>;
@@ -72,7 +73,10 @@ export class FakeAgent implements AgentApi {
   async volumeUsage(): Promise<{ used: number; total: number }> {
     return { used: this.usedBytes, total: this.settings?.volumeBytes ?? 0 };
   }
+  /** Set: the agent's RPC fails as the real client does when nothing answers. */
+  unreachable = false;
   async listDatabases(): Promise<string[]> {
+    if (this.unreachable) throw new AgentError('UNREACHABLE', 'agent at http://127.0.0.1:1 is not reachable (GET /v1/databases): ECONNREFUSED');
     return [...this.dbs];
   }
   async createDatabase(name: string): Promise<void> {
