@@ -195,9 +195,10 @@ describe(`CouchDB behaviour the agent relies on [${couch.label}]`, () => {
       await sleep(200);
       const r = await http(server!.url, 'GET', '/_scheduler/docs', { auth: admin });
       assert.equal(r.status, 200);
-      const job = (r.body as { docs: { doc_id: string; state: string; source: string }[] }).docs.find((d) => d.doc_id === 'job1');
+      const job = (r.body as { docs: { doc_id: string; state: string; source?: string | null }[] }).docs.find((d) => d.doc_id === 'job1');
       state = job?.state ?? '';
-      if (job) assert.ok(!job.source.includes(admin.password), 'credentials are not shown');
+      // Real CouchDB 3.5 lists a job still initializing without its source: only a shown source is checked.
+      if (typeof job?.source === 'string') assert.ok(!job.source.includes(admin.password), 'credentials are not shown');
     }
     assert.equal(state, 'completed');
     assert.equal((await http(server!.url, 'GET', '/repl-dst/doc1', { auth: admin })).status, 200);
