@@ -897,8 +897,9 @@ class DevEngine {
           doc_id: row.id,
           id: (d._replication_id as string | undefined) ?? null,
           node: nodeName,
-          source: redact(d.source),
-          target: redact(d.target),
+          // As CouchDB 3.5: a job still initializing is listed without its endpoints.
+          source: mapped === 'initializing' ? null : redact(d.source),
+          target: mapped === 'initializing' ? null : redact(d.target),
           state: mapped,
           info: probeError ? { error: probeError } : state === 'error' ? { error: String(d._replication_state_reason ?? 'error') } : mapped === 'completed' ? (d._replication_stats ?? {}) : null,
           error_count: state === 'error' || probeError ? 1 : 0,
