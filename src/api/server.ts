@@ -11,6 +11,7 @@ import { ServiceError, badRequest, notFound, type FaultName } from '../tasks/err
 import { describeError } from '../util/errors.js';
 import * as v from './validate.js';
 import { registerScheduleRoutes } from './schedules.js';
+import { notImplementedCall, refuseUnhonouredOptions, registerUnsupportedRoutes } from './unsupported.js';
 import { detachReplica, ejectReplicaSource, promoteReplica, replicationView } from '../tasks/replication.js';
 import { createConfiguration, deleteConfiguration, setConfiguration, updateConfiguration } from '../tasks/configurations.js';
 import { changePasswords, createDatabases, createUsers, deleteDatabase, deleteUser, disableRoot, enableRoot, getUser, grantAccess, listDatabases, listUsers, revokeAccess, rootEnabled } from '../tasks/access.js';
@@ -209,6 +210,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     });
     api.post('/instances', async (req: Req) => {
       const b = body(req, 'instance');
+      refuseUnhonouredOptions(b, plane.compute.name, 'create');
       const volume = v.optional(b.volume, (x) => v.obj(x, '"volume"'));
       const ds = v.optional(b.datastore, (x) => v.obj(x, '"datastore"'));
       if (ds && ds.type !== undefined && ds.type !== null && ds.type !== DATASTORE) throw badRequest(`Datastore ${JSON.stringify(String(ds.type).slice(0, 80))} is not served here: the only datastore is ${DATASTORE}.`);
@@ -246,6 +248,17 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     const updateInstance = async (req: Req, reply: FastifyReply): Promise<FastifyReply> => {
       const b = body(req, 'instance');
       const inst = await plane.instance(req.params.project!, req.params.id!);
+      // Upgrade (troveclient's upgrade(): PATCH {"instance": {"datastore_version": X}}): Trove accepts it alone.
+      if ('datastore_version' in b) {
+        if (Object.keys(b).length !== 1) throw badRequest('"datastore_version" (an upgrade) cannot be combined with other changes in one request.');
+        const ref = v.ref(b.datastore_version, '"datastore_version"');
+        const target = (await store.find('datastore_versions', { datastore: DATASTORE })).find((x) => x.id === ref || x.name === ref);
+        if (!target) throw notFound(`Datastore version ${ref.slice(0, 80)} for datastore ${DATASTORE} could not be found.`);
+        if (target.name === inst.datastore_version) throw badRequest(`Instance ${inst.id} already runs ${DATASTORE} ${target.name}: nothing to upgrade.`);
+        if (target.active !== 1) throw badRequest(`Datastore version ${target.name} is not active.`);
+        throw notImplementedCall(`Instance upgrade from ${DATASTORE} ${inst.datastore_version} to ${target.name}`, req.method, '/instances/{id}');
+      }
+      refuseUnhonouredOptions(b, plane.compute.name, 'update');
       if (b.name !== undefined) {
         const name = v.displayName(b.name, '"name"');
         await store.update('instances', inst.id, { name, updated: new Date().toISOString() });
@@ -537,6 +550,8 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
 
     // Backup schedules (src/api/schedules.ts)
     registerScheduleRoutes(api, plane);
+    // Trove calls couchtrove does not implement: 501 naming the call (src/api/unsupported.ts)
+    registerUnsupportedRoutes(api, plane);
   }, { prefix: '/v1.0/:project' });
 
   return app;

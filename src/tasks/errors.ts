@@ -14,4 +14,5 @@ export const badRequest = (m: string): ServiceError => new ServiceError(400, 'ba
 export const notFound = (m: string): ServiceError => new ServiceError(404, 'itemNotFound', m);
 export const conflict = (m: string): ServiceError => new ServiceError(409, 'conflictingRequest', m);
 export const unprocessable = (m: string): ServiceError => new ServiceError(422, 'unprocessableEntity', m);
+export const notImplemented = (m: string): ServiceError => new ServiceError(501, 'notImplemented', m);
 export const overLimit = (m: string): ServiceError => new ServiceError(413, 'overLimit', m);

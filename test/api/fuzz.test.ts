@@ -45,7 +45,7 @@ const pathArb = fc.oneof(
   fc.tuple(seg(), seg(), seg()).map(([a, b, c]) => `/v1.0/local/instances/${a}/${b}/${c}`),
   fc.tuple(fc.constantFrom('instances', 'backups', 'flavors', 'datastores', 'configurations', 'instances/detail'), seg()).map(([k, s]) => `/v1.0/local/${k}/${s}`),
   fc.constantFrom('instances', 'backups', 'configurations', 'flavors', 'datastores').map((k) => `/v1.0/local/${k}`),
-  fc.tuple(fc.constantFrom('databases', 'users', 'root', 'action', 'backups', 'configuration'), seg()).map(([k, s]) => `/v1.0/local/instances/${instanceId}/${k}${s ? `/${s}` : ''}`),
+  fc.tuple(fc.constantFrom('databases', 'users', 'root', 'action', 'backups', 'configuration', 'log', 'metadata', 'modules'), seg()).map(([k, s]) => `/v1.0/local/instances/${instanceId}/${k}${s ? `/${s}` : ''}`),
   fc.tuple(fc.constantFrom('databases', 'users', 'root', 'action'), seg()).map(([k]) => `/v1.0/local/instances/${instanceId}/${k}`),
   fc.tuple(seg(), seg()).map(([u, d]) => `/v1.0/local/instances/${instanceId}/users/${u}/databases/${d}`),
   fc.tuple(seg(), odd).map(([a, q]) => `/v1.0/${a}/instances?limit=${encodeURIComponent(q)}&marker=${encodeURIComponent(q)}`),
@@ -75,7 +75,8 @@ test('generated requests: never a 5xx, always a Trove error body', async () => {
       if (rq.contentType) headers['content-type'] = rq.contentType;
       if (rq.token) headers['x-auth-token'] = rq.token;
       const r = await p.app.inject({ method: rq.method as 'GET', url: rq.path, headers, ...(rq.body === undefined || rq.method === 'GET' || rq.method === 'HEAD' ? {} : { payload: rq.body }) });
-      assert.ok(r.statusCode < 500, `${rq.method} ${rq.path.slice(0, 200)} body ${String(rq.body).slice(0, 300)} -> ${r.statusCode} ${r.body.slice(0, 300)}`);
+      // 501 notImplemented is the one 5xx allowed: Trove calls couchtrove does not implement (src/api/unsupported.ts).
+      assert.ok(r.statusCode < 500 || r.statusCode === 501, `${rq.method} ${rq.path.slice(0, 200)} body ${String(rq.body).slice(0, 300)} -> ${r.statusCode} ${r.body.slice(0, 300)}`);
       if (r.statusCode >= 400 && rq.method !== 'HEAD') {
         const j = JSON.parse(r.body) as Record<string, { code: number; message: string }>;
         const keys = Object.keys(j);
