@@ -77,6 +77,11 @@ test('instance, backup and configuration by positional NAME or ID; flags still w
   assert.equal(del.code, 0, del.err);
   assert.match(del.out, new RegExp(`configuration ${conf.id} deleted`));
 
+  const sched = (await json<{ schedule: { id: string } }>('schedule', 'create', '--instance', 'pos-db', '--name', 'hourly', '--pattern', '0 * * * *')).schedule;
+  const sd = await cli('schedule', 'delete', '--instance', 'pos-db', '--schedule', 'hourly');
+  assert.equal(sd.code, 0, sd.err);
+  assert.match(sd.out, new RegExp(`schedule ${sched.id} deleted`));
+
   const bd = await cli('backup', 'delete', 'inc', '--wait');
   assert.equal(bd.code, 0, bd.err);
   assert.equal((await cli('instance', 'delete', 'pos-copy', '--wait')).code, 0);
