@@ -1,7 +1,7 @@
 // The CLI's client for the couchtrove (Trove v1.0) API, and its output helpers: tables by default,
 // JSON with --json, a progress bar while --wait follows a task.
-import cliProgress from 'cli-progress';
 import type { CommandIO } from '../cli/command.js';
+import { WaitRenderer } from '../cli/progress.js';
 import { CouchtroveError } from '../util/errors.js';
 
 export type JsonObject = { [k: string]: unknown };
@@ -60,6 +60,18 @@ export class TroveApiClient {
     return this.request('GET', path);
   }
 
+  /** One page of a list, and the marker of the next one when the server says more exist. */
+  async page(path: string, key: string, limit?: number, marker?: string): Promise<{ rows: JsonObject[]; next?: string }> {
+    const q = new URLSearchParams();
+    if (limit) q.set('limit', String(limit));
+    if (marker) q.set('marker', marker);
+    const first = await this.get(`${path}${q.size ? (path.includes('?') ? '&' : '?') + q.toString() : ''}`);
+    const rows = [...((first[key] as JsonObject[] | undefined) ?? [])];
+    const href = (first.links as Array<{ rel: string; href: string }> | undefined)?.find((l) => l.rel === 'next')?.href;
+    const next = href ? new URL(href).searchParams.get('marker') ?? undefined : undefined;
+    return next === undefined ? { rows } : { rows, next };
+  }
+
   /** Every page of a list, following links rel next. */
   async list(path: string, key: string, limit?: number, marker?: string): Promise<JsonObject[]> {
     const q = new URLSearchParams();
@@ -81,19 +93,41 @@ export class TroveApiClient {
     return rows;
   }
 
-  /** An instance by id, or by name through the list (as the Trove clients do). */
-  async instanceId(ref: string): Promise<string> {
+  /**
+   * A resource's id from its id or its name, as the Trove clients find them: the id first, then the
+   * list by name. An ambiguous name is refused with the candidates, never guessed.
+   */
+  async resolve(kind: 'instance' | 'backup' | 'configuration', ref: string): Promise<string> {
     try {
-      const r = await this.get(`/instances/${encodeURIComponent(ref)}`);
-      return (r.instance as JsonObject).id as string;
+      const r = await this.get(`/${kind}s/${encodeURIComponent(ref)}`);
+      return (r[kind] as JsonObject).id as string;
     } catch (err) {
       if (!(err instanceof ApiError) || err.status !== 404) throw err;
-      const matches = (await this.list('/instances', 'instances')).filter((i) => i.name === ref);
-      if (matches.length === 1) return matches[0]!.id as string;
-      if (matches.length > 1) throw new CouchtroveError(`more than one instance is named ${ref}: use the id`);
-      throw err;
+      return pick(kind, ref, await this.list(`/${kind}s`, `${kind}s`), err);
     }
   }
+
+  /** An instance by id, or by name through the list. */
+  instanceId(ref: string): Promise<string> {
+    return this.resolve('instance', ref);
+  }
+
+  /** A schedule of an instance by id or name (schedules are listed per instance only). */
+  async scheduleId(instanceId: string, ref: string): Promise<string> {
+    const rows = ((await this.get(`/instances/${encodeURIComponent(instanceId)}/schedules`)).schedules ?? []) as JsonObject[];
+    if (rows.some((s) => s.id === ref)) return ref;
+    return pick('schedule', ref, rows, new ApiError(404, `Schedule ${ref} could not be found. (HTTP 404)`));
+  }
+}
+
+function pick(kind: string, ref: string, rows: JsonObject[], notFound: Error): string {
+  const matches = rows.filter((r) => r.name === ref);
+  if (matches.length === 1) return matches[0]!.id as string;
+  if (matches.length > 1) {
+    const list = matches.map((m) => `${String(m.id)}${m.created ? ` (created ${String(m.created)})` : ''}`).join(', ');
+    throw new CouchtroveError(`more than one ${kind} is named ${ref}: use the id, one of ${list}`);
+  }
+  throw notFound;
 }
 
 // ---- output -----------------------------------------------------------------------------------
@@ -125,6 +159,11 @@ export function details(o: JsonObject): string {
   return keys.map((k) => `${k.padEnd(w)}  ${cell(o[k])}`).join('\n') + '\n';
 }
 
+/** On stderr, so that stdout stays the listing: a page cut by --limit says how to get the next one. */
+export function moreHint(io: CommandIO, next: string | undefined): void {
+  if (next !== undefined) io.stderr.write(`more exist: use --marker ${next}\n`);
+}
+
 export function print(io: CommandIO, json: boolean | undefined, value: unknown, text: () => string): void {
   io.stdout.write(json ? JSON.stringify(value, null, 2) + '\n' : text());
 }
@@ -133,15 +172,22 @@ const FINAL_INSTANCE = new Set(['ACTIVE', 'ERROR', 'FAILED', 'SHUTDOWN', 'RESTAR
 const FINAL_BACKUP = new Set(['COMPLETED', 'FAILED', 'DELETE_FAILED']);
 
 /**
- * Polls an instance or backup until it reaches a final state (or disappears, for deletes), showing a
- * progress bar on a terminal. Returns the last view (undefined when it was deleted).
+ * Polls an instance or backup until it reaches a final state (or disappears, for deletes). On a
+ * terminal one line is redrawn with the state and, for backups, the API's bytes, rate and ETA;
+ * otherwise one line per state change. Returns the last view (undefined when it was deleted).
  */
 export async function waitFor(client: TroveApiClient, io: CommandIO, kind: 'instance' | 'backup', id: string, opts: { gone?: boolean; intervalMs?: number; timeoutMs?: number } = {}): Promise<JsonObject | undefined> {
-  const bar = io.stderr.isTTY ? new cliProgress.SingleBar({ format: `${kind} ${id.slice(0, 8)} [{bar}] {percentage}% {state}`, stream: io.stderr, hideCursor: true }, cliProgress.Presets.shades_classic) : undefined;
-  bar?.start(100, 0, { state: '' });
+  const tty = io.stderr.isTTY === true;
+  const render = new WaitRenderer(`${kind} ${tty ? id.slice(0, 8) : id}`);
+  let drawn = false;
+  const draw = (state: string, progress: unknown, final: boolean): void => {
+    const r = render.update({ state, progress: bytesOf(progress) }, final);
+    if (tty) {
+      io.stderr.write(`\r${r.line}\x1b[K`);
+      drawn = true;
+    } else if (r.changed) io.stderr.write(`${kind} ${id}: ${state}\n`);
+  };
   const end = Date.now() + (opts.timeoutMs ?? 3600_000);
-  let last = '';
-  let fake = 0;
   try {
     for (;;) {
       let view: JsonObject;
@@ -149,26 +195,25 @@ export async function waitFor(client: TroveApiClient, io: CommandIO, kind: 'inst
         view = (await client.get(`/${kind}s/${encodeURIComponent(id)}`))[kind] as JsonObject;
       } catch (err) {
         if (opts.gone && err instanceof ApiError && err.status === 404) {
-          bar?.update(100, { state: 'deleted' });
+          draw('deleted', undefined, true);
           return undefined;
         }
         throw err;
       }
       const state = String(view.status);
-      const p = view.progress as { percent?: number } | undefined;
-      fake = Math.min(95, fake + 3);
-      const pct = typeof p?.percent === 'number' ? p.percent : fake;
-      if (bar) bar.update(pct, { state });
-      else if (state !== last) io.stderr.write(`${kind} ${id}: ${state}\n`);
-      last = state;
-      if (!opts.gone && (kind === 'instance' ? FINAL_INSTANCE : FINAL_BACKUP).has(state)) {
-        bar?.update(100, { state });
-        return view;
-      }
+      const final = !opts.gone && (kind === 'instance' ? FINAL_INSTANCE : FINAL_BACKUP).has(state);
+      draw(state, view.progress, final && (state === 'COMPLETED' || state === 'ACTIVE'));
+      if (final) return view;
       if (Date.now() > end) throw new CouchtroveError(`${kind} ${id} is still ${state} after the wait`);
       await new Promise((r) => setTimeout(r, opts.intervalMs ?? 1000));
     }
   } finally {
-    bar?.stop();
+    if (drawn) io.stderr.write('\n');
   }
+}
+
+function bytesOf(p: unknown): { bytesDone: number; bytesTotal: number } | undefined {
+  if (typeof p !== 'object' || p === null) return undefined;
+  const { bytesDone, bytesTotal } = p as { bytesDone?: unknown; bytesTotal?: unknown };
+  return typeof bytesDone === 'number' && typeof bytesTotal === 'number' ? { bytesDone, bytesTotal } : undefined;
 }

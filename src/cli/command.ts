@@ -12,6 +12,11 @@ export interface CommandSpec<R extends OptionName, O extends OptionName> {
   summary: string;
   required: readonly R[];
   optional: readonly O[];
+  /**
+   * An option that may also be given as the one positional argument (`instance show NAME|ID`), as the
+   * openstack and trove clients take it; the flag keeps working.
+   */
+  positional?: R | O;
   /** Returns the process exit code. */
   run: (values: { [K in R]: ValueOf<K> } & { [K in O]?: ValueOf<K> }, io: CommandIO) => Promise<number>;
 }
@@ -28,6 +33,7 @@ export interface AnyCommand {
   summary: string;
   required: readonly OptionName[];
   optional: readonly OptionName[];
+  positional?: OptionName;
   run: (values: Record<string, unknown>, io: CommandIO) => Promise<number>;
 }
 
@@ -40,12 +46,13 @@ function flagText(spec: OptionSpec<unknown>): string {
 }
 
 /** Builds the commander tree for the given commands. */
-export function buildProgram(commands: AnyCommand[], io: CommandIO, onResult: (code: number) => void): Command {
+export function buildProgram(commands: AnyCommand[], io: CommandIO, onResult: (code: number) => void, version?: string): Command {
   const program = new Command('couchtrove')
     .description('couchtrove: run and protect Apache CouchDB')
     .exitOverride()
     .configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) })
     .showHelpAfterError(false);
+  if (version !== undefined) program.version(version, '-V, --version', 'Print the version of couchtrove');
   const groups = new Map<string, Command>();
   for (const cmd of commands) {
     let parent = program;
@@ -61,21 +68,31 @@ export function buildProgram(commands: AnyCommand[], io: CommandIO, onResult: (c
     }
     const sub = parent.command(cmd.path[cmd.path.length - 1]!).description(cmd.summary).exitOverride();
     const names = [...cmd.required, ...cmd.optional];
+    const pos = cmd.positional === undefined ? undefined : (catalogue[cmd.positional] as OptionSpec<unknown>);
+    if (pos) sub.argument(`[${pos.arg === 'ID' ? 'NAME|ID' : (pos.arg ?? 'VALUE')}]`, `${pos.description} (or --${pos.flag})`);
     for (const name of names) {
       const spec = catalogue[name] as OptionSpec<unknown>;
-      const opt = new Option(flagText(spec), spec.description + (cmd.required.includes(name) ? ' (required)' : ''));
+      const opt = new Option(flagText(spec), spec.description + (cmd.required.includes(name) ? (name === cmd.positional ? ' (required, as this flag or the argument)' : ' (required)') : ''));
       if (spec.default !== undefined) opt.default(spec.default);
       if (spec.env) opt.env(spec.env);
       sub.addOption(opt);
     }
-    sub.action(async (raw: Record<string, unknown>) => {
+    sub.action(async (...args: unknown[]) => {
+      // commander passes the declared arguments first, then the options.
+      const raw = (pos ? args[1] : args[0]) as Record<string, unknown>;
+      if (pos && typeof args[0] === 'string') {
+        const key = camel(pos.flag);
+        const flagged = raw[key];
+        if (flagged !== undefined && flagged !== args[0]) throw new UsageError(`give the ${pos.flag} once: ${JSON.stringify(args[0])} and --${pos.flag} ${JSON.stringify(flagged)} differ`);
+        raw[key] = args[0];
+      }
       const values: Record<string, unknown> = {};
       for (const name of names) {
         const spec = catalogue[name] as OptionSpec<unknown>;
         const key = camel(spec.flag);
         const v = raw[key];
         if (v === undefined || v === false) {
-          if (cmd.required.includes(name)) throw new UsageError(`missing required option --${spec.flag}`);
+          if (cmd.required.includes(name)) throw new UsageError(`missing required option --${spec.flag}${name === cmd.positional ? ` (or give it as the argument)` : ''}`);
           continue;
         }
         values[name] = spec.arg ? spec.parse(String(v), spec.flag) : true;

@@ -1,4 +1,5 @@
 // Entry point of the `couchtrove` executable: every command, one file each under commands/.
+import { readFileSync } from 'node:fs';
 import { CommanderError } from 'commander';
 import { buildProgram, type AnyCommand, type CommandIO } from './command.js';
 import { describeError } from '../util/errors.js';
@@ -15,9 +16,15 @@ import { scheduleCommands } from './commands/schedule/index.js';
 
 export const commands: AnyCommand[] = [...agentCommands, ...serverCommands, ...instanceCommands, ...databaseCommands, ...userCommands, ...rootCommands, ...backupCommands, ...flavorCommands, ...configurationCommands, ...scheduleCommands];
 
+/** The package's version, read from package.json (dist/src/cli/ is three levels below it). */
+export function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version?: unknown };
+  return String(pkg.version);
+}
+
 export async function main(argv: string[], io: CommandIO = { stdout: process.stdout, stderr: process.stderr, env: process.env }): Promise<number> {
   let code = 0;
-  const program = buildProgram(commands, io, (c) => (code = c));
+  const program = buildProgram(commands, io, (c) => (code = c), packageVersion());
   try {
     await program.parseAsync(argv, { from: 'user' });
     return code;

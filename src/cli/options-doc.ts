@@ -16,7 +16,8 @@ export function renderOptionsDoc(commands: AnyCommand[]): string {
     '|---|---|---|',
   ];
   for (const c of commands) {
-    const opts = [...c.required.map((n) => `**--${catalogue[n].flag}**`), ...c.optional.map((n) => `--${catalogue[n].flag}`)];
+    const flag = (n: keyof typeof catalogue): string => `--${catalogue[n].flag}${n === c.positional ? ' (or as the argument)' : ''}`;
+    const opts = [...c.required.map((n) => `**${flag(n)}**`), ...c.optional.map(flag)];
     lines.push(`| \`couchtrove ${c.path.join(' ')}\` | ${c.summary} | ${opts.join(' ')} |`);
   }
   const groups = new Map<string, OptionSpec<unknown>[]>();

@@ -32,7 +32,7 @@ export const backupOptions = {
   },
   backupId: {
     flag: 'backup', arg: 'ID', group: 'Backup engine', parse: parsers.backupId,
-    description: 'Backup id, as printed by backup and list',
+    description: 'Backup id, as printed by backup and list (through the API, a name works too)',
   },
   newBackupId: {
     flag: 'id', arg: 'ID', group: 'Backup engine', parse: parsers.backupId,
@@ -60,7 +60,7 @@ export const backupOptions = {
   },
   parent: {
     flag: 'parent', arg: 'ID', group: 'Backup engine', parse: parsers.backupId,
-    description: "Take an incremental backup on top of this backup ('latest' for the newest in the repository): only what each file gained since is stored",
+    description: "Take an incremental backup on top of this backup (through the API, a name works too; 'latest' for the newest in the repository, or the instance's latest completed backup): only what each file gained since is stored",
   },
   parentCheck: {
     flag: 'parent-check', arg: 'HOW', group: 'Backup engine', default: 'sampled', parse: parsers.oneOf('sampled', 'full'),

@@ -20,6 +20,6 @@ export const scheduleOptions = {
   },
   scheduleId: {
     flag: 'schedule', arg: 'ID', group: C, parse: parsers.string,
-    description: 'Schedule id',
+    description: 'Schedule id or name',
   },
 } satisfies Record<string, OptionSpec<unknown>>;

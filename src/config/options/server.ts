@@ -55,11 +55,11 @@ export const serverOptions = {
   },
   wait: {
     flag: 'wait', group: C, parse: parsers.boolean,
-    description: 'Wait until the instance or backup reaches a final state, with a progress bar on a terminal',
+    description: "Wait until the instance or backup reaches a final state: on a terminal one line with the state (and a backup's bytes, rate and ETA from the API), otherwise one line per state",
   },
   instanceRef: {
     flag: 'instance', arg: 'ID', group: C, parse: name,
-    description: 'Instance id (or name)',
+    description: 'Instance id or name',
   },
   resourceName: {
     flag: 'name', arg: 'NAME', group: C, parse: name,
@@ -101,7 +101,7 @@ export const serverOptions = {
   },
   configurationRef: {
     flag: 'configuration', arg: 'ID', group: C, parse: name,
-    description: 'Configuration group id',
+    description: 'Configuration group id or name',
   },
   configValues: {
     flag: 'values', arg: 'JSON', group: C,
@@ -123,7 +123,7 @@ export const serverOptions = {
   },
   pageMarker: {
     flag: 'marker', arg: 'ID', group: C, parse: name,
-    description: 'List after this id (paging)',
+    description: 'List after this id (paging; a listing cut by --limit prints the next marker on stderr)',
   },
   datastoreFilter: {
     flag: 'datastore', arg: 'TYPE', group: C, parse: name,

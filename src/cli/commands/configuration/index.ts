@@ -14,9 +14,10 @@ export const configurationCommands: AnyCommand[] = [
     },
   }),
   defineCommand({
-    path: ['configuration', 'show'], summary: 'Show a configuration group and its values', required: ['configurationRef'], optional: [...API],
+    path: ['configuration', 'show'], summary: 'Show a configuration group and its values', required: ['configurationRef'], optional: [...API], positional: 'configurationRef',
     run: async (o, io) => {
-      const r = (await new TroveApiClient(o).get(`/configurations/${encodeURIComponent(o.configurationRef)}`)).configuration as JsonObject;
+      const c = new TroveApiClient(o);
+      const r = (await c.get(`/configurations/${encodeURIComponent(await c.resolve('configuration', o.configurationRef))}`)).configuration as JsonObject;
       print(io, o.json, { configuration: r }, () => details(r));
       return 0;
     },
@@ -43,10 +44,12 @@ export const configurationCommands: AnyCommand[] = [
     },
   }),
   defineCommand({
-    path: ['configuration', 'delete'], summary: 'Delete a configuration group (detach it first)', required: ['configurationRef'], optional: [...API],
+    path: ['configuration', 'delete'], summary: 'Delete a configuration group (detach it first)', required: ['configurationRef'], optional: [...API], positional: 'configurationRef',
     run: async (o, io) => {
-      await new TroveApiClient(o).request('DELETE', `/configurations/${encodeURIComponent(o.configurationRef)}`);
-      print(io, o.json, { id: o.configurationRef, deleted: true }, () => `configuration ${o.configurationRef} deleted\n`);
+      const c = new TroveApiClient(o);
+      const id = await c.resolve('configuration', o.configurationRef);
+      await c.request('DELETE', `/configurations/${encodeURIComponent(id)}`);
+      print(io, o.json, { id, deleted: true }, () => `configuration ${id} deleted\n`);
       return 0;
     },
   }),
@@ -55,8 +58,9 @@ export const configurationCommands: AnyCommand[] = [
     run: async (o, io) => {
       const c = new TroveApiClient(o);
       const id = await c.instanceId(o.instanceRef);
-      await c.request('PUT', `/instances/${id}`, { instance: { configuration: o.configurationRef } });
-      print(io, o.json, { instance: id, configuration: o.configurationRef }, () => `configuration ${o.configurationRef} is being attached to ${id}\n`);
+      const conf = await c.resolve('configuration', o.configurationRef);
+      await c.request('PUT', `/instances/${id}`, { instance: { configuration: conf } });
+      print(io, o.json, { instance: id, configuration: conf }, () => `configuration ${conf} is being attached to ${id}\n`);
       return 0;
     },
   }),

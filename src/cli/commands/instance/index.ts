@@ -1,6 +1,6 @@
 // `couchtrove instance list|show|create|delete|restart|resize-volume|resize-flavor|detach-replica|promote|eject` against the API.
 import { defineCommand, type AnyCommand } from '../../command.js';
-import { TroveApiClient, details, print, table, waitFor, type JsonObject } from '../../../api/client.js';
+import { TroveApiClient, details, moreHint, print, table, waitFor, type JsonObject } from '../../../api/client.js';
 
 const API = ['apiUrl', 'apiToken', 'apiProject', 'json'] as const;
 const COLS = ['id', 'name', 'status', 'flavor', 'volume', 'datastore', 'couchdb_url'];
@@ -13,14 +13,15 @@ export const instanceCommands: AnyCommand[] = [
     path: ['instance', 'list'], summary: 'List instances', required: [], optional: [...API, 'pageLimit', 'pageMarker'],
     run: async (o, io) => {
       const c = new TroveApiClient(o);
-      const rows = await c.list('/instances', 'instances', o.pageLimit, o.pageMarker);
+      const { rows, next } = o.pageLimit ? await c.page('/instances', 'instances', o.pageLimit, o.pageMarker) : { rows: await c.list('/instances', 'instances', undefined, o.pageMarker), next: undefined };
       const full = await Promise.all(rows.map(async (r) => ((await c.get(`/instances/${r.id as string}`)).instance as JsonObject)));
       print(io, o.json, { instances: rows }, () => table(full, COLS));
+      moreHint(io, next);
       return 0;
     },
   }),
   defineCommand({
-    path: ['instance', 'show'], summary: 'Show an instance: status, where to connect (couchdb_url), volume use', required: ['instanceRef'], optional: [...API],
+    path: ['instance', 'show'], summary: 'Show an instance: status, where to connect (couchdb_url), volume use', required: ['instanceRef'], optional: [...API], positional: 'instanceRef',
     run: async (o, io) => {
       const c = new TroveApiClient(o);
       const id = await c.instanceId(o.instanceRef);
@@ -40,9 +41,9 @@ export const instanceCommands: AnyCommand[] = [
       if (o.volumeSize !== undefined) body.volume = { size: o.volumeSize };
       if (o.databases) body.databases = (o.databases as string[]).map((name) => ({ name }));
       if (o.userSpecs) body.users = o.userSpecs.map((u) => ({ name: u.name, password: u.password, databases: u.databases.map((name) => ({ name })) }));
-      if (o.backupId) body.restorePoint = { backupRef: o.backupId };
+      if (o.backupId) body.restorePoint = { backupRef: await c.resolve('backup', o.backupId) };
       if (o.replicaOf) body.replica_of = await c.instanceId(o.replicaOf);
-      if (o.configurationRef) body.configuration = o.configurationRef;
+      if (o.configurationRef) body.configuration = await c.resolve('configuration', o.configurationRef);
       let inst = (await c.request('POST', '/instances', { instance: body })).instance as JsonObject;
       if (o.wait) inst = (await waitFor(c, io, 'instance', inst.id as string)) ?? inst;
       show(io, o.json, inst);
@@ -50,7 +51,7 @@ export const instanceCommands: AnyCommand[] = [
     },
   }),
   defineCommand({
-    path: ['instance', 'delete'], summary: 'Delete an instance (its CouchDB, agent and volume)', required: ['instanceRef'], optional: [...API, 'wait'],
+    path: ['instance', 'delete'], summary: 'Delete an instance (its CouchDB, agent and volume)', required: ['instanceRef'], optional: [...API, 'wait'], positional: 'instanceRef',
     run: async (o, io) => {
       const c = new TroveApiClient(o);
       const id = await c.instanceId(o.instanceRef);
@@ -66,7 +67,7 @@ export const instanceCommands: AnyCommand[] = [
       summary: verb === 'detach-replica' ? 'Detach a replica: it stops following its source and becomes standalone and writable'
         : verb === 'promote' ? 'Promote a replica to replica source: the old source and the other replicas follow it'
           : 'Eject a replica source that is gone: the replica with the most documents takes over, the others follow it',
-      required: ['instanceRef'], optional: [...API, 'wait'],
+      required: ['instanceRef'], optional: [...API, 'wait'], positional: 'instanceRef',
       run: async (o, io) => {
         const c = new TroveApiClient(o);
         const id = await c.instanceId(o.instanceRef);
@@ -82,35 +83,30 @@ export const instanceCommands: AnyCommand[] = [
       },
     }),
   ),
-  ...(['restart', 'resize-volume', 'resize-flavor'] as const).map((verb) =>
-    defineCommand({
-      path: ['instance', verb],
-      summary: verb === 'restart' ? 'Restart CouchDB' : verb === 'resize-volume' ? 'Grow the volume (--size GB; never shrinks)' : 'Change the flavor (CouchDB restarts with its settings)',
-      required: ['instanceRef'], optional: [...API, 'wait', 'volumeSize', 'flavorRef'],
-      run: async (o, io) => {
-        const c = new TroveApiClient(o);
-        const id = await c.instanceId(o.instanceRef);
-        let action: JsonObject;
-        if (verb === 'restart') action = { restart: {} };
-        else if (verb === 'resize-volume') {
-          if (o.volumeSize === undefined) throw Object.assign(new Error('missing required option --size'), { name: 'UsageError' });
-          action = { resize: { volume: { size: o.volumeSize } } };
-        } else {
-          if (o.flavorRef === undefined) throw Object.assign(new Error('missing required option --flavor'), { name: 'UsageError' });
-          action = { resize: { flavorRef: o.flavorRef } };
-        }
-        await c.request('POST', `/instances/${id}/action`, action);
-        let inst = (await c.get(`/instances/${id}`)).instance as JsonObject;
-        if (o.wait) {
-          await new Promise((r) => setTimeout(r, 300));
-          inst = (await waitFor(c, io, 'instance', id)) ?? inst;
-        }
-        show(io, o.json, inst);
-        return o.wait && failed(inst) ? 1 : 0;
-      },
-    }),
-  ),
+  // One definition per verb, so that each accepts only its own options (restart takes no --size).
+  actionCommand('restart', 'Restart CouchDB', [], () => ({ restart: {} })),
+  actionCommand('resize-volume', 'Grow the volume (--size GB; never shrinks)', ['volumeSize'], (o) => ({ resize: { volume: { size: o.volumeSize } } })),
+  actionCommand('resize-flavor', 'Change the flavor (CouchDB restarts with its settings)', ['flavorRef'], (o) => ({ resize: { flavorRef: o.flavorRef } })),
 ];
+
+/** An instance action (POST /instances/{id}/action), positional NAME|ID, with the verb's own required options. */
+function actionCommand(verb: string, summary: string, required: ReadonlyArray<'volumeSize' | 'flavorRef'>, action: (o: { volumeSize?: number; flavorRef?: string }) => JsonObject): AnyCommand {
+  return defineCommand({
+    path: ['instance', verb], summary, required: ['instanceRef', ...required], optional: [...API, 'wait'], positional: 'instanceRef',
+    run: async (o, io) => {
+      const c = new TroveApiClient(o);
+      const id = await c.instanceId(o.instanceRef);
+      await c.request('POST', `/instances/${id}/action`, action(o));
+      let inst = (await c.get(`/instances/${id}`)).instance as JsonObject;
+      if (o.wait) {
+        await new Promise((r) => setTimeout(r, 300));
+        inst = (await waitFor(c, io, 'instance', id)) ?? inst;
+      }
+      show(io, o.json, inst);
+      return o.wait && failed(inst) ? 1 : 0;
+    },
+  });
+}
 
 /** After --wait: the operation failed when the instance is not ACTIVE or carries a fault (the task's reason). */
 function failed(inst: JsonObject): boolean {

@@ -44,8 +44,9 @@ export const scheduleCommands: AnyCommand[] = [
       const { TroveApiClient, print } = await import('../../../api/client.js');
       const c = new TroveApiClient(o);
       const id = await c.instanceId(o.instanceRef);
-      await c.request('DELETE', `/instances/${encodeURIComponent(id)}/schedules/${encodeURIComponent(o.scheduleId)}`);
-      print(io, o.json, { id: o.scheduleId, deleted: true }, () => `schedule ${o.scheduleId} deleted\n`);
+      const sid = await c.scheduleId(id, o.scheduleId);
+      await c.request('DELETE', `/instances/${encodeURIComponent(id)}/schedules/${encodeURIComponent(sid)}`);
+      print(io, o.json, { id: sid, deleted: true }, () => `schedule ${sid} deleted\n`);
       return 0;
     },
   }),
