@@ -98,14 +98,18 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     }
     const plane = new ControlPlane({ config, store, compute, backups: backupEngine, log });
     cleanup.push(() => plane.stop());
-    const app = await buildApi({ plane, log, accessLog: options.accessLog ?? false });
+    // Made here, started after recovery: readiness (GET /health/ready) reports it until then.
+    const scheduler = new BackupScheduler(plane, { log, ...(options.scheduleTickMs !== undefined ? { tickMs: options.scheduleTickMs } : {}) });
+    const app = await buildApi({ plane, log, accessLog: options.accessLog ?? false, scheduler });
     cleanup.push(() => app.close());
     // The listener is bound before any task is recovered: a port that is taken stops the start here.
     // Requests wait until recovery is done (tasks it resumes must not race new ones).
     let started!: () => void;
     let failed = false;
     const ready = new Promise<void>((resolve) => (started = resolve));
-    app.addHook('onRequest', async () => {
+    app.addHook('onRequest', async (req) => {
+      // Probes answer at once: alive while recovery runs, and not ready until it is done.
+      if (req.routeOptions.url === '/health' || req.routeOptions.url === '/health/ready') return;
       await ready;
       if (failed) throw new ServiceError(503, 'serviceUnavailable', 'The server failed to start.');
     });
@@ -125,7 +129,6 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     const recovered = await plane.start();
     if (recovered.resumed.length || recovered.failed.length) log(`tasks interrupted by the last stop: ${recovered.resumed.length} resumed, ${recovered.failed.length} failed`);
     // Backup schedules: the first tick runs, once, what fell due while the server was down.
-    const scheduler = new BackupScheduler(plane, { log, ...(options.scheduleTickMs !== undefined ? { tickMs: options.scheduleTickMs } : {}) });
     scheduler.start();
     started();
     const url = addr.replace('[::1]', '127.0.0.1');

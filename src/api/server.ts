@@ -12,6 +12,7 @@ import { describeError } from '../util/errors.js';
 import * as v from './validate.js';
 import { registerScheduleRoutes } from './schedules.js';
 import { notImplementedCall, refuseUnhonouredOptions, registerUnsupportedRoutes } from './unsupported.js';
+import { registerOperationsRoutes, type Liveness } from './operations.js';
 import { detachReplica, ejectReplicaSource, promoteReplica, replicationView } from '../tasks/replication.js';
 import { createConfiguration, deleteConfiguration, setConfiguration, updateConfiguration } from '../tasks/configurations.js';
 import { changePasswords, createDatabases, createUsers, deleteDatabase, deleteUser, disableRoot, enableRoot, getUser, grantAccess, listDatabases, listUsers, revokeAccess, rootEnabled } from '../tasks/access.js';
@@ -39,6 +40,8 @@ export interface ApiOptions {
   log?: (m: string) => void;
   /** Log every request (method, path, status). */
   accessLog?: boolean;
+  /** The backup scheduler, for readiness (src/api/operations.ts). */
+  scheduler?: Liveness;
 }
 
 /**
@@ -132,6 +135,8 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
   }
 
   // ---- unauthenticated ----------------------------------------------------------------------
+  // Health, readiness and metrics (src/api/operations.ts); first, so its hooks see every route.
+  await registerOperationsRoutes(app, plane, { log, ...(options.scheduler ? { scheduler: options.scheduler } : {}) });
   const versions = async (req: FastifyRequest): Promise<unknown> => ({
     versions: [{ id: 'v1.0', status: 'CURRENT', updated: '2012-08-01T00:00:00Z', links: [{ href: `${base(req)}/v1.0/`, rel: 'self' }] }],
   });

@@ -84,6 +84,8 @@ export interface ServerConfig {
   couchdb: CouchdbSection;
   /** Path of an Apache CouchDB release (COUCHDB_HOME); absent: the development engine. */
   couchdbHome?: string;
+  /** Bearer token /metrics requires when set; in token auth mode /metrics is refused without it (docs/operations.md). */
+  metricsToken?: string;
 }
 
 export const DEFAULT_FLAVORS: FlavorConfig[] = [
@@ -105,7 +107,7 @@ export const DEFAULT_COUCHDB: CouchdbSection = {
 
 /** Keys of [DEFAULT] and [couchdb], with their environment variables. */
 const DEFAULT_KEYS = ['state_dir', 'host', 'port', 'public_url', 'database_url', 'repository', 'backup_key_file', 'backup_encryption', 'auth_mode', 'local_project',
-  'region', 'backup_timeout', 'task_timeout', 'health_interval', 'instance_isolation', 'instance_uids', 'max_volume_size', 'max_body_bytes', 'couchdb_home'] as const;
+  'region', 'backup_timeout', 'task_timeout', 'health_interval', 'instance_isolation', 'instance_uids', 'max_volume_size', 'max_body_bytes', 'couchdb_home', 'metrics_token'] as const;
 const COUCHDB_KEYS = ['tcp_ports', 'udp_ports', 'backup_strategy', 'mount_point', 'usage_timeout', 'volume_support', 'device_path'] as const;
 
 /**
@@ -340,6 +342,8 @@ export function loadServerConfig(options: LoadOptions = {}): ServerConfig {
   if (keyFile) cfg.backupKeyFile = keyFile;
   const home = get<string | undefined>('couchdb_home', check.absolute, undefined) ?? (env.COUCHDB_HOME ? check.absolute('environment COUCHDB_HOME', 'COUCHDB_HOME', env.COUCHDB_HOME) : undefined);
   if (home) cfg.couchdbHome = home;
+  const metricsToken = get<string | undefined>('metrics_token', check.token, undefined);
+  if (metricsToken) cfg.metricsToken = metricsToken;
 
   // Sections with an id: flavors, projects, datastore versions.
   for (const [name, sec] of sections) {
@@ -404,6 +408,13 @@ export function loadServerConfig(options: LoadOptions = {}): ServerConfig {
       if (other && other !== p.id) throw new UsageError(`configuration: the same token is given to projects ${other} and ${p.id}`);
       seen.set(t, p.id);
     }
+  }
+  // The metrics token sees every project's counts: one that is also a project's token would hand a tenant
+  // the others' instance ids, and "notused" is no secret at all.
+  if (cfg.metricsToken !== undefined) {
+    if (cfg.metricsToken === 'notused') throw new UsageError('configuration: metrics_token must not be "notused", which clients send without auth');
+    const owner = seen.get(cfg.metricsToken);
+    if (owner) throw new UsageError(`configuration: metrics_token is also a token of project ${owner}: give metrics its own token`);
   }
   const ids = new Set<string>();
   for (const f of cfg.flavors) {

@@ -44,6 +44,14 @@ export interface TaskManagerOptions {
   log?: (message: string) => void;
 }
 
+/** A task that reached COMPLETED or FAILED (metrics listen for these). */
+export interface TaskFinished {
+  readonly task: Row<'tasks'>;
+  readonly result: 'completed' | 'failed';
+  /** From the task's creation (so queueing and a restart in between count) to now. */
+  readonly seconds: number;
+}
+
 class StopError extends Error {
   constructor() {
     super('the control plane is stopping');
@@ -58,9 +66,33 @@ export class TaskManager {
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
   private readonly log: (m: string) => void;
+  private readonly finishedListeners = new Set<(e: TaskFinished) => void>();
 
   constructor(private readonly store: StateStore, private readonly options: TaskManagerOptions = {}) {
     this.log = options.log ?? (() => undefined);
+  }
+
+  /** Calls listener whenever a task ends here, COMPLETED or FAILED; returns the unsubscribe. */
+  onFinished(listener: (e: TaskFinished) => void): () => void {
+    this.finishedListeners.add(listener);
+    return () => this.finishedListeners.delete(listener);
+  }
+
+  private finished(task: Row<'tasks'>, result: TaskFinished['result']): void {
+    const seconds = Math.max(0, (Date.now() - Date.parse(task.created)) / 1000);
+    for (const l of this.finishedListeners) {
+      // An observer's bug must not change a task's outcome.
+      try {
+        l({ task, result, seconds });
+      } catch (err) {
+        this.log(`task ${task.id}: finished listener: ${describeError(err)}`);
+      }
+    }
+  }
+
+  /** True between recover() (which starts the watchdog) and stop(): tasks can be started and are watched. */
+  get alive(): boolean {
+    return !this.stopped && this.timer !== undefined;
   }
 
   register<P>(kind: string, handler: TaskHandler<P>): void {
@@ -150,7 +182,7 @@ export class TaskManager {
       const tracked = work.catch(() => undefined).finally(() => this.settling.delete(tracked));
       this.settling.add(tracked);
       await raceAbort(work, controller.signal);
-      await this.store.update('tasks', task.id, { status: 'COMPLETED', step: 'done', updated: now(), error: null }, { status: 'RUNNING' });
+      if (await this.store.update('tasks', task.id, { status: 'COMPLETED', step: 'done', updated: now(), error: null }, { status: 'RUNNING' })) this.finished(current, 'completed');
     } catch (err) {
       if (controller.signal.aborted && controller.signal.reason instanceof StopError) {
         this.log(`task ${task.id} (${task.kind}) left RUNNING at shutdown; it is recovered at the next start`);
@@ -167,6 +199,7 @@ export class TaskManager {
     const changed = await this.store.update('tasks', task.id, { status: 'FAILED', error: reason, updated: now() }, { status: ['NEW', 'RUNNING'] });
     if (!changed) return;
     this.log(`task ${task.id} (${task.kind}) FAILED: ${reason}`);
+    this.finished(task, 'failed');
     const handler = this.handlers.get(task.kind);
     try {
       await handler?.failed(task, reason);

@@ -113,8 +113,16 @@ export class BackupScheduler {
     this.clock = options.clock ?? (() => new Date());
   }
 
+  private started = false;
+
+  /** True between start() and stop(): due schedules are being looked for (readiness, src/api/operations.ts). */
+  get alive(): boolean {
+    return this.started && !this.stopping;
+  }
+
   /** Starts ticking; the first tick (now) runs what was missed while the server was down, once. */
   start(): void {
+    this.started = true;
     const loop = (): void => {
       if (this.stopping) return;
       this.ticking = this.tick().catch((err: unknown) => this.log(`schedules: ${describeError(err)}`)).then(() => undefined);
