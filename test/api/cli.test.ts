@@ -2,8 +2,7 @@
 // served over the fakes: tables by default, --json, --wait.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { PassThrough } from 'node:stream';
-import { main } from '../../src/cli/main.js';
+import { runMain } from '../support/cli.js';
 import { startPlane, type TestPlane } from '../support/plane.js';
 
 let p: TestPlane;
@@ -14,17 +13,7 @@ before(async () => {
 });
 after(async () => p.close());
 
-async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  let out = '';
-  let err = '';
-  stdout.on('data', (d: Buffer) => (out += d.toString()));
-  stderr.on('data', (d: Buffer) => (err += d.toString()));
-  // commander reads flag fallbacks from process.env, so the URL goes as a flag.
-  const code = await main([...args, '--api-url', url], { stdout, stderr, env: {} });
-  return { code, out, err };
-}
+const cli = (...args: string[]): ReturnType<typeof runMain> => runMain([...args, '--api-url', url]);
 
 test('instance, database, user, root, backup, flavor, configuration commands', async () => {
   const fl = await cli('flavor', 'list');

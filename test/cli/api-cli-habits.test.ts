@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { PassThrough } from 'node:stream';
 import { main } from '../../src/cli/main.js';
 import { WaitRenderer } from '../../src/cli/progress.js';
+import { runMain } from '../support/cli.js';
 import { startPlane, type TestPlane } from '../support/plane.js';
 
 let p: TestPlane;
@@ -17,16 +18,7 @@ before(async () => {
 });
 after(async () => p.close());
 
-async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  let out = '';
-  let err = '';
-  stdout.on('data', (d: Buffer) => (out += d.toString()));
-  stderr.on('data', (d: Buffer) => (err += d.toString()));
-  const code = await main([...args, '--api-url', url], { stdout, stderr, env: {} });
-  return { code, out, err };
-}
+const cli = (...args: string[]): ReturnType<typeof runMain> => runMain([...args, '--api-url', url]);
 
 async function json<T>(...args: string[]): Promise<T> {
   const r = await cli(...args, '--json');

@@ -1,7 +1,10 @@
-// Runs the real `couchtrove` executable as a child process, as a user would.
+// Runs the real `couchtrove` executable as a child process, as a user would, or its main() in this
+// process (for the API commands against a test plane).
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';
+import { PassThrough } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import { main } from '../../src/cli/main.js';
 
 export const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../bin/couchtrove.js');
 
@@ -25,4 +28,16 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv = {}, input = ''):
     child.on('error', reject);
     child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
   });
+}
+
+/** The CLI's main() in this process with an empty environment: commander reads flag fallbacks from process.env, so give every setting as a flag. */
+export async function runMain(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const stdout = new PassThrough();
+  const stderr = new PassThrough();
+  let out = '';
+  let err = '';
+  stdout.on('data', (d: Buffer) => (out += d.toString()));
+  stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const code = await main(args, { stdout, stderr, env: {} });
+  return { code, out, err };
 }
