@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { AgentApi, AgentServeConfig } from '../agent/protocol.js';
 import type { Row } from '../state/index.js';
-import type { PortRange } from '../config/server.js';
+import { DEFAULT_INSTANCE_UIDS, type PortRange } from '../config/server.js';
 import type { ComputeDriver, EngineInfo, Placement } from './driver.js';
 
 export type AgentFactory = (baseUrl: string, token: string) => AgentApi | Promise<AgentApi>;
@@ -172,7 +172,7 @@ export class LocalProcessDriver implements ComputeDriver {
    * (an instance removed without its control plane) is taken over.
    */
   private allocateUid(dir: string): number {
-    const range = this.options.uidRange ?? { from: 700000, to: 799999 };
+    const range = this.options.uidRange ?? DEFAULT_INSTANCE_UIDS;
     const used = passwdUids();
     fs.mkdirSync(UID_CLAIMS, { recursive: true, mode: 0o700 });
     for (let uid = range.from; uid <= range.to; uid++) {

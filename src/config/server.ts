@@ -95,6 +95,9 @@ export const DEFAULT_FLAVORS: FlavorConfig[] = [
   { id: '4', name: 'large', ram: 4096, vcpus: 4 },
 ];
 
+/** The uids (and gids) isolated instances get, unless instance_uids says otherwise. */
+export const DEFAULT_INSTANCE_UIDS: PortRange = { from: 700000, to: 799999 };
+
 export const DEFAULT_COUCHDB: CouchdbSection = {
   tcpPorts: [],
   udpPorts: [],
@@ -314,7 +317,7 @@ export function loadServerConfig(options: LoadOptions = {}): ServerConfig {
     taskTimeout: get('task_timeout', (w, k, v) => check.int(w, k, v, 5, 86400), 600),
     healthInterval: get('health_interval', (w, k, v) => check.int(w, k, v, 1, 300), 5),
     instanceIsolation: get('instance_isolation', (w, k, v) => (v === 'auto' || v === 'user' || v === 'none' ? v : bad(w, k, `expected auto, user or none, got ${JSON.stringify(v)}`)), 'auto' as 'auto' | 'user' | 'none'),
-    instanceUids: get('instance_uids', check.uidRange, { from: 700000, to: 799999 }),
+    instanceUids: get('instance_uids', check.uidRange, DEFAULT_INSTANCE_UIDS),
     maxVolumeSize: get('max_volume_size', (w, k, v) => check.int(w, k, v, 1, 1 << 20), 1024),
     maxBodyBytes: get('max_body_bytes', (w, k, v) => check.int(w, k, v, 1024, 64 << 20), 1 << 20),
     projects: [],
