@@ -31,6 +31,11 @@ export const GUARD_ID = '_design/couchtrove-replica';
 /** `_replicator` document ids: FOLLOW_PREFIX + database name with '/' as '~' (not allowed in database names). */
 export const FOLLOW_PREFIX = 'couchtrove-follow-';
 const REPLICATOR = '_replicator';
+/**
+ * Per job, instead of CouchDB's 30 s default: after the primary restarts, a job waits this long on a pooled
+ * connection to the old process before it retries, so a replica resumes within seconds, not half a minute.
+ */
+const CONNECTION_TIMEOUT_MS = 10_000;
 const USERS = '_users';
 
 export const followDocId = (db: string) => `${FOLLOW_PREFIX}${db.replaceAll('/', '~')}`;
@@ -321,7 +326,7 @@ export class ReplicationManager {
     const target = { url: `${this.#localUrl}/${enc(db)}`, auth: { basic: { username: user.username, password: user.password } } };
     const selector = { _id: { $ne: GUARD_ID } };
     // The fingerprint (a hash, so no secret is readable from it) tells whether the document is current.
-    const fingerprint = sha(JSON.stringify({ source, target, selector, v: 1 }));
+    const fingerprint = sha(JSON.stringify({ source, target, selector, connection_timeout: CONNECTION_TIMEOUT_MS, v: 1 }));
     return {
       _id: followDocId(db),
       source,
@@ -329,6 +334,7 @@ export class ReplicationManager {
       continuous: true,
       create_target: true,
       selector,
+      connection_timeout: CONNECTION_TIMEOUT_MS,
       couchtrove: { database: db, primary: follow.primaryUrl, fingerprint },
     };
   }
