@@ -230,11 +230,11 @@ export function registerConfigurationTasks(plane: ControlPlane): void {
           pending = r.pending;
         }
       } else {
-        // Detach: the instance's ini files go back to the flavor's settings; CouchDB reads them at the next restart.
+        // Detach: the instance's ini files go back to the flavor's settings. prepare restarts CouchDB on them,
+        // so every key (this group's and any pending one) is in effect and no restart is left to ask for.
         await agentCall(agent.prepare(await plane.settings(inst, { configurationId: null })));
-        restartRequired = true;
       }
-      const restart = restartRequired || inst.status === 'RESTART_REQUIRED';
+      const restart = restartRequired || (ctx.params.configurationId !== null && inst.status === 'RESTART_REQUIRED');
       const fault = restart && ctx.params.configurationId ? (await restartReason(agent, pending)) ?? inst.fault : null;
       const ok = await plane.store.update('instances', inst.id, {
         configuration_id: ctx.params.configurationId, status: restart ? 'RESTART_REQUIRED' : 'ACTIVE', task_id: null, fault, updated: now(),

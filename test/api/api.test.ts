@@ -212,6 +212,9 @@ test('resize: volume grows only; flavor; configurations attach/detach', async ()
   assert.equal((await call('DELETE', `/v1.0/local/configurations/${cid}`)).status, 422);
   assert.equal((await call('PUT', `/v1.0/local/instances/${id}`, { instance: { configuration: null } })).status, 202);
   await until('detached', async () => p.store.get('instances', id), (x) => x?.configuration_id === null && x.task_id === null);
+  // Detaching restarts CouchDB on the flavor's settings: nothing is left pending.
+  assert.equal((await p.store.get('instances', id))?.status, 'ACTIVE');
+  assert.equal(p.compute.agentOf(id).overrides['couchdb/max_document_size'], undefined);
   assert.equal((await call('POST', act, { restart: {} })).status, 202);
   await until('restarted', async () => p.store.get('instances', id), (x) => x?.status === 'ACTIVE');
   assert.equal((await call('DELETE', `/v1.0/local/configurations/${cid}`)).status, 202);

@@ -38,6 +38,8 @@ export class FakeAgent implements AgentApi {
 
   async prepare(settings: InstanceSettings): Promise<InstanceStatus> {
     this.settings = settings;
+    // As the real agent: the ini files are rewritten from the settings, dropping earlier overrides.
+    this.overrides = { ...settings.overrides };
     if (settings.restore) {
       const b = this.repo.backups.get(settings.restore.backupId);
       if (!b) throw Object.assign(new Error(`backup ${settings.restore.backupId} not found`), { status: 404 });
