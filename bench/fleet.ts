@@ -215,7 +215,7 @@ async function main(): Promise<void> {
       `run task written after the slot: median ${pct(runStart, 50).toFixed(1)} s, p99 ${pct(runStart, 99).toFixed(1)} s, max ${Math.max(...runStart).toFixed(1)} s; ` +
       `backup started: median ${pct(startLag, 50).toFixed(1)} s, p99 ${pct(startLag, 99).toFixed(1)} s (${made.length} backups); ` +
       `COMPLETED: median ${pct(doneLag, 50).toFixed(1)} s, p99 ${pct(doneLag, 99).toFixed(1)} s, max ${Math.max(...doneLag).toFixed(1)} s (${doneLag.length})`);
-    out.push(`PostgreSQL database size at the end: ${(dbSize / 2 ** 20).toFixed(1)} MiB; largest tables: ${tables.map((t) => `${t.t} ${(Number(t.s) / 2 ** 20).toFixed(1)} MiB (${t.n} rows)`).join(', ')}`);
+    out.push(`PostgreSQL database size at the end: ${(dbSize / 2 ** 20).toFixed(1)} MiB; largest tables: ${tables.map((t) => `${t.t} ${(Number(t.s) / 2 ** 20).toFixed(1)} MiB (~${t.n} rows)`).join(', ')}`);
     out.push(`simulated agent calls: ${sim.calls.length}; violations (overlapping or repeated effects): ${sim.violations.length}`);
     console.log(out.join('\n'));
   } finally {
