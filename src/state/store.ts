@@ -41,6 +41,8 @@ export interface StateStore {
    * the same moment never take the same task, nor wait on each other.
    */
   claimTasks(owner: string, at: string, leaseUntil: string, kinds: readonly string[], limit: number): Promise<Row<'tasks'>[]>;
+  /** Extends the lease of these NEW or RUNNING tasks that owner still holds, in one statement; returns the ids it still holds. */
+  renewTasks(owner: string, ids: readonly string[], leaseUntil: string): Promise<string[]>;
   /** Takes or renews the lease `id` for owner until `expires` when it is free, expired at `at`, or owner's already; true when owner holds it. */
   acquireLease(id: string, owner: string, at: string, expires: string): Promise<boolean>;
   close(): Promise<void>;
@@ -141,6 +143,14 @@ class KyselyStateStore implements StateStore {
       }
       return rows;
     });
+  }
+
+  async renewTasks(owner: string, ids: readonly string[], leaseUntil: string): Promise<string[]> {
+    if (ids.length === 0) return [];
+    const rows = await this.db.updateTable('tasks').set({ lease_until: leaseUntil })
+      .where('id', 'in', [...ids]).where('owner', '=', owner).where('status', 'in', ['NEW', 'RUNNING'])
+      .returning('id').execute();
+    return rows.map((r) => r.id);
   }
 
   async acquireLease(id: string, owner: string, at: string, expires: string): Promise<boolean> {

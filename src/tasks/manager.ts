@@ -319,23 +319,19 @@ export class TaskManager {
 
   /** Renews the lease of every task running here; a task whose row names another owner now is stopped. */
   async renew(): Promise<void> {
-    for (const [id, r] of [...this.running]) {
-      if (r.controller.signal.aborted) continue;
-      const held = await this.store.update('tasks', id, { lease_until: this.leaseEnd() }, { owner: this.owner, status: ['NEW', 'RUNNING'] });
-      if (!held && this.running.get(id) === r) r.controller.abort(new LeaseLostError(id));
+    const mine = [...this.running].filter(([, r]) => !r.controller.signal.aborted);
+    // One statement per renewal, however many tasks run here.
+    const held = new Set(await this.store.renewTasks(this.owner, mine.map(([id]) => id), this.leaseEnd()));
+    for (const [id, r] of mine) {
+      if (!held.has(id) && this.running.get(id) === r) r.controller.abort(new LeaseLostError(id));
     }
   }
 
   /**
-   * Aborts this process's tasks past their deadline (their own timers normally do), and takes over the
-   * tasks whose lease ran out: a dead peer's tasks are resumed or failed here while this process runs.
+   * Takes over the tasks whose lease ran out: a dead peer's tasks are resumed or failed here while this
+   * process runs. (This process's own tasks time out by the timer each run sets.)
    */
   async sweep(): Promise<void> {
-    const t = now();
-    for (const [id, r] of this.running) {
-      const row = await this.store.get('tasks', id);
-      if (row?.deadline && row.deadline < t) r.controller.abort(new Error(`timed out: the task did not finish by its deadline ${row.deadline}`));
-    }
     const r = await this.takeOver(false);
     if (r.resumed.length || r.failed.length) this.log(`tasks whose process stopped renewing their lease: ${r.resumed.length} resumed here, ${r.failed.length} failed`);
   }

@@ -178,6 +178,7 @@ export class BackupScheduler {
   /** Starts every schedule due at `at` whose slot no process fired yet; returns their ids. */
   async tick(at: Date = this.clock()): Promise<string[]> {
     const started: string[] = [];
+    const fired: Array<[string, Row<'tasks'>]> = [];
     const due = (await this.store.find('backup_schedules')).filter((s) => new Date(s.next_run).getTime() <= at.getTime());
     // Each process walks the due slots in its own random order: processes ticking together then split the
     // work instead of all racing for the same slot first (measured: bench/fleet.ts).
@@ -206,11 +207,15 @@ export class BackupScheduler {
       }
       // Then the next slot, compare-and-set: a process that died between the two leaves it to the next tick.
       await this.store.update('backup_schedules', s.id, { next_run: next, last_run: at.toISOString(), updated: now() }, { next_run: s.next_run });
-      if (!task) continue;
-      started.push(s.id);
+      if (task) fired.push([s.id, task]);
+    }
+    // Started only once every due slot is claimed: runs already going would slow the claiming of the rest
+    // (their polling shares the connection pool), and with it the lag at the top of the hour.
+    for (const [sid, task] of fired) {
+      started.push(sid);
       this.plane.tasks.start(task);
-      const p = this.plane.tasks.settled(task.id).then(() => undefined).finally(() => this.running.delete(s.id));
-      this.running.set(s.id, p);
+      const p = this.plane.tasks.settled(task.id).then(() => undefined).finally(() => this.running.delete(sid));
+      this.running.set(sid, p);
     }
     return started;
   }
