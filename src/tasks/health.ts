@@ -10,10 +10,13 @@ import { describeError } from '../util/errors.js';
 import type { ControlPlane } from './control.js';
 import { withTimeout } from './control.js';
 import { LeaderLease } from './leader.js';
+import { mapLimit } from '../util/concurrency.js';
 
 /** Every fault the monitor writes starts with this; only such faults are cleared by it. */
 export const HEALTH_FAULT = 'health check: ';
 const WATCHED: InstanceStatus[] = ['ACTIVE', 'RESTART_REQUIRED', 'SHUTDOWN', 'ERROR'];
+/** Agents asked at once in a round. */
+const HEALTH_CONCURRENCY = 64;
 
 export class HealthMonitor {
   #timer: NodeJS.Timeout | null = null;
@@ -51,7 +54,8 @@ export class HealthMonitor {
   async checkAll(): Promise<void> {
     if (!(await this.leader.hold())) return;
     const rows = await this.plane.store.find('instances', { status: WATCHED });
-    await Promise.all(rows.filter((i) => i.task_id === null && i.agent_port !== null).map((i) => this.check(i)));
+    // Bounded, so that a large fleet is not asked all at once from one process (the leader).
+    await mapLimit(rows.filter((i) => i.task_id === null && i.agent_port !== null), HEALTH_CONCURRENCY, (i) => this.check(i));
   }
 
   /** One instance: ask its agent, write what it says (compare-and-set on the status read). */

@@ -200,7 +200,7 @@ export class TaskManager {
   private async execute(task: Row<'tasks'>, controller: AbortController, resumed: boolean): Promise<void> {
     const handler = this.handlers.get(task.kind);
     if (!handler) {
-      await this.fail(task, `unknown task kind ${task.kind}`);
+      await this.fail(task, `unknown task kind ${task.kind}`, this.owner);
       return;
     }
     const claimed = await this.store.update('tasks', task.id, { status: 'RUNNING', attempts: task.attempts + 1, updated: now(), heartbeat: now(), lease_until: this.leaseEnd() }, { status: ['NEW', 'RUNNING'], owner: this.owner });
