@@ -81,7 +81,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
         log(`made the backup encryption key ${keyFile} (0600): keep a copy, backups cannot be restored without it`);
       }
     }
-    const store = await openState(config.databaseUrl ? { databaseUrl: config.databaseUrl } : { stateDir: config.stateDir });
+    const store = await openState(config.databaseUrl ? { databaseUrl: config.databaseUrl, poolSize: config.databasePool } : { stateDir: config.stateDir });
     cleanup.push(() => store.close());
     const compute = options.compute ?? new LocalProcessDriver({
       stateDir: config.stateDir,

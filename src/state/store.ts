@@ -61,6 +61,8 @@ export interface OpenStateOptions {
   stateDir?: string;
   /** SQLite file (overrides stateDir), or ':memory:'. */
   sqliteFile?: string;
+  /** PostgreSQL connections in the pool (default 5). */
+  poolSize?: number;
 }
 
 const ORDERED_BY_CREATED = new Set<TableName>(['projects', 'instances', 'backups', 'tasks', 'configurations']);
@@ -201,7 +203,7 @@ export async function openState(options: OpenStateOptions): Promise<StateStore> 
     location = `postgres://${url.hostname}${url.port ? ':' + url.port : ''}${url.pathname}`;
     const pool = new pg.Pool({
       connectionString: options.databaseUrl,
-      max: 5,
+      max: options.poolSize ?? 5,
       // BIGINT (oid 20) columns hold byte counts far below 2^53: read them as numbers.
       types: { getTypeParser: ((oid: number, format?: string) => (oid === 20 ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as 'text'))) as typeof pg.types.getTypeParser },
     });
