@@ -210,8 +210,12 @@ test('three processes, SIGKILLed at random: every task ends, none ran twice, no 
     assert.ok([...byKind.values()].some((v) => v.takenOver > 0), 'some task was taken over from a killed process');
     // Nothing ran twice, and no task ran in two processes at once.
     assert.deepEqual(sim.violations, []);
-    // Failures are only the documented ones: a non-resumable task interrupted by a kill.
+    // Failures are only the documented ones: a non-resumable task interrupted by a kill, or a create whose
+    // process was killed between writing the task and writing the instance (the client got no answer: the
+    // driver above sent it again elsewhere), which then finds no instance and fails.
+    const instanceIds = new Set((await store.find('instances')).map((i) => i.id));
     for (const t of tasks.filter((x) => x.status === 'FAILED')) {
+      if (t.kind === 'instance.create' && !instanceIds.has(t.instance_id ?? '') && /is no longer held by task/.test(t.error ?? '')) continue;
       assert.match(t.error ?? '', /^interrupted: the control plane stopped/, `${t.kind} ${t.id}: ${t.error}`);
     }
     // Backups: COMPLETED ones are in the repository once; nothing else is.
