@@ -54,6 +54,8 @@ export interface StartOptions {
   log?: (line: string) => void;
   compute?: ComputeDriver;
   agentFactory?: AgentFactory;
+  /** The backup engine (default: the real one, backupEngine); tests and the fleet benchmark simulate it. */
+  backups?: BackupEngine;
   accessLog?: boolean;
   /** How often backup schedules are checked, ms (default 15 s). */
   scheduleTickMs?: number;
@@ -79,7 +81,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
         log(`made the backup encryption key ${keyFile} (0600): keep a copy, backups cannot be restored without it`);
       }
     }
-    const store = await openState(config.databaseUrl ? { databaseUrl: config.databaseUrl } : { stateDir: config.stateDir });
+    const store = await openState(config.databaseUrl ? { databaseUrl: config.databaseUrl, poolSize: config.databasePool } : { stateDir: config.stateDir });
     cleanup.push(() => store.close());
     const compute = options.compute ?? new LocalProcessDriver({
       stateDir: config.stateDir,
@@ -96,7 +98,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     if (config.authMode === 'local') {
       log(`WARNING: local auth mode: the token "${LOCAL_TOKEN}" (what clients send without auth) is accepted for project "${config.localProject}"; set auth_mode = token and [project:ID] tokens for anything shared`);
     }
-    const plane = new ControlPlane({ config, store, compute, backups: backupEngine, log });
+    const plane = new ControlPlane({ config, store, compute, backups: options.backups ?? backupEngine, log });
     cleanup.push(() => plane.stop());
     // Made here, started after recovery: readiness (GET /health/ready) reports it until then.
     const scheduler = new BackupScheduler(plane, { log, ...(options.scheduleTickMs !== undefined ? { tickMs: options.scheduleTickMs } : {}) });

@@ -70,6 +70,10 @@ export interface ServerConfig {
   taskTimeout: number;
   /** Seconds between two health checks of every idle instance through its agent. */
   healthInterval: number;
+  /** Connections each process keeps to PostgreSQL (SQLite: unused). */
+  databasePool: number;
+  /** Seconds a task stays its process's without a renewal (renewed every third of it); then another process takes it over. */
+  taskLease: number;
   /** auto: each instance's CouchDB runs as its own uid when the control plane is root; user: always (or refuse); none: never. */
   instanceIsolation: 'auto' | 'user' | 'none';
   /** The uids (and gids) instances get. */
@@ -110,7 +114,7 @@ export const DEFAULT_COUCHDB: CouchdbSection = {
 
 /** Keys of [DEFAULT] and [couchdb], with their environment variables. */
 const DEFAULT_KEYS = ['state_dir', 'host', 'port', 'public_url', 'database_url', 'repository', 'backup_key_file', 'backup_encryption', 'auth_mode', 'local_project',
-  'region', 'backup_timeout', 'task_timeout', 'health_interval', 'instance_isolation', 'instance_uids', 'max_volume_size', 'max_body_bytes', 'couchdb_home', 'metrics_token'] as const;
+  'region', 'backup_timeout', 'task_timeout', 'health_interval', 'task_lease', 'database_pool', 'instance_isolation', 'instance_uids', 'max_volume_size', 'max_body_bytes', 'couchdb_home', 'metrics_token'] as const;
 const COUCHDB_KEYS = ['tcp_ports', 'udp_ports', 'backup_strategy', 'mount_point', 'usage_timeout', 'volume_support', 'device_path'] as const;
 
 /**
@@ -316,6 +320,8 @@ export function loadServerConfig(options: LoadOptions = {}): ServerConfig {
     backupTimeout: get('backup_timeout', (w, k, v) => check.int(w, k, v, 5, 7 * 86400), 3600),
     taskTimeout: get('task_timeout', (w, k, v) => check.int(w, k, v, 5, 86400), 600),
     healthInterval: get('health_interval', (w, k, v) => check.int(w, k, v, 1, 300), 5),
+    taskLease: get('task_lease', (w, k, v) => check.int(w, k, v, 2, 3600), 15),
+    databasePool: get('database_pool', (w, k, v) => check.int(w, k, v, 2, 200), 5),
     instanceIsolation: get('instance_isolation', (w, k, v) => (v === 'auto' || v === 'user' || v === 'none' ? v : bad(w, k, `expected auto, user or none, got ${JSON.stringify(v)}`)), 'auto' as 'auto' | 'user' | 'none'),
     instanceUids: get('instance_uids', check.uidRange, DEFAULT_INSTANCE_UIDS),
     maxVolumeSize: get('max_volume_size', (w, k, v) => check.int(w, k, v, 1, 1 << 20), 1024),

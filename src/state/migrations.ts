@@ -137,4 +137,28 @@ export const migrations: Record<string, Migration> = {
       await db.schema.dropTable('backup_schedules').ifExists().execute();
     },
   },
+  // Several control-plane processes on one PostgreSQL (issue 18): a task belongs to the process that runs
+  // it while its lease holds; leases(name) is the leader lease for periodic work one process does.
+  '0003_task_leases': {
+    async up(db: Kysely<unknown>): Promise<void> {
+      await db.schema.alterTable('tasks').addColumn('owner', text).execute();
+      await db.schema.alterTable('tasks').addColumn('lease_until', text).execute();
+      await db.schema.createIndex('tasks_lease').ifNotExists().on('tasks').columns(['status', 'lease_until']).execute();
+      // A schedule run and a backup request look up the instance's running backups: without it, a scan of
+      // every backup each time (a thousand at the top of the hour over 10,000 backups in bench/fleet.ts).
+      await db.schema.createIndex('backups_instance').ifNotExists().on('backups').columns(['instance_id', 'status']).execute();
+      await db.schema.createTable('leases').ifNotExists()
+        .addColumn('id', text, (c) => c.primaryKey())
+        .addColumn('owner', text, (c) => c.notNull())
+        .addColumn('expires', text, (c) => c.notNull())
+        .execute();
+    },
+    async down(db: Kysely<unknown>): Promise<void> {
+      await db.schema.dropTable('leases').ifExists().execute();
+      await db.schema.dropIndex('backups_instance').ifExists().execute();
+      await db.schema.dropIndex('tasks_lease').ifExists().execute();
+      await db.schema.alterTable('tasks').dropColumn('lease_until').execute();
+      await db.schema.alterTable('tasks').dropColumn('owner').execute();
+    },
+  },
 };

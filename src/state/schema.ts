@@ -107,8 +107,21 @@ export interface TasksTable {
   /** After this time the task is failed by the watchdog. */
   deadline: string | null;
   heartbeat: string;
+  /** The process running the task (TaskManager.owner: host:pid:random); null once released or before 0003. */
+  owner: string | null;
+  /** The owner's lease: after this time (ISO) another process may take the task over. Null: free now. */
+  lease_until: string | null;
   created: string;
   updated: string;
+}
+
+/** A leader lease (src/tasks/leader.ts): one process does the named periodic work while it holds it. */
+export interface LeasesTable {
+  /** What the lease is for, e.g. 'health'. */
+  id: string;
+  owner: string;
+  /** ISO time after which another process may take it. */
+  expires: string;
 }
 
 export interface ConfigurationsTable {
@@ -163,6 +176,7 @@ export interface Database {
   instances: InstancesTable;
   backups: BackupsTable;
   tasks: TasksTable;
+  leases: LeasesTable;
   configurations: ConfigurationsTable;
 }
 

@@ -34,6 +34,17 @@ export interface StateStore {
   /** Inserts the row, or replaces every column of the row with the same id. */
   upsert<T extends TableName>(table: T, row: Row<T>): Promise<void>;
   remove<T extends TableName>(table: T, id: string, expect?: Where<T>): Promise<boolean>;
+  /**
+   * Takes over at most `limit` NEW or RUNNING tasks of these kinds whose lease ended before `at` (or that
+   * have none): owner and lease_until are set, and the rows are returned as they were before. On PostgreSQL
+   * the rows are locked with SELECT ... FOR UPDATE SKIP LOCKED in one transaction, so processes sweeping at
+   * the same moment never take the same task, nor wait on each other.
+   */
+  claimTasks(owner: string, at: string, leaseUntil: string, kinds: readonly string[], limit: number): Promise<Row<'tasks'>[]>;
+  /** Extends the lease of these NEW or RUNNING tasks that owner still holds, in one statement; returns the ids it still holds. */
+  renewTasks(owner: string, ids: readonly string[], leaseUntil: string): Promise<string[]>;
+  /** Takes or renews the lease `id` for owner until `expires` when it is free, expired at `at`, or owner's already; true when owner holds it. */
+  acquireLease(id: string, owner: string, at: string, expires: string): Promise<boolean>;
   close(): Promise<void>;
 }
 
@@ -50,6 +61,8 @@ export interface OpenStateOptions {
   stateDir?: string;
   /** SQLite file (overrides stateDir), or ':memory:'. */
   sqliteFile?: string;
+  /** PostgreSQL connections in the pool (default 5). */
+  poolSize?: number;
 }
 
 const ORDERED_BY_CREATED = new Set<TableName>(['projects', 'instances', 'backups', 'tasks', 'configurations']);
@@ -116,6 +129,42 @@ class KyselyStateStore implements StateStore {
     return Number(r.numDeletedRows) > 0;
   }
 
+  async claimTasks(owner: string, at: string, leaseUntil: string, kinds: readonly string[], limit: number): Promise<Row<'tasks'>[]> {
+    if (kinds.length === 0 || limit <= 0) return [];
+    return this.db.transaction().execute(async (trx) => {
+      let q = trx.selectFrom('tasks').selectAll()
+        .where('status', 'in', ['NEW', 'RUNNING'])
+        .where('kind', 'in', [...kinds])
+        .where((eb) => eb.or([eb('lease_until', 'is', null), eb('lease_until', '<', at)]))
+        .orderBy('created').orderBy('id').limit(limit);
+      // SQLite has no row locks (and needs none: one process per state directory, src/state/lock.ts).
+      if (this.kind === 'postgres') q = q.forUpdate().skipLocked();
+      const rows = await q.execute();
+      if (rows.length > 0) {
+        await trx.updateTable('tasks').set({ owner, lease_until: leaseUntil }).where('id', 'in', rows.map((r) => r.id)).execute();
+      }
+      return rows;
+    });
+  }
+
+  async renewTasks(owner: string, ids: readonly string[], leaseUntil: string): Promise<string[]> {
+    if (ids.length === 0) return [];
+    const rows = await this.db.updateTable('tasks').set({ lease_until: leaseUntil })
+      .where('id', 'in', [...ids]).where('owner', '=', owner).where('status', 'in', ['NEW', 'RUNNING'])
+      .returning('id').execute();
+    return rows.map((r) => r.id);
+  }
+
+  async acquireLease(id: string, owner: string, at: string, expires: string): Promise<boolean> {
+    await this.db.insertInto('leases').values({ id, owner, expires }).onConflict((oc) => oc.column('id').doNothing()).execute();
+    // Compare-and-set: renew our own lease, or take one whose holder let it lapse.
+    const r = await this.db.updateTable('leases').set({ owner, expires })
+      .where('id', '=', id)
+      .where((eb) => eb.or([eb('owner', '=', owner), eb('expires', '<', at)]))
+      .executeTakeFirst();
+    return Number(r.numUpdatedRows) > 0;
+  }
+
   async close(): Promise<void> {
     await this.db.destroy();
   }
@@ -154,7 +203,7 @@ export async function openState(options: OpenStateOptions): Promise<StateStore> 
     location = `postgres://${url.hostname}${url.port ? ':' + url.port : ''}${url.pathname}`;
     const pool = new pg.Pool({
       connectionString: options.databaseUrl,
-      max: 5,
+      max: options.poolSize ?? 5,
       // BIGINT (oid 20) columns hold byte counts far below 2^53: read them as numbers.
       types: { getTypeParser: ((oid: number, format?: string) => (oid === 20 ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as 'text'))) as typeof pg.types.getTypeParser },
     });

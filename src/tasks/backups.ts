@@ -16,6 +16,8 @@ export interface CreateBackupRequest {
   description: string | null;
   parentId: string | null;
   incremental?: boolean;
+  /** The backup's (and its task's) id; a schedule's run gives one derived from its slot, so a resumed run finds its backup. */
+  id?: string;
 }
 
 export async function createBackup(plane: ControlPlane, projectId: string, req: CreateBackupRequest): Promise<Row<'backups'>> {
@@ -23,7 +25,7 @@ export async function createBackup(plane: ControlPlane, projectId: string, req: 
   // Trove's rules: the parent is COMPLETED and of the same instance; `incremental` takes the instance's
   // latest COMPLETED backup, or makes a full backup when it has none.
   const parent = await resolveParent(plane.store, projectId, inst.id, req.parentId, req.incremental ?? false);
-  const id = randomUUID();
+  const id = req.id ?? randomUUID();
   const task = await plane.claim(projectId, inst.id, 'backup.create', 'BACKUP', ['ACTIVE'], { parent }, plane.config.backupTimeout, id);
   const t = now();
   const row: Row<'backups'> = {

@@ -100,7 +100,9 @@ export class ControlPlane {
     this.backups = options.backups;
     this.log = options.log ?? (() => undefined);
     this.progressMs = options.progressMs ?? 1000;
-    this.tasks = new TaskManager(this.store, { watchdogMs: options.watchdogMs ?? 5000, log: this.log });
+    // The sweep that takes over a dead process's tasks runs at least once per lease.
+    const leaseMs = this.config.taskLease * 1000;
+    this.tasks = new TaskManager(this.store, { watchdogMs: options.watchdogMs ?? Math.min(5000, leaseMs / 3), leaseMs, log: this.log });
     this.keyFile = this.config.backupEncryption ? (this.config.backupKeyFile ?? path.join(this.config.stateDir, 'backup.key')) : undefined;
     this.registerHandlers();
     registerBackupTasks(this);

@@ -3,26 +3,35 @@
 // answer makes it ERROR, each with the reason in `fault`; a dead agent is started again. When both answer
 // again the instance is ACTIVE again. Instances held by a task are left to that task, and an ERROR that a
 // task left (a failed create, say) is not the monitor's to clear: it only undoes what it set itself.
+// With several control-plane processes only the holder of the `health` leader lease checks (./leader.ts).
 import type { Row, InstanceStatus } from '../state/index.js';
 import { now } from '../state/index.js';
 import { describeError } from '../util/errors.js';
 import type { ControlPlane } from './control.js';
 import { withTimeout } from './control.js';
+import { LeaderLease } from './leader.js';
+import { mapLimit } from '../util/concurrency.js';
 
 /** Every fault the monitor writes starts with this; only such faults are cleared by it. */
 export const HEALTH_FAULT = 'health check: ';
 const WATCHED: InstanceStatus[] = ['ACTIVE', 'RESTART_REQUIRED', 'SHUTDOWN', 'ERROR'];
+/** Agents asked at once in a round. */
+const HEALTH_CONCURRENCY = 64;
 
 export class HealthMonitor {
   #timer: NodeJS.Timeout | null = null;
   #running: Promise<void> | null = null;
   readonly #restarting = new Set<string>();
+  /** One process checks at a time; the lease outlives three rounds so a slow round does not lose it. */
+  readonly leader: LeaderLease;
 
   constructor(
     private readonly plane: ControlPlane,
     private readonly intervalMs: number,
     private readonly log: (m: string) => void,
-  ) {}
+  ) {
+    this.leader = new LeaderLease(plane.store, 'health', plane.tasks.owner, Math.max(15_000, 3 * intervalMs));
+  }
 
   start(): void {
     if (this.#timer) return;
@@ -39,11 +48,14 @@ export class HealthMonitor {
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = null;
     await this.#running;
+    await this.leader.release();
   }
 
   async checkAll(): Promise<void> {
+    if (!(await this.leader.hold())) return;
     const rows = await this.plane.store.find('instances', { status: WATCHED });
-    await Promise.all(rows.filter((i) => i.task_id === null && i.agent_port !== null).map((i) => this.check(i)));
+    // Bounded, so that a large fleet is not asked all at once from one process (the leader).
+    await mapLimit(rows.filter((i) => i.task_id === null && i.agent_port !== null), HEALTH_CONCURRENCY, (i) => this.check(i));
   }
 
   /** One instance: ask its agent, write what it says (compare-and-set on the status read). */

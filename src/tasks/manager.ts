@@ -1,8 +1,13 @@
 // Durable tasks. A task is a row (tables.tasks) written before it runs; its handler records steps as it
-// goes. When the server starts, every task left NEW or RUNNING by a crash or stop is resumed (handlers
-// that are idempotent) or marked FAILED with the reason, and its handler's `failed` puts the instance or
-// backup in a true state. A watchdog fails tasks past their deadline, so nothing stays BUILD or NEW.
-import { randomUUID } from 'node:crypto';
+// goes. Several control-plane processes may share one PostgreSQL (issue 18), so a task belongs to the
+// process that runs it (`owner`) for as long as that process renews its lease (`lease_until`). A sweep,
+// at start and then every watchdogMs, takes over unfinished tasks whose lease ran out (their process died
+// or hung): resumable ones run again here, the others are marked FAILED with the reason, once, and their
+// handler's `failed` puts the instance or backup in a true state. Every write to a task row is a
+// compare-and-set on owner, so a process that lost its lease (paused past it, say) stops at its next
+// write. Deadlines are enforced by the owner, or by whoever takes an expired task over.
+import { randomBytes, randomUUID } from 'node:crypto';
+import * as os from 'node:os';
 import type { StateStore, Row } from '../state/index.js';
 import { now } from '../state/index.js';
 import { describeError } from '../util/errors.js';
@@ -39,9 +44,33 @@ export interface SubmitSpec {
 }
 
 export interface TaskManagerOptions {
-  /** Watchdog period, ms. */
+  /** Sweep period, ms: deadlines, and taking over tasks whose lease ran out. */
   watchdogMs?: number;
   log?: (message: string) => void;
+  /** How long a task stays this process's without a renewal, ms (default 15 s). */
+  leaseMs?: number;
+  /** How often leases are renewed, ms (default leaseMs / 3). */
+  renewMs?: number;
+  /** This process's id (default: processId()). */
+  owner?: string;
+  /**
+   * No other process can use the store (SQLite: one process per state directory, src/state/lock.ts), so at
+   * start every unfinished task is taken over at once, whatever its lease says. Default: store.kind === 'sqlite'.
+   */
+  exclusive?: boolean;
+}
+
+/** An id for this process, unique across hosts and restarts: host:pid:random. */
+export function processId(): string {
+  return `${os.hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
+}
+
+/** Thrown into a task whose lease another process took over: this process must stop writing it. */
+export class LeaseLostError extends Error {
+  constructor(id: string) {
+    super(`task ${id}: the lease was lost (another process took the task over)`);
+    this.name = 'LeaseLostError';
+  }
 }
 
 /** A task that reached COMPLETED or FAILED (metrics listen for these). */
@@ -64,12 +93,25 @@ export class TaskManager {
   /** Handler promises still settling after their task was abandoned (stop waits a little for them). */
   private readonly settling = new Set<Promise<unknown>>();
   private timer: NodeJS.Timeout | undefined;
+  private renewTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   private readonly log: (m: string) => void;
   private readonly finishedListeners = new Set<(e: TaskFinished) => void>();
+  /** This process's id, written in the owner column of every task it runs. */
+  readonly owner: string;
+  readonly leaseMs: number;
+  private readonly exclusive: boolean;
+  private sweeping: Promise<void> | null = null;
 
   constructor(private readonly store: StateStore, private readonly options: TaskManagerOptions = {}) {
     this.log = options.log ?? (() => undefined);
+    this.owner = options.owner ?? processId();
+    this.leaseMs = options.leaseMs ?? 15_000;
+    this.exclusive = options.exclusive ?? store.kind === 'sqlite';
+  }
+
+  private leaseEnd(): string {
+    return new Date(Date.now() + this.leaseMs).toISOString();
   }
 
   /** Calls listener whenever a task ends here, COMPLETED or FAILED; returns the unsubscribe. */
@@ -116,6 +158,9 @@ export class TaskManager {
       attempts: 0,
       deadline: new Date(Date.now() + spec.timeout * 1000).toISOString(),
       heartbeat: t,
+      // Ours from the start: no sweep elsewhere takes it between this insert and start().
+      owner: this.owner,
+      lease_until: this.leaseEnd(),
       created: t,
       updated: t,
     };
@@ -155,10 +200,10 @@ export class TaskManager {
   private async execute(task: Row<'tasks'>, controller: AbortController, resumed: boolean): Promise<void> {
     const handler = this.handlers.get(task.kind);
     if (!handler) {
-      await this.fail(task, `unknown task kind ${task.kind}`);
+      await this.fail(task, `unknown task kind ${task.kind}`, this.owner);
       return;
     }
-    const claimed = await this.store.update('tasks', task.id, { status: 'RUNNING', attempts: task.attempts + 1, updated: now(), heartbeat: now() }, { status: ['NEW', 'RUNNING'] });
+    const claimed = await this.store.update('tasks', task.id, { status: 'RUNNING', attempts: task.attempts + 1, updated: now(), heartbeat: now(), lease_until: this.leaseEnd() }, { status: ['NEW', 'RUNNING'], owner: this.owner });
     if (!claimed) return;
     const current = (await this.store.get('tasks', task.id)) ?? task;
     const deadline = current.deadline ? Date.parse(current.deadline) : Infinity;
@@ -170,10 +215,10 @@ export class TaskManager {
       signal: controller.signal,
       resumed,
       step: async (name) => {
-        await this.store.update('tasks', task.id, { step: name, heartbeat: now(), updated: now() }, { status: 'RUNNING' });
+        if (!(await this.store.update('tasks', task.id, { step: name, heartbeat: now(), updated: now(), lease_until: this.leaseEnd() }, { status: 'RUNNING', owner: this.owner }))) this.lost(task.id, controller);
       },
       heartbeat: async () => {
-        await this.store.update('tasks', task.id, { heartbeat: now() }, { status: 'RUNNING' });
+        if (!(await this.store.update('tasks', task.id, { heartbeat: now(), lease_until: this.leaseEnd() }, { status: 'RUNNING', owner: this.owner }))) this.lost(task.id, controller);
       },
     };
     try {
@@ -182,21 +227,33 @@ export class TaskManager {
       const tracked = work.catch(() => undefined).finally(() => this.settling.delete(tracked));
       this.settling.add(tracked);
       await raceAbort(work, controller.signal);
-      if (await this.store.update('tasks', task.id, { status: 'COMPLETED', step: 'done', updated: now(), error: null }, { status: 'RUNNING' })) this.finished(current, 'completed');
+      if (await this.store.update('tasks', task.id, { status: 'COMPLETED', step: 'done', updated: now(), error: null, lease_until: null }, { status: 'RUNNING', owner: this.owner })) this.finished(current, 'completed');
     } catch (err) {
       if (controller.signal.aborted && controller.signal.reason instanceof StopError) {
-        this.log(`task ${task.id} (${task.kind}) left RUNNING at shutdown; it is recovered at the next start`);
+        this.log(`task ${task.id} (${task.kind}) left RUNNING at shutdown; another process (or the next start) takes it over`);
+        return;
+      }
+      if (err instanceof LeaseLostError || (controller.signal.aborted && controller.signal.reason instanceof LeaseLostError)) {
+        this.log(`task ${task.id} (${task.kind}): lease lost, another process took it over; stopped here`);
         return;
       }
       const reason = controller.signal.aborted ? describeError(controller.signal.reason) : describeError(err);
-      await this.fail(current, reason);
+      await this.fail(current, reason, this.owner);
     } finally {
       if (timer) clearTimeout(timer);
     }
   }
 
-  private async fail(task: Row<'tasks'>, reason: string): Promise<void> {
-    const changed = await this.store.update('tasks', task.id, { status: 'FAILED', error: reason, updated: now() }, { status: ['NEW', 'RUNNING'] });
+  /** Aborts a task of this process whose row says another owns it now. */
+  private lost(id: string, controller: AbortController): never {
+    const e = new LeaseLostError(id);
+    controller.abort(e);
+    throw e;
+  }
+
+  /** Marks the task FAILED and runs its cleanup, once: only the caller whose compare-and-set wins (owner: expected owner, or any). */
+  private async fail(task: Row<'tasks'>, reason: string, owner?: string): Promise<void> {
+    const changed = await this.store.update('tasks', task.id, { status: 'FAILED', error: reason, updated: now(), lease_until: null }, { status: ['NEW', 'RUNNING'], ...(owner !== undefined ? { owner } : {}) });
     if (!changed) return;
     this.log(`task ${task.id} (${task.kind}) FAILED: ${reason}`);
     this.finished(task, 'failed');
@@ -209,48 +266,74 @@ export class TaskManager {
   }
 
   /**
-   * At start: every task left NEW or RUNNING was interrupted. Resumable ones run again (unless past
-   * their deadline); the others are FAILED with the reason. Then the watchdog starts.
+   * At start: takes over the unfinished tasks whose lease ran out (all of them when exclusive): resumable
+   * ones run again here (unless past their deadline), the others are FAILED with the reason. Then the
+   * periodic sweep and the lease renewal start.
    */
   async recover(): Promise<{ resumed: string[]; failed: string[] }> {
+    const r = await this.takeOver(this.exclusive);
+    this.startWatchdog();
+    return r;
+  }
+
+  private async takeOver(everything: boolean): Promise<{ resumed: string[]; failed: string[] }> {
     const resumed: string[] = [];
     const failed: string[] = [];
-    for (const t of await this.store.find('tasks', { status: ['NEW', 'RUNNING'] })) {
-      if (this.running.has(t.id)) continue;
-      const handler = this.handlers.get(t.kind);
-      const expired = t.deadline !== null && Date.parse(t.deadline) < Date.now();
-      if (handler?.resumable && !expired) {
-        resumed.push(t.id);
-        this.log(`task ${t.id} (${t.kind}) interrupted at step ${t.step ?? 'start'}: resuming`);
-        this.start(t);
-      } else {
-        failed.push(t.id);
-        const why = expired
-          ? `timed out: the task did not finish by its deadline ${t.deadline} (the control plane was down)`
-          : `interrupted: the control plane stopped while the task was ${t.status === 'NEW' ? 'queued' : `at step ${t.step ?? 'start'}`}; a ${t.kind} task cannot be resumed`;
-        await this.fail(t, why);
+    // Exclusive start: no other process can hold a lease, so every lease counts as run out.
+    const at = everything ? '9999-12-31T23:59:59.999Z' : now();
+    for (;;) {
+      if (this.stopped) break;
+      const batch = await this.store.claimTasks(this.owner, at, this.leaseEnd(), [...this.handlers.keys()], 50);
+      for (const t of batch) {
+        if (this.running.has(t.id)) continue; // ours already (a renewal came late)
+        const handler = this.handlers.get(t.kind);
+        const expired = t.deadline !== null && Date.parse(t.deadline) < Date.now();
+        const from = t.owner && t.owner !== this.owner ? ` (from ${t.owner})` : '';
+        if (handler?.resumable && !expired) {
+          resumed.push(t.id);
+          this.log(`task ${t.id} (${t.kind}) interrupted at step ${t.step ?? 'start'}: resuming${from}`);
+          this.start({ ...t, owner: this.owner });
+        } else {
+          failed.push(t.id);
+          const why = expired
+            ? `timed out: the task did not finish by its deadline ${t.deadline} (the control plane was down)`
+            : `interrupted: the control plane stopped while the task was ${t.status === 'NEW' ? 'queued' : `at step ${t.step ?? 'start'}`}; a ${t.kind} task cannot be resumed`;
+          await this.fail(t, why, this.owner);
+        }
       }
+      if (batch.length < 50) break;
     }
-    this.startWatchdog();
     return { resumed, failed };
   }
 
   startWatchdog(): void {
     if (this.timer || this.stopped) return;
-    this.timer = setInterval(() => void this.sweep().catch((err: unknown) => this.log(`watchdog: ${describeError(err)}`)), this.options.watchdogMs ?? 5000);
+    this.timer = setInterval(() => {
+      if (this.sweeping) return;
+      this.sweeping = this.sweep().catch((err: unknown) => this.log(`watchdog: ${describeError(err)}`)).finally(() => (this.sweeping = null));
+    }, this.options.watchdogMs ?? 5000);
     this.timer.unref();
+    this.renewTimer = setInterval(() => void this.renew().catch((err: unknown) => this.log(`task leases: ${describeError(err)}`)), this.options.renewMs ?? Math.max(50, Math.floor(this.leaseMs / 3)));
+    this.renewTimer.unref();
   }
 
-  /** Fails tasks past their deadline that are not running here (those time out by themselves). */
-  async sweep(): Promise<void> {
-    const t = now();
-    for (const task of await this.store.find('tasks', { status: ['NEW', 'RUNNING'] })) {
-      if (task.deadline !== null && task.deadline < t) {
-        const here = this.running.get(task.id);
-        if (here) here.controller.abort(new Error(`timed out: the task did not finish by its deadline ${task.deadline}`));
-        else await this.fail(task, `timed out: the task did not finish by its deadline ${task.deadline}`);
-      }
+  /** Renews the lease of every task running here; a task whose row names another owner now is stopped. */
+  async renew(): Promise<void> {
+    const mine = [...this.running].filter(([, r]) => !r.controller.signal.aborted);
+    // One statement per renewal, however many tasks run here.
+    const held = new Set(await this.store.renewTasks(this.owner, mine.map(([id]) => id), this.leaseEnd()));
+    for (const [id, r] of mine) {
+      if (!held.has(id) && this.running.get(id) === r) r.controller.abort(new LeaseLostError(id));
     }
+  }
+
+  /**
+   * Takes over the tasks whose lease ran out: a dead peer's tasks are resumed or failed here while this
+   * process runs. (This process's own tasks time out by the timer each run sets.)
+   */
+  async sweep(): Promise<void> {
+    const r = await this.takeOver(false);
+    if (r.resumed.length || r.failed.length) this.log(`tasks whose process stopped renewing their lease: ${r.resumed.length} resumed here, ${r.failed.length} failed`);
   }
 
   /** Expires one task now if it is past its deadline; true when it is (or already was) finished. */
@@ -268,15 +351,24 @@ export class TaskManager {
     return false;
   }
 
-  /** Stops the watchdog and abandons running tasks (left RUNNING for the next start's recover). */
+  /**
+   * Stops the sweep and abandons running tasks, left RUNNING with their lease released so that another
+   * process (or the next start) takes them over at once instead of after the lease.
+   */
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
+    if (this.renewTimer) clearInterval(this.renewTimer);
+    await this.sweeping;
+    const ids = [...this.running.keys()];
     const all = [...this.running.values()];
     for (const r of all) r.controller.abort(new StopError());
     await Promise.allSettled(all.map((r) => r.done));
     // Give abandoned handlers a moment to finish their current call, so none writes after the store closes.
     await Promise.race([Promise.allSettled([...this.settling]), new Promise((r) => setTimeout(r, 3000))]);
+    for (const id of ids) {
+      await this.store.update('tasks', id, { lease_until: null }, { owner: this.owner, status: ['NEW', 'RUNNING'] }).catch((err: unknown) => this.log(`task ${id}: releasing its lease: ${describeError(err)}`));
+    }
   }
 }
 

@@ -3,6 +3,10 @@
 // successful run. Schedules live in the state store (backup_schedules); the scheduler wakes every
 // tickMs and runs each schedule whose next_run has passed. A run missed while the server was down runs
 // ONCE at the next start (not once per missed slot); next_run then moves to the first slot after now.
+// Every control-plane process ticks (issue 18). A slot fires once across them: its run is a durable
+// `schedule.run` task whose id is derived from (schedule, slot), so only the first insert succeeds, and
+// the task's lease makes another process resume a run whose process died. The run's backup id is derived
+// from the slot too, so a resumed run finds the backup it started instead of taking a second.
 import { randomUUID } from 'node:crypto';
 import { CronExpressionParser } from 'cron-parser';
 import { plan } from '../backup/expire.js';
@@ -12,6 +16,8 @@ import { describeError } from '../util/errors.js';
 import type { ControlPlane } from './control.js';
 import { createBackup, deleteBackup } from './backups.js';
 import { badRequest, notFound, ServiceError } from './errors.js';
+import { stableId } from './control.js';
+import type { TaskContext } from './manager.js';
 import { ancestors } from './incremental.js';
 
 export interface ScheduleRequest {
@@ -85,13 +91,25 @@ export interface SchedulerOptions {
   log?: (m: string) => void;
   /** How often due schedules are looked for, ms (default 15 s). */
   tickMs?: number;
-  /** How often a started backup (and a retention delete) is polled, ms. */
+  /** How often a started backup (and a retention delete) is polled, ms (default 2 s: a thousand runs at the top of the hour poll at once). */
   pollMs?: number;
   /** The time the scheduler goes by (tests inject one). */
   clock?: () => Date;
 }
 
 const FINAL = ['COMPLETED', 'FAILED', 'DELETE_FAILED'];
+
+/** The task that runs one slot of a schedule, and the backup it takes: the same ids in every process. */
+export const slotTaskId = (scheduleId: string, slot: string): string => stableId('schedule-run', `${scheduleId}@${slot}`);
+export const slotBackupId = (scheduleId: string, slot: string): string => stableId('schedule-backup', `${scheduleId}@${slot}`);
+
+interface RunParams {
+  scheduleId: string;
+  /** The slot (the next_run that fell due). */
+  slot: string;
+  /** When the scheduler saw it due (names the backup). */
+  at: string;
+}
 
 export class BackupScheduler {
   private readonly store: StateStore;
@@ -109,8 +127,17 @@ export class BackupScheduler {
     this.store = plane.store;
     this.log = options.log ?? (() => undefined);
     this.tickMs = options.tickMs ?? 15_000;
-    this.pollMs = options.pollMs ?? 500;
+    this.pollMs = options.pollMs ?? 2000;
     this.clock = options.clock ?? (() => new Date());
+    plane.tasks.register<RunParams>('schedule.run', {
+      // The backup id comes from the slot: a resumed run finds the backup instead of taking a second.
+      resumable: true,
+      run: (ctx) => this.runTask(ctx),
+      failed: async (task, reason) => {
+        const p = JSON.parse(task.params) as Partial<RunParams>;
+        if (p.scheduleId) await this.store.update('backup_schedules', p.scheduleId, { last_result: `run failed: ${reason}`, updated: now() }).catch(() => undefined);
+      },
+    });
   }
 
   private started = false;
@@ -133,12 +160,14 @@ export class BackupScheduler {
     loop();
   }
 
-  /** Stops ticking and waiting; a backup already started finishes under the task manager. */
+  /**
+   * Stops ticking. Runs in progress are schedule.run tasks: the task manager's stop leaves them to another
+   * process (or the next start), which resumes them; a backup already started finishes on its own.
+   */
   async stop(): Promise<void> {
     this.stopping = true;
     if (this.timer) clearTimeout(this.timer);
     await this.ticking;
-    await this.idle();
   }
 
   /** Resolves when no run is in progress. */
@@ -146,10 +175,17 @@ export class BackupScheduler {
     while (this.running.size > 0) await Promise.all([...this.running.values()]);
   }
 
-  /** Starts every schedule due at `at`; returns their ids. */
+  /** Starts every schedule due at `at` whose slot no process fired yet; returns their ids. */
   async tick(at: Date = this.clock()): Promise<string[]> {
     const started: string[] = [];
+    const fired: Array<[string, Row<'tasks'>]> = [];
     const due = (await this.store.find('backup_schedules')).filter((s) => new Date(s.next_run).getTime() <= at.getTime());
+    // Each process walks the due slots in its own random order: processes ticking together then split the
+    // work instead of all racing for the same slot first (measured: bench/fleet.ts).
+    for (let i = due.length - 1; i > 0; i--) {
+      const j = Math.floor(Math.random() * (i + 1));
+      [due[i], due[j]] = [due[j]!, due[i]!];
+    }
     for (const s of due) {
       if (this.stopping) break;
       if (this.running.has(s.id)) continue;
@@ -160,13 +196,34 @@ export class BackupScheduler {
         this.log(`schedule ${s.id}: ${describeError(err)}`);
         continue;
       }
-      // Compare-and-set: a run happens once even if two ticks (or two servers) see it due.
-      if (!(await this.store.update('backup_schedules', s.id, { next_run: next, last_run: at.toISOString(), updated: now() }, { next_run: s.next_run }))) continue;
-      started.push(s.id);
-      const p = this.run(s, at).catch((err: unknown) => this.log(`schedule ${s.id}: ${describeError(err)}`)).finally(() => this.running.delete(s.id));
-      this.running.set(s.id, p);
+      // The slot's task first: its id is the slot's, so of all processes (and ticks) one insert wins.
+      const params: RunParams = { scheduleId: s.id, slot: s.next_run, at: at.toISOString() };
+      const id = slotTaskId(s.id, s.next_run);
+      let task: Row<'tasks'> | undefined;
+      try {
+        task = await this.plane.tasks.create({ kind: 'schedule.run', id, projectId: s.project_id, params, timeout: this.plane.config.backupTimeout + this.plane.config.taskTimeout });
+      } catch (err) {
+        if (!(await this.store.get('tasks', id))) throw err; // not a lost race: the store failed
+      }
+      // Then the next slot, compare-and-set: a process that died between the two leaves it to the next tick.
+      await this.store.update('backup_schedules', s.id, { next_run: next, last_run: at.toISOString(), updated: now() }, { next_run: s.next_run });
+      if (task) fired.push([s.id, task]);
+    }
+    // Started only once every due slot is claimed: runs already going would slow the claiming of the rest
+    // (their polling shares the connection pool), and with it the lag at the top of the hour.
+    for (const [sid, task] of fired) {
+      started.push(sid);
+      this.plane.tasks.start(task);
+      const p = this.plane.tasks.settled(task.id).then(() => undefined).finally(() => this.running.delete(sid));
+      this.running.set(sid, p);
     }
     return started;
+  }
+
+  private async runTask(ctx: TaskContext<RunParams>): Promise<void> {
+    const s = await this.store.get('backup_schedules', ctx.params.scheduleId);
+    if (!s) return; // deleted since
+    await this.run(s, new Date(ctx.params.at), slotBackupId(s.id, ctx.params.slot), ctx.signal);
   }
 
   private async result(s: Row<'backup_schedules'>, text: string): Promise<void> {
@@ -178,7 +235,9 @@ export class BackupScheduler {
     await this.result(s, `skipped: ${why}`);
   }
 
-  private async run(s: Row<'backup_schedules'>, at: Date): Promise<void> {
+  private async run(s: Row<'backup_schedules'>, at: Date, backupId: string, signal: AbortSignal): Promise<void> {
+    const mine = await this.store.get('backups', backupId);
+    if (mine) return this.finish(s, mine, signal); // resumed: the backup was started before the interruption
     const inst = await this.store.get('instances', s.instance_id);
     if (!inst) {
       this.log(`schedule ${s.id}: instance ${s.instance_id} is gone: the schedule is deleted`);
@@ -195,16 +254,22 @@ export class BackupScheduler {
     try {
       b = await createBackup(this.plane, s.project_id, {
         name: `${s.name} ${at.toISOString().slice(0, 16)}Z`, instanceId: inst.id, description: s.description ?? `schedule ${s.id}`,
-        parentId: null, incremental: s.incremental === 1,
+        parentId: null, incremental: s.incremental === 1, id: backupId,
       });
     } catch (err) {
       if (err instanceof ServiceError) return this.skip(s, err.message);
       throw err;
     }
-    await this.store.insert('backup_schedule_runs', { id: b.id, schedule_id: s.id, created: b.created });
     this.log(`schedule ${s.id} (${s.name}): ${b.parent_id ? `incremental backup on ${b.parent_id}` : 'full backup'} ${b.id} started`);
     await this.result(s, `backup ${b.id} started`);
-    const done = await this.waitBackup(b.id);
+    return this.finish(s, b, signal);
+  }
+
+  /** Waits for the run's backup, then applies retention. */
+  private async finish(s: Row<'backup_schedules'>, b: Row<'backups'>, signal: AbortSignal): Promise<void> {
+    if (!(await this.store.get('backup_schedule_runs', b.id))) await this.store.insert('backup_schedule_runs', { id: b.id, schedule_id: s.id, created: b.created });
+    const done = await this.waitBackup(b.id, signal);
+    if (signal.aborted) return;
     if (done?.status !== 'COMPLETED') {
       await this.result(s, `backup ${b.id} ${done ? `${done.status}${done.fail_reason ? `: ${done.fail_reason}` : ''}` : 'disappeared'}`);
       return;
@@ -217,10 +282,10 @@ export class BackupScheduler {
     await this.result(s, summary);
   }
 
-  private async waitBackup(id: string): Promise<Row<'backups'> | undefined> {
+  private async waitBackup(id: string, signal: AbortSignal): Promise<Row<'backups'> | undefined> {
     for (;;) {
       const b = await this.store.get('backups', id);
-      if (!b || FINAL.includes(b.status) || this.stopping) return b;
+      if (!b || FINAL.includes(b.status) || signal.aborted) return b;
       await new Promise((r) => setTimeout(r, this.pollMs).unref());
     }
   }

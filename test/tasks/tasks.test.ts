@@ -153,7 +153,7 @@ forEachBackend('tasks', (backend) => {
     const { openState } = await import('../../src/state/index.js');
     const s = await openState(state);
     const past = new Date(Date.now() - 1000).toISOString();
-    await s.insert('tasks', { id: 't-old', project_id: 'local', kind: 'instance.restart', instance_id: id, backup_id: null, status: 'RUNNING', params: '{}', step: null, error: null, attempts: 1, deadline: past, heartbeat: past, created: past, updated: past });
+    await s.insert('tasks', { id: 't-old', project_id: 'local', kind: 'instance.restart', instance_id: id, backup_id: null, status: 'RUNNING', params: '{}', step: null, error: null, attempts: 1, deadline: past, heartbeat: past, owner: null, lease_until: null, created: past, updated: past });
     await s.update('instances', id, { status: 'REBOOT', task_id: 't-old' });
     await s.close();
     const p2 = await startPlane({ state, compute: p1.compute, repo: p1.repo, stateDir: p1.stateDir });
