@@ -17,6 +17,7 @@ import { detachReplica, ejectReplicaSource, promoteReplica, replicationView } fr
 import { createConfiguration, deleteConfiguration, setConfiguration, updateConfiguration } from '../tasks/configurations.js';
 import { changePasswords, createDatabases, createUsers, deleteDatabase, deleteUser, disableRoot, enableRoot, getUser, grantAccess, listDatabases, listUsers, revokeAccess, rootEnabled } from '../tasks/access.js';
 import { createBackup, deleteBackup } from '../tasks/backups.js';
+import { instanceFacts } from '../tasks/facts.js';
 import { COUCHDB_PARAMETERS, couchdbParameter, troveParameterView, typeParameterValue } from '../config/couchdb-parameters.js';
 import { backupView, configurationView, datastoreView, flavorView, instanceView, links, versionView } from './views.js';
 
@@ -193,8 +194,8 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     const showInstance = async (req: Req, inst: Row<'instances'>, detail: boolean): Promise<Record<string, unknown>> => {
       const replicas = detail ? (await store.find('instances', { replica_of: inst.id })).map((r) => r.id) : [];
       const configuration = detail && inst.configuration_id ? await store.get('configurations', inst.configuration_id) : undefined;
-      const used = detail ? await plane.volumeUsed(inst) : null;
-      const view = instanceView(base(req), inst, plane.config.region, { used, replicas, configuration, engine: plane.compute.engine, detail });
+      const [used, facts] = detail ? await Promise.all([plane.volumeUsed(inst), instanceFacts(plane, inst)]) : [null, undefined];
+      const view = instanceView(base(req), inst, plane.config.region, { used, replicas, configuration, engine: plane.compute.engine, detail, ...(facts ? { facts } : {}) });
       const replication = detail ? await replicationView(plane, inst) : undefined;
       if (replication) view.replication = replication;
       return view;

@@ -22,6 +22,8 @@ export const serveCommand = defineCommand({
     const stopQuotaWatch = agent.startQuotaWatch(10_000);
     // A CouchDB that dies is started again, with a back-off.
     const stopSupervisor = agent.startSupervisor();
+    // CouchDB's log and the agent's own are capped: rotated at 10 MiB, 3 kept (src/agent/logs.ts).
+    const stopLogRotation = agent.startLogRotation(30_000);
     io.stdout.write(`couchtrove agent listening on ${server.url}\n`);
     await new Promise<void>((resolve) => {
       const stop = () => {
@@ -35,6 +37,7 @@ export const serveCommand = defineCommand({
     stopReplicationSync();
     stopQuotaWatch();
     stopSupervisor();
+    stopLogRotation();
     await server.close();
     log(`agent stopped${agent.couchdbPid ? ` (CouchDB pid ${agent.couchdbPid} keeps running)` : ''}`);
     return 0;

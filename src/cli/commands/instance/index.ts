@@ -6,7 +6,36 @@ const API = ['apiUrl', 'apiToken', 'apiProject', 'json'] as const;
 const COLS = ['id', 'name', 'status', 'flavor', 'volume', 'datastore', 'couchdb_url'];
 
 const show = (io: Parameters<AnyCommand['run']>[1], json: boolean | undefined, inst: JsonObject): void =>
-  print(io, json, { instance: inst }, () => details(inst) + (inst.engine_warning ? `\nWARNING: ${String(inst.engine_warning)}\n` : ''));
+  print(io, json, { instance: inst }, () => details(readable(inst)) + (inst.engine_warning ? `\nWARNING: ${String(inst.engine_warning)}\n` : ''));
+
+const gb = (n: unknown): string => (typeof n === 'number' ? n.toFixed(2) : '?');
+
+/** show in units people read (issue 15): GB with two decimals, names beside ids; --json keeps the API's bytes. */
+export function readable(inst: JsonObject): JsonObject {
+  const o: JsonObject = { ...inst };
+  const flavor = inst.flavor as JsonObject | undefined;
+  if (flavor) o.flavor = flavor.name ? `${String(flavor.name)} (${String(flavor.id)})` : String(flavor.id);
+  const vol = inst.volume as JsonObject | undefined;
+  if (vol) {
+    const size = typeof vol.size_bytes === 'number' ? vol.size_bytes / 1024 ** 3 : vol.size;
+    o.volume = vol.used === undefined ? `${gb(size)} GB` : `${gb(vol.used)} of ${gb(size)} GB used${typeof vol.used_bytes === 'number' && typeof vol.size_bytes === 'number' && vol.size_bytes > 0 ? ` (${Math.round((100 * vol.used_bytes) / vol.size_bytes)}%)` : ''}${vol.full ? ', FULL: client writes are refused' : ''}`;
+  }
+  const ds = inst.datastore as JsonObject | undefined;
+  if (ds) o.datastore = `${String(ds.type)} ${String(ds.version)}${ds.version_number ? ` (CouchDB ${String(ds.version_number)})` : ''}`;
+  const data = inst.data as JsonObject | undefined;
+  if (data) o.data = `${String(data.documents)} documents in ${String(data.databases)} databases, ${gb(data.size)} GB on disk`;
+  const b = inst.last_backup as JsonObject | undefined;
+  if (b) o.last_backup = `${String(b.id)} ${String(b.name)}${b.incremental ? ' (incremental)' : ''}, completed ${String(b.completed)}, ${gb(b.size)} GB`;
+  if (Array.isArray(inst.pending_restart)) o.pending_restart = `${inst.pending_restart.join(', ')} (restart the instance to apply)`;
+  if (Array.isArray(inst.addresses)) o.addresses = (inst.addresses as JsonObject[]).map((a) => String(a.address)).join(', ');
+  const fault = inst.fault as JsonObject | undefined;
+  if (fault) o.fault = String(fault.message);
+  for (const k of ['replica_of', 'configuration']) {
+    const r = inst[k] as JsonObject | undefined;
+    if (r) o[k] = r.name ? `${String(r.name)} (${String(r.id)})` : String(r.id);
+  }
+  return o;
+}
 
 export const instanceCommands: AnyCommand[] = [
   defineCommand({
