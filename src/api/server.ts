@@ -15,9 +15,11 @@ import { notImplementedCall, refuseUnhonouredOptions, registerUnsupportedRoutes 
 import { registerOperationsRoutes, type Liveness } from './operations.js';
 import { detachReplica, ejectReplicaSource, promoteReplica, replicationView } from '../tasks/replication.js';
 import { createConfiguration, deleteConfiguration, setConfiguration, updateConfiguration } from '../tasks/configurations.js';
-import { changePasswords, createDatabases, createUsers, deleteDatabase, deleteUser, disableRoot, enableRoot, getUser, grantAccess, listDatabases, listUsers, revokeAccess, rootEnabled } from '../tasks/access.js';
+import type { AccessRole } from '../agent/protocol.js';
+import { type UserAccess, changePasswords, createDatabases, createUsers, deleteDatabase, deleteUser, disableRoot, enableRoot, getUser, grantAccess, listDatabases, listUsers, revokeAccess, rootEnabled } from '../tasks/access.js';
 import { createBackup, deleteBackup } from '../tasks/backups.js';
 import { instanceFacts } from '../tasks/facts.js';
+import { listLogs, logAction, tailLog } from '../tasks/logs.js';
 import { COUCHDB_PARAMETERS, couchdbParameter, troveParameterView, typeParameterValue } from '../config/couchdb-parameters.js';
 import { backupView, configurationView, datastoreView, flavorView, instanceView, links, versionView } from './views.js';
 
@@ -360,7 +362,8 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
 
     // Users: Trove addresses MySQL users as name@host; CouchDB users have no host, so "@%" is ignored.
     const userParam = (req: Req): string => v.userName((req.params.user ?? '').replace(/@%?$/, ''), 'user');
-    const userView = (u: { name: string; databases: string[] }): Record<string, unknown> => ({ name: u.name, host: '%', databases: u.databases.map((name) => ({ name })) });
+    // Each database carries the user's role on it (couchtrove's addition: admin may write design documents).
+    const userView = (u: UserAccess): Record<string, unknown> => ({ name: u.name, host: '%', databases: u.databases.map((name) => ({ name, role: u.roles[name] ?? 'member' })) });
     api.get('/instances/:id/users', async (req: Req) => {
       const users = await listUsers(plane, req.params.project!, req.params.id!);
       const { names: shown, links: l } = pageNames(req, users.map((u) => u.name), `instances/${req.params.id}/users`) as { names: string[]; links: unknown };
@@ -405,13 +408,27 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     });
     api.get('/instances/:id/users/:user/databases', async (req: Req) => {
       const u = await getUser(plane, req.params.project!, req.params.id!, userParam(req));
-      return { databases: u.databases.map((name) => ({ name })) };
+      return { databases: u.databases.map((name) => ({ name, role: u.roles[name] ?? 'member' })) };
     });
     api.put('/instances/:id/users/:user/databases', async (req: Req, reply) => {
       const b = v.obj(req.body ?? null, 'The request body');
       const dbs = v.dbList(b.databases, '"databases"');
       if (dbs.length === 0) throw badRequest('"databases" must name at least one database.');
-      await grantAccess(plane, req.params.project!, req.params.id!, userParam(req), dbs);
+      // Trove's body has no role: member. couchtrove takes "role" for the call, or on each database entry.
+      const roleOf = (x: unknown, where: string): AccessRole | undefined => {
+        if (x === undefined || x === null) return undefined;
+        if (x !== 'admin' && x !== 'member') throw badRequest(`${where} must be "admin" or "member".`);
+        return x;
+      };
+      const top = roleOf(b.role, '"role"');
+      const groups = new Map<AccessRole, string[]>();
+      v.arr(b.databases, '"databases"').forEach((d, i) => {
+        const o = v.obj(d, `"databases"[${i}]`);
+        const role = roleOf(o.role, `"databases"[${i}].role`) ?? top ?? 'member';
+        const name = v.dbName(o.name, `"databases"[${i}].name`);
+        groups.set(role, [...new Set([...(groups.get(role) ?? []), name])]);
+      });
+      for (const [role, names] of groups) await grantAccess(plane, req.params.project!, req.params.id!, userParam(req), names, role);
       return reply.code(202).send();
     });
     api.delete('/instances/:id/users/:user/databases/:db', async (req: Req, reply) => {
@@ -552,6 +569,24 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     api.delete('/configurations/:id', async (req: Req, reply) => {
       await deleteConfiguration(plane, req.params.project!, req.params.id!);
       return reply.code(202).send();
+    });
+
+    // Guest logs: CouchDB's log (src/tasks/logs.ts).
+    api.get('/instances/:id/log', async (req: Req) => ({ logs: await listLogs(plane, req.params.project!, req.params.id!) }));
+    api.post('/instances/:id/log', async (req: Req) => {
+      const b = v.obj(req.body ?? null, 'The request body');
+      const flag = (k: string): boolean => {
+        const x = b[k];
+        if (x === undefined || x === null || x === 0 || x === false) return false;
+        if (x === 1 || x === true) return true;
+        throw badRequest(`"${k}" must be 0 or 1.`);
+      };
+      if (typeof b.name !== 'string' || b.name === '') throw badRequest('"name" (the log\'s name) is required.');
+      return { log: await logAction(plane, req.params.project!, req.params.id!, { name: b.name, enable: flag('enable'), disable: flag('disable'), publish: flag('publish'), discard: flag('discard') }) };
+    });
+    api.get('/instances/:id/log/:name/tail', async (req: Req) => {
+      const l = one(req.query.lines);
+      return { log: await tailLog(plane, req.params.project!, req.params.id!, req.params.name!, l === undefined ? 50 : v.integer(l, 'lines', 0, 100_000)) };
     });
 
     // Backup schedules (src/api/schedules.ts)

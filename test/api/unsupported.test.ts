@@ -43,13 +43,14 @@ test('every unimplemented Trove call answers 501 notImplemented naming it', asyn
     const route = u.path.replace(/[{}]/g, '\\$&');
     fault(r, 501, 'notImplemented', new RegExp(`^${u.call.replace(/[()/]/g, '\\$&')} \\(${u.method} ${route}\\) is not implemented by couchtrove\\.$`));
   }
-  fault(await call('GET', `/instances/${id}/log`), 501, 'notImplemented', /^Guest log list \(GET \/instances\/\{id\}\/log\) is not implemented by couchtrove\.$/);
+  fault(await call('GET', `/instances/${id}/modules`), 501, 'notImplemented', /^Instance module list\/query \(GET \/instances\/\{id\}\/modules\) is not implemented by couchtrove\.$/);
   fault(await call('GET', '/mgmt/instances'), 501, 'notImplemented', /Trove management API \(GET \/mgmt\/instances\)/);
   fault(await call('GET', '/mgmt/quotas/local'), 501, 'notImplemented', /^Quota show \(GET \/mgmt\/quotas\/\{user_project\}\)/);
 });
 
 test('an unknown instance is still 404, a path Trove does not have still 404, implemented calls unchanged', async () => {
   fault(await call('GET', '/instances/nope/log'), 404, 'itemNotFound', /nope/);
+  fault(await call('GET', '/instances/nope/modules'), 404, 'itemNotFound', /nope/);
   fault(await call('DELETE', '/instances/nope/metadata/k'), 404, 'itemNotFound', /nope/);
   fault(await call('GET', `/instances/${id}/nothing-like-this`), 404, 'itemNotFound', /No such resource/);
   fault(await call('GET', '/no-such-collection'), 404, 'itemNotFound', /No such resource/);

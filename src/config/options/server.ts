@@ -125,6 +125,18 @@ export const serverOptions = {
     flag: 'marker', arg: 'ID', group: C, parse: name,
     description: 'List after this id (paging; a listing cut by --limit prints the next marker on stderr)',
   },
+  accessRole: {
+    flag: 'role', arg: 'ROLE', group: C, default: 'member', parse: parsers.oneOf('admin', 'member'),
+    description: "The user's role on the databases: member reads and writes documents; admin also writes design documents (views, Mango indexes) and the database's _security",
+  },
+  logName: {
+    flag: 'log', arg: 'NAME', group: C, default: 'couchdb', parse: name,
+    description: "The instance's log: couchdb (CouchDB's own log)",
+  },
+  tailLines: {
+    flag: 'lines', arg: 'N', group: C, default: '50', parse: parsers.integer(0, 100_000),
+    description: 'How many of the last lines to print (0: the whole current file)',
+  },
   datastoreFilter: {
     flag: 'datastore', arg: 'TYPE', group: C, parse: name,
     description: 'Only backups of this datastore',
