@@ -238,6 +238,11 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi {
     this.#logKeep = options.logKeep ?? LOG_KEEP;
   }
 
+  /** The instance's id, once prepared (for the log). */
+  get instanceId(): string | undefined {
+    return this.#state?.settings.instanceId;
+  }
+
   /** Opens the agent's directory; adopts a CouchDB an earlier agent process left running. */
   static async open(agentDir: string, options: AgentOptions = {}): Promise<Agent> {
     const dir = path.resolve(agentDir);

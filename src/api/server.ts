@@ -1,6 +1,7 @@
 // The Trove v1.0 API (docs/control-plane.md, shared trove-api.md): fastify routes under
 // /v1.0/{project_id}/..., token auth per project, Trove's response shapes and error bodies.
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
+import type { Logger } from 'pino';
 import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { ServerConfig } from '../config/server.js';
@@ -41,8 +42,10 @@ export function faultBody(status: number, message: string, name?: string): Recor
 export interface ApiOptions {
   plane: ControlPlane;
   log?: (m: string) => void;
-  /** Log every request (method, path, status). */
+  /** Log every request (method, path, status) through log, when requestLogger is not given. */
   accessLog?: boolean;
+  /** The request log: one line per request at info (probes and metrics at debug), with its request id. */
+  requestLogger?: Logger;
   /** The backup scheduler, for readiness (src/api/operations.ts). */
   scheduler?: Liveness;
 }
@@ -87,6 +90,12 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
       void r.code(code).send(faultBody(code, `Bad request: ${describeError(error)}`));
     },
     routerOptions: { ignoreTrailingSlash: true, ignoreDuplicateSlashes: true, maxParamLength: 1024 },
+    // Trove's request ids (req-UUID), returned in x-openstack-request-id and named in the request log.
+    requestIdHeader: false,
+    genReqId: () => `req-${randomUUID()}`,
+  });
+  app.addHook('onSend', async (req, reply) => {
+    reply.header('x-openstack-request-id', req.id);
   });
   // JSON bodies: an empty body is no body (clients send Content-Type on DELETE too); __proto__ keys are refused.
   app.removeContentTypeParser('application/json');
@@ -133,7 +142,24 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
   app.setNotFoundHandler((req, reply) => {
     reply.code(404).send(faultBody(404, `No such resource: ${req.method} ${req.url.split('?')[0]!.slice(0, 200)}.`));
   });
-  if (options.accessLog) {
+  const rlog = options.requestLogger;
+  if (rlog) {
+    // Method, route, path and status only: never headers (tokens) or bodies (passwords).
+    app.addHook('onResponse', async (req, reply) => {
+      const params = (req.params ?? {}) as Record<string, string | undefined>;
+      const route = req.routeOptions.url ?? 'unmatched';
+      const fields: Record<string, unknown> = {
+        req_id: req.id, method: req.method, route, path: req.url.split('?')[0]!.slice(0, 200), status: reply.statusCode, ms: Math.round(reply.elapsedTime),
+      };
+      if (params.project) fields.project_id = params.project;
+      if (params.id && route.includes('/instances/:id')) fields.instance_id = params.id;
+      if (params.id && route.includes('/backups/:id')) fields.backup_id = params.id;
+      const quiet = route === '/health' || route === '/health/ready' || route === '/metrics';
+      if (quiet) rlog.debug(fields, 'request');
+      else if (reply.statusCode >= 500) rlog.error(fields, 'request');
+      else rlog.info(fields, 'request');
+    });
+  } else if (options.accessLog) {
     app.addHook('onResponse', async (req, reply) => log(`${req.method} ${req.url.slice(0, 200)} ${reply.statusCode}`));
   }
 

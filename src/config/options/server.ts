@@ -3,6 +3,7 @@
 // The server's own settings (flavors, projects, tokens, [couchdb]) live in its INI file: see
 // src/config/server.ts and docs/control-plane.md.
 import { parsers, UsageError, type OptionSpec } from '../catalogue.js';
+import { LOG_LEVELS } from '../../util/log.js';
 import { expandHome, normalizePublicUrl, publicUrlProblem } from '../server.js';
 
 const G = 'Control plane';
@@ -40,6 +41,10 @@ export const serverOptions = {
     flag: 'config-file', arg: 'FILE', group: G, env: 'COUCHTROVE_CONFIG_FILE',
     parse: (raw: string, flag: string): string => parsers.absolutePath(expandHome(raw), flag),
     description: 'The control plane configuration file (INI: [DEFAULT], [couchdb], [flavor:ID], [project:ID], [datastore_version:NAME]; docs/control-plane.md)',
+  },
+  logLevel: {
+    flag: 'log-level', arg: 'LEVEL', group: G, env: 'COUCHTROVE_LOG_LEVEL', default: 'info', parse: parsers.oneOf(...LOG_LEVELS),
+    description: 'Least level logged by the server and the agents it starts (fatal, error, warn, info, debug, trace, silent). JSON lines when stderr is not a terminal, text on a terminal; the request log is at info',
   },
   apiUrl: {
     flag: 'api-url', arg: 'URL', group: C, env: 'COUCHTROVE_API_URL', default: 'http://127.0.0.1:8779', parse: parsers.url,
