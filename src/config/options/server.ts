@@ -142,6 +142,10 @@ export const serverOptions = {
     flag: 'lines', arg: 'N', group: C, default: '50', parse: parsers.integer(0, 100_000),
     description: 'How many of the last lines to print (0: the whole current file)',
   },
+  shell: {
+    flag: 'shell', arg: 'SHELL', group: C, parse: parsers.oneOf('bash', 'zsh'),
+    description: 'The shell to print a completion script for: bash or zsh',
+  },
   datastoreFilter: {
     flag: 'datastore', arg: 'TYPE', group: C, parse: name,
     description: 'Only backups of this datastore',
