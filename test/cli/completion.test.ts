@@ -49,10 +49,24 @@ test('zsh: a #compdef script naming every command with its description', async (
   assert.doesNotMatch(s.split('\n').find((l) => l.startsWith("    'instance restart')") && l.includes('--'))!, /--size/);
   const zsh = ['/usr/bin/zsh', '/bin/zsh'].find((p) => fs.existsSync(p));
   if (!zsh) {
-    t.diagnostic('zsh is not installed: its syntax check is skipped');
+    t.diagnostic('zsh is not installed: its syntax check and run are skipped');
+    console.log('completion.test: zsh is not installed, the zsh script was not run');
     return;
   }
   execFileSync(zsh, ['-n', '-c', s]);
+  // The script's function with zsh's _describe replaced by a printer: what it would offer.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'couchtrove-zsh-'));
+  try {
+    const file = path.join(dir, '_couchtrove');
+    fs.writeFileSync(file, s);
+    const offer = (words: string[]): string[] => execFileSync(zsh, ['-f', '-c', `compdef() { :; }; source '${file}'; _describe() { print -l -- "\${(@P)4}"; }; words=(${words.map((w) => `'${w}'`).join(' ')}); CURRENT=${words.length}; _couchtrove`], { encoding: 'utf8' })
+      .split('\n').filter((l) => l !== '').map((l) => l.split(':')[0]!);
+    assert.ok(offer(['couchtrove', 'instance', 're']).includes('resize-volume'));
+    const restart = offer(['couchtrove', 'instance', 'restart', 'db1', '--']);
+    assert.ok(restart.includes('--wait') && !restart.includes('--size'), restart.join(' '));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('completion refuses an unknown shell', async () => {
