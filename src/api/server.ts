@@ -12,7 +12,7 @@ import { ServiceError, badRequest, notFound, type FaultName } from '../tasks/err
 import { describeError } from '../util/errors.js';
 import * as v from './validate.js';
 import { registerScheduleRoutes } from './schedules.js';
-import { notImplementedCall, refuseUnhonouredOptions, registerUnsupportedRoutes } from './unsupported.js';
+import { refuseUnhonouredOptions, registerUnsupportedRoutes } from './unsupported.js';
 import { registerOperationsRoutes, type Liveness } from './operations.js';
 import { detachReplica, ejectReplicaSource, promoteReplica, replicationView } from '../tasks/replication.js';
 import { createConfiguration, deleteConfiguration, setConfiguration, updateConfiguration } from '../tasks/configurations.js';
@@ -20,6 +20,7 @@ import type { AccessRole } from '../agent/protocol.js';
 import { type UserAccess, changePasswords, createDatabases, createUsers, deleteDatabase, deleteUser, disableRoot, enableRoot, getUser, grantAccess, listDatabases, listUsers, revokeAccess, rootEnabled } from '../tasks/access.js';
 import { createBackup, deleteBackup } from '../tasks/backups.js';
 import { instanceFacts } from '../tasks/facts.js';
+import { upgradeInstance } from '../tasks/upgrade.js';
 import { listLogs, logAction, tailLog } from '../tasks/logs.js';
 import { COUCHDB_PARAMETERS, couchdbParameter, troveParameterView, typeParameterValue } from '../config/couchdb-parameters.js';
 import { backupView, configurationView, datastoreView, flavorView, instanceView, links, versionView } from './views.js';
@@ -288,9 +289,8 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
         const ref = v.ref(b.datastore_version, '"datastore_version"');
         const target = (await store.find('datastore_versions', { datastore: DATASTORE })).find((x) => x.id === ref || x.name === ref);
         if (!target) throw notFound(`Datastore version ${ref.slice(0, 80)} for datastore ${DATASTORE} could not be found.`);
-        if (target.name === inst.datastore_version) throw badRequest(`Instance ${inst.id} already runs ${DATASTORE} ${target.name}: nothing to upgrade.`);
-        if (target.active !== 1) throw badRequest(`Datastore version ${target.name} is not active.`);
-        throw notImplementedCall(`Instance upgrade from ${DATASTORE} ${inst.datastore_version} to ${target.name}`, req.method, '/instances/{id}');
+        await upgradeInstance(plane, req.params.project!, inst.id, target);
+        return reply.code(202).send();
       }
       refuseUnhonouredOptions(b, plane.compute.name, 'update');
       if (b.name !== undefined) {

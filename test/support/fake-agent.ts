@@ -64,7 +64,10 @@ export class FakeAgent implements AgentApi {
     this.state = 'RUNNING';
     return { state: this.state };
   }
+  /** The CouchDB version status() reports while RUNNING (none by default, as an agent that cannot tell). */
+  reportVersion: string | undefined;
   async status(): Promise<InstanceStatus> {
+    if (this.state === 'RUNNING' && this.reportVersion && !this.pendingRestart.length) return { state: this.state, version: this.reportVersion };
     if (this.state === 'RUNNING' && this.pendingRestart.length) return { state: 'RESTART_REQUIRED', reason: `configuration waiting for a restart: ${this.pendingRestart.join(', ')}`, pendingRestart: [...this.pendingRestart] };
     return { state: this.state };
   }
