@@ -1,6 +1,6 @@
 // `couchtrove instance show` in units people read (issue 15): volume in GB with two decimals (bytes in
 // --json), flavor name, data size and document count, last backup, the keys waiting for a restart;
-// and a backup's locationRef naming where its objects are (backups/<id>/ in the repository).
+// a backup's locationRef naming where its objects are (backups/<id>/ in the repository); instance upgrade.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { runMain } from '../support/cli.js';
@@ -9,7 +9,7 @@ import { startPlane, until, type TestPlane } from '../support/plane.js';
 let p: TestPlane;
 let url = '';
 before(async () => {
-  p = await startPlane();
+  p = await startPlane({ env: { COUCHTROVE_DATASTORE_VERSIONS: '3.5,3.6' } });
   url = await p.app.listen({ host: '127.0.0.1', port: 0 });
 });
 after(async () => p.close());
@@ -49,4 +49,19 @@ test('instance show: GB with two decimals, flavor name, data, last backup, pendi
   assert.deepEqual(j.flavor.name, 'small');
   // The repository keeps a backup's objects under backups/<id>/ (src/backup/format.ts).
   assert.ok(b.locationRef.endsWith(`/backups/${b.id}/`), b.locationRef);
+});
+
+test('instance upgrade --wait: exit 1 when the new release does not run (rolled back), 0 and the new version when it does', async () => {
+  const inst = (await json<{ instance: { id: string } }>('instance', 'create', '--name', 'to-upgrade', '--flavor', 'tiny', '--size', '1', '--wait')).instance;
+  const rolledBack = await cli('instance', 'upgrade', 'to-upgrade', '--datastore-version', '3.6', '--wait');
+  assert.equal(rolledBack.code, 1, rolledBack.out);
+  assert.match(rolledBack.out, /^datastore\s+couchdb 3\.5$/m);
+  assert.match(rolledBack.out, /^fault\s+CouchDB did not run from couchdb 3\.6's release/m);
+  p.compute.agents.get(inst.id)!.reportVersion = '3.6.0';
+  const up = await cli('instance', 'upgrade', 'to-upgrade', '--datastore-version', '3.6', '--wait');
+  assert.equal(up.code, 0, up.err);
+  assert.match(up.out, /^datastore\s+couchdb 3\.6 \(CouchDB 3\.6\.0\)$/m);
+  assert.doesNotMatch(up.out, /^fault/m);
+  const bl = await cli('backup', 'list', '--instance', 'to-upgrade');
+  assert.equal((bl.out.match(/pre-upgrade-3\.6/g) ?? []).length, 2, bl.out);
 });

@@ -1,4 +1,4 @@
-// `couchtrove instance list|show|create|delete|restart|resize-volume|resize-flavor|detach-replica|promote|eject` against the API.
+// `couchtrove instance list|show|create|delete|restart|resize-volume|resize-flavor|upgrade|detach-replica|promote|eject` against the API.
 import { defineCommand, type AnyCommand } from '../../command.js';
 import { TroveApiClient, details, moreHint, print, table, waitFor, type JsonObject } from '../../../api/client.js';
 
@@ -112,6 +112,23 @@ export const instanceCommands: AnyCommand[] = [
       },
     }),
   ),
+  defineCommand({
+    path: ['instance', 'upgrade'], summary: "Upgrade to another registered CouchDB version (--datastore-version V): a backup first, then CouchDB from V's release; the old release comes back if V's does not run",
+    required: ['instanceRef', 'datastoreVersion'], optional: [...API, 'wait'], positional: 'instanceRef',
+    run: async (o, io) => {
+      const c = new TroveApiClient(o);
+      const id = await c.instanceId(o.instanceRef);
+      await c.request('PATCH', `/instances/${id}`, { instance: { datastore_version: o.datastoreVersion } });
+      let inst = (await c.get(`/instances/${id}`)).instance as JsonObject;
+      if (o.wait) {
+        await new Promise((r) => setTimeout(r, 300));
+        inst = (await waitFor(c, io, 'instance', id)) ?? inst;
+      }
+      show(io, o.json, inst);
+      // A rollback leaves the instance ACTIVE on its old version with the reason in fault: that is a failure.
+      return o.wait && (failed(inst) || (inst.datastore as JsonObject | undefined)?.version !== o.datastoreVersion) ? 1 : 0;
+    },
+  }),
   // One definition per verb, so that each accepts only its own options (restart takes no --size).
   actionCommand('restart', 'Restart CouchDB', [], () => ({ restart: {} })),
   actionCommand('resize-volume', 'Grow the volume (--size GB; never shrinks)', ['volumeSize'], (o) => ({ resize: { volume: { size: o.volumeSize } } })),
