@@ -132,7 +132,8 @@ export class CouchManager {
     // A database admin can read and write too: it counts as access with role admin.
     const adminOf = [...secs].filter(([, s]) => s.admins?.names?.includes(doc.name)).map(([db]) => db);
     const databases = [...secs].filter(([db, s]) => s.members?.names?.includes(doc.name) || adminOf.includes(db)).map(([db]) => db);
-    return { name: doc.name, roles: doc.roles ?? [], databases, adminOf };
+    // adminOf only when there is one: the shape stays what older callers compare against.
+    return { name: doc.name, roles: doc.roles ?? [], databases, ...(adminOf.length ? { adminOf } : {}) };
   }
 
   async createUser(user: NewUser): Promise<void> {
