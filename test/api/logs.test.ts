@@ -109,3 +109,19 @@ test('log files are capped: rotated by copy and truncate at the cap, the writer 
   assert.match(fs.readFileSync(`${file}.2`, 'utf8'), /^4x/);
   assert.equal(await tailFile(`${file}.1`, 2), `5${line.slice(1)}5${line.slice(1)}`);
 });
+
+test('the agent rotates its log files at its cap and reports them; readLog gives the last lines and refuses unknown logs', async () => {
+  const { Agent } = await import('../../src/agent/agent.js');
+  const dir = fs.mkdtempSync(path.join(root, 'agent-'));
+  const agent = await Agent.open(dir, { logMaxBytes: 1000, logKeep: 2 });
+  fs.writeFileSync(path.join(dir, 'agent.log'), 'line\n'.repeat(300));
+  assert.deepEqual(await agent.rotateLogs(), ['agent']);
+  assert.equal(fs.statSync(path.join(dir, 'agent.log')).size, 0);
+  assert.equal(fs.statSync(path.join(dir, 'agent.log.1')).size, 1500);
+  assert.deepEqual(await agent.rotateLogs(), [], 'under the cap');
+  const [info] = await agent.logs();
+  assert.deepEqual(info, { name: 'agent', size: 0, rotatedBytes: 1500, maxBytes: 1000, keep: 2 });
+  fs.appendFileSync(path.join(dir, 'agent.log'), 'a\nb\nc\n');
+  assert.deepEqual(await agent.readLog('agent', 2), { name: 'agent', text: 'b\nc\n', lines: 2 });
+  await assert.rejects(agent.readLog('../etc/passwd', 2), /no log/);
+});
