@@ -18,7 +18,8 @@ import { IniFile } from './ini.js';
 import { parseOverrides, type ParsedOverride } from './config-keys.js';
 import { checkPortFree, CouchProcess, reasonFromLog, stopEpmd } from './process.js';
 import { AGENT_ADMIN, checkBackupId, checkSettings, checkStorageUrl } from './validate.js';
-import type { AgentApi, AgentBackupRequest, ConfigurationResult, InstanceSettings, InstanceStatus, NewUser, UserInfo } from './protocol.js';
+import type { AccessRole, AgentApi, AgentBackupRequest, AgentOpsApi, ConfigurationResult, DataStats, InstanceSettings, InstanceStatus, LogFileInfo, NewUser, UserInfo } from './protocol.js';
+import { LOG_KEEP, LOG_MAX_BYTES, maskSecrets, rotateIfLarge, rotatedBytes, tailFile } from './logs.js';
 import type { AgentReplicationApi, FollowPrimaryRequest, ReplicationCredentials, ReplicationStatus, ReplicationSyncResult } from './protocol.js';
 import { fileStore, ReplicationManager, ReplicationMemory } from './replication.js';
 import { CODECS } from '../config/option.js';
@@ -35,6 +36,9 @@ export interface AgentOptions {
   stopTimeoutMs?: number;
   /** One line per lifecycle event; never given a secret. */
   log?: (line: string) => void;
+  /** Cap of each log file before it is rotated (default 10 MiB), and rotated files kept (default 3). */
+  logMaxBytes?: number;
+  logKeep?: number;
 }
 
 interface PersistedState {
@@ -205,7 +209,7 @@ async function usedBytes(dir: string): Promise<number> {
   return total;
 }
 
-export class Agent implements AgentApi, AgentReplicationApi {
+export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi {
   #state: PersistedState | null = null;
   #proc: CouchProcess | null = null;
   #busy: string | null = null;
@@ -220,6 +224,8 @@ export class Agent implements AgentApi, AgentReplicationApi {
   readonly #startTimeoutMs: number;
   readonly #stopTimeoutMs: number;
   readonly #log: (line: string) => void;
+  readonly #logMaxBytes: number;
+  readonly #logKeep: number;
 
   private constructor(
     readonly agentDir: string,
@@ -228,6 +234,13 @@ export class Agent implements AgentApi, AgentReplicationApi {
     this.#startTimeoutMs = options.startTimeoutMs ?? 120_000;
     this.#stopTimeoutMs = options.stopTimeoutMs ?? 60_000;
     this.#log = options.log ?? (() => undefined);
+    this.#logMaxBytes = options.logMaxBytes ?? LOG_MAX_BYTES;
+    this.#logKeep = options.logKeep ?? LOG_KEEP;
+  }
+
+  /** The instance's id, once prepared (for the log). */
+  get instanceId(): string | undefined {
+    return this.#state?.settings.instanceId;
   }
 
   /** Opens the agent's directory; adopts a CouchDB an earlier agent process left running. */
@@ -655,7 +668,7 @@ export class Agent implements AgentApi, AgentReplicationApi {
     if (await this.#client().up(2000)) {
       if (!this.#version) this.#version = await this.#client(5000).info().then((i) => i.version, () => undefined);
       const version = this.#version ? { version: this.#version } : {};
-      if (st.pendingRestart.length) return { state: 'RESTART_REQUIRED', reason: `configuration waiting for a restart: ${st.pendingRestart.join(', ')}`, ...version };
+      if (st.pendingRestart.length) return { state: 'RESTART_REQUIRED', reason: `configuration waiting for a restart: ${st.pendingRestart.join(', ')}`, pendingRestart: [...st.pendingRestart], ...version };
       return { state: 'RUNNING', ...version };
     }
     const f = instanceFiles(s);
@@ -706,8 +719,62 @@ export class Agent implements AgentApi, AgentReplicationApi {
   async changePassword(name: string, password: string): Promise<void> {
     return this.#mgr().changePassword(name, password);
   }
-  async grantAccess(name: string, databases: string[]): Promise<void> {
-    return this.#mgr().grantAccess(name, databases);
+  async grantAccess(name: string, databases: string[], role?: AccessRole): Promise<void> {
+    return this.#mgr().grantAccess(name, databases, role);
+  }
+
+  // --- operations: data statistics, logs (docs/operations.md) -------------------------------
+
+  async dataStats(): Promise<DataStats> {
+    return this.#mgr().dataStats();
+  }
+
+  /** The log files: CouchDB's (once prepared) and the agent's own. */
+  #logFiles(): Map<string, string> {
+    const m = new Map<string, string>();
+    if (this.#state) m.set('couchdb', instanceFiles(this.#state.settings).log);
+    m.set('agent', path.join(this.agentDir, 'agent.log'));
+    return m;
+  }
+
+  async logs(): Promise<LogFileInfo[]> {
+    const out: LogFileInfo[] = [];
+    for (const [name, file] of this.#logFiles()) {
+      const size = await fsp.stat(file).then((x) => x.size, () => 0);
+      out.push({ name, size, rotatedBytes: await rotatedBytes(file, this.#logKeep), maxBytes: this.#logMaxBytes, keep: this.#logKeep });
+    }
+    return out;
+  }
+
+  async readLog(name: string, lines: number): Promise<{ name: string; text: string; lines: number }> {
+    const file = this.#logFiles().get(name);
+    if (!file) throw new AgentError('NOT_FOUND', `no log ${JSON.stringify(String(name).slice(0, 40))}: the logs are ${[...this.#logFiles().keys()].join(', ')}`);
+    if (!Number.isInteger(lines) || lines < 0 || lines > 100_000) throw invalid('lines must be 0 to 100000');
+    // CouchDB logs request lines, never passwords; the agent's admin password is masked all the same.
+    const text = maskSecrets(await tailFile(file, lines), this.#admin ? [this.#admin.password] : []);
+    return { name, text, lines: text === '' ? 0 : text.split('\n').length - (text.endsWith('\n') ? 1 : 0) };
+  }
+
+  /** Rotates every log file that reached its cap (see ./logs.ts); returns the names rotated. */
+  async rotateLogs(): Promise<string[]> {
+    const done: string[] = [];
+    for (const [name, file] of this.#logFiles()) if (await rotateIfLarge(file, this.#logMaxBytes, this.#logKeep)) done.push(name);
+    return done;
+  }
+
+  /** For `agent serve`: checks the logs' sizes every intervalMs. */
+  startLogRotation(intervalMs = 30_000): () => void {
+    let running = false;
+    const timer = setInterval(() => {
+      if (running) return;
+      running = true;
+      this.rotateLogs()
+        .then((names) => names.forEach((n) => this.#log(`rotated the ${n} log (cap ${this.#logMaxBytes} bytes, ${this.#logKeep} kept)`)))
+        .catch((err: unknown) => this.#log(`log rotation failed: ${describeError(err)}`))
+        .finally(() => (running = false));
+    }, intervalMs);
+    timer.unref();
+    return () => clearInterval(timer);
   }
   async revokeAccess(name: string, database: string): Promise<void> {
     return this.#mgr().revokeAccess(name, database);

@@ -4,6 +4,7 @@
 import { AgentError } from './errors.js';
 import type { AgentApi, AgentBackupRequest, AgentErrorCode, ConfigurationResult, InstanceSettings, InstanceStatus, NewUser, UserInfo } from './protocol.js';
 import type { AgentReplicationApi, FollowPrimaryRequest, ReplicationCredentials, ReplicationStatus, ReplicationSyncResult } from './protocol.js';
+import type { AccessRole, AgentOpsApi, DataStats, LogFileInfo } from './protocol.js';
 import type { BackupSummary, Progress } from '../backup/types.js';
 
 export interface AgentClientOptions {
@@ -15,7 +16,7 @@ export interface AgentClientOptions {
 
 const enc = encodeURIComponent;
 
-export class AgentClient implements AgentApi, AgentReplicationApi {
+export class AgentClient implements AgentApi, AgentReplicationApi, AgentOpsApi {
   readonly #token: string;
   readonly #base: string;
   readonly #timeoutMs: number;
@@ -102,8 +103,8 @@ export class AgentClient implements AgentApi, AgentReplicationApi {
   async changePassword(name: string, password: string): Promise<void> {
     await this.#call('PUT', `/v1/users/${enc(name)}/password`, { password });
   }
-  async grantAccess(name: string, databases: string[]): Promise<void> {
-    await this.#call('POST', `/v1/users/${enc(name)}/access`, { databases });
+  async grantAccess(name: string, databases: string[], role?: AccessRole): Promise<void> {
+    await this.#call('POST', `/v1/users/${enc(name)}/access`, role === undefined ? { databases } : { databases, role });
   }
   async revokeAccess(name: string, database: string): Promise<void> {
     await this.#call('DELETE', `/v1/users/${enc(name)}/access/${enc(database)}`);
@@ -144,5 +145,15 @@ export class AgentClient implements AgentApi, AgentReplicationApi {
   }
   detach(): Promise<ReplicationStatus> {
     return this.#call('POST', '/v1/replication/detach');
+  }
+
+  dataStats(): Promise<DataStats> {
+    return this.#call('GET', '/v1/stats');
+  }
+  logs(): Promise<LogFileInfo[]> {
+    return this.#call('GET', '/v1/logs');
+  }
+  readLog(name: string, lines: number): Promise<{ name: string; text: string; lines: number }> {
+    return this.#call('GET', `/v1/logs/${enc(name)}?lines=${lines}`);
   }
 }

@@ -7,7 +7,7 @@ import { mapLimit } from '../util/concurrency.js';
 import { AgentError, invalid, notFound } from './errors.js';
 import { CouchClient, httpError, userDocId, waitForCredentials, type SecurityObject, type UserDoc } from './couchdb.js';
 import { checkDatabaseList, checkDatabaseName, checkPassword, checkRoles, checkUserName, ROOT_USER } from './validate.js';
-import type { NewUser, UserInfo } from './protocol.js';
+import type { AccessRole, DataStats, NewUser, UserInfo } from './protocol.js';
 
 export const SYSTEM_DATABASES = ['_users', '_replicator'];
 const USERS = '_users';
@@ -129,8 +129,11 @@ export class CouchManager {
   }
 
   #info(doc: UserDoc, secs: Map<string, SecurityObject>): UserInfo {
-    const databases = [...secs].filter(([, s]) => s.members?.names?.includes(doc.name)).map(([db]) => db);
-    return { name: doc.name, roles: doc.roles ?? [], databases };
+    // A database admin can read and write too: it counts as access with role admin.
+    const adminOf = [...secs].filter(([, s]) => s.admins?.names?.includes(doc.name)).map(([db]) => db);
+    const databases = [...secs].filter(([db, s]) => s.members?.names?.includes(doc.name) || adminOf.includes(db)).map(([db]) => db);
+    // adminOf only when there is one: the shape stays what older callers compare against.
+    return { name: doc.name, roles: doc.roles ?? [], databases, ...(adminOf.length ? { adminOf } : {}) };
   }
 
   async createUser(user: NewUser): Promise<void> {
@@ -196,41 +199,74 @@ export class CouchManager {
     await waitForCredentials(this.couch.baseUrl, { username: name, password }, false, `the new password of user ${name}`);
   }
 
-  async grantAccess(name: string, databases: string[]): Promise<void> {
+  async grantAccess(name: string, databases: string[], role: AccessRole = 'member'): Promise<void> {
     checkUserName(name);
     const dbs = checkDatabaseList(databases);
     if (dbs.length === 0) throw invalid('no databases given');
+    if (role !== 'admin' && role !== 'member') throw invalid(`role must be admin or member, got ${JSON.stringify(role)}`);
     await this.#requireUser(name);
     await this.#requireDatabases(dbs);
-    await this.#grant(name, dbs);
+    await this.#grant(name, dbs, role);
   }
 
-  /** Adds name to members.names of each database; undoes its own additions when one fails. */
-  async #grant(name: string, dbs: string[]): Promise<void> {
-    const added: string[] = [];
+  /**
+   * Puts name in members.names of each database and, for role admin, in admins.names (CouchDB lets only
+   * database admins write design documents, so views and Mango indexes); role member takes it out of
+   * admins. Each database's previous _security comes back when one fails.
+   */
+  async #grant(name: string, dbs: string[], role: AccessRole = 'member'): Promise<void> {
+    const before = new Map<string, SecurityObject>();
     try {
       for (const db of dbs) {
-        const changed = await this.#updateSecurity(db, (sec) => {
-          const names = sec.members?.names ?? [];
-          if (names.includes(name)) return false;
-          sec.members = { ...sec.members, names: [...names, name], roles: sec.members?.roles ?? [] };
+        await this.#updateSecurity(db, (sec) => {
+          const prev = structuredClone(sec);
+          const members = sec.members?.names ?? [];
+          const admins = sec.admins?.names ?? [];
+          const wantAdmin = role === 'admin';
+          if (members.includes(name) && admins.includes(name) === wantAdmin) return false;
+          sec.members = { ...sec.members, names: members.includes(name) ? members : [...members, name], roles: sec.members?.roles ?? [] };
+          sec.admins = { ...sec.admins, names: wantAdmin ? (admins.includes(name) ? admins : [...admins, name]) : admins.filter((n) => n !== name), roles: sec.admins?.roles ?? [] };
+          before.set(db, prev);
           return true;
         });
-        if (changed) added.push(db);
       }
     } catch (err) {
-      for (const db of added) await this.#removeMember(db, name).catch(() => undefined);
+      for (const [db, prev] of before) await this.#updateSecurity(db, (sec) => {
+        sec.members = prev.members ?? { names: [], roles: [] };
+        sec.admins = prev.admins ?? { names: [], roles: [] };
+        return true;
+      }).catch(() => undefined);
       throw err;
     }
   }
 
+  /** Takes name out of the database's members and admins. */
   #removeMember(db: string, name: string): Promise<boolean> {
     return this.#updateSecurity(db, (sec) => {
-      const names = sec.members?.names ?? [];
-      if (!names.includes(name)) return false;
-      sec.members!.names = names.filter((n) => n !== name);
-      return true;
+      let changed = false;
+      for (const part of ['members', 'admins'] as const) {
+        const names = sec[part]?.names ?? [];
+        if (names.includes(name)) {
+          sec[part]!.names = names.filter((n) => n !== name);
+          changed = true;
+        }
+      }
+      return changed;
     });
+  }
+
+  /** Document count and sizes of the user databases. */
+  async dataStats(): Promise<DataStats> {
+    const dbs = await this.listDatabases();
+    const infos = await mapLimit(dbs, 8, (db) => this.couch.dbInfo(db).catch(() => null));
+    const s: DataStats = { databases: dbs.length, documents: 0, fileBytes: 0, activeBytes: 0 };
+    for (const i of infos) {
+      if (!i) continue;
+      s.documents += i.doc_count;
+      s.fileBytes += i.sizes?.file ?? 0;
+      s.activeBytes += i.sizes?.active ?? 0;
+    }
+    return s;
   }
 
   async revokeAccess(name: string, database: string): Promise<void> {

@@ -170,7 +170,8 @@ export async function reasonFromLog(logFile: string, offset: number, secrets: st
     const h = await fsp.open(logFile, 'r');
     try {
       const size = (await h.stat()).size;
-      const start = Math.max(offset, size - 256 * 1024);
+      // A log rotated since (./logs.ts) is shorter than the offset: read what it holds now.
+      const start = Math.max(offset > size ? 0 : offset, size - 256 * 1024);
       const buf = Buffer.alloc(Math.max(0, size - start));
       await h.read(buf, 0, buf.length, start);
       text = buf.toString('utf8');

@@ -42,13 +42,20 @@ export interface InstanceStatus {
   reason?: string;
   /** CouchDB version as reported by GET /. */
   version?: string;
+  /** 'section/key' settings written to the ini that wait for a restart (with state RESTART_REQUIRED). */
+  pendingRestart?: string[];
 }
+
+/** A user's access to a database: member (read and write documents) or admin (also design documents and indexes). */
+export type AccessRole = 'admin' | 'member';
 
 export interface UserInfo {
   name: string;
   roles: string[];
-  /** Databases whose _security members list this user by name. */
+  /** Databases whose _security members (or admins) list this user by name. */
   databases: string[];
+  /** Of those, the databases whose _security admins list this user (role admin); absent from older agents. */
+  adminOf?: string[];
 }
 
 export interface NewUser {
@@ -93,7 +100,8 @@ export interface AgentApi {
   createUser(user: NewUser): Promise<void>;
   deleteUser(name: string): Promise<void>;
   changePassword(name: string, password: string): Promise<void>;
-  grantAccess(name: string, databases: string[]): Promise<void>;
+  /** role defaults to member; admin also puts the user in the databases' _security admins. */
+  grantAccess(name: string, databases: string[], role?: AccessRole): Promise<void>;
   revokeAccess(name: string, database: string): Promise<void>;
 
   enableRoot(password?: string): Promise<{ name: 'root'; password: string }>;
@@ -221,4 +229,38 @@ export interface AgentReplicationApi {
   replicationStatus(): Promise<ReplicationStatus>;
   /** Stops following: replication documents and read-only guards removed; the instance is standalone and writable. */
   detach(): Promise<ReplicationStatus>;
+}
+
+// --- operations: data statistics and CouchDB's log (issue 15; docs/operations.md) -------------
+// Kept out of AgentApi, like replication, so that other implementations stay valid.
+
+/** What the user databases hold (system databases left out). */
+export interface DataStats {
+  databases: number;
+  /** Documents not deleted, summed over the databases. */
+  documents: number;
+  /** Bytes of the database files (sizes.file). */
+  fileBytes: number;
+  /** Bytes of live data in them (sizes.active): fileBytes minus what compaction would reclaim. */
+  activeBytes: number;
+}
+
+/** One log file the agent writes or keeps (CouchDB's own log, the agent's log). */
+export interface LogFileInfo {
+  name: string;
+  /** Bytes in the current file. */
+  size: number;
+  /** Bytes in the rotated files kept beside it (name.1 ...). */
+  rotatedBytes: number;
+  /** The current file is rotated when it reaches this size. */
+  maxBytes: number;
+  /** Rotated files kept. */
+  keep: number;
+}
+
+export interface AgentOpsApi {
+  dataStats(): Promise<DataStats>;
+  logs(): Promise<LogFileInfo[]>;
+  /** The log's last `lines` lines (0: the whole current file, at most 16 MiB), with secrets the agent knows masked. */
+  readLog(name: string, lines: number): Promise<{ name: string; text: string; lines: number }>;
 }

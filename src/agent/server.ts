@@ -9,7 +9,7 @@ import { isIP } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { AgentError, HTTP_STATUS, invalid } from './errors.js';
 import type { AgentApi, AgentErrorBody, AgentErrorCode, AgentServeConfig, InstanceSettings, NewUser } from './protocol.js';
-import type { AgentReplicationApi, FollowPrimaryRequest } from './protocol.js';
+import type { AccessRole, AgentOpsApi, AgentReplicationApi, FollowPrimaryRequest } from './protocol.js';
 import { CouchtroveError, describeError } from '../util/errors.js';
 
 export interface AgentServerOptions {
@@ -17,7 +17,7 @@ export interface AgentServerOptions {
   port: number;
   token: string;
   /** The replication routes answer NOT_FOUND when the agent does not implement AgentReplicationApi. */
-  agent: AgentApi & Partial<AgentReplicationApi>;
+  agent: AgentApi & Partial<AgentReplicationApi> & Partial<AgentOpsApi>;
   /** One line per request (method, path, status, time), and server events. */
   log?: (line: string) => void;
 }
@@ -112,7 +112,9 @@ export async function startAgentServer(opts: AgentServerOptions): Promise<Runnin
     return ok;
   });
   app.post('/v1/users/:name/access', async (req) => {
-    await api.grantAccess(param(req, 'name'), bodyOf(req).databases as string[]);
+    const role = bodyOf(req).role;
+    if (role !== undefined && role !== 'admin' && role !== 'member') throw invalid('role must be admin or member');
+    await api.grantAccess(param(req, 'name'), bodyOf(req).databases as string[], role as AccessRole | undefined);
     return ok;
   });
   app.delete('/v1/users/:name/access/:database', async (req) => {
@@ -145,6 +147,19 @@ export async function startAgentServer(opts: AgentServerOptions): Promise<Runnin
   app.post('/v1/replication/sync', async () => repl().syncReplication());
   app.get('/v1/replication', async () => repl().replicationStatus());
   app.post('/v1/replication/detach', async () => repl().detach());
+  // Operations: data statistics and the log files (docs/operations.md).
+  const ops = (): AgentOpsApi => {
+    const r = api as Partial<AgentOpsApi>;
+    if (!r.dataStats || !r.logs || !r.readLog) throw new AgentError('NOT_FOUND', 'this agent does not implement data statistics and logs');
+    return r as AgentOpsApi;
+  };
+  app.get('/v1/stats', async () => ops().dataStats());
+  app.get('/v1/logs', async () => ops().logs());
+  app.get('/v1/logs/:name', async (req) => {
+    const q = req.query as Record<string, string | undefined>;
+    const lines = q.lines === undefined ? 50 : Number(q.lines);
+    return ops().readLog(param(req, 'name'), lines);
+  });
 
   await app.listen({ host: opts.host, port: opts.port });
   const addr = app.server.address();

@@ -3,6 +3,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
 import { openState, type StateStore } from '../state/index.js';
 import type { ServerConfig } from '../config/server.js';
 import { LocalProcessDriver, type AgentFactory } from '../compute/local.js';
@@ -52,6 +53,8 @@ export interface RunningServer {
 
 export interface StartOptions {
   log?: (line: string) => void;
+  /** The request log (src/util/log.ts); without it, accessLog writes plain lines through log. */
+  requestLogger?: Logger;
   compute?: ComputeDriver;
   agentFactory?: AgentFactory;
   /** The backup engine (default: the real one, backupEngine); tests and the fleet benchmark simulate it. */
@@ -102,7 +105,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     cleanup.push(() => plane.stop());
     // Made here, started after recovery: readiness (GET /health/ready) reports it until then.
     const scheduler = new BackupScheduler(plane, { log, ...(options.scheduleTickMs !== undefined ? { tickMs: options.scheduleTickMs } : {}) });
-    const app = await buildApi({ plane, log, accessLog: options.accessLog ?? false, scheduler });
+    const app = await buildApi({ plane, log, accessLog: options.accessLog ?? false, scheduler, ...(options.requestLogger ? { requestLogger: options.requestLogger } : {}) });
     cleanup.push(() => app.close());
     // The listener is bound before any task is recovered: a port that is taken stops the start here.
     // Requests wait until recovery is done (tasks it resumes must not race new ones).

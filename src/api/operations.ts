@@ -24,7 +24,7 @@ export interface OperationsOptions {
 // Records keyed by the status types, so a status added to the schema fails to compile here until it is
 // listed: every status has a series (0 included), which alert rules need to see.
 const INSTANCE_STATUSES = Object.keys({
-  BUILD: 1, ACTIVE: 1, REBOOT: 1, RESIZE: 1, BACKUP: 1, SHUTDOWN: 1, RESTART_REQUIRED: 1, ERROR: 1, FAILED: 1, PROMOTE: 1, EJECT: 1, DETACH: 1,
+  BUILD: 1, ACTIVE: 1, REBOOT: 1, RESIZE: 1, BACKUP: 1, SHUTDOWN: 1, RESTART_REQUIRED: 1, ERROR: 1, FAILED: 1, PROMOTE: 1, EJECT: 1, DETACH: 1, UPGRADE: 1,
 } satisfies Record<InstanceStatus, 1>);
 const BACKUP_STATUSES = Object.keys({ NEW: 1, BUILDING: 1, SAVING: 1, COMPLETED: 1, FAILED: 1, DELETE_FAILED: 1 } satisfies Record<BackupStatus, 1>);
 

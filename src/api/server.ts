@@ -1,6 +1,7 @@
 // The Trove v1.0 API (docs/control-plane.md, shared trove-api.md): fastify routes under
 // /v1.0/{project_id}/..., token auth per project, Trove's response shapes and error bodies.
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
+import type { Logger } from 'pino';
 import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { ServerConfig } from '../config/server.js';
@@ -11,12 +12,16 @@ import { ServiceError, badRequest, notFound, type FaultName } from '../tasks/err
 import { describeError } from '../util/errors.js';
 import * as v from './validate.js';
 import { registerScheduleRoutes } from './schedules.js';
-import { notImplementedCall, refuseUnhonouredOptions, registerUnsupportedRoutes } from './unsupported.js';
+import { refuseUnhonouredOptions, registerUnsupportedRoutes } from './unsupported.js';
 import { registerOperationsRoutes, type Liveness } from './operations.js';
 import { detachReplica, ejectReplicaSource, promoteReplica, replicationView } from '../tasks/replication.js';
 import { createConfiguration, deleteConfiguration, setConfiguration, updateConfiguration } from '../tasks/configurations.js';
-import { changePasswords, createDatabases, createUsers, deleteDatabase, deleteUser, disableRoot, enableRoot, getUser, grantAccess, listDatabases, listUsers, revokeAccess, rootEnabled } from '../tasks/access.js';
+import type { AccessRole } from '../agent/protocol.js';
+import { type UserAccess, changePasswords, createDatabases, createUsers, deleteDatabase, deleteUser, disableRoot, enableRoot, getUser, grantAccess, listDatabases, listUsers, revokeAccess, rootEnabled } from '../tasks/access.js';
 import { createBackup, deleteBackup } from '../tasks/backups.js';
+import { instanceFacts } from '../tasks/facts.js';
+import { upgradeInstance } from '../tasks/upgrade.js';
+import { listLogs, logAction, tailLog } from '../tasks/logs.js';
 import { COUCHDB_PARAMETERS, couchdbParameter, troveParameterView, typeParameterValue } from '../config/couchdb-parameters.js';
 import { backupView, configurationView, datastoreView, flavorView, instanceView, links, versionView } from './views.js';
 
@@ -38,8 +43,10 @@ export function faultBody(status: number, message: string, name?: string): Recor
 export interface ApiOptions {
   plane: ControlPlane;
   log?: (m: string) => void;
-  /** Log every request (method, path, status). */
+  /** Log every request (method, path, status) through log, when requestLogger is not given. */
   accessLog?: boolean;
+  /** The request log: one line per request at info (probes and metrics at debug), with its request id. */
+  requestLogger?: Logger;
   /** The backup scheduler, for readiness (src/api/operations.ts). */
   scheduler?: Liveness;
 }
@@ -84,6 +91,12 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
       void r.code(code).send(faultBody(code, `Bad request: ${describeError(error)}`));
     },
     routerOptions: { ignoreTrailingSlash: true, ignoreDuplicateSlashes: true, maxParamLength: 1024 },
+    // Trove's request ids (req-UUID), returned in x-openstack-request-id and named in the request log.
+    requestIdHeader: false,
+    genReqId: () => `req-${randomUUID()}`,
+  });
+  app.addHook('onSend', async (req, reply) => {
+    reply.header('x-openstack-request-id', req.id);
   });
   // JSON bodies: an empty body is no body (clients send Content-Type on DELETE too); __proto__ keys are refused.
   app.removeContentTypeParser('application/json');
@@ -130,7 +143,24 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
   app.setNotFoundHandler((req, reply) => {
     reply.code(404).send(faultBody(404, `No such resource: ${req.method} ${req.url.split('?')[0]!.slice(0, 200)}.`));
   });
-  if (options.accessLog) {
+  const rlog = options.requestLogger;
+  if (rlog) {
+    // Method, route, path and status only: never headers (tokens) or bodies (passwords).
+    app.addHook('onResponse', async (req, reply) => {
+      const params = (req.params ?? {}) as Record<string, string | undefined>;
+      const route = req.routeOptions.url ?? 'unmatched';
+      const fields: Record<string, unknown> = {
+        req_id: req.id, method: req.method, route, path: req.url.split('?')[0]!.slice(0, 200), status: reply.statusCode, ms: Math.round(reply.elapsedTime),
+      };
+      if (params.project) fields.project_id = params.project;
+      if (params.id && route.includes('/instances/:id')) fields.instance_id = params.id;
+      if (params.id && route.includes('/backups/:id')) fields.backup_id = params.id;
+      const quiet = route === '/health' || route === '/health/ready' || route === '/metrics';
+      if (quiet) rlog.debug(fields, 'request');
+      else if (reply.statusCode >= 500) rlog.error(fields, 'request');
+      else rlog.info(fields, 'request');
+    });
+  } else if (options.accessLog) {
     app.addHook('onResponse', async (req, reply) => log(`${req.method} ${req.url.slice(0, 200)} ${reply.statusCode}`));
   }
 
@@ -193,8 +223,8 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     const showInstance = async (req: Req, inst: Row<'instances'>, detail: boolean): Promise<Record<string, unknown>> => {
       const replicas = detail ? (await store.find('instances', { replica_of: inst.id })).map((r) => r.id) : [];
       const configuration = detail && inst.configuration_id ? await store.get('configurations', inst.configuration_id) : undefined;
-      const used = detail ? await plane.volumeUsed(inst) : null;
-      const view = instanceView(base(req), inst, plane.config.region, { used, replicas, configuration, engine: plane.compute.engine, detail });
+      const [used, facts] = detail ? await Promise.all([plane.volumeUsed(inst), instanceFacts(plane, inst)]) : [null, undefined];
+      const view = instanceView(base(req), inst, plane.config.region, { used, replicas, configuration, engine: plane.compute.engine, detail, ...(facts ? { facts } : {}) });
       const replication = detail ? await replicationView(plane, inst) : undefined;
       if (replication) view.replication = replication;
       return view;
@@ -259,9 +289,8 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
         const ref = v.ref(b.datastore_version, '"datastore_version"');
         const target = (await store.find('datastore_versions', { datastore: DATASTORE })).find((x) => x.id === ref || x.name === ref);
         if (!target) throw notFound(`Datastore version ${ref.slice(0, 80)} for datastore ${DATASTORE} could not be found.`);
-        if (target.name === inst.datastore_version) throw badRequest(`Instance ${inst.id} already runs ${DATASTORE} ${target.name}: nothing to upgrade.`);
-        if (target.active !== 1) throw badRequest(`Datastore version ${target.name} is not active.`);
-        throw notImplementedCall(`Instance upgrade from ${DATASTORE} ${inst.datastore_version} to ${target.name}`, req.method, '/instances/{id}');
+        await upgradeInstance(plane, req.params.project!, inst.id, target);
+        return reply.code(202).send();
       }
       refuseUnhonouredOptions(b, plane.compute.name, 'update');
       if (b.name !== undefined) {
@@ -359,7 +388,8 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
 
     // Users: Trove addresses MySQL users as name@host; CouchDB users have no host, so "@%" is ignored.
     const userParam = (req: Req): string => v.userName((req.params.user ?? '').replace(/@%?$/, ''), 'user');
-    const userView = (u: { name: string; databases: string[] }): Record<string, unknown> => ({ name: u.name, host: '%', databases: u.databases.map((name) => ({ name })) });
+    // Each database carries the user's role on it (couchtrove's addition: admin may write design documents).
+    const userView = (u: UserAccess): Record<string, unknown> => ({ name: u.name, host: '%', databases: u.databases.map((name) => ({ name, role: u.roles[name] ?? 'member' })) });
     api.get('/instances/:id/users', async (req: Req) => {
       const users = await listUsers(plane, req.params.project!, req.params.id!);
       const { names: shown, links: l } = pageNames(req, users.map((u) => u.name), `instances/${req.params.id}/users`) as { names: string[]; links: unknown };
@@ -404,13 +434,27 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     });
     api.get('/instances/:id/users/:user/databases', async (req: Req) => {
       const u = await getUser(plane, req.params.project!, req.params.id!, userParam(req));
-      return { databases: u.databases.map((name) => ({ name })) };
+      return { databases: u.databases.map((name) => ({ name, role: u.roles[name] ?? 'member' })) };
     });
     api.put('/instances/:id/users/:user/databases', async (req: Req, reply) => {
       const b = v.obj(req.body ?? null, 'The request body');
       const dbs = v.dbList(b.databases, '"databases"');
       if (dbs.length === 0) throw badRequest('"databases" must name at least one database.');
-      await grantAccess(plane, req.params.project!, req.params.id!, userParam(req), dbs);
+      // Trove's body has no role: member. couchtrove takes "role" for the call, or on each database entry.
+      const roleOf = (x: unknown, where: string): AccessRole | undefined => {
+        if (x === undefined || x === null) return undefined;
+        if (x !== 'admin' && x !== 'member') throw badRequest(`${where} must be "admin" or "member".`);
+        return x;
+      };
+      const top = roleOf(b.role, '"role"');
+      const groups = new Map<AccessRole, string[]>();
+      v.arr(b.databases, '"databases"').forEach((d, i) => {
+        const o = v.obj(d, `"databases"[${i}]`);
+        const role = roleOf(o.role, `"databases"[${i}].role`) ?? top ?? 'member';
+        const name = v.dbName(o.name, `"databases"[${i}].name`);
+        groups.set(role, [...new Set([...(groups.get(role) ?? []), name])]);
+      });
+      for (const [role, names] of groups) await grantAccess(plane, req.params.project!, req.params.id!, userParam(req), names, role);
       return reply.code(202).send();
     });
     api.delete('/instances/:id/users/:user/databases/:db', async (req: Req, reply) => {
@@ -551,6 +595,24 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     api.delete('/configurations/:id', async (req: Req, reply) => {
       await deleteConfiguration(plane, req.params.project!, req.params.id!);
       return reply.code(202).send();
+    });
+
+    // Guest logs: CouchDB's log (src/tasks/logs.ts).
+    api.get('/instances/:id/log', async (req: Req) => ({ logs: await listLogs(plane, req.params.project!, req.params.id!) }));
+    api.post('/instances/:id/log', async (req: Req) => {
+      const b = v.obj(req.body ?? null, 'The request body');
+      const flag = (k: string): boolean => {
+        const x = b[k];
+        if (x === undefined || x === null || x === 0 || x === false) return false;
+        if (x === 1 || x === true) return true;
+        throw badRequest(`"${k}" must be 0 or 1.`);
+      };
+      if (typeof b.name !== 'string' || b.name === '') throw badRequest('"name" (the log\'s name) is required.');
+      return { log: await logAction(plane, req.params.project!, req.params.id!, { name: b.name, enable: flag('enable'), disable: flag('disable'), publish: flag('publish'), discard: flag('discard') }) };
+    });
+    api.get('/instances/:id/log/:name/tail', async (req: Req) => {
+      const l = one(req.query.lines);
+      return { log: await tailLog(plane, req.params.project!, req.params.id!, req.params.name!, l === undefined ? 50 : v.integer(l, 'lines', 0, 100_000)) };
     });
 
     // Backup schedules (src/api/schedules.ts)

@@ -17,8 +17,6 @@ export interface UnsupportedCall {
 }
 
 export const UNSUPPORTED: readonly UnsupportedCall[] = [
-  { method: 'GET', path: '/instances/{id}/log', call: 'Guest log list' },
-  { method: 'POST', path: '/instances/{id}/log', call: 'Guest log show/enable/disable/publish/discard' },
   { method: 'GET', path: '/instances/{id}/modules', call: 'Instance module list/query' },
   { method: 'POST', path: '/instances/{id}/modules', call: 'Instance module apply' },
   { method: 'DELETE', path: '/instances/{id}/modules/{module}', call: 'Instance module remove' },

@@ -4,6 +4,8 @@ import { GiB } from '../compute/driver.js';
 import { DATASTORE, stableId } from '../tasks/control.js';
 import type { EngineInfo } from '../compute/driver.js';
 import { storedValues } from '../tasks/configurations.js';
+import type { InstanceFacts } from '../tasks/facts.js';
+import { keys as repoKeys } from '../backup/format.js';
 
 export interface Link {
   href: string;
@@ -32,6 +34,12 @@ export interface InstanceExtras {
   configuration?: Row<'configurations'> | undefined;
   engine: EngineInfo;
   detail: boolean;
+  facts?: InstanceFacts;
+}
+
+/** GB with two decimals, as people read a volume (the bytes are beside it). */
+export function gb2(bytes: number): number {
+  return Math.round((bytes / GiB) * 100) / 100;
 }
 
 export function instanceView(base: string, inst: Row<'instances'>, region: string, x: InstanceExtras): Record<string, unknown> {
@@ -54,11 +62,25 @@ export function instanceView(base: string, inst: Row<'instances'>, region: strin
   if (x.detail) {
     v.created = troveTime(inst.created);
     v.updated = troveTime(inst.updated);
+    const vol = v.volume as Record<string, unknown>;
+    if (inst.volume_size > 0) vol.size_bytes = inst.volume_size * GiB;
     if (x.used !== null) {
-      const vol = v.volume as Record<string, unknown>;
-      vol.used = round(x.used / GiB);
+      vol.used = gb2(x.used);
+      vol.used_bytes = x.used;
       // Client writes are refused from here on (403 volume full) until it grows or data is removed.
       if (inst.volume_size > 0 && x.used >= inst.volume_size * GiB) vol.full = true;
+    }
+    const f = x.facts;
+    if (f) {
+      // Trove's datastore.version_number (what `openstack database instance show` prints): the running CouchDB's own.
+      if (f.version) (v.datastore as Record<string, unknown>).version_number = f.version;
+      if (f.flavorName) (v.flavor as Record<string, unknown>).name = f.flavorName;
+      if (f.data) v.data = { databases: f.data.databases, documents: f.data.documents, size: gb2(f.data.fileBytes), size_bytes: f.data.fileBytes, active_bytes: f.data.activeBytes };
+      if (f.pendingRestart) v.pending_restart = f.pendingRestart;
+      if (f.lastBackup) {
+        const b = f.lastBackup;
+        v.last_backup = { id: b.id, name: b.name, created: troveTime(b.created), completed: troveTime(b.updated), size: b.size_bytes === null ? null : gb2(b.size_bytes), size_bytes: b.size_bytes, incremental: b.parent_id !== null };
+      }
     }
     if (x.replicas.length > 0) v.replicas = x.replicas.map((id) => ({ id, links: links(base, inst.project_id, 'instances', id) }));
     if (x.configuration) v.configuration = { id: x.configuration.id, name: x.configuration.name, links: links(base, inst.project_id, 'configurations', x.configuration.id) };
@@ -87,7 +109,8 @@ export function backupView(base: string, b: Row<'backups'>): Record<string, unkn
     status: b.status,
     instance_id: b.instance_id,
     parent_id: b.parent_id,
-    locationRef: b.status === 'COMPLETED' && b.location ? `${b.location.replace(/\/$/, '')}/${b.id}` : null,
+    // Where the backup's objects are: the repository's backups/<id>/ (docs/backup-format.md), not <repository>/<id>.
+    locationRef: b.status === 'COMPLETED' && b.location ? `${b.location.replace(/\/$/, '')}/${repoKeys.dir(b.id)}` : null,
     size: b.size_bytes === null ? null : round(b.size_bytes / GiB),
     size_bytes: b.size_bytes,
     checksum: b.checksum,

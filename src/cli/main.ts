@@ -13,8 +13,13 @@ import { backupCommands } from './commands/backup/index.js';
 import { flavorCommands } from './commands/flavor/index.js';
 import { configurationCommands } from './commands/configuration/index.js';
 import { scheduleCommands } from './commands/schedule/index.js';
+import { logCommands } from './commands/log/index.js';
+import { completionCommands } from './commands/completion/index.js';
 
-export const commands: AnyCommand[] = [...agentCommands, ...serverCommands, ...instanceCommands, ...databaseCommands, ...userCommands, ...rootCommands, ...backupCommands, ...flavorCommands, ...configurationCommands, ...scheduleCommands];
+const apiCommands: AnyCommand[] = [...agentCommands, ...serverCommands, ...instanceCommands, ...databaseCommands, ...userCommands, ...rootCommands, ...backupCommands, ...flavorCommands, ...configurationCommands, ...scheduleCommands, ...logCommands];
+const quiet: CommandIO = { stdout: process.stdout, stderr: process.stderr, env: {} };
+/** Every command; completion walks the tree built from all of them (itself included). */
+export const commands: AnyCommand[] = [...apiCommands, ...completionCommands(() => buildProgram(commands, quiet, () => undefined, packageVersion()))];
 
 /** The package's version, read from package.json (dist/src/cli/ is three levels below it). */
 export function packageVersion(): string {

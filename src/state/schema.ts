@@ -28,7 +28,7 @@ export interface DatastoreVersionsTable {
 
 export type InstanceStatus =
   | 'BUILD' | 'ACTIVE' | 'REBOOT' | 'RESIZE' | 'BACKUP' | 'SHUTDOWN' | 'RESTART_REQUIRED' | 'ERROR' | 'FAILED'
-  | 'PROMOTE' | 'EJECT' | 'DETACH';
+  | 'PROMOTE' | 'EJECT' | 'DETACH' | 'UPGRADE';
 
 export interface InstancesTable {
   id: string;

@@ -1,7 +1,7 @@
 // Databases, users and root of an instance (Trove's /databases, /users and /root): synchronous requests
 // that the instance's agent carries out at once; no task runs and nothing is written to the state store.
 // CouchDB's own system databases and the root admin are left out of what a user sees, as Trove does.
-import type { AgentApi, NewUser } from '../agent/protocol.js';
+import type { AccessRole, AgentApi, NewUser } from '../agent/protocol.js';
 import { describeError } from '../util/errors.js';
 import type { ControlPlane, UserSpec } from './control.js';
 import { agentCall } from './control.js';
@@ -41,12 +41,25 @@ export async function deleteDatabase(plane: ControlPlane, projectId: string, id:
   await agentCall(a.deleteDatabase(name));
 }
 
-export async function listUsers(plane: ControlPlane, projectId: string, id: string): Promise<Array<{ name: string; databases: string[] }>> {
-  const a = await readyAgent(plane, projectId, id);
-  return (await agentCall(a.listUsers())).filter((u) => !HIDDEN_USERS.has(u.name)).map((u) => ({ name: u.name, databases: u.databases })).sort((x, y) => x.name.localeCompare(y.name));
+/** A user as the API shows it: its databases, and the role it has on each (admin may write design documents). */
+export interface UserAccess {
+  name: string;
+  databases: string[];
+  roles: Record<string, AccessRole>;
 }
 
-export async function getUser(plane: ControlPlane, projectId: string, id: string, name: string): Promise<{ name: string; databases: string[] }> {
+export async function listUsers(plane: ControlPlane, projectId: string, id: string): Promise<UserAccess[]> {
+  const a = await readyAgent(plane, projectId, id);
+  return (await agentCall(a.listUsers()))
+    .filter((u) => !HIDDEN_USERS.has(u.name))
+    .map((u) => {
+      const databases = u.databases.filter((d) => !SYSTEM_DBS.has(d));
+      return { name: u.name, databases, roles: Object.fromEntries(databases.map((d) => [d, (u.adminOf ?? []).includes(d) ? 'admin' : 'member'] as const)) };
+    })
+    .sort((x, y) => x.name.localeCompare(y.name));
+}
+
+export async function getUser(plane: ControlPlane, projectId: string, id: string, name: string): Promise<UserAccess> {
   const users = await listUsers(plane, projectId, id);
   const u = users.find((x) => x.name === name);
   if (!u) throw notFound(`User ${name} could not be found on instance ${id}.`);
@@ -79,12 +92,13 @@ export async function changePasswords(plane: ControlPlane, projectId: string, id
   for (const u of users) await agentCall(a.changePassword(u.name, u.password));
 }
 
-export async function grantAccess(plane: ControlPlane, projectId: string, id: string, name: string, databases: string[]): Promise<void> {
+/** Grants access with a role (member by default, as Trove's call has none); granting again changes the role. */
+export async function grantAccess(plane: ControlPlane, projectId: string, id: string, name: string, databases: string[], role: AccessRole = 'member'): Promise<void> {
   await getUser(plane, projectId, id, name);
   const a = await readyAgent(plane, projectId, id);
   const dbs = new Set(await agentCall(a.listDatabases()));
   for (const d of databases) if (!dbs.has(d) || SYSTEM_DBS.has(d)) throw notFound(`Database ${d} could not be found on instance ${id}.`);
-  await agentCall(a.grantAccess(name, databases));
+  await agentCall(role === 'member' ? a.grantAccess(name, databases) : a.grantAccess(name, databases, role));
 }
 
 export async function revokeAccess(plane: ControlPlane, projectId: string, id: string, name: string, database: string): Promise<void> {

@@ -20,6 +20,7 @@ import { awaitFollowing, registerReplicationTasks } from './replication.js';
 import { HealthMonitor } from './health.js';
 import { groupOverrides, refuseUnsettable, registerConfigurationTasks } from './configurations.js';
 import { registerBackupTasks } from './backups.js';
+import { registerUpgradeTasks } from './upgrade.js';
 
 /** What the control plane needs from the backup engine (src/backup): injected so tests can replace it. */
 export interface BackupEngine {
@@ -108,6 +109,7 @@ export class ControlPlane {
     registerBackupTasks(this);
     registerReplicationTasks(this);
     registerConfigurationTasks(this);
+    registerUpgradeTasks(this);
     this.health = new HealthMonitor(this, options.healthMs ?? this.config.healthInterval * 1000, this.log);
   }
 
@@ -379,9 +381,9 @@ export class ControlPlane {
   }
 
   /** The settings the agent gets for an instance. */
-  async settings(inst: Row<'instances'>, changes: { flavorId?: string; volumeSize?: number; configurationId?: string | null; restore?: string | null } = {}): Promise<InstanceSettings> {
+  async settings(inst: Row<'instances'>, changes: { flavorId?: string; volumeSize?: number; configurationId?: string | null; restore?: string | null; datastoreVersion?: string } = {}): Promise<InstanceSettings> {
     const flavor = await this.flavor(changes.flavorId ?? inst.flavor_id);
-    const versions = await this.store.find('datastore_versions', { datastore: DATASTORE, name: inst.datastore_version });
+    const versions = await this.store.find('datastore_versions', { datastore: DATASTORE, name: changes.datastoreVersion ?? inst.datastore_version });
     const home = versions[0]?.couchdb_home ?? this.compute.engine.home;
     const confId = changes.configurationId === undefined ? inst.configuration_id : changes.configurationId;
     const conf = confId ? await this.store.get('configurations', confId) : undefined;

@@ -140,7 +140,7 @@ test('databases, users, access, root', async () => {
   assert.equal((await call('DELETE', `${base}/databases/db3`)).status, 404);
   assert.equal((await call('POST', `${base}/users`, { users: [{ name: 'alice', password: 'pw', databases: [{ name: 'db1' }] }] })).status, 202);
   const u = await call('GET', `${base}/users/alice`);
-  assert.deepEqual(u.json.user, { name: 'alice', host: '%', databases: [{ name: 'db1' }] });
+  assert.deepEqual(u.json.user, { name: 'alice', host: '%', databases: [{ name: 'db1', role: 'member' }] }); // couchtrove adds the role (admin or member)
   assert.equal((await call('PUT', `${base}/users/alice/databases`, { databases: [{ name: 'db2' }] })).status, 202);
   assert.deepEqual(((await call('GET', `${base}/users/alice/databases`)).json.databases as J[]).map((d) => d.name).sort(), ['db1', 'db2']);
   assert.equal((await call('DELETE', `${base}/users/alice/databases/db1`)).status, 202);

@@ -14,7 +14,7 @@ type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 let p: TestPlane;
 let id = '';
 before(async () => {
-  p = await startPlane({ env: { COUCHTROVE_DATASTORE_VERSIONS: '3.5,3.4' } });
+  p = await startPlane({ env: { COUCHTROVE_DATASTORE_VERSIONS: '3.5,3.4,3.6' } });
   const r = await call('POST', '/instances', { instance: { name: 'u1', flavorRef: '1', volume: { size: 1 }, access: { is_public: false } } });
   assert.equal(r.status, 200, JSON.stringify(r.json));
   id = (r.json.instance as { id: string }).id;
@@ -43,13 +43,14 @@ test('every unimplemented Trove call answers 501 notImplemented naming it', asyn
     const route = u.path.replace(/[{}]/g, '\\$&');
     fault(r, 501, 'notImplemented', new RegExp(`^${u.call.replace(/[()/]/g, '\\$&')} \\(${u.method} ${route}\\) is not implemented by couchtrove\\.$`));
   }
-  fault(await call('GET', `/instances/${id}/log`), 501, 'notImplemented', /^Guest log list \(GET \/instances\/\{id\}\/log\) is not implemented by couchtrove\.$/);
+  fault(await call('GET', `/instances/${id}/modules`), 501, 'notImplemented', /^Instance module list\/query \(GET \/instances\/\{id\}\/modules\) is not implemented by couchtrove\.$/);
   fault(await call('GET', '/mgmt/instances'), 501, 'notImplemented', /Trove management API \(GET \/mgmt\/instances\)/);
   fault(await call('GET', '/mgmt/quotas/local'), 501, 'notImplemented', /^Quota show \(GET \/mgmt\/quotas\/\{user_project\}\)/);
 });
 
 test('an unknown instance is still 404, a path Trove does not have still 404, implemented calls unchanged', async () => {
   fault(await call('GET', '/instances/nope/log'), 404, 'itemNotFound', /nope/);
+  fault(await call('GET', '/instances/nope/modules'), 404, 'itemNotFound', /nope/);
   fault(await call('DELETE', '/instances/nope/metadata/k'), 404, 'itemNotFound', /nope/);
   fault(await call('GET', `/instances/${id}/nothing-like-this`), 404, 'itemNotFound', /No such resource/);
   fault(await call('GET', '/no-such-collection'), 404, 'itemNotFound', /No such resource/);
@@ -88,13 +89,37 @@ test('instance update: --is-public and --allowed-cidr refused, --is-private acce
   assert.equal((await call('PUT', `/instances/${id}`, { instance: { access: { is_public: false } } })).status, 202);
 });
 
-test('instance upgrade: unknown version 404, same version 400, another registered version 501', async () => {
+test('instance upgrade: unknown version 404, same version or older 400; a registered newer version: backup, switch, check, or back', async () => {
   fault(await call('PATCH', `/instances/${id}`, { instance: { datastore_version: '9.9' } }), 404, 'itemNotFound', /^Datastore version 9\.9 for datastore couchdb could not be found\.$/);
   fault(await call('PATCH', `/instances/${id}`, { instance: { datastore_version: '3.5' } }), 400, 'badRequest', /already runs couchdb 3\.5/);
-  fault(await call('PATCH', `/instances/${id}`, { instance: { datastore_version: '3.4' } }), 501, 'notImplemented', /^Instance upgrade from couchdb 3\.5 to 3\.4 \(PATCH \/instances\/\{id\}\) is not implemented by couchtrove\.$/);
-  fault(await call('PATCH', `/instances/${id}`, { instance: { datastore_version: '3.4', name: 'x' } }), 400, 'badRequest', /cannot be combined/);
-  fault(await call('PATCH', '/instances/nope', { instance: { datastore_version: '3.4' } }), 404, 'itemNotFound', /nope/);
-  const inst = await p.store.get('instances', id);
+  fault(await call('PATCH', `/instances/${id}`, { instance: { datastore_version: '3.4' } }), 400, 'badRequest', /^Datastore version 3\.4 is older than 3\.5: CouchDB does not support downgrades/);
+  fault(await call('PATCH', `/instances/${id}`, { instance: { datastore_version: '3.6', name: 'x' } }), 400, 'badRequest', /cannot be combined/);
+  fault(await call('PATCH', '/instances/nope', { instance: { datastore_version: '3.6' } }), 404, 'itemNotFound', /nope/);
+  let inst = await p.store.get('instances', id);
   assert.equal(inst?.datastore_version, '3.5');
   assert.equal(inst?.name, 'u1');
+
+  // The new release does not come up (here: CouchDB reports no version): back on 3.5, with the reason, and the backup kept.
+  const agent = p.compute.agents.get(id)!;
+  const restarts = agent.restarts;
+  assert.equal((await call('PATCH', `/instances/${id}`, { instance: { datastore_version: '3.6' } })).status, 202);
+  inst = await until('the failed upgrade', async () => p.store.get('instances', id), (i) => i?.task_id === null && i.status !== 'UPGRADE');
+  assert.equal(inst!.status, 'ACTIVE');
+  assert.equal(inst!.datastore_version, '3.5');
+  assert.match(String(inst!.fault), /did not run from couchdb 3\.6's release \(CouchDB does not report its version\); the instance is back on 3\.5 \(backup \S+ was taken first\)/);
+  assert.equal(agent.restarts, restarts + 2, 'restarted on the new release, then on the old one');
+  assert.equal(agent.settings?.couchdbHome, (await p.plane.settings(inst!)).couchdbHome);
+  const first = (await p.store.find('backups', { instance_id: id })).filter((b) => b.name === 'pre-upgrade-3.6');
+  assert.deepEqual(first.map((b) => b.status), ['COMPLETED']);
+
+  // It comes up and says its version: the instance runs 3.6.
+  agent.reportVersion = '3.6.0';
+  assert.equal((await call('PATCH', `/instances/${id}`, { instance: { datastore_version: '3.6' } })).status, 202);
+  inst = await until('the upgrade', async () => p.store.get('instances', id), (i) => i?.task_id === null && i.status !== 'UPGRADE');
+  assert.equal(inst!.status, 'ACTIVE', String(inst!.fault));
+  assert.equal(inst!.datastore_version, '3.6');
+  assert.equal(inst!.fault, null);
+  assert.equal((await p.store.find('backups', { instance_id: id })).filter((b) => b.name === 'pre-upgrade-3.6' && b.status === 'COMPLETED').length, 2);
+  const shown = (await call('GET', `/instances/${id}`)).json.instance as { datastore: { version: string; version_number: string } };
+  assert.deepEqual(shown.datastore, { type: 'couchdb', version: '3.6', version_number: '3.6.0' });
 });

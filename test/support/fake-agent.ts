@@ -66,14 +66,20 @@ export class FakeAgent implements AgentApi {
     this.state = 'RUNNING';
     return { state: this.state };
   }
+  /** The CouchDB version status() reports while RUNNING (none by default, as an agent that cannot tell). */
+  reportVersion: string | undefined;
   async status(): Promise<InstanceStatus> {
-    if (this.state === 'RUNNING' && this.pendingRestart.length) return { state: 'RESTART_REQUIRED', reason: `configuration waiting for a restart: ${this.pendingRestart.join(', ')}` };
+    if (this.state === 'RUNNING' && this.reportVersion && !this.pendingRestart.length) return { state: this.state, version: this.reportVersion };
+    if (this.state === 'RUNNING' && this.pendingRestart.length) return { state: 'RESTART_REQUIRED', reason: `configuration waiting for a restart: ${this.pendingRestart.join(', ')}`, pendingRestart: [...this.pendingRestart] };
     return { state: this.state };
   }
   /** Bytes the volume holds (a test may fill it). */
   usedBytes = 1024 * 1024;
   async volumeUsage(): Promise<{ used: number; total: number }> {
     return { used: this.usedBytes, total: this.settings?.volumeBytes ?? 0 };
+  }
+  async dataStats(): Promise<{ databases: number; documents: number; fileBytes: number; activeBytes: number }> {
+    return { databases: this.dbs.size, documents: 7 * this.dbs.size, fileBytes: 4096 * this.dbs.size, activeBytes: 1024 * this.dbs.size };
   }
   /** Set: the agent's RPC fails as the real client does when nothing answers. */
   unreachable = false;

@@ -3,6 +3,7 @@
 // The server's own settings (flavors, projects, tokens, [couchdb]) live in its INI file: see
 // src/config/server.ts and docs/control-plane.md.
 import { parsers, UsageError, type OptionSpec } from '../catalogue.js';
+import { LOG_LEVELS } from '../../util/log.js';
 import { expandHome, normalizePublicUrl, publicUrlProblem } from '../server.js';
 
 const G = 'Control plane';
@@ -40,6 +41,10 @@ export const serverOptions = {
     flag: 'config-file', arg: 'FILE', group: G, env: 'COUCHTROVE_CONFIG_FILE',
     parse: (raw: string, flag: string): string => parsers.absolutePath(expandHome(raw), flag),
     description: 'The control plane configuration file (INI: [DEFAULT], [couchdb], [flavor:ID], [project:ID], [datastore_version:NAME]; docs/control-plane.md)',
+  },
+  logLevel: {
+    flag: 'log-level', arg: 'LEVEL', group: G, env: 'COUCHTROVE_LOG_LEVEL', default: 'info', parse: parsers.oneOf(...LOG_LEVELS),
+    description: 'Least level logged by the server and the agents it starts (fatal, error, warn, info, debug, trace, silent). JSON lines when stderr is not a terminal, text on a terminal; the request log is at info',
   },
   apiUrl: {
     flag: 'api-url', arg: 'URL', group: C, env: 'COUCHTROVE_API_URL', default: 'http://127.0.0.1:8779', parse: parsers.url,
@@ -124,6 +129,22 @@ export const serverOptions = {
   pageMarker: {
     flag: 'marker', arg: 'ID', group: C, parse: name,
     description: 'List after this id (paging; a listing cut by --limit prints the next marker on stderr)',
+  },
+  accessRole: {
+    flag: 'role', arg: 'ROLE', group: C, default: 'member', parse: parsers.oneOf('admin', 'member'),
+    description: "The user's role on the databases: member reads and writes documents; admin also writes design documents (views, Mango indexes) and the database's _security",
+  },
+  logName: {
+    flag: 'log', arg: 'NAME', group: C, default: 'couchdb', parse: name,
+    description: "The instance's log: couchdb (CouchDB's own log)",
+  },
+  tailLines: {
+    flag: 'lines', arg: 'N', group: C, default: '50', parse: parsers.integer(0, 100_000),
+    description: 'How many of the last lines to print (0: the whole current file)',
+  },
+  shell: {
+    flag: 'shell', arg: 'SHELL', group: C, parse: parsers.oneOf('bash', 'zsh'),
+    description: 'The shell to print a completion script for: bash or zsh',
   },
   datastoreFilter: {
     flag: 'datastore', arg: 'TYPE', group: C, parse: name,

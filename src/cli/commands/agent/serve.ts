@@ -6,15 +6,25 @@ export const serveCommand = defineCommand({
   path: ['agent', 'serve'],
   summary: 'Serve the agent RPC (bearer token from the file named in the config) until SIGTERM',
   required: ['agentConfig'],
-  optional: [],
+  optional: ['logLevel'],
   run: async (o, io) => {
     // Loaded here, not at the top: every other command would pay for the HTTP server's start-up.
     const { Agent } = await import('../../../agent/agent.js');
     const { readServeConfig, readTokenFile, startAgentServer } = await import('../../../agent/server.js');
     const cfg = await readServeConfig(o.agentConfig);
     const token = await readTokenFile(cfg.tokenFile);
-    const log = (line: string) => io.stderr.write(`${new Date().toISOString()} ${line}\n`);
+    const { makeLogger, lineLogger } = await import('../../../util/log.js');
+    // JSON lines into agent.log (its stderr), with the instance's id once it is known; the RPC polls
+    // (status, volume, progress, replication) at debug, so that info shows what changed.
+    let instanceId = (): string | undefined => undefined;
+    const logger = makeLogger({ name: 'agent', level: o.logLevel ?? 'info', stream: io.stderr });
+    const polling = (l: string): boolean => /^GET \/v1\/(status|volume|progress|replication|stats|logs)\b.* [23]\d\d \d+ms$/.test(l);
+    const log = lineLogger(logger, polling, (): Record<string, string> => {
+      const id = instanceId();
+      return id ? { instance_id: id } : {};
+    });
     const agent = await Agent.open(cfg.instanceDir, { log });
+    instanceId = () => agent.instanceId;
     const server = await startAgentServer({ host: cfg.host, port: cfg.port, token, agent, log });
     // Replicas reconcile their replication (new/deleted databases, _security) every few seconds.
     const stopReplicationSync = agent.startReplicationSync(5000);
@@ -22,6 +32,8 @@ export const serveCommand = defineCommand({
     const stopQuotaWatch = agent.startQuotaWatch(10_000);
     // A CouchDB that dies is started again, with a back-off.
     const stopSupervisor = agent.startSupervisor();
+    // CouchDB's log and the agent's own are capped: rotated at 10 MiB, 3 kept (src/agent/logs.ts).
+    const stopLogRotation = agent.startLogRotation(30_000);
     io.stdout.write(`couchtrove agent listening on ${server.url}\n`);
     await new Promise<void>((resolve) => {
       const stop = () => {
@@ -35,6 +47,7 @@ export const serveCommand = defineCommand({
     stopReplicationSync();
     stopQuotaWatch();
     stopSupervisor();
+    stopLogRotation();
     await server.close();
     log(`agent stopped${agent.couchdbPid ? ` (CouchDB pid ${agent.couchdbPid} keeps running)` : ''}`);
     return 0;

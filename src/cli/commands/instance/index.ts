@@ -1,4 +1,4 @@
-// `couchtrove instance list|show|create|delete|restart|resize-volume|resize-flavor|detach-replica|promote|eject` against the API.
+// `couchtrove instance list|show|create|delete|restart|resize-volume|resize-flavor|upgrade|detach-replica|promote|eject` against the API.
 import { defineCommand, type AnyCommand } from '../../command.js';
 import { TroveApiClient, details, moreHint, print, table, waitFor, type JsonObject } from '../../../api/client.js';
 
@@ -6,7 +6,36 @@ const API = ['apiUrl', 'apiToken', 'apiProject', 'json'] as const;
 const COLS = ['id', 'name', 'status', 'flavor', 'volume', 'datastore', 'couchdb_url'];
 
 const show = (io: Parameters<AnyCommand['run']>[1], json: boolean | undefined, inst: JsonObject): void =>
-  print(io, json, { instance: inst }, () => details(inst) + (inst.engine_warning ? `\nWARNING: ${String(inst.engine_warning)}\n` : ''));
+  print(io, json, { instance: inst }, () => details(readable(inst)) + (inst.engine_warning ? `\nWARNING: ${String(inst.engine_warning)}\n` : ''));
+
+const gb = (n: unknown): string => (typeof n === 'number' ? n.toFixed(2) : '?');
+
+/** show in units people read (issue 15): GB with two decimals, names beside ids; --json keeps the API's bytes. */
+export function readable(inst: JsonObject): JsonObject {
+  const o: JsonObject = { ...inst };
+  const flavor = inst.flavor as JsonObject | undefined;
+  if (flavor) o.flavor = flavor.name ? `${String(flavor.name)} (${String(flavor.id)})` : String(flavor.id);
+  const vol = inst.volume as JsonObject | undefined;
+  if (vol) {
+    const size = typeof vol.size_bytes === 'number' ? vol.size_bytes / 1024 ** 3 : vol.size;
+    o.volume = vol.used === undefined ? `${gb(size)} GB` : `${gb(vol.used)} of ${gb(size)} GB used${typeof vol.used_bytes === 'number' && typeof vol.size_bytes === 'number' && vol.size_bytes > 0 ? ` (${Math.round((100 * vol.used_bytes) / vol.size_bytes)}%)` : ''}${vol.full ? ', FULL: client writes are refused' : ''}`;
+  }
+  const ds = inst.datastore as JsonObject | undefined;
+  if (ds) o.datastore = `${String(ds.type)} ${String(ds.version)}${ds.version_number ? ` (CouchDB ${String(ds.version_number)})` : ''}`;
+  const data = inst.data as JsonObject | undefined;
+  if (data) o.data = `${String(data.documents)} documents in ${String(data.databases)} databases, ${gb(data.size)} GB on disk`;
+  const b = inst.last_backup as JsonObject | undefined;
+  if (b) o.last_backup = `${String(b.id)} ${String(b.name)}${b.incremental ? ' (incremental)' : ''}, completed ${String(b.completed)}, ${gb(b.size)} GB`;
+  if (Array.isArray(inst.pending_restart)) o.pending_restart = `${inst.pending_restart.join(', ')} (restart the instance to apply)`;
+  if (Array.isArray(inst.addresses)) o.addresses = (inst.addresses as JsonObject[]).map((a) => String(a.address)).join(', ');
+  const fault = inst.fault as JsonObject | undefined;
+  if (fault) o.fault = String(fault.message);
+  for (const k of ['replica_of', 'configuration']) {
+    const r = inst[k] as JsonObject | undefined;
+    if (r) o[k] = r.name ? `${String(r.name)} (${String(r.id)})` : String(r.id);
+  }
+  return o;
+}
 
 export const instanceCommands: AnyCommand[] = [
   defineCommand({
@@ -83,6 +112,23 @@ export const instanceCommands: AnyCommand[] = [
       },
     }),
   ),
+  defineCommand({
+    path: ['instance', 'upgrade'], summary: "Upgrade to another registered CouchDB version (--datastore-version V): a backup first, then CouchDB from V's release; the old release comes back if V's does not run",
+    required: ['instanceRef', 'datastoreVersion'], optional: [...API, 'wait'], positional: 'instanceRef',
+    run: async (o, io) => {
+      const c = new TroveApiClient(o);
+      const id = await c.instanceId(o.instanceRef);
+      await c.request('PATCH', `/instances/${id}`, { instance: { datastore_version: o.datastoreVersion } });
+      let inst = (await c.get(`/instances/${id}`)).instance as JsonObject;
+      if (o.wait) {
+        await new Promise((r) => setTimeout(r, 300));
+        inst = (await waitFor(c, io, 'instance', id)) ?? inst;
+      }
+      show(io, o.json, inst);
+      // A rollback leaves the instance ACTIVE on its old version with the reason in fault: that is a failure.
+      return o.wait && (failed(inst) || (inst.datastore as JsonObject | undefined)?.version !== o.datastoreVersion) ? 1 : 0;
+    },
+  }),
   // One definition per verb, so that each accepts only its own options (restart takes no --size).
   actionCommand('restart', 'Restart CouchDB', [], () => ({ restart: {} })),
   actionCommand('resize-volume', 'Grow the volume (--size GB; never shrinks)', ['volumeSize'], (o) => ({ resize: { volume: { size: o.volumeSize } } })),

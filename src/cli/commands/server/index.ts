@@ -6,7 +6,7 @@ export const serverCommand = defineCommand({
   path: ['server'],
   summary: 'Run the Trove v1.0 API (default 127.0.0.1:8779) and its task manager',
   required: [],
-  optional: ['serverPort', 'serverHost', 'publicUrl', 'stateDir', 'serverConfigFile'],
+  optional: ['serverPort', 'serverHost', 'publicUrl', 'stateDir', 'serverConfigFile', 'logLevel'],
   run: async (o, io) => {
     // Loaded here, not at the top: the HTTP server and SQL drivers would slow every other command's start.
     const { loadServerConfig } = await import('../../../config/server.js');
@@ -17,10 +17,15 @@ export const serverCommand = defineCommand({
     if (o.serverPort !== undefined) overrides.port = o.serverPort;
     if (o.publicUrl !== undefined) overrides.publicUrl = o.publicUrl;
     const config = loadServerConfig({ ...(o.serverConfigFile ? { configFile: o.serverConfigFile } : {}), env: io.env, overrides });
-    const log = (line: string): void => void io.stderr.write(`${new Date().toISOString()} ${line}\n`);
+    const { makeLogger, lineLogger } = await import('../../../util/log.js');
+    const level = o.logLevel ?? 'info';
+    // The agents this server starts inherit the level through the environment (src/compute/local.ts passes it on).
+    if (o.logLevel !== undefined) process.env.COUCHTROVE_LOG_LEVEL = o.logLevel;
+    const logger = makeLogger({ name: 'server', level, stream: io.stderr });
+    const log = lineLogger(logger);
     let server: Awaited<ReturnType<typeof startServer>>;
     try {
-      server = await startServer(config, { log, accessLog: io.env.COUCHTROVE_ACCESS_LOG === '1' });
+      server = await startServer(config, { log, requestLogger: logger });
     } catch (err) {
       // The error is printed and the exit status is 1; a handle left open must not keep the process alive.
       setTimeout(() => process.exit(1), 2000).unref();

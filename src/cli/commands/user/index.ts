@@ -5,29 +5,33 @@ import { TroveApiClient, details, print, table, type JsonObject } from '../../..
 const API = ['apiUrl', 'apiToken', 'apiProject', 'json'] as const;
 const u = (name: string): string => encodeURIComponent(name);
 
+/** "orders (admin), logs" from [{name, role}]: the role is named when it is not the default member. */
+const withRoles = (dbs: unknown): string =>
+  Array.isArray(dbs) ? (dbs as JsonObject[]).map((d) => (d.role === 'admin' ? `${String(d.name)} (admin)` : String(d.name))).join(', ') : '';
+
 export const userCommands: AnyCommand[] = [
   defineCommand({
-    path: ['user', 'list'], summary: "List an instance's users", required: ['instanceRef'], optional: [...API],
+    path: ['user', 'list'], summary: "List an instance's users", required: ['instanceRef'], optional: [...API], positional: 'instanceRef',
     run: async (o, io) => {
       const c = new TroveApiClient(o);
       const id = await c.instanceId(o.instanceRef);
       const rows = await c.list(`/instances/${id}/users`, 'users');
-      print(io, o.json, { users: rows }, () => table(rows, ['name', 'databases']));
+      print(io, o.json, { users: rows }, () => table(rows.map((r) => ({ ...r, databases: withRoles(r.databases) })), ['name', 'databases']));
       return 0;
     },
   }),
   defineCommand({
-    path: ['user', 'show'], summary: 'Show a user and its databases', required: ['instanceRef', 'user'], optional: [...API],
+    path: ['user', 'show'], summary: 'Show a user and its databases', required: ['instanceRef', 'user'], optional: [...API], positional: 'instanceRef',
     run: async (o, io) => {
       const c = new TroveApiClient(o);
       const id = await c.instanceId(o.instanceRef);
       const r = (await c.get(`/instances/${id}/users/${u(o.user)}`)).user as JsonObject;
-      print(io, o.json, { user: r }, () => details(r));
+      print(io, o.json, { user: r }, () => details({ ...r, databases: withRoles(r.databases) }));
       return 0;
     },
   }),
   defineCommand({
-    path: ['user', 'create'], summary: 'Create a user (password from --password or COUCHTROVE_USER_PASSWORD)', required: ['instanceRef', 'user', 'userPassword'], optional: [...API, 'databases'],
+    path: ['user', 'create'], summary: 'Create a user (password from --password or COUCHTROVE_USER_PASSWORD)', required: ['instanceRef', 'user', 'userPassword'], optional: [...API, 'databases'], positional: 'instanceRef',
     run: async (o, io) => {
       const c = new TroveApiClient(o);
       const id = await c.instanceId(o.instanceRef);
@@ -37,7 +41,7 @@ export const userCommands: AnyCommand[] = [
     },
   }),
   defineCommand({
-    path: ['user', 'delete'], summary: 'Delete a user', required: ['instanceRef', 'user'], optional: [...API],
+    path: ['user', 'delete'], summary: 'Delete a user', required: ['instanceRef', 'user'], optional: [...API], positional: 'instanceRef',
     run: async (o, io) => {
       const c = new TroveApiClient(o);
       const id = await c.instanceId(o.instanceRef);
@@ -47,17 +51,18 @@ export const userCommands: AnyCommand[] = [
     },
   }),
   defineCommand({
-    path: ['user', 'grant-access'], summary: 'Give a user access to databases (--databases a,b)', required: ['instanceRef', 'user', 'databases'], optional: [...API],
+    path: ['user', 'grant-access'], summary: 'Give a user access to databases (--databases a,b) as member or, with --role admin, database admin (design documents, indexes)', required: ['instanceRef', 'user', 'databases'], optional: [...API, 'accessRole'], positional: 'instanceRef',
     run: async (o, io) => {
       const c = new TroveApiClient(o);
       const id = await c.instanceId(o.instanceRef);
-      await c.request('PUT', `/instances/${id}/users/${u(o.user)}/databases`, { databases: (o.databases as string[]).map((name) => ({ name })) });
-      print(io, o.json, { instance: id, user: o.user, granted: o.databases }, () => `user ${o.user} can use ${(o.databases as string[]).join(', ')}\n`);
+      const role = o.accessRole ?? 'member';
+      await c.request('PUT', `/instances/${id}/users/${u(o.user)}/databases`, { databases: (o.databases as string[]).map((name) => ({ name })), role });
+      print(io, o.json, { instance: id, user: o.user, granted: o.databases, role }, () => `user ${o.user} is ${role} of ${(o.databases as string[]).join(', ')}\n`);
       return 0;
     },
   }),
   defineCommand({
-    path: ['user', 'revoke-access'], summary: "Remove a user's access to a database", required: ['instanceRef', 'user', 'database'], optional: [...API],
+    path: ['user', 'revoke-access'], summary: "Remove a user's access to a database", required: ['instanceRef', 'user', 'database'], optional: [...API], positional: 'instanceRef',
     run: async (o, io) => {
       const c = new TroveApiClient(o);
       const id = await c.instanceId(o.instanceRef);
@@ -67,12 +72,12 @@ export const userCommands: AnyCommand[] = [
     },
   }),
   defineCommand({
-    path: ['user', 'show-access'], summary: 'List the databases a user can use', required: ['instanceRef', 'user'], optional: [...API],
+    path: ['user', 'show-access'], summary: 'List the databases a user can use', required: ['instanceRef', 'user'], optional: [...API], positional: 'instanceRef',
     run: async (o, io) => {
       const c = new TroveApiClient(o);
       const id = await c.instanceId(o.instanceRef);
       const rows = (await c.get(`/instances/${id}/users/${u(o.user)}/databases`)).databases as JsonObject[];
-      print(io, o.json, { databases: rows }, () => table(rows, ['name']));
+      print(io, o.json, { databases: rows }, () => table(rows.map((r) => ({ ...r, role: r.role ?? 'member' })), ['name', 'role']));
       return 0;
     },
   }),

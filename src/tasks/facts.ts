@@ -1,0 +1,49 @@
+// What `show` of an instance tells beyond its row (issue 15): the CouchDB version and the settings
+// waiting for a restart (from the agent's status), what the databases hold, the last backup and the
+// flavor's name. Every agent call is bounded: a slow agent leaves a field out, it never slows show down.
+import type { AgentOpsApi, DataStats } from '../agent/protocol.js';
+import type { Row } from '../state/index.js';
+import type { ControlPlane } from './control.js';
+import { withTimeout } from './control.js';
+
+export interface InstanceFacts {
+  version?: string;
+  pendingRestart?: string[];
+  data?: DataStats;
+  lastBackup?: Row<'backups'>;
+  flavorName?: string;
+}
+
+const LIVE = ['ACTIVE', 'RESTART_REQUIRED', 'BACKUP', 'RESIZE'];
+
+/** The agent's operations API, when the agent has it (test fakes may not). */
+export function opsOf(agent: unknown): Partial<AgentOpsApi> {
+  return agent as Partial<AgentOpsApi>;
+}
+
+export async function instanceFacts(plane: ControlPlane, inst: Row<'instances'>): Promise<InstanceFacts> {
+  const facts: InstanceFacts = {};
+  const flavor = plane.store.get('flavors', inst.flavor_id).then((f) => {
+    if (f) facts.flavorName = f.name;
+  });
+  const backup = plane.store.find('backups', { instance_id: inst.id, status: 'COMPLETED' }).then((rows) => {
+    // Newest by completion time (updated), whatever the list order.
+    const last = rows.sort((a, b) => (a.updated < b.updated ? 1 : a.updated > b.updated ? -1 : 0))[0];
+    if (last) facts.lastBackup = last;
+  });
+  const agentFacts = (async () => {
+    if (!inst.agent_port || !LIVE.includes(inst.status)) return;
+    const agent = await plane.compute.agent(inst).catch(() => null);
+    if (!agent) return;
+    const ops = opsOf(agent);
+    await Promise.all([
+      withTimeout(agent.status(), 2000).then((s) => {
+        if (s.version) facts.version = s.version;
+        if (s.pendingRestart?.length) facts.pendingRestart = s.pendingRestart;
+      }, () => undefined),
+      ops.dataStats ? withTimeout(ops.dataStats(), 3000).then((d) => (facts.data = d), () => undefined) : undefined,
+    ]);
+  })();
+  await Promise.all([flavor, backup, agentFacts]);
+  return facts;
+}

@@ -1,0 +1,139 @@
+// Trove's guest log API for CouchDB's log (GET/POST /instances/{id}/log; docs/control-plane.md). The
+// log is a SYS log, as Trove calls the logs a datastore always writes: always on, so enable is a no-op
+// and disable is refused. publish copies the current log file into the backup repository's object
+// storage under logs/<instance>/<name>/ (as Trove publishes to a Swift container), with a metafile
+// saying what was published; discard removes both. tail reads the last lines through the agent.
+import { Readable } from 'node:stream';
+import type { Row } from '../state/index.js';
+import { openStorage, ObjectNotFoundError, type Backend } from '../storage/index.js';
+import { describeError } from '../util/errors.js';
+import type { ControlPlane } from './control.js';
+import { agentCall, withTimeout } from './control.js';
+import { badRequest, notFound, unprocessable } from './errors.js';
+import { opsOf } from './facts.js';
+import type { AgentOpsApi, LogFileInfo } from '../agent/protocol.js';
+
+/** The logs an instance's guest log API shows (the agent also keeps its own, for operators). */
+export const GUEST_LOGS = ['couchdb'] as const;
+
+interface Published {
+  /** Bytes and lines of the published copy, and when it was published. */
+  size: number;
+  lines: number;
+  published: string;
+}
+
+const prefix = (inst: Row<'instances'>, name: string): string => `logs/${inst.id}/${name}/`;
+const objectKey = (inst: Row<'instances'>, name: string): string => `${prefix(inst, name)}log`;
+const metafile = (inst: Row<'instances'>, name: string): string => `logs/${inst.id}/${name}.metafile.json`;
+
+async function liveOps(plane: ControlPlane, inst: Row<'instances'>): Promise<AgentOpsApi> {
+  if (!['ACTIVE', 'RESTART_REQUIRED', 'BACKUP'].includes(inst.status)) {
+    throw unprocessable(`Instance ${inst.id} is ${inst.status}: its logs can be read when it is ACTIVE.`);
+  }
+  let agent: unknown;
+  try {
+    agent = await plane.compute.agent(inst);
+  } catch (err) {
+    throw unprocessable(`Instance ${inst.id}: its agent cannot be reached: ${describeError(err)}`);
+  }
+  const ops = opsOf(agent);
+  if (!ops.logs || !ops.readLog || !ops.dataStats) throw unprocessable(`Instance ${inst.id}: its agent does not serve logs (an older agent: restart the instance).`);
+  return ops as AgentOpsApi;
+}
+
+async function withRepo<T>(plane: ControlPlane, f: (repo: Backend) => Promise<T>): Promise<T> {
+  const repo = await openStorage(plane.config.repository);
+  try {
+    return await f(repo);
+  } finally {
+    await repo.close();
+  }
+}
+
+async function readPublished(repo: Backend, inst: Row<'instances'>, name: string): Promise<Published | null> {
+  try {
+    const chunks: Buffer[] = [];
+    for await (const c of await repo.get(metafile(inst, name))) chunks.push(c as Buffer);
+    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as Published;
+  } catch (err) {
+    if (err instanceof ObjectNotFoundError) return null;
+    throw err;
+  }
+}
+
+/** Trove's DatastoreLog view: name, type, status, published, pending, container, prefix, metafile (and couchtrove's size fields). */
+function view(plane: ControlPlane, inst: Row<'instances'>, f: LogFileInfo, pub: Published | null): Record<string, unknown> {
+  const pending = pub ? Math.max(0, f.size - pub.size) : f.size;
+  return {
+    name: f.name,
+    type: 'SYS',
+    status: pub ? (pending > 0 ? 'Partial' : 'Published') : 'Enabled',
+    published: pub?.size ?? 0,
+    pending,
+    container: plane.config.repository,
+    prefix: prefix(inst, f.name),
+    metafile: metafile(inst, f.name),
+    size: f.size,
+    rotated_bytes: f.rotatedBytes,
+    max_bytes: f.maxBytes,
+    ...(pub ? { published_at: pub.published } : {}),
+  };
+}
+
+async function fileInfo(ops: AgentOpsApi, name: string): Promise<LogFileInfo> {
+  if (!(GUEST_LOGS as readonly string[]).includes(name)) throw notFound(`No log ${JSON.stringify(name.slice(0, 80))}: the logs of a couchdb instance are ${GUEST_LOGS.join(', ')}.`);
+  const f = (await agentCall(withTimeout(ops.logs(), 10_000))).find((x) => x.name === name);
+  if (!f) throw notFound(`Log ${name} is not there yet (the instance is not prepared).`);
+  return f;
+}
+
+export async function listLogs(plane: ControlPlane, projectId: string, id: string): Promise<Record<string, unknown>[]> {
+  const inst = await plane.instance(projectId, id);
+  const ops = await liveOps(plane, inst);
+  const files = (await agentCall(withTimeout(ops.logs(), 10_000))).filter((f) => (GUEST_LOGS as readonly string[]).includes(f.name));
+  return withRepo(plane, async (repo) => Promise.all(files.map(async (f) => view(plane, inst, f, await readPublished(repo, inst, f.name)))));
+}
+
+export interface LogAction {
+  name: string;
+  enable?: boolean;
+  disable?: boolean;
+  publish?: boolean;
+  discard?: boolean;
+}
+
+/** POST /log: show (no action), enable, disable, publish, discard (discard before publish when both are given, as Trove). */
+export async function logAction(plane: ControlPlane, projectId: string, id: string, a: LogAction): Promise<Record<string, unknown>> {
+  const inst = await plane.instance(projectId, id);
+  const ops = await liveOps(plane, inst);
+  const f = await fileInfo(ops, a.name);
+  if (a.enable && a.disable) throw badRequest('Give "enable" or "disable", not both.');
+  if (a.disable) throw badRequest(`Log ${a.name} is a SYS log: CouchDB always writes it, it cannot be disabled (its size is capped: rotated at ${f.maxBytes} bytes).`);
+  return withRepo(plane, async (repo) => {
+    if (a.discard) {
+      await repo.delete(objectKey(inst, a.name));
+      await repo.delete(metafile(inst, a.name));
+    }
+    if (a.publish) {
+      const r = await agentCall(ops.readLog(a.name, 0));
+      const body = Buffer.from(r.text, 'utf8');
+      // Like Trove's Swift objects: the line count rides along as object metadata.
+      await repo.put(objectKey(inst, a.name), Readable.from([body]), { metadata: { lines: String(r.lines) }, sizeHint: body.length });
+      const pub: Published = { size: body.length, lines: r.lines, published: new Date().toISOString().replace(/\.\d+Z$/, '') };
+      const meta = Buffer.from(JSON.stringify(pub));
+      await repo.put(metafile(inst, a.name), Readable.from([meta]), { sizeHint: meta.length });
+      plane.log(`published the ${a.name} log of instance ${inst.id} (${body.length} bytes) to ${repo.location}`);
+      return view(plane, inst, { ...f, size: Math.max(f.size, body.length) }, pub);
+    }
+    return view(plane, inst, f, await readPublished(repo, inst, a.name));
+  });
+}
+
+/** couchtrove's addition: the log's last lines through the API (Trove's clients read published logs from Swift). */
+export async function tailLog(plane: ControlPlane, projectId: string, id: string, name: string, lines: number): Promise<{ name: string; lines: number; text: string }> {
+  const inst = await plane.instance(projectId, id);
+  const ops = await liveOps(plane, inst);
+  await fileInfo(ops, name);
+  return agentCall(ops.readLog(name, lines));
+}

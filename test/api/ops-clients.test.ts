@@ -1,0 +1,131 @@
+// Issue 15 through the real clients against a real server (development engine, or Apache CouchDB with
+// COUCHDB_HOME): `show` in units people read (openstack and couchtrove), user access levels proved by
+// design-document writes as the user, and Trove's guest log API (`openstack database log ...`,
+// `trove log-*`, `couchtrove log tail`).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { startServer, tempDir, api, waitStatus, killUnder, basicAuth, type J, type RealServer } from '../support/server.js';
+import { clientsSkip, troveClients } from '../support/trove-clients.js';
+import { runCli } from '../support/cli.js';
+
+const skip = clientsSkip;
+const root = tempDir('couchtrove-ops-clients-');
+let server: RealServer | undefined;
+let id = '';
+let couch = '';
+before(async () => {
+  if (skip) return;
+  server = await startServer(path.join(root, 'state'));
+  const r = await api(server.api, 'POST', '/instances', {
+    instance: { name: 'ops1', flavorRef: '2', volume: { size: 1 }, databases: [{ name: 'orders' }], users: [{ name: 'u1', password: 'pw-one-1', databases: [{ name: 'orders' }] }] },
+  });
+  assert.equal(r.status, 200, JSON.stringify(r.json));
+  id = (r.json.instance as J).id as string;
+  couch = (await waitStatus(server.api, 'instances', id, ['ACTIVE'])).couchdb_url as string;
+});
+after(async () => {
+  await server?.kill('SIGKILL');
+  killUnder(root);
+  fs.rmSync(root, { recursive: true, force: true });
+});
+
+const { os, trove } = troveClients(path.join(root, 'home'), () => server!);
+const osJson = async (...args: string[]): Promise<J> => JSON.parse(await os(...args, '-f', 'json')) as J;
+const ct = async (...args: string[]): Promise<string> => {
+  const r = await runCli([...args, '--api-url', server!.url], { COUCHTROVE_TOKEN: undefined, COUCHTROVE_API_URL: undefined });
+  assert.equal(r.code, 0, `couchtrove ${args.join(' ')}: ${r.stderr}`);
+  return r.stdout;
+};
+
+test('show: openstack prints the CouchDB version and volume_used in GB; couchtrove prints GB, flavor name, data, last backup; locationRef exists', { skip, timeout: 300_000 }, async () => {
+  for (let i = 0; i < 5; i++) {
+    const w = await fetch(`${couch}/orders/doc-${i}`, { method: 'PUT', headers: { authorization: basicAuth('u1', 'pw-one-1'), 'content-type': 'application/json' }, body: '{"n":1}' });
+    assert.equal(w.status, 201, await w.text());
+  }
+  const shown = await osJson('instance', 'show', 'ops1');
+  assert.match(String(shown.datastore_version_number), /^\d+\.\d+\.\d+/, 'the running CouchDB version, not None');
+  assert.equal(typeof shown.volume_used, 'number');
+  assert.equal(Number((shown.volume_used as number).toFixed(2)), shown.volume_used, 'two decimals at most');
+  const b = await osJson('backup', 'create', 'ops-b1', '--instance', id);
+  const done = await waitStatus(server!.api, 'backups', b.id as string, ['COMPLETED', 'FAILED']);
+  assert.equal(done.status, 'COMPLETED');
+  const loc = new URL(done.locationRef as string);
+  assert.ok(fs.existsSync(path.join(decodeURIComponent(loc.pathname), 'manifest.json')), `locationRef ${done.locationRef as string} holds the backup's manifest`);
+
+  const out = await ct('instance', 'show', 'ops1');
+  assert.match(out, /^volume\s+\d+\.\d\d of 1\.00 GB used \(\d+%\)$/m);
+  assert.match(out, /^flavor\s+small \(2\)$/m);
+  assert.match(out, /^datastore\s+couchdb 3\.5 \(CouchDB \d+\.\d+\.\d+.*\)$/m);
+  assert.match(out, /^data\s+5 documents in 1 databases, \d+\.\d\d GB on disk$/m);
+  assert.match(out, new RegExp(`^last_backup\\s+${done.id as string} ops-b1, completed \\S+, \\d+\\.\\d\\d GB$`, 'm'));
+  const j = JSON.parse(await ct('instance', 'show', 'ops1', '--json')) as { instance: { volume: J; data: J } };
+  assert.equal(j.instance.volume.size_bytes, 1024 ** 3);
+  assert.ok((j.instance.volume.used_bytes as number) > 0);
+  assert.equal(j.instance.data.documents, 5);
+});
+
+test('access levels: a member cannot write a design document, an admin can (views, Mango indexes); Trove\'s grant stays member', { skip, timeout: 300_000 }, async () => {
+  await os('user', 'create', id, 'u2', 'pw-two-2', '--databases', 'orders');
+  const auth = basicAuth('u2', 'pw-two-2');
+  const ddoc = async (n: number): Promise<number> => {
+    const r = await fetch(`${couch}/orders/_design/v${n}`, { method: 'PUT', headers: { authorization: auth, 'content-type': 'application/json' }, body: JSON.stringify({ views: { all: { map: 'function (doc) { emit(doc._id, 1); }' } } }) });
+    await r.text();
+    return r.status;
+  };
+  const doc = await fetch(`${couch}/orders/by-u2`, { method: 'PUT', headers: { authorization: auth, 'content-type': 'application/json' }, body: '{}' });
+  assert.equal(doc.status, 201, 'a member writes documents');
+  assert.ok([401, 403].includes(await ddoc(1)), 'a member cannot write a design document');
+  assert.match(await ct('user', 'show', 'ops1', '--user', 'u2'), /^databases\s+orders$/m);
+
+  assert.match(await ct('user', 'grant-access', 'ops1', '--user', 'u2', '--databases', 'orders', '--role', 'admin'), /user u2 is admin of orders/);
+  assert.equal(await ddoc(2), 201, 'a database admin writes design documents');
+  const idx = await fetch(`${couch}/orders/_index`, { method: 'POST', headers: { authorization: auth, 'content-type': 'application/json' }, body: JSON.stringify({ index: { fields: ['n'] }, name: 'by-n' }) });
+  assert.equal(idx.status, 200, await idx.text());
+  assert.match(await ct('user', 'show', 'ops1', '--user', 'u2'), /^databases\s+orders \(admin\)$/m);
+  assert.match(await ct('user', 'show-access', 'ops1', '--user', 'u2'), /^orders\s+admin$/m);
+  assert.match(await ct('user', 'list', 'ops1'), /^u2\s+orders \(admin\)$/m);
+  // The Trove clients see the access as before (their view has no role).
+  assert.match(await os('user', 'show', 'access', id, 'u2'), /orders/);
+  // Trove's grant call has no role: member, which takes the admin role back.
+  await trove('user-grant-access', id, 'u2', 'orders');
+  assert.ok([401, 403].includes(await ddoc(3)), 'back to member: no design documents');
+  assert.match(await ct('user', 'show-access', 'ops1', '--user', 'u2'), /^orders\s+member$/m);
+});
+
+test('guest log API: openstack database log list/show/set --publish/--discard, trove log-*, couchtrove log tail', { skip, timeout: 300_000 }, async () => {
+  const list = await os('log', 'list', 'ops1');
+  assert.match(list, /\| couchdb \| SYS\s+\| Enabled/);
+  const shown = await osJson('log', 'show', id, 'couchdb');
+  assert.equal(shown.type, 'SYS');
+  assert.equal(shown.published, 0);
+  assert.ok((shown.pending as number) > 0, 'CouchDB has written its log');
+  assert.equal(shown.prefix, `logs/${id}/couchdb/`);
+
+  const published = await osJson('log', 'set', id, 'couchdb', '--publish');
+  assert.equal(published.status, 'Published');
+  assert.ok((published.published as number) > 0);
+  const repo = path.join(server!.stateDir, 'backups');
+  const copy = path.join(repo, `logs/${id}/couchdb/log`);
+  assert.ok(fs.existsSync(copy), 'the published copy is in the backup repository');
+  assert.equal(fs.statSync(copy).size, published.published);
+  assert.match(await trove('log-show', id, 'couchdb'), /Published|Partial/);
+  assert.match(await trove('log-list', id), /couchdb/);
+
+  const discarded = await osJson('log', 'set', id, 'couchdb', '--discard');
+  assert.equal(discarded.status, 'Enabled');
+  assert.equal(discarded.published, 0);
+  assert.ok(!fs.existsSync(copy), 'discard removes the published copy');
+  assert.match(await trove('log-publish', id, 'couchdb'), /Published|Partial/);
+  assert.ok(fs.existsSync(copy));
+
+  await assert.rejects(os('log', 'set', id, 'couchdb', '--disable'), /SYS log: CouchDB always writes it, it cannot be disabled.*\(HTTP 400\)/);
+  assert.match((await osJson('log', 'set', id, 'couchdb', '--enable')).status as string, /Published|Partial|Enabled/);
+
+  const tail = await ct('log', 'tail', 'ops1', '--lines', '3');
+  const lines = tail.split('\n').filter((l) => l !== '');
+  assert.ok(lines.length >= 1 && lines.length <= 3, tail);
+  assert.ok(fs.readFileSync(copy, 'utf8').length > 0);
+  assert.match(await ct('log', 'list', 'ops1'), /^couchdb\s+SYS\s+(Published|Partial)/m);
+});
