@@ -18,6 +18,9 @@ import { IniFile } from './ini.js';
 import { parseOverrides, type ParsedOverride } from './config-keys.js';
 import { checkPortFree, CouchProcess, reasonFromLog, stopEpmd } from './process.js';
 import { AGENT_ADMIN, checkBackupId, checkSettings, checkStorageUrl } from './validate.js';
+import type { AgentArchiveApi, ArchiveSettings, ArchiveStatus } from './protocol.js';
+import { Archiver } from './archiver.js';
+import { cutMetadata, findCut, restoreToTime } from '../backup/archive.js';
 import type { AgentApi, AgentBackupRequest, ConfigurationResult, InstanceSettings, InstanceStatus, NewUser, UserInfo } from './protocol.js';
 import type { AgentReplicationApi, FollowPrimaryRequest, ReplicationCredentials, ReplicationStatus, ReplicationSyncResult } from './protocol.js';
 import { fileStore, ReplicationManager, ReplicationMemory } from './replication.js';
@@ -53,6 +56,8 @@ interface PersistedState {
   pendingRestart: string[];
   pid: number | null;
   logOffset: number;
+  /** Continuous archiving, as last switched (kept across agent restarts). */
+  archive?: ArchiveSettings;
 }
 
 const STATE_FILE = 'agent-state.json';
@@ -205,7 +210,15 @@ async function usedBytes(dir: string): Promise<number> {
   return total;
 }
 
-export class Agent implements AgentApi, AgentReplicationApi {
+interface OpenRestore {
+  storage: Backend;
+  key?: KeyMaterial;
+  meta: CouchdbMetadata | null;
+  /** Point in time: the archive cut chosen. */
+  cut?: string;
+}
+
+export class Agent implements AgentApi, AgentReplicationApi, AgentArchiveApi {
   #state: PersistedState | null = null;
   #proc: CouchProcess | null = null;
   #busy: string | null = null;
@@ -217,6 +230,7 @@ export class Agent implements AgentApi, AgentReplicationApi {
   /** Set by the supervisor while CouchDB is down and a restart is due. */
   #restartNote: string | null = null;
   readonly #replMemory = new ReplicationMemory();
+  #archiver: Archiver | null = null;
   readonly #startTimeoutMs: number;
   readonly #stopTimeoutMs: number;
   readonly #log: (line: string) => void;
@@ -329,7 +343,7 @@ export class Agent implements AgentApi, AgentReplicationApi {
         throw invalid(`couchdbHome ${s.couchdbHome} has no executable bin/couchdb (it must be an Apache CouchDB release directory)`);
       });
       // Everything a restore needs is checked before anything changes.
-      let restore: { storage: Backend; key?: KeyMaterial; meta: CouchdbMetadata | null } | null = null;
+      let restore: OpenRestore | null = null;
       if (s.restore) restore = await this.#openRestore(s.restore);
       const previous = this.#state;
       try {
@@ -345,6 +359,7 @@ export class Agent implements AgentApi, AgentReplicationApi {
           pendingRestart: [],
           pid: null,
           logOffset: 0,
+          ...(previous?.archive ? { archive: previous.archive } : {}),
         };
         this.#state = st;
         this.#manager = null;
@@ -370,7 +385,7 @@ export class Agent implements AgentApi, AgentReplicationApi {
     return this.status();
   }
 
-  async #openRestore(r: NonNullable<InstanceSettings['restore']>): Promise<{ storage: Backend; key?: KeyMaterial; meta: CouchdbMetadata | null }> {
+  async #openRestore(r: NonNullable<InstanceSettings['restore']>): Promise<OpenRestore> {
     let storage: Backend;
     try {
       storage = await openStorage(r.storage);
@@ -379,6 +394,11 @@ export class Agent implements AgentApi, AgentReplicationApi {
     }
     try {
       const key = r.keyFile ? await readKeyFile(r.keyFile).catch((err: unknown) => Promise.reject(invalid(describeError(err)))) : undefined;
+      if (r.time !== undefined && r.stream !== undefined) {
+        // Point in time: the cut is chosen now, so that a time outside the window is refused before anything changes.
+        const cut = await findCut(storage, r.stream, Date.parse(r.time)).catch((err: unknown) => Promise.reject(invalid(describeError(err))));
+        return { storage, key, meta: await cutMetadata(storage, r.stream, cut.id, key), cut: cut.id };
+      }
       const { couchdb } = await readBackupMetadata(storage, r.backupId, key).catch((err: unknown) => {
         if (err instanceof BackupNotFoundError) throw new AgentError('NOT_FOUND', `backup ${r.backupId} not found in ${storage.location}`);
         throw invalid(`cannot read backup ${r.backupId}: ${describeError(err)}`);
@@ -390,7 +410,7 @@ export class Agent implements AgentApi, AgentReplicationApi {
     }
   }
 
-  async #build(st: PersistedState, overrides: ParsedOverride[], restore: { storage: Backend; key?: KeyMaterial; meta: CouchdbMetadata | null } | null, replacing: boolean): Promise<void> {
+  async #build(st: PersistedState, overrides: ParsedOverride[], restore: OpenRestore | null, replacing: boolean): Promise<void> {
     const s = st.settings;
     const f = instanceFiles(s);
     await fsp.mkdir(s.instanceDir, { recursive: true, mode: 0o700 });
@@ -410,9 +430,12 @@ export class Agent implements AgentApi, AgentReplicationApi {
     if (restore && s.restore) {
       this.#progress = { phase: 'restore', bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: 0 };
       try {
-        const restored = await restoreBackup({
+        const pitr = restore.cut !== undefined && s.restore.stream !== undefined && s.restore.time !== undefined;
+        const restored = await (pitr ? restoreToTime : restoreBackup)({
           storage: restore.storage,
           id: s.restore.backupId,
+          stream: s.restore.stream ?? '',
+          time: Date.parse(s.restore.time ?? ''),
           dataDir: s.dataDir,
           key: restore.key,
           owner: s.runAs ? `${s.runAs.uid}:${s.runAs.gid}` : `${process.getuid?.() ?? 0}:${process.getgid?.() ?? 0}`,
@@ -422,6 +445,7 @@ export class Agent implements AgentApi, AgentReplicationApi {
           progress: (p) => (this.#progress = p),
         });
         for (const dir of restored.removedStaging) this.#log(`removed ${dir}, left in the data directory by an interrupted restore`);
+        if (restore.cut) this.#log(`restored archive ${s.restore.stream} as of cut ${restore.cut} (restore time ${s.restore.time})`);
       } finally {
         this.#progress = null;
       }
@@ -837,6 +861,68 @@ export class Agent implements AgentApi, AgentReplicationApi {
 
   async progress(): Promise<Progress | null> {
     return this.#progress;
+  }
+
+  // --- continuous archiving (src/agent/archiver.ts, docs/agent.md) -------------------------------
+
+  #archiverFor(st: PersistedState): Archiver {
+    if (!this.#archiver) {
+      const s = st.settings;
+      this.#archiver = new Archiver(st.archive, {
+        dataDir: s.dataDir,
+        configDir: instanceFiles(s).etcDir,
+        couchdb: () => ({ url: couchUrl(s), username: this.#admin?.username, password: this.#admin?.password }),
+        labels: { instanceId: s.instanceId },
+        // Never during a prepare (the data directory is being replaced) or while CouchDB is down.
+        ready: () => this.#busy !== 'prepare' && this.#state?.building === false && !this.#state.restoreFailed && this.#admin !== null && this.#proc?.running === true,
+      }, this.#log);
+    }
+    return this.#archiver;
+  }
+
+  async configureArchive(input: ArchiveSettings): Promise<ArchiveStatus> {
+    const st = this.#requireState();
+    if (!input || typeof input !== 'object' || typeof input.enabled !== 'boolean') throw invalid('archive settings must be {enabled, storage?, keyFile?, stream?, interval?, keepDays?, rebaseShare?, baseIntervalHours?, compression?}');
+    const next: ArchiveSettings = { ...(st.archive ?? {}), ...input };
+    next.stream ??= st.settings.instanceId;
+    if (next.enabled) {
+      next.storage = checkStorageUrl(next.storage);
+      if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(next.stream)) throw invalid(`archive stream must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}, got ${JSON.stringify(next.stream)}`);
+      if (next.keyFile !== undefined && (typeof next.keyFile !== 'string' || !path.isAbsolute(next.keyFile))) throw invalid('keyFile must be an absolute path');
+    }
+    const num = (v: unknown, name: string, min: number, max: number) => {
+      if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max)) throw invalid(`archive ${name} must be a number from ${min} to ${max}, got ${JSON.stringify(v)}`);
+    };
+    num(next.interval, 'interval', 1, 3600);
+    num(next.keepDays, 'keepDays', 0.0001, 3650);
+    num(next.rebaseShare, 'rebaseShare', 0.01, 100);
+    num(next.baseIntervalHours, 'baseIntervalHours', 0.01, 24 * 365);
+    if (next.compression !== undefined && !(CODECS as readonly string[]).includes(next.compression)) throw invalid(`compression must be one of ${CODECS.join(', ')}`);
+    await this.#archiverFor(st).configure(next);
+    st.archive = next;
+    await this.#persist();
+    this.#log(`archiving ${next.enabled ? `on: a cut every ${next.interval ?? 5} s to archive/${next.stream}/ of ${next.storage}` : 'off'}`);
+    return this.#archiverFor(st).status();
+  }
+
+  async archiveStatus(): Promise<ArchiveStatus> {
+    return this.#archiverFor(this.#requireState()).status();
+  }
+
+  /** For `agent serve`: runs the archiving loop (it does nothing while archiving is off); returns the stop function. */
+  startArchiver(): () => Promise<void> {
+    let stopTimer: (() => void) | null = null;
+    const wait = setInterval(() => {
+      if (!this.#state || stopTimer) return;
+      stopTimer = this.#archiverFor(this.#state).start();
+      clearInterval(wait);
+    }, 200);
+    wait.unref();
+    return async () => {
+      clearInterval(wait);
+      stopTimer?.();
+      await this.#archiver?.stop();
+    };
   }
 
   // --- replication (src/agent/replication.ts, docs/replication.md) ----------------------------

@@ -3,6 +3,7 @@
 // AgentError with code UNREACHABLE. The token is sent as a bearer header and never shown.
 import { AgentError } from './errors.js';
 import type { AgentApi, AgentBackupRequest, AgentErrorCode, ConfigurationResult, InstanceSettings, InstanceStatus, NewUser, UserInfo } from './protocol.js';
+import type { AgentArchiveApi, ArchiveSettings, ArchiveStatus } from './protocol.js';
 import type { AgentReplicationApi, FollowPrimaryRequest, ReplicationCredentials, ReplicationStatus, ReplicationSyncResult } from './protocol.js';
 import type { BackupSummary, Progress } from '../backup/types.js';
 
@@ -15,7 +16,7 @@ export interface AgentClientOptions {
 
 const enc = encodeURIComponent;
 
-export class AgentClient implements AgentApi, AgentReplicationApi {
+export class AgentClient implements AgentApi, AgentReplicationApi, AgentArchiveApi {
   readonly #token: string;
   readonly #base: string;
   readonly #timeoutMs: number;
@@ -128,6 +129,13 @@ export class AgentClient implements AgentApi, AgentReplicationApi {
   }
   async progress(): Promise<Progress | null> {
     return (await this.#call<{ progress: Progress | null }>('GET', '/v1/progress')).progress;
+  }
+
+  configureArchive(settings: ArchiveSettings): Promise<ArchiveStatus> {
+    return this.#call('POST', '/v1/archive', settings);
+  }
+  archiveStatus(): Promise<ArchiveStatus> {
+    return this.#call('GET', '/v1/archive');
   }
 
   replicationSource(): Promise<ReplicationCredentials> {

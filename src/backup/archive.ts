@@ -192,9 +192,12 @@ export class ArchiveStream {
       await this.#writeHead();
       return { kind: 'unchanged', id: null, size: 0, bytes: 0, restorePoint: checkedAt, ms: performance.now() - t0 };
     }
+    const tUnchanged = performance.now() - t0;
     const now = Date.now();
     const base = this.#needsBase(now);
     const id = `c-${String(now).padStart(13, '0')}-${base ? 'b' : 'i'}`;
+    const dbs = this.#latest?.catalog.entries.find((e) => e.type === 'file' && e.root === 'data' && e.path === '_dbs.couch');
+    const reuse = !base && dbs?.type === 'file' && this.#latest?.catalog.couchdb ? { meta: this.#latest.catalog.couchdb, dbs } : undefined;
     const written = await writeBackup({
       dataDir: this.opts.dataDir,
       storage: this.store,
@@ -205,6 +208,7 @@ export class ArchiveStream {
       id,
       labels: { ...(this.opts.labels ?? {}), archive: this.opts.stream },
       ...(base ? {} : { parentOpened: this.#latest!, delta: true }),
+      ...(reuse ? { couchdbReuse: reuse } : {}),
       // Small cuts are encoded on this thread: worker threads would cost more than the cut.
       workers: base ? undefined : 0,
       recordCut: true,
@@ -223,6 +227,7 @@ export class ArchiveStream {
     h.latestEnd = written.cut.end;
     h.restorePoint = written.cut.end;
     await this.#writeHead();
+    if (process.env.COUCHTROVE_DEBUG_ARCHIVE) process.stderr.write(`cut ${id}: check ${tUnchanged.toFixed(0)} ms, cut at +${(written.cut.start - now)} ms, total ${(performance.now() - t0).toFixed(0)} ms, ${written.summary.bytes} bytes\n`);
     return { kind: base ? 'base' : 'incremental', id, size: written.summary.size, bytes: written.summary.bytes, restorePoint: written.cut.end, ms: performance.now() - t0 };
   }
 

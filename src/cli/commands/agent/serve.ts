@@ -22,6 +22,8 @@ export const serveCommand = defineCommand({
     const stopQuotaWatch = agent.startQuotaWatch(10_000);
     // A CouchDB that dies is started again, with a back-off.
     const stopSupervisor = agent.startSupervisor();
+    // Continuous archiving, when switched on (src/agent/archiver.ts).
+    const stopArchiver = agent.startArchiver();
     io.stdout.write(`couchtrove agent listening on ${server.url}\n`);
     await new Promise<void>((resolve) => {
       const stop = () => {
@@ -35,6 +37,7 @@ export const serveCommand = defineCommand({
     stopReplicationSync();
     stopQuotaWatch();
     stopSupervisor();
+    await stopArchiver();
     await server.close();
     log(`agent stopped${agent.couchdbPid ? ` (CouchDB pid ${agent.couchdbPid} keeps running)` : ''}`);
     return 0;
