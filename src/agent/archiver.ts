@@ -16,7 +16,7 @@ const EXPIRE_EVERY_MS = 5 * 60_000;
 
 export interface ArchiverSource {
   dataDir: string;
-  configDir: string;
+  configDir?: string;
   couchdb: () => BackupOptions['couchdb'];
   labels: Record<string, string>;
   /** Whether a cut may run now (CouchDB running, no prepare or restore under way). */

@@ -14,6 +14,7 @@ import { registerScheduleRoutes } from './schedules.js';
 import { notImplementedCall, refuseUnhonouredOptions, registerUnsupportedRoutes } from './unsupported.js';
 import { registerOperationsRoutes, type Liveness } from './operations.js';
 import { detachReplica, ejectReplicaSource, promoteReplica, replicationView } from '../tasks/replication.js';
+import { archiveView, setArchive } from '../tasks/archive.js';
 import { createConfiguration, deleteConfiguration, setConfiguration, updateConfiguration } from '../tasks/configurations.js';
 import { changePasswords, createDatabases, createUsers, deleteDatabase, deleteUser, disableRoot, enableRoot, getUser, grantAccess, listDatabases, listUsers, revokeAccess, rootEnabled } from '../tasks/access.js';
 import { createBackup, deleteBackup } from '../tasks/backups.js';
@@ -197,6 +198,9 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
       const view = instanceView(base(req), inst, plane.config.region, { used, replicas, configuration, engine: plane.compute.engine, detail });
       const replication = detail ? await replicationView(plane, inst) : undefined;
       if (replication) view.replication = replication;
+      // Live on show, from the health monitor's last reading in listings (the restorable window).
+      const archive = await archiveView(plane, inst, detail);
+      if (archive) view.archive = archive;
       return view;
     };
 
@@ -240,6 +244,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
         databases,
         users,
         backupRef: restore ? v.ref(restore.backupRef, '"restorePoint"."backupRef"') : null,
+        restoreTime: restore ? v.optional(restore.restoreTime, (x) => v.ref(x, '"restorePoint"."restoreTime"')) : null,
         replicaOf: v.optional(b.replica_of ?? b.slave_of, (x) => v.ref(x, '"replica_of"')),
         configurationId: v.optional(b.configuration, (x) => v.ref(x, '"configuration"')),
       });
@@ -287,7 +292,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     api.post('/instances/:id/action', async (req: Req, reply) => {
       const b = v.obj(req.body ?? null, 'The request body');
       const keys = Object.keys(b);
-      if (keys.length !== 1) throw badRequest('The action body must have exactly one action: restart, resize, promote_to_replica_source or eject_replica_source.');
+      if (keys.length !== 1) throw badRequest('The action body must have exactly one action: restart, resize, promote_to_replica_source, eject_replica_source or archive.');
       const project = req.params.project!;
       const id = req.params.id!;
       if (keys[0] === 'restart') {
@@ -304,9 +309,19 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
         await promoteReplica(plane, project, id);
       } else if (keys[0] === 'eject_replica_source') {
         await ejectReplicaSource(plane, project, id);
+      } else if (keys[0] === 'archive') {
+        // couchtrove extension: continuous archiving on or off (docs/control-plane.md).
+        const a = v.obj(b.archive, '"archive"');
+        if (typeof a.enabled !== 'boolean') throw badRequest('"archive"."enabled" must be true or false.');
+        const status = await setArchive(plane, project, id, {
+          enabled: a.enabled,
+          interval: v.optional(a.interval, (x) => v.integer(x, '"archive"."interval"', 1, 3600)) ?? undefined,
+          keepDays: v.optional(a.keep_days, (x) => v.integer(x, '"archive"."keep_days"', 1, 3650)) ?? undefined,
+        });
+        return reply.code(200).send({ archive: status });
       } else {
         await plane.instance(project, id);
-        throw badRequest(`Unknown action ${JSON.stringify(keys[0]!.slice(0, 80))}: couchtrove supports restart, resize, promote_to_replica_source and eject_replica_source.`);
+        throw badRequest(`Unknown action ${JSON.stringify(keys[0]!.slice(0, 80))}: couchtrove supports restart, resize, promote_to_replica_source, eject_replica_source and archive.`);
       }
       return reply.code(202).send();
     });
