@@ -18,7 +18,8 @@ import { IniFile } from './ini.js';
 import { parseOverrides, type ParsedOverride } from './config-keys.js';
 import { checkPortFree, CouchProcess, reasonFromLog, stopEpmd } from './process.js';
 import { AGENT_ADMIN, checkBackupId, checkSettings, checkStorageUrl } from './validate.js';
-import type { AgentArchiveApi, ArchiveSettings, ArchiveStatus } from './protocol.js';
+import type { AgentArchiveApi, ArchiveSettings, ArchiveStatus, DatabaseRestoreRequest, DatabaseRestoreResult } from './protocol.js';
+import * as net from 'node:net';
 import { Archiver } from './archiver.js';
 import { cutMetadata, findCut, restoreToTime } from '../backup/archive.js';
 import type { AgentApi, AgentBackupRequest, ConfigurationResult, InstanceSettings, InstanceStatus, NewUser, UserInfo } from './protocol.js';
@@ -80,6 +81,17 @@ export function instanceFiles(s: InstanceSettings) {
 export function couchUrl(s: InstanceSettings): string {
   const host = s.bindAddress === 'any' || s.bindAddress === '0.0.0.0' ? '127.0.0.1' : s.bindAddress === '::' ? '::1' : s.bindAddress;
   return `http://${host.includes(':') ? `[${host}]` : host}:${s.port}`;
+}
+
+async function freeLoopbackPort(): Promise<number> {
+  const srv = net.createServer();
+  await new Promise<void>((resolve, reject) => {
+    srv.once('error', reject);
+    srv.listen({ host: '127.0.0.1', port: 0 }, () => resolve());
+  });
+  const port = (srv.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => srv.close(() => resolve()));
+  return port;
 }
 
 /** Writes a file readable by its owner only, atomically (temp file, fsync, rename). */
@@ -907,6 +919,84 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentArchiveApi {
 
   async archiveStatus(): Promise<ArchiveStatus> {
     return this.#archiverFor(this.#requireState()).status();
+  }
+
+  /**
+   * One database back: the backup (or the archive as of a time) is restored into a scratch CouchDB beside
+   * this one (its own agent directory, loopback port and epmd, never serving clients), the database is
+   * copied into the running CouchDB by CouchDB's own replication (revision histories, conflicts,
+   * attachments, design documents; deleted documents as tombstones) and its _security by hand, the
+   * document counts are compared, and the scratch instance is stopped and removed. The live instance serves
+   * throughout; only `replace` touches the live database of that name (deleted, then copied).
+   */
+  async restoreDatabase(req: DatabaseRestoreRequest): Promise<DatabaseRestoreResult> {
+    const st = this.#requireUsable();
+    if (!req || typeof req !== 'object' || typeof req.database !== 'string' || req.database === '') throw invalid('database restore request must be {database, backupId? | time?, as?, replace?}');
+    const as = req.as ?? req.database;
+    const archive = st.archive;
+    const storage = req.storage !== undefined ? checkStorageUrl(req.storage) : archive?.storage;
+    if (!storage) throw invalid('no repository: give storage (archiving is not configured on this instance)');
+    const keyFile = req.keyFile ?? (req.storage === undefined ? archive?.keyFile : undefined);
+    if ((req.backupId === undefined) === (req.time === undefined)) throw invalid('give exactly one of backupId and time');
+    const stream = req.stream ?? archive?.stream ?? st.settings.instanceId;
+    if (req.time !== undefined && Number.isNaN(Date.parse(req.time))) throw invalid(`time must be an ISO 8601 time, got ${JSON.stringify(req.time)}`);
+    const live = this.#client();
+    const exists = (await live.dbInfo(as)) !== null;
+    if (exists && !req.replace) throw new AgentError('ALREADY_EXISTS', `database ${as} exists in the instance: give another name (as) or replace`);
+    await this.#checkQuota();
+
+    const t0 = performance.now();
+    const scratchDir = path.join(st.settings.instanceDir, `scratch-${randomUUID().slice(0, 8)}`);
+    await fsp.mkdir(path.join(scratchDir, 'data'), { recursive: true, mode: 0o700 });
+    if (st.settings.runAs) await chownTree(scratchDir, st.settings.runAs.uid, st.settings.runAs.gid);
+    const scratch = await Agent.open(path.join(scratchDir, 'agent'), { startTimeoutMs: this.#startTimeoutMs, stopTimeoutMs: this.#stopTimeoutMs, log: (l) => this.#log(`scratch: ${l}`) });
+    try {
+      const s = st.settings;
+      const restore: NonNullable<InstanceSettings['restore']> = { storage, backupId: req.backupId ?? 'pitr', ...(keyFile ? { keyFile } : {}) };
+      if (req.time !== undefined) Object.assign(restore, { stream, time: req.time });
+      const prepared = await scratch.prepare({
+        instanceId: `${s.instanceId}-scratch`,
+        port: await freeLoopbackPort(),
+        bindAddress: '127.0.0.1',
+        dataDir: path.join(scratchDir, 'data'),
+        instanceDir: path.join(scratchDir, 'instance'),
+        // The backup's node name: its shard maps open as they are (the scratch has its own epmd).
+        nodeName: s.nodeName,
+        epmdPort: await freeLoopbackPort(),
+        couchdbHome: s.couchdbHome,
+        ...(s.runAs ? { runAs: s.runAs } : {}),
+        restore,
+      });
+      if (prepared.state !== 'RUNNING') throw new AgentError('BACKUP_FAILED', `the scratch CouchDB did not start from the backup: ${prepared.reason ?? prepared.state}`);
+      const restoreMs = performance.now() - t0;
+      const scratchAdmin = JSON.parse(await fsp.readFile(instanceFiles(scratch.#requireState().settings).secret, 'utf8')) as Credentials;
+      const scratchUrl = couchUrl(scratch.#requireState().settings);
+      const src = new CouchClient(scratchUrl, scratchAdmin, 600_000);
+      const info = await src.dbInfo(req.database);
+      if (!info) throw new AgentError('NOT_FOUND', `database ${req.database} is not in the backup${req.time ? ` as of ${req.time}` : ''}`);
+      const t1 = performance.now();
+      if (exists) await live.deleteDb(as);
+      const basic = (c: Credentials) => `Basic ${Buffer.from(`${c.username}:${c.password}`).toString('base64')}`;
+      // One-shot replication run by the live CouchDB, credentials in headers (never in a URL or a log).
+      const r = await new CouchClient(couchUrl(s), this.#admin!, 24 * 3_600_000).raw<{ ok?: boolean; reason?: string; history?: unknown[] }>('POST', '/_replicate', {
+        body: {
+          source: { url: `${scratchUrl}/${encodeURIComponent(req.database)}`, headers: { Authorization: basic(scratchAdmin) } },
+          target: { url: `${couchUrl(s)}/${encodeURIComponent(as)}`, headers: { Authorization: basic(this.#admin!) } },
+          create_target: true,
+        },
+        timeoutMs: 24 * 3_600_000,
+      });
+      if (r.status !== 200 || !r.body?.ok) throw new AgentError('COUCHDB_ERROR', `copying ${req.database} from the scratch CouchDB failed: ${r.status} ${JSON.stringify(r.body).slice(0, 300)}`);
+      await live.putSecurity(as, await src.getSecurity(req.database));
+      const copied = await live.dbInfo(as);
+      if (!copied || copied.doc_count !== info.doc_count) throw new AgentError('BACKUP_FAILED', `database ${as} holds ${copied?.doc_count ?? 'no'} documents after the copy, the backup ${info.doc_count}`);
+      const copyMs = performance.now() - t1;
+      this.#log(`database ${req.database} restored as ${as} from ${req.time ? `archive ${stream} at ${req.time}` : `backup ${req.backupId}`}: ${info.doc_count} documents`);
+      return { database: req.database, as, from: req.backupId ?? `${stream}@${req.time}`, docCount: info.doc_count, docDelCount: info.doc_del_count ?? 0, restoreMs, copyMs, totalMs: performance.now() - t0 };
+    } finally {
+      await scratch.stop().catch(() => undefined);
+      await fsp.rm(scratchDir, { recursive: true, force: true });
+    }
   }
 
   /** For `agent serve`: runs the archiving loop (it does nothing while archiving is off); returns the stop function. */

@@ -3,7 +3,7 @@
 // AgentError with code UNREACHABLE. The token is sent as a bearer header and never shown.
 import { AgentError } from './errors.js';
 import type { AgentApi, AgentBackupRequest, AgentErrorCode, ConfigurationResult, InstanceSettings, InstanceStatus, NewUser, UserInfo } from './protocol.js';
-import type { AgentArchiveApi, ArchiveSettings, ArchiveStatus } from './protocol.js';
+import type { AgentArchiveApi, ArchiveSettings, ArchiveStatus, DatabaseRestoreRequest, DatabaseRestoreResult } from './protocol.js';
 import type { AgentReplicationApi, FollowPrimaryRequest, ReplicationCredentials, ReplicationStatus, ReplicationSyncResult } from './protocol.js';
 import type { BackupSummary, Progress } from '../backup/types.js';
 
@@ -136,6 +136,9 @@ export class AgentClient implements AgentApi, AgentReplicationApi, AgentArchiveA
   }
   archiveStatus(): Promise<ArchiveStatus> {
     return this.#call('GET', '/v1/archive');
+  }
+  restoreDatabase(request: DatabaseRestoreRequest): Promise<DatabaseRestoreResult> {
+    return this.#call('POST', '/v1/database-restores', request, true);
   }
 
   replicationSource(): Promise<ReplicationCredentials> {

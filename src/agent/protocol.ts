@@ -258,6 +258,36 @@ export interface ReplicationSyncResult {
 export interface AgentArchiveApi {
   configureArchive(settings: ArchiveSettings): Promise<ArchiveStatus>;
   archiveStatus(): Promise<ArchiveStatus>;
+  restoreDatabase(request: DatabaseRestoreRequest): Promise<DatabaseRestoreResult>;
+}
+
+/** One database back from a backup or an archive time, into the running instance (docs/agent.md). */
+export interface DatabaseRestoreRequest {
+  database: string;
+  /** Repository URL and key file (the archive's by default). */
+  storage?: string;
+  keyFile?: string;
+  /** A backup id in the repository, or an archive stream (default: the archive's) and a time. */
+  backupId?: string;
+  stream?: string;
+  time?: string;
+  /** Name in the running instance (default: the same name, which then needs `replace`). */
+  as?: string;
+  /** Replace the live database of that name (deleted, then copied). */
+  replace?: boolean;
+}
+
+export interface DatabaseRestoreResult {
+  database: string;
+  as: string;
+  /** The backup or archive cut restored from. */
+  from: string;
+  docCount: number;
+  docDelCount: number;
+  /** Milliseconds: restoring into the scratch CouchDB, copying, in all. */
+  restoreMs: number;
+  copyMs: number;
+  totalMs: number;
 }
 
 export interface AgentReplicationApi {

@@ -9,7 +9,7 @@ import { isIP } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { AgentError, HTTP_STATUS, invalid } from './errors.js';
 import type { AgentApi, AgentErrorBody, AgentErrorCode, AgentServeConfig, InstanceSettings, NewUser } from './protocol.js';
-import type { AgentArchiveApi, AgentReplicationApi, ArchiveSettings, FollowPrimaryRequest } from './protocol.js';
+import type { AgentArchiveApi, AgentReplicationApi, ArchiveSettings, DatabaseRestoreRequest, FollowPrimaryRequest } from './protocol.js';
 import { CouchtroveError, describeError } from '../util/errors.js';
 
 export interface AgentServerOptions {
@@ -137,11 +137,12 @@ export async function startAgentServer(opts: AgentServerOptions): Promise<Runnin
   // Continuous archiving (docs/agent.md).
   const arch = (): AgentArchiveApi => {
     const a = api as Partial<AgentArchiveApi>;
-    if (!a.configureArchive || !a.archiveStatus) throw new AgentError('NOT_FOUND', 'this agent does not implement archiving');
+    if (!a.configureArchive || !a.archiveStatus || !a.restoreDatabase) throw new AgentError('NOT_FOUND', 'this agent does not implement archiving');
     return a as AgentArchiveApi;
   };
   app.post('/v1/archive', async (req) => arch().configureArchive(bodyOf(req) as unknown as ArchiveSettings));
   app.get('/v1/archive', async () => arch().archiveStatus());
+  app.post('/v1/database-restores', async (req) => arch().restoreDatabase(bodyOf(req) as unknown as DatabaseRestoreRequest));
   // Replication (docs/replication.md). The follow request carries the primary's credentials: it is never logged.
   const repl = (): AgentReplicationApi => {
     const r = api as Partial<AgentReplicationApi>;

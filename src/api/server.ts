@@ -14,7 +14,7 @@ import { registerScheduleRoutes } from './schedules.js';
 import { notImplementedCall, refuseUnhonouredOptions, registerUnsupportedRoutes } from './unsupported.js';
 import { registerOperationsRoutes, type Liveness } from './operations.js';
 import { detachReplica, ejectReplicaSource, promoteReplica, replicationView } from '../tasks/replication.js';
-import { archiveView, setArchive } from '../tasks/archive.js';
+import { archiveView, restoreDatabase, setArchive } from '../tasks/archive.js';
 import { createConfiguration, deleteConfiguration, setConfiguration, updateConfiguration } from '../tasks/configurations.js';
 import { changePasswords, createDatabases, createUsers, deleteDatabase, deleteUser, disableRoot, enableRoot, getUser, grantAccess, listDatabases, listUsers, revokeAccess, rootEnabled } from '../tasks/access.js';
 import { createBackup, deleteBackup } from '../tasks/backups.js';
@@ -366,6 +366,18 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
       if (names.length === 0) throw badRequest('"databases" must name at least one database.');
       await createDatabases(plane, req.params.project!, req.params.id!, names);
       return reply.code(202).send();
+    });
+    // couchtrove extension: one database back from a backup or the instance's archive (docs/control-plane.md).
+    api.post('/instances/:id/databases/:db/restore', async (req: Req) => {
+      const r = body(req, 'restore');
+      const result = await restoreDatabase(plane, req.params.project!, req.params.id!, {
+        database: v.dbName(req.params.db, 'database'),
+        backup: v.optional(r.backup, (x) => v.ref(x, '"restore"."backup"')),
+        time: v.optional(r.restore_time, (x) => v.ref(x, '"restore"."restore_time"')),
+        as: v.optional(r.as, (x) => v.dbName(x, '"restore"."as"')),
+        replace: r.replace === true,
+      });
+      return { restore: result };
     });
     api.delete('/instances/:id/databases/:db', async (req: Req, reply) => {
       await deleteDatabase(plane, req.params.project!, req.params.id!, v.dbName(req.params.db, 'database'));

@@ -2,7 +2,7 @@
 // runs the loop beside its CouchDB (src/agent/archiver.ts); the control plane only switches it on or off
 // (the `archive` action, a couchtrove extension of Trove's API) and reads its status, for `show`, the
 // listing's restorable window and /metrics. The agent keeps the switch across its own restarts.
-import type { AgentArchiveApi, AgentApi, ArchiveStatus } from '../agent/protocol.js';
+import type { AgentArchiveApi, AgentApi, ArchiveStatus, DatabaseRestoreResult } from '../agent/protocol.js';
 import type { Row } from '../state/index.js';
 import { describeError } from '../util/errors.js';
 import type { ControlPlane } from './control.js';
@@ -116,4 +116,36 @@ export async function resolveRestoreTime(plane: ControlPlane, streamOf: string, 
   } finally {
     await storage.close();
   }
+}
+
+/**
+ * One database back into a running instance (synchronous: the agent answers once the copy is checked).
+ * From a backup of the instance (its location), or from the instance's own archive as of a time.
+ */
+export async function restoreDatabase(plane: ControlPlane, projectId: string, id: string, req: { database: string; backup: string | null; time: string | null; as: string | null; replace: boolean }): Promise<DatabaseRestoreResult> {
+  const inst = await plane.instance(projectId, id);
+  if (inst.status !== 'ACTIVE') throw unprocessable(`Instance ${inst.id} is ${inst.status}: a database is restored into an ACTIVE instance.`);
+  if ((req.backup === null) === (req.time === null)) throw badRequest('Give exactly one of "backup" and "restore_time".');
+  const keyFile = plane.backupKeyFile;
+  let storage = plane.config.repository;
+  let backupId: string | undefined;
+  if (req.backup !== null) {
+    const b = await plane.backup(projectId, req.backup);
+    if (b.status !== 'COMPLETED') throw unprocessable(`Backup ${b.id} is not COMPLETED (status ${b.status}).`);
+    storage = b.location ?? plane.config.repository;
+    backupId = b.id;
+  }
+  const agent = await archiveAgent(plane, inst);
+  const result = await agentCall(
+    agent.restoreDatabase({
+      database: req.database,
+      storage,
+      ...(keyFile ? { keyFile } : {}),
+      ...(backupId ? { backupId } : { stream: inst.id, time: req.time! }),
+      ...(req.as ? { as: req.as } : {}),
+      replace: req.replace,
+    }),
+  );
+  plane.log(`instance ${inst.id}: database ${req.database} restored as ${result.as} from ${result.from} (${result.docCount} documents)`);
+  return result;
 }

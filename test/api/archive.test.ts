@@ -96,6 +96,19 @@ test('archiving on through the CLI; show and /metrics give the restore point; cr
   const w = (list.find((i) => i.id === id)!.archive as J).window as J;
   assert.ok(typeof w.to === 'string', JSON.stringify(w));
 
+  // One database back from the archive, beside the live one (which keeps b1, b2).
+  const one = await runCli(['database', 'restore', '--instance', 'arc', '--database', 'orders', '--to-time', new Date(T).toISOString(), '--as', 'orders_then', '--json'], env);
+  assert.equal(one.code, 0, one.stderr + one.stdout);
+  assert.equal((JSON.parse(one.stdout) as { restore: J }).restore.as, 'orders_then');
+  // alice is a member of orders only: she reads the copy because its _security came along.
+  const then = await fetch(`${url}/orders_then/_all_docs`, { headers: { authorization: auth } });
+  assert.equal(then.status, 200);
+  assert.deepEqual(((await then.json()) as { rows: { id: string }[] }).rows.map((x) => x.id).sort(), ['a1', 'a2', 'a3']);
+  const dup = await runCli(['database', 'restore', '--instance', 'arc', '--database', 'orders', '--to-time', new Date(T).toISOString()], env);
+  assert.equal(dup.code, 1, 'the live database is not replaced without --replace');
+  assert.match(dup.stderr, /exists/);
+  assert.deepEqual((await ids(url)).sort(), ['a1', 'a2', 'a3', 'b1', 'b2']);
+
   const off = await runCli(['instance', 'archive', 'arc', '--off', '--json'], env);
   assert.equal(off.code, 0, off.stderr);
   assert.equal((JSON.parse(off.stdout) as { archive: J }).archive.enabled, false);

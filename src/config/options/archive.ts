@@ -45,4 +45,12 @@ export const archiveOptions = {
     flag: 'to-time', arg: 'TIME', group: A, parse: time,
     description: 'Restore the newest archive cut at or before TIME (ISO 8601 with zone, or "now") of --stream',
   },
+  restoreAs: {
+    flag: 'as', arg: 'NAME', group: A, parse: parsers.string,
+    description: 'database restore: the name the restored database gets in the running instance (default: its own name, which needs --replace)',
+  },
+  replaceDatabase: {
+    flag: 'replace', group: A, parse: parsers.boolean,
+    description: 'database restore: replace the live database of that name (it is deleted, then copied back from the backup)',
+  },
 } satisfies Record<string, OptionSpec<unknown>>;
