@@ -212,6 +212,7 @@ export class ArchiveStream {
       // Small cuts are encoded on this thread: worker threads would cost more than the cut.
       workers: base ? undefined : 0,
       recordCut: true,
+      noLock: true,
     });
     this.#latest = written.opened;
     const h = this.#head;
