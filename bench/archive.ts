@@ -199,7 +199,7 @@ Command: \`npm run build && COUCHDB_HOME=/opt/couchdb node dist/bench/archive.js
 | bytes stored by the cuts (repository growth after the base) | ${mib(a.stored)}, ${mib(perHour(a.stored))} per hour (${(a.stored / Math.max(1, a.written)).toFixed(2)} of what was written; base ${mib(a.baseStored)}) |
 
 **B. Restore ${cutsWanted} cuts after the base against a full restore of the same data** (engine only, ${mib(totalB)} data directory from the
-CouchDB 3.5 benchmark fixture; each cut appended 3 × 4 KiB to shards; taking the ${cutsWanted} cuts took ${cutsSeconds.toFixed(1)} s):
+CouchDB 3.5 benchmark fixture; each cut appended 3 × 4 KiB to shards, ${mib(appendedB)} in all; taking the ${cutsWanted} cuts took ${cutsSeconds.toFixed(1)} s):
 
 | restore | time |
 |---|---|
