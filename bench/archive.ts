@@ -26,6 +26,7 @@ const { values } = parseArgs({
     cuts: { type: 'string', default: '1000' },
     'base-mb': { type: 'string', default: '200' },
     'db-mb': { type: 'string', default: '100' },
+    'b-mb': { type: 'string', default: '1024' },
     work: { type: 'string', default: path.join(ROOT, 'bench/work') },
   },
 });
@@ -33,6 +34,7 @@ const minutes = Number(values.minutes);
 const cutsWanted = Number(values.cuts);
 const baseMb = Number(values['base-mb']);
 const dbMb = Number(values['db-mb']);
+const bMb = Number(values['b-mb']);
 const work = path.resolve(values.work!, 'archive');
 await fs.rm(work, { recursive: true, force: true });
 await fs.mkdir(work, { recursive: true });
@@ -71,6 +73,21 @@ async function fill(url: string, auth: string, db: string, mb: number, docBytes 
   return n;
 }
 
+/** Bytes the process and its descendants wrote to storage (/proc/PID/io write_bytes): what CouchDB wrote, compactions included. */
+async function writeBytesOf(pid: number): Promise<number> {
+  const all = [pid];
+  for (let i = 0; i < all.length; i++) {
+    const kids = await fs.readFile(`/proc/${all[i]}/task/${all[i]}/children`, 'utf8').catch(() => '');
+    for (const k of kids.trim().split(/\s+/).filter(Boolean)) all.push(Number(k));
+  }
+  let n = 0;
+  for (const p of all) {
+    const io = await fs.readFile(`/proc/${p}/io`, 'utf8').catch(() => '');
+    n += Number(/write_bytes: (\d+)/.exec(io)?.[1] ?? 0);
+  }
+  return n;
+}
+
 function cpuSecondsOf(pid: number): Promise<number> {
   return fs.readFile(`/proc/${pid}/stat`, 'utf8').then((s) => {
     const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
@@ -93,6 +110,7 @@ try {
   const baseStored = await dirBytes(repoA);
   const cpu0 = await cpuSecondsOf(proc.pid!);
   const disk0 = await dirBytes(src.dataDir);
+  const io0 = await writeBytesOf(src.agent.couchdbPid!);
   const t0 = Date.now();
   let writes = 0;
   let stop = false;
@@ -115,10 +133,11 @@ try {
   proc.kill('SIGTERM');
   await new Promise((r) => proc.once('exit', r));
   const written = (await dirBytes(src.dataDir)) - disk0;
+  const ioWritten = (await writeBytesOf(src.agent.couchdbPid!)) - io0;
   const stored = (await dirBytes(repoA)) - baseStored;
   const perHour = (x: number) => (x * 3600) / wall;
   const a = {
-    dataMiB: before / 2 ** 20, filled, wall, writes, rate: writes / wall, cpu, cpuShare: cpu / (wall + 6), written, stored, baseStored,
+    dataMiB: before / 2 ** 20, filled, wall, writes, rate: writes / wall, cpu, cpuShare: cpu / (wall + 6), written, ioWritten, stored, baseStored,
   };
   console.log('A', JSON.stringify(a));
 
@@ -145,7 +164,7 @@ try {
 
   // ---- B. restore N cuts after the base against a full restore ------------------------------------
   const dataB = path.join(work, 'datadir-b');
-  const totalB = await buildDatadir(dataB, 256 * 2 ** 20);
+  const totalB = await buildDatadir(dataB, bMb * 2 ** 20);
   const shards = (await listFiles(path.join(dataB, 'shards'))).filter((f) => f.endsWith('.couch'));
   const storageB = await openStorage(`file://${path.join(work, 'repo-b')}`);
   const stream = new ArchiveStream({ storage: storageB, stream: 'b', key, dataDir: dataB, rebaseShare: 1000, baseIntervalMs: 86_400_000 });
@@ -185,7 +204,7 @@ try {
     `## Continuous archiving and point-in-time restore (issue 17)
 
 Measured ${date} on ${machine()} (Debian 12, shared with other work: the load average was 6-12 during the runs).
-Command: \`npm run build && COUCHDB_HOME=/opt/couchdb node dist/bench/archive.js --minutes ${minutes} --cuts ${cutsWanted} --base-mb ${baseMb} --db-mb ${dbMb}\`
+Command: \`npm run build && COUCHDB_HOME=/opt/couchdb node dist/bench/archive.js --minutes ${minutes} --cuts ${cutsWanted} --base-mb ${baseMb} --db-mb ${dbMb} --b-mb ${bMb}\`
 (bench/archive.ts). Real Apache CouchDB 3.5.0 for A and C; encrypted (generated key), zstd-1, \`file://\` repository on the same disk.
 **Scaled down** to fit the time available: a ${mib(a.dataMiB * 2 ** 20)} data directory instead of 1 GiB, ${minutes} minutes of load instead of an hour (per-hour figures are extrapolated).
 
@@ -195,8 +214,9 @@ Command: \`npm run build && COUCHDB_HOME=/opt/couchdb node dist/bench/archive.js
 |---|---|
 | writes | ${a.writes} documents in ${a.wall.toFixed(0)} s (${a.rate.toFixed(0)}/s) |
 | archiver CPU | ${a.cpu.toFixed(2)} s: **${(a.cpuShare * 100).toFixed(1)}% of one core** on average (its whole process: cuts, zstd, AES, fsyncs, Node) |
-| bytes CouchDB wrote (data directory growth) | ${mib(a.written)}, ${mib(perHour(a.written))} per hour |
-| bytes stored by the cuts (repository growth after the base) | ${mib(a.stored)}, ${mib(perHour(a.stored))} per hour (${(a.stored / Math.max(1, a.written)).toFixed(2)} of what was written; base ${mib(a.baseStored)}) |
+| bytes CouchDB wrote (its processes' write_bytes: appends and compactions) | ${mib(a.ioWritten)}, ${mib(perHour(a.ioWritten))} per hour |
+| data directory growth (net of what compactions freed) | ${mib(a.written)}, ${mib(perHour(a.written))} per hour |
+| bytes stored by the cuts (repository growth after the base) | ${mib(a.stored)}, ${mib(perHour(a.stored))} per hour: **${(a.stored / Math.max(1, a.ioWritten)).toFixed(2)} of what CouchDB wrote** (zstd-1 on random hex documents; base ${mib(a.baseStored)}) |
 
 **B. Restore ${cutsWanted} cuts after the base against a full restore of the same data** (engine only, ${mib(totalB)} data directory from the
 CouchDB 3.5 benchmark fixture; each cut appended 3 × 4 KiB to shards, ${mib(appendedB)} in all; taking the ${cutsWanted} cuts took ${cutsSeconds.toFixed(1)} s):

@@ -286,7 +286,12 @@ export async function findCut(storage: Backend, stream: string, time: number): P
 export async function restoreToTime(opts: Omit<RestoreOptions, 'id'> & { stream: string; time: number }): Promise<RestoreResult & { cut: CutRef & { end: number } }> {
   const cut = await findCut(opts.storage, opts.stream, opts.time);
   const s = archiveStorage(opts.storage, opts.stream);
-  const result = await restoreBackup({ ...opts, storage: s, id: cut.id });
+  // The chain as the listing has it (newest first, back to the base): read ahead in parallel.
+  const { cuts } = await listCuts(s);
+  const upTo = cuts.filter((c) => c.at <= cut.at).reverse();
+  const baseAt = upTo.findIndex((c) => c.base);
+  const chainHint = (baseAt < 0 ? upTo : upTo.slice(0, baseAt + 1)).map((c) => c.id);
+  const result = await restoreBackup({ ...opts, storage: s, id: cut.id, chainHint });
   return { ...result, cut };
 }
 

@@ -12,6 +12,7 @@ import { openBackup, readManifest } from '../../src/backup/repository.js';
 import { KeyMaterial } from '../../src/crypto/keys.js';
 import { openStorage, type Backend } from '../../src/storage/index.js';
 import { readTree, tempDir } from '../support/tree.js';
+import { runCli } from '../support/cli.js';
 
 async function storedBytes(dir: string): Promise<number> {
   let n = 0;
@@ -26,10 +27,12 @@ describe('continuous archiving (engine)', () => {
   let cleanup: () => Promise<void>;
   let storage: Backend;
   let key: KeyMaterial;
+  let keyText: string;
   before(async () => {
     ({ dir: scratch, cleanup } = await tempDir('archive-'));
     storage = await openStorage(`file://${path.join(scratch, 'repo')}`);
-    key = new KeyMaterial(Buffer.from(`couchtrove-key-v1:${randomBytes(32).toString('base64')}`));
+    keyText = `couchtrove-key-v1:${randomBytes(32).toString('base64')}`;
+    key = new KeyMaterial(Buffer.from(keyText));
   });
   after(async () => {
     await storage.close();
@@ -135,5 +138,16 @@ describe('continuous archiving (engine)', () => {
     const out = path.join(scratch, 'restore-last');
     await restoreToTime({ storage, stream: 'inst1', time: w.newest!, dataDir: out, key });
     assert.deepEqual((await readTree(out)).files.map((f) => [f.path, f.sha256]), (await readTree(data)).files.map((f) => [f.path, f.sha256]));
+
+    // By hand: `agent restore --stream --to-time`.
+    const keyFile = path.join(scratch, 'key');
+    await fs.writeFile(keyFile, keyText, { mode: 0o600 });
+    const cli = path.join(scratch, 'restore-cli');
+    const r = await runCli(['agent', 'restore', '--storage', `file://${path.join(scratch, 'repo')}`, '--stream', 'inst1', '--to-time', new Date(w.newest!).toISOString(), '--data-dir', cli, '--key-file', keyFile]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /restored archive inst1 as of .* \(cut c-\d{13}-[bi], the newest at or before/);
+    assert.deepEqual((await readTree(cli)).files.map((f) => [f.path, f.sha256]), (await readTree(data)).files.map((f) => [f.path, f.sha256]));
+    const usage = await runCli(['agent', 'restore', '--storage', `file://${path.join(scratch, 'repo')}`, '--stream', 'inst1', '--data-dir', cli]);
+    assert.equal(usage.code, 2, 'a stream without a time is a usage error');
   });
 });
