@@ -73,7 +73,8 @@ export async function refreshArchive(plane: ControlPlane, inst: Row<'instances'>
 /** The `archive` field of `show` (an extra field Trove clients ignore); undefined when never switched on. */
 export async function archiveView(plane: ControlPlane, inst: Row<'instances'>, live: boolean): Promise<Record<string, unknown> | undefined> {
   let s = archiveStatuses(plane).get(inst.id);
-  if (live && inst.agent_port && inst.status !== 'BUILD') {
+  // Live only from an agent that answers health checks: a dead one would hold every show for the timeout.
+  if (live && inst.agent_port && ['ACTIVE', 'RESTART_REQUIRED', 'BACKUP'].includes(inst.status)) {
     try {
       s = await withTimeout((await archiveAgent(plane, inst)).archiveStatus(), 3000);
       archiveStatuses(plane).set(inst.id, s);

@@ -95,6 +95,10 @@ test('archiving on through the CLI; show and /metrics give the restore point; cr
   const list = (await api(base, 'GET', '/instances')).json.instances as J[];
   const w = (list.find((i) => i.id === id)!.archive as J).window as J;
   assert.ok(typeof w.to === 'string', JSON.stringify(w));
+  const listed = await runCli(['instance', 'list'], env);
+  assert.equal(listed.code, 0, listed.stderr);
+  assert.match(listed.stdout, /RESTORABLE/);
+  assert.match(listed.stdout, /arc .* \d{4}-\d\d-\d\dT[\d:.]+Z \.\. \d{4}-/);
 
   // One database back from the archive, beside the live one (which keeps b1, b2).
   const one = await runCli(['database', 'restore', '--instance', 'arc', '--database', 'orders', '--to-time', new Date(T).toISOString(), '--as', 'orders_then', '--json'], env);

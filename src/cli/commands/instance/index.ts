@@ -15,7 +15,12 @@ export const instanceCommands: AnyCommand[] = [
       const c = new TroveApiClient(o);
       const { rows, next } = o.pageLimit ? await c.page('/instances', 'instances', o.pageLimit, o.pageMarker) : { rows: await c.list('/instances', 'instances', undefined, o.pageMarker), next: undefined };
       const full = await Promise.all(rows.map(async (r) => ((await c.get(`/instances/${r.id as string}`)).instance as JsonObject)));
-      print(io, o.json, { instances: rows }, () => table(full, COLS));
+      // The restorable window of instances with continuous archiving (from the oldest cut kept to the newest restore point).
+      for (const i of full) {
+        const w = (i.archive as JsonObject | undefined)?.window as JsonObject | undefined;
+        if (w) i.restorable = `${String(w.from ?? '?')} .. ${String(w.to ?? '?')}`;
+      }
+      print(io, o.json, { instances: rows }, () => table(full, full.some((i) => i.restorable) ? [...COLS, 'restorable'] : COLS));
       moreHint(io, next);
       return 0;
     },
