@@ -98,7 +98,7 @@ describe(`continuous archiving and point-in-time restore [${couch.label}]`, () =
     const repo = await openStorage(storage);
     const checker = await h.open('checker');
     let misses = 0;
-    const points = 10;
+    const points = 20;
     try {
       for (let i = 0; i < points; i++) {
         const T = started + 4_000 + Math.round(((elapsed * 1000 - 5_000) * i) / (points - 1));
