@@ -577,6 +577,16 @@ class DevEngine {
       return this.proxy(req, res, url.pathname + url.search, rewriteSessionBody(body, req.headers['content-type']));
     }
     if (first === '_scheduler') return this.handleScheduler(req, res, segs.slice(1));
+    if (first === '_replicate' && method === 'POST') {
+      if (!(await this.requireAdmin(req, res))) return;
+      let body: Buffer;
+      try {
+        body = rewriteReplicateEndpoints(await readBody(req));
+      } catch {
+        return send(res, 400, { error: 'bad_request', reason: 'invalid UTF-8 JSON' });
+      }
+      return this.proxy(req, res, url.pathname + url.search, body);
+    }
     if (first === '_config' || first === '_restart' || first === '_log' || first === '_db_updates') return notFound(res);
     if (first.startsWith('_') && !SYSTEM_DBS.has(first)) return this.proxy(req, res, url.pathname + url.search);
     return this.handleDb(req, res, first, segs.slice(1), raw.slice(1), url.search, method);
@@ -983,6 +993,29 @@ function rewriteReplicatorAuth(body: Buffer): Buffer {
   // never starts (CouchDB 3 starts it). A per-write nonce keeps the signatures apart; the replication id
   // (checkpoints) does not depend on it.
   if (doc._deleted !== true) doc.devengine_nonce = randomUUID();
+  return Buffer.from(JSON.stringify(doc));
+}
+
+/**
+ * CouchDB 3's one-shot POST /_replicate takes endpoints as `{"url", "headers": {"Authorization"}}` (what
+ * the agent's single-database restore sends); express-pouchdb's answers 500 to an object endpoint. Inside
+ * the stand-in only, the endpoint becomes a URL with the credentials in it, which PouchDB understands.
+ */
+function rewriteReplicateEndpoints(body: Buffer): Buffer {
+  const doc = JSON.parse(body.toString('utf8')) as Record<string, Json>;
+  for (const k of ['source', 'target']) {
+    const ep = doc[k];
+    if (!ep || typeof ep !== 'object' || Array.isArray(ep) || typeof ep.url !== 'string') continue;
+    const url = new URL(ep.url);
+    const h = (ep.headers && typeof ep.headers === 'object' && !Array.isArray(ep.headers) ? ep.headers : {}) as Record<string, Json>;
+    const m = /^Basic (.+)$/.exec(String(h.Authorization ?? h.authorization ?? ''));
+    if (m) {
+      const [user, ...pw] = Buffer.from(m[1]!, 'base64').toString('utf8').split(':');
+      url.username = encodeURIComponent(user!);
+      url.password = encodeURIComponent(pw.join(':'));
+    }
+    doc[k] = url.toString();
+  }
   return Buffer.from(JSON.stringify(doc));
 }
 

@@ -20,6 +20,10 @@ import { checkPortFree, CouchProcess, reasonFromLog, stopEpmd } from './process.
 import { AGENT_ADMIN, checkBackupId, checkSettings, checkStorageUrl } from './validate.js';
 import type { AccessRole, AgentApi, AgentBackupRequest, AgentOpsApi, ConfigurationResult, DataStats, InstanceSettings, InstanceStatus, LogFileInfo, NewUser, UserInfo } from './protocol.js';
 import { LOG_KEEP, LOG_MAX_BYTES, maskSecrets, rotateIfLarge, rotatedBytes, tailFile } from './logs.js';
+import type { AgentArchiveApi, ArchiveSettings, ArchiveStatus, DatabaseRestoreRequest, DatabaseRestoreResult } from './protocol.js';
+import * as net from 'node:net';
+import { Archiver } from './archiver.js';
+import { cutMetadata, findCut, restoreToTime } from '../backup/archive.js';
 import type { AgentReplicationApi, FollowPrimaryRequest, ReplicationCredentials, ReplicationStatus, ReplicationSyncResult } from './protocol.js';
 import { fileStore, ReplicationManager, ReplicationMemory } from './replication.js';
 import { CODECS } from '../config/option.js';
@@ -57,6 +61,8 @@ interface PersistedState {
   pendingRestart: string[];
   pid: number | null;
   logOffset: number;
+  /** Continuous archiving, as last switched (kept across agent restarts). */
+  archive?: ArchiveSettings;
 }
 
 const STATE_FILE = 'agent-state.json';
@@ -79,6 +85,17 @@ export function instanceFiles(s: InstanceSettings) {
 export function couchUrl(s: InstanceSettings): string {
   const host = s.bindAddress === 'any' || s.bindAddress === '0.0.0.0' ? '127.0.0.1' : s.bindAddress === '::' ? '::1' : s.bindAddress;
   return `http://${host.includes(':') ? `[${host}]` : host}:${s.port}`;
+}
+
+async function freeLoopbackPort(): Promise<number> {
+  const srv = net.createServer();
+  await new Promise<void>((resolve, reject) => {
+    srv.once('error', reject);
+    srv.listen({ host: '127.0.0.1', port: 0 }, () => resolve());
+  });
+  const port = (srv.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => srv.close(() => resolve()));
+  return port;
 }
 
 /** Writes a file readable by its owner only, atomically (temp file, fsync, rename). */
@@ -209,7 +226,15 @@ async function usedBytes(dir: string): Promise<number> {
   return total;
 }
 
-export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi {
+interface OpenRestore {
+  storage: Backend;
+  key?: KeyMaterial;
+  meta: CouchdbMetadata | null;
+  /** Point in time: the archive cut chosen. */
+  cut?: string;
+}
+
+export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentArchiveApi {
   #state: PersistedState | null = null;
   #proc: CouchProcess | null = null;
   #busy: string | null = null;
@@ -221,6 +246,7 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi {
   /** Set by the supervisor while CouchDB is down and a restart is due. */
   #restartNote: string | null = null;
   readonly #replMemory = new ReplicationMemory();
+  #archiver: Archiver | null = null;
   readonly #startTimeoutMs: number;
   readonly #stopTimeoutMs: number;
   readonly #log: (line: string) => void;
@@ -342,7 +368,7 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi {
         throw invalid(`couchdbHome ${s.couchdbHome} has no executable bin/couchdb (it must be an Apache CouchDB release directory)`);
       });
       // Everything a restore needs is checked before anything changes.
-      let restore: { storage: Backend; key?: KeyMaterial; meta: CouchdbMetadata | null } | null = null;
+      let restore: OpenRestore | null = null;
       if (s.restore) restore = await this.#openRestore(s.restore);
       const previous = this.#state;
       try {
@@ -358,6 +384,7 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi {
           pendingRestart: [],
           pid: null,
           logOffset: 0,
+          ...(previous?.archive ? { archive: previous.archive } : {}),
         };
         this.#state = st;
         this.#manager = null;
@@ -383,7 +410,7 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi {
     return this.status();
   }
 
-  async #openRestore(r: NonNullable<InstanceSettings['restore']>): Promise<{ storage: Backend; key?: KeyMaterial; meta: CouchdbMetadata | null }> {
+  async #openRestore(r: NonNullable<InstanceSettings['restore']>): Promise<OpenRestore> {
     let storage: Backend;
     try {
       storage = await openStorage(r.storage);
@@ -392,6 +419,11 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi {
     }
     try {
       const key = r.keyFile ? await readKeyFile(r.keyFile).catch((err: unknown) => Promise.reject(invalid(describeError(err)))) : undefined;
+      if (r.time !== undefined && r.stream !== undefined) {
+        // Point in time: the cut is chosen now, so that a time outside the window is refused before anything changes.
+        const cut = await findCut(storage, r.stream, Date.parse(r.time)).catch((err: unknown) => Promise.reject(invalid(describeError(err))));
+        return { storage, key, meta: await cutMetadata(storage, r.stream, cut.id, key), cut: cut.id };
+      }
       const { couchdb } = await readBackupMetadata(storage, r.backupId, key).catch((err: unknown) => {
         if (err instanceof BackupNotFoundError) throw new AgentError('NOT_FOUND', `backup ${r.backupId} not found in ${storage.location}`);
         throw invalid(`cannot read backup ${r.backupId}: ${describeError(err)}`);
@@ -403,7 +435,7 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi {
     }
   }
 
-  async #build(st: PersistedState, overrides: ParsedOverride[], restore: { storage: Backend; key?: KeyMaterial; meta: CouchdbMetadata | null } | null, replacing: boolean): Promise<void> {
+  async #build(st: PersistedState, overrides: ParsedOverride[], restore: OpenRestore | null, replacing: boolean): Promise<void> {
     const s = st.settings;
     const f = instanceFiles(s);
     await fsp.mkdir(s.instanceDir, { recursive: true, mode: 0o700 });
@@ -423,9 +455,12 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi {
     if (restore && s.restore) {
       this.#progress = { phase: 'restore', bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: 0 };
       try {
-        const restored = await restoreBackup({
+        const pitr = restore.cut !== undefined && s.restore.stream !== undefined && s.restore.time !== undefined;
+        const restored = await (pitr ? restoreToTime : restoreBackup)({
           storage: restore.storage,
           id: s.restore.backupId,
+          stream: s.restore.stream ?? '',
+          time: Date.parse(s.restore.time ?? ''),
           dataDir: s.dataDir,
           key: restore.key,
           owner: s.runAs ? `${s.runAs.uid}:${s.runAs.gid}` : `${process.getuid?.() ?? 0}:${process.getgid?.() ?? 0}`,
@@ -435,6 +470,7 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi {
           progress: (p) => (this.#progress = p),
         });
         for (const dir of restored.removedStaging) this.#log(`removed ${dir}, left in the data directory by an interrupted restore`);
+        if (restore.cut) this.#log(`restored archive ${s.restore.stream} as of cut ${restore.cut} (restore time ${s.restore.time})`);
       } finally {
         this.#progress = null;
       }
@@ -904,6 +940,146 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi {
 
   async progress(): Promise<Progress | null> {
     return this.#progress;
+  }
+
+  // --- continuous archiving (src/agent/archiver.ts, docs/agent.md) -------------------------------
+
+  #archiverFor(st: PersistedState): Archiver {
+    if (!this.#archiver) {
+      const s = st.settings;
+      this.#archiver = new Archiver(st.archive, {
+        dataDir: s.dataDir,
+        configDir: instanceFiles(s).etcDir,
+        couchdb: () => ({ url: couchUrl(s), username: this.#admin?.username, password: this.#admin?.password }),
+        labels: { instanceId: s.instanceId },
+        // Never during a prepare (the data directory is being replaced) or while CouchDB is down.
+        ready: () => this.#busy !== 'prepare' && this.#state?.building === false && !this.#state.restoreFailed && this.#admin !== null && this.#proc?.running === true,
+      }, this.#log);
+    }
+    return this.#archiver;
+  }
+
+  async configureArchive(input: ArchiveSettings): Promise<ArchiveStatus> {
+    const st = this.#requireState();
+    if (!input || typeof input !== 'object' || typeof input.enabled !== 'boolean') throw invalid('archive settings must be {enabled, storage?, keyFile?, stream?, interval?, keepDays?, rebaseShare?, baseIntervalHours?, compression?}');
+    const next: ArchiveSettings = { ...(st.archive ?? {}), ...input };
+    next.stream ??= st.settings.instanceId;
+    if (next.enabled) {
+      next.storage = checkStorageUrl(next.storage);
+      if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(next.stream)) throw invalid(`archive stream must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}, got ${JSON.stringify(next.stream)}`);
+      if (next.keyFile !== undefined && (typeof next.keyFile !== 'string' || !path.isAbsolute(next.keyFile))) throw invalid('keyFile must be an absolute path');
+    }
+    const num = (v: unknown, name: string, min: number, max: number) => {
+      if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max)) throw invalid(`archive ${name} must be a number from ${min} to ${max}, got ${JSON.stringify(v)}`);
+    };
+    num(next.interval, 'interval', 1, 3600);
+    num(next.keepDays, 'keepDays', 0.0001, 3650);
+    num(next.rebaseShare, 'rebaseShare', 0.01, 100);
+    num(next.baseIntervalHours, 'baseIntervalHours', 0.01, 24 * 365);
+    if (next.compression !== undefined && !(CODECS as readonly string[]).includes(next.compression)) throw invalid(`compression must be one of ${CODECS.join(', ')}`);
+    await this.#archiverFor(st).configure(next);
+    st.archive = next;
+    await this.#persist();
+    this.#log(`archiving ${next.enabled ? `on: a cut every ${next.interval ?? 5} s to archive/${next.stream}/ of ${next.storage}` : 'off'}`);
+    return this.#archiverFor(st).status();
+  }
+
+  async archiveStatus(): Promise<ArchiveStatus> {
+    return this.#archiverFor(this.#requireState()).status();
+  }
+
+  /**
+   * One database back: the backup (or the archive as of a time) is restored into a scratch CouchDB beside
+   * this one (its own agent directory, loopback port and epmd, never serving clients), the database is
+   * copied into the running CouchDB by CouchDB's own replication (revision histories, conflicts,
+   * attachments, design documents; deleted documents as tombstones) and its _security by hand, the
+   * document counts are compared, and the scratch instance is stopped and removed. The live instance serves
+   * throughout; only `replace` touches the live database of that name (deleted, then copied).
+   */
+  async restoreDatabase(req: DatabaseRestoreRequest): Promise<DatabaseRestoreResult> {
+    const st = this.#requireUsable();
+    if (!req || typeof req !== 'object' || typeof req.database !== 'string' || req.database === '') throw invalid('database restore request must be {database, backupId? | time?, as?, replace?}');
+    const as = req.as ?? req.database;
+    const archive = st.archive;
+    const storage = req.storage !== undefined ? checkStorageUrl(req.storage) : archive?.storage;
+    if (!storage) throw invalid('no repository: give storage (archiving is not configured on this instance)');
+    const keyFile = req.keyFile ?? (req.storage === undefined ? archive?.keyFile : undefined);
+    if ((req.backupId === undefined) === (req.time === undefined)) throw invalid('give exactly one of backupId and time');
+    const stream = req.stream ?? archive?.stream ?? st.settings.instanceId;
+    if (req.time !== undefined && Number.isNaN(Date.parse(req.time))) throw invalid(`time must be an ISO 8601 time, got ${JSON.stringify(req.time)}`);
+    const live = this.#client();
+    const exists = (await live.dbInfo(as)) !== null;
+    if (exists && !req.replace) throw new AgentError('ALREADY_EXISTS', `database ${as} exists in the instance: give another name (as) or replace`);
+    await this.#checkQuota();
+
+    const t0 = performance.now();
+    const scratchDir = path.join(st.settings.instanceDir, `scratch-${randomUUID().slice(0, 8)}`);
+    await fsp.mkdir(path.join(scratchDir, 'data'), { recursive: true, mode: 0o700 });
+    if (st.settings.runAs) await chownTree(scratchDir, st.settings.runAs.uid, st.settings.runAs.gid);
+    const scratch = await Agent.open(path.join(scratchDir, 'agent'), { startTimeoutMs: this.#startTimeoutMs, stopTimeoutMs: this.#stopTimeoutMs, log: (l) => this.#log(`scratch: ${l}`) });
+    try {
+      const s = st.settings;
+      const restore: NonNullable<InstanceSettings['restore']> = { storage, backupId: req.backupId ?? 'pitr', ...(keyFile ? { keyFile } : {}) };
+      if (req.time !== undefined) Object.assign(restore, { stream, time: req.time });
+      const prepared = await scratch.prepare({
+        instanceId: `${s.instanceId}-scratch`,
+        port: await freeLoopbackPort(),
+        bindAddress: '127.0.0.1',
+        dataDir: path.join(scratchDir, 'data'),
+        instanceDir: path.join(scratchDir, 'instance'),
+        // The backup's node name: its shard maps open as they are (the scratch has its own epmd).
+        nodeName: s.nodeName,
+        epmdPort: await freeLoopbackPort(),
+        couchdbHome: s.couchdbHome,
+        ...(s.runAs ? { runAs: s.runAs } : {}),
+        restore,
+      });
+      if (prepared.state !== 'RUNNING') throw new AgentError('BACKUP_FAILED', `the scratch CouchDB did not start from the backup: ${prepared.reason ?? prepared.state}`);
+      const restoreMs = performance.now() - t0;
+      const scratchAdmin = JSON.parse(await fsp.readFile(instanceFiles(scratch.#requireState().settings).secret, 'utf8')) as Credentials;
+      const scratchUrl = couchUrl(scratch.#requireState().settings);
+      const src = new CouchClient(scratchUrl, scratchAdmin, 600_000);
+      const info = await src.dbInfo(req.database);
+      if (!info) throw new AgentError('NOT_FOUND', `database ${req.database} is not in the backup${req.time ? ` as of ${req.time}` : ''}`);
+      const t1 = performance.now();
+      if (exists) await live.deleteDb(as);
+      const basic = (c: Credentials) => `Basic ${Buffer.from(`${c.username}:${c.password}`).toString('base64')}`;
+      // One-shot replication run by the live CouchDB, credentials in headers (never in a URL or a log).
+      const r = await new CouchClient(couchUrl(s), this.#admin!, 24 * 3_600_000).raw<{ ok?: boolean; reason?: string; history?: unknown[] }>('POST', '/_replicate', {
+        body: {
+          source: { url: `${scratchUrl}/${encodeURIComponent(req.database)}`, headers: { Authorization: basic(scratchAdmin) } },
+          target: { url: `${couchUrl(s)}/${encodeURIComponent(as)}`, headers: { Authorization: basic(this.#admin!) } },
+          create_target: true,
+        },
+        timeoutMs: 24 * 3_600_000,
+      });
+      if (r.status !== 200 || !r.body?.ok) throw new AgentError('COUCHDB_ERROR', `copying ${req.database} from the scratch CouchDB failed: ${r.status} ${JSON.stringify(r.body).slice(0, 300)}`);
+      await live.putSecurity(as, await src.getSecurity(req.database));
+      const copied = await live.dbInfo(as);
+      if (!copied || copied.doc_count !== info.doc_count) throw new AgentError('BACKUP_FAILED', `database ${as} holds ${copied?.doc_count ?? 'no'} documents after the copy, the backup ${info.doc_count}`);
+      const copyMs = performance.now() - t1;
+      this.#log(`database ${req.database} restored as ${as} from ${req.time ? `archive ${stream} at ${req.time}` : `backup ${req.backupId}`}: ${info.doc_count} documents`);
+      return { database: req.database, as, from: req.backupId ?? `${stream}@${req.time}`, docCount: info.doc_count, docDelCount: info.doc_del_count ?? 0, restoreMs, copyMs, totalMs: performance.now() - t0 };
+    } finally {
+      await scratch.stop().catch(() => undefined);
+      await fsp.rm(scratchDir, { recursive: true, force: true });
+    }
+  }
+
+  /** For `agent serve`: runs the archiving loop (it does nothing while archiving is off); returns the stop function. */
+  startArchiver(): () => Promise<void> {
+    let stopTimer: (() => void) | null = null;
+    const wait = setInterval(() => {
+      if (!this.#state || stopTimer) return;
+      stopTimer = this.#archiverFor(this.#state).start();
+      clearInterval(wait);
+    }, 200);
+    wait.unref();
+    return async () => {
+      clearInterval(wait);
+      stopTimer?.();
+      await this.#archiver?.stop();
+    };
   }
 
   // --- replication (src/agent/replication.ts, docs/replication.md) ----------------------------

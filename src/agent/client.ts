@@ -3,6 +3,7 @@
 // AgentError with code UNREACHABLE. The token is sent as a bearer header and never shown.
 import { AgentError } from './errors.js';
 import type { AgentApi, AgentBackupRequest, AgentErrorCode, ConfigurationResult, InstanceSettings, InstanceStatus, NewUser, UserInfo } from './protocol.js';
+import type { AgentArchiveApi, ArchiveSettings, ArchiveStatus, DatabaseRestoreRequest, DatabaseRestoreResult } from './protocol.js';
 import type { AgentReplicationApi, FollowPrimaryRequest, ReplicationCredentials, ReplicationStatus, ReplicationSyncResult } from './protocol.js';
 import type { AccessRole, AgentOpsApi, DataStats, LogFileInfo } from './protocol.js';
 import type { BackupSummary, Progress } from '../backup/types.js';
@@ -16,7 +17,7 @@ export interface AgentClientOptions {
 
 const enc = encodeURIComponent;
 
-export class AgentClient implements AgentApi, AgentReplicationApi, AgentOpsApi {
+export class AgentClient implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentArchiveApi {
   readonly #token: string;
   readonly #base: string;
   readonly #timeoutMs: number;
@@ -129,6 +130,16 @@ export class AgentClient implements AgentApi, AgentReplicationApi, AgentOpsApi {
   }
   async progress(): Promise<Progress | null> {
     return (await this.#call<{ progress: Progress | null }>('GET', '/v1/progress')).progress;
+  }
+
+  configureArchive(settings: ArchiveSettings): Promise<ArchiveStatus> {
+    return this.#call('POST', '/v1/archive', settings);
+  }
+  archiveStatus(): Promise<ArchiveStatus> {
+    return this.#call('GET', '/v1/archive');
+  }
+  restoreDatabase(request: DatabaseRestoreRequest): Promise<DatabaseRestoreResult> {
+    return this.#call('POST', '/v1/database-restores', request, true);
   }
 
   replicationSource(): Promise<ReplicationCredentials> {

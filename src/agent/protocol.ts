@@ -27,8 +27,11 @@ export interface InstanceSettings {
   flavor?: { ramMb: number; vcpus: number };
   /** 'section/key' -> value configuration overrides. */
   overrides?: Record<string, string>;
-  /** Restore this backup before the first start. */
-  restore?: { storage: string; backupId: string; keyFile?: string };
+  /**
+   * Restore this backup before the first start. With `time` (ISO 8601) and `stream`: the newest cut of that
+   * archive stream at or before the time instead (point-in-time restore; backupId is then only informative).
+   */
+  restore?: { storage: string; backupId: string; keyFile?: string; stream?: string; time?: string };
   /**
    * The instance's own OS identity: CouchDB runs as it, and its data, configuration and Erlang cookie
    * belong to it alone (the agent must run as root to switch). Absent: CouchDB runs as the agent's user.
@@ -114,6 +117,47 @@ export interface AgentApi {
   backup(request: AgentBackupRequest): Promise<BackupSummary & { location: string }>;
   /** Progress of the running backup or restore, if any. */
   progress(): Promise<Progress | null>;
+}
+
+/** Continuous archiving (docs/agent.md, "archive"): what the control plane switches. */
+export interface ArchiveSettings {
+  enabled: boolean;
+  /** Repository URL and key file; the stream is archive/<stream>/ in it (the instance id by default). */
+  storage?: string;
+  keyFile?: string;
+  stream?: string;
+  /** Seconds between cuts (default 5). */
+  interval?: number;
+  /** Days of restore points kept (default 7). */
+  keepDays?: number;
+  /** A new base once the cuts since the base stored more than this share of it (default 0.5). */
+  rebaseShare?: number;
+  /** A new base at least this often (hours, default 24). */
+  baseIntervalHours?: number;
+  compression?: Codec;
+}
+
+export interface ArchiveStatus {
+  enabled: boolean;
+  interval: number;
+  keepDays: number;
+  stream: string | null;
+  /** The newest restore point (ISO), and how far behind now it is. */
+  restorePoint: string | null;
+  lagSeconds: number | null;
+  /** Lagging more than 3 intervals (and 10 s): archiving is failing or too slow. */
+  behind: boolean;
+  latestCut: string | null;
+  /** The last cut's error while it keeps failing, with since when. */
+  error: string | null;
+  failingSince: string | null;
+  cuts: { base: number; incremental: number; unchanged: number; failed: number };
+  /** Since the agent started: bytes stored, plain bytes copied, CPU seconds spent on cuts. */
+  bytesStored: number;
+  bytesCopied: number;
+  cpuSeconds: number;
+  /** Oldest restore point kept in the repository (after the last retention pass). */
+  oldestRestorePoint: string | null;
 }
 
 /** The JSON file given to `couchtrove agent serve --config FILE`. */
@@ -217,6 +261,41 @@ export interface ReplicationSyncResult {
   /** Crashing replications re-created (same replication id, so they resume from their checkpoints). */
   restarted: string[];
   errors: string[];
+}
+
+export interface AgentArchiveApi {
+  configureArchive(settings: ArchiveSettings): Promise<ArchiveStatus>;
+  archiveStatus(): Promise<ArchiveStatus>;
+  restoreDatabase(request: DatabaseRestoreRequest): Promise<DatabaseRestoreResult>;
+}
+
+/** One database back from a backup or an archive time, into the running instance (docs/agent.md). */
+export interface DatabaseRestoreRequest {
+  database: string;
+  /** Repository URL and key file (the archive's by default). */
+  storage?: string;
+  keyFile?: string;
+  /** A backup id in the repository, or an archive stream (default: the archive's) and a time. */
+  backupId?: string;
+  stream?: string;
+  time?: string;
+  /** Name in the running instance (default: the same name, which then needs `replace`). */
+  as?: string;
+  /** Replace the live database of that name (deleted, then copied). */
+  replace?: boolean;
+}
+
+export interface DatabaseRestoreResult {
+  database: string;
+  as: string;
+  /** The backup or archive cut restored from. */
+  from: string;
+  docCount: number;
+  docDelCount: number;
+  /** Milliseconds: restoring into the scratch CouchDB, copying, in all. */
+  restoreMs: number;
+  copyMs: number;
+  totalMs: number;
 }
 
 export interface AgentReplicationApi {

@@ -9,7 +9,7 @@ import { isIP } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { AgentError, HTTP_STATUS, invalid } from './errors.js';
 import type { AgentApi, AgentErrorBody, AgentErrorCode, AgentServeConfig, InstanceSettings, NewUser } from './protocol.js';
-import type { AccessRole, AgentOpsApi, AgentReplicationApi, FollowPrimaryRequest } from './protocol.js';
+import type { AccessRole, AgentArchiveApi, AgentOpsApi, AgentReplicationApi, ArchiveSettings, DatabaseRestoreRequest, FollowPrimaryRequest } from './protocol.js';
 import { CouchtroveError, describeError } from '../util/errors.js';
 
 export interface AgentServerOptions {
@@ -136,6 +136,15 @@ export async function startAgentServer(opts: AgentServerOptions): Promise<Runnin
   app.post('/v1/configuration', async (req) => api.applyConfiguration(bodyOf(req).overrides as Record<string, string | null>));
   app.post('/v1/backups', async (req) => api.backup(bodyOf(req) as never));
   app.get('/v1/progress', async () => ({ progress: await api.progress() }));
+  // Continuous archiving (docs/agent.md).
+  const arch = (): AgentArchiveApi => {
+    const a = api as Partial<AgentArchiveApi>;
+    if (!a.configureArchive || !a.archiveStatus || !a.restoreDatabase) throw new AgentError('NOT_FOUND', 'this agent does not implement archiving');
+    return a as AgentArchiveApi;
+  };
+  app.post('/v1/archive', async (req) => arch().configureArchive(bodyOf(req) as unknown as ArchiveSettings));
+  app.get('/v1/archive', async () => arch().archiveStatus());
+  app.post('/v1/database-restores', async (req) => arch().restoreDatabase(bodyOf(req) as unknown as DatabaseRestoreRequest));
   // Replication (docs/replication.md). The follow request carries the primary's credentials: it is never logged.
   const repl = (): AgentReplicationApi => {
     const r = api as Partial<AgentReplicationApi>;

@@ -137,6 +137,12 @@ export function checkSettings(s: unknown): InstanceSettings {
     if (!r || typeof r !== 'object') throw invalid('restore must be {storage, backupId, keyFile?}');
     out.restore = { storage: checkStorageUrl(r.storage), backupId: checkBackupId(r.backupId) };
     if (r.keyFile !== undefined) out.restore.keyFile = absPath(r.keyFile, 'restore.keyFile');
+    if (r.time !== undefined || r.stream !== undefined) {
+      if (typeof r.time !== 'string' || Number.isNaN(Date.parse(r.time))) throw invalid(`restore.time must be an ISO 8601 time, got ${JSON.stringify(r.time)}`);
+      if (typeof r.stream !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(r.stream)) throw invalid(`restore.stream must be an archive stream name, got ${JSON.stringify(r.stream)}`);
+      out.restore.time = r.time;
+      out.restore.stream = r.stream;
+    }
   }
   if (o.runAs !== undefined) {
     const r = o.runAs as Record<string, unknown> | null;

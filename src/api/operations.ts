@@ -3,6 +3,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { archiveStatuses } from '../tasks/archive.js';
 import type { ServerConfig } from '../config/server.js';
 import type { BackupStatus, InstanceStatus, Row, StateStore } from '../state/index.js';
 import type { ControlPlane } from '../tasks/control.js';
@@ -101,6 +102,20 @@ export async function registerOperationsRoutes(app: FastifyInstance, plane: Cont
     labelNames: ['instance_id'] as const, registers: [registry],
   });
 
+  // Continuous archiving, from the agents' status as the health monitor last read it (src/tasks/archive.ts).
+  const archiveLag = new Gauge({
+    name: 'couchtrove_archive_lag_seconds', help: 'Seconds between now and the newest restore point of each instance with archiving on (absent: off, or no restore point yet).',
+    labelNames: ['instance_id'] as const, registers: [registry],
+  });
+  const archivePoint = new Gauge({
+    name: 'couchtrove_archive_restore_point_timestamp_seconds', help: 'Unix time of the newest restore point of each instance with archiving on.',
+    labelNames: ['instance_id'] as const, registers: [registry],
+  });
+  const archiveBehind = new Gauge({
+    name: 'couchtrove_archive_behind', help: '1 when an instance\'s archiving is failing or more than 3 intervals behind, else 0.',
+    labelNames: ['instance_id'] as const, registers: [registry],
+  });
+
   // Route patterns, never raw URLs: ids in URLs would make a series per instance and request. Requests
   // that match no route share one label.
   app.addHook('onResponse', async (req: FastifyRequest, reply: FastifyReply) => {
@@ -127,12 +142,12 @@ export async function registerOperationsRoutes(app: FastifyInstance, plane: Cont
       };
     } catch (err) {
       log(`metrics: the state store did not answer: ${describeError(err)}`);
-      for (const g of [instances, backups, inProgress, lastAge, lastSize]) g.reset();
+      for (const g of [instances, backups, inProgress, lastAge, lastSize, archiveLag, archivePoint, archiveBehind]) g.reset();
       storeUp.set(0);
       return false;
     }
     // Synchronous from here to the end: a concurrent scrape sees one read or the other, never a mix.
-    for (const g of [instances, backups, inProgress, lastAge, lastSize]) g.reset();
+    for (const g of [instances, backups, inProgress, lastAge, lastSize, archiveLag, archivePoint, archiveBehind]) g.reset();
     storeUp.set(1);
     for (const s of INSTANCE_STATUSES) instances.set({ status: s }, 0);
     for (const i of rows.inst) instances.inc({ status: i.status });
@@ -152,6 +167,16 @@ export async function registerOperationsRoutes(app: FastifyInstance, plane: Cont
       if (!b) continue;
       lastAge.set({ instance_id: i.id }, Math.max(0, (t - Date.parse(b.updated)) / 1000));
       if (b.size_bytes !== null) lastSize.set({ instance_id: i.id }, b.size_bytes);
+    }
+    const archives = archiveStatuses(plane);
+    for (const i of rows.inst) {
+      const a = archives.get(i.id);
+      if (!a?.enabled) continue;
+      archiveBehind.set({ instance_id: i.id }, a.behind ? 1 : 0);
+      if (a.restorePoint === null) continue;
+      const rp = Date.parse(a.restorePoint);
+      archivePoint.set({ instance_id: i.id }, rp / 1000);
+      archiveLag.set({ instance_id: i.id }, Math.max(0, (t - rp) / 1000));
     }
     return true;
   };

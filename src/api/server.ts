@@ -15,6 +15,7 @@ import { registerScheduleRoutes } from './schedules.js';
 import { refuseUnhonouredOptions, registerUnsupportedRoutes } from './unsupported.js';
 import { registerOperationsRoutes, type Liveness } from './operations.js';
 import { detachReplica, ejectReplicaSource, promoteReplica, replicationView } from '../tasks/replication.js';
+import { archiveView, restoreDatabase, setArchive } from '../tasks/archive.js';
 import { createConfiguration, deleteConfiguration, setConfiguration, updateConfiguration } from '../tasks/configurations.js';
 import type { AccessRole } from '../agent/protocol.js';
 import { type UserAccess, changePasswords, createDatabases, createUsers, deleteDatabase, deleteUser, disableRoot, enableRoot, getUser, grantAccess, listDatabases, listUsers, revokeAccess, rootEnabled } from '../tasks/access.js';
@@ -227,6 +228,9 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
       const view = instanceView(base(req), inst, plane.config.region, { used, replicas, configuration, engine: plane.compute.engine, detail, ...(facts ? { facts } : {}) });
       const replication = detail ? await replicationView(plane, inst) : undefined;
       if (replication) view.replication = replication;
+      // Live on show, from the health monitor's last reading in listings (the restorable window).
+      const archive = await archiveView(plane, inst, detail);
+      if (archive) view.archive = archive;
       return view;
     };
 
@@ -270,6 +274,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
         databases,
         users,
         backupRef: restore ? v.ref(restore.backupRef, '"restorePoint"."backupRef"') : null,
+        restoreTime: restore ? v.optional(restore.restoreTime, (x) => v.ref(x, '"restorePoint"."restoreTime"')) : null,
         replicaOf: v.optional(b.replica_of ?? b.slave_of, (x) => v.ref(x, '"replica_of"')),
         configurationId: v.optional(b.configuration, (x) => v.ref(x, '"configuration"')),
       });
@@ -316,7 +321,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     api.post('/instances/:id/action', async (req: Req, reply) => {
       const b = v.obj(req.body ?? null, 'The request body');
       const keys = Object.keys(b);
-      if (keys.length !== 1) throw badRequest('The action body must have exactly one action: restart, resize, promote_to_replica_source or eject_replica_source.');
+      if (keys.length !== 1) throw badRequest('The action body must have exactly one action: restart, resize, promote_to_replica_source, eject_replica_source or archive.');
       const project = req.params.project!;
       const id = req.params.id!;
       if (keys[0] === 'restart') {
@@ -333,9 +338,19 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
         await promoteReplica(plane, project, id);
       } else if (keys[0] === 'eject_replica_source') {
         await ejectReplicaSource(plane, project, id);
+      } else if (keys[0] === 'archive') {
+        // couchtrove extension: continuous archiving on or off (docs/control-plane.md).
+        const a = v.obj(b.archive, '"archive"');
+        if (typeof a.enabled !== 'boolean') throw badRequest('"archive"."enabled" must be true or false.');
+        const status = await setArchive(plane, project, id, {
+          enabled: a.enabled,
+          interval: v.optional(a.interval, (x) => v.integer(x, '"archive"."interval"', 1, 3600)) ?? undefined,
+          keepDays: v.optional(a.keep_days, (x) => v.integer(x, '"archive"."keep_days"', 1, 3650)) ?? undefined,
+        });
+        return reply.code(200).send({ archive: status });
       } else {
         await plane.instance(project, id);
-        throw badRequest(`Unknown action ${JSON.stringify(keys[0]!.slice(0, 80))}: couchtrove supports restart, resize, promote_to_replica_source and eject_replica_source.`);
+        throw badRequest(`Unknown action ${JSON.stringify(keys[0]!.slice(0, 80))}: couchtrove supports restart, resize, promote_to_replica_source, eject_replica_source and archive.`);
       }
       return reply.code(202).send();
     });
@@ -380,6 +395,18 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
       if (names.length === 0) throw badRequest('"databases" must name at least one database.');
       await createDatabases(plane, req.params.project!, req.params.id!, names);
       return reply.code(202).send();
+    });
+    // couchtrove extension: one database back from a backup or the instance's archive (docs/control-plane.md).
+    api.post('/instances/:id/databases/:db/restore', async (req: Req) => {
+      const r = body(req, 'restore');
+      const result = await restoreDatabase(plane, req.params.project!, req.params.id!, {
+        database: v.dbName(req.params.db, 'database'),
+        backup: v.optional(r.backup, (x) => v.ref(x, '"restore"."backup"')),
+        time: v.optional(r.restore_time, (x) => v.ref(x, '"restore"."restore_time"')),
+        as: v.optional(r.as, (x) => v.dbName(x, '"restore"."as"')),
+        replace: r.replace === true,
+      });
+      return { restore: result };
     });
     api.delete('/instances/:id/databases/:db', async (req: Req, reply) => {
       await deleteDatabase(plane, req.params.project!, req.params.id!, v.dbName(req.params.db, 'database'));

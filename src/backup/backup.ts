@@ -8,8 +8,8 @@ import type { Backend } from '../storage/backend.js';
 import { createObject } from '../storage/index.js';
 import { deriveKeys, newKdfParams, newKeySalt, type BackupKeys } from '../crypto/keys.js';
 import { CouchtroveError } from '../util/errors.js';
-import { FORMAT, FORMAT_VERSION, keys, sha256Hex, type Catalog, type DirEntry, type Extent, type FileEntry, type ManifestBody } from './format.js';
-import { encodeCatalog, ensureRepository, openBackup, openManifest, putBuffer, readManifest, sealManifest } from './repository.js';
+import { DELTA_VERSION, FORMAT, keys, WRITE_VERSION, sha256Hex, type Catalog, type DirEntry, type Extent, type FileEntry, type ManifestBody } from './format.js';
+import { encodeCatalog, ensureRepository, openBackup, openManifest, putBuffer, readManifest, sealManifest, type OpenedBackup } from './repository.js';
 import { newLock } from './lock.js';
 import { extentsMatch, Fingerprint, fingerprint } from './fingerprint.js';
 import { checkLevel, DEFAULT_LEVEL, DEFAULT_RECORD_SIZE, maxRecordBytes, MAX_RECORD_SIZE } from './records.js';
@@ -21,6 +21,39 @@ import { readAt, readAtSync } from '../util/fs.js';
 import type { BackupOptions, BackupSummary } from './types.js';
 
 export async function createBackup(opts: BackupOptions): Promise<BackupSummary> {
+  return (await writeBackup(opts)).summary;
+}
+
+/** What an archive cut needs beyond the options of an ordinary backup (src/backup/archive.ts). */
+export interface CutOptions {
+  /** The parent, already opened (its catalog materialized): a stream keeps it from one cut to the next. */
+  parentOpened?: OpenedBackup;
+  /** Store a delta catalog (format version 2) on the parent's; `depends` is then the parent alone. */
+  delta?: boolean;
+  /**
+   * The CouchDB metadata of an earlier cut, with the `_dbs.couch` it was recorded against: reused when the
+   * measuring pass finds that file unchanged (no database created, deleted or re-mapped since), which
+   * spares a cut the HTTP round trips per database that, under load, made it seconds slower.
+   */
+  couchdbReuse?: { meta: Catalog['couchdb']; dbs: FileEntry };
+  /**
+   * No in-progress lock: an archive stream has one writer, which also runs its retention, and retention never
+   * touches a cut newer than the base it keeps; the lock's two stored writes were a tenth of a cut's time.
+   */
+  noLock?: boolean;
+  /** Record the measuring pass's start and end in the labels `cutStart`/`cutEnd` (ms): restore-to-time chooses by them. */
+  recordCut?: boolean;
+}
+
+export interface WrittenBackup {
+  summary: BackupSummary;
+  /** The backup as the next cut builds on it: manifest, whole catalog, keys. */
+  opened: OpenedBackup;
+  /** When the measuring pass began and ended (ms since the epoch): the cut lies between. */
+  cut: { start: number; end: number };
+}
+
+export async function writeBackup(opts: BackupOptions & CutOptions): Promise<WrittenBackup> {
   const storage = opts.storage;
   const codec = opts.compression ?? 'zstd';
   const level = opts.compressionLevel ?? DEFAULT_LEVEL[codec];
@@ -35,18 +68,35 @@ export async function createBackup(opts: BackupOptions): Promise<BackupSummary> 
     throw new CouchtroveError(`backup ${id} already exists in ${storage.location}`);
   }
   // An incremental backup starts from its parent's catalog: which files it holds, and where.
-  const parent = opts.parent ? await openBackup(storage, opts.parent, opts.key) : undefined;
+  const parent = opts.parentOpened ?? (opts.parent ? await openBackup(storage, opts.parent, opts.key) : undefined);
+  const delta = opts.delta === true && parent !== undefined;
   // Its files would be partly stored in the clear, and a plain manifest authenticates nothing.
   if (parent && opts.key && !parent.manifest.body.encryption) throw new CouchtroveError(`backup ${opts.parent} is not encrypted: an encrypted incremental backup cannot build on it`);
   // The set of databases is recorded before the pass (docs/backup-format.md).
-  const couchdb = opts.couchdb ? await readCouchdbMetadata(opts.couchdb) : null;
+  let couchdb = opts.couchdb && !opts.couchdbReuse ? await readCouchdbMetadata(opts.couchdb) : null;
   let snapshot: Awaited<ReturnType<typeof measure>> | undefined;
   let pool: RecordPool | undefined;
   // The lock (with what the backup may build on: delete refuses those while it beats) is written, and
   // fsynced, a few ms, while the measuring pass runs.
-  const lock = newLock(storage, id, parent ? [parent.manifest.body.id, ...parent.manifest.body.depends] : [], opts.heartbeatMs);
+  const lock = opts.noLock ? { written: Promise.resolve(), release: async () => undefined, stop: async () => undefined } : newLock(storage, id, parent ? [parent.manifest.body.id, ...parent.manifest.body.depends] : [], opts.heartbeatMs);
   try {
+    let cutStart = Date.now();
     snapshot = await measure(opts.dataDir, opts.configDir, { followSymlinks: opts.followSymlinks === true });
+    let cutEnd = Date.now();
+    if (opts.couchdbReuse) {
+      const d = opts.couchdbReuse.dbs;
+      const now = snapshot.files.find((f) => f.root === 'data' && f.path === '_dbs.couch');
+      if (now && now.size === d.size && now.ino === d.source.ino && now.dev === d.source.dev && now.birthtimeMs === d.source.birthtimeMs) {
+        couchdb = opts.couchdbReuse.meta;
+      } else {
+        // The set of databases changed: record it anew, before a new pass (the order the cut needs).
+        snapshot.close();
+        couchdb = opts.couchdb ? await readCouchdbMetadata(opts.couchdb) : null;
+        cutStart = Date.now();
+        snapshot = await measure(opts.dataDir, opts.configDir, { followSymlinks: opts.followSymlinks === true });
+        cutEnd = Date.now();
+      }
+    }
     await lock.written;
     await opts.afterMeasure?.();
     const previous = new Map<string, FileEntry>();
@@ -59,23 +109,27 @@ export async function createBackup(opts: BackupOptions): Promise<BackupSummary> 
 
     const total = snapshot.files.reduce((n, f) => n + f.size, 0);
     const written = await writeData(storage, id, snapshot.files, { codec, level, recordSize, keys: k, pool, total, progress: opts.progress, previous, parentCheck: opts.parentCheck ?? 'sampled' });
-    const depends = [...new Set(written.entries.flatMap((e) => e.extents.map((x) => x.backup)))].filter((b) => b !== id).sort();
+    // A delta's catalog chain reaches every ancestor through its parent: naming them all in every manifest
+    // would make each cut's manifest grow with the chain.
+    const depends = delta ? [parent.manifest.body.id] : [...new Set(written.entries.flatMap((e) => e.extents.map((x) => x.backup)))].filter((b) => b !== id).sort();
+    const version = delta ? DELTA_VERSION : WRITE_VERSION;
 
     const catalog: Catalog = {
       format: FORMAT,
-      version: FORMAT_VERSION,
+      version,
       id,
       entries: [...snapshot.dirs.map((d): DirEntry => d), ...written.entries],
       couchdb,
       skipped: snapshot.skipped,
     };
-    const catalogBytes = encodeCatalog(catalog, codec, level, k?.catalog ?? null, recordSize);
+    const stored = delta ? deltaOf(catalog, parent.catalog, parent.manifest.body.id) : catalog;
+    const catalogBytes = encodeCatalog(stored, codec, level, k?.catalog ?? null, recordSize);
     const catalogSize = await putBuffer(storage, keys.catalog(id), catalogBytes);
     const catalogSha = sha256Hex(catalogBytes);
 
     const body: ManifestBody = {
       format: FORMAT,
-      version: FORMAT_VERSION,
+      version,
       id,
       created,
       completed: new Date().toISOString(),
@@ -92,7 +146,7 @@ export async function createBackup(opts: BackupOptions): Promise<BackupSummary> 
         catalog: { key: keys.catalog(id), size: catalogSize, sha256: catalogSha },
       },
       checksum: catalogSha,
-      labels: opts.labels ?? {},
+      labels: { ...(opts.labels ?? {}), ...(opts.recordCut ? { cutStart: String(cutStart), cutEnd: String(cutEnd) } : {}) },
     };
     const manifestText = `${JSON.stringify(sealManifest(body, k), null, 1)}\n`;
     body.summary.size += Buffer.byteLength(manifestText);
@@ -101,9 +155,10 @@ export async function createBackup(opts: BackupOptions): Promise<BackupSummary> 
     // Last check before the commit point: every backup whose data this one uses is still there and
     // still authenticates (another tool may have deleted one while this backup was written).
     await checkDepends(storage, id, depends, opts);
-    await putBuffer(storage, keys.manifest(id), finalText, { 'couchtrove-backup-id': id, 'couchtrove-format': String(FORMAT_VERSION), 'couchtrove-datastore': 'couchdb', 'couchtrove-datastore-version': body.datastore.version ?? 'unknown' });
+    await putBuffer(storage, keys.manifest(id), finalText, { 'couchtrove-backup-id': id, 'couchtrove-format': String(version), 'couchtrove-datastore': 'couchdb', 'couchtrove-datastore-version': body.datastore.version ?? 'unknown' });
     await lock.release();
-    return snapshot.followed.length ? { ...summaryOf(body), followedSymlinks: snapshot.followed } : summaryOf(body);
+    const summary = snapshot.followed.length ? { ...summaryOf(body), followedSymlinks: snapshot.followed } : summaryOf(body);
+    return { summary, opened: { manifest: sealManifest(body, k), catalog, keys: k }, cut: { start: cutStart, end: cutEnd } };
   } catch (err) {
     // Nothing of a failed backup may look usable: the manifest is never written, and the rest goes.
     await lock.stop();
@@ -113,6 +168,33 @@ export async function createBackup(opts: BackupOptions): Promise<BackupSummary> 
     snapshot?.close();
     await pool?.close();
   }
+}
+
+/**
+ * The delta catalog of `full` on the parent's whole catalog: files that grew carry only their new extents
+ * (`continues`), files new or rewritten are whole, unchanged files are left out, and files gone are named.
+ */
+export function deltaOf(full: Catalog, parent: Catalog, parentId: string): Catalog {
+  const before = new Map<string, FileEntry>();
+  for (const e of parent.entries) if (e.type === 'file') before.set(`${e.root}:${e.path}`, e);
+  const entries: Catalog['entries'] = [];
+  const seen = new Set<string>();
+  for (const e of full.entries) {
+    if (e.type === 'dir') {
+      entries.push(e);
+      continue;
+    }
+    const k = `${e.root}:${e.path}`;
+    seen.add(k);
+    const prev = before.get(k);
+    const n = prev?.extents.length ?? 0;
+    // Reused: the parent's extents are the first ones, exactly (writeData keeps them in order).
+    const reused = prev !== undefined && n > 0 && e.extents.length >= n && e.extents.slice(0, n).every((x, i) => x === prev.extents[i]);
+    if (!reused) entries.push(e);
+    else if (e.extents.length > n || e.mode !== prev.mode || e.size !== prev.size) entries.push({ ...e, extents: e.extents.slice(n), continues: true });
+  }
+  const removed = [...before.keys()].filter((k) => !seen.has(k));
+  return { ...full, entries, delta: { parent: parentId, removed } };
 }
 
 /** Every backup in `depends` still has its manifest (authenticating as it did) and its whole data object. */

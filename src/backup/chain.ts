@@ -12,6 +12,11 @@ export async function chainObjects(storage: Backend, opened: OpenedBackup, key: 
   const needed = new Set<string>();
   for (const e of catalog.entries) if (e.type === 'file') for (const x of e.extents) if (!objects.has(x.backup)) needed.add(x.backup);
   for (const backup of needed) {
+    const known = opened.ancestors?.get(backup);
+    if (known) {
+      objects.set(backup, { backup, object: known.manifest.body.objects.data, codec: known.manifest.body.compression.codec, recordSize: known.manifest.body.recordSize, keys: known.keys });
+      continue;
+    }
     let parent;
     try {
       parent = await readManifest(storage, backup);

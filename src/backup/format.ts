@@ -4,7 +4,13 @@ import type { Codec } from '../config/catalogue.js';
 import type { KdfParams } from '../crypto/keys.js';
 
 export const FORMAT = 'couchtrove-backup';
-export const FORMAT_VERSION = 1;
+/** The newest version this code reads. Full and incremental backups are still written as version 1
+ * (older readers keep reading them); only archive cuts with a delta catalog are version 2. */
+export const FORMAT_VERSION = 2;
+/** What an ordinary backup is written as. */
+export const WRITE_VERSION = 1;
+/** An archive cut whose catalog is a delta on its parent's (docs/backup-format.md, "Continuous archiving"). */
+export const DELTA_VERSION = 2;
 
 /** Object keys, relative to the repository root (the URL's path or prefix). */
 export const keys = {
@@ -92,6 +98,8 @@ export interface FileEntry {
   extents: Extent[];
   /** Identity on the source host when measured, for incremental backups. Never used alone. */
   source: { dev: number; ino: number; birthtimeMs: number };
+  /** Delta catalogs only: `extents` continue the parent's entry for this path (the file grew). */
+  continues?: true;
 }
 
 export interface DirEntry {
@@ -128,6 +136,12 @@ export interface Catalog {
   couchdb: CouchdbMetadata | null;
   /** Files seen but left out, with the reason (temporary compaction files, symlinks, ...). */
   skipped: { path: string; reason: string }[];
+  /**
+   * Version 2 (archive cuts) only: this catalog lists only the files that changed since the parent's
+   * (whole, or `continues`), every directory, and the files that are gone (`root:path`). The tree it
+   * restores is the parent's tree with these changes applied (materializeCatalog in repository.ts).
+   */
+  delta?: { parent: string; removed: string[] };
 }
 
 /** JSON with sorted keys and no white space: the bytes that seals and checksums cover. */

@@ -34,7 +34,7 @@ export async function restoreBackup(opts: RestoreOptions): Promise<RestoreResult
 async function restoreWith(decoder: DataDecoder, opts: RestoreOptions): Promise<RestoreResult> {
   const { storage, id } = opts;
   const target = path.resolve(opts.dataDir);
-  const opened = await openBackup(storage, id, opts.key);
+  const opened = await openBackup(storage, id, opts.key, opts.chainHint);
   const { catalog } = opened;
   for (const e of catalog.entries) {
     if (!isSafeRelativePath(e.path) || (e.type !== 'file' && e.type !== 'dir') || (e.root !== 'data' && e.root !== 'config')) {

@@ -81,6 +81,8 @@ export interface RestoreOptions {
   /** Where to write the backed-up CouchDB configuration files, if any were backed up. */
   configDir?: string;
   progress?: (p: Progress) => void;
+  /** Backups expected in the chain (an archive's cuts back to their base): read ahead, in parallel. */
+  chainHint?: string[];
 }
 
 export interface RestoreResult {

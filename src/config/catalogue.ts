@@ -5,6 +5,7 @@ import { serverOptions } from './options/server.js';
 import { agentOptions } from './options/agent.js';
 import { replicationOptions } from './options/replication.js';
 import { scheduleOptions } from './options/schedule.js';
+import { archiveOptions } from './options/archive.js';
 
 export { UsageError, parsers, CODECS, type Codec, type OptionSpec } from './option.js';
 
@@ -18,6 +19,7 @@ export const catalogue = {
   ...agentOptions,
   ...replicationOptions,
   ...scheduleOptions,
+  ...archiveOptions,
 } satisfies Record<string, OptionSpec<unknown>>;
 
 export type Catalogue = typeof catalogue;

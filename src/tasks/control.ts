@@ -18,6 +18,7 @@ import { TaskManager, type TaskContext } from './manager.js';
 import { badRequest, notFound, unprocessable, ServiceError } from './errors.js';
 import { awaitFollowing, registerReplicationTasks } from './replication.js';
 import { HealthMonitor } from './health.js';
+import { resolveRestoreTime } from './archive.js';
 import { groupOverrides, refuseUnsettable, registerConfigurationTasks } from './configurations.js';
 import { registerBackupTasks } from './backups.js';
 import { registerUpgradeTasks } from './upgrade.js';
@@ -45,6 +46,8 @@ export interface CreateInstanceRequest {
   databases: string[];
   users: UserSpec[];
   backupRef: string | null;
+  /** Point-in-time restore (couchtrove extension): the backup's instance's archive, as of this time. */
+  restoreTime?: string | null;
   replicaOf: string | null;
   configurationId: string | null;
 }
@@ -56,6 +59,8 @@ interface CreateParams {
   databases: string[];
   users: Array<{ name: string; databases: string[] }>;
   restore: string | null;
+  /** Point in time: the archive stream and the time (the cut is chosen again by the agent, the same one). */
+  pitr?: { stream: string; time: string; cut: string } | null;
 }
 
 export const DATASTORE = 'couchdb';
@@ -247,6 +252,12 @@ export class ControlPlane {
       }
       if (stored !== restore.checksum) throw unprocessable(`Backup ${restore.id}: the stored checksum ${stored} does not match the recorded ${restore.checksum ?? '(none)'}.`);
     }
+    let pitr: CreateParams['pitr'] = null;
+    if (req.restoreTime) {
+      if (!restore?.instance_id) throw badRequest('"restorePoint"."restoreTime" needs a "backupRef" of an instance that was archived: the time is looked up in that instance\'s archive.');
+      const r = await resolveRestoreTime(this, restore.instance_id, req.restoreTime);
+      pitr = { ...r, time: new Date(Date.parse(req.restoreTime)).toISOString() };
+    }
     for (const u of req.users) {
       for (const d of u.databases) {
         if (!req.databases.includes(d)) throw badRequest(`User ${u.name} is given database ${d}, which is not in the instance's databases.`);
@@ -256,7 +267,7 @@ export class ControlPlane {
     const id = randomUUID();
     const task = await this.tasks.create({
       kind: 'instance.create', projectId, instanceId: id, timeout: this.config.couchdb.usageTimeout,
-      params: { databases: req.databases, users: req.users.map((u) => ({ name: u.name, databases: u.databases })), restore: restore?.id ?? null } satisfies CreateParams,
+      params: { databases: req.databases, users: req.users.map((u) => ({ name: u.name, databases: u.databases })), restore: restore?.id ?? null, pitr } satisfies CreateParams,
     });
     this.writeSecrets(task.id, Object.fromEntries(req.users.map((u) => [u.name, u.password])));
     const t = now();
@@ -381,7 +392,7 @@ export class ControlPlane {
   }
 
   /** The settings the agent gets for an instance. */
-  async settings(inst: Row<'instances'>, changes: { flavorId?: string; volumeSize?: number; configurationId?: string | null; restore?: string | null; datastoreVersion?: string } = {}): Promise<InstanceSettings> {
+  async settings(inst: Row<'instances'>, changes: { flavorId?: string; volumeSize?: number; configurationId?: string | null; restore?: string | null; pitr?: CreateParams['pitr']; datastoreVersion?: string } = {}): Promise<InstanceSettings> {
     const flavor = await this.flavor(changes.flavorId ?? inst.flavor_id);
     const versions = await this.store.find('datastore_versions', { datastore: DATASTORE, name: changes.datastoreVersion ?? inst.datastore_version });
     const home = versions[0]?.couchdb_home ?? this.compute.engine.home;
@@ -406,6 +417,8 @@ export class ControlPlane {
     if (changes.restore) {
       const b = await this.store.get('backups', changes.restore);
       s.restore = { storage: b?.location ?? this.config.repository, backupId: changes.restore };
+      // Archives live in the plane's repository (archive/<instance id>/), whatever the backup's location.
+      if (changes.pitr) s.restore = { storage: this.config.repository, backupId: changes.pitr.cut, stream: changes.pitr.stream, time: changes.pitr.time };
       if (this.keyFile) s.restore.keyFile = this.keyFile;
     }
     return s;
@@ -489,7 +502,7 @@ export class ControlPlane {
             // A replica starts from a fresh physical backup of its source: far quicker than replicating
             // every document from nothing; replication then only has to catch up.
             const seed = inst.replica_of && !ctx.params.restore ? await this.seedReplica(inst) : null;
-            const prepared = await agentCall(agent.prepare(await this.settings(inst, { restore: ctx.params.restore ?? seed })));
+            const prepared = await agentCall(agent.prepare(await this.settings(inst, { restore: ctx.params.restore ?? seed, pitr: ctx.params.pitr ?? null })));
             if (seed && prepared.state === 'FAILED') {
               this.log(`replica ${inst.id}: restoring the seed failed (${prepared.reason ?? 'no reason given'}); starting without it, replication copies everything`);
               await agentCall(agent.prepare(await this.settings(inst)));

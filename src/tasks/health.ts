@@ -11,6 +11,7 @@ import type { ControlPlane } from './control.js';
 import { withTimeout } from './control.js';
 import { LeaderLease } from './leader.js';
 import { mapLimit } from '../util/concurrency.js';
+import { refreshArchive } from './archive.js';
 
 /** Every fault the monitor writes starts with this; only such faults are cleared by it. */
 export const HEALTH_FAULT = 'health check: ';
@@ -65,6 +66,8 @@ export class HealthMonitor {
     let next: { status: InstanceStatus; fault: string | null };
     try {
       const s = await withTimeout((await this.plane.compute.agent(inst)).status(), 3000);
+      // Archiving status for show, the listing's window and /metrics (the agent runs the loop itself).
+      if (s.state === 'RUNNING' || s.state === 'RESTART_REQUIRED') void refreshArchive(this.plane, inst);
       if (s.state === 'RUNNING' || s.state === 'RESTART_REQUIRED') {
         // RESTART_REQUIRED the control plane set (configuration detached) stays until a restart.
         next = { status: s.state === 'RESTART_REQUIRED' || inst.status === 'RESTART_REQUIRED' ? 'RESTART_REQUIRED' : 'ACTIVE', fault: null };

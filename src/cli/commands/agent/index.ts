@@ -2,6 +2,7 @@
 import type { AnyCommand } from '../../command.js';
 import { backupCommand } from './backup.js';
 import { restoreCommand } from './restore.js';
+import { archiveCommand } from './archive.js';
 import { verifyCommand } from './verify.js';
 import { listCommand } from './list.js';
 import { deleteCommand } from './delete.js';
@@ -17,6 +18,7 @@ import { replicaDetachCommand, replicaFollowCommand, replicaSourceCommand, repli
 export const agentCommands: AnyCommand[] = [
   backupCommand,
   restoreCommand,
+  archiveCommand,
   verifyCommand,
   listCommand,
   deleteCommand,

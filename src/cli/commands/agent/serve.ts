@@ -34,6 +34,8 @@ export const serveCommand = defineCommand({
     const stopSupervisor = agent.startSupervisor();
     // CouchDB's log and the agent's own are capped: rotated at 10 MiB, 3 kept (src/agent/logs.ts).
     const stopLogRotation = agent.startLogRotation(30_000);
+    // Continuous archiving, when switched on (src/agent/archiver.ts).
+    const stopArchiver = agent.startArchiver();
     io.stdout.write(`couchtrove agent listening on ${server.url}\n`);
     await new Promise<void>((resolve) => {
       const stop = () => {
@@ -48,6 +50,7 @@ export const serveCommand = defineCommand({
     stopQuotaWatch();
     stopSupervisor();
     stopLogRotation();
+    await stopArchiver();
     await server.close();
     log(`agent stopped${agent.couchdbPid ? ` (CouchDB pid ${agent.couchdbPid} keeps running)` : ''}`);
     return 0;

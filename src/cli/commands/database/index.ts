@@ -1,6 +1,6 @@
-// `couchtrove database list|create|delete` against the API.
+// `couchtrove database list|create|delete|restore` against the API.
 import { defineCommand, type AnyCommand } from '../../command.js';
-import { TroveApiClient, print, table } from '../../../api/client.js';
+import { TroveApiClient, print, table, type JsonObject } from '../../../api/client.js';
 
 const API = ['apiUrl', 'apiToken', 'apiProject', 'json'] as const;
 
@@ -32,6 +32,22 @@ export const databaseCommands: AnyCommand[] = [
       const id = await c.instanceId(o.instanceRef);
       await c.request('DELETE', `/instances/${id}/databases/${encodeURIComponent(o.database)}`);
       print(io, o.json, { instance: id, database: o.database, deleted: true }, () => `database ${o.database} deleted from ${id}\n`);
+      return 0;
+    },
+  }),
+  defineCommand({
+    path: ['database', 'restore'], summary: 'Restore one database from a backup (--backup) or the instance\'s archive (--to-time) into the running instance, under --as NAME or --replace',
+    required: ['instanceRef', 'database'], optional: [...API, 'backupId', 'toTime', 'restoreAs', 'replaceDatabase'],
+    run: async (o, io) => {
+      if ((o.backupId === undefined) === (o.toTime === undefined)) throw Object.assign(new Error('give exactly one of --backup and --to-time'), { name: 'UsageError' });
+      const c = new TroveApiClient(o);
+      const id = await c.instanceId(o.instanceRef);
+      const r: JsonObject = { replace: o.replaceDatabase === true };
+      if (o.backupId) r.backup = await c.resolve('backup', o.backupId);
+      if (o.toTime) r.restore_time = o.toTime;
+      if (o.restoreAs) r.as = o.restoreAs;
+      const res = (await c.request('POST', `/instances/${id}/databases/${encodeURIComponent(o.database)}/restore`, { restore: r })).restore as JsonObject;
+      print(io, o.json, { restore: res }, () => `database ${o.database} restored as ${String(res.as)} on ${id} from ${String(res.from)}: ${String(res.docCount)} documents (${(Number(res.totalMs) / 1000).toFixed(1)} s)\n`);
       return 0;
     },
   }),

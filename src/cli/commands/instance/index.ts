@@ -44,7 +44,12 @@ export const instanceCommands: AnyCommand[] = [
       const c = new TroveApiClient(o);
       const { rows, next } = o.pageLimit ? await c.page('/instances', 'instances', o.pageLimit, o.pageMarker) : { rows: await c.list('/instances', 'instances', undefined, o.pageMarker), next: undefined };
       const full = await Promise.all(rows.map(async (r) => ((await c.get(`/instances/${r.id as string}`)).instance as JsonObject)));
-      print(io, o.json, { instances: rows }, () => table(full, COLS));
+      // The restorable window of instances with continuous archiving (from the oldest cut kept to the newest restore point).
+      for (const i of full) {
+        const w = (i.archive as JsonObject | undefined)?.window as JsonObject | undefined;
+        if (w) i.restorable = `${String(w.from ?? '?')} .. ${String(w.to ?? '?')}`;
+      }
+      print(io, o.json, { instances: rows }, () => table(full, full.some((i) => i.restorable) ? [...COLS, 'restorable'] : COLS));
       moreHint(io, next);
       return 0;
     },
@@ -60,7 +65,7 @@ export const instanceCommands: AnyCommand[] = [
   }),
   defineCommand({
     path: ['instance', 'create'], summary: 'Create an instance (optionally with databases, users, from a backup)',
-    required: ['resourceName'], optional: [...API, 'flavorRef', 'volumeSize', 'datastoreVersion', 'databases', 'userSpecs', 'backupId', 'replicaOf', 'configurationRef', 'wait'],
+    required: ['resourceName'], optional: [...API, 'flavorRef', 'volumeSize', 'datastoreVersion', 'databases', 'userSpecs', 'backupId', 'restoreTime', 'replicaOf', 'configurationRef', 'wait'],
     run: async (o, io) => {
       // A replica takes its source's flavor (and volume size) unless given.
       if (o.flavorRef === undefined && !o.replicaOf) throw Object.assign(new Error('missing required option --flavor (only a replica, --replica-of, may leave it out)'), { name: 'UsageError' });
@@ -70,7 +75,8 @@ export const instanceCommands: AnyCommand[] = [
       if (o.volumeSize !== undefined) body.volume = { size: o.volumeSize };
       if (o.databases) body.databases = (o.databases as string[]).map((name) => ({ name }));
       if (o.userSpecs) body.users = o.userSpecs.map((u) => ({ name: u.name, password: u.password, databases: u.databases.map((name) => ({ name })) }));
-      if (o.backupId) body.restorePoint = { backupRef: await c.resolve('backup', o.backupId) };
+      if (o.restoreTime && !o.backupId) throw Object.assign(new Error('--restore-time needs --backup: a backup of the instance whose archive is restored'), { name: 'UsageError' });
+      if (o.backupId) body.restorePoint = { backupRef: await c.resolve('backup', o.backupId), ...(o.restoreTime ? { restoreTime: o.restoreTime } : {}) };
       if (o.replicaOf) body.replica_of = await c.instanceId(o.replicaOf);
       if (o.configurationRef) body.configuration = await c.resolve('configuration', o.configurationRef);
       let inst = (await c.request('POST', '/instances', { instance: body })).instance as JsonObject;
@@ -127,6 +133,22 @@ export const instanceCommands: AnyCommand[] = [
       show(io, o.json, inst);
       // A rollback leaves the instance ACTIVE on its old version with the reason in fault: that is a failure.
       return o.wait && (failed(inst) || (inst.datastore as JsonObject | undefined)?.version !== o.datastoreVersion) ? 1 : 0;
+    },
+  }),
+  defineCommand({
+    path: ['instance', 'archive'], summary: 'Continuous archiving on (--on, a cut every --interval seconds) or off (--off); shows the restore point and lag',
+    required: ['instanceRef'], optional: [...API, 'archiveOn', 'archiveOff', 'archiveInterval', 'archiveKeepDays'], positional: 'instanceRef',
+    run: async (o, io) => {
+      if (o.archiveOn === o.archiveOff) throw Object.assign(new Error('give exactly one of --on and --off'), { name: 'UsageError' });
+      if (o.archiveOff && (o.archiveInterval !== undefined || o.archiveKeepDays !== undefined)) throw Object.assign(new Error('--interval and --keep-days go with --on'), { name: 'UsageError' });
+      const c = new TroveApiClient(o);
+      const id = await c.instanceId(o.instanceRef);
+      const action: JsonObject = { enabled: o.archiveOn === true };
+      if (o.archiveInterval !== undefined) action.interval = o.archiveInterval;
+      if (o.archiveKeepDays !== undefined) action.keep_days = o.archiveKeepDays;
+      const r = (await c.request('POST', `/instances/${id}/action`, { archive: action })).archive as JsonObject;
+      print(io, o.json, { archive: r }, () => details(r));
+      return 0;
     },
   }),
   // One definition per verb, so that each accepts only its own options (restart takes no --size).

@@ -1,0 +1,56 @@
+// Options of continuous archiving and point-in-time restore: `couchtrove instance archive NAME --on|--off`,
+// `instance create --backup B --restore-time T`, `agent archive` and `agent restore --to-time T`.
+import { parsers, UsageError, type OptionSpec } from '../option.js';
+
+const A = 'Continuous archiving';
+
+/** An ISO 8601 time (with a zone) or "now"; kept as the ISO string in UTC. */
+const time = (raw: string, flag: string): string => {
+  const t = raw === 'now' ? Date.now() : /\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:?\d\d)$/.test(raw) ? Date.parse(raw) : Number.NaN;
+  if (Number.isNaN(t)) throw new UsageError(`--${flag}: expected an ISO 8601 time with its zone, e.g. 2026-12-03T00:15:00Z; got ${JSON.stringify(raw)}`);
+  return new Date(t).toISOString();
+};
+
+export const archiveOptions = {
+  archiveOn: {
+    flag: 'on', group: A, parse: parsers.boolean,
+    description: 'Switch continuous archiving on: a consistent cut every --interval seconds into the instance\'s repository',
+  },
+  archiveOff: {
+    flag: 'off', group: A, parse: parsers.boolean,
+    description: 'Switch continuous archiving off (the restore points already stored stay, under their retention)',
+  },
+  archiveInterval: {
+    flag: 'interval', arg: 'SECONDS', group: A, parse: parsers.integer(1, 3600),
+    description: 'Seconds between archive cuts (default 5): the recovery point objective',
+  },
+  archiveKeepDays: {
+    flag: 'keep-days', arg: 'DAYS', group: A, parse: parsers.integer(1, 3650),
+    description: 'Days of restore points an archive keeps (default 7); what a kept point needs is never removed',
+  },
+  archiveStream: {
+    flag: 'stream', arg: 'NAME', group: A,
+    parse: (raw: string, flag: string): string => (/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(raw) ? raw : ((): never => { throw new UsageError(`--${flag}: expected a name of letters, digits, '.', '_' or '-', got ${JSON.stringify(raw)}`); })()),
+    description: 'Archive stream: archive/NAME/ in the repository (the control plane uses the instance id)',
+  },
+  archiveRebaseShare: {
+    flag: 'rebase-share', arg: 'PERCENT', group: A, parse: parsers.integer(1, 10000),
+    description: 'A new full base once the cuts since the last base have stored more than this percentage of it (default 50)',
+  },
+  restoreTime: {
+    flag: 'restore-time', arg: 'TIME', group: A, parse: time,
+    description: "Point-in-time restore: the data as of the newest archive cut at or before TIME (ISO 8601, e.g. 2026-12-03T00:15:00Z), from the archive of the --backup's instance",
+  },
+  toTime: {
+    flag: 'to-time', arg: 'TIME', group: A, parse: time,
+    description: 'Restore the newest archive cut at or before TIME (ISO 8601 with zone, or "now") of --stream',
+  },
+  restoreAs: {
+    flag: 'as', arg: 'NAME', group: A, parse: parsers.string,
+    description: 'database restore: the name the restored database gets in the running instance (default: its own name, which needs --replace)',
+  },
+  replaceDatabase: {
+    flag: 'replace', group: A, parse: parsers.boolean,
+    description: 'database restore: replace the live database of that name (it is deleted, then copied back from the backup)',
+  },
+} satisfies Record<string, OptionSpec<unknown>>;

@@ -1,0 +1,152 @@
+// Continuous archiving in the control plane (docs/control-plane.md, "Continuous archiving"): the agent
+// runs the loop beside its CouchDB (src/agent/archiver.ts); the control plane only switches it on or off
+// (the `archive` action, a couchtrove extension of Trove's API) and reads its status, for `show`, the
+// listing's restorable window and /metrics. The agent keeps the switch across its own restarts.
+import type { AgentArchiveApi, AgentApi, ArchiveStatus, DatabaseRestoreResult } from '../agent/protocol.js';
+import type { Row } from '../state/index.js';
+import { describeError } from '../util/errors.js';
+import type { ControlPlane } from './control.js';
+import { agentCall, withTimeout } from './control.js';
+import { badRequest, unprocessable } from './errors.js';
+import { findCut } from '../backup/archive.js';
+import { openStorage } from '../storage/index.js';
+
+/** Last status read from each instance's agent (health checks, actions, show). */
+const statuses = new WeakMap<ControlPlane, Map<string, ArchiveStatus>>();
+
+export function archiveStatuses(plane: ControlPlane): Map<string, ArchiveStatus> {
+  let m = statuses.get(plane);
+  if (!m) statuses.set(plane, (m = new Map()));
+  return m;
+}
+
+async function archiveAgent(plane: ControlPlane, inst: Row<'instances'>): Promise<AgentArchiveApi> {
+  const a = (await plane.compute.agent(inst)) as AgentApi & Partial<AgentArchiveApi>;
+  if (!a.configureArchive || !a.archiveStatus) throw unprocessable(`the agent of instance ${inst.id} does not support continuous archiving`);
+  return a as AgentArchiveApi;
+}
+
+export interface ArchiveRequest {
+  enabled: boolean;
+  interval?: number;
+  keepDays?: number;
+}
+
+/** The `archive` action: switches the agent's loop; answers with the status it then reports. */
+export async function setArchive(plane: ControlPlane, projectId: string, id: string, req: ArchiveRequest): Promise<ArchiveStatus> {
+  const inst = await plane.instance(projectId, id);
+  if (inst.replica_of !== null && req.enabled) throw badRequest(`Instance ${inst.id} is a replica: archive its source ${inst.replica_of}.`);
+  if (!inst.agent_port || inst.status === 'BUILD') throw unprocessable(`Instance ${inst.id} is ${inst.status}: archiving can be switched once it is ACTIVE.`);
+  const agent = await archiveAgent(plane, inst);
+  const keyFile = plane.backupKeyFile;
+  const status = await agentCall(
+    agent.configureArchive({
+      enabled: req.enabled,
+      storage: plane.config.repository,
+      ...(keyFile ? { keyFile } : {}),
+      stream: inst.id,
+      ...(req.interval !== undefined ? { interval: req.interval } : {}),
+      ...(req.keepDays !== undefined ? { keepDays: req.keepDays } : {}),
+    }),
+  );
+  archiveStatuses(plane).set(inst.id, status);
+  plane.log(`instance ${inst.id}: archiving ${req.enabled ? `on (every ${status.interval} s, ${status.keepDays} days kept)` : 'off'}`);
+  return status;
+}
+
+/** Read by the health monitor each round: archiving status of an instance whose agent answered. */
+export async function refreshArchive(plane: ControlPlane, inst: Row<'instances'>): Promise<void> {
+  try {
+    const a = (await plane.compute.agent(inst)) as AgentApi & Partial<AgentArchiveApi>;
+    if (!a.archiveStatus) return;
+    const s = await withTimeout(a.archiveStatus(), 3000);
+    const cache = archiveStatuses(plane);
+    const before = cache.get(inst.id);
+    cache.set(inst.id, s);
+    if (s.behind && !before?.behind) plane.log(`instance ${inst.id}: archiving is behind (restore point ${s.restorePoint ?? 'none'}${s.error ? `: ${s.error}` : ''})`);
+    if (!s.behind && before?.behind) plane.log(`instance ${inst.id}: archiving caught up (restore point ${s.restorePoint ?? 'none'})`);
+  } catch {
+    // The health check reports an agent that does not answer.
+  }
+}
+
+/** The `archive` field of `show` (an extra field Trove clients ignore); undefined when never switched on. */
+export async function archiveView(plane: ControlPlane, inst: Row<'instances'>, live: boolean): Promise<Record<string, unknown> | undefined> {
+  let s = archiveStatuses(plane).get(inst.id);
+  // Live only from an agent that answers health checks: a dead one would hold every show for the timeout.
+  if (live && inst.agent_port && ['ACTIVE', 'RESTART_REQUIRED', 'BACKUP'].includes(inst.status)) {
+    try {
+      s = await withTimeout((await archiveAgent(plane, inst)).archiveStatus(), 3000);
+      archiveStatuses(plane).set(inst.id, s);
+    } catch (err) {
+      if (s?.enabled) return { ...view(s), error: `the agent does not answer: ${describeError(err)}` };
+    }
+  }
+  if (!s || (!s.enabled && s.restorePoint === null)) return undefined;
+  return view(s);
+}
+
+function view(s: ArchiveStatus): Record<string, unknown> {
+  return {
+    enabled: s.enabled,
+    interval: s.interval,
+    keep_days: s.keepDays,
+    restore_point: s.restorePoint,
+    lag_seconds: s.lagSeconds,
+    behind: s.behind,
+    // The restorable window: from the oldest cut kept to the newest restore point.
+    window: { from: s.oldestRestorePoint, to: s.restorePoint },
+    ...(s.error ? { error: s.error, failing_since: s.failingSince } : {}),
+    cuts: s.cuts,
+  };
+}
+
+/**
+ * A point-in-time restore's archive and cut: the stream of `streamOf` (an instance id) in the repository,
+ * and the cut the time selects; refused (422) when the time is outside the stream's window.
+ */
+export async function resolveRestoreTime(plane: ControlPlane, streamOf: string, time: string): Promise<{ stream: string; cut: string }> {
+  const t = Date.parse(time);
+  if (Number.isNaN(t)) throw badRequest(`"restorePoint"."restoreTime" must be an ISO 8601 time, got ${JSON.stringify(time.slice(0, 80))}`);
+  const storage = await openStorage(plane.config.repository);
+  try {
+    const cut = await findCut(storage, streamOf, t);
+    return { stream: streamOf, cut: cut.id };
+  } catch (err) {
+    throw unprocessable(`Instance ${streamOf} has no restore point for ${new Date(t).toISOString()}: ${describeError(err)}`);
+  } finally {
+    await storage.close();
+  }
+}
+
+/**
+ * One database back into a running instance (synchronous: the agent answers once the copy is checked).
+ * From a backup of the instance (its location), or from the instance's own archive as of a time.
+ */
+export async function restoreDatabase(plane: ControlPlane, projectId: string, id: string, req: { database: string; backup: string | null; time: string | null; as: string | null; replace: boolean }): Promise<DatabaseRestoreResult> {
+  const inst = await plane.instance(projectId, id);
+  if (inst.status !== 'ACTIVE') throw unprocessable(`Instance ${inst.id} is ${inst.status}: a database is restored into an ACTIVE instance.`);
+  if ((req.backup === null) === (req.time === null)) throw badRequest('Give exactly one of "backup" and "restore_time".');
+  const keyFile = plane.backupKeyFile;
+  let storage = plane.config.repository;
+  let backupId: string | undefined;
+  if (req.backup !== null) {
+    const b = await plane.backup(projectId, req.backup);
+    if (b.status !== 'COMPLETED') throw unprocessable(`Backup ${b.id} is not COMPLETED (status ${b.status}).`);
+    storage = b.location ?? plane.config.repository;
+    backupId = b.id;
+  }
+  const agent = await archiveAgent(plane, inst);
+  const result = await agentCall(
+    agent.restoreDatabase({
+      database: req.database,
+      storage,
+      ...(keyFile ? { keyFile } : {}),
+      ...(backupId ? { backupId } : { stream: inst.id, time: req.time! }),
+      ...(req.as ? { as: req.as } : {}),
+      replace: req.replace,
+    }),
+  );
+  plane.log(`instance ${inst.id}: database ${req.database} restored as ${result.as} from ${result.from} (${result.docCount} documents)`);
+  return result;
+}
