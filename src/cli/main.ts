@@ -13,8 +13,9 @@ import { backupCommands } from './commands/backup/index.js';
 import { flavorCommands } from './commands/flavor/index.js';
 import { configurationCommands } from './commands/configuration/index.js';
 import { scheduleCommands } from './commands/schedule/index.js';
+import { imageCommands } from './commands/image/index.js';
 
-export const commands: AnyCommand[] = [...agentCommands, ...serverCommands, ...instanceCommands, ...databaseCommands, ...userCommands, ...rootCommands, ...backupCommands, ...flavorCommands, ...configurationCommands, ...scheduleCommands];
+export const commands: AnyCommand[] = [...agentCommands, ...serverCommands, ...instanceCommands, ...databaseCommands, ...userCommands, ...rootCommands, ...backupCommands, ...flavorCommands, ...configurationCommands, ...scheduleCommands, ...imageCommands];
 
 /** The package's version, read from package.json (dist/src/cli/ is three levels below it). */
 export function packageVersion(): string {

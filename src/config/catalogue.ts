@@ -5,6 +5,7 @@ import { serverOptions } from './options/server.js';
 import { agentOptions } from './options/agent.js';
 import { replicationOptions } from './options/replication.js';
 import { scheduleOptions } from './options/schedule.js';
+import { computeOptions } from './options/compute.js';
 
 export { UsageError, parsers, CODECS, type Codec, type OptionSpec } from './option.js';
 
@@ -18,6 +19,7 @@ export const catalogue = {
   ...agentOptions,
   ...replicationOptions,
   ...scheduleOptions,
+  ...computeOptions,
 } satisfies Record<string, OptionSpec<unknown>>;
 
 export type Catalogue = typeof catalogue;
