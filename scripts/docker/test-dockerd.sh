@@ -52,7 +52,7 @@ stop)
   fi
   # containerd and its shims name the exec root on their command lines.
   for p in /proc/[0-9]*; do
-    if tr '\0' ' ' < "$p/cmdline" 2>/dev/null | grep -qF -- "$dir/"; then kill -KILL "${p#/proc/}" 2>/dev/null || true; fi
+    if { tr '\0' ' ' < "$p/cmdline"; } 2>/dev/null | grep -qF -- "$dir/"; then kill -KILL "${p#/proc/}" 2>/dev/null || true; fi
   done
   { grep -F " $dir/" /proc/mounts || true; } | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   in_ns ip link del "$bridge" 2>/dev/null || true
