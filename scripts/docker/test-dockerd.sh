@@ -12,7 +12,8 @@ dir="$(realpath -m "$dir")"
 # Interface names are at most 15 characters: one per directory.
 tag="$(printf '%s' "$dir" | sha256sum | cut -c1-8)"
 bridge="ctd${tag}"
-in_ns() { if [ -n "$netns" ]; then ip netns exec "$netns" "$@"; else "$@"; fi; }
+# nsenter, not `ip netns exec`: that remounts /sys, hiding the cgroup mounts dockerd needs.
+in_ns() { if [ -n "$netns" ]; then nsenter --net="/run/netns/$netns" "$@"; else "$@"; fi; }
 
 case "$cmd" in
 start)

@@ -63,7 +63,8 @@ export interface StartOptions {
 async function dockerDriver(config: ServerConfig, usedPorts: () => Promise<number[]>, log: (l: string) => void, agentFactory?: AgentFactory): Promise<ComputeDriver> {
   // Loaded only when configured: dockerode is not needed by local instances.
   const { DockerDriver } = await import('../compute/docker/driver.js');
-  const d = new DockerDriver({
+  const { SwarmDriver } = await import('../compute/docker/swarm.js');
+  const o = {
     stateDir: config.stateDir,
     ...(config.dockerHost ? { dockerHost: config.dockerHost } : {}),
     image: config.dockerImage,
@@ -75,9 +76,10 @@ async function dockerDriver(config: ServerConfig, usedPorts: () => Promise<numbe
     usedPorts,
     log,
     ...(agentFactory ? { agentFactory } : {}),
-  });
+  };
+  const d = config.computeDriver === 'swarm' ? new SwarmDriver({ ...o, nodeHosts: config.swarmNodeHosts }) : new DockerDriver(o);
   await d.init();
-  log(`compute driver docker: image ${config.dockerImage} (${d.engine.kind}), ports published on ${config.dockerPublishAddress}`);
+  log(`compute driver ${d.name}: image ${config.dockerImage} (${d.engine.kind}), ports published on ${config.dockerPublishAddress}`);
   return d;
 }
 
@@ -104,7 +106,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     const store = await openState(config.databaseUrl ? { databaseUrl: config.databaseUrl } : { stateDir: config.stateDir });
     cleanup.push(() => store.close());
     const usedPorts = async (): Promise<number[]> => (await store.find('instances')).flatMap((i) => [i.port, i.agent_port, i.epmd_port].filter((p): p is number => p !== null));
-    const compute = options.compute ?? (config.computeDriver === 'docker' ? await dockerDriver(config, usedPorts, log, options.agentFactory) : new LocalProcessDriver({
+    const compute = options.compute ?? (config.computeDriver !== 'local' ? await dockerDriver(config, usedPorts, log, options.agentFactory) : new LocalProcessDriver({
       stateDir: config.stateDir,
       ...(config.couchdbHome ? { couchdbHome: config.couchdbHome } : {}),
       tcpPorts: config.couchdb.tcpPorts,

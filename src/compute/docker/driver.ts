@@ -31,7 +31,7 @@ import { packFiles, type MemoryFile } from './tar.js';
 export const GUEST_UID = 5984;
 export const VOLUME_MOUNT = '/srv/couchtrove';
 export const LABEL = 'org.couchtrove.instance';
-const AGENT_CONFIG = '/etc/couchtrove/agent.json';
+export const AGENT_CONFIG = '/etc/couchtrove/agent.json';
 const AGENT_TOKEN = '/etc/couchtrove/agent.token';
 const MiB = 1024 * 1024;
 
@@ -73,6 +73,8 @@ export function volumeName(id: string): string {
 }
 
 /** Container limits of a flavor: RAM without swap, vCPUs as CPU time. */
+export const MEBIBYTE = MiB;
+
 export function flavorLimits(f: { ram: number; vcpus: number }): { Memory: number; MemorySwap: number; NanoCpus: number } {
   return { Memory: f.ram * MiB, MemorySwap: f.ram * MiB, NanoCpus: f.vcpus * 1e9 };
 }
@@ -93,8 +95,8 @@ export class DockerDriver implements ComputeDriver {
   engine: EngineInfo = { kind: 'couchdb', home: '/opt/couchdb' };
   readonly docker: Docker;
   protected readonly factory: AgentFactory;
-  private readonly clients = new Map<string, Promise<AgentApi>>();
-  private readonly allocating = new Set<number>();
+  protected readonly clients = new Map<string, Promise<AgentApi>>();
+  protected readonly allocating = new Set<number>();
 
   constructor(protected readonly options: DockerDriverOptions) {
     this.docker = connectDocker(options.dockerHost);
@@ -182,10 +184,14 @@ export class DockerDriver implements ComputeDriver {
     return { dir, port, agentPort, epmdPort, token: fs.readFileSync(tokenFile, 'utf8').trim() };
   }
 
+  /** The agent's serve configuration in the container. */
+  protected serveConfig(agentPort: number, tokenFile = AGENT_TOKEN): AgentServeConfig {
+    return { host: '0.0.0.0', port: agentPort, tokenFile, instanceDir: `${VOLUME_MOUNT}/agent` };
+  }
+
   /** What the agent in the container needs before its first start, as putArchive files. */
-  protected secretFiles(port: number, agentPort: number, token: string): MemoryFile[] {
-    void port;
-    const cfg: AgentServeConfig = { host: '0.0.0.0', port: agentPort, tokenFile: AGENT_TOKEN, instanceDir: `${VOLUME_MOUNT}/agent` };
+  protected secretFiles(agentPort: number, token: string): MemoryFile[] {
+    const cfg = this.serveConfig(agentPort);
     const own = { uid: GUEST_UID, gid: GUEST_UID, mode: 0o400 };
     const files: MemoryFile[] = [
       { name: AGENT_CONFIG.slice(1), content: JSON.stringify(cfg, null, 2) + '\n', ...own },
@@ -240,7 +246,7 @@ export class DockerDriver implements ComputeDriver {
           Init: true,
         },
       });
-      await container.putArchive(packFiles(this.secretFiles(h.port, h.agentPort, h.token)), { path: '/' });
+      await container.putArchive(packFiles(this.secretFiles(h.agentPort, h.token)), { path: '/' });
     }
     const placement: Placement = { host: this.options.publishAddress, port: h.port, agentPort: h.agentPort, epmdPort: h.epmdPort, agentPid: null, instanceDir: h.dir, engine: this.engine.kind };
     return this.ensureAgent({ ...inst, host: placement.host, port: h.port, agent_port: h.agentPort, epmd_port: h.epmdPort, instance_dir: h.dir }, placement);
@@ -301,7 +307,7 @@ export class DockerDriver implements ComputeDriver {
     }
   }
 
-  private async answers(inst: Row<'instances'>): Promise<boolean> {
+  protected async answers(inst: Row<'instances'>): Promise<boolean> {
     if (!inst.agent_port) return false;
     try {
       const a = await this.agent(inst);
