@@ -45,8 +45,16 @@ export class SwarmDriver extends DockerDriver {
     super(swarm);
   }
 
+  /** The image as service specs name it (see init). */
+  private imageRef = '';
+
   override async init(): Promise<void> {
     await super.init();
+    // A task whose image is a tag makes its node try a pull first (with no registry reachable, until a
+    // network timeout): an image from a registry is named by its digest, a local one by its id, which
+    // every node must hold (docker save | docker load, or a pull beforehand).
+    const img = await this.docker.getImage(this.options.image).inspect();
+    this.imageRef = img.RepoDigests?.[0] ?? img.Id;
     const info = (await this.docker.info()) as { Swarm?: { ControlAvailable?: boolean } };
     if (!info.Swarm?.ControlAvailable) throw new Error('compute_driver = swarm: the Docker daemon at docker_host is not a swarm manager');
   }
@@ -134,7 +142,7 @@ export class SwarmDriver extends DockerDriver {
         Labels: { ...labels, 'org.couchtrove.node': node.ID },
         TaskTemplate: {
           ContainerSpec: {
-            Image: this.options.image,
+            Image: this.imageRef,
             Labels: labels,
             User: `${GUEST_UID}:${GUEST_UID}`,
             Mounts: [
