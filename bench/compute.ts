@@ -1,4 +1,4 @@
-// create -> ACTIVE with the local driver and the docker driver (guest image present), and the guest
+// create -> ACTIVE with the local, docker and swarm drivers (guest image present), and the guest
 // image's build time, on a private dockerd (scripts/docker/test-dockerd.sh). Apache CouchDB when
 // COUCHDB_HOME is set, else the development engine. Not a test: it writes its section of
 // docs/benchmarks.md. Needs root, docker.io and debootstrap. Usage:
@@ -75,6 +75,20 @@ try {
   console.error(`image: base imported in ${image.baseSeconds.toFixed(1)} s, built in ${image.seconds.toFixed(1)} s`);
   const local = await creates(path.join(root, 'local'), { COUCHTROVE_COMPUTE_DRIVER: 'local' });
   const docker = await creates(path.join(root, 'docker'), { COUCHTROVE_COMPUTE_DRIVER: 'docker', COUCHTROVE_DOCKER_HOST: daemon.host, COUCHTROVE_DOCKER_IMAGE: 'couchtrove-guest:bench' });
+  // Swarm on the same daemon, a one-node swarm advertised on its bridge's address (the node's address the
+  // control plane reaches the host-mode ports on).
+  const bridge = (await daemon.docker.getNetwork('bridge').inspect()) as { IPAM: { Config: Array<{ Gateway?: string }> } };
+  const addr = bridge.IPAM.Config[0]?.Gateway ?? '127.0.0.1';
+  await daemon.docker.swarmInit({ ListenAddr: `${addr}:2377`, AdvertiseAddr: addr });
+  const nodeId = ((await daemon.docker.info()) as { Swarm: { NodeID: string } }).Swarm.NodeID;
+  let swarm: number[];
+  try {
+    swarm = await creates(path.join(root, 'swarm'), {
+      COUCHTROVE_COMPUTE_DRIVER: 'swarm', COUCHTROVE_DOCKER_HOST: daemon.host, COUCHTROVE_DOCKER_IMAGE: 'couchtrove-guest:bench', COUCHTROVE_SWARM_NODE_HOSTS: `${nodeId}=${daemon.host}`,
+    });
+  } finally {
+    await daemon.docker.swarmLeave({ force: true });
+  }
   const fmt = (xs: number[]) => `${median(xs).toFixed(2)} s (runs: ${xs.map((x) => x.toFixed(2)).join(', ')})`;
   const engine = process.env.COUCHDB_HOME ? `Apache CouchDB at ${process.env.COUCHDB_HOME}` : 'the development engine (no COUCHDB_HOME)';
   await writeSection('compute', [
@@ -90,10 +104,11 @@ try {
     `| import of the cached debootstrapped base (\`docker import\`) | ${image.baseSeconds.toFixed(1)} s |`,
     `| \`instance create\` to ACTIVE, local driver (processes) | ${fmt(local)} |`,
     `| \`instance create\` to ACTIVE, docker driver (container and volume; image present) | ${fmt(docker)} |`,
+    `| \`instance create\` to ACTIVE, swarm driver (one-node swarm on the same daemon: service, task, volume; image present) | ${fmt(swarm)} |`,
     '',
     'The debootstrap of the base itself (scripts/docker/base-image.sh, once, then cached) took 75.6 s on this machine.',
   ].join('\n'));
-  console.log(`image build ${image.seconds.toFixed(1)} s; local ${fmt(local)}; docker ${fmt(docker)}`);
+  console.log(`image build ${image.seconds.toFixed(1)} s; local ${fmt(local)}; docker ${fmt(docker)}; swarm ${fmt(swarm)}`);
 } finally {
   await daemon.stop();
   fs.rmSync(root, { recursive: true, force: true });

@@ -17,8 +17,12 @@ mirror="${mirror:-http://deb.debian.org/debian}"
 key="$(printf '%s|%s|%s' "$mirror" "$PACKAGES" "$(date -u +%Y-%m)" | sha256sum | cut -c1-16)"
 out="$cache/couchtrove-base-bookworm-$key.tar"
 if [ -s "$out" ]; then echo "$out"; exit 0; fi
-command -v debootstrap >/dev/null || { echo "base-image: debootstrap is not installed (apt-get install debootstrap)" >&2; exit 1; }
 mkdir -p "$cache"
+# Test files run in parallel: one builds, the others wait for it and take its result.
+exec 9>"$cache/.lock"
+flock 9
+if [ -s "$out" ]; then echo "$out"; exit 0; fi
+command -v debootstrap >/dev/null || { echo "base-image: debootstrap is not installed (apt-get install debootstrap)" >&2; exit 1; }
 root="$(mktemp -d "$cache/rootfs.XXXXXX")"
 trap 'rm -rf "$root"' EXIT
 echo "base-image: debootstrap bookworm from $mirror into $root" >&2

@@ -33,15 +33,18 @@ before(async () => {
 
 after(async () => {
   await server?.kill('SIGKILL');
-  if (daemon) {
-    // Whatever a failed test left: the daemon's stop removes its whole data root anyway.
-    for (const c of await daemon.docker.listContainers({ all: true }).catch(() => [])) await daemon.docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
-    await daemon.stop();
-    assert.equal(fs.existsSync(daemon.dir), false, 'the test dockerd left its directory');
+  try {
+    if (daemon) {
+      // Whatever a failed test left: the daemon's stop removes its whole data root anyway.
+      for (const c of await daemon.docker.listContainers({ all: true }).catch(() => [])) await daemon.docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
+      await daemon.stop();
+      assert.equal(fs.existsSync(daemon.dir), false, 'the test dockerd left its directory');
+    }
+  } finally {
+    killUnder(root);
+    fs.rmSync(root, { recursive: true, force: true });
   }
-  killUnder(root);
-  fs.rmSync(root, { recursive: true, force: true });
-});
+}, { timeout: 900_000 });
 
 const home = path.join(root, 'home');
 const { os } = troveClients(home, () => server!);

@@ -59,15 +59,19 @@ before(async () => {
 
 after(async () => {
   await server?.kill('SIGKILL');
-  for (const d of daemons.reverse()) {
-    if (!fs.existsSync(d.dir)) continue;
-    await d.docker.swarmLeave({ force: true }).catch(() => undefined);
-    await d.stop();
+  try {
+    for (const d of daemons.reverse()) {
+      if (!fs.existsSync(d.dir)) continue;
+      await d.docker.swarmLeave({ force: true }).catch(() => undefined);
+      await d.stop();
+    }
+  } finally {
+    // The namespaces and the bridge go whatever happened to the daemons.
+    if (netUp) execFileSync('bash', [netns, 'down', tag, '1', '2']);
+    killUnder(root);
+    fs.rmSync(root, { recursive: true, force: true });
   }
-  if (netUp) execFileSync('bash', [netns, 'down', tag, '1', '2']);
-  killUnder(root);
-  fs.rmSync(root, { recursive: true, force: true });
-});
+}, { timeout: 900_000 });
 
 async function create(body: J): Promise<J> {
   const r = await api(server!.api, 'POST', '/instances', { instance: { flavorRef: '1', volume: { size: 1 }, datastore: { type: 'couchdb', version: '3.5' }, ...body } });

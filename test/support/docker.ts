@@ -47,7 +47,8 @@ export async function startDockerd(dir: string, netns?: string): Promise<TestDae
   return {
     dir, host, docker,
     stop: async () => {
-      await run('bash', [script, 'stop', dir], { timeout: 60_000 });
+      // Removing a data root with a few images takes a while on a busy machine.
+      await run('bash', [script, 'stop', dir], { timeout: 600_000 });
       live.delete(dir);
     },
   };
