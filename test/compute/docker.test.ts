@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { startServer, tempDir, api, waitStatus, killUnder, basicAuth, type J, type RealServer } from '../support/server.js';
 import { clientsSkip, troveClients } from '../support/trove-clients.js';
 import { buildTestImage, dockerSkip, startDockerd, type TestDaemon } from '../support/docker.js';
-import { LABEL } from '../../src/compute/docker/driver.js';
+import { AGENT_CAPS, LABEL } from '../../src/compute/docker/driver.js';
 
 const skip = dockerSkip || clientsSkip;
 if (skip) console.log(`docker tests skipped: ${skip}`);
@@ -59,6 +59,18 @@ async function container(id: string) {
   return daemon!.docker.getContainer(`couchtrove-${id}`).inspect();
 }
 
+/** Runs a command in the instance's container as user; its exit code. */
+async function execAs(id: string, user: string, cmd: string[]): Promise<{ code: number }> {
+  const ex = await daemon!.docker.getContainer(`couchtrove-${id}`).exec({ Cmd: cmd, User: user, AttachStdout: true, AttachStderr: true });
+  const stream = await ex.start({});
+  await new Promise<void>((resolve) => {
+    stream.on('end', () => resolve());
+    stream.on('close', () => resolve());
+    stream.resume();
+  });
+  return { code: (await ex.inspect()).ExitCode ?? -1 };
+}
+
 async function readDoc(url: string): Promise<J> {
   const r = await fetch(`${url}/orders/doc1`, { headers: { authorization: basicAuth('alice', 'secret-1') } });
   assert.equal(r.status, 200, `GET ${url}/orders/doc1: ${r.status}`);
@@ -80,8 +92,17 @@ test('docker driver: create, backup, restore, resize, a dead container, restart,
   assert.equal(c.Config.Labels[LABEL], id);
   assert.equal(c.HostConfig.Memory, 512 * 1024 * 1024);
   assert.equal(c.HostConfig.NanoCpus, 1e9);
-  assert.equal(c.Config.User, '5984:5984');
+  assert.equal(c.Config.User, '0:0');
   assert.deepEqual(c.HostConfig.CapDrop, ['ALL']);
+  assert.deepEqual(c.HostConfig.CapAdd, AGENT_CAPS);
+  // CouchDB runs as uid 5984; the agent's token, the backup key and the repository are out of its reach.
+  const top = (await daemon!.docker.getContainer(`couchtrove-${id}`).top({ ps_args: '-o pid,uid,args' })) as { Processes: string[][] };
+  const couch = top.Processes.filter((p) => /beam\.smp|devengine|couchdb\.js/.test(p.join(' ')));
+  assert.ok(couch.length > 0, `no CouchDB process in ${JSON.stringify(top.Processes)}`);
+  for (const p of couch) assert.equal(p[1], '5984', `CouchDB runs as uid ${p[1]}: ${p.join(' ')}`);
+  assert.equal((await execAs(id, '0:0', ['cat', '/etc/couchtrove/agent.token'])).code, 0, 'the probe itself does not work');
+  for (const file of ['/etc/couchtrove/agent.token', path.join(stateDir, 'backup.key')]) assert.notEqual((await execAs(id, '5984:5984', ['cat', file])).code, 0, `uid 5984 can read ${file}`);
+  assert.notEqual((await execAs(id, '5984:5984', ['ls', path.join(stateDir, 'backups')])).code, 0, 'uid 5984 can list the backup repository');
   const token = fs.readFileSync(path.join(stateDir, 'instances', id, 'agent.token'), 'utf8').trim();
   assert.equal(JSON.stringify(c).includes(token), false, 'the agent token shows in docker inspect');
   const volumes = (await daemon!.docker.listVolumes({ filters: JSON.stringify({ label: [`${LABEL}=${id}`] }) })).Volumes ?? [];

@@ -7,12 +7,15 @@
 //   docker_publish_address: the agent's settings then need no translation, and couchdb_url is the host's.
 // - Flavor RAM and vCPUs are the container's memory (no swap) and CPU limits; resizeFlavor updates the
 //   running container (container.update), the data stays in the volume.
-// - Everything inside runs as the image's unprivileged couchdb user (5984), with no capability and
-//   no-new-privileges. Mounted: the instance's volume, and the file:// backup repository when there is one.
+// - CouchDB runs as the image's unprivileged couchdb user (5984), started by the agent with runAs as an
+//   isolated local instance is: it owns its data and ini files and nothing else. The agent is root in the
+//   container with only the capabilities that needs (AGENT_CAPS), no-new-privileges; so a tenant who gets
+//   CouchDB to run code (root enable, then _config) reaches neither the agent's token, nor the backup key,
+//   nor the mounted backup repository. Mounted: the instance's volume, and the file:// repository.
 // - Secrets: the agent's bearer token and the backup key are copied into the created container with
-//   putArchive (0400, owned by couchdb) before its first start: not in its environment, command line or
-//   labels, so `docker inspect` shows none. The host keeps its own copy of the token in
-//   <state_dir>/instances/<id>/ to talk to the agent.
+//   putArchive (root, 0400) before its first start: not in its environment, command line or labels, so
+//   `docker inspect` shows none. The host keeps its own copy of the token in <state_dir>/instances/<id>/
+//   to talk to the agent.
 // - The container has no restart policy: one that dies stays down and shows so (diagnose); the
 //   restart task (ensureAgent) starts it again. Containers keep running while the control plane restarts.
 import { randomBytes } from 'node:crypto';
@@ -34,6 +37,12 @@ export const LABEL = 'org.couchtrove.instance';
 export const AGENT_CONFIG = '/etc/couchtrove/agent.json';
 const AGENT_TOKEN = '/etc/couchtrove/agent.token';
 const MiB = 1024 * 1024;
+/**
+ * What the agent needs as root in the container, and no more: give CouchDB's files to its uid (CHOWN,
+ * FOWNER), read and restore its data directory (DAC_OVERRIDE), start it as that uid (SETUID, SETGID) and
+ * stop it (KILL).
+ */
+export const AGENT_CAPS = ['CHOWN', 'DAC_OVERRIDE', 'FOWNER', 'SETUID', 'SETGID', 'KILL'];
 
 export interface DockerDriverOptions {
   stateDir: string;
@@ -120,12 +129,6 @@ export class DockerDriver implements ComputeDriver {
     this.engine = labels['org.couchtrove.engine'] === 'devengine'
       ? { kind: 'devengine', home: '/opt/couchtrove/devengine/release', warning: `the guest image ${this.options.image} carries the development engine (a CouchDB stand-in for development and tests), not Apache CouchDB` }
       : { kind: 'couchdb', home: '/opt/couchdb' };
-    // The agents (uid 5984 in their containers) write backups into a file:// repository.
-    const dir = this.repositoryDir();
-    if (dir && process.getuid?.() === 0) {
-      fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-      fs.chownSync(dir, GUEST_UID, GUEST_UID);
-    }
   }
 
   protected repositoryDir(): string | null {
@@ -139,7 +142,7 @@ export class DockerDriver implements ComputeDriver {
   }
 
   paths(): InstancePaths {
-    return { dataDir: `${VOLUME_MOUNT}/data`, agentDir: `${VOLUME_MOUNT}/agent`, bindAddress: '0.0.0.0', couchdbHome: this.engine.home };
+    return { dataDir: `${VOLUME_MOUNT}/data`, agentDir: `${VOLUME_MOUNT}/agent`, bindAddress: '0.0.0.0', couchdbHome: this.engine.home, runAs: { uid: GUEST_UID, gid: GUEST_UID } };
   }
 
   protected flavor(inst: Row<'instances'>): FlavorConfig {
@@ -192,7 +195,7 @@ export class DockerDriver implements ComputeDriver {
   /** What the agent in the container needs before its first start, as putArchive files. */
   protected secretFiles(agentPort: number, token: string): MemoryFile[] {
     const cfg = this.serveConfig(agentPort);
-    const own = { uid: GUEST_UID, gid: GUEST_UID, mode: 0o400 };
+    const own = { uid: 0, gid: 0, mode: 0o400 };
     const files: MemoryFile[] = [
       { name: AGENT_CONFIG.slice(1), content: JSON.stringify(cfg, null, 2) + '\n', ...own },
       { name: AGENT_TOKEN.slice(1), content: `${token}\n`, ...own },
@@ -233,7 +236,7 @@ export class DockerDriver implements ComputeDriver {
         name,
         Image: this.options.image,
         Labels: labels,
-        User: `${GUEST_UID}:${GUEST_UID}`,
+        User: '0:0',
         ExposedPorts: Object.fromEntries(ports.map((p) => [`${p}/tcp`, {}])),
         HostConfig: {
           PortBindings: Object.fromEntries(ports.map((p) => [`${p}/tcp`, [{ HostIp: this.options.publishAddress, HostPort: String(p) }]])),
@@ -241,6 +244,7 @@ export class DockerDriver implements ComputeDriver {
           ...flavorLimits(this.flavor(inst)),
           RestartPolicy: { Name: 'no' },
           CapDrop: ['ALL'],
+          CapAdd: AGENT_CAPS,
           SecurityOpt: ['no-new-privileges'],
           // An init as pid 1 reaps what CouchDB leaves (its epmd, couchjs) when the agent is not their parent.
           Init: true,

@@ -5,6 +5,7 @@
 // the development engine (labelled org.couchtrove.engine=devengine).
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import type Docker from 'dockerode';
 import { packageRoot } from '../local.js';
@@ -60,7 +61,7 @@ export async function buildGuestImage(docker: Docker, o: ImageBuildOptions): Pro
   } else if (!couchdbImage) {
     // The development engine lives in the package (devengine/); /opt/couchdb only says so.
     engine = 'devengine';
-    const empty = fs.mkdtempSync(path.join(root, '.image-devengine-'));
+    const empty = fs.mkdtempSync(path.join(os.tmpdir(), 'couchtrove-image-devengine-'));
     try {
       fs.writeFileSync(path.join(empty, 'README'), 'No Apache CouchDB in this image: instances run the couchtrove development engine.\n');
       fs.utimesSync(empty, new Date(0), new Date(0));

@@ -3,7 +3,7 @@
 // chosen at create by free memory. Ports are published in host mode on that node (the ingress routing
 // mesh needs IPVS, and a database wants a stable address): the instance's host is the node's address.
 // The agent's config is a Swarm config at /etc/couchtrove/agent.json, its token and the backup key Swarm
-// secrets (uid 5984, 0400): nothing secret in the service spec. Tasks are not restarted by Swarm
+// secrets (root, 0400; CouchDB runs as uid 5984): nothing secret in the service spec. Tasks are not restarted by Swarm
 // (restart condition none): a task that dies, or a node that is lost, shows in `show` with the reason;
 // `restart` forces a new task on the same node. Volumes live on their node: deleting an instance removes
 // its volume through that node's own Docker API (swarm_node_hosts), or says it is left.
@@ -11,7 +11,7 @@ import type Docker from 'dockerode';
 import type { Row } from '../../state/index.js';
 import type { Placement } from '../driver.js';
 import { connectDocker } from './connect.js';
-import { AGENT_CONFIG, containerName, DockerDriver, flavorLimits, GUEST_UID, LABEL, VOLUME_MOUNT, volumeName, type DockerDriverOptions } from './driver.js';
+import { AGENT_CAPS, AGENT_CONFIG, containerName, DockerDriver, flavorLimits, LABEL, VOLUME_MOUNT, volumeName, type DockerDriverOptions } from './driver.js';
 import * as fs from 'node:fs';
 
 export interface SwarmDriverOptions extends DockerDriverOptions {
@@ -127,7 +127,7 @@ export class SwarmDriver extends DockerDriver {
       node = await this.chooseNode(limits.Memory);
     }
     if (!service) {
-      const owner = { UID: String(GUEST_UID), GID: String(GUEST_UID), Mode: 0o400 };
+      const owner = { UID: '0', GID: '0', Mode: 0o400 };
       const tokenId = await this.ensureSecret(`${name}-token`, Buffer.from(`${h.token}\n`), labels);
       const configId = await this.ensureConfig(`${name}-agent`, JSON.stringify(this.serveConfig(h.agentPort, `/run/secrets/${TOKEN_TARGET}`), null, 2) + '\n', labels);
       const secrets: Docker.SecretReference[] = [{ SecretID: tokenId, SecretName: `${name}-token`, File: { Name: TOKEN_TARGET, ...owner } }];
@@ -144,7 +144,10 @@ export class SwarmDriver extends DockerDriver {
           ContainerSpec: {
             Image: this.imageRef,
             Labels: labels,
-            User: `${GUEST_UID}:${GUEST_UID}`,
+            User: '0:0',
+            // As the docker driver: the agent keeps only what it needs, CouchDB runs as GUEST_UID.
+            CapabilityDrop: ['ALL'],
+            CapabilityAdd: AGENT_CAPS,
             Mounts: [
               { Type: 'volume', Source: volumeName(inst.id), Target: VOLUME_MOUNT, VolumeOptions: { Labels: labels } },
               ...(repo ? [{ Type: 'bind' as const, Source: repo, Target: repo }] : []),
