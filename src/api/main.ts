@@ -64,6 +64,30 @@ export interface StartOptions {
   scheduleTickMs?: number;
 }
 
+/** The Docker driver, checked against its daemon and image before anything is served. */
+async function dockerDriver(config: ServerConfig, usedPorts: () => Promise<number[]>, log: (l: string) => void, agentFactory?: AgentFactory): Promise<ComputeDriver> {
+  // Loaded only when configured: dockerode is not needed by local instances.
+  const { DockerDriver } = await import('../compute/docker/driver.js');
+  const { SwarmDriver } = await import('../compute/docker/swarm.js');
+  const o = {
+    stateDir: config.stateDir,
+    ...(config.dockerHost ? { dockerHost: config.dockerHost } : {}),
+    image: config.dockerImage,
+    publishAddress: config.dockerPublishAddress,
+    repository: config.repository,
+    ...(config.backupEncryption ? { keyFile: config.backupKeyFile ?? path.join(config.stateDir, 'backup.key') } : {}),
+    flavors: config.flavors,
+    tcpPorts: config.couchdb.tcpPorts,
+    usedPorts,
+    log,
+    ...(agentFactory ? { agentFactory } : {}),
+  };
+  const d = config.computeDriver === 'swarm' ? new SwarmDriver({ ...o, nodeHosts: config.swarmNodeHosts }) : new DockerDriver(o);
+  await d.init();
+  log(`compute driver ${d.name}: image ${config.dockerImage} (${d.engine.kind}), ports published on ${config.dockerPublishAddress}`);
+  return d;
+}
+
 export async function startServer(config: ServerConfig, options: StartOptions = {}): Promise<RunningServer> {
   const log = options.log ?? ((l: string) => process.stderr.write(`${new Date().toISOString()} ${l}\n`));
   fs.mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
@@ -86,16 +110,17 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     }
     const store = await openState(config.databaseUrl ? { databaseUrl: config.databaseUrl, poolSize: config.databasePool } : { stateDir: config.stateDir });
     cleanup.push(() => store.close());
-    const compute = options.compute ?? new LocalProcessDriver({
+    const usedPorts = async (): Promise<number[]> => (await store.find('instances')).flatMap((i) => [i.port, i.agent_port, i.epmd_port].filter((p): p is number => p !== null));
+    const compute = options.compute ?? (config.computeDriver !== 'local' ? await dockerDriver(config, usedPorts, log, options.agentFactory) : new LocalProcessDriver({
       stateDir: config.stateDir,
       ...(config.couchdbHome ? { couchdbHome: config.couchdbHome } : {}),
       tcpPorts: config.couchdb.tcpPorts,
       isolation: config.instanceIsolation,
       uidRange: config.instanceUids,
       log,
-      usedPorts: async () => (await store.find('instances')).flatMap((i) => [i.port, i.agent_port, i.epmd_port].filter((p): p is number => p !== null)),
+      usedPorts,
       ...(options.agentFactory ? { agentFactory: options.agentFactory } : {}),
-    });
+    }));
     if (compute.engine.warning) log(`WARNING: ${compute.engine.warning}`);
     else log(`instances run Apache CouchDB from ${compute.engine.home}`);
     if (config.authMode === 'local') {

@@ -22,6 +22,18 @@ export interface Placement {
   engine: EngineInfo['kind'];
 }
 
+/** Where an instance's files are, as its agent sees them. */
+export interface InstancePaths {
+  dataDir: string;
+  agentDir: string;
+  /** The OS identity CouchDB runs as (local isolated instances). */
+  runAs?: { uid: number; gid: number };
+  /** Where CouchDB listens, as the agent sees it (default: the instance's host). Containers: 0.0.0.0, published. */
+  bindAddress?: string;
+  /** The release directory, as the agent sees it (a container's own), over the datastore version's. */
+  couchdbHome?: string;
+}
+
 export interface ComputeDriver {
   readonly name: string;
   /** The engine instances get when their datastore version names no release directory. */
@@ -33,11 +45,15 @@ export interface ComputeDriver {
   /** Client for the instance's agent. */
   agent(instance: Row<'instances'>): Promise<AgentApi>;
   /** Where the volume is mounted (CouchDB's data directory), the agent's own directory, and the OS identity CouchDB runs as. */
-  paths(instance: Row<'instances'>): { dataDir: string; agentDir: string; runAs?: { uid: number; gid: number } };
+  paths(instance: Row<'instances'>): InstancePaths;
   /** Grows the volume; the quota is the agent's to enforce. */
   resizeVolume(instance: Row<'instances'>, sizeGb: number): Promise<void>;
   /** Stops the agent and CouchDB and removes the instance's directory and volume. Idempotent. */
   destroy(instance: Row<'instances'>): Promise<void>;
+  /** Applies a new flavor's RAM and vCPUs to a running instance (containers' limits); absent: nothing to apply. */
+  resizeFlavor?(instance: Row<'instances'>, flavor: { ram: number; vcpus: number }): Promise<void>;
+  /** Why the instance's machinery is down (a container that exited, and how), or null when it runs; absent: not known. */
+  diagnose?(instance: Row<'instances'>): Promise<string | null>;
   /** Pids of processes this driver started that still run (tests check nothing is left). */
   livePids(instance: Row<'instances'>): number[];
 }

@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import type { AgentApi, AgentServeConfig } from '../agent/protocol.js';
 import type { Row } from '../state/index.js';
 import { DEFAULT_INSTANCE_UIDS, type PortRange } from '../config/server.js';
-import type { ComputeDriver, EngineInfo, Placement } from './driver.js';
+import type { ComputeDriver, EngineInfo, InstancePaths, Placement } from './driver.js';
 
 export type AgentFactory = (baseUrl: string, token: string) => AgentApi | Promise<AgentApi>;
 
@@ -158,7 +158,7 @@ export class LocalProcessDriver implements ComputeDriver {
     return path.join(this.options.stateDir, 'instances', id);
   }
 
-  paths(instance: Row<'instances'>): { dataDir: string; agentDir: string; runAs?: { uid: number; gid: number } } {
+  paths(instance: Row<'instances'>): InstancePaths {
     const d = instance.instance_dir ?? this.dir(instance.id);
     const uid = this.isolated ? readPlacement(d).uid : undefined;
     if (uid !== undefined) this.uids.set(instance.id, uid);

@@ -6,6 +6,7 @@ import { agentOptions } from './options/agent.js';
 import { replicationOptions } from './options/replication.js';
 import { scheduleOptions } from './options/schedule.js';
 import { archiveOptions } from './options/archive.js';
+import { computeOptions } from './options/compute.js';
 
 export { UsageError, parsers, CODECS, type Codec, type OptionSpec } from './option.js';
 
@@ -20,6 +21,7 @@ export const catalogue = {
   ...replicationOptions,
   ...scheduleOptions,
   ...archiveOptions,
+  ...computeOptions,
 } satisfies Record<string, OptionSpec<unknown>>;
 
 export type Catalogue = typeof catalogue;

@@ -88,6 +88,16 @@ export interface ServerConfig {
   couchdb: CouchdbSection;
   /** Path of an Apache CouchDB release (COUCHDB_HOME); absent: the development engine. */
   couchdbHome?: string;
+  /** Where instances run: local processes, Docker containers, or Docker Swarm services (docs/compute.md). */
+  computeDriver: 'local' | 'docker' | 'swarm';
+  /** Swarm: node hostname -> that node's Docker API (volumes live on their node and are removed there). */
+  swarmNodeHosts: Record<string, string>;
+  /** Docker Engine API endpoint (unix:///path or tcp://host:port); absent: DOCKER_HOST, else the local socket. */
+  dockerHost?: string;
+  /** The guest image instances run (couchtrove image build). */
+  dockerImage: string;
+  /** Host address the containers' CouchDB and agent ports are published on. */
+  dockerPublishAddress: string;
   /** Bearer token /metrics requires when set; in token auth mode /metrics is refused without it (docs/operations.md). */
   metricsToken?: string;
 }
@@ -114,7 +124,8 @@ export const DEFAULT_COUCHDB: CouchdbSection = {
 
 /** Keys of [DEFAULT] and [couchdb], with their environment variables. */
 const DEFAULT_KEYS = ['state_dir', 'host', 'port', 'public_url', 'database_url', 'repository', 'backup_key_file', 'backup_encryption', 'auth_mode', 'local_project',
-  'region', 'backup_timeout', 'task_timeout', 'health_interval', 'task_lease', 'database_pool', 'instance_isolation', 'instance_uids', 'max_volume_size', 'max_body_bytes', 'couchdb_home', 'metrics_token'] as const;
+  'region', 'backup_timeout', 'task_timeout', 'health_interval', 'task_lease', 'database_pool', 'instance_isolation', 'instance_uids', 'max_volume_size', 'max_body_bytes', 'couchdb_home', 'metrics_token',
+  'compute_driver', 'docker_host', 'docker_image', 'docker_publish_address', 'swarm_node_hosts'] as const;
 const COUCHDB_KEYS = ['tcp_ports', 'udp_ports', 'backup_strategy', 'mount_point', 'usage_timeout', 'volume_support', 'device_path'] as const;
 
 /**
@@ -326,6 +337,13 @@ export function loadServerConfig(options: LoadOptions = {}): ServerConfig {
     instanceUids: get('instance_uids', check.uidRange, DEFAULT_INSTANCE_UIDS),
     maxVolumeSize: get('max_volume_size', (w, k, v) => check.int(w, k, v, 1, 1 << 20), 1024),
     maxBodyBytes: get('max_body_bytes', (w, k, v) => check.int(w, k, v, 1024, 64 << 20), 1 << 20),
+    computeDriver: get('compute_driver', (w, k, v) => (v === 'local' || v === 'docker' || v === 'swarm' ? v : bad(w, k, `expected local, docker or swarm, got ${JSON.stringify(v)}`)), 'local' as 'local' | 'docker' | 'swarm'),
+    swarmNodeHosts: get('swarm_node_hosts', (w, k, v) => Object.fromEntries(v.split(',').map((x) => x.trim()).filter((x) => x !== '').map((x) => {
+      const m = /^([A-Za-z0-9._-]+)=((?:unix|tcp|http|https):\/\/\S+)$/.exec(x);
+      return m ? [m[1]!, m[2]!] : bad(w, k, `expected HOSTNAME=unix:///path or HOSTNAME=tcp://host:port, comma separated, got ${JSON.stringify(x)}`);
+    })), {} as Record<string, string>),
+    dockerImage: get('docker_image', (w, k, v) => (/^[a-z0-9][a-z0-9._/:@-]*$/i.test(v) ? v : bad(w, k, `not an image reference: ${JSON.stringify(v)}`)), 'couchtrove-guest:latest'),
+    dockerPublishAddress: get('docker_publish_address', (w, k, v) => (isIP(v) ? v : bad(w, k, `expected an IP address, got ${JSON.stringify(v)}`)), '127.0.0.1'),
     projects: [],
     flavors: [],
     datastoreVersions: [],
@@ -351,6 +369,8 @@ export function loadServerConfig(options: LoadOptions = {}): ServerConfig {
   if (keyFile) cfg.backupKeyFile = keyFile;
   const home = get<string | undefined>('couchdb_home', check.absolute, undefined) ?? (env.COUCHDB_HOME ? check.absolute('environment COUCHDB_HOME', 'COUCHDB_HOME', env.COUCHDB_HOME) : undefined);
   if (home) cfg.couchdbHome = home;
+  const dockerHost = get<string | undefined>('docker_host', (w, k, v) => (/^(unix|tcp|http|https):\/\//.test(v) ? v : bad(w, k, `expected unix:///path/docker.sock or tcp://host:port, got ${JSON.stringify(v)}`)), undefined);
+  if (dockerHost) cfg.dockerHost = dockerHost;
   const metricsToken = get<string | undefined>('metrics_token', check.token, undefined);
   if (metricsToken) cfg.metricsToken = metricsToken;
 

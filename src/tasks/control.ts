@@ -395,15 +395,17 @@ export class ControlPlane {
   async settings(inst: Row<'instances'>, changes: { flavorId?: string; volumeSize?: number; configurationId?: string | null; restore?: string | null; pitr?: CreateParams['pitr']; datastoreVersion?: string } = {}): Promise<InstanceSettings> {
     const flavor = await this.flavor(changes.flavorId ?? inst.flavor_id);
     const versions = await this.store.find('datastore_versions', { datastore: DATASTORE, name: changes.datastoreVersion ?? inst.datastore_version });
-    const home = versions[0]?.couchdb_home ?? this.compute.engine.home;
+    const where = this.compute.paths(inst);
+    // A container image fixes its release directory; elsewhere the version's own, else the driver's engine.
+    const home = where.couchdbHome ?? versions[0]?.couchdb_home ?? this.compute.engine.home;
     const confId = changes.configurationId === undefined ? inst.configuration_id : changes.configurationId;
     const conf = confId ? await this.store.get('configurations', confId) : undefined;
-    const { dataDir, agentDir, runAs } = this.compute.paths(inst);
+    const { dataDir, agentDir, runAs } = where;
     const size = changes.volumeSize ?? inst.volume_size;
     const s: InstanceSettings = {
       instanceId: inst.id,
       port: inst.port ?? 0,
-      bindAddress: inst.host ?? '127.0.0.1',
+      bindAddress: where.bindAddress ?? inst.host ?? '127.0.0.1',
       dataDir,
       instanceDir: agentDir,
       nodeName: 'couchdb@127.0.0.1',
@@ -583,6 +585,8 @@ export class ControlPlane {
       resumable: true,
       run: async (ctx) => {
         const inst = await this.held(ctx);
+        // Containers get the new memory and CPU limits while they run; the data stays where it is.
+        if (this.compute.resizeFlavor) await this.compute.resizeFlavor(inst, await this.flavor(ctx.params.flavorId));
         const agent = await this.compute.agent(inst);
         await agentCall(agent.prepare(await this.settings(inst, { flavorId: ctx.params.flavorId })));
         const s = await agentCall(agent.restart());

@@ -76,8 +76,14 @@ export class HealthMonitor {
         next = { status: 'SHUTDOWN', fault: `${HEALTH_FAULT}CouchDB is not running: ${s.reason ?? s.state}` };
       }
     } catch (err) {
-      next = { status: 'ERROR', fault: `${HEALTH_FAULT}the agent does not answer: ${describeError(err)}` };
-      this.#restartAgent(inst);
+      // A container that died says why, and stays down until the instance is restarted.
+      const down = await this.plane.compute.diagnose?.(inst).catch(() => null);
+      if (down) {
+        next = { status: 'ERROR', fault: `${HEALTH_FAULT}${down}` };
+      } else {
+        next = { status: 'ERROR', fault: `${HEALTH_FAULT}the agent does not answer: ${describeError(err)}` };
+        this.#restartAgent(inst);
+      }
     }
     if (next.status === inst.status && next.fault === inst.fault) return;
     const changed = await this.plane.store.update('instances', inst.id, { status: next.status, fault: next.fault, updated: now() }, { task_id: null, status: inst.status });

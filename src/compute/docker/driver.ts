@@ -1,0 +1,374 @@
+// The Docker compute driver (compute_driver = docker): every instance is one container of the guest
+// image (image/Dockerfile) running `couchtrove agent serve`, with a named volume for its data. Docker
+// Engine API through dockerode, never the CLI.
+//
+// - Container couchtrove-<id>, volume couchtrove-<id>-data, both labelled org.couchtrove.instance=<id>.
+// - CouchDB and the agent listen in the container on the same port numbers they are published on, on
+//   docker_publish_address: the agent's settings then need no translation, and couchdb_url is the host's.
+// - Flavor RAM and vCPUs are the container's memory (no swap) and CPU limits; resizeFlavor updates the
+//   running container (container.update), the data stays in the volume.
+// - CouchDB runs as the image's unprivileged couchdb user (5984), started by the agent with runAs as an
+//   isolated local instance is: it owns its data and ini files and nothing else. The agent is root in the
+//   container with only the capabilities that needs (AGENT_CAPS), no-new-privileges; so a tenant who gets
+//   CouchDB to run code (root enable, then _config) reaches neither the agent's token, nor the backup key,
+//   nor the mounted backup repository. Mounted: the instance's volume, and the file:// repository.
+// - Secrets: the agent's bearer token and the backup key are copied into the created container with
+//   putArchive (root, 0400) before its first start: not in its environment, command line or labels, so
+//   `docker inspect` shows none. The host keeps its own copy of the token in <state_dir>/instances/<id>/
+//   to talk to the agent.
+// - The container has no restart policy: one that dies stays down and shows so (diagnose); the
+//   restart task (ensureAgent) starts it again. Containers keep running while the control plane restarts.
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type Docker from 'dockerode';
+import type { AgentApi, AgentServeConfig } from '../../agent/protocol.js';
+import type { Row } from '../../state/index.js';
+import type { FlavorConfig, PortRange } from '../../config/server.js';
+import type { ComputeDriver, EngineInfo, InstancePaths, Placement } from '../driver.js';
+import { defaultAgentFactory, freePort, type AgentFactory } from '../local.js';
+import { connectDocker } from './connect.js';
+import { packFiles, type MemoryFile } from './tar.js';
+
+/** The guest image's unprivileged user (image/Dockerfile). */
+export const GUEST_UID = 5984;
+export const VOLUME_MOUNT = '/srv/couchtrove';
+export const LABEL = 'org.couchtrove.instance';
+export const AGENT_CONFIG = '/etc/couchtrove/agent.json';
+const AGENT_TOKEN = '/etc/couchtrove/agent.token';
+const MiB = 1024 * 1024;
+/**
+ * What the agent needs as root in the container, and no more: give CouchDB's files to its uid (CHOWN,
+ * FOWNER), read and restore its data directory (DAC_OVERRIDE), start it as that uid (SETUID, SETGID) and
+ * stop it (KILL).
+ */
+export const AGENT_CAPS = ['CHOWN', 'DAC_OVERRIDE', 'FOWNER', 'SETUID', 'SETGID', 'KILL'];
+
+export interface DockerDriverOptions {
+  stateDir: string;
+  dockerHost?: string;
+  /** The guest image (couchtrove image build). */
+  image: string;
+  /** Host address the ports are published on. */
+  publishAddress: string;
+  /** The backup repository URL: a file:// one is bind-mounted at the same path. */
+  repository: string;
+  /** The backup key file, copied into each container at the same path. */
+  keyFile?: string;
+  /** Flavors by id: their RAM and vCPUs become the container's limits. */
+  flavors: FlavorConfig[];
+  tcpPorts?: PortRange[];
+  usedPorts?: () => Promise<number[]>;
+  agentFactory?: AgentFactory;
+  /** How long a new container's agent may take to answer, ms. */
+  agentStartMs?: number;
+  log?: (line: string) => void;
+}
+
+interface Saved {
+  port?: number;
+  agentPort?: number;
+  epmdPort?: number;
+}
+
+const isNotFound = (err: unknown): boolean => (err as { statusCode?: number }).statusCode === 404;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export function containerName(id: string): string {
+  return `couchtrove-${id}`;
+}
+export function volumeName(id: string): string {
+  return `couchtrove-${id}-data`;
+}
+
+/** Container limits of a flavor: RAM without swap, vCPUs as CPU time. */
+export const MEBIBYTE = MiB;
+
+export function flavorLimits(f: { ram: number; vcpus: number }): { Memory: number; MemorySwap: number; NanoCpus: number } {
+  return { Memory: f.ram * MiB, MemorySwap: f.ram * MiB, NanoCpus: f.vcpus * 1e9 };
+}
+
+/** The text of a multiplexed log stream (frames: stream byte, 3 zero bytes, big-endian length, payload). */
+export function demux(buf: Buffer): string {
+  const out: Buffer[] = [];
+  for (let i = 0; i + 8 <= buf.length; ) {
+    const n = buf.readUInt32BE(i + 4);
+    out.push(buf.subarray(i + 8, i + 8 + n));
+    i += 8 + n;
+  }
+  return Buffer.concat(out).toString('utf8');
+}
+
+export class DockerDriver implements ComputeDriver {
+  readonly name: string = 'docker';
+  engine: EngineInfo = { kind: 'couchdb', home: '/opt/couchdb' };
+  readonly docker: Docker;
+  protected readonly factory: AgentFactory;
+  protected readonly clients = new Map<string, Promise<AgentApi>>();
+  protected readonly allocating = new Set<number>();
+
+  constructor(protected readonly options: DockerDriverOptions) {
+    this.docker = connectDocker(options.dockerHost);
+    this.factory = options.agentFactory ?? defaultAgentFactory;
+  }
+
+  /** Checks the daemon and the image; learns the image's engine (its org.couchtrove.engine label). */
+  async init(): Promise<void> {
+    try {
+      await this.docker.ping();
+    } catch (err) {
+      throw new Error(`compute_driver = ${this.name}: the Docker daemon at ${this.options.dockerHost ?? process.env.DOCKER_HOST ?? 'unix:///var/run/docker.sock'} does not answer: ${(err as Error).message}`);
+    }
+    let labels: Record<string, string> = {};
+    try {
+      labels = (await this.docker.getImage(this.options.image).inspect()).Config.Labels ?? {};
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      throw new Error(`compute_driver = ${this.name}: the guest image ${this.options.image} is not on the Docker host: build it with couchtrove image build (docs/compute.md)`);
+    }
+    this.engine = labels['org.couchtrove.engine'] === 'devengine'
+      ? { kind: 'devengine', home: '/opt/couchtrove/devengine/release', warning: `the guest image ${this.options.image} carries the development engine (a CouchDB stand-in for development and tests), not Apache CouchDB` }
+      : { kind: 'couchdb', home: '/opt/couchdb' };
+  }
+
+  protected repositoryDir(): string | null {
+    const u = new URL(this.options.repository);
+    return u.protocol === 'file:' ? decodeURIComponent(u.pathname) : null;
+  }
+
+  protected dir(id: string): string {
+    if (!/^[0-9a-f-]{36}$/.test(id)) throw new Error(`invalid instance id ${JSON.stringify(id)}`);
+    return path.join(this.options.stateDir, 'instances', id);
+  }
+
+  paths(): InstancePaths {
+    return { dataDir: `${VOLUME_MOUNT}/data`, agentDir: `${VOLUME_MOUNT}/agent`, bindAddress: '0.0.0.0', couchdbHome: this.engine.home, runAs: { uid: GUEST_UID, gid: GUEST_UID } };
+  }
+
+  protected flavor(inst: Row<'instances'>): FlavorConfig {
+    const f = this.options.flavors.find((x) => x.id === inst.flavor_id);
+    if (!f) throw new Error(`flavor ${inst.flavor_id} of instance ${inst.id} is not configured`);
+    return f;
+  }
+
+  protected async allocatePort(): Promise<number> {
+    const used = new Set([...((await this.options.usedPorts?.()) ?? []), ...this.allocating]);
+    const ranges = this.options.tcpPorts ?? [];
+    const candidates = async function* (host: string): AsyncGenerator<number> {
+      if (ranges.length === 0) for (let i = 0; i < 50; i++) yield await freePort(host);
+      else for (const r of ranges) for (let p = r.from; p <= r.to; p++) yield p;
+    };
+    for await (const p of candidates(this.options.publishAddress)) {
+      if (used.has(p)) continue;
+      this.allocating.add(p);
+      return p;
+    }
+    throw new Error('no free port left to publish');
+  }
+
+  /** The host side of an instance: its ports (placement.json) and the agent's token, 0600. */
+  protected async hostSide(inst: Row<'instances'>): Promise<{ dir: string; port: number; agentPort: number; epmdPort: number; token: string }> {
+    const dir = this.dir(inst.id);
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const file = path.join(dir, 'placement.json');
+    let saved: Saved = {};
+    try {
+      saved = JSON.parse(fs.readFileSync(file, 'utf8')) as Saved;
+    } catch {
+      // first provisioning
+    }
+    const port = inst.port ?? saved.port ?? (await this.allocatePort());
+    const agentPort = inst.agent_port ?? saved.agentPort ?? (await this.allocatePort());
+    // Erlang's port mapper stays inside the container: any number.
+    const epmdPort = inst.epmd_port ?? saved.epmdPort ?? 4369;
+    fs.writeFileSync(file, JSON.stringify({ port, agentPort, epmdPort }) + '\n', { mode: 0o600 });
+    const tokenFile = path.join(dir, 'agent.token');
+    if (!fs.existsSync(tokenFile)) fs.writeFileSync(tokenFile, randomBytes(32).toString('hex') + '\n', { mode: 0o600 });
+    return { dir, port, agentPort, epmdPort, token: fs.readFileSync(tokenFile, 'utf8').trim() };
+  }
+
+  /** The agent's serve configuration in the container. */
+  protected serveConfig(agentPort: number, tokenFile = AGENT_TOKEN): AgentServeConfig {
+    return { host: '0.0.0.0', port: agentPort, tokenFile, instanceDir: `${VOLUME_MOUNT}/agent` };
+  }
+
+  /** What the agent in the container needs before its first start, as putArchive files. */
+  protected secretFiles(agentPort: number, token: string): MemoryFile[] {
+    const cfg = this.serveConfig(agentPort);
+    const own = { uid: 0, gid: 0, mode: 0o400 };
+    const files: MemoryFile[] = [
+      { name: AGENT_CONFIG.slice(1), content: JSON.stringify(cfg, null, 2) + '\n', ...own },
+      { name: AGENT_TOKEN.slice(1), content: `${token}\n`, ...own },
+    ];
+    if (this.options.keyFile) files.push({ name: this.options.keyFile.slice(1), content: fs.readFileSync(this.options.keyFile), ...own });
+    return files;
+  }
+
+  protected mounts(id: string): Docker.MountConfig {
+    const repo = this.repositoryDir();
+    return [
+      { Type: 'volume', Source: volumeName(id), Target: VOLUME_MOUNT },
+      ...(repo ? [{ Type: 'bind' as const, Source: repo, Target: repo }] : []),
+    ];
+  }
+
+  async provision(inst: Row<'instances'>): Promise<Placement> {
+    const h = await this.hostSide(inst);
+    const name = containerName(inst.id);
+    const labels = { [LABEL]: inst.id, 'org.couchtrove.project': inst.project_id };
+    try {
+      await this.docker.getVolume(volumeName(inst.id)).inspect();
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      await this.docker.createVolume({ Name: volumeName(inst.id), Labels: labels });
+    }
+    let container = this.docker.getContainer(name);
+    let exists = true;
+    try {
+      await container.inspect();
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      exists = false;
+    }
+    if (!exists) {
+      const ports = [h.port, h.agentPort];
+      container = await this.docker.createContainer({
+        name,
+        Image: this.options.image,
+        Labels: labels,
+        User: '0:0',
+        ExposedPorts: Object.fromEntries(ports.map((p) => [`${p}/tcp`, {}])),
+        HostConfig: {
+          PortBindings: Object.fromEntries(ports.map((p) => [`${p}/tcp`, [{ HostIp: this.options.publishAddress, HostPort: String(p) }]])),
+          Mounts: this.mounts(inst.id),
+          ...flavorLimits(this.flavor(inst)),
+          RestartPolicy: { Name: 'no' },
+          CapDrop: ['ALL'],
+          CapAdd: AGENT_CAPS,
+          SecurityOpt: ['no-new-privileges'],
+          // An init as pid 1 reaps what CouchDB leaves (its epmd, couchjs) when the agent is not their parent.
+          Init: true,
+        },
+      });
+      await container.putArchive(packFiles(this.secretFiles(h.agentPort, h.token)), { path: '/' });
+    }
+    const placement: Placement = { host: this.options.publishAddress, port: h.port, agentPort: h.agentPort, epmdPort: h.epmdPort, agentPid: null, instanceDir: h.dir, engine: this.engine.kind };
+    return this.ensureAgent({ ...inst, host: placement.host, port: h.port, agent_port: h.agentPort, epmd_port: h.epmdPort, instance_dir: h.dir }, placement);
+  }
+
+  /** Why the container is not running (its state, exit code, OOM kill, error), or null when it runs. */
+  async diagnose(inst: Row<'instances'>): Promise<string | null> {
+    let info: Docker.ContainerInspectInfo;
+    try {
+      info = await this.docker.getContainer(containerName(inst.id)).inspect();
+    } catch (err) {
+      if (isNotFound(err)) return `container ${containerName(inst.id)} is gone`;
+      return `the Docker daemon does not answer: ${(err as Error).message}`;
+    }
+    const s = info.State;
+    if (s.Running && !s.Paused && !s.Restarting) return null;
+    const parts = [`container ${containerName(inst.id)} is ${s.Status}`];
+    if (!s.Running) parts.push(`exit code ${s.ExitCode}`);
+    if (s.OOMKilled) parts.push('killed for lack of memory (OOM)');
+    if (s.Error) parts.push(s.Error);
+    if (s.FinishedAt && !s.FinishedAt.startsWith('0001')) parts.push(`at ${s.FinishedAt}`);
+    return `${parts.join(', ')}; restart the instance to start it again`;
+  }
+
+  async ensureAgent(inst: Row<'instances'>, placement?: Placement): Promise<Placement> {
+    const p: Placement = placement ?? {
+      host: inst.host ?? this.options.publishAddress, port: inst.port ?? 0, agentPort: inst.agent_port ?? 0, epmdPort: inst.epmd_port ?? 0,
+      agentPid: null, instanceDir: inst.instance_dir ?? this.dir(inst.id), engine: this.engine.kind,
+    };
+    const c = this.docker.getContainer(containerName(inst.id));
+    const info = await c.inspect();
+    if (!info.State.Running) {
+      await c.start();
+      this.clients.delete(inst.id);
+    } else if (await this.answers(inst)) {
+      return p;
+    }
+    const limit = this.options.agentStartMs ?? 60_000;
+    const until = Date.now() + limit;
+    const probe = { ...inst, host: p.host, agent_port: p.agentPort, instance_dir: p.instanceDir };
+    while (Date.now() < until) {
+      if (await this.answers(probe)) return p;
+      const why = await this.diagnose(inst);
+      if (why) throw new Error(`the agent of instance ${inst.id} did not start: ${why}${await this.logTail(inst.id)}`);
+      await sleep(200);
+    }
+    throw new Error(`the agent of instance ${inst.id} did not answer within ${limit / 1000} s${await this.logTail(inst.id)}`);
+  }
+
+  /** The container's last log lines, for error messages. */
+  protected async logTail(id: string): Promise<string> {
+    try {
+      const buf = (await this.docker.getContainer(containerName(id)).logs({ stdout: true, stderr: true, tail: 5 })) as unknown as Buffer;
+      const text = demux(buf).trim();
+      return text ? `; its log ends: ${text.slice(-600)}` : '';
+    } catch {
+      return '';
+    }
+  }
+
+  protected async answers(inst: Row<'instances'>): Promise<boolean> {
+    if (!inst.agent_port) return false;
+    try {
+      const a = await this.agent(inst);
+      await Promise.race([a.status(), new Promise((_, rej) => setTimeout(() => rej(new Error('timeout')), 2000))]);
+      return true;
+    } catch {
+      this.clients.delete(inst.id);
+      return false;
+    }
+  }
+
+  async agent(inst: Row<'instances'>): Promise<AgentApi> {
+    let c = this.clients.get(inst.id);
+    if (!c) {
+      const token = fs.readFileSync(path.join(inst.instance_dir ?? this.dir(inst.id), 'agent.token'), 'utf8').trim();
+      const host = inst.host ?? this.options.publishAddress;
+      c = Promise.resolve(this.factory(`http://${host.includes(':') ? `[${host}]` : host}:${inst.agent_port}`, token));
+      this.clients.set(inst.id, c);
+    }
+    return c;
+  }
+
+  async resizeVolume(): Promise<void> {
+    // The volume's size is a quota the agent enforces, as with local instances.
+  }
+
+  async resizeFlavor(inst: Row<'instances'>, flavor: { ram: number; vcpus: number }): Promise<void> {
+    await this.docker.getContainer(containerName(inst.id)).update(flavorLimits(flavor));
+  }
+
+  async destroy(inst: Row<'instances'>): Promise<void> {
+    // CouchDB is stopped by its agent first (a clean shutdown), then the container goes.
+    if (inst.agent_port && (await this.diagnose(inst)) === null) {
+      try {
+        const a = await this.agent(inst);
+        await Promise.race([a.stop(), sleep(30_000)]);
+      } catch {
+        // removed below anyway
+      }
+    }
+    try {
+      await this.docker.getContainer(containerName(inst.id)).remove({ force: true, v: false });
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+    try {
+      await this.docker.getVolume(volumeName(inst.id)).remove();
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+    this.clients.delete(inst.id);
+    if (inst.port) this.allocating.delete(inst.port);
+    if (inst.agent_port) this.allocating.delete(inst.agent_port);
+    fs.rmSync(this.dir(inst.id), { recursive: true, force: true });
+  }
+
+  livePids(): number[] {
+    return [];
+  }
+}

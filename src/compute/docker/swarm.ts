@@ -1,0 +1,285 @@
+// The Docker Swarm compute driver (compute_driver = swarm): every instance is a service with one task
+// of the guest image, pinned (placement constraint node.id) to the node that holds its named volume,
+// chosen at create by free memory. Ports are published in host mode on that node (the ingress routing
+// mesh needs IPVS, and a database wants a stable address): the instance's host is the node's address.
+// The agent's config is a Swarm config at /etc/couchtrove/agent.json, its token and the backup key Swarm
+// secrets (root, 0400; CouchDB runs as uid 5984): nothing secret in the service spec. Tasks are not restarted by Swarm
+// (restart condition none): a task that dies, or a node that is lost, shows in `show` with the reason;
+// `restart` forces a new task on the same node. Volumes live on their node: deleting an instance removes
+// its volume through that node's own Docker API (swarm_node_hosts), or says it is left.
+import type Docker from 'dockerode';
+import type { Row } from '../../state/index.js';
+import type { Placement } from '../driver.js';
+import { connectDocker } from './connect.js';
+import { AGENT_CAPS, AGENT_CONFIG, containerName, DockerDriver, flavorLimits, LABEL, VOLUME_MOUNT, volumeName, type DockerDriverOptions } from './driver.js';
+import * as fs from 'node:fs';
+
+export interface SwarmDriverOptions extends DockerDriverOptions {
+  /** Node id or hostname -> that node's Docker API, to remove volumes there. */
+  nodeHosts?: Record<string, string>;
+}
+
+// The subset of the Engine API's Node and Task objects used here (dockerode types them as any).
+interface SwarmNode {
+  ID: string;
+  Description: { Hostname: string; Resources: { MemoryBytes: number; NanoCPUs: number } };
+  Status: { State: string; Addr: string; Message?: string };
+  Spec: { Availability: string };
+}
+interface SwarmTask {
+  ID: string;
+  NodeID?: string;
+  CreatedAt: string;
+  DesiredState: string;
+  Status: { State: string; Err?: string; Message?: string; Timestamp: string };
+}
+
+const isNotFound = (err: unknown): boolean => (err as { statusCode?: number }).statusCode === 404;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const TOKEN_TARGET = 'agent.token';
+
+export class SwarmDriver extends DockerDriver {
+  override readonly name = 'swarm';
+
+  constructor(protected readonly swarm: SwarmDriverOptions) {
+    super(swarm);
+  }
+
+  /** The image as service specs name it (see init). */
+  private imageRef = '';
+
+  override async init(): Promise<void> {
+    await super.init();
+    // A task whose image is a tag makes its node try a pull first (with no registry reachable, until a
+    // network timeout): an image from a registry is named by its digest, a local one by its id, which
+    // every node must hold (docker save | docker load, or a pull beforehand).
+    const img = await this.docker.getImage(this.options.image).inspect();
+    this.imageRef = img.RepoDigests?.[0] ?? img.Id;
+    const info = (await this.docker.info()) as { Swarm?: { ControlAvailable?: boolean } };
+    if (!info.Swarm?.ControlAvailable) throw new Error('compute_driver = swarm: the Docker daemon at docker_host is not a swarm manager');
+  }
+
+  async nodes(): Promise<SwarmNode[]> {
+    return (await this.docker.listNodes()) as SwarmNode[];
+  }
+
+  private async tasks(id: string): Promise<SwarmTask[]> {
+    const all = (await this.docker.listTasks({ filters: JSON.stringify({ service: [containerName(id)] }) })) as SwarmTask[];
+    return all.sort((a, b) => b.CreatedAt.localeCompare(a.CreatedAt));
+  }
+
+  /** The ready, active node with the most memory not promised to instances; ties: the fewest instances. */
+  private async chooseNode(ram: number): Promise<SwarmNode> {
+    const services = await this.docker.listServices({ filters: JSON.stringify({ label: [LABEL] }) });
+    const promised = new Map<string, { bytes: number; count: number }>();
+    for (const s of services) {
+      const node = s.Spec?.Labels?.['org.couchtrove.node'];
+      if (!node) continue;
+      const p = promised.get(node) ?? { bytes: 0, count: 0 };
+      p.bytes += s.Spec?.TaskTemplate?.Resources?.Reservations?.MemoryBytes ?? 0;
+      p.count += 1;
+      promised.set(node, p);
+    }
+    const ready = (await this.nodes()).filter((n) => n.Status.State === 'ready' && n.Spec.Availability === 'active');
+    const scored = ready.map((n) => ({ n, free: n.Description.Resources.MemoryBytes - (promised.get(n.ID)?.bytes ?? 0), count: promised.get(n.ID)?.count ?? 0 }))
+      .filter((x) => x.free >= ram)
+      .sort((a, b) => b.free - a.free || a.count - b.count || a.n.ID.localeCompare(b.n.ID));
+    if (!scored[0]) throw new Error(`no ready swarm node has ${ram / 1024 / 1024} MiB free`);
+    return scored[0].n;
+  }
+
+  private async ensureSecret(name: string, data: Buffer, labels: Record<string, string>): Promise<string> {
+    try {
+      return (await this.docker.getSecret(name).inspect()).ID;
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+    const r = (await this.docker.createSecret({ Name: name, Labels: labels, Data: data.toString('base64') })) as { id?: string; ID?: string };
+    return (r.id ?? r.ID)!;
+  }
+
+  private async ensureConfig(name: string, data: string, labels: Record<string, string>): Promise<string> {
+    try {
+      return (await this.docker.getConfig(name).inspect()).ID;
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+    const r = (await this.docker.createConfig({ Name: name, Labels: labels, Data: Buffer.from(data).toString('base64') })) as { id?: string; ID?: string };
+    return (r.id ?? r.ID)!;
+  }
+
+  override async provision(inst: Row<'instances'>): Promise<Placement> {
+    const h = await this.hostSide(inst);
+    const name = containerName(inst.id);
+    const flavor = this.flavor(inst);
+    const limits = flavorLimits(flavor);
+    const labels = { [LABEL]: inst.id, 'org.couchtrove.project': inst.project_id };
+    let node: SwarmNode;
+    let service: Docker.Service | null = this.docker.getService(name);
+    try {
+      const spec = (await service.inspect()) as { Spec: { Labels?: Record<string, string> } };
+      const id = spec.Spec.Labels?.['org.couchtrove.node'];
+      node = (await this.nodes()).find((n) => n.ID === id)!;
+      if (!node) throw new Error(`the node ${id} of instance ${inst.id} is no longer in the swarm`);
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      service = null;
+      node = await this.chooseNode(limits.Memory);
+    }
+    if (!service) {
+      const owner = { UID: '0', GID: '0', Mode: 0o400 };
+      const tokenId = await this.ensureSecret(`${name}-token`, Buffer.from(`${h.token}\n`), labels);
+      const configId = await this.ensureConfig(`${name}-agent`, JSON.stringify(this.serveConfig(h.agentPort, `/run/secrets/${TOKEN_TARGET}`), null, 2) + '\n', labels);
+      const secrets: Docker.SecretReference[] = [{ SecretID: tokenId, SecretName: `${name}-token`, File: { Name: TOKEN_TARGET, ...owner } }];
+      if (this.options.keyFile) {
+        // One key for every instance; at the control plane's path, where the agent is told to find it.
+        const keyId = await this.ensureSecret('couchtrove-backup-key', fs.readFileSync(this.options.keyFile), { 'org.couchtrove.backup-key': '1' });
+        secrets.push({ SecretID: keyId, SecretName: 'couchtrove-backup-key', File: { Name: this.options.keyFile, ...owner } });
+      }
+      const repo = this.repositoryDir();
+      await this.docker.createService({
+        Name: name,
+        Labels: { ...labels, 'org.couchtrove.node': node.ID },
+        TaskTemplate: {
+          ContainerSpec: {
+            Image: this.imageRef,
+            Labels: labels,
+            User: '0:0',
+            // As the docker driver: the agent keeps only what it needs, CouchDB runs as GUEST_UID.
+            CapabilityDrop: ['ALL'],
+            CapabilityAdd: AGENT_CAPS,
+            Mounts: [
+              { Type: 'volume', Source: volumeName(inst.id), Target: VOLUME_MOUNT, VolumeOptions: { Labels: labels } },
+              ...(repo ? [{ Type: 'bind' as const, Source: repo, Target: repo }] : []),
+            ],
+            Secrets: secrets,
+            Configs: [{ ConfigID: configId, ConfigName: `${name}-agent`, File: { Name: AGENT_CONFIG, ...owner, Mode: 0o400 } }],
+            Init: true,
+          } as Docker.ContainerSpec,
+          Resources: { Limits: { MemoryBytes: limits.Memory, NanoCPUs: limits.NanoCpus }, Reservations: { MemoryBytes: limits.Memory } },
+          RestartPolicy: { Condition: 'none' },
+          Placement: { Constraints: [`node.id == ${node.ID}`] },
+        },
+        Mode: { Replicated: { Replicas: 1 } },
+        EndpointSpec: {
+          Ports: [h.port, h.agentPort].map((p) => ({ Protocol: 'tcp' as const, TargetPort: p, PublishedPort: p, PublishMode: 'host' as const })),
+        },
+      });
+    }
+    const placement: Placement = { host: node.Status.Addr, port: h.port, agentPort: h.agentPort, epmdPort: h.epmdPort, agentPid: null, instanceDir: h.dir, engine: this.engine.kind };
+    return this.ensureAgent({ ...inst, host: placement.host, port: h.port, agent_port: h.agentPort, epmd_port: h.epmdPort, instance_dir: h.dir }, placement);
+  }
+
+  override async diagnose(inst: Row<'instances'>): Promise<string | null> {
+    let tasks: SwarmTask[];
+    let nodes: SwarmNode[];
+    try {
+      tasks = await this.tasks(inst.id);
+      nodes = await this.nodes();
+    } catch (err) {
+      return `the swarm manager does not answer: ${(err as Error).message}`;
+    }
+    const t = tasks[0];
+    if (!t) return `service ${containerName(inst.id)} has no task`;
+    const node = nodes.find((n) => n.ID === t.NodeID);
+    if (node && node.Status.State !== 'ready') return `node ${node.Description.Hostname} (${node.ID}) is ${node.Status.State}${node.Status.Message ? `: ${node.Status.Message}` : ''}; recover with create --backup on another node`;
+    if (t.Status.State === 'running') return null;
+    if (['new', 'pending', 'assigned', 'accepted', 'preparing', 'starting', 'ready'].includes(t.Status.State) && t.DesiredState === 'running') return null;
+    return `task ${t.ID} of service ${containerName(inst.id)} is ${t.Status.State}${t.Status.Err ? `: ${t.Status.Err}` : ''} since ${t.Status.Timestamp}; restart the instance to start it again`;
+  }
+
+  /** A new task for the service (same node, same volume): after a dead task, or with a new spec. */
+  private async update(inst: Row<'instances'>, change: (spec: Docker.ServiceSpec) => void): Promise<void> {
+    const svc = this.docker.getService(containerName(inst.id));
+    const info = (await svc.inspect()) as { Version: { Index: number }; Spec: Docker.ServiceSpec };
+    const spec = info.Spec;
+    change(spec);
+    await svc.update({ version: info.Version.Index, ...spec });
+    this.clients.delete(inst.id);
+  }
+
+  override async ensureAgent(inst: Row<'instances'>, placement?: Placement): Promise<Placement> {
+    const p: Placement = placement ?? {
+      host: inst.host ?? '', port: inst.port ?? 0, agentPort: inst.agent_port ?? 0, epmdPort: inst.epmd_port ?? 0,
+      agentPid: null, instanceDir: inst.instance_dir ?? this.dir(inst.id), engine: this.engine.kind,
+    };
+    const probe = { ...inst, host: p.host, agent_port: p.agentPort, instance_dir: p.instanceDir };
+    if (await this.answers(probe)) return p;
+    const t = (await this.tasks(inst.id))[0];
+    if (t && !['new', 'pending', 'assigned', 'accepted', 'preparing', 'starting', 'running'].includes(t.Status.State)) {
+      await this.update(inst, (spec) => {
+        if (spec.TaskTemplate) spec.TaskTemplate.ForceUpdate = (spec.TaskTemplate.ForceUpdate ?? 0) + 1;
+      });
+    }
+    const limit = this.options.agentStartMs ?? 120_000;
+    const until = Date.now() + limit;
+    let why: string | null = null;
+    while (Date.now() < until) {
+      if (await this.answers(probe)) return p;
+      why = await this.diagnose(inst);
+      // A task that failed for good says so at once; one being scheduled is waited for.
+      if (why && !why.startsWith('service')) {
+        const latest = (await this.tasks(inst.id))[0];
+        if (latest && ['failed', 'rejected', 'shutdown', 'complete', 'orphaned'].includes(latest.Status.State)) throw new Error(`the agent of instance ${inst.id} did not start: ${why}`);
+      }
+      await sleep(300);
+    }
+    throw new Error(`the agent of instance ${inst.id} did not answer within ${limit / 1000} s${why ? `: ${why}` : ''}`);
+  }
+
+  override async resizeFlavor(inst: Row<'instances'>, flavor: { ram: number; vcpus: number }): Promise<void> {
+    const l = flavorLimits(flavor);
+    // Swarm replaces the task on the same node (the constraint): CouchDB restarts on the same volume.
+    await this.update(inst, (spec) => {
+      if (spec.TaskTemplate) spec.TaskTemplate.Resources = { Limits: { MemoryBytes: l.Memory, NanoCPUs: l.NanoCpus }, Reservations: { MemoryBytes: l.Memory } };
+    });
+    await sleep(1000);
+    await this.ensureAgent(inst);
+  }
+
+  override async destroy(inst: Row<'instances'>): Promise<void> {
+    const name = containerName(inst.id);
+    let nodeId: string | undefined;
+    try {
+      const spec = (await this.docker.getService(name).inspect()) as { Spec: { Labels?: Record<string, string> } };
+      nodeId = spec.Spec.Labels?.['org.couchtrove.node'];
+      if (inst.agent_port && (await this.diagnose(inst)) === null) {
+        try {
+          await Promise.race([(await this.agent(inst)).stop(), sleep(30_000)]);
+        } catch {
+          // removed below anyway
+        }
+      }
+      await this.docker.getService(name).remove();
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+    for (const s of [`${name}-token`]) await this.docker.getSecret(s).remove().catch(() => undefined);
+    await this.docker.getConfig(`${name}-agent`).remove().catch(() => undefined);
+    // The volume is on its node, removable once the task's container is gone, through that node's API.
+    const node = nodeId ? (await this.nodes().catch(() => [])).find((n) => n.ID === nodeId) : undefined;
+    const host = node ? (this.swarm.nodeHosts?.[node.ID] ?? this.swarm.nodeHosts?.[node.Description.Hostname]) : undefined;
+    if (host) {
+      const d = connectDocker(host);
+      const until = Date.now() + 60_000;
+      for (;;) {
+        try {
+          await d.getVolume(volumeName(inst.id)).remove();
+          break;
+        } catch (err) {
+          if (isNotFound(err)) break;
+          // 409: in use until the task's container is removed. Anything else (a lost node): say what is left.
+          if ((err as { statusCode?: number }).statusCode !== 409 || Date.now() > until) {
+            this.options.log?.(`instance ${inst.id}: its volume ${volumeName(inst.id)} could not be removed from node ${node!.Description.Hostname}: ${(err as Error).message}`);
+            break;
+          }
+          await sleep(500);
+        }
+      }
+    } else if (node) {
+      this.options.log?.(`instance ${inst.id}: its volume ${volumeName(inst.id)} is left on node ${node.Description.Hostname}: swarm_node_hosts names no Docker API for it`);
+    }
+    this.clients.delete(inst.id);
+    fs.rmSync(this.dir(inst.id), { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,163 @@
+// The Docker compute driver end to end, with the real `openstack` client, on a private dockerd this test
+// starts (and stops by pid): create with databases and users -> ACTIVE -> write -> backup -> create
+// --backup -> resize flavor (the container's limits change, data kept) -> a killed container shows in
+// ERROR with the reason -> restart -> the control plane restarts and picks the containers up -> delete,
+// no container or volume left. Apache CouchDB when COUCHDB_HOME is set, the development engine otherwise.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { startServer, tempDir, api, waitStatus, killUnder, basicAuth, type J, type RealServer } from '../support/server.js';
+import { clientsSkip, troveClients } from '../support/trove-clients.js';
+import { buildTestImage, dockerSkip, startDockerd, type TestDaemon } from '../support/docker.js';
+import { AGENT_CAPS, LABEL } from '../../src/compute/docker/driver.js';
+
+const skip = dockerSkip || clientsSkip;
+if (skip) console.log(`docker tests skipped: ${skip}`);
+
+const root = tempDir('couchtrove-docker-');
+const stateDir = path.join(root, 'state');
+const IMAGE = 'couchtrove-guest:test';
+let daemon: TestDaemon | undefined;
+let server: RealServer | undefined;
+let env: Record<string, string> = {};
+
+before(async () => {
+  if (skip) return;
+  daemon = await startDockerd(path.join(root, 'dockerd'));
+  const built = await buildTestImage(daemon.docker, IMAGE);
+  console.log(`guest image ${built.tag} (${built.engine}): base imported in ${built.baseSeconds.toFixed(1)} s, built in ${built.seconds.toFixed(1)} s`);
+  env = { COUCHTROVE_COMPUTE_DRIVER: 'docker', COUCHTROVE_DOCKER_HOST: daemon.host, COUCHTROVE_DOCKER_IMAGE: IMAGE, COUCHTROVE_HEALTH_INTERVAL: '1' };
+  server = await startServer(stateDir, env);
+}, { timeout: 900_000 });
+
+after(async () => {
+  await server?.kill('SIGKILL');
+  try {
+    if (daemon) {
+      // Whatever a failed test left: the daemon's stop removes its whole data root anyway.
+      for (const c of await daemon.docker.listContainers({ all: true }).catch(() => [])) await daemon.docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
+      await daemon.stop();
+      assert.equal(fs.existsSync(daemon.dir), false, 'the test dockerd left its directory');
+    }
+  } finally {
+    killUnder(root);
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+}, { timeout: 900_000 });
+
+const home = path.join(root, 'home');
+const { os } = troveClients(home, () => server!);
+const osJson = async (...args: string[]): Promise<J> => JSON.parse(await os(...args, '-f', 'json')) as J;
+
+async function idle(id: string, want = ['ACTIVE', 'ERROR', 'RESTART_REQUIRED']): Promise<J> {
+  await new Promise((r) => setTimeout(r, 300));
+  return waitStatus(server!.api, 'instances', id, want, 180_000);
+}
+
+async function container(id: string) {
+  return daemon!.docker.getContainer(`couchtrove-${id}`).inspect();
+}
+
+/** Runs a command in the instance's container as user; its exit code. */
+async function execAs(id: string, user: string, cmd: string[]): Promise<{ code: number }> {
+  const ex = await daemon!.docker.getContainer(`couchtrove-${id}`).exec({ Cmd: cmd, User: user, AttachStdout: true, AttachStderr: true });
+  const stream = await ex.start({});
+  await new Promise<void>((resolve) => {
+    stream.on('end', () => resolve());
+    stream.on('close', () => resolve());
+    stream.resume();
+  });
+  return { code: (await ex.inspect()).ExitCode ?? -1 };
+}
+
+async function readDoc(url: string): Promise<J> {
+  const r = await fetch(`${url}/orders/doc1`, { headers: { authorization: basicAuth('alice', 'secret-1') } });
+  assert.equal(r.status, 200, `GET ${url}/orders/doc1: ${r.status}`);
+  return (await r.json()) as J;
+}
+
+test('docker driver: create, backup, restore, resize, a dead container, restart, control plane restart, delete', { skip, timeout: 900_000 }, async () => {
+  const t0 = Date.now();
+  const created = await osJson('instance', 'create', 'dk-one', '--flavor', '1', '--size', '1', '--datastore', 'couchdb', '--datastore-version', '3.5', '--databases', 'orders', '--users', 'alice:secret-1');
+  const id = created.id as string;
+  const shown = await idle(id);
+  assert.equal(shown.status, 'ACTIVE', JSON.stringify(shown));
+  console.log(`create -> ACTIVE (docker driver, image present): ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  const url = shown.couchdb_url as string;
+  assert.match(url, /^http:\/\/127\.0\.0\.1:\d+$/);
+
+  // One container and one volume, labelled; flavor 1 (512 MiB, 1 vCPU) as limits; unprivileged; no secret in inspect.
+  const c = await container(id);
+  assert.equal(c.Config.Labels[LABEL], id);
+  assert.equal(c.HostConfig.Memory, 512 * 1024 * 1024);
+  assert.equal(c.HostConfig.NanoCpus, 1e9);
+  assert.equal(c.Config.User, '0:0');
+  assert.deepEqual(c.HostConfig.CapDrop, ['ALL']);
+  assert.deepEqual(c.HostConfig.CapAdd, AGENT_CAPS);
+  // CouchDB runs as uid 5984; the agent's token, the backup key and the repository are out of its reach.
+  const top = (await daemon!.docker.getContainer(`couchtrove-${id}`).top({ ps_args: '-o pid,uid,args' })) as { Processes: string[][] };
+  const couch = top.Processes.filter((p) => /beam\.smp|devengine|couchdb\.js/.test(p.join(' ')));
+  assert.ok(couch.length > 0, `no CouchDB process in ${JSON.stringify(top.Processes)}`);
+  for (const p of couch) assert.equal(p[1], '5984', `CouchDB runs as uid ${p[1]}: ${p.join(' ')}`);
+  assert.equal((await execAs(id, '0:0', ['cat', '/etc/couchtrove/agent.token'])).code, 0, 'the probe itself does not work');
+  for (const file of ['/etc/couchtrove/agent.token', path.join(stateDir, 'backup.key')]) assert.notEqual((await execAs(id, '5984:5984', ['cat', file])).code, 0, `uid 5984 can read ${file}`);
+  assert.notEqual((await execAs(id, '5984:5984', ['ls', path.join(stateDir, 'backups')])).code, 0, 'uid 5984 can list the backup repository');
+  const token = fs.readFileSync(path.join(stateDir, 'instances', id, 'agent.token'), 'utf8').trim();
+  assert.equal(JSON.stringify(c).includes(token), false, 'the agent token shows in docker inspect');
+  const volumes = (await daemon!.docker.listVolumes({ filters: JSON.stringify({ label: [`${LABEL}=${id}`] }) })).Volumes ?? [];
+  assert.equal(volumes.length, 1);
+  const mounts = c.Mounts.map((m) => `${m.Type}:${m.Destination}`).sort();
+  assert.deepEqual(mounts, [`bind:${path.join(stateDir, 'backups')}`, 'volume:/srv/couchtrove']);
+  assert.equal(shown.engine, process.env.COUCHDB_HOME ? 'couchdb' : 'devengine');
+
+  const put = await fetch(`${url}/orders/doc1`, { method: 'PUT', headers: { authorization: basicAuth('alice', 'secret-1'), 'content-type': 'application/json' }, body: '{"n":1}' });
+  assert.equal(put.status, 201);
+
+  const b = await osJson('backup', 'create', 'dk-backup', '--instance', id);
+  const bid = b.id as string;
+  assert.equal((await waitStatus(server!.api, 'backups', bid, ['COMPLETED', 'FAILED'], 180_000)).status, 'COMPLETED');
+  const r = await osJson('instance', 'create', 'dk-restored', '--flavor', '1', '--size', '1', '--datastore', 'couchdb', '--datastore-version', '3.5', '--backup', bid);
+  const rid = r.id as string;
+  const restored = await idle(rid);
+  assert.equal(restored.status, 'ACTIVE', JSON.stringify(restored));
+  assert.equal((await readDoc(restored.couchdb_url as string)).n, 1);
+
+  // Resize: the running container's limits follow flavor 3 (2 GiB, 2 vCPUs), same container, data kept.
+  await os('instance', 'resize', 'flavor', id, '3');
+  assert.equal((await idle(id)).status, 'ACTIVE');
+  const resized = await container(id);
+  assert.equal(resized.Id, c.Id);
+  assert.equal(resized.HostConfig.Memory, 2048 * 1024 * 1024);
+  assert.equal(resized.HostConfig.NanoCpus, 2e9);
+  assert.equal(((await api(server!.api, 'GET', `/instances/${id}`)).json.instance as J & { flavor: J }).flavor.id, '3');
+  assert.equal((await readDoc(url)).n, 1);
+
+  // A container that dies shows so, with the reason, and stays down until restart brings it back.
+  await daemon!.docker.getContainer(`couchtrove-${id}`).kill();
+  const dead = await idle(id, ['ERROR']);
+  assert.match(JSON.stringify(dead.fault), /container couchtrove-[0-9a-f-]+ is exited, exit code 137/);
+  await os('instance', 'restart', id);
+  assert.equal((await idle(id)).status, 'ACTIVE');
+  assert.equal((await readDoc(url)).n, 1);
+
+  // The control plane restarts without touching the containers, and picks them up.
+  const startedAt = (await container(id)).State.StartedAt;
+  await server!.kill('SIGTERM');
+  server = await startServer(stateDir, env);
+  assert.equal((await idle(id)).status, 'ACTIVE');
+  assert.equal((await container(id)).State.StartedAt, startedAt);
+  assert.equal((await readDoc(url)).n, 1);
+
+  await os('instance', 'delete', rid);
+  await os('instance', 'delete', id);
+  for (const x of [id, rid]) {
+    const end = Date.now() + 120_000;
+    while ((await api(server!.api, 'GET', `/instances/${x}`)).status !== 404 && Date.now() < end) await new Promise((res) => setTimeout(res, 250));
+    assert.equal((await api(server!.api, 'GET', `/instances/${x}`)).status, 404);
+  }
+  assert.deepEqual(await daemon!.docker.listContainers({ all: true, filters: JSON.stringify({ label: [LABEL] }) }), []);
+  assert.deepEqual((await daemon!.docker.listVolumes({ filters: JSON.stringify({ label: [LABEL] }) })).Volumes ?? [], []);
+  // Backups are kept.
+  assert.equal((await waitStatus(server!.api, 'backups', bid, ['COMPLETED'])).status, 'COMPLETED');
+});

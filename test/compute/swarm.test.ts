@@ -1,0 +1,136 @@
+// The swarm compute driver on a real two-host swarm built on this machine: two dockerd, each in a network
+// namespace of the test's own (veth pairs to the test's bridge), joined into one swarm. Two instances land
+// on the two nodes; a backup taken on one restores on the other through the shared file:// repository;
+// stopping a node's daemon turns its instance ERROR with the node's state as the reason. Everything is
+// removed after: services, daemons (by pid), namespaces, bridge.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { startServer, tempDir, api, waitStatus, killUnder, basicAuth, type J, type RealServer } from '../support/server.js';
+import { buildTestImage, dockerSkip, startDockerd, type TestDaemon } from '../support/docker.js';
+import { followProgress } from '../../src/compute/docker/connect.js';
+import { LABEL } from '../../src/compute/docker/driver.js';
+import { repoRoot } from '../support/postgres.js';
+
+const skip = dockerSkip;
+if (skip) console.log(`swarm tests skipped: ${skip}`);
+
+const root = tempDir('couchtrove-swarm-');
+const stateDir = path.join(root, 'state');
+const IMAGE = 'couchtrove-guest:swarm';
+const netns = path.join(repoRoot, 'scripts', 'docker', 'netns.sh');
+const tag = `${process.pid % 100000}`;
+const prefix = `10.214.${process.pid % 250}`;
+const daemons: TestDaemon[] = [];
+const nodeIds: string[] = [];
+let server: RealServer | undefined;
+let netUp = false;
+
+before(async () => {
+  if (skip) return;
+  execFileSync('bash', [netns, 'up', tag, prefix]);
+  netUp = true;
+  for (const n of [1, 2]) {
+    const ns = execFileSync('bash', [netns, 'add', tag, String(n), prefix]).toString().trim();
+    daemons.push(await startDockerd(path.join(root, `dockerd-${n}`), ns));
+  }
+  const [d1, d2] = daemons as [TestDaemon, TestDaemon];
+  const built = await buildTestImage(d1.docker, IMAGE);
+  console.log(`guest image ${built.tag} (${built.engine}) built in ${built.seconds.toFixed(1)} s`);
+  const t0 = Date.now();
+  await followProgress(d2.docker, await d2.docker.loadImage(await d1.docker.getImage(IMAGE).get()));
+  console.log(`image copied to the second node in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  await d1.docker.swarmInit({ ListenAddr: `${prefix}.2:2377`, AdvertiseAddr: `${prefix}.2` });
+  const tokens = ((await d1.docker.swarmInspect()) as { JoinTokens: { Worker: string } }).JoinTokens;
+  await d2.docker.swarmJoin({ ListenAddr: `${prefix}.3:2377`, AdvertiseAddr: `${prefix}.3`, RemoteAddrs: [`${prefix}.2:2377`], JoinToken: tokens.Worker });
+  for (const d of daemons) nodeIds.push(((await d.docker.info()) as { Swarm: { NodeID: string } }).Swarm.NodeID);
+  const end = Date.now() + 60_000;
+  while (((await d1.docker.listNodes()) as Array<{ Status: { State: string } }>).filter((n) => n.Status.State === 'ready').length < 2) {
+    if (Date.now() > end) throw new Error('the second node never became ready');
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  server = await startServer(stateDir, {
+    COUCHTROVE_COMPUTE_DRIVER: 'swarm', COUCHTROVE_DOCKER_HOST: d1.host, COUCHTROVE_DOCKER_IMAGE: IMAGE, COUCHTROVE_HEALTH_INTERVAL: '1',
+    COUCHTROVE_SWARM_NODE_HOSTS: daemons.map((d, i) => `${nodeIds[i]}=${d.host}`).join(','),
+  });
+}, { timeout: 900_000 });
+
+after(async () => {
+  await server?.kill('SIGKILL');
+  try {
+    for (const d of daemons.reverse()) {
+      if (!fs.existsSync(d.dir)) continue;
+      await d.docker.swarmLeave({ force: true }).catch(() => undefined);
+      await d.stop();
+    }
+  } finally {
+    // The namespaces and the bridge go whatever happened to the daemons.
+    if (netUp) execFileSync('bash', [netns, 'down', tag, '1', '2']);
+    killUnder(root);
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+}, { timeout: 900_000 });
+
+async function create(body: J): Promise<J> {
+  const r = await api(server!.api, 'POST', '/instances', { instance: { flavorRef: '1', volume: { size: 1 }, datastore: { type: 'couchdb', version: '3.5' }, ...body } });
+  assert.equal(r.status, 200, JSON.stringify(r.json));
+  const id = (r.json.instance as J).id as string;
+  await new Promise((res) => setTimeout(res, 300));
+  return waitStatus(server!.api, 'instances', id, ['ACTIVE', 'ERROR'], 240_000);
+}
+
+async function nodeOf(id: string): Promise<string> {
+  const svc = (await daemons[0]!.docker.getService(`couchtrove-${id}`).inspect()) as { Spec: { Labels: Record<string, string> } };
+  return svc.Spec.Labels['org.couchtrove.node']!;
+}
+
+test('swarm driver: two nodes, a backup restored on the other node, a lost node', { skip, timeout: 900_000 }, async () => {
+  const t0 = Date.now();
+  const a = await create({ name: 'sw-a', databases: [{ name: 'orders' }], users: [{ name: 'alice', password: 'secret-1', databases: [{ name: 'orders' }] }] });
+  assert.equal(a.status, 'ACTIVE', JSON.stringify(a));
+  console.log(`create -> ACTIVE (swarm driver, image present): ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  const aid = a.id as string;
+  const url = a.couchdb_url as string;
+  assert.match(url, new RegExp(`^http://${prefix.replace(/\./g, '\\.')}\\.[23]:\\d+$`));
+  const put = await fetch(`${url}/orders/doc1`, { method: 'PUT', headers: { authorization: basicAuth('alice', 'secret-1'), 'content-type': 'application/json' }, body: '{"n":7}' });
+  assert.equal(put.status, 201);
+
+  const b = await api(server!.api, 'POST', '/backups', { backup: { name: 'sw-backup', instance: aid } });
+  const bid = (b.json.backup as J).id as string;
+  assert.equal((await waitStatus(server!.api, 'backups', bid, ['COMPLETED', 'FAILED'], 180_000)).status, 'COMPLETED');
+  const r = await create({ name: 'sw-b', restorePoint: { backupRef: bid } });
+  assert.equal(r.status, 'ACTIVE', JSON.stringify(r));
+  const rid = r.id as string;
+  const [na, nb] = [await nodeOf(aid), await nodeOf(rid)];
+  assert.notEqual(na, nb, 'both instances landed on one node');
+  assert.deepEqual([na, nb].sort(), [...nodeIds].sort());
+  const doc = await fetch(`${r.couchdb_url as string}/orders/doc1`, { headers: { authorization: basicAuth('alice', 'secret-1') } });
+  assert.equal(((await doc.json()) as J).n, 7, 'the restored instance on the other node lacks the document');
+
+  // The worker (the second daemon) is lost: its instance turns ERROR with the node's state.
+  const lost = na === nodeIds[1] ? aid : rid;
+  const kept = lost === aid ? rid : aid;
+  await daemons[1]!.stop();
+  // The agent stops answering at once; the manager marks the node down a few heartbeats later, and the
+  // next health check then gives that as the reason.
+  const nodeDown = /node \S+ \([0-9a-z]+\) is (down|unknown|disconnected)/;
+  let e: J = {};
+  for (const end = Date.now() + 120_000; Date.now() < end; await new Promise((res) => setTimeout(res, 500))) {
+    e = (await api(server!.api, 'GET', `/instances/${lost}`)).json.instance as J;
+    if (e.status === 'ERROR' && nodeDown.test(JSON.stringify(e.fault))) break;
+  }
+  assert.equal(e.status, 'ERROR');
+  assert.match(JSON.stringify(e.fault), nodeDown);
+  assert.equal((await api(server!.api, 'GET', `/instances/${kept}`)).json.instance && ((await api(server!.api, 'GET', `/instances/${kept}`)).json.instance as J).status, 'ACTIVE');
+
+  for (const id of [kept, lost]) {
+    await api(server!.api, 'DELETE', `/instances/${id}`);
+    const end = Date.now() + 120_000;
+    while ((await api(server!.api, 'GET', `/instances/${id}`)).status !== 404 && Date.now() < end) await new Promise((res) => setTimeout(res, 250));
+    assert.equal((await api(server!.api, 'GET', `/instances/${id}`)).status, 404);
+  }
+  assert.deepEqual(await daemons[0]!.docker.listServices({ filters: JSON.stringify({ label: [LABEL] }) }), []);
+  assert.deepEqual((await daemons[0]!.docker.listVolumes({ filters: JSON.stringify({ label: [LABEL] }) })).Volumes ?? [], []);
+});

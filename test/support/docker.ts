@@ -1,0 +1,67 @@
+// Private Docker daemons for the compute driver tests (scripts/docker/test-dockerd.sh): each with its own
+// data root, socket, pid file and bridge under a test directory, stopped by its pid, leaving nothing.
+// The guest image is built on it from the cached debootstrapped base (scripts/docker/base-image.sh).
+import { execFile, execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import type Docker from 'dockerode';
+import { connectDocker, followProgress } from '../../src/compute/docker/connect.js';
+import { buildGuestImage, type ImageBuildResult } from '../../src/compute/docker/image.js';
+import { repoRoot } from './postgres.js';
+
+const run = promisify(execFile);
+const script = path.join(repoRoot, 'scripts', 'docker', 'test-dockerd.sh');
+
+/** Why the Docker tests cannot run here, or false. */
+export const dockerSkip: string | false = (() => {
+  if (process.getuid?.() !== 0) return 'the Docker tests start their own dockerd: they need root';
+  if (!fs.existsSync('/usr/sbin/dockerd')) return 'dockerd is not installed (apt-get install docker.io; scripts/install-test-deps.sh)';
+  if (!fs.existsSync('/usr/sbin/debootstrap')) return 'debootstrap is not installed (scripts/install-test-deps.sh)';
+  return false;
+})();
+
+export interface TestDaemon {
+  dir: string;
+  host: string;
+  docker: Docker;
+  stop(): Promise<void>;
+}
+
+const live = new Set<string>();
+process.once('exit', () => {
+  for (const dir of live) {
+    try {
+      execFileSync('bash', [script, 'stop', dir], { stdio: 'ignore', timeout: 30_000 });
+    } catch {
+      // nothing more to do
+    }
+  }
+});
+
+export async function startDockerd(dir: string, netns?: string): Promise<TestDaemon> {
+  live.add(dir);
+  const { stdout } = await run('bash', [script, 'start', dir, ...(netns ? [netns] : [])], { timeout: 60_000 });
+  const host = stdout.trim().split('\n').pop()!;
+  const docker = connectDocker(host);
+  return {
+    dir, host, docker,
+    stop: async () => {
+      // Removing a data root with a few images takes a while on a busy machine.
+      await run('bash', [script, 'stop', dir], { timeout: 600_000 });
+      live.delete(dir);
+    },
+  };
+}
+
+/** Imports the cached base (built once by scripts/docker/base-image.sh) and builds the guest image. */
+export async function buildTestImage(docker: Docker, tag: string, log: (l: string) => void = () => undefined): Promise<ImageBuildResult & { baseSeconds: number }> {
+  const t0 = Date.now();
+  const { stdout } = await run('bash', [path.join(repoRoot, 'scripts', 'docker', 'base-image.sh')], { timeout: 600_000, maxBuffer: 1 << 24 });
+  const tar = stdout.trim().split('\n').pop()!;
+  await followProgress(docker, await docker.importImage(fs.createReadStream(tar), { repo: 'couchtrove-base', tag: 'bookworm' }));
+  const baseSeconds = (Date.now() - t0) / 1000;
+  const home = process.env.COUCHDB_HOME;
+  const r = await buildGuestImage(docker, { tag, base: 'couchtrove-base:bookworm', ...(home ? { couchdbHome: home } : {}), log });
+  return { ...r, baseSeconds };
+}
