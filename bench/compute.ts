@@ -8,18 +8,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { BIN, machine, median, writeSection } from './lib.js';
+import { BIN, call, machine, median, serverUrl, writeSection, type J } from './lib.js';
 import { buildTestImage, startDockerd } from '../test/support/docker.js';
 
 const { values } = parseArgs({ options: { runs: { type: 'string', default: '3' } } });
 const runs = Number(values.runs);
-type J = Record<string, unknown>;
-
-async function call(base: string, method: string, p: string, body?: unknown): Promise<{ status: number; json: J }> {
-  const r = await fetch(`${base}${p}`, { method, headers: { 'x-auth-token': 'notused', 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await r.text();
-  return { status: r.status, json: text ? (JSON.parse(text) as J) : {} };
-}
 
 async function status(base: string, id: string): Promise<string | undefined> {
   return ((await call(base, 'GET', `/instances/${id}`)).json.instance as J | undefined)?.status as string | undefined;
@@ -30,15 +23,7 @@ async function creates(stateDir: string, env: NodeJS.ProcessEnv): Promise<number
   const proc = spawn(process.execPath, [BIN, 'server', '--port', '0', '--state-dir', stateDir], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
   let base = '';
   try {
-    const url = await new Promise<string>((resolve, reject) => {
-      let buf = '';
-      proc.stdout.on('data', (d: Buffer) => {
-        buf += d.toString();
-        const m = /listening on (http:\/\/\S+)/.exec(buf);
-        if (m) resolve(m[1]!);
-      });
-      proc.once('exit', (code) => reject(new Error(`server exited ${code}`)));
-    });
+    const url = await serverUrl(proc);
     base = `${url}/v1.0/local`;
     const times: number[] = [];
     for (let i = 0; i < runs; i++) {

@@ -1,6 +1,7 @@
 // Shared pieces of the benchmarks: building the data directory, timing commands with peak RSS,
 // and writing a section of docs/benchmarks.md.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync, type ChildProcessByStdio, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import type { Readable } from 'node:stream';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -83,4 +84,26 @@ export async function writeSection(name: string, markdown: string): Promise<void
   const j = doc.indexOf(end);
   doc = i >= 0 && j > i ? doc.slice(0, i) + block + doc.slice(j + end.length) : `${doc.trimEnd()}\n\n${block}\n`;
   await fs.writeFile(file, doc);
+}
+
+export type J = Record<string, unknown>;
+
+/** One Trove API call on a local-mode server (the token is not checked there). */
+export async function call(base: string, method: string, p: string, body?: unknown): Promise<{ status: number; json: J }> {
+  const r = await fetch(`${base}${p}`, { method, headers: { 'x-auth-token': 'notused', 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await r.text();
+  return { status: r.status, json: text ? (JSON.parse(text) as J) : {} };
+}
+
+/** The URL a spawned `couchtrove server` prints once it listens; rejects if it exits first. */
+export function serverUrl(proc: ChildProcessWithoutNullStreams | ChildProcessByStdio<null, Readable, null>): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+    let buf = '';
+    proc.stdout.on('data', (d: Buffer) => {
+      buf += d.toString();
+      const m = /listening on (http:\/\/\S+)/.exec(buf);
+      if (m) resolve(m[1]!);
+    });
+    proc.once('exit', (code) => reject(new Error(`server exited ${code}`)));
+  });
 }

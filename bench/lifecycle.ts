@@ -7,20 +7,13 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { BIN, machine, median, writeSection } from './lib.js';
+import { BIN, call, machine, median, serverUrl, writeSection, type J } from './lib.js';
 
 const { values } = parseArgs({ options: { runs: { type: 'string', default: '5' }, docs: { type: 'string', default: '10000' } } });
 const runs = Number(values.runs);
 const docs = Number(values.docs);
 let engine = process.env.COUCHDB_HOME ? `Apache CouchDB at ${process.env.COUCHDB_HOME}` : 'the development engine (no COUCHDB_HOME)';
 
-type J = Record<string, unknown>;
-
-async function call(base: string, method: string, p: string, body?: unknown): Promise<{ status: number; json: J }> {
-  const r = await fetch(`${base}${p}`, { method, headers: { 'x-auth-token': 'notused', 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await r.text();
-  return { status: r.status, json: text ? (JSON.parse(text) as J) : {} };
-}
 
 /** Polls until the resource reaches one of the states; returns the seconds since `since`. */
 async function until(base: string, kind: 'instances' | 'backups', id: string, want: string, since: number): Promise<number> {
@@ -40,15 +33,7 @@ async function main(): Promise<void> {
   let base = '';
   const proc = spawn(process.execPath, [BIN, 'server', '--port', '0', '--state-dir', path.join(root, 'state')], { stdio: ['ignore', 'pipe', 'inherit'] });
   try {
-    const url = await new Promise<string>((resolve, reject) => {
-      let buf = '';
-      proc.stdout.on('data', (d: Buffer) => {
-        buf += d.toString();
-        const m = /listening on (http:\/\/\S+)/.exec(buf);
-        if (m) resolve(m[1]!);
-      });
-      proc.once('exit', (code) => reject(new Error(`server exited ${code}`)));
-    });
+    const url = await serverUrl(proc);
     base = `${url}/v1.0/local`;
     const creates: number[] = [];
     const ids: string[] = [];

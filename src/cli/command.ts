@@ -106,3 +106,16 @@ export function buildProgram(commands: AnyCommand[], io: CommandIO, onResult: (c
 function camel(flag: string): string {
   return flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 }
+
+/** Resolves at the first SIGTERM or SIGINT: long-running commands stop cleanly on either. */
+export function untilStopSignal(): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const stop = (): void => {
+      process.off('SIGTERM', stop);
+      process.off('SIGINT', stop);
+      resolve();
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+  });
+}

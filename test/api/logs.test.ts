@@ -1,24 +1,19 @@
 // Structured logs (issue 15): the server's and the agents' logs are JSON lines (level, time, msg, request
 // id, instance id) when stderr is not a terminal and text on one; the request log is on at info and never
 // holds a token or a password; every log file the product writes is capped by rotation.
-import { test, before, after } from 'node:test';
+import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { PassThrough } from 'node:stream';
-import { startServer, tempDir, api, waitStatus, killUnder, type J, type RealServer } from '../support/server.js';
+import { startServer, sandbox, api, waitStatus, type J, type RealServer } from '../support/server.js';
 import { makeLogger, lineLogger } from '../../src/util/log.js';
 import { rotateIfLarge, tailFile } from '../../src/agent/logs.js';
 
-const root = tempDir('couchtrove-logs-');
+const { root, stateDir, track } = sandbox('couchtrove-logs-');
 let server: RealServer | undefined;
-after(async () => {
-  await server?.kill('SIGKILL');
-  killUnder(root);
-  fs.rmSync(root, { recursive: true, force: true });
-});
 before(async () => {
-  server = await startServer(path.join(root, 'state'), { COUCHTROVE_LOG_LEVEL: 'debug' });
+  server = track(await startServer(stateDir, { COUCHTROVE_LOG_LEVEL: 'debug' }));
 });
 
 const jsonLines = (text: string): J[] => text.split('\n').filter((l) => l.trim() !== '').map((l) => {

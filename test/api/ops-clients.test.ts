@@ -2,33 +2,28 @@
 // COUCHDB_HOME): `show` in units people read (openstack and couchtrove), user access levels proved by
 // design-document writes as the user, and Trove's guest log API (`openstack database log ...`,
 // `trove log-*`, `couchtrove log tail`).
-import { test, before, after } from 'node:test';
+import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { startServer, tempDir, api, waitStatus, killUnder, basicAuth, type J, type RealServer } from '../support/server.js';
+import { startServer, sandbox, api, waitStatus, basicAuth, type J, type RealServer } from '../support/server.js';
 import { clientsSkip, troveClients } from '../support/trove-clients.js';
 import { runCli } from '../support/cli.js';
 
 const skip = clientsSkip;
-const root = tempDir('couchtrove-ops-clients-');
+const { root, stateDir, track } = sandbox('couchtrove-ops-clients-');
 let server: RealServer | undefined;
 let id = '';
 let couch = '';
 before(async () => {
   if (skip) return;
-  server = await startServer(path.join(root, 'state'));
+  server = track(await startServer(stateDir));
   const r = await api(server.api, 'POST', '/instances', {
     instance: { name: 'ops1', flavorRef: '2', volume: { size: 1 }, databases: [{ name: 'orders' }], users: [{ name: 'u1', password: 'pw-one-1', databases: [{ name: 'orders' }] }] },
   });
   assert.equal(r.status, 200, JSON.stringify(r.json));
   id = (r.json.instance as J).id as string;
   couch = (await waitStatus(server.api, 'instances', id, ['ACTIVE'])).couchdb_url as string;
-});
-after(async () => {
-  await server?.kill('SIGKILL');
-  killUnder(root);
-  fs.rmSync(root, { recursive: true, force: true });
 });
 
 const { os, trove } = troveClients(path.join(root, 'home'), () => server!);

@@ -1,16 +1,16 @@
 // Instance upgrade (issue 15) through `openstack database instance upgrade`, on a real server: a backup is
 // taken first, CouchDB restarts from the new version's release directory, and the instance reports the
 // version; a release that does not start puts the old one back, with the reason, and keeps the data.
-import { test, before, after } from 'node:test';
+import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { startServer, tempDir, api, waitStatus, killUnder, processesUnder, basicAuth, type J, type RealServer } from '../support/server.js';
+import { startServer, sandbox, api, waitStatus, processesUnder, basicAuth, type J, type RealServer } from '../support/server.js';
 import { clientsSkip, troveClients } from '../support/trove-clients.js';
 import { repoRoot } from '../support/postgres.js';
 
 const skip = clientsSkip;
-const root = tempDir('couchtrove-upgrade-');
+const { root, stateDir, track } = sandbox('couchtrove-upgrade-');
 const release36 = path.join(root, 'release-3.6');
 const broken = path.join(root, 'release-3.7');
 let server: RealServer | undefined;
@@ -30,16 +30,11 @@ before(async () => {
   fs.chmodSync(broken, 0o755);
   const conf = path.join(root, 'couchtrove.ini');
   fs.writeFileSync(conf, `[datastore_version:3.5]\ndefault = true\n\n[datastore_version:3.6]\ncouchdb_home = ${release36}\n\n[datastore_version:3.7]\ncouchdb_home = ${broken}\n`);
-  server = await startServer(path.join(root, 'state'), { COUCHTROVE_CONFIG_FILE: conf });
+  server = track(await startServer(stateDir, { COUCHTROVE_CONFIG_FILE: conf }));
   const r = await api(server.api, 'POST', '/instances', { instance: { name: 'up1', flavorRef: '1', volume: { size: 1 }, databases: [{ name: 'keep' }], users: [{ name: 'ku', password: 'keep-pw-1', databases: [{ name: 'keep' }] }] } });
   assert.equal(r.status, 200, JSON.stringify(r.json));
   id = (r.json.instance as J).id as string;
   couch = (await waitStatus(server.api, 'instances', id, ['ACTIVE'])).couchdb_url as string;
-});
-after(async () => {
-  await server?.kill('SIGKILL');
-  killUnder(root);
-  fs.rmSync(root, { recursive: true, force: true });
 });
 
 const { os } = troveClients(path.join(root, 'home'), () => server!);

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { PassThrough } from 'node:stream';
 import { main } from '../../src/cli/main.js';
 import { WaitRenderer } from '../../src/cli/progress.js';
-import { runMain } from '../support/cli.js';
+import { apiCli } from '../support/cli.js';
 import { startPlane, type TestPlane } from '../support/plane.js';
 
 let p: TestPlane;
@@ -18,13 +18,7 @@ before(async () => {
 });
 after(async () => p.close());
 
-const cli = (...args: string[]): ReturnType<typeof runMain> => runMain([...args, '--api-url', url]);
-
-async function json<T>(...args: string[]): Promise<T> {
-  const r = await cli(...args, '--json');
-  assert.equal(r.code, 0, r.err);
-  return JSON.parse(r.out) as T;
-}
+const { cli, json } = apiCli(() => url);
 
 test('--version prints the package version', async () => {
   const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };

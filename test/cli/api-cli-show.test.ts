@@ -3,7 +3,7 @@
 // a backup's locationRef naming where its objects are (backups/<id>/ in the repository); instance upgrade.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { runMain } from '../support/cli.js';
+import { apiCli, runMain } from '../support/cli.js';
 import { startPlane, until, type TestPlane } from '../support/plane.js';
 
 let p: TestPlane;
@@ -14,12 +14,7 @@ before(async () => {
 });
 after(async () => p.close());
 
-const cli = (...args: string[]): ReturnType<typeof runMain> => runMain([...args, '--api-url', url]);
-async function json<T>(...args: string[]): Promise<T> {
-  const r = await cli(...args, '--json');
-  assert.equal(r.code, 0, r.err);
-  return JSON.parse(r.out) as T;
-}
+const { cli, json } = apiCli(() => url);
 
 test('instance show: GB with two decimals, flavor name, data, last backup, pending restart keys; bytes in --json', async () => {
   const inst = (await json<{ instance: { id: string } }>('instance', 'create', '--name', 'readable', '--flavor', 'small', '--size', '2', '--databases', 'a,b', '--wait')).instance;

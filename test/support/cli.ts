@@ -1,5 +1,6 @@
 // Runs the real `couchtrove` executable as a child process, as a user would, or its main() in this
 // process (for the API commands against a test plane).
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -40,4 +41,18 @@ export async function runMain(args: string[]): Promise<{ code: number; out: stri
   stderr.on('data', (d: Buffer) => (err += d.toString()));
   const code = await main(args, { stdout, stderr, env: {} });
   return { code, out, err };
+}
+
+/** runMain against one API (`url()` is read per call, as the test plane's URL is known only in before()): plain, and --json parsed after asserting exit 0. */
+export function apiCli(url: () => string): {
+  cli: (...args: string[]) => ReturnType<typeof runMain>;
+  json: <T>(...args: string[]) => Promise<T>;
+} {
+  const cli = (...args: string[]): ReturnType<typeof runMain> => runMain([...args, '--api-url', url()]);
+  const json = async <T>(...args: string[]): Promise<T> => {
+    const r = await cli(...args, '--json');
+    assert.equal(r.code, 0, r.err);
+    return JSON.parse(r.out) as T;
+  };
+  return { cli, json };
 }

@@ -1,6 +1,6 @@
 // `couchtrove agent archive`: continuous archiving by hand, in the foreground until SIGTERM/SIGINT, with
 // the same loop the agent daemon runs (src/agent/archiver.ts). One line per cut that stored something.
-import { defineCommand } from '../../command.js';
+import { defineCommand, untilStopSignal } from '../../command.js';
 import { Archiver } from '../../../agent/archiver.js';
 import { archiveWindow } from '../../../backup/archive.js';
 import { openStorage } from '../../../storage/index.js';
@@ -43,15 +43,7 @@ export const archiveCommand = defineCommand({
       else io.stdout.write(`restore point ${s.restorePoint} (cut ${s.latestCut}); ${s.cuts.base} bases, ${s.cuts.incremental} incrementals, ${s.cuts.unchanged} unchanged; ${formatBytes(s.bytesStored)} stored\n`);
     }, 1000);
     const stopLoop = archiver.start();
-    await new Promise<void>((resolve) => {
-      const stop = () => {
-        process.off('SIGTERM', stop);
-        process.off('SIGINT', stop);
-        resolve();
-      };
-      process.on('SIGTERM', stop);
-      process.on('SIGINT', stop);
-    });
+    await untilStopSignal();
     clearInterval(report);
     stopLoop();
     await archiver.stop();

@@ -1,6 +1,6 @@
 // `couchtrove agent serve --config FILE`: the agent's RPC for the control plane, until SIGTERM/SIGINT.
 // CouchDB is left running when the agent stops; the next agent process adopts it.
-import { defineCommand } from '../../command.js';
+import { defineCommand, untilStopSignal } from '../../command.js';
 
 export const serveCommand = defineCommand({
   path: ['agent', 'serve'],
@@ -37,15 +37,7 @@ export const serveCommand = defineCommand({
     // Continuous archiving, when switched on (src/agent/archiver.ts).
     const stopArchiver = agent.startArchiver();
     io.stdout.write(`couchtrove agent listening on ${server.url}\n`);
-    await new Promise<void>((resolve) => {
-      const stop = () => {
-        process.off('SIGTERM', stop);
-        process.off('SIGINT', stop);
-        resolve();
-      };
-      process.on('SIGTERM', stop);
-      process.on('SIGINT', stop);
-    });
+    await untilStopSignal();
     stopReplicationSync();
     stopQuotaWatch();
     stopSupervisor();

@@ -1,6 +1,6 @@
 // `couchtrove server`: the Trove-compatible control plane, until SIGTERM/SIGINT. Instances (their
 // agents and CouchDB processes) keep running when it stops; the next start adopts them.
-import { defineCommand, type AnyCommand } from '../../command.js';
+import { defineCommand, untilStopSignal, type AnyCommand } from '../../command.js';
 
 export const serverCommand = defineCommand({
   path: ['server'],
@@ -32,15 +32,7 @@ export const serverCommand = defineCommand({
       throw err;
     }
     io.stdout.write(`couchtrove server listening on ${server.url}\n`);
-    await new Promise<void>((resolve) => {
-      const stop = (): void => {
-        process.off('SIGTERM', stop);
-        process.off('SIGINT', stop);
-        resolve();
-      };
-      process.on('SIGTERM', stop);
-      process.on('SIGINT', stop);
-    });
+    await untilStopSignal();
     log('stopping: running tasks are recovered at the next start');
     await server.close();
     // An agent call still in flight (a long backup) would keep the process alive: the work is
