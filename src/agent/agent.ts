@@ -800,18 +800,25 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentA
 
   /** For `agent serve`: checks the logs' sizes every intervalMs. */
   startLogRotation(intervalMs = 30_000): () => void {
+    return this.#every(intervalMs, 'log rotation', async () => {
+      for (const n of await this.rotateLogs()) this.#log(`rotated the ${n} log (cap ${this.#logMaxBytes} bytes, ${this.#logKeep} kept)`);
+    });
+  }
+
+  /** Runs fn every intervalMs, never two at once; a failure is logged. Returns the stop function. */
+  #every(intervalMs: number, what: string, fn: () => Promise<unknown>): () => void {
     let running = false;
     const timer = setInterval(() => {
       if (running) return;
       running = true;
-      this.rotateLogs()
-        .then((names) => names.forEach((n) => this.#log(`rotated the ${n} log (cap ${this.#logMaxBytes} bytes, ${this.#logKeep} kept)`)))
-        .catch((err: unknown) => this.#log(`log rotation failed: ${describeError(err)}`))
+      fn()
+        .catch((err: unknown) => this.#log(`${what} failed: ${describeError(err)}`))
         .finally(() => (running = false));
     }, intervalMs);
     timer.unref();
     return () => clearInterval(timer);
   }
+
   async revokeAccess(name: string, database: string): Promise<void> {
     return this.#mgr().revokeAccess(name, database);
   }
@@ -1117,17 +1124,10 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentA
 
   /** For `agent serve`: runs syncReplication every intervalMs while CouchDB runs; returns the stop function. */
   startReplicationSync(intervalMs = 5000): () => void {
-    let running = false;
-    const timer = setInterval(() => {
-      if (running || this.#busy || !this.#state?.desired || this.#state.desired !== 'RUNNING' || !this.#admin) return;
-      running = true;
-      this.#replication()
-        .sync()
-        .catch((err: unknown) => this.#log(`replication sync failed: ${describeError(err)}`))
-        .finally(() => (running = false));
-    }, intervalMs);
-    timer.unref();
-    return () => clearInterval(timer);
+    return this.#every(intervalMs, 'replication sync', async () => {
+      if (this.#busy || this.#state?.desired !== 'RUNNING' || !this.#admin) return;
+      await this.#replication().sync();
+    });
   }
 
   /**
@@ -1144,16 +1144,7 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentA
   }
 
   startQuotaWatch(intervalMs = 10_000): () => void {
-    let running = false;
-    const timer = setInterval(() => {
-      if (running) return;
-      running = true;
-      this.enforceQuota()
-        .catch((err: unknown) => this.#log(`volume quota check failed: ${describeError(err)}`))
-        .finally(() => (running = false));
-    }, intervalMs);
-    timer.unref();
-    return () => clearInterval(timer);
+    return this.#every(intervalMs, 'volume quota check', () => this.enforceQuota());
   }
 
   /**

@@ -192,7 +192,6 @@ export class ArchiveStream {
       await this.#writeHead();
       return { kind: 'unchanged', id: null, size: 0, bytes: 0, restorePoint: checkedAt, ms: performance.now() - t0 };
     }
-    const tUnchanged = performance.now() - t0;
     const now = Date.now();
     const base = this.#needsBase(now);
     const id = `c-${String(now).padStart(13, '0')}-${base ? 'b' : 'i'}`;
@@ -228,7 +227,6 @@ export class ArchiveStream {
     h.latestEnd = written.cut.end;
     h.restorePoint = written.cut.end;
     await this.#writeHead();
-    if (process.env.COUCHTROVE_DEBUG_ARCHIVE) process.stderr.write(`cut ${id}: check ${tUnchanged.toFixed(0)} ms, cut at +${(written.cut.start - now)} ms, total ${(performance.now() - t0).toFixed(0)} ms, ${written.summary.bytes} bytes\n`);
     return { kind: base ? 'base' : 'incremental', id, size: written.summary.size, bytes: written.summary.bytes, restorePoint: written.cut.end, ms: performance.now() - t0 };
   }
 

@@ -2,6 +2,7 @@
 // talks to CouchDB only through the instance's agent (AgentApi).
 import type { AgentApi } from '../agent/protocol.js';
 import type { Row } from '../state/index.js';
+import { withTimeout } from '../util/concurrency.js';
 
 export interface EngineInfo {
   kind: 'couchdb' | 'devengine';
@@ -59,3 +60,13 @@ export interface ComputeDriver {
 }
 
 export const GiB = 1024 ** 3;
+
+/** True when the instance's agent answers a status call within ms; any failure (no token, refused, slow) is "no". */
+export async function agentAnswers(agent: () => Promise<AgentApi>, ms = 2000): Promise<boolean> {
+  try {
+    await withTimeout((await agent()).status(), ms);
+    return true;
+  } catch {
+    return false;
+  }
+}

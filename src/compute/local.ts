@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import type { AgentApi, AgentServeConfig } from '../agent/protocol.js';
 import type { Row } from '../state/index.js';
 import { DEFAULT_INSTANCE_UIDS, type PortRange } from '../config/server.js';
-import type { ComputeDriver, EngineInfo, InstancePaths, Placement } from './driver.js';
+import { agentAnswers, type ComputeDriver, type EngineInfo, type InstancePaths, type Placement } from './driver.js';
 
 export type AgentFactory = (baseUrl: string, token: string) => AgentApi | Promise<AgentApi>;
 
@@ -290,14 +290,9 @@ export class LocalProcessDriver implements ComputeDriver {
 
   private async answers(instance: Row<'instances'>): Promise<boolean> {
     if (!instance.agent_port) return false;
-    try {
-      const a = await this.agent(instance);
-      await Promise.race([a.status(), new Promise((_, rej) => setTimeout(() => rej(new Error('timeout')), 2000))]);
-      return true;
-    } catch {
-      this.clients.delete(instance.id);
-      return false;
-    }
+    if (await agentAnswers(() => this.agent(instance))) return true;
+    this.clients.delete(instance.id);
+    return false;
   }
 
   async agent(instance: Row<'instances'>): Promise<AgentApi> {

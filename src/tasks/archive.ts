@@ -6,7 +6,8 @@ import type { AgentArchiveApi, AgentApi, ArchiveStatus, DatabaseRestoreResult } 
 import type { Row } from '../state/index.js';
 import { describeError } from '../util/errors.js';
 import type { ControlPlane } from './control.js';
-import { agentCall, withTimeout } from './control.js';
+import { agentCall } from './control.js';
+import { withTimeout } from '../util/concurrency.js';
 import { badRequest, unprocessable } from './errors.js';
 import { findCut } from '../backup/archive.js';
 import { openStorage } from '../storage/index.js';

@@ -6,7 +6,8 @@ import type { AgentApi } from '../agent/protocol.js';
 import { now, type Row } from '../state/index.js';
 import { describeError } from '../util/errors.js';
 import type { ControlPlane } from './control.js';
-import { agentCall, RUNNING_BACKUP, withTimeout } from './control.js';
+import { agentCall, RUNNING_BACKUP } from './control.js';
+import { withTimeout } from '../util/concurrency.js';
 import { unprocessable } from './errors.js';
 import { refuseIfDepended, resolveParent } from './incremental.js';
 

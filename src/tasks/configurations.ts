@@ -9,7 +9,8 @@ import { couchdbParameter, iniValue, notSettableReason, typeParameterValue, type
 import { flavorOverrides } from '../config/server.js';
 import { now, type Row } from '../state/index.js';
 import type { ControlPlane } from './control.js';
-import { agentCall, DATASTORE, withTimeout } from './control.js';
+import { agentCall, DATASTORE } from './control.js';
+import { withTimeout } from '../util/concurrency.js';
 import { badRequest, conflict, notFound, ServiceError, unprocessable } from './errors.js';
 
 /** 'section/key' -> typed value (numbers stay numbers, booleans booleans). */

@@ -22,6 +22,7 @@ import { resolveRestoreTime } from './archive.js';
 import { groupOverrides, refuseUnsettable, registerConfigurationTasks } from './configurations.js';
 import { registerBackupTasks } from './backups.js';
 import { registerUpgradeTasks } from './upgrade.js';
+import { withTimeout } from '../util/concurrency.js';
 
 /** What the control plane needs from the backup engine (src/backup): injected so tests can replace it. */
 export interface BackupEngine {
@@ -626,7 +627,3 @@ export async function agentCall<T>(p: Promise<T>): Promise<T> {
   }
 }
 
-export function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([p, new Promise<T>((_, rej) => (timer = setTimeout(() => rej(new Error(`no answer within ${ms} ms`)), ms).unref()))]).finally(() => clearTimeout(timer));
-}

@@ -4,7 +4,7 @@
 import type { AgentOpsApi, DataStats } from '../agent/protocol.js';
 import type { Row } from '../state/index.js';
 import type { ControlPlane } from './control.js';
-import { withTimeout } from './control.js';
+import { withTimeout } from '../util/concurrency.js';
 
 export interface InstanceFacts {
   version?: string;

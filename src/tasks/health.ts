@@ -8,9 +8,8 @@ import type { Row, InstanceStatus } from '../state/index.js';
 import { now } from '../state/index.js';
 import { describeError } from '../util/errors.js';
 import type { ControlPlane } from './control.js';
-import { withTimeout } from './control.js';
 import { LeaderLease } from './leader.js';
-import { mapLimit } from '../util/concurrency.js';
+import { mapLimit, withTimeout } from '../util/concurrency.js';
 import { refreshArchive } from './archive.js';
 
 /** Every fault the monitor writes starts with this; only such faults are cleared by it. */

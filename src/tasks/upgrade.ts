@@ -9,7 +9,8 @@ import type { AgentApi } from '../agent/protocol.js';
 import { now, type Row } from '../state/index.js';
 import { describeError } from '../util/errors.js';
 import type { ControlPlane } from './control.js';
-import { agentCall, DATASTORE, withTimeout } from './control.js';
+import { agentCall, DATASTORE } from './control.js';
+import { withTimeout } from '../util/concurrency.js';
 import { badRequest, unprocessable } from './errors.js';
 
 interface UpgradeParams {

@@ -12,3 +12,9 @@ export async function mapLimit<T, R>(items: T[], limit: number, fn: (t: T) => Pr
   );
   return out;
 }
+
+/** Rejects when p has not settled within ms; the timer never keeps the process alive. */
+export function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([p, new Promise<T>((_, rej) => (timer = setTimeout(() => rej(new Error(`no answer within ${ms} ms`)), ms).unref()))]).finally(() => clearTimeout(timer));
+}

@@ -25,7 +25,7 @@ import type Docker from 'dockerode';
 import type { AgentApi, AgentServeConfig } from '../../agent/protocol.js';
 import type { Row } from '../../state/index.js';
 import type { FlavorConfig, PortRange } from '../../config/server.js';
-import type { ComputeDriver, EngineInfo, InstancePaths, Placement } from '../driver.js';
+import { agentAnswers, type ComputeDriver, type EngineInfo, type InstancePaths, type Placement } from '../driver.js';
 import { defaultAgentFactory, freePort, type AgentFactory } from '../local.js';
 import { connectDocker } from './connect.js';
 import { packFiles, type MemoryFile } from './tar.js';
@@ -313,14 +313,9 @@ export class DockerDriver implements ComputeDriver {
 
   protected async answers(inst: Row<'instances'>): Promise<boolean> {
     if (!inst.agent_port) return false;
-    try {
-      const a = await this.agent(inst);
-      await Promise.race([a.status(), new Promise((_, rej) => setTimeout(() => rej(new Error('timeout')), 2000))]);
-      return true;
-    } catch {
-      this.clients.delete(inst.id);
-      return false;
-    }
+    if (await agentAnswers(() => this.agent(inst))) return true;
+    this.clients.delete(inst.id);
+    return false;
   }
 
   async agent(inst: Row<'instances'>): Promise<AgentApi> {
