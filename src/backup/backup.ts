@@ -151,14 +151,15 @@ export async function writeBackup(opts: BackupOptions & CutOptions): Promise<Wri
     const manifestText = `${JSON.stringify(sealManifest(body, k), null, 1)}\n`;
     body.summary.size += Buffer.byteLength(manifestText);
     // The size recorded includes the manifest itself, so seal again with the final figure.
-    const finalText = `${JSON.stringify(sealManifest(body, k), null, 1)}\n`;
+    const sealed = sealManifest(body, k);
+    const finalText = `${JSON.stringify(sealed, null, 1)}\n`;
     // Last check before the commit point: every backup whose data this one uses is still there and
     // still authenticates (another tool may have deleted one while this backup was written).
     await checkDepends(storage, id, depends, opts);
     await putBuffer(storage, keys.manifest(id), finalText, { 'couchtrove-backup-id': id, 'couchtrove-format': String(version), 'couchtrove-datastore': 'couchdb', 'couchtrove-datastore-version': body.datastore.version ?? 'unknown' });
     await lock.release();
     const summary = snapshot.followed.length ? { ...summaryOf(body), followedSymlinks: snapshot.followed } : summaryOf(body);
-    return { summary, opened: { manifest: sealManifest(body, k), catalog, keys: k }, cut: { start: cutStart, end: cutEnd } };
+    return { summary, opened: { manifest: sealed, catalog, keys: k }, cut: { start: cutStart, end: cutEnd } };
   } catch (err) {
     // Nothing of a failed backup may look usable: the manifest is never written, and the rest goes.
     await lock.stop();
