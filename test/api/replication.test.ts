@@ -118,11 +118,10 @@ test('replica follows its primary; show; primary stopped and back; detach', { ti
   assert.equal((await api(base, 'POST', `/instances/${p}/action`, { restart: {} })).status, 202);
   await active(p);
   assert.equal((await put(pUrl, 'orders', 'after-restart', { n: 99 })).status, 201);
-  // Bounded by the jobs' connection_timeout (10 s; CouchDB's default 30 s was seen to delay the resume on
-  // 3.5.0): after the primary restarts on the same port, a job waits that long on a pooled connection to the
-  // old process before it pulls again.
+  // On CouchDB 3.5.0 a job whose primary died mid-stream stays stuck for 30 s (apache/couchdb#5554, see
+  // docs/replication.md "Faults"), then one 5 s sync re-creates it: 60 s bounds that with room for a busy machine.
   const resumeStart = Date.now();
-  const resumed = await arrives(rUrl, 'orders', 'after-restart', 30_000).catch(async (err: Error) => {
+  const resumed = await arrives(rUrl, 'orders', 'after-restart', 60_000).catch(async (err: Error) => {
     throw new Error(`${err.message}; the replica's replication: ${JSON.stringify((await show(r)).replication)}`);
   });
   assert.equal(resumed.n, 99);
