@@ -17,7 +17,6 @@ import { registerOperationsRoutes, type Liveness } from './operations.js';
 import { detachReplica, ejectReplicaSource, promoteReplica, replicationView } from '../tasks/replication.js';
 import { archiveView, restoreDatabase, setArchive } from '../tasks/archive.js';
 import { createConfiguration, deleteConfiguration, setConfiguration, updateConfiguration } from '../tasks/configurations.js';
-import type { AccessRole } from '../agent/protocol.js';
 import { type UserAccess, changePasswords, createDatabases, createUsers, deleteDatabase, deleteUser, disableRoot, enableRoot, getUser, grantAccess, listDatabases, listUsers, revokeAccess, rootEnabled } from '../tasks/access.js';
 import { createBackup, deleteBackup } from '../tasks/backups.js';
 import { instanceFacts } from '../tasks/facts.js';
@@ -73,6 +72,12 @@ export function tokenMatcher(config: ServerConfig): (token: string | undefined) 
 
 function one(q: string | string[] | undefined): string | undefined {
   return Array.isArray(q) ? q[q.length - 1] : q;
+}
+
+/** A user entry's databases, each {"name", "role"?} (couchtrove's addition: "admin" may write design documents). */
+function userAccess(o: v.Obj, i: number): Pick<UserSpec, 'databases' | 'adminOf'> {
+  const a = v.optional(o.databases, (x) => v.accessList(x, `"users"[${i}].databases`));
+  return { databases: a?.databases ?? [], ...(a?.adminOf.length ? { adminOf: a.adminOf } : {}) };
 }
 
 export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
@@ -256,11 +261,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
       const databases = v.optional(b.databases, (x) => v.dbList(x, '"databases"')) ?? [];
       const users: UserSpec[] = (v.optional(b.users, (x) => v.arr(x, '"users"')) ?? []).map((u, i) => {
         const o = v.obj(u, `"users"[${i}]`);
-        return {
-          name: v.userName(o.name, `"users"[${i}].name`),
-          password: v.password(o.password, `"users"[${i}].password`),
-          databases: v.optional(o.databases, (x) => v.dbList(x, `"users"[${i}].databases`)) ?? [],
-        };
+        return { name: v.userName(o.name, `"users"[${i}].name`), password: v.password(o.password, `"users"[${i}].password`), ...userAccess(o, i) };
       });
       if (new Set(users.map((u) => u.name)).size !== users.length) throw badRequest('"users": the same user is given twice.');
       const restore = v.optional(b.restorePoint, (x) => v.obj(x, '"restorePoint"'));
@@ -430,7 +431,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
         return {
           name: v.userName(o.name, `"users"[${i}].name`),
           password: needPassword || o.password !== undefined ? v.password(o.password, `"users"[${i}].password`) : '',
-          databases: v.optional(o.databases, (x) => v.dbList(x, `"users"[${i}].databases`)) ?? [],
+          ...userAccess(o, i),
         };
       });
       if (new Set(users.map((u) => u.name)).size !== users.length) throw badRequest('"users": the same user is given twice.');
@@ -465,23 +466,13 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     });
     api.put('/instances/:id/users/:user/databases', async (req: Req, reply) => {
       const b = v.obj(req.body ?? null, 'The request body');
-      const dbs = v.dbList(b.databases, '"databases"');
-      if (dbs.length === 0) throw badRequest('"databases" must name at least one database.');
       // Trove's body has no role: member. couchtrove takes "role" for the call, or on each database entry.
-      const roleOf = (x: unknown, where: string): AccessRole | undefined => {
-        if (x === undefined || x === null) return undefined;
-        if (x !== 'admin' && x !== 'member') throw badRequest(`${where} must be "admin" or "member".`);
-        return x;
-      };
-      const top = roleOf(b.role, '"role"');
-      const groups = new Map<AccessRole, string[]>();
-      v.arr(b.databases, '"databases"').forEach((d, i) => {
-        const o = v.obj(d, `"databases"[${i}]`);
-        const role = roleOf(o.role, `"databases"[${i}].role`) ?? top ?? 'member';
-        const name = v.dbName(o.name, `"databases"[${i}].name`);
-        groups.set(role, [...new Set([...(groups.get(role) ?? []), name])]);
-      });
-      for (const [role, names] of groups) await grantAccess(plane, req.params.project!, req.params.id!, userParam(req), names, role);
+      const { databases, adminOf } = v.accessList(b.databases, '"databases"', b.role);
+      if (databases.length === 0) throw badRequest('"databases" must name at least one database.');
+      const members = databases.filter((d) => !adminOf.includes(d));
+      for (const [role, names] of [['member', members], ['admin', adminOf]] as const) {
+        if (names.length) await grantAccess(plane, req.params.project!, req.params.id!, userParam(req), names, role);
+      }
       return reply.code(202).send();
     });
     api.delete('/instances/:id/users/:user/databases/:db', async (req: Req, reply) => {

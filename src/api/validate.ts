@@ -1,4 +1,5 @@
 // Request body checks: every wrong shape becomes a 400 with a message naming the field.
+import type { AccessRole } from '../agent/protocol.js';
 import { badRequest } from '../tasks/errors.js';
 
 export type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
@@ -90,6 +91,25 @@ export function password(v: unknown, where: string): string {
 export function dbList(v: unknown, where: string): string[] {
   const names = arr(v, where).map((d, i) => dbName(obj(d, `${where}[${i}]`).name, `${where}[${i}].name`));
   return [...new Set(names)];
+}
+
+/**
+ * A list of {"name", "role"?}: every database once, and those where the user is database admin. An entry's
+ * "role" wins over `all` (a call-wide role); neither means member, as Trove's bodies carry no role.
+ */
+export function accessList(v: unknown, where: string, all?: unknown): { databases: string[]; adminOf: string[] } {
+  const roleOf = (x: unknown, at: string): AccessRole | undefined => {
+    if (x === undefined || x === null) return undefined;
+    if (x !== 'admin' && x !== 'member') throw badRequest(`${at} must be "admin" or "member".`);
+    return x;
+  };
+  const fallback = roleOf(all, '"role"') ?? 'member';
+  const roles = new Map<string, AccessRole>();
+  arr(v, where).forEach((d, i) => {
+    const o = obj(d, `${where}[${i}]`);
+    roles.set(dbName(o.name, `${where}[${i}].name`), roleOf(o.role, `${where}[${i}].role`) ?? fallback);
+  });
+  return { databases: [...roles.keys()], adminOf: [...roles].filter(([, r]) => r === 'admin').map(([n]) => n) };
 }
 
 export function noUnknown(o: Obj, allowed: string[], where: string): void {

@@ -74,10 +74,14 @@ export async function createUsers(plane: ControlPlane, projectId: string, id: st
     if (existing.has(u.name) || HIDDEN_USERS.has(u.name)) throw badRequest(`User ${u.name} already exists on instance ${id}.`);
     for (const d of u.databases) if (!dbs.has(d)) throw notFound(`Database ${d} could not be found on instance ${id}.`);
   }
-  for (const u of users) {
-    const nu: NewUser = { name: u.name, password: u.password, databases: u.databases };
-    await agentCall(a.createUser(nu));
-  }
+  for (const u of users) await createWithRoles(a, u);
+}
+
+/** Creates a user as member of its databases, then makes it admin of those in adminOf. */
+export async function createWithRoles(a: AgentApi, u: UserSpec): Promise<void> {
+  const nu: NewUser = { name: u.name, password: u.password, databases: u.databases };
+  await agentCall(a.createUser(nu));
+  if (u.adminOf?.length) await agentCall(a.grantAccess(u.name, u.adminOf, 'admin'));
 }
 
 export async function deleteUser(plane: ControlPlane, projectId: string, id: string, name: string): Promise<void> {

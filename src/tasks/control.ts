@@ -8,6 +8,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { AgentApi, AgentReplicationApi, InstanceSettings } from '../agent/protocol.js';
+import { createWithRoles } from './access.js';
 import type { ComputeDriver } from '../compute/driver.js';
 import { GiB } from '../compute/driver.js';
 import type { ServerConfig } from '../config/server.js';
@@ -36,6 +37,8 @@ export interface UserSpec {
   name: string;
   password: string;
   databases: string[];
+  /** Of `databases`, those where the user is database admin (design documents, indexes); the rest member. */
+  adminOf?: string[];
 }
 
 export interface CreateInstanceRequest {
@@ -58,7 +61,7 @@ const seedId = (replicaId: string): string => `replica-seed-${replicaId}`;
 
 interface CreateParams {
   databases: string[];
-  users: Array<{ name: string; databases: string[] }>;
+  users: Array<{ name: string; databases: string[]; adminOf?: string[] }>;
   restore: string | null;
   /** Point in time: the archive stream and the time (the cut is chosen again by the agent, the same one). */
   pitr?: { stream: string; time: string; cut: string } | null;
@@ -268,7 +271,7 @@ export class ControlPlane {
     const id = randomUUID();
     const task = await this.tasks.create({
       kind: 'instance.create', projectId, instanceId: id, timeout: this.config.couchdb.usageTimeout,
-      params: { databases: req.databases, users: req.users.map((u) => ({ name: u.name, databases: u.databases })), restore: restore?.id ?? null, pitr } satisfies CreateParams,
+      params: { databases: req.databases, users: req.users.map((u) => ({ name: u.name, databases: u.databases, ...(u.adminOf?.length ? { adminOf: u.adminOf } : {}) })), restore: restore?.id ?? null, pitr } satisfies CreateParams,
     });
     this.writeSecrets(task.id, Object.fromEntries(req.users.map((u) => [u.name, u.password])));
     const t = now();
@@ -525,7 +528,7 @@ export class ControlPlane {
           if (users.has(u.name)) continue;
           const password = secrets[u.name];
           if (password === undefined) throw new Error(`the password of user ${u.name} was lost in the interruption; create the user again`);
-          await agentCall(agent.createUser({ name: u.name, password, databases: u.databases }));
+          await createWithRoles(agent, { name: u.name, password, databases: u.databases, ...(u.adminOf ? { adminOf: u.adminOf } : {}) });
         }
         await ctx.step('users');
         if (inst.replica_of) {

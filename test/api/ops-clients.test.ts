@@ -87,6 +87,15 @@ test('access levels: a member cannot write a design document, an admin can (view
   await trove('user-grant-access', id, 'u2', 'orders');
   assert.ok([401, 403].includes(await ddoc(3)), 'back to member: no design documents');
   assert.match(await ct('user', 'show-access', 'ops1', '--user', 'u2'), /^orders\s+member$/m);
+
+  // A user created as database admin writes design documents at once; a role that is not one is refused.
+  assert.match(await ct('user', 'create', 'ops1', '--user', 'u3', '--password', 'pw-three-3', '--databases', 'orders', '--role', 'admin'), /user u3 created on \S+, admin of orders/);
+  const u3 = await fetch(`${couch}/orders/_design/u3`, { method: 'PUT', headers: { authorization: basicAuth('u3', 'pw-three-3'), 'content-type': 'application/json' }, body: JSON.stringify({ views: {} }) });
+  assert.equal(u3.status, 201, await u3.text());
+  assert.match(await ct('user', 'show-access', 'ops1', '--user', 'u3'), /^orders\s+admin$/m);
+  const bad = await api(server!.api, 'POST', `/instances/${id}/users`, { users: [{ name: 'u4', password: 'pw-four-4', databases: [{ name: 'orders', role: 'owner' }] }] });
+  assert.equal(bad.status, 400);
+  assert.match(JSON.stringify(bad.json), /\\"users\\"\[0\]\.databases\[0\]\.role must be \\"admin\\" or \\"member\\"/);
 });
 
 test('guest log API: openstack database log list/show/set --publish/--discard, trove log-*, couchtrove log tail', { skip, timeout: 300_000 }, async () => {

@@ -31,12 +31,14 @@ export const userCommands: AnyCommand[] = [
     },
   }),
   defineCommand({
-    path: ['user', 'create'], summary: 'Create a user (password from --password or COUCHTROVE_USER_PASSWORD)', required: ['instanceRef', 'user', 'userPassword'], optional: [...API, 'databases'], positional: 'instanceRef',
+    path: ['user', 'create'], summary: 'Create a user (password from --password or COUCHTROVE_USER_PASSWORD) with access to --databases as member or, with --role admin, database admin', required: ['instanceRef', 'user', 'userPassword'], optional: [...API, 'databases', 'accessRole'], positional: 'instanceRef',
     run: async (o, io) => {
       const c = new TroveApiClient(o);
       const id = await c.instanceId(o.instanceRef);
-      await c.request('POST', `/instances/${id}/users`, { users: [{ name: o.user, password: o.userPassword, databases: ((o.databases as string[] | undefined) ?? []).map((name) => ({ name })) }] });
-      print(io, o.json, { instance: id, user: o.user, created: true }, () => `user ${o.user} created on ${id}\n`);
+      const role = o.accessRole ?? 'member';
+      const dbs = (o.databases as string[] | undefined) ?? [];
+      await c.request('POST', `/instances/${id}/users`, { users: [{ name: o.user, password: o.userPassword, databases: dbs.map((name) => ({ name, role })) }] });
+      print(io, o.json, { instance: id, user: o.user, created: true, ...(dbs.length ? { databases: dbs, role } : {}) }, () => `user ${o.user} created on ${id}${dbs.length ? `, ${role} of ${dbs.join(', ')}` : ''}\n`);
       return 0;
     },
   }),
