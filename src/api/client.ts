@@ -202,7 +202,7 @@ export async function waitFor(client: TroveApiClient, io: CommandIO, kind: 'inst
       }
       const state = String(view.status);
       const final = !opts.gone && (kind === 'instance' ? FINAL_INSTANCE : FINAL_BACKUP).has(state);
-      draw(state, view.progress, final && (state === 'COMPLETED' || state === 'ACTIVE'));
+      draw(final || kind !== 'instance' ? state : `${state}${stepOf(view)}`, view.progress, final && (state === 'COMPLETED' || state === 'ACTIVE'));
       if (final) return view;
       if (Date.now() > end) throw new CouchtroveError(`${kind} ${id} is still ${state} after the wait`);
       await new Promise((r) => setTimeout(r, opts.intervalMs ?? 1000));
@@ -210,6 +210,14 @@ export async function waitFor(client: TroveApiClient, io: CommandIO, kind: 'inst
   } finally {
     if (drawn) io.stderr.write('\n');
   }
+}
+
+/** " (restore)" from what the instance is doing: the agent's phase, else the task's last recorded step, else its kind. */
+function stepOf(view: JsonObject): string {
+  const phase = (view.progress as JsonObject | undefined)?.phase;
+  const task = view.task as JsonObject | undefined;
+  const what = typeof phase === 'string' ? phase : typeof task?.step === 'string' ? task.step : typeof task?.kind === 'string' ? task.kind : '';
+  return what ? ` (${what})` : '';
 }
 
 function bytesOf(p: unknown): { bytesDone: number; bytesTotal: number } | undefined {

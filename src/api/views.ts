@@ -5,6 +5,7 @@ import { DATASTORE, stableId } from '../tasks/control.js';
 import type { EngineInfo } from '../compute/driver.js';
 import { storedValues } from '../tasks/configurations.js';
 import type { InstanceFacts } from '../tasks/facts.js';
+import type { Progress } from '../backup/index.js';
 import { keys as repoKeys } from '../backup/format.js';
 
 export interface Link {
@@ -77,6 +78,8 @@ export function instanceView(base: string, inst: Row<'instances'>, region: strin
       if (f.flavorName) (v.flavor as Record<string, unknown>).name = f.flavorName;
       if (f.data) v.data = { databases: f.data.databases, documents: f.data.documents, size: gb2(f.data.fileBytes), size_bytes: f.data.fileBytes, active_bytes: f.data.activeBytes };
       if (f.pendingRestart) v.pending_restart = f.pendingRestart;
+      if (f.task) v.task = f.task;
+      if (f.progress) v.progress = withPercent(f.progress);
       if (f.lastBackup) {
         const b = f.lastBackup;
         v.last_backup = { id: b.id, name: b.name, created: troveTime(b.created), completed: troveTime(b.updated), size: b.size_bytes === null ? null : gb2(b.size_bytes), size_bytes: b.size_bytes, incremental: b.parent_id !== null };
@@ -93,6 +96,11 @@ export function instanceView(base: string, inst: Row<'instances'>, region: strin
     }
   }
   return v;
+}
+
+/** The engine's progress as the API shows it, with the percent done. */
+function withPercent(p: Progress): Record<string, unknown> {
+  return { ...p, percent: p.bytesTotal > 0 ? Math.floor((100 * p.bytesDone) / p.bytesTotal) : 0 };
 }
 
 export function round(n: number): number {
@@ -123,8 +131,7 @@ export function backupView(base: string, b: Row<'backups'>): Record<string, unkn
   };
   if (b.progress) {
     try {
-      const p = JSON.parse(b.progress) as { bytesDone: number; bytesTotal: number; filesDone: number; filesTotal: number };
-      v.progress = { ...p, percent: p.bytesTotal > 0 ? Math.floor((100 * p.bytesDone) / p.bytesTotal) : 0 };
+      v.progress = withPercent(JSON.parse(b.progress) as Progress);
     } catch {
       // no progress
     }

@@ -103,8 +103,9 @@ export class WaitRenderer {
       const filled = Math.round((BAR * this.percent) / 100);
       parts.push(`[${'='.repeat(filled)}${'-'.repeat(BAR - filled)}] ${this.percent}%`, `${formatBytes(this.done)}/${formatBytes(this.total)}`);
       const secs = this.first ? (t - this.first.t) / 1000 : 0;
-      // A rate needs two samples apart in time; until then none is shown rather than a made-up one.
-      if (this.first && secs > 0 && this.done > this.first.bytes) {
+      // A rate needs two samples apart in time; until then none is shown rather than a made-up one. Once the
+      // API stops reporting bytes (the restore is over, the task goes on), neither rate nor ETA is current.
+      if (this.first && secs > 0 && this.done > this.first.bytes && (p || final)) {
         const rate = (this.done - this.first.bytes) / secs;
         parts.push(`${formatBytes(rate)}/s`);
         if (!final && this.done < this.total) parts.push(`ETA ${duration((this.total - this.done) / rate)}`);

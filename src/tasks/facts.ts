@@ -1,7 +1,9 @@
 // What `show` of an instance tells beyond its row (issue 15): the CouchDB version and the settings
 // waiting for a restart (from the agent's status), what the databases hold, the last backup and the
-// flavor's name. Every agent call is bounded: a slow agent leaves a field out, it never slows show down.
+// flavor's name; while a task holds the instance, its kind and step and the agent's byte progress (a
+// restore's, say). Every agent call is bounded: a slow agent leaves a field out, it never slows show down.
 import type { AgentOpsApi, DataStats } from '../agent/protocol.js';
+import type { Progress } from '../backup/index.js';
 import type { Row } from '../state/index.js';
 import type { ControlPlane } from './control.js';
 import { withTimeout } from '../util/concurrency.js';
@@ -12,6 +14,9 @@ export interface InstanceFacts {
   data?: DataStats;
   lastBackup?: Row<'backups'>;
   flavorName?: string;
+  /** The task holding the instance: its kind and the last step it recorded. */
+  task?: { kind: string; step: string | null };
+  progress?: Progress;
 }
 
 const LIVE = ['ACTIVE', 'RESTART_REQUIRED', 'BACKUP', 'RESIZE'];
@@ -44,6 +49,16 @@ export async function instanceFacts(plane: ControlPlane, inst: Row<'instances'>)
       ops.dataStats ? withTimeout(ops.dataStats(), 3000).then((d) => (facts.data = d), () => undefined) : undefined,
     ]);
   })();
-  await Promise.all([flavor, backup, agentFacts]);
+  const task = (async () => {
+    if (!inst.task_id) return;
+    const t = await plane.store.get('tasks', inst.task_id);
+    if (t && (t.status === 'NEW' || t.status === 'RUNNING')) facts.task = { kind: t.kind, step: t.step };
+    // The agent answers while it restores or backs up (its RPC server is not held by the work).
+    if (!inst.agent_port) return;
+    const agent = await plane.compute.agent(inst).catch(() => null);
+    const p = agent ? await withTimeout(agent.progress(), 1000).catch(() => null) : null;
+    if (p) facts.progress = p;
+  })();
+  await Promise.all([flavor, backup, agentFacts, task]);
   return facts;
 }

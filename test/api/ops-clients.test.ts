@@ -6,6 +6,7 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import * as crypto from 'node:crypto';
 import { startServer, sandbox, api, waitStatus, basicAuth, type J, type RealServer } from '../support/server.js';
 import { clientsSkip, troveClients } from '../support/trove-clients.js';
 import { runCli } from '../support/cli.js';
@@ -132,4 +133,37 @@ test('guest log API: openstack database log list/show/set --publish/--discard, t
   assert.ok(lines.length >= 1 && lines.length <= 3, tail);
   assert.ok(fs.readFileSync(copy, 'utf8').length > 0);
   assert.match(await ct('log', 'list', 'ops1'), /^couchdb\s+SYS\s+(Published|Partial)/m);
+});
+
+test('show of an instance being restored gives its task and the restore\'s bytes, which only grow', { skip, timeout: 300_000 }, async () => {
+  // Random bytes: compression cannot shrink them, so the restore takes long enough for several polls.
+  const blob = crypto.randomBytes(96 * 1024 * 1024);
+  const put = await fetch(`${couch}/orders/blob/data`, { method: 'PUT', headers: { authorization: basicAuth('u1', 'pw-one-1'), 'content-type': 'application/octet-stream' }, body: blob });
+  assert.equal(put.status, 201, await put.text());
+  const b = await api(server!.api, 'POST', '/backups', { backup: { name: 'ops-big', instance: id } });
+  assert.equal(b.status, 202, JSON.stringify(b.json));
+  const bid = (b.json.backup as J).id as string;
+  assert.equal((await waitStatus(server!.api, 'backups', bid, ['COMPLETED', 'FAILED'])).status, 'COMPLETED');
+  const r = await api(server!.api, 'POST', '/instances', { instance: { name: 'ops-restored', flavorRef: '2', volume: { size: 1 }, restorePoint: { backupRef: bid } } });
+  assert.equal(r.status, 200, JSON.stringify(r.json));
+  const rid = (r.json.instance as J).id as string;
+  const seen: J[] = [];
+  let last: J;
+  for (;;) {
+    last = (await api(server!.api, 'GET', `/instances/${rid}`)).json.instance as J;
+    if (last.status !== 'BUILD') break;
+    seen.push(last);
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  assert.equal(last.status, 'ACTIVE', JSON.stringify(last));
+  assert.equal(last.task, undefined, 'no task once ACTIVE');
+  assert.ok(seen.every((s) => (s.task as J | undefined)?.kind === undefined || (s.task as J).kind === 'instance.create'), JSON.stringify(seen.map((s) => s.task)));
+  const restoring = seen.map((s) => s.progress as J | undefined).filter((p): p is J => p?.phase === 'restore');
+  assert.ok(restoring.length > 0, `a poll every 100 ms saw the restore: ${JSON.stringify(seen.map((s) => [s.task, s.progress]))}`);
+  for (const p of restoring) assert.ok((p.bytesDone as number) <= (p.bytesTotal as number), JSON.stringify(p));
+  // Before the backup's manifest is read the total is 0; after, it holds the attachment.
+  assert.ok(restoring.some((p) => (p.bytesTotal as number) >= blob.length), JSON.stringify(restoring));
+  const done = restoring.map((p) => p.bytesDone as number);
+  assert.deepEqual(done, [...done].sort((x, y) => x - y));
+  assert.equal((await api(server!.api, 'DELETE', `/instances/${rid}`)).status, 202);
 });

@@ -162,6 +162,17 @@ test('the --wait renderer shows bytes, rate and ETA from the API and never moves
   assert.doesNotMatch(e.line, /ETA/);
   const seen = [a, b, c, d, e].map((x) => x.percent ?? 0);
   assert.deepEqual(seen, [...seen].sort((x, y) => x - y));
+
+  // An instance whose restore is over while its task goes on: the bar stays, no stale rate or ETA.
+  now = 0;
+  const i = new WaitRenderer('instance 1234abcd', () => now);
+  i.update({ state: 'BUILD (restore)', progress: { bytesDone: 0.1 * GiB, bytesTotal: 1 * GiB } });
+  now = 1000;
+  assert.match(i.update({ state: 'BUILD (restore)', progress: { bytesDone: 0.5 * GiB, bytesTotal: 1 * GiB } }).line, /50% .* MiB\/s ETA 1s/);
+  now = 2000;
+  const after = i.update({ state: 'BUILD (started)' });
+  assert.ok(after.changed);
+  assert.match(after.line, /^instance 1234abcd BUILD \(started\) \[=+-+\] 50% 512\.0 MiB\/1\.0 GiB elapsed 2s$/);
 });
 
 test('--wait on a terminal redraws one line from the API; without a terminal, one line per state', async () => {
