@@ -4,6 +4,8 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { archiveStatuses } from '../tasks/archive.js';
+import { replicationUp, usageReadings } from '../tasks/usage.js';
+import { GiB } from '../compute/driver.js';
 import type { ServerConfig } from '../config/server.js';
 import type { BackupStatus, InstanceStatus, Row, StateStore } from '../state/index.js';
 import type { ControlPlane } from '../tasks/control.js';
@@ -116,6 +118,25 @@ export async function registerOperationsRoutes(app: FastifyInstance, plane: Cont
     labelNames: ['instance_id'] as const, registers: [registry],
   });
 
+  // Volume use and replication, from the agents' answers as the health monitor last read them (src/tasks/usage.ts).
+  const volumeUsed = new Gauge({
+    name: 'couchtrove_volume_used_bytes', help: 'Bytes used on each instance\'s volume, as its agent last told the health monitor (absent: CouchDB down, the agent did not answer, or no reading within max(3 health intervals, 15 s)).',
+    labelNames: ['instance_id'] as const, registers: [registry],
+  });
+  const volumeSize = new Gauge({
+    name: 'couchtrove_volume_size_bytes', help: 'Size of each instance\'s volume in bytes: its volume size (GB) in the state store x 1024^3 (absent: no volume size).',
+    labelNames: ['instance_id'] as const, registers: [registry],
+  });
+  const replicationLag = new Gauge({
+    name: 'couchtrove_replication_lag_documents', help: 'Changes on the source not yet on the replica, per replica and database, as the replica\'s agent last told the health monitor (changes_pending, or a bounded revs_diff scan: then a lower bound). Absent when unknown: no fresh reading, or the agent could not measure it (source unreachable).',
+    labelNames: ['instance_id', 'database'] as const, registers: [registry],
+  });
+  const replicationUpGauge = new Gauge({
+    name: 'couchtrove_replication_up', help: 'Per replica: 1 when its agent last told the health monitor that every followed database\'s replication job is running, with no errors; else 0 (also when the agent or its CouchDB is down). Absent without a reading within max(3 health intervals, 15 s) (this process is not the health leader, or a task holds the instance).',
+    labelNames: ['instance_id'] as const, registers: [registry],
+  });
+  const stateGauges = [instances, backups, inProgress, lastAge, lastSize, archiveLag, archivePoint, archiveBehind, volumeUsed, volumeSize, replicationLag, replicationUpGauge];
+
   // Route patterns, never raw URLs: ids in URLs would make a series per instance and request. Requests
   // that match no route share one label.
   app.addHook('onResponse', async (req: FastifyRequest, reply: FastifyReply) => {
@@ -142,12 +163,12 @@ export async function registerOperationsRoutes(app: FastifyInstance, plane: Cont
       };
     } catch (err) {
       log(`metrics: the state store did not answer: ${describeError(err)}`);
-      for (const g of [instances, backups, inProgress, lastAge, lastSize, archiveLag, archivePoint, archiveBehind]) g.reset();
+      for (const g of stateGauges) g.reset();
       storeUp.set(0);
       return false;
     }
     // Synchronous from here to the end: a concurrent scrape sees one read or the other, never a mix.
-    for (const g of [instances, backups, inProgress, lastAge, lastSize, archiveLag, archivePoint, archiveBehind]) g.reset();
+    for (const g of stateGauges) g.reset();
     storeUp.set(1);
     for (const s of INSTANCE_STATUSES) instances.set({ status: s }, 0);
     for (const i of rows.inst) instances.inc({ status: i.status });
@@ -177,6 +198,19 @@ export async function registerOperationsRoutes(app: FastifyInstance, plane: Cont
       const rp = Date.parse(a.restorePoint);
       archivePoint.set({ instance_id: i.id }, rp / 1000);
       archiveLag.set({ instance_id: i.id }, Math.max(0, (t - rp) / 1000));
+    }
+    const usage = usageReadings(plane);
+    for (const i of rows.inst) {
+      if (i.volume_size > 0) volumeSize.set({ instance_id: i.id }, i.volume_size * GiB);
+      const u = usage.get(i.id);
+      if (!u) continue;
+      if (u.volumeUsed !== null) volumeUsed.set({ instance_id: i.id }, u.volumeUsed);
+      // A reading from before a detach still has a replication status: only replicas get these series.
+      if (i.replica_of === null || u.replication === undefined) continue;
+      replicationUpGauge.set({ instance_id: i.id }, replicationUp(u.replication) ? 1 : 0);
+      for (const d of u.replication?.databases ?? []) {
+        if (d.lag !== null) replicationLag.set({ instance_id: i.id, database: d.database }, d.lag);
+      }
     }
     return true;
   };

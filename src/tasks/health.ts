@@ -11,6 +11,7 @@ import type { ControlPlane } from './control.js';
 import { LeaderLease } from './leader.js';
 import { mapLimit, withTimeout } from '../util/concurrency.js';
 import { refreshArchive } from './archive.js';
+import { refreshUsage, usageUnknown } from './usage.js';
 
 /** Every fault the monitor writes starts with this; only such faults are cleared by it. */
 export const HEALTH_FAULT = 'health check: ';
@@ -27,7 +28,7 @@ export class HealthMonitor {
 
   constructor(
     private readonly plane: ControlPlane,
-    private readonly intervalMs: number,
+    readonly intervalMs: number,
     private readonly log: (m: string) => void,
   ) {
     this.leader = new LeaderLease(plane.store, 'health', plane.tasks.owner, Math.max(15_000, 3 * intervalMs));
@@ -65,16 +66,21 @@ export class HealthMonitor {
     let next: { status: InstanceStatus; fault: string | null };
     try {
       const s = await withTimeout((await this.plane.compute.agent(inst)).status(), 3000);
-      // Archiving status for show, the listing's window and /metrics (the agent runs the loop itself).
-      if (s.state === 'RUNNING' || s.state === 'RESTART_REQUIRED') void refreshArchive(this.plane, inst);
       if (s.state === 'RUNNING' || s.state === 'RESTART_REQUIRED') {
+        // Archiving status for show, the listing's window and /metrics (the agent runs the loop itself);
+        // volume use and a replica's replication state for /metrics. Not awaited: a slow answer does not
+        // hold the status write.
+        void refreshArchive(this.plane, inst);
+        void refreshUsage(this.plane, inst);
         // RESTART_REQUIRED the control plane set (configuration detached) stays until a restart.
         next = { status: s.state === 'RESTART_REQUIRED' || inst.status === 'RESTART_REQUIRED' ? 'RESTART_REQUIRED' : 'ACTIVE', fault: null };
         if (inst.status === 'RESTART_REQUIRED' && s.state === 'RUNNING' && !ours) return;
       } else {
         next = { status: 'SHUTDOWN', fault: `${HEALTH_FAULT}CouchDB is not running: ${s.reason ?? s.state}` };
+        usageUnknown(this.plane, inst);
       }
     } catch (err) {
+      usageUnknown(this.plane, inst);
       // A container that died says why, and stays down until the instance is restarted.
       const down = await this.plane.compute.diagnose?.(inst).catch(() => null);
       if (down) {

@@ -27,7 +27,7 @@ interface EjectParams {
 /** How long promote waits for the replica to catch up with its source before detaching it. */
 const CATCH_UP_MS = 30_000;
 
-async function replicationAgent(plane: ControlPlane, inst: Row<'instances'>): Promise<ReplicationAgent> {
+export async function replicationAgent(plane: ControlPlane, inst: Row<'instances'>): Promise<ReplicationAgent> {
   const a = (await plane.compute.agent(inst)) as AgentApi & Partial<AgentReplicationApi>;
   if (!a.detach || !a.followPrimary || !a.replicationSource || !a.replicationStatus || !a.syncReplication) {
     throw new Error(`the agent of instance ${inst.id} cannot replicate`);

@@ -160,6 +160,38 @@ test('metrics: requests by route pattern, tasks by kind and result, instances an
   assert.ok(!m3.includes('"m1"') && !m3.includes('"b1"') && !m3.includes('notused'));
 });
 
+test('metrics: volume use from the health round, absent once CouchDB is down; only existing instances', async () => {
+  const p = await plane();
+  const app = p.app;
+  const c = await app.inject({ method: 'POST', url: '/v1.0/local/instances', headers: H, payload: JSON.stringify({ instance: { name: 'v1', flavorRef: '1', volume: { size: 2 } } }) });
+  assert.equal(c.statusCode, 200, c.body);
+  const id = ((JSON.parse(c.body) as { instance: J }).instance.id) as string;
+  await until('ACTIVE', async () => (await p.store.get('instances', id))?.status, (s) => s === 'ACTIVE');
+  const used = `couchtrove_volume_used_bytes{instance_id="${id}"}`;
+  const m0 = await metrics(app);
+  assert.equal(sample(m0, `couchtrove_volume_size_bytes{instance_id="${id}"}`), 2 * 1024 ** 3, 'the size is the state store\'s');
+  // Rounds run here, not on the monitor's timer (5 s by default).
+  const agent = p.compute.agentOf(id);
+  agent.usedBytes = 5 * 1024 * 1024;
+  const round = async (): Promise<string> => {
+    await p.plane.health.checkAll();
+    return metrics(app);
+  };
+  const m1 = await until('volume use read', round, (m) => sample(m, used) === 5 * 1024 * 1024);
+  assert.equal(sample(m1, `couchtrove_replication_up{instance_id="${id}"}`), undefined, 'no replica: no replication series');
+  // CouchDB stopped: the use is unknown, the size still known.
+  agent.state = 'SHUTDOWN';
+  const m2 = await until('volume use absent', round, (m) => sample(m, used) === undefined);
+  assert.equal(sample(m2, `couchtrove_volume_size_bytes{instance_id="${id}"}`), 2 * 1024 ** 3);
+  agent.state = 'RUNNING';
+  await until('volume use back', round, (m) => sample(m, used) === 5 * 1024 * 1024);
+  // Deleted: no series left behind.
+  assert.equal((await app.inject({ method: 'DELETE', url: `/v1.0/local/instances/${id}`, headers: H })).statusCode, 202);
+  await until('deleted', async () => p.store.get('instances', id), (i) => i === undefined || i === null);
+  const m3 = await metrics(app);
+  assert.ok(!m3.includes(id), 'no series of a deleted instance');
+});
+
 test('metrics: a failed task is counted as failed', async () => {
   const p = await plane();
   p.plane.tasks.register('test.explode', { resumable: false, run: async () => { throw new Error('boom'); }, failed: async () => undefined });
