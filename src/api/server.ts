@@ -14,6 +14,8 @@ import * as v from './validate.js';
 import { registerScheduleRoutes } from './schedules.js';
 import { refuseUnhonouredOptions, registerUnsupportedRoutes } from './unsupported.js';
 import { registerOperationsRoutes, type Liveness } from './operations.js';
+import { registerIdentityRoutes } from './identity.js';
+import { registerObjectStoreRoutes } from './object-store.js';
 import { detachReplica, ejectReplicaSource, promoteReplica, replicationView } from '../tasks/replication.js';
 import { archiveView, restoreDatabase, setArchive } from '../tasks/archive.js';
 import { createConfiguration, deleteConfiguration, setConfiguration, updateConfiguration } from '../tasks/configurations.js';
@@ -194,6 +196,10 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     if (wanted && wanted !== project) return reply.code(401).send(faultBody(401, `Authentication failed: the token is for project ${project}, not ${wanted.slice(0, 80)}.`));
     return reply.code(204).header('X-Auth-Token', token).header('X-Server-Management-Url', `${base(req)}/v1.0/${project}`).send();
   });
+
+  // Keystone v3's password flow and the Swift view of published logs, for the clients' log tail and save.
+  registerIdentityRoutes(app, plane, { base, projectOf: projectOfToken });
+  registerObjectStoreRoutes(app, plane, projectOfToken);
 
   // ---- authenticated, per project -----------------------------------------------------------
   await app.register(async (api) => {

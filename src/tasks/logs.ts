@@ -24,9 +24,12 @@ interface Published {
   published: string;
 }
 
-const prefix = (inst: Row<'instances'>, name: string): string => `logs/${inst.id}/${name}/`;
-const objectKey = (inst: Row<'instances'>, name: string): string => `${prefix(inst, name)}log`;
-const metafile = (inst: Row<'instances'>, name: string): string => `logs/${inst.id}/${name}.metafile.json`;
+/** Trove's container name for published guest logs, which couchtrove serves read-only as Swift (src/api/object-store.ts). */
+export const LOG_CONTAINER = 'database_logs';
+
+const prefix = (inst: Pick<Row<'instances'>, 'id'>, name: string): string => `logs/${inst.id}/${name}/`;
+const objectKey = (inst: Pick<Row<'instances'>, 'id'>, name: string): string => `${prefix(inst, name)}log`;
+const metafile = (inst: Pick<Row<'instances'>, 'id'>, name: string): string => `logs/${inst.id}/${name}.metafile.json`;
 
 async function liveOps(plane: ControlPlane, inst: Row<'instances'>): Promise<AgentOpsApi> {
   if (!['ACTIVE', 'RESTART_REQUIRED', 'BACKUP'].includes(inst.status)) {
@@ -52,7 +55,7 @@ async function withRepo<T>(plane: ControlPlane, f: (repo: Backend) => Promise<T>
   }
 }
 
-async function readPublished(repo: Backend, inst: Row<'instances'>, name: string): Promise<Published | null> {
+async function readPublished(repo: Backend, inst: Pick<Row<'instances'>, 'id'>, name: string): Promise<Published | null> {
   try {
     const chunks: Buffer[] = [];
     for await (const c of await repo.get(metafile(inst, name))) chunks.push(c as Buffer);
@@ -64,7 +67,7 @@ async function readPublished(repo: Backend, inst: Row<'instances'>, name: string
 }
 
 /** Trove's DatastoreLog view: name, type, status, published, pending, container, prefix, metafile (and couchtrove's size fields). */
-function view(plane: ControlPlane, inst: Row<'instances'>, f: LogFileInfo, pub: Published | null): Record<string, unknown> {
+function view(inst: Row<'instances'>, f: LogFileInfo, pub: Published | null): Record<string, unknown> {
   const pending = pub ? Math.max(0, f.size - pub.size) : f.size;
   return {
     name: f.name,
@@ -72,7 +75,7 @@ function view(plane: ControlPlane, inst: Row<'instances'>, f: LogFileInfo, pub: 
     status: pub ? (pending > 0 ? 'Partial' : 'Published') : 'Enabled',
     published: pub?.size ?? 0,
     pending,
-    container: plane.config.repository,
+    container: LOG_CONTAINER,
     prefix: prefix(inst, f.name),
     metafile: metafile(inst, f.name),
     size: f.size,
@@ -93,7 +96,7 @@ export async function listLogs(plane: ControlPlane, projectId: string, id: strin
   const inst = await plane.instance(projectId, id);
   const ops = await liveOps(plane, inst);
   const files = (await agentCall(withTimeout(ops.logs(), 10_000))).filter((f) => (GUEST_LOGS as readonly string[]).includes(f.name));
-  return withRepo(plane, async (repo) => Promise.all(files.map(async (f) => view(plane, inst, f, await readPublished(repo, inst, f.name)))));
+  return withRepo(plane, async (repo) => Promise.all(files.map(async (f) => view(inst, f, await readPublished(repo, inst, f.name)))));
 }
 
 export interface LogAction {
@@ -125,9 +128,9 @@ export async function logAction(plane: ControlPlane, projectId: string, id: stri
       const meta = Buffer.from(JSON.stringify(pub));
       await repo.put(metafile(inst, a.name), Readable.from([meta]), { sizeHint: meta.length });
       plane.log(`published the ${a.name} log of instance ${inst.id} (${body.length} bytes) to ${repo.location}`);
-      return view(plane, inst, { ...f, size: Math.max(f.size, body.length) }, pub);
+      return view(inst, { ...f, size: Math.max(f.size, body.length) }, pub);
     }
-    return view(plane, inst, f, await readPublished(repo, inst, a.name));
+    return view(inst, f, await readPublished(repo, inst, a.name));
   });
 }
 
@@ -137,4 +140,55 @@ export async function tailLog(plane: ControlPlane, projectId: string, id: string
   const ops = await liveOps(plane, inst);
   await fileInfo(ops, name);
   return agentCall(ops.readLog(name, lines));
+}
+
+/** A published copy as the Swift view lists it: its repository key, bytes, lines and publication time. */
+export interface PublishedObject extends Published {
+  key: string;
+}
+
+/** The published copies of a project's instances whose keys start with keyPrefix, by key (from the metafiles). */
+export async function listPublished(plane: ControlPlane, projectId: string, keyPrefix: string): Promise<PublishedObject[]> {
+  const instances = (await plane.store.find('instances', { project_id: projectId })).filter((i) => {
+    const own = `logs/${i.id}/`;
+    return own.startsWith(keyPrefix) || keyPrefix.startsWith(own);
+  });
+  return withRepo(plane, async (repo) => {
+    const out: PublishedObject[] = [];
+    for (const inst of instances) {
+      for (const name of GUEST_LOGS) {
+        const pub = await readPublished(repo, inst, name);
+        if (pub && objectKey(inst, name).startsWith(keyPrefix)) out.push({ key: objectKey(inst, name), ...pub });
+      }
+    }
+    return out.sort((a, b) => (a.key < b.key ? -1 : 1));
+  });
+}
+
+/**
+ * One published copy of the project's, with its body when asked (the repository is closed once the body
+ * has been read or dropped); null when the key is no published log of this project's.
+ */
+export async function readPublishedObject(plane: ControlPlane, projectId: string, key: string, withBody: boolean): Promise<{ object: PublishedObject; body?: Readable } | null> {
+  const m = /^logs\/([^/]+)\/([^/]+)\/log$/.exec(key);
+  if (!m || !(GUEST_LOGS as readonly string[]).includes(m[2]!)) return null;
+  const inst = await plane.store.get('instances', m[1]!);
+  if (!inst || inst.project_id !== projectId) return null;
+  const repo = await openStorage(plane.config.repository);
+  let handedOver = false;
+  try {
+    const pub = await readPublished(repo, inst, m[2]!);
+    if (!pub) return null;
+    const object = { key, ...pub };
+    if (!withBody) return { object };
+    const body = await repo.get(key);
+    body.once('close', () => void repo.close());
+    handedOver = true;
+    return { object, body };
+  } catch (err) {
+    if (err instanceof ObjectNotFoundError) return null;
+    throw err;
+  } finally {
+    if (!handedOver) await repo.close();
+  }
 }

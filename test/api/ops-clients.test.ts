@@ -27,7 +27,7 @@ before(async () => {
   couch = (await waitStatus(server.api, 'instances', id, ['ACTIVE'])).couchdb_url as string;
 });
 
-const { os, trove } = troveClients(path.join(root, 'home'), () => server!);
+const { run, os, trove } = troveClients(path.join(root, 'home'), () => server!);
 const osJson = async (...args: string[]): Promise<J> => JSON.parse(await os(...args, '-f', 'json')) as J;
 const ct = async (...args: string[]): Promise<string> => {
   const r = await runCli([...args, '--api-url', server!.url], { COUCHTROVE_TOKEN: undefined, COUCHTROVE_API_URL: undefined });
@@ -133,6 +133,26 @@ test('guest log API: openstack database log list/show/set --publish/--discard, t
   assert.ok(lines.length >= 1 && lines.length <= 3, tail);
   assert.ok(fs.readFileSync(copy, 'utf8').length > 0);
   assert.match(await ct('log', 'list', 'ops1'), /^couchdb\s+SYS\s+(Published|Partial)/m);
+
+  // log tail and save: both clients log in through the Keystone v3 facade and read the published copy
+  // through the Swift view its catalog names (they do not go through the Trove API for the contents).
+  const published2 = fs.readFileSync(copy, 'utf8');
+  const keystone = ['--os-auth-url', `${server!.url}/v3`, '--os-username', 'tester', '--os-password', 'anything', '--os-project-name', 'local', '--os-user-domain-name', 'Default', '--os-project-domain-name', 'Default'];
+  const osTail = await run('openstack', ['--os-auth-type', 'password', ...keystone, 'database', 'log', 'tail', id, 'couchdb', '--lines', '2']);
+  assert.equal(osTail, `${published2.trimEnd().split('\n').slice(-2).join('\n')}\n`);
+  const saved = path.join(root, 'os-saved.log');
+  assert.match(await run('openstack', ['--os-auth-type', 'password', ...keystone, 'database', 'log', 'save', id, 'couchdb', '--file', saved]), /written to/);
+  assert.equal(fs.readFileSync(saved, 'utf8'), published2);
+  const saved2 = path.join(root, 'trove-saved.log');
+  await run('trove', [...keystone, 'log-save', id, 'couchdb', '--file', saved2]);
+  assert.equal(fs.readFileSync(saved2, 'utf8'), published2);
+  assert.match(await run('trove', [...keystone, 'log-tail', id, 'couchdb', '--lines', '1']), new RegExp(`${published2.trimEnd().split('\n').pop()!.slice(0, 40).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
+  // Another project's account, a missing token and a key outside the published logs are refused.
+  const swift = `${server!.url}/swift/v1`;
+  assert.equal((await fetch(`${swift}/AUTH_local/database_logs?format=json`)).status, 401);
+  assert.equal((await fetch(`${swift}/AUTH_other/database_logs`, { headers: { 'x-auth-token': 'notused' } })).status, 403);
+  assert.equal((await fetch(`${swift}/AUTH_local/database_logs/logs/${id}/couchdb.metafile.json`, { headers: { 'x-auth-token': 'notused' } })).status, 404);
+  await assert.rejects(run('openstack', ['--os-auth-type', 'password', ...keystone.map((a) => (a === 'local' ? 'other' : a)), 'database', 'instance', 'list']), /token is for project local, not other/);
 });
 
 test('show of an instance being restored gives its task and the restore\'s bytes, which only grow', { skip, timeout: 300_000 }, async () => {
