@@ -143,6 +143,10 @@ account_autocreate = true
 # Fail fast when a backend server is gone (the fault tests kill servers).
 conn_timeout = 1
 node_timeout = 30
+# One node per ring here: after 10 errors Swift stops using a node for 60 s (error limiting), so an object
+# server killed for a second under load would keep answering 503 for a minute after it is back. A real
+# cluster routes around such a node to the other replicas; this one has none.
+error_suppression_interval = 2
 
 [filter:tempauth]
 use = egg:swift#tempauth

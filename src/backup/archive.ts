@@ -328,3 +328,54 @@ export async function expireArchive(storage: Backend, stream: string, keepMs: nu
   }
   return { removed: [...old.map((c) => c.id), ...leftovers], kept: cuts.length - old.length };
 }
+
+/** Written when a stream's instance is deleted: its agent no longer applies retention, the control plane does. */
+const RETIRED = 'retired.json';
+
+export interface RetiredStream {
+  /** When the instance was deleted (ISO 8601): no restore point is newer. */
+  retired: string;
+  keepDays: number;
+}
+
+/**
+ * Marks a stream whose instance is gone; false when there is no stream (archiving never ran). Its restore
+ * points stay usable (create --backup B --restore-time T) for keepDays, then expireRetired removes them.
+ */
+export async function retireStream(storage: Backend, stream: string, keepDays: number, now = Date.now()): Promise<boolean> {
+  const s = archiveStorage(storage, stream);
+  if (!(await readHead(s))) return false;
+  const body: RetiredStream = { retired: new Date(now).toISOString(), keepDays };
+  await putBuffer(s, RETIRED, Buffer.from(JSON.stringify(body)));
+  return true;
+}
+
+/**
+ * Retention of the retired streams: the agent's rule (expireArchive) while their window lasts; once keepDays
+ * have passed since the retirement every restore point is older than that, and the whole stream goes
+ * (its retired.json last, so an interrupted removal is taken up again by the next run).
+ */
+export async function expireRetired(storage: Backend, now = Date.now()): Promise<{ removed: string[]; trimmed: Record<string, number> }> {
+  const retired: string[] = [];
+  for await (const o of storage.list('archive/')) {
+    const [, stream, name, more] = o.key.split('/');
+    if (stream && name === RETIRED && more === undefined && STREAM_NAME.test(stream)) retired.push(stream);
+  }
+  const out: { removed: string[]; trimmed: Record<string, number> } = { removed: [], trimmed: {} };
+  for (const stream of retired) {
+    const s = archiveStorage(storage, stream);
+    const r = JSON.parse((await readObject(s, RETIRED, 1 << 16)).toString('utf8')) as RetiredStream;
+    const keepMs = r.keepDays * 86_400_000;
+    if (now - Date.parse(r.retired) < keepMs) {
+      const ex = await expireArchive(storage, stream, keepMs, now);
+      if (ex.removed.length) out.trimmed[stream] = ex.removed.length;
+      continue;
+    }
+    const all: string[] = [];
+    for await (const o of s.list('')) if (o.key !== RETIRED) all.push(o.key);
+    for (const key of all) await s.delete(key);
+    await s.delete(RETIRED);
+    out.removed.push(stream);
+  }
+  return out;
+}

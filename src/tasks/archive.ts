@@ -9,7 +9,9 @@ import type { ControlPlane } from './control.js';
 import { agentCall } from './control.js';
 import { withTimeout } from '../util/concurrency.js';
 import { badRequest, unprocessable } from './errors.js';
-import { findCut } from '../backup/archive.js';
+import { expireRetired, findCut, retireStream } from '../backup/archive.js';
+import { DEFAULT_KEEP_DAYS } from '../agent/archiver.js';
+import { stableId } from './control.js';
 import { openStorage } from '../storage/index.js';
 
 /** Last status read from each instance's agent (health checks, actions, show). */
@@ -150,4 +152,47 @@ export async function restoreDatabase(plane: ControlPlane, projectId: string, id
   );
   plane.log(`instance ${inst.id}: database ${req.database} restored as ${result.as} from ${result.from} (${result.docCount} documents)`);
   return result;
+}
+
+// ---- after the instance: retention of a deleted instance's archive ----------------------------
+
+/**
+ * Called by instance.delete once the agent is gone: the stream is marked retired with the instance's
+ * keep_days, so its restore points stay usable that long and are then removed (archive.expire). A
+ * repository that does not answer does not hold the delete up: the reason is logged.
+ */
+export async function retireArchive(plane: ControlPlane, inst: Row<'instances'>): Promise<void> {
+  const keepDays = archiveStatuses(plane).get(inst.id)?.keepDays ?? DEFAULT_KEEP_DAYS;
+  try {
+    const repo = await openStorage(plane.config.repository);
+    try {
+      if (await retireStream(repo, inst.id, keepDays)) plane.log(`instance ${inst.id}: its archive is kept ${keepDays} days, then removed`);
+    } finally {
+      await repo.close();
+    }
+  } catch (err) {
+    plane.log(`instance ${inst.id}: its archive could not be marked for removal (${describeError(err)}); it stays in the repository until removed by hand`);
+  }
+  archiveStatuses(plane).delete(inst.id);
+}
+
+/** One archive.expire task an hour, whichever process ticks first (the id is the hour's). */
+export const archiveExpireTaskId = (hour: string): string => stableId('archive-expire', hour);
+
+export function registerArchiveTasks(plane: ControlPlane): void {
+  plane.tasks.register('archive.expire', {
+    resumable: true,
+    run: async () => {
+      const repo = await openStorage(plane.config.repository);
+      try {
+        const r = await expireRetired(repo);
+        for (const [stream, n] of Object.entries(r.trimmed)) plane.log(`archive ${stream} (instance deleted): retention removed ${n} cuts`);
+        for (const stream of r.removed) plane.log(`archive ${stream} (instance deleted): its keep_days have passed; removed`);
+      } finally {
+        await repo.close();
+      }
+    },
+    // Nothing to put right: the next hour's run takes up what this one left.
+    failed: async (task, reason) => plane.log(`archive.expire ${task.id} failed: ${reason}`),
+  });
 }

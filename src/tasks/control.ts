@@ -19,7 +19,7 @@ import { TaskManager, type TaskContext } from './manager.js';
 import { badRequest, notFound, unprocessable, ServiceError } from './errors.js';
 import { awaitFollowing, registerReplicationTasks } from './replication.js';
 import { HealthMonitor } from './health.js';
-import { resolveRestoreTime } from './archive.js';
+import { registerArchiveTasks, resolveRestoreTime, retireArchive } from './archive.js';
 import { groupOverrides, refuseUnsettable, registerConfigurationTasks } from './configurations.js';
 import { registerBackupTasks } from './backups.js';
 import { registerUpgradeTasks } from './upgrade.js';
@@ -119,6 +119,7 @@ export class ControlPlane {
     registerReplicationTasks(this);
     registerConfigurationTasks(this);
     registerUpgradeTasks(this);
+    registerArchiveTasks(this);
     this.health = new HealthMonitor(this, options.healthMs ?? this.config.healthInterval * 1000, this.log);
   }
 
@@ -565,6 +566,7 @@ export class ControlPlane {
         const inst = await this.held(ctx);
         await this.compute.destroy(inst);
         await ctx.step('destroyed');
+        await retireArchive(this, inst);
         await this.store.remove('instances', inst.id, { task_id: ctx.task.id });
       },
       failed: async (task, reason) => {

@@ -177,7 +177,11 @@ export class TaskManager {
   start(task: Row<'tasks'>): void {
     if (this.stopped || this.running.has(task.id)) return;
     const controller = new AbortController();
-    const done = this.execute(task, controller, task.status !== 'NEW' || task.attempts > 0).finally(() => this.running.delete(task.id));
+    // A state store that fails under execute (its claim or its last write) leaves the row as it was, its
+    // lease to run out and the sweep to take it over: logged here, never an unhandled rejection.
+    const done = this.execute(task, controller, task.status !== 'NEW' || task.attempts > 0)
+      .catch((err: unknown) => this.log(`task ${task.id} (${task.kind}): the state store failed: ${describeError(err)}`))
+      .finally(() => this.running.delete(task.id));
     this.running.set(task.id, { controller, done });
   }
 

@@ -19,6 +19,7 @@ import { badRequest, notFound, ServiceError } from './errors.js';
 import { stableId } from './control.js';
 import type { TaskContext } from './manager.js';
 import { ancestors } from './incremental.js';
+import { archiveExpireTaskId } from './archive.js';
 
 export interface ScheduleRequest {
   name: string;
@@ -122,6 +123,8 @@ export class BackupScheduler {
   private ticking: Promise<void> | null = null;
   /** Runs in progress, by schedule id. */
   private readonly running = new Map<string, Promise<void>>();
+  /** The hour whose archive.expire task this process has made or seen made. */
+  private expireHour = '';
 
   constructor(private readonly plane: ControlPlane, options: SchedulerOptions = {}) {
     this.store = plane.store;
@@ -209,6 +212,7 @@ export class BackupScheduler {
       await this.store.update('backup_schedules', s.id, { next_run: next, last_run: at.toISOString(), updated: now() }, { next_run: s.next_run });
       if (task) fired.push([s.id, task]);
     }
+    await this.expireArchives(at);
     // Started only once every due slot is claimed: runs already going would slow the claiming of the rest
     // (their polling shares the connection pool), and with it the lag at the top of the hour.
     for (const [sid, task] of fired) {
@@ -218,6 +222,20 @@ export class BackupScheduler {
       this.running.set(sid, p);
     }
     return started;
+  }
+
+  /** Once an hour, retention of deleted instances' archives (./archive.ts): one task of all processes. */
+  private async expireArchives(at: Date): Promise<void> {
+    const hour = at.toISOString().slice(0, 13);
+    if (hour === this.expireHour || this.stopping) return;
+    this.expireHour = hour;
+    const id = archiveExpireTaskId(hour);
+    try {
+      // No tenant's: it spans every project's deleted instances.
+      this.plane.tasks.start(await this.plane.tasks.create({ kind: 'archive.expire', id, projectId: '', timeout: this.plane.config.taskTimeout }));
+    } catch (err) {
+      if (!(await this.store.get('tasks', id))) this.log(`archive retention: ${describeError(err)}`);
+    }
   }
 
   private async runTask(ctx: TaskContext<RunParams>): Promise<void> {

@@ -4,6 +4,8 @@
 // what came after, a time outside the window refused with 422, `--off`.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { sandbox, basicAuth, startServer, api, waitStatus, type J, type RealServer } from '../support/server.js';
 import { runCli } from '../support/cli.js';
@@ -116,5 +118,14 @@ test('archiving on through the CLI; show and /metrics give the restore point; cr
   const off = await runCli(['instance', 'archive', 'arc', '--off', '--json'], env);
   assert.equal(off.code, 0, off.stderr);
   assert.equal((JSON.parse(off.stdout) as { archive: J }).archive.enabled, false);
+
+  // Deleted, its archive stays for keep_days (retired.json), and its restore points still restore.
+  assert.equal((await api(base, 'DELETE', `/instances/${id}`)).status, 202);
+  for (const end = Date.now() + 30_000; (await api(base, 'GET', `/instances/${id}`)).status !== 404; await sleep(250)) assert.ok(Date.now() < end, 'the instance is deleted');
+  const retired = JSON.parse(fs.readFileSync(path.join(server.stateDir, 'backups', 'archive', id, 'retired.json'), 'utf8')) as { retired: string; keepDays: number };
+  assert.equal(retired.keepDays, 7);
+  const later = await runCli(['instance', 'create', '--name', 'pitr-after', '--flavor', '1', '--size', '1', '--backup', 'anchor', '--restore-time', new Date(T).toISOString(), '--wait', '--json'], env);
+  assert.equal(later.code, 0, later.stderr + later.stdout);
+  assert.deepEqual((await ids((JSON.parse(later.stdout) as { instance: J }).instance.couchdb_url as string)).filter((d) => d !== '_design/x').sort(), ['a1', 'a2', 'a3']);
   await server.kill();
 });

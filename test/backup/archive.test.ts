@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ArchiveStream, archiveStorage, archiveWindow, expireArchive, findCut, listCuts, restoreToTime } from '../../src/backup/archive.js';
+import { ArchiveStream, archiveStorage, archiveWindow, expireArchive, expireRetired, findCut, listCuts, restoreToTime, retireStream } from '../../src/backup/archive.js';
 import { openBackup, readManifest } from '../../src/backup/repository.js';
 import { KeyMaterial } from '../../src/crypto/keys.js';
 import { openStorage, type Backend } from '../../src/storage/index.js';
@@ -149,5 +149,34 @@ describe('continuous archiving (engine)', () => {
     assert.deepEqual((await readTree(cli)).files.map((f) => [f.path, f.sha256]), (await readTree(data)).files.map((f) => [f.path, f.sha256]));
     const usage = await runCli(['agent', 'restore', '--storage', `file://${path.join(scratch, 'repo')}`, '--stream', 'inst1', '--data-dir', cli]);
     assert.equal(usage.code, 2, 'a stream without a time is a usage error');
+  });
+
+  test('a retired stream (its instance deleted) keeps its restore points for keep_days, then goes whole; others are untouched', async () => {
+    const data = path.join(scratch, 'data-retire');
+    await fs.mkdir(path.join(data, 'shards/00-ff'), { recursive: true });
+    await fs.writeFile(path.join(data, 'shards/00-ff/db.1.couch'), randomBytes(64 << 10));
+    for (const name of ['gone', 'alive']) {
+      const stream = new ArchiveStream({ storage, stream: name, key, dataDir: data, compression: 'none' });
+      await stream.cut();
+      await fs.appendFile(path.join(data, 'shards/00-ff/db.1.couch'), randomBytes(100));
+      await stream.cut();
+    }
+    assert.equal(await retireStream(storage, 'never-archived', 7), false, 'no stream, nothing to retire');
+    const t0 = Date.now();
+    assert.equal(await retireStream(storage, 'gone', 2, t0), true);
+    // Within the window: restore points stay and restore.
+    const within = await expireRetired(storage, t0 + 86_400_000);
+    assert.deepEqual(within.removed, []);
+    const w = await archiveWindow(storage, 'gone');
+    assert.equal(w.cuts, 2);
+    await restoreToTime({ storage, stream: 'gone', time: w.newest!, dataDir: path.join(scratch, 'restore-retired'), key });
+    // Past it: every object of the stream goes, the live stream stays.
+    const past = await expireRetired(storage, t0 + 2 * 86_400_000 + 1000);
+    assert.deepEqual(past.removed, ['gone']);
+    const left: string[] = [];
+    for await (const o of storage.list('archive/gone/')) left.push(o.key);
+    assert.deepEqual(left, []);
+    assert.equal((await archiveWindow(storage, 'alive')).cuts, 2);
+    assert.deepEqual((await expireRetired(storage, t0 + 30 * 86_400_000)).removed, [], 'nothing retired is left');
   });
 });
