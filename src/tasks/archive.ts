@@ -12,7 +12,6 @@ import { badRequest, unprocessable } from './errors.js';
 import { expireRetired, findCut, retireStream } from '../backup/archive.js';
 import { DEFAULT_KEEP_DAYS } from '../agent/archiver.js';
 import { stableId } from './control.js';
-import { openStorage } from '../storage/index.js';
 
 /** Last status read from each instance's agent (health checks, actions, show). */
 const statuses = new WeakMap<ControlPlane, Map<string, ArchiveStatus>>();
@@ -111,15 +110,13 @@ function view(s: ArchiveStatus): Record<string, unknown> {
 export async function resolveRestoreTime(plane: ControlPlane, streamOf: string, time: string): Promise<{ stream: string; cut: string }> {
   const t = Date.parse(time);
   if (Number.isNaN(t)) throw badRequest(`"restorePoint"."restoreTime" must be an ISO 8601 time, got ${JSON.stringify(time.slice(0, 80))}`);
-  const storage = await openStorage(plane.config.repository);
-  try {
-    const cut = await findCut(storage, streamOf, t);
-    return { stream: streamOf, cut: cut.id };
-  } catch (err) {
-    throw unprocessable(`Instance ${streamOf} has no restore point for ${new Date(t).toISOString()}: ${describeError(err)}`);
-  } finally {
-    await storage.close();
-  }
+  return plane.withRepository(async (storage) => {
+    try {
+      return { stream: streamOf, cut: (await findCut(storage, streamOf, t)).id };
+    } catch (err) {
+      throw unprocessable(`Instance ${streamOf} has no restore point for ${new Date(t).toISOString()}: ${describeError(err)}`);
+    }
+  });
 }
 
 /**
@@ -164,12 +161,7 @@ export async function restoreDatabase(plane: ControlPlane, projectId: string, id
 export async function retireArchive(plane: ControlPlane, inst: Row<'instances'>): Promise<void> {
   const keepDays = archiveStatuses(plane).get(inst.id)?.keepDays ?? DEFAULT_KEEP_DAYS;
   try {
-    const repo = await openStorage(plane.config.repository);
-    try {
-      if (await retireStream(repo, inst.id, keepDays)) plane.log(`instance ${inst.id}: its archive is kept ${keepDays} days, then removed`);
-    } finally {
-      await repo.close();
-    }
+    if (await plane.withRepository((repo) => retireStream(repo, inst.id, keepDays))) plane.log(`instance ${inst.id}: its archive is kept ${keepDays} days, then removed`);
   } catch (err) {
     plane.log(`instance ${inst.id}: its archive could not be marked for removal (${describeError(err)}); it stays in the repository until removed by hand`);
   }
@@ -183,14 +175,9 @@ export function registerArchiveTasks(plane: ControlPlane): void {
   plane.tasks.register('archive.expire', {
     resumable: true,
     run: async () => {
-      const repo = await openStorage(plane.config.repository);
-      try {
-        const r = await expireRetired(repo);
-        for (const [stream, n] of Object.entries(r.trimmed)) plane.log(`archive ${stream} (instance deleted): retention removed ${n} cuts`);
-        for (const stream of r.removed) plane.log(`archive ${stream} (instance deleted): its keep_days have passed; removed`);
-      } finally {
-        await repo.close();
-      }
+      const r = await plane.withRepository((repo) => expireRetired(repo));
+      for (const [stream, n] of Object.entries(r.trimmed)) plane.log(`archive ${stream} (instance deleted): retention removed ${n} cuts`);
+      for (const stream of r.removed) plane.log(`archive ${stream} (instance deleted): its keep_days have passed; removed`);
     },
     // Nothing to put right: the next hour's run takes up what this one left.
     failed: async (task, reason) => plane.log(`archive.expire ${task.id} failed: ${reason}`),

@@ -9,6 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { AgentApi, AgentReplicationApi, InstanceSettings } from '../agent/protocol.js';
 import { createWithRoles } from './access.js';
+import { openStorage, type Backend } from '../storage/index.js';
 import type { ComputeDriver } from '../compute/driver.js';
 import { GiB } from '../compute/driver.js';
 import type { ServerConfig } from '../config/server.js';
@@ -347,6 +348,16 @@ export class ControlPlane {
     if (size > this.config.maxVolumeSize) throw new ServiceError(413, 'overLimit', `Volume size ${size} GB is over the limit of ${this.config.maxVolumeSize} GB.`);
     const task = await this.claim(projectId, id, 'instance.resize_volume', 'RESIZE', ['ACTIVE', 'RESTART_REQUIRED'], { size }, this.config.taskTimeout);
     this.tasks.start(task);
+  }
+
+  /** Runs f on the server's repository (backups, archives, published logs), opened for it and closed after. */
+  async withRepository<T>(f: (repo: Backend) => Promise<T>): Promise<T> {
+    const repo = await openStorage(this.config.repository);
+    try {
+      return await f(repo);
+    } finally {
+      await repo.close();
+    }
   }
 
   /** Volume use in bytes, or null when the agent does not answer quickly. */

@@ -2,7 +2,7 @@
 // waiting for a restart (from the agent's status), what the databases hold, the last backup and the
 // flavor's name; while a task holds the instance, its kind and step and the agent's byte progress (a
 // restore's, say). Every agent call is bounded: a slow agent leaves a field out, it never slows show down.
-import type { AgentOpsApi, DataStats } from '../agent/protocol.js';
+import type { AgentApi, AgentOpsApi, DataStats } from '../agent/protocol.js';
 import type { Progress } from '../backup/index.js';
 import type { Row } from '../state/index.js';
 import type { ControlPlane } from './control.js';
@@ -36,9 +36,12 @@ export async function instanceFacts(plane: ControlPlane, inst: Row<'instances'>)
     const last = rows.sort((a, b) => (a.updated < b.updated ? 1 : a.updated > b.updated ? -1 : 0))[0];
     if (last) facts.lastBackup = last;
   });
+  // One agent client for both reads below, made when the first needs it.
+  let client: Promise<AgentApi | null> | undefined;
+  const agentOf = (): Promise<AgentApi | null> => (client ??= inst.agent_port ? plane.compute.agent(inst).catch(() => null) : Promise.resolve(null));
   const agentFacts = (async () => {
-    if (!inst.agent_port || !LIVE.includes(inst.status)) return;
-    const agent = await plane.compute.agent(inst).catch(() => null);
+    if (!LIVE.includes(inst.status)) return;
+    const agent = await agentOf();
     if (!agent) return;
     const ops = opsOf(agent);
     await Promise.all([
@@ -54,8 +57,7 @@ export async function instanceFacts(plane: ControlPlane, inst: Row<'instances'>)
     const t = await plane.store.get('tasks', inst.task_id);
     if (t && (t.status === 'NEW' || t.status === 'RUNNING')) facts.task = { kind: t.kind, step: t.step };
     // The agent answers while it restores or backs up (its RPC server is not held by the work).
-    if (!inst.agent_port) return;
-    const agent = await plane.compute.agent(inst).catch(() => null);
+    const agent = await agentOf();
     const p = agent ? await withTimeout(agent.progress(), 1000).catch(() => null) : null;
     if (p) facts.progress = p;
   })();

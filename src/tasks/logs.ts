@@ -16,6 +16,7 @@ import type { AgentOpsApi, LogFileInfo } from '../agent/protocol.js';
 
 /** The logs an instance's guest log API shows (the agent also keeps its own, for operators). */
 export const GUEST_LOGS = ['couchdb'] as const;
+const isGuestLog = (name: string): boolean => (GUEST_LOGS as readonly string[]).includes(name);
 
 interface Published {
   /** Bytes and lines of the published copy, and when it was published. */
@@ -44,15 +45,6 @@ async function liveOps(plane: ControlPlane, inst: Row<'instances'>): Promise<Age
   const ops = opsOf(agent);
   if (!ops.logs || !ops.readLog || !ops.dataStats) throw unprocessable(`Instance ${inst.id}: its agent does not serve logs (an older agent: restart the instance).`);
   return ops as AgentOpsApi;
-}
-
-async function withRepo<T>(plane: ControlPlane, f: (repo: Backend) => Promise<T>): Promise<T> {
-  const repo = await openStorage(plane.config.repository);
-  try {
-    return await f(repo);
-  } finally {
-    await repo.close();
-  }
 }
 
 async function readPublished(repo: Backend, inst: Pick<Row<'instances'>, 'id'>, name: string): Promise<Published | null> {
@@ -86,7 +78,7 @@ function view(inst: Row<'instances'>, f: LogFileInfo, pub: Published | null): Re
 }
 
 async function fileInfo(ops: AgentOpsApi, name: string): Promise<LogFileInfo> {
-  if (!(GUEST_LOGS as readonly string[]).includes(name)) throw notFound(`No log ${JSON.stringify(name.slice(0, 80))}: the logs of a couchdb instance are ${GUEST_LOGS.join(', ')}.`);
+  if (!isGuestLog(name)) throw notFound(`No log ${JSON.stringify(name.slice(0, 80))}: the logs of a couchdb instance are ${GUEST_LOGS.join(', ')}.`);
   const f = (await agentCall(withTimeout(ops.logs(), 10_000))).find((x) => x.name === name);
   if (!f) throw notFound(`Log ${name} is not there yet (the instance is not prepared).`);
   return f;
@@ -95,8 +87,8 @@ async function fileInfo(ops: AgentOpsApi, name: string): Promise<LogFileInfo> {
 export async function listLogs(plane: ControlPlane, projectId: string, id: string): Promise<Record<string, unknown>[]> {
   const inst = await plane.instance(projectId, id);
   const ops = await liveOps(plane, inst);
-  const files = (await agentCall(withTimeout(ops.logs(), 10_000))).filter((f) => (GUEST_LOGS as readonly string[]).includes(f.name));
-  return withRepo(plane, async (repo) => Promise.all(files.map(async (f) => view(inst, f, await readPublished(repo, inst, f.name)))));
+  const files = (await agentCall(withTimeout(ops.logs(), 10_000))).filter((f) => isGuestLog(f.name));
+  return plane.withRepository(async (repo) => Promise.all(files.map(async (f) => view(inst, f, await readPublished(repo, inst, f.name)))));
 }
 
 export interface LogAction {
@@ -114,7 +106,7 @@ export async function logAction(plane: ControlPlane, projectId: string, id: stri
   const f = await fileInfo(ops, a.name);
   if (a.enable && a.disable) throw badRequest('Give "enable" or "disable", not both.');
   if (a.disable) throw badRequest(`Log ${a.name} is a SYS log: CouchDB always writes it, it cannot be disabled (its size is capped: rotated at ${f.maxBytes} bytes).`);
-  return withRepo(plane, async (repo) => {
+  return plane.withRepository(async (repo) => {
     if (a.discard) {
       await repo.delete(objectKey(inst, a.name));
       await repo.delete(metafile(inst, a.name));
@@ -153,7 +145,7 @@ export async function listPublished(plane: ControlPlane, projectId: string, keyP
     const own = `logs/${i.id}/`;
     return own.startsWith(keyPrefix) || keyPrefix.startsWith(own);
   });
-  return withRepo(plane, async (repo) => {
+  return plane.withRepository(async (repo) => {
     const out: PublishedObject[] = [];
     for (const inst of instances) {
       for (const name of GUEST_LOGS) {
@@ -171,7 +163,7 @@ export async function listPublished(plane: ControlPlane, projectId: string, keyP
  */
 export async function readPublishedObject(plane: ControlPlane, projectId: string, key: string, withBody: boolean): Promise<{ object: PublishedObject; body?: Readable } | null> {
   const m = /^logs\/([^/]+)\/([^/]+)\/log$/.exec(key);
-  if (!m || !(GUEST_LOGS as readonly string[]).includes(m[2]!)) return null;
+  if (!m || !isGuestLog(m[2]!)) return null;
   const inst = await plane.store.get('instances', m[1]!);
   if (!inst || inst.project_id !== projectId) return null;
   const repo = await openStorage(plane.config.repository);
