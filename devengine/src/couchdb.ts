@@ -105,6 +105,15 @@ function writeIniAtomic(src: IniSource): void {
   fs.renameSync(tmp, src.file);
 }
 
+function readIniQuietly(file: string): IniFile | null {
+  try {
+    const ini = IniFile.parse(fs.readFileSync(file, 'utf8'));
+    return ini.problems.length === 0 ? ini : null;
+  } catch {
+    return null;
+  }
+}
+
 function readNodeName(home: string): string {
   const file = process.env.COUCHDB_ARGS_FILE ?? path.join(home, 'etc', 'vm.args');
   let text: string;
@@ -270,8 +279,12 @@ class DevEngine {
     return v === '' ? undefined : v;
   }
 
-  /** Writes one change to the last ini file as CouchDB does: re-read, edit that line, write back. */
-  private persist(section: string, key: string, value: string | null): void {
+  /**
+   * Writes one change to the last ini file as CouchDB does: re-read, edit that line, write back. The value
+   * is in memory first; a file that cannot be written makes the request fail with its error code (400
+   * eacces, as CouchDB answers), the value staying in memory.
+   */
+  private persist(section: string, key: string, value: string | null): string | null {
     let onDisk = this.last.ini;
     try {
       onDisk = IniFile.parse(fs.readFileSync(this.last.file, 'utf8'));
@@ -282,7 +295,24 @@ class DevEngine {
       if (value === null) ini.delete(section, key);
       else ini.set(section, key, value);
     }
-    writeIniAtomic({ file: this.last.file, ini: onDisk });
+    try {
+      writeIniAtomic({ file: this.last.file, ini: onDisk });
+      return null;
+    } catch (err) {
+      return ((err as NodeJS.ErrnoException).code ?? 'error').toLowerCase();
+    }
+  }
+
+  /** A delete that is not persisted: what the ini files on disk hold comes back, as in CouchDB. */
+  private unsetInMemory(section: string, key: string): void {
+    this.last.ini.delete(section, key);
+    const onDisk = readIniQuietly(this.last.file)?.get(section, key);
+    if (onDisk !== undefined) this.last.ini.set(section, key, onDisk);
+  }
+
+  /** POST _config/_reload: every ini file read again, in-memory changes dropped (one that cannot be read is kept). */
+  private reloadConfig(): void {
+    for (const s of this.sources) s.ini = readIniQuietly(s.file) ?? s.ini;
   }
 
   private admins(): Map<string, string> {
@@ -325,7 +355,9 @@ class DevEngine {
       try {
         writeIniAtomic(this.last);
       } catch (err) {
-        fatal(`cannot write ${this.last.file}: ${(err as Error).message}`);
+        // As CouchDB: the hashes stay in memory when the last ini file cannot be written (an isolated
+        // instance's local.ini is the agent's); the server starts all the same.
+        log('error', `config: cannot persist to ${this.last.file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
       }
     }
 
@@ -840,7 +872,11 @@ class DevEngine {
       for (const [s, entries] of config) out[s] = Object.fromEntries([...entries].filter(([, v]) => v !== ''));
       return send(res, 200, out);
     }
-    if (section === '_reload') return send(res, 200, { ok: true });
+    if (section === '_reload') {
+      if (method !== 'POST') return send(res, 405, { error: 'method_not_allowed', reason: 'Only POST allowed' });
+      this.reloadConfig();
+      return send(res, 200, { ok: true });
+    }
     if (key === undefined) {
       if (method !== 'GET') return send(res, 405, { error: 'method_not_allowed', reason: 'Only GET allowed' });
       return send(res, 200, Object.fromEntries([...(config.get(section) ?? [])].filter(([, v]) => v !== '')));
@@ -863,8 +899,8 @@ class DevEngine {
         this.authPending.set(key, Date.now() + AUTH_DELAY_MS);
       }
       if (section === 'log' && key === 'level') setLogLevel(value as string);
-      if (persist) this.persist(section, key, value as string);
-      else this.last.ini.set(section, key, value as string);
+      const failed = persist ? this.persist(section, key, value as string) : (this.last.ini.set(section, key, value as string), null);
+      if (failed) return send(res, 400, { error: 'bad_request', reason: failed });
       return send(res, 200, current ?? '');
     }
     if (method === 'DELETE') {
@@ -874,14 +910,12 @@ class DevEngine {
         if (s === this.last) continue;
         // A key set in an earlier file would come back after a restart: shadow it with an empty value.
         if (s.ini.get(section, key) !== undefined && s.ini.get(section, key) !== '') {
-          if (persist) this.persist(section, key, '');
-          else this.last.ini.set(section, key, '');
-          return send(res, 200, current);
+          const failed = persist ? this.persist(section, key, '') : (this.last.ini.set(section, key, ''), null);
+          return failed ? send(res, 400, { error: 'bad_request', reason: failed }) : send(res, 200, current);
         }
       }
-      if (persist) this.persist(section, key, null);
-      else this.last.ini.delete(section, key);
-      return send(res, 200, current);
+      const failed = persist ? this.persist(section, key, null) : (this.unsetInMemory(section, key), null);
+      return failed ? send(res, 400, { error: 'bad_request', reason: failed }) : send(res, 200, current);
     }
     return send(res, 405, { error: 'method_not_allowed', reason: 'Only GET,PUT,DELETE allowed' });
   }

@@ -2,9 +2,9 @@
 // configuration overrides, backup, restore). Implements the AgentApi contract of protocol.ts; the
 // RPC server (server.ts) exposes it to the control plane.
 //
-// Files. In the agent's own directory: agent-state.json (settings and lifecycle state, no secret).
-// In settings.instanceDir: etc/local.ini (the last file of CouchDB's ini chain, 0600), vm.args
-// (0600), admin.secret (the agent's generated admin password, 0600, the only copy), log/couchdb.log.
+// Files: agent-state.json (settings and lifecycle state, no secret) in the agent's own directory; the
+// instance's files (local.ini, vm.args, admin.secret, the cookie, the log), who owns them and the only ways
+// they are written are in files.ts; what local.ini may hold is in local-ini.ts.
 import { randomBytes, randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
@@ -15,9 +15,11 @@ import { CouchClient, CouchUnreachableError, type Credentials, type ShardMapDoc 
 import { CouchManager, generatePassword } from './manage.js';
 import { enforceQuota, type QuotaState } from './quota.js';
 import { IniFile } from './ini.js';
+import { ensureDir, instanceFiles, isFileAsExpected, ownership, readUntrusted, replaceFile, writePrivateFile } from './files.js';
+import { buildLocalIni, HASHED_ADMIN, managedSettings, renderVmArgs } from './local-ini.js';
 import { parseOverrides, type ParsedOverride } from './config-keys.js';
 import { checkPortFree, CouchProcess, reasonFromLog, stopEpmd } from './process.js';
-import { AGENT_ADMIN, checkBackupId, checkSettings, checkStorageUrl } from './validate.js';
+import { AGENT_ADMIN, ROOT_USER, checkBackupId, checkSettings, checkStorageUrl } from './validate.js';
 import type { AccessRole, AgentApi, AgentBackupRequest, AgentOpsApi, ConfigurationResult, DataStats, InstanceSettings, InstanceStatus, LogFileInfo, NewUser, UserInfo } from './protocol.js';
 import { LOG_KEEP, LOG_MAX_BYTES, maskSecrets, rotateIfLarge, rotatedBytes, tailFile } from './logs.js';
 import type { AgentArchiveApi, ArchiveSettings, ArchiveStatus, DatabaseRestoreRequest, DatabaseRestoreResult } from './protocol.js';
@@ -67,19 +69,8 @@ interface PersistedState {
 
 const STATE_FILE = 'agent-state.json';
 
-export function instanceFiles(s: InstanceSettings) {
-  return {
-    etcDir: path.join(s.instanceDir, 'etc'),
-    localIni: path.join(s.instanceDir, 'etc', 'local.ini'),
-    vmArgs: path.join(s.instanceDir, 'vm.args'),
-    secret: path.join(s.instanceDir, 'admin.secret'),
-    log: path.join(s.instanceDir, 'log', 'couchdb.log'),
-    smoosh: path.join(s.instanceDir, 'smoosh'),
-    /** CouchDB's HOME: holds the Erlang cookie (.erlang.cookie, 0400), which never goes on a command line. */
-    home: path.join(s.instanceDir, 'home'),
-    cookie: path.join(s.instanceDir, 'home', '.erlang.cookie'),
-  };
-}
+export { instanceFiles, writePrivateFile } from './files.js';
+export { buildLocalIni, managedSettings, renderVmArgs } from './local-ini.js';
 
 /** The URL the agent uses to reach its CouchDB (loopback when CouchDB listens on every address). */
 export function couchUrl(s: InstanceSettings): string {
@@ -96,100 +87,6 @@ async function freeLoopbackPort(): Promise<number> {
   const port = (srv.address() as net.AddressInfo).port;
   await new Promise<void>((resolve) => srv.close(() => resolve()));
   return port;
-}
-
-/** Writes a file readable by its owner only, atomically (temp file, fsync, rename). */
-export async function writePrivateFile(file: string, content: string): Promise<void> {
-  await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
-  const tmp = `${file}.tmp-${randomBytes(4).toString('hex')}`;
-  const h = await fsp.open(tmp, 'wx', 0o600);
-  try {
-    await h.writeFile(content);
-    await h.sync();
-  } finally {
-    await h.close();
-  }
-  await fsp.chmod(tmp, 0o600);
-  await fsp.rename(tmp, file);
-}
-
-/**
- * The settings the agent owns in local.ini, whatever a server admin changed over HTTP
- * (/_node/_local/_config lets one change them all at run time: couchdb-3.md): where the data is, where
- * CouchDB listens, where it logs. Values null are removed.
- */
-export function managedSettings(s: InstanceSettings, uuid: string): Array<{ section: string; key: string; value: string | null }> {
-  const f = instanceFiles(s);
-  return [
-    { section: 'couchdb', key: 'database_dir', value: s.dataDir },
-    { section: 'couchdb', key: 'view_index_dir', value: s.dataDir },
-    { section: 'couchdb', key: 'uuid', value: uuid },
-    { section: 'couchdb', key: 'single_node', value: 'true' },
-    { section: 'couchdb', key: 'uri_file', value: null },
-    { section: 'chttpd', key: 'port', value: String(s.port) },
-    { section: 'chttpd', key: 'bind_address', value: s.bindAddress },
-    { section: 'httpd', key: 'bind_address', value: null },
-    { section: 'httpd', key: 'port', value: null },
-    { section: 'prometheus', key: 'additional_port', value: null },
-    { section: 'prometheus', key: 'bind_address', value: null },
-    { section: 'prometheus', key: 'port', value: null },
-    { section: 'cluster', key: 'n', value: '1' },
-    { section: 'smoosh', key: 'state_dir', value: f.smoosh },
-    { section: 'log', key: 'writer', value: 'stderr' },
-    { section: 'log', key: 'file', value: null },
-  ];
-}
-
-/** Sets every managed setting in ini; returns the 'section/key' names whose value was different. */
-export function assertManaged(ini: IniFile, s: InstanceSettings, uuid: string): string[] {
-  const changed: string[] = [];
-  for (const m of managedSettings(s, uuid)) {
-    if ((ini.get(m.section, m.key) ?? null) === m.value) continue;
-    if (m.value === null) ini.delete(m.section, m.key);
-    else ini.set(m.section, m.key, m.value);
-    changed.push(`${m.section}/${m.key}`);
-  }
-  return changed;
-}
-
-export function renderLocalIni(s: InstanceSettings, uuid: string, admin: Credentials, overrides: ParsedOverride[]): string {
-  const ini = IniFile.parse(
-    [
-      `; Written by the couchtrove agent for instance ${s.instanceId}: the last file of this instance's`,
-      '; COUCHDB_INI_FILES. CouchDB writes runtime configuration changes here and replaces plain-text',
-      '; admin passwords by hashes on start. Keep this file mode 0600.',
-      '',
-    ].join('\n'),
-  );
-  assertManaged(ini, s, uuid);
-  ini.set('admins', admin.username, admin.password);
-  for (const o of overrides) if (o.value !== null) ini.set(o.section, o.key, o.value);
-  return ini.toString();
-}
-
-export function renderVmArgs(s: InstanceSettings): string {
-  const lines = [
-    `# Written by the couchtrove agent for instance ${s.instanceId} (COUCHDB_ARGS_FILE). No cookie here:`,
-    '# CouchDB\'s launcher puts these arguments on the command line; Erlang reads $HOME/.erlang.cookie.',
-    `-name ${s.nodeName}`,
-    '-kernel error_logger silent',
-    '-sasl sasl_error_logger false',
-    '# Erlang distribution on loopback only.',
-    '-kernel inet_dist_use_interface {127,0,0,1}',
-    '+K true',
-    '+A 16',
-    '+Bd -noinput',
-  ];
-  if (s.flavor) lines.push(`+S ${s.flavor.vcpus}:${s.flavor.vcpus}`);
-  return `${lines.join('\n')}\n`;
-}
-
-/** A new random Erlang cookie in CouchDB's HOME, readable by its owner only (0400). */
-async function writeCookie(f: ReturnType<typeof instanceFiles>): Promise<void> {
-  await fsp.mkdir(f.home, { recursive: true, mode: 0o700 });
-  await fsp.rm(f.cookie, { force: true });
-  await writePrivateFile(f.cookie, randomBytes(24).toString('hex'));
-  await fsp.chmod(f.cookie, 0o400);
 }
 
 async function checkWritableDir(dir: string): Promise<void> {
@@ -445,12 +342,10 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentA
     await writePrivateFile(f.secret, `${JSON.stringify(admin)}\n`);
     this.#admin = admin;
     this.#manager = null;
-    await fsp.mkdir(f.smoosh, { recursive: true, mode: 0o700 });
-    // The plain password is in local.ini (0600) only until CouchDB's first start replaces it by a hash.
-    await writePrivateFile(f.localIni, renderLocalIni(s, st.uuid, admin, overrides));
-    await writePrivateFile(f.vmArgs, renderVmArgs(s));
-    await writeCookie(f);
-    await this.#ownFiles(s);
+    // A new local.ini: nothing of a previous one is carried over. The plain password is in it only until the
+    // first start, when the agent replaces it by CouchDB's hash (#persistAdmin).
+    await this.#writeInstanceFiles(st, null, overrides);
+    if (s.runAs) await chownTree(s.dataDir, s.runAs.uid, s.runAs.gid);
 
     if (restore && s.restore) {
       this.#progress = { phase: 'restore', bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: 0 };
@@ -536,43 +431,74 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentA
   }
 
   /**
-   * With runAs, what CouchDB reads and writes belongs to the instance's identity and to nobody else:
-   * its data, local.ini (CouchDB writes runtime changes there), vm.args, smoosh state and HOME with the
-   * cookie. The instance directory itself stays the agent's, searchable only, so admin.secret, the
-   * agent's state and the log stay out of CouchDB's reach.
+   * Lays out what CouchDB reads, every time from scratch (files.ts says who owns what): the instance
+   * directory, etc/ and home/ stay the agent's (the instance's group may read them), local.ini is rebuilt from
+   * what is allowed (local-ini.ts) with `existing` only as a source of values, vm.args rewritten, the cookie
+   * made anew unless it is the instance's own regular file. Returns what was reset or dropped.
    */
-  async #ownFiles(s: InstanceSettings): Promise<void> {
-    if (!s.runAs) return;
-    const { uid, gid } = s.runAs;
+  async #writeInstanceFiles(st: PersistedState, existing: IniFile | null, overrides: ParsedOverride[]): Promise<{ reset: string[]; dropped: string[] }> {
+    const s = st.settings;
     const f = instanceFiles(s);
-    await fsp.chmod(s.instanceDir, 0o711);
-    for (const p of [f.etcDir, f.localIni, f.vmArgs, f.smoosh, f.home, f.cookie]) await fsp.chown(p, uid, gid);
-    await chownTree(s.dataDir, uid, gid);
-    await fsp.chmod(s.dataDir, 0o700);
+    const own = ownership(s);
+    const me = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
+    await fsp.mkdir(path.dirname(s.instanceDir), { recursive: true, mode: 0o700 });
+    await ensureDir(s.instanceDir, me, own.isolated ? 0o711 : 0o700);
+    const { owner, fileMode, dirMode } = own.readable;
+    await ensureDir(f.etcDir, owner, dirMode);
+    await ensureDir(f.home, owner, dirMode);
+    await ensureDir(f.smoosh, own.instance, 0o700);
+    const built = buildLocalIni({ settings: s, uuid: st.uuid, agentAdmin: this.#admin!, overrides, existing });
+    await replaceFile(f.localIni, built.text, fileMode, owner);
+    await replaceFile(f.vmArgs, renderVmArgs(s), fileMode, owner);
+    if (!(await isFileAsExpected(f.cookie, own.instance, 0o400))) await replaceFile(f.cookie, randomBytes(24).toString('hex'), 0o400, own.instance);
+    // The data directory's own entry only (its parent is not the instance's): what is inside is CouchDB's.
+    const data = await fsp.lstat(s.dataDir).catch(() => null);
+    if (data?.isDirectory() && s.runAs) {
+      if (data.uid !== s.runAs.uid || data.gid !== s.runAs.gid) await fsp.lchown(s.dataDir, s.runAs.uid, s.runAs.gid);
+      if ((data.mode & 0o777) !== 0o700) await fsp.chmod(s.dataDir, 0o700);
+    }
+    return built;
   }
 
   /**
-   * Before every start: the settings the agent manages go back to its values in local.ini (a server
-   * admin may have changed them over HTTP), and what was reset is logged.
+   * Before every start: local.ini is rebuilt from the allow-list (a server admin may have changed anything
+   * over HTTP, and on an older layout CouchDB could write the file), and what was reset or dropped is logged.
    */
   async #reassert(st: PersistedState): Promise<void> {
-    const s = st.settings;
+    const f = instanceFiles(st.settings);
+    await this.#withConfigLock(async () => {
+      const text = await readUntrusted(f.localIni, 1 << 20);
+      const overrides = parseOverrides(st.settings.overrides ?? {}, true);
+      const { reset, dropped } = await this.#writeInstanceFiles(st, text === null ? null : IniFile.parse(text), overrides);
+      if (reset.length > 0) this.#log(`settings changed over HTTP reset to the agent's before start: ${reset.join(', ')}`);
+      if (dropped.length > 0) this.#log(`local.ini entries outside what the agent allows dropped before start: ${dropped.join(', ')}`);
+    });
+  }
+
+  /** local.ini, edited by the agent (CouchDB of an isolated instance cannot write it). Under the config lock. */
+  async #editIni(edit: (ini: IniFile) => void): Promise<void> {
+    const s = this.#requireState().settings;
     const f = instanceFiles(s);
-    const ini = IniFile.parse(await fsp.readFile(f.localIni, 'utf8'));
-    const reset = assertManaged(ini, s, st.uuid);
-    if (this.#admin && ini.get('admins', this.#admin.username) === undefined) {
-      ini.set('admins', this.#admin.username, this.#admin.password);
-      reset.push(`admins/${this.#admin.username}`);
+    const ini = IniFile.parse((await readUntrusted(f.localIni, 1 << 20)) ?? '');
+    edit(ini);
+    const { owner, fileMode } = ownership(s).readable;
+    await replaceFile(f.localIni, ini.toString(), fileMode, owner);
+  }
+
+  /**
+   * A server admin set live is CouchDB's in memory only: its hash (CouchDB's own, read back once CouchDB has
+   * hashed it) goes into local.ini so that it survives a restart. Under the config lock.
+   */
+  async #persistAdmin(name: string): Promise<void> {
+    const couch = this.#client();
+    const deadline = Date.now() + 30_000;
+    let value = await couch.getConfig('admins', name);
+    while (value !== null && !HASHED_ADMIN.test(value) && Date.now() < deadline) {
+      await sleep(100);
+      value = await couch.getConfig('admins', name);
     }
-    // vm.args and the cookie are the agent's alone; an instance prepared by an older agent had its cookie in vm.args.
-    const vmArgs = renderVmArgs(s);
-    const files = reset.length > 0 || (await fsp.readFile(f.vmArgs, 'utf8').catch(() => '')) !== vmArgs || !fs.existsSync(f.cookie);
-    if (!files) return;
-    await writePrivateFile(f.localIni, ini.toString());
-    await writePrivateFile(f.vmArgs, vmArgs);
-    if (!fs.existsSync(f.cookie)) await writeCookie(f);
-    await this.#ownFiles(s);
-    if (reset.length > 0) this.#log(`settings changed over HTTP reset to the agent's before start: ${reset.join(', ')}`);
+    if (value === null || !HASHED_ADMIN.test(value)) throw new CouchtroveError(`CouchDB did not hash the password of server admin ${name} within 30 s`);
+    await this.#editIni((ini) => ini.set('admins', name, value));
   }
 
   /** Starts CouchDB and waits for /_up; returns the failure reason, or null when it runs. */
@@ -634,6 +560,15 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentA
       return `CouchDB started but does not accept the agent's admin: ${describeError(err)}`;
     }
     this.#log(`CouchDB started (pid ${proc.pid}) on ${couchUrl(s)}`);
+    // Until now local.ini held the agent's password in plain (a new instance, or a new admin.secret).
+    try {
+      await this.#withConfigLock(async () => {
+        const ini = IniFile.parse((await readUntrusted(f.localIni, 1 << 20)) ?? '');
+        if (!HASHED_ADMIN.test(ini.get('admins', AGENT_ADMIN) ?? '')) await this.#persistAdmin(AGENT_ADMIN);
+      });
+    } catch (err) {
+      this.#log(`could not keep the agent admin's hash in local.ini (it is kept in plain until the next start): ${describeError(err)}`);
+    }
     return null;
   }
 
@@ -823,13 +758,21 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentA
     return this.#mgr().revokeAccess(name, database);
   }
   async enableRoot(password?: string): Promise<{ name: 'root'; password: string }> {
-    return this.#withConfigLock(() => this.#mgr().enableRoot(password));
+    return this.#withConfigLock(async () => {
+      const r = await this.#mgr().enableRoot(password, false);
+      await this.#persistAdmin(r.name);
+      return r;
+    });
   }
   async isRootEnabled(): Promise<boolean> {
     return this.#mgr().isRootEnabled();
   }
   async disableRoot(): Promise<void> {
-    return this.#withConfigLock(() => this.#mgr().disableRoot());
+    return this.#withConfigLock(async () => {
+      // The file first: a delete that is not persisted brings back what the ini files still hold.
+      await this.#editIni((ini) => ini.delete('admins', ROOT_USER));
+      await this.#mgr().disableRoot(false);
+    });
   }
 
   // --- configuration ------------------------------------------------------------------------
@@ -847,44 +790,49 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentA
     return this.#withConfigLock(async () => {
       const couch = this.#client();
       const running = this.#proc?.running === true && (await couch.up());
+      const file = instanceFiles(st.settings).localIni;
+      const before = (await readUntrusted(file, 1 << 20)) ?? '';
+      // local.ini first: live changes are made in memory only (CouchDB cannot write the file), and a delete
+      // that is not persisted brings back a value the file still holds.
+      await this.#editIni((ini) => {
+        for (const o of parsed) {
+          if (o.value === null) ini.delete(o.section, o.key);
+          else ini.set(o.section, o.key, o.value);
+        }
+      });
       const applied: string[] = [];
-      const pending: ParsedOverride[] = [];
+      const pending: string[] = [];
       const undo: { o: ParsedOverride; previous: string | null }[] = [];
       try {
         for (const o of parsed) {
-          if (o.kind === 'live' && running) {
-            // A reset deletes the key (CouchDB also drops it from local.ini): CouchDB's default applies again.
-            const previous = o.value === null ? await couch.getConfig(o.section, o.key) : await couch.putConfig(o.section, o.key, o.value);
-            if (o.value === null) await couch.deleteConfig(o.section, o.key);
-            undo.push({ o, previous });
-            applied.push(`${o.section}/${o.key}`);
-          } else pending.push(o);
-        }
-        if (pending.length) {
-          const file = instanceFiles(st.settings).localIni;
-          const ini = IniFile.parse(await fsp.readFile(file, 'utf8'));
-          for (const o of pending) {
-            if (o.value === null) ini.delete(o.section, o.key);
-            else ini.set(o.section, o.key, o.value);
+          const name = `${o.section}/${o.key}`;
+          if (o.kind !== 'live' || !running) {
+            pending.push(name);
+            continue;
           }
-          await writePrivateFile(file, ini.toString());
+          // A reset deletes the key: CouchDB's default applies again.
+          const previous = o.value === null ? await couch.getConfig(o.section, o.key) : await couch.putConfig(o.section, o.key, o.value, false);
+          if (o.value === null) await couch.deleteConfig(o.section, o.key, false);
+          undo.push({ o, previous });
+          applied.push(name);
         }
       } catch (err) {
         for (const { o, previous } of undo.reverse()) {
-          await (previous === null || previous === '' ? couch.deleteConfig(o.section, o.key) : couch.putConfig(o.section, o.key, previous)).catch(() => undefined);
+          await (previous === null || previous === '' ? couch.deleteConfig(o.section, o.key, false) : couch.putConfig(o.section, o.key, previous, false)).catch(() => undefined);
         }
+        const { owner, fileMode } = ownership(st.settings).readable;
+        await replaceFile(file, before, fileMode, owner);
         throw err;
       }
-      const pendingKeys = pending.map((o) => `${o.section}/${o.key}`);
       const next = { ...st.settings.overrides };
       for (const o of parsed) {
         if (o.value === null) delete next[`${o.section}/${o.key}`];
         else next[`${o.section}/${o.key}`] = o.value;
       }
       st.settings.overrides = next;
-      if (running) st.pendingRestart = [...new Set([...st.pendingRestart, ...pendingKeys])];
+      if (running) st.pendingRestart = [...new Set([...st.pendingRestart, ...pending])];
       await this.#persist();
-      return { applied, pending: pendingKeys, restartRequired: running && pendingKeys.length > 0 };
+      return { applied, pending, restartRequired: running && pending.length > 0 };
     });
   }
 
@@ -1099,6 +1047,7 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentA
       store: fileStore(path.join(st.settings.instanceDir, 'replication.json'), writePrivateFile),
       memory: this.#replMemory,
       log: this.#log,
+      persistAdmin: (name) => this.#withConfigLock(() => this.#persistAdmin(name)),
     });
   }
 
@@ -1145,6 +1094,34 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentA
 
   startQuotaWatch(intervalMs = 10_000): () => void {
     return this.#every(intervalMs, 'volume quota check', () => this.enforceQuota());
+  }
+
+  /**
+   * A server admin can change the settings the agent manages in CouchDB's memory (where the data is, where it
+   * listens and logs); an isolated CouchDB cannot keep them, but would use them until its next start. They
+   * are set back live; returns the names reset. `agent serve` runs this every few seconds.
+   */
+  async enforceManaged(): Promise<string[]> {
+    const st = this.#state;
+    if (!st || this.#busy || st.desired !== 'RUNNING' || !this.#admin || !this.#proc?.running) return [];
+    const couch = this.#client(5000);
+    const sections = new Map<string, Record<string, string>>();
+    const reset: string[] = [];
+    for (const m of managedSettings(st.settings, st.uuid)) {
+      let running = sections.get(m.section);
+      if (!running) sections.set(m.section, (running = await couch.getConfigSection(m.section)));
+      const now = running[m.key] === undefined || running[m.key] === '' ? null : running[m.key];
+      if (now === m.value) continue;
+      if (m.value === null) await couch.deleteConfig(m.section, m.key, false);
+      else await couch.putConfig(m.section, m.key, m.value, false);
+      reset.push(`${m.section}/${m.key}`);
+    }
+    if (reset.length > 0) this.#log(`settings changed over HTTP reset to the agent's while running: ${reset.join(', ')}`);
+    return reset;
+  }
+
+  startManagedWatch(intervalMs = 5000): () => void {
+    return this.#every(intervalMs, 'managed settings check', () => this.enforceManaged());
   }
 
   /**

@@ -257,15 +257,23 @@ export class CouchClient {
     return r.body;
   }
 
-  /** Sets a value live (CouchDB also writes it to the last ini file); returns the previous value. */
-  async putConfig(section: string, key: string, value: string): Promise<string> {
-    return this.json<string>('PUT', `/_node/_local/_config/${enc(section)}/${enc(key)}`, { body: value });
+  /** A whole configuration section as CouchDB runs it (empty when there is none). */
+  async getConfigSection(section: string): Promise<Record<string, string>> {
+    return this.json<Record<string, string>>('GET', `/_node/_local/_config/${enc(section)}`);
   }
 
-  /** Removes a value; false when it was not set. */
-  async deleteConfig(section: string, key: string): Promise<boolean> {
+  /**
+   * Sets a value live; returns the previous value. persist false (X-Couch-Persist) keeps it in memory only:
+   * the agent writes local.ini itself, which an isolated CouchDB can read but not write.
+   */
+  async putConfig(section: string, key: string, value: string, persist = true): Promise<string> {
+    return this.json<string>('PUT', `/_node/_local/_config/${enc(section)}/${enc(key)}`, { body: value, ...persistHeader(persist) });
+  }
+
+  /** Removes a value; false when it was not set. Without persist, a value the ini files still hold comes back. */
+  async deleteConfig(section: string, key: string, persist = true): Promise<boolean> {
     const p = `/_node/_local/_config/${enc(section)}/${enc(key)}`;
-    const r = await this.raw('DELETE', p);
+    const r = await this.raw('DELETE', p, persistHeader(persist));
     if (r.status === 200) return true;
     if (r.status === 404) return false;
     throw httpError(r.status, r.body, 'DELETE', p);
@@ -312,4 +320,8 @@ export async function waitForCredentials(baseUrl: string, credentials: Credentia
 export function httpError(status: number, body: unknown, method: string, path: string): CouchHttpError {
   const b = (body && typeof body === 'object' ? body : {}) as { error?: unknown; reason?: unknown };
   return new CouchHttpError(status, typeof b.error === 'string' ? b.error : 'error', typeof b.reason === 'string' ? b.reason.slice(0, 300) : '', method, path);
+}
+
+function persistHeader(persist: boolean): { headers?: Record<string, string> } {
+  return persist ? {} : { headers: { 'x-couch-persist': 'false' } };
 }

@@ -282,9 +282,10 @@ export class CouchManager {
 
   // --- root ---------------------------------------------------------------------------------
 
-  async enableRoot(password?: string): Promise<{ name: 'root'; password: string }> {
+  /** persist false: the value is set in memory only, and the caller keeps it in local.ini (agent.ts). */
+  async enableRoot(password?: string, persist = true): Promise<{ name: 'root'; password: string }> {
     const pw = password === undefined ? generatePassword() : checkPassword(password, 'root password');
-    await this.couch.putConfig('admins', ROOT_USER, pw);
+    await this.couch.putConfig('admins', ROOT_USER, pw, persist);
     // CouchDB 3.5 hashes a new admin password in the background; until then the admin cannot log in.
     await waitForCredentials(this.couch.baseUrl, { username: ROOT_USER, password: pw }, true, 'the root password');
     return { name: 'root', password: pw };
@@ -294,8 +295,8 @@ export class CouchManager {
     return (await this.couch.getConfig('admins', ROOT_USER)) !== null;
   }
 
-  async disableRoot(): Promise<void> {
-    if (!(await this.couch.deleteConfig('admins', ROOT_USER))) throw notFound('root is not enabled');
+  async disableRoot(persist = true): Promise<void> {
+    if (!(await this.couch.deleteConfig('admins', ROOT_USER, persist))) throw notFound('root is not enabled');
   }
 
   // --- system databases ---------------------------------------------------------------------

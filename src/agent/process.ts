@@ -57,6 +57,8 @@ export class CouchProcess {
         COUCHDB_ARGS_FILE: spec.argsFile,
         ERL_EPMD_PORT: String(spec.epmdPort),
         ERL_EPMD_ADDRESS: '127.0.0.1',
+        // No erl_crash.dump in the working directory (the release's): the reason is in the log.
+        ERL_CRASH_DUMP_SECONDS: '0',
       });
       fs.writeSync(fd, `\n--- couchtrove agent: starting ${bin} at ${new Date().toISOString()} ---\n`);
       offset = fs.fstatSync(fd).size;

@@ -96,6 +96,11 @@ export interface ReplicationManagerOptions {
   restartAfterMs?: number;
   /** Bound of the revs_diff lag scan per database and call (default 5000 changes). */
   lagScanLimit?: number;
+  /**
+   * Keeps a server admin that was set live (in memory only) across restarts: the agent writes its hash to
+   * local.ini, which CouchDB cannot write. Without it, CouchDB persists the value itself.
+   */
+  persistAdmin?: (name: string) => Promise<void>;
 }
 
 interface ReplicatorDoc {
@@ -162,6 +167,7 @@ export class ReplicationManager {
   readonly #primaryTimeoutMs: number;
   readonly #restartAfterMs: number;
   readonly #lagScanLimit: number;
+  readonly #persistAdmin: ((name: string) => Promise<void>) | undefined;
 
   constructor(o: ReplicationManagerOptions) {
     this.#couch = o.couch;
@@ -172,6 +178,7 @@ export class ReplicationManager {
     this.#primaryTimeoutMs = o.primaryTimeoutMs ?? 10_000;
     this.#restartAfterMs = o.restartAfterMs ?? 20_000;
     this.#lagScanLimit = o.lagScanLimit ?? 5000;
+    this.#persistAdmin = o.persistAdmin;
   }
 
   /** One change of the replication set-up at a time (follow, sync, detach). */
@@ -198,8 +205,9 @@ export class ReplicationManager {
     );
     if (!ok) {
       // CouchDB hashes the value and keeps the hash in its last ini file; the request body is not logged.
-      await this.#couch.putConfig('admins', user.username, user.password);
+      await this.#couch.putConfig('admins', user.username, user.password, this.#persistAdmin === undefined);
       await waitForCredentials(this.#couch.baseUrl, user, true, `the replication user ${user.username}`);
+      await this.#persistAdmin?.(user.username);
       this.#log(`replication user ${user.username} set up`);
     }
     return user;

@@ -216,7 +216,7 @@ export async function registerOperationsRoutes(app: FastifyInstance, plane: Cont
   };
 
   // ---- routes: no project token; they say nothing about instances or secrets ----------------
-  app.get('/health', async () => ({ status: 'ok' }));
+  app.get('/health', async () => ({ status: 'ok', ...(plane.compute.isolationWarning ? { isolation_warning: plane.compute.isolationWarning } : {}) }));
 
   let wasReady: boolean | undefined;
   app.get('/health/ready', async (_req, reply) => {

@@ -236,7 +236,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
       const replicas = detail ? (await store.find('instances', { replica_of: inst.id })).map((r) => r.id) : [];
       const configuration = detail && inst.configuration_id ? await store.get('configurations', inst.configuration_id) : undefined;
       const [used, facts] = detail ? await Promise.all([plane.volumeUsed(inst), instanceFacts(plane, inst)]) : [null, undefined];
-      const view = instanceView(base(req), inst, plane.config.region, { used, replicas, configuration, engine: plane.compute.engine, detail, ...(facts ? { facts } : {}) });
+      const view = instanceView(base(req), inst, plane.config.region, { used, replicas, configuration, engine: plane.compute.engine, isolationWarning: plane.compute.isolationWarning, detail, ...(facts ? { facts } : {}) });
       const replication = detail ? await replicationView(plane, inst) : undefined;
       if (replication) view.replication = replication;
       // Live on show, from the health monitor's last reading in listings (the restorable window).

@@ -34,6 +34,7 @@ export interface InstanceExtras {
   replicas: string[];
   configuration?: Row<'configurations'> | undefined;
   engine: EngineInfo;
+  isolationWarning?: string | undefined;
   detail: boolean;
   facts?: InstanceFacts;
 }
@@ -90,6 +91,7 @@ export function instanceView(base: string, inst: Row<'instances'>, region: strin
     if (inst.port && inst.host) v.couchdb_url = `http://${inst.host}:${inst.port}`;
     v.engine = inst.engine ?? x.engine.kind;
     if ((inst.engine ?? x.engine.kind) === 'devengine' && x.engine.warning) v.engine_warning = x.engine.warning;
+    if (x.isolationWarning) v.isolation_warning = x.isolationWarning;
     // Shown in every state: a failed detach, promote or configuration leaves the instance ACTIVE with its reason.
     if (inst.fault) {
       v.fault = { message: inst.fault, created: troveTime(inst.updated), details: inst.fault };

@@ -39,6 +39,8 @@ export interface ComputeDriver {
   readonly name: string;
   /** The engine instances get when their datastore version names no release directory. */
   readonly engine: EngineInfo;
+  /** Set when tenants are not isolated from the host (instance_isolation = none as root): shown in show and /health. */
+  readonly isolationWarning?: string;
   /** Allocates the instance's ports, volume and agent and starts the agent; reuses what the row already records. */
   provision(instance: Row<'instances'>): Promise<Placement>;
   /** Restarts the agent process of a provisioned instance if it is not running (after a server restart). */

@@ -132,6 +132,7 @@ export class LocalProcessDriver implements ComputeDriver {
 
   /** Whether instances get their own uid (resolved once from options.isolation). */
   readonly isolated: boolean;
+  isolationWarning?: string;
 
   constructor(private readonly options: LocalDriverOptions) {
     this.engine = engineInfo(options.couchdbHome);
@@ -140,17 +141,31 @@ export class LocalProcessDriver implements ComputeDriver {
     this.isolated = this.resolveIsolation(options.isolation ?? 'auto');
   }
 
+  /**
+   * Fails closed: as root, `auto` isolates or refuses to start naming the directory to fix; running tenants as
+   * root takes an explicit `none`, and then says so in every show and in /health. Without root there is no
+   * other uid to give (a laptop): `auto` runs instances as the control plane's user, and says so at start.
+   */
   private resolveIsolation(mode: 'auto' | 'user' | 'none'): boolean {
-    if (mode === 'none') return false;
     const root = process.getuid?.() === 0;
+    if (mode === 'none') {
+      if (root) this.isolationWarning = 'instance_isolation = none: every instance\'s CouchDB runs as root, so a tenant with root on its instance can reach the host and other tenants';
+      if (root) this.options.log?.(`WARNING: ${this.isolationWarning}`);
+      return false;
+    }
     // The instance's uid must reach the engine's release directory (and the development engine's code),
     // and pass through every directory above the state directory (which is ours to open).
     const blocked = unsearchable(path.join(this.engine.home, 'bin')) ?? unsearchable(path.dirname(path.resolve(this.options.stateDir)));
-    const why = !root ? 'the control plane does not run as root' : blocked ? `${blocked} is not searchable by other users` : null;
-    if (why === null) return true;
-    if (mode === 'user') throw new Error(`instance_isolation = user: ${why}`);
-    this.options.log?.(`WARNING: instances run as the control plane's own user, not each as its own: ${why}`);
-    return false;
+    if (!root) {
+      if (mode === 'user') throw new Error('instance_isolation = user: the control plane does not run as root');
+      this.options.log?.('instances run as the control plane\'s own user, not each as its own: the control plane does not run as root');
+      return false;
+    }
+    if (blocked) {
+      throw new Error(`instance_isolation = ${mode}: ${blocked} is not searchable by other users, so instances cannot run each as its own uid. ` +
+        `Make it searchable (chmod o+x ${blocked}), choose a state_dir outside it, or set instance_isolation = none to run every instance as root`);
+    }
+    return true;
   }
 
   private dir(id: string): string {

@@ -34,12 +34,16 @@ export function readAtSync(fd: number, buf: Buffer, pos: number): Buffer {
   return buf.subarray(0, got);
 }
 
-/** Gives dir and everything below it to uid:gid, links themselves rather than what they point to. */
+/**
+ * Gives dir and everything below it to uid:gid, links themselves rather than what they point to. A file with
+ * more than one name is skipped: it may be a hard link to a file elsewhere (a tenant's plant), whose owner
+ * would change with it.
+ */
 export async function chownTree(dir: string, uid: number, gid: number): Promise<void> {
   await fs.lchown(dir, uid, gid);
   for (const e of await fs.readdir(dir, { withFileTypes: true })) {
     const p = path.join(dir, e.name);
     if (e.isDirectory()) await chownTree(p, uid, gid);
-    else await fs.lchown(p, uid, gid);
+    else if (e.isSymbolicLink() || (await fs.lstat(p)).nlink === 1) await fs.lchown(p, uid, gid);
   }
 }

@@ -9,7 +9,7 @@ import { IniFile, mergeIni } from '../../src/agent/ini.js';
 import { parseOverride, parseOverrides } from '../../src/agent/config-keys.js';
 import { COUCHDB_PARAMETERS, type CouchdbParameter } from '../../src/config/couchdb-parameters.js';
 import { checkDatabaseName, checkSettings, checkUserName } from '../../src/agent/validate.js';
-import { renderLocalIni, renderVmArgs } from '../../src/agent/agent.js';
+import { buildLocalIni, renderVmArgs } from '../../src/agent/local-ini.js';
 import { reasonFromLog } from '../../src/agent/process.js';
 import { removeDir, tempDir } from '../support/couchdb.js';
 
@@ -140,7 +140,7 @@ describe('files the agent writes', () => {
   const settings = checkSettings({ instanceId: 'i1', port: 15984, bindAddress: '127.0.0.1', dataDir: '/v/data', instanceDir: '/var/lib/i1', nodeName: 'couchdb@127.0.0.1', epmdPort: 14369, couchdbHome: '/opt/couchdb', flavor: { ramMb: 2048, vcpus: 2 } });
 
   test('local.ini holds the instance settings, the admin and the overrides, once each', () => {
-    const text = renderLocalIni(settings, 'u1', { username: 'couchtrove', password: 'secret-pw' }, [parseOverride('log/level', 'debug')]);
+    const { text } = buildLocalIni({ settings, uuid: 'u1', agentAdmin: { username: 'couchtrove', password: 'secret-pw' }, overrides: [parseOverride('log/level', 'debug')], existing: null });
     const ini = IniFile.parse(text);
     assert.equal(ini.problems.length, 0);
     assert.equal(ini.get('couchdb', 'database_dir'), '/v/data');
@@ -151,7 +151,45 @@ describe('files the agent writes', () => {
     assert.equal(ini.get('chttpd', 'bind_address'), '127.0.0.1');
     assert.equal(ini.get('admins', 'couchtrove'), 'secret-pw');
     assert.equal(ini.get('log', 'level'), 'debug');
+    assert.match(ini.get('chttpd_auth', 'secret') ?? '', /^[0-9a-f]{32}$/);
     assert.equal((text.match(/^\[admins\]$/gm) ?? []).length, 1);
+  });
+
+  test('local.ini is rebuilt from the allow-list: what a tenant injected through the log file is dropped', () => {
+    const hash = '-pbkdf2:sha256-8b1a9953c4611296a827abf8c47804d7,b5e2a5f0c1d7d1c4b5e2a5f0c1d7d1c4,600000';
+    // What CouchDB wrote into local.ini once a server admin pointed log/file at it and a view logged newlines.
+    const found = IniFile.parse([
+      '[couchdb]', 'database_dir = /elsewhere', 'uuid = u1', 'max_document_size = 4000000',
+      '[log]', 'writer = file', 'file = /var/lib/i1/etc/local.ini', 'level = info',
+      '[native_query_servers]', 'enable_erlang_query_server = true',
+      '[query_servers]', 'evil = /bin/sh -c id',
+      '[os_daemons]', 'x = /bin/true',
+      '[chttpd]', 'server_options = [{backlog, 128}]', 'port = 1',
+      '[chttpd_auth]', 'secret = 0123456789abcdef0123456789abcdef', 'timeout = 1200',
+      '[admins]', `couchtrove = ${hash}`, `root = ${hash}`, 'plain = not-a-hash', 'bad[name = x',
+      '[couch_httpd_auth]', 'authentication_handlers = {chttpd_auth, proxy_authentication_handler}',
+      '',
+    ].join('\n'));
+    const built = buildLocalIni({ settings, uuid: 'u1', agentAdmin: { username: 'couchtrove', password: 'pw' }, overrides: [parseOverride('couchdb/max_document_size', '9000000')], existing: found });
+    const ini = IniFile.parse(built.text);
+    const all = ini.sections();
+    for (const section of ['native_query_servers', 'query_servers', 'os_daemons', 'couch_httpd_auth']) assert.equal(all.get(section), undefined, `[${section}] dropped`);
+    assert.equal(ini.get('couchdb', 'database_dir'), '/v/data', 'managed settings win');
+    assert.equal(ini.get('chttpd', 'port'), '15984');
+    assert.equal(ini.get('chttpd', 'server_options'), undefined, 'not in the catalogue');
+    assert.equal(ini.get('log', 'writer'), 'stderr');
+    assert.equal(ini.get('log', 'file'), undefined);
+    assert.equal(ini.get('log', 'level'), 'info', 'a catalogue key with a valid value is kept');
+    assert.equal(ini.get('chttpd_auth', 'timeout'), '1200');
+    assert.equal(ini.get('chttpd_auth', 'secret'), '0123456789abcdef0123456789abcdef', 'the cookie secret is kept');
+    assert.equal(ini.get('couchdb', 'max_document_size'), '9000000', 'the configuration group wins');
+    assert.equal(ini.get('admins', 'couchtrove'), hash, "the agent's known hash is kept");
+    assert.equal(ini.get('admins', 'root'), hash);
+    assert.equal(ini.get('admins', 'plain'), undefined, 'an admin whose password is not a hash is dropped');
+    for (const k of ['chttpd/port', 'couchdb/database_dir', 'log/file', 'log/writer']) assert.ok(built.reset.includes(k), `${k} reset`);
+    assert.ok(!built.reset.includes('couchdb/uuid'), 'an unchanged managed setting is not reported');
+    assert.deepEqual(built.dropped.sort(), ['admins/bad[name', 'admins/plain', 'chttpd/server_options', 'couch_httpd_auth/authentication_handlers', 'native_query_servers/enable_erlang_query_server', 'os_daemons/x', 'query_servers/evil']);
+    assert.doesNotMatch(built.text, /\[(native_)?query_servers\]|os_daemons|erlang/);
   });
 
   test('vm.args: node name, no cookie (it would show in ps), loopback distribution, schedulers from the flavor', () => {

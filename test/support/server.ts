@@ -137,3 +137,22 @@ export async function waitStatus(base: string, kind: 'instances' | 'backups', id
   }
   throw new Error(`${kind} ${id} never reached ${want.join('/')}: ${JSON.stringify(last)}`);
 }
+
+/** An instance created through the API and ACTIVE, with where its files are and the uid it runs as (null: not isolated). */
+export interface MadeInstance {
+  id: string;
+  url: string;
+  uid: number | null;
+  instanceDir: string;
+}
+
+export async function createInstance(base: string, stateDir: string, name: string, extra: J = {}): Promise<MadeInstance> {
+  const c = await api(base, 'POST', '/instances', { instance: { name, flavorRef: '1', volume: { size: 1 }, databases: [{ name: 'payroll' }], ...extra } });
+  if (c.status !== 200) throw new Error(`create ${name}: ${c.status} ${JSON.stringify(c.json)}`);
+  const id = (c.json.instance as J).id as string;
+  const inst = await waitStatus(base, 'instances', id, ['ACTIVE', 'ERROR']);
+  if (inst.status !== 'ACTIVE') throw new Error(`instance ${name} is ${String(inst.status)}: ${JSON.stringify(inst.fault)}`);
+  const instanceDir = path.join(stateDir, 'instances', id);
+  const placement = JSON.parse(fs.readFileSync(path.join(instanceDir, 'placement.json'), 'utf8')) as { uid?: number };
+  return { id, url: inst.couchdb_url as string, uid: placement.uid ?? null, instanceDir };
+}

@@ -30,6 +30,8 @@ export const serveCommand = defineCommand({
     const stopReplicationSync = agent.startReplicationSync(5000);
     // Client writes beyond the volume quota are refused (src/agent/quota.ts).
     const stopQuotaWatch = agent.startQuotaWatch(10_000);
+    // Settings the agent manages, changed in memory over HTTP by a server admin, go back within seconds.
+    const stopManagedWatch = agent.startManagedWatch(5000);
     // A CouchDB that dies is started again, with a back-off.
     const stopSupervisor = agent.startSupervisor();
     // CouchDB's log and the agent's own are capped: rotated at 10 MiB, 3 kept (src/agent/logs.ts).
@@ -40,6 +42,7 @@ export const serveCommand = defineCommand({
     await untilStopSignal();
     stopReplicationSync();
     stopQuotaWatch();
+    stopManagedWatch();
     stopSupervisor();
     stopLogRotation();
     await stopArchiver();
