@@ -1105,13 +1105,16 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentA
     const st = this.#state;
     if (!st || this.#busy || st.desired !== 'RUNNING' || !this.#admin || !this.#proc?.running) return [];
     const couch = this.#client(5000);
+    // A setting the agent leaves unset in local.ini has the release's default.ini value (read by root, trusted).
+    const defaults = IniFile.parse(await fsp.readFile(path.join(st.settings.couchdbHome, 'etc', 'default.ini'), 'utf8').catch(() => ''));
     const sections = new Map<string, Record<string, string>>();
     const reset: string[] = [];
     for (const m of managedSettings(st.settings, st.uuid)) {
       let running = sections.get(m.section);
       if (!running) sections.set(m.section, (running = await couch.getConfigSection(m.section)));
       const now = running[m.key] === undefined || running[m.key] === '' ? null : running[m.key];
-      if (now === m.value) continue;
+      const fallback = defaults.get(m.section, m.key);
+      if (now === (m.value ?? (fallback === undefined || fallback === '' ? null : fallback))) continue;
       if (m.value === null) await couch.deleteConfig(m.section, m.key, false);
       else await couch.putConfig(m.section, m.key, m.value, false);
       reset.push(`${m.section}/${m.key}`);

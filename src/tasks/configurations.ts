@@ -8,6 +8,7 @@ import type { AgentApi } from '../agent/protocol.js';
 import { couchdbParameter, iniValue, notSettableReason, typeParameterValue, type ParameterValue } from '../config/couchdb-parameters.js';
 import { flavorOverrides } from '../config/server.js';
 import { now, type Row } from '../state/index.js';
+import type { InstanceStatus } from '../state/schema.js';
 import type { ControlPlane } from './control.js';
 import { agentCall, DATASTORE } from './control.js';
 import { withTimeout } from '../util/concurrency.js';
@@ -200,7 +201,11 @@ export async function setConfiguration(plane: ControlPlane, projectId: string, i
     throw unprocessable(`Instance ${id} has no configuration attached.`);
   }
   const params: ConfigureParams = { configurationId };
-  const task = await plane.claim(projectId, id, 'instance.configure', inst.status === 'RESTART_REQUIRED' ? 'RESTART_REQUIRED' : 'ACTIVE', ['ACTIVE', 'RESTART_REQUIRED'], params, plane.config.taskTimeout);
+  // Detaching is the way back from a group that keeps CouchDB from starting: it is allowed in ERROR and
+  // SHUTDOWN too (the task prepares the instance again on the flavor's settings and starts it).
+  const allowed: InstanceStatus[] = configurationId === null ? ['ACTIVE', 'RESTART_REQUIRED', 'ERROR', 'SHUTDOWN'] : ['ACTIVE', 'RESTART_REQUIRED'];
+  const during: InstanceStatus = inst.status === 'RESTART_REQUIRED' || (configurationId === null && (inst.status === 'ERROR' || inst.status === 'SHUTDOWN')) ? inst.status : 'ACTIVE';
+  const task = await plane.claim(projectId, id, 'instance.configure', during, allowed, params, plane.config.taskTimeout);
   plane.tasks.start(task);
 }
 

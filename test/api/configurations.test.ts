@@ -193,3 +193,18 @@ test('defence in depth: a stored group with a key outside the catalogue is never
   assert.equal((await call('PUT', `/instances/${inst}`, { instance: { configuration: id } })).status, 202);
   await until('attached', async () => p.store.get('instances', inst), (x) => x?.configuration_id === id && x.task_id === null);
 });
+
+test('an instance in ERROR with a group attached can always be brought back by detaching it', async () => {
+  const id = await instance('error-detach');
+  const c = await create('error-detach', { 'log/level': 'warning' });
+  const cid = (c.json.configuration as J).id as string;
+  assert.equal((await call('PUT', `/instances/${id}`, { instance: { configuration: cid } })).status, 202);
+  await until('attached', async () => p.store.get('instances', id), (x) => x?.configuration_id === cid && x.task_id === null);
+  // What a group that keeps CouchDB from starting leaves behind.
+  await p.store.update('instances', id, { status: 'ERROR', fault: 'CouchDB exited during start' });
+  assert.equal((await call('PUT', `/instances/${id}`, { instance: { configuration: cid } })).status, 422, 'attaching is not a way out');
+  assert.equal((await call('PUT', `/instances/${id}`, { instance: { configuration: null } })).status, 202, 'detaching is');
+  const back = await until('detached', async () => p.store.get('instances', id), (x) => x?.task_id === null && x.configuration_id === null);
+  assert.equal(back?.status, 'ACTIVE');
+  assert.equal(back?.fault, null);
+});

@@ -84,6 +84,14 @@ describe(`a tenant's root against the host, other tenants and itself [${engine}]
     await couch(a, aRoot, 'PUT', '/payroll/_design/inject', { views: { v: { map: `function (doc) { log(${JSON.stringify(injected)}); emit(doc._id, 1); }` } } });
     await couch(a, aRoot, 'PUT', '/payroll/doc1', { x: 1 });
     await couch(a, aRoot, 'GET', '/payroll/_design/inject/_view/v');
+    // In memory CouchDB uses such a change until its next start: the agent sets it back within seconds.
+    const wanted = (await couch(a, aRoot, 'GET', '/_node/_local/_config/couchdb/database_dir')).body;
+    assert.equal((await couch(a, aRoot, 'PUT', '/_node/_local/_config/couchdb/database_dir', path.join(b.instanceDir, 'data'))).status, 400);
+    const end = Date.now() + 30_000;
+    let now: unknown;
+    while ((now = (await couch(a, aRoot, 'GET', '/_node/_local/_config/couchdb/database_dir')).body) !== wanted && Date.now() < end) await new Promise((r) => setTimeout(r, 250));
+    assert.equal(now, wanted, 'database_dir set back live');
+    assert.match(fs.readFileSync(path.join(a.instanceDir, 'agent.log'), 'utf8'), /reset to the agent's while running: .*couchdb\/database_dir/);
     // CouchDB re-reads its ini files without the agent: on _reload, and on _restart (init:restart).
     await couch(a, aRoot, 'POST', '/_node/_local/_config/_reload');
     const text = fs.readFileSync(aIni(), 'utf8');
