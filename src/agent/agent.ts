@@ -1,169 +1,53 @@
-// The agent: manages one Apache CouchDB 3.x beside it (lifecycle, databases, users, root,
-// configuration overrides, backup, restore). Implements the AgentApi contract of protocol.ts; the
-// RPC server (server.ts) exposes it to the control plane.
-//
-// Files: agent-state.json (settings and lifecycle state, no secret) in the agent's own directory; the
-// instance's files (local.ini, vm.args, admin.secret, the cookie, the log), who owns them and the only ways
-// they are written are in files.ts; what local.ini may hold is in local-ini.ts.
-import { randomBytes, randomUUID } from 'node:crypto';
-import * as fs from 'node:fs';
-import * as fsp from 'node:fs/promises';
+// The agent: manages one Apache CouchDB 3.x beside it. This class is the AgentApi contract of protocol.ts
+// (the RPC server, server.ts, exposes it to the control plane) over the parts that do the work, each in its
+// own module around the shared state of core.ts:
+// - lifecycle.ts: prepare (lay out, restore, start, verify), start, stop, restart, status, the supervisor;
+// - configuration.ts: what CouchDB reads (files.ts, local-ini.ts), overrides, root, the managed settings;
+// - backups.ts: backup, one database back; archiving.ts: continuous archiving;
+// - operations.ts: volume use and quota, data statistics, logs;
+// - manage.ts (databases, users) and replication.ts, reached through CouchDB's HTTP API.
 import * as path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { AgentError, invalid } from './errors.js';
-import { CouchClient, CouchUnreachableError, type Credentials, type ShardMapDoc } from './couchdb.js';
-import { CouchManager, generatePassword } from './manage.js';
-import { enforceQuota, type QuotaState } from './quota.js';
-import { IniFile } from './ini.js';
-import { ensureDir, instanceFiles, isFileAsExpected, ownership, readUntrusted, replaceFile, writePrivateFile } from './files.js';
-import { buildLocalIni, HASHED_ADMIN, managedSettings, renderVmArgs } from './local-ini.js';
-import { parseOverrides, type ParsedOverride } from './config-keys.js';
-import { checkPortFree, CouchProcess, reasonFromLog, stopEpmd } from './process.js';
-import { AGENT_ADMIN, ROOT_USER, checkBackupId, checkSettings, checkStorageUrl } from './validate.js';
-import type { AccessRole, AgentApi, AgentBackupRequest, AgentOpsApi, ConfigurationResult, DataStats, InstanceSettings, InstanceStatus, LogFileInfo, NewUser, UserInfo } from './protocol.js';
-import { LOG_KEEP, LOG_MAX_BYTES, maskSecrets, rotateIfLarge, rotatedBytes, tailFile } from './logs.js';
-import type { AgentArchiveApi, ArchiveSettings, ArchiveStatus, DatabaseRestoreRequest, DatabaseRestoreResult } from './protocol.js';
-import * as net from 'node:net';
-import { Archiver } from './archiver.js';
-import { cutMetadata, findCut, restoreToTime } from '../backup/archive.js';
-import type { AgentReplicationApi, FollowPrimaryRequest, ReplicationCredentials, ReplicationStatus, ReplicationSyncResult } from './protocol.js';
+import * as fsp from 'node:fs/promises';
+import { AgentCore, couchUrl, type AgentOptions } from './core.js';
+import { InstanceConfig } from './configuration.js';
+import { Lifecycle } from './lifecycle.js';
+import { Backups } from './backups.js';
+import { Archiving } from './archiving.js';
+import { Operations } from './operations.js';
+import { writePrivateFile } from './files.js';
 import { fileStore, ReplicationManager, ReplicationMemory } from './replication.js';
-import { CODECS } from '../config/option.js';
-import { BackupNotFoundError, createBackup, readBackupMetadata, restoreBackup, type BackupSummary, type CouchdbMetadata, type Progress } from '../backup/index.js';
-import { openStorage, StorageError, type Backend } from '../storage/index.js';
-import { readKeyFile, type KeyMaterial } from '../crypto/keys.js';
-import { CouchtroveError, describeError } from '../util/errors.js';
-import { chownTree } from '../util/fs.js';
+import type { QuotaState } from './quota.js';
+import type {
+  AccessRole, AgentApi, AgentArchiveApi, AgentBackupRequest, AgentOpsApi, AgentReplicationApi, ArchiveSettings, ArchiveStatus, ConfigurationResult,
+  DatabaseRestoreRequest, DatabaseRestoreResult, DataStats, FollowPrimaryRequest, InstanceSettings, InstanceStatus, LogFileInfo, NewUser,
+  ReplicationCredentials, ReplicationStatus, ReplicationSyncResult, UserInfo,
+} from './protocol.js';
+import type { BackupSummary, Progress } from '../backup/index.js';
 
-export interface AgentOptions {
-  /** How long CouchDB may take to answer /_up after a start (default 120 s). */
-  startTimeoutMs?: number;
-  /** How long a graceful stop may take before SIGKILL (default 60 s). */
-  stopTimeoutMs?: number;
-  /** One line per lifecycle event; never given a secret. */
-  log?: (line: string) => void;
-  /** Cap of each log file before it is rotated (default 10 MiB), and rotated files kept (default 3). */
-  logMaxBytes?: number;
-  logKeep?: number;
-}
-
-interface PersistedState {
-  version: 1;
-  settings: InstanceSettings;
-  uuid: string;
-  /** What the operator asked for last. */
-  desired: 'RUNNING' | 'SHUTDOWN';
-  /** Sticky failure (start or prepare failed); cleared by a successful start or prepare. */
-  failure: string | null;
-  /** A restore did not complete: the data is not what was asked for; only prepare clears it. */
-  restoreFailed: boolean;
-  /** prepare was under way when the agent stopped. */
-  building: boolean;
-  /** Overrides written to local.ini while CouchDB ran: applied at the next restart. */
-  pendingRestart: string[];
-  pid: number | null;
-  logOffset: number;
-  /** Continuous archiving, as last switched (kept across agent restarts). */
-  archive?: ArchiveSettings;
-}
-
-const STATE_FILE = 'agent-state.json';
-
+export type { AgentOptions } from './core.js';
+export { couchUrl } from './core.js';
 export { instanceFiles, writePrivateFile } from './files.js';
 export { buildLocalIni, managedSettings, renderVmArgs } from './local-ini.js';
 
-/** The URL the agent uses to reach its CouchDB (loopback when CouchDB listens on every address). */
-export function couchUrl(s: InstanceSettings): string {
-  const host = s.bindAddress === 'any' || s.bindAddress === '0.0.0.0' ? '127.0.0.1' : s.bindAddress === '::' ? '::1' : s.bindAddress;
-  return `http://${host.includes(':') ? `[${host}]` : host}:${s.port}`;
-}
-
-async function freeLoopbackPort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    srv.once('error', reject);
-    srv.listen({ host: '127.0.0.1', port: 0 }, () => resolve());
-  });
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => srv.close(() => resolve()));
-  return port;
-}
-
-async function checkWritableDir(dir: string): Promise<void> {
-  try {
-    await fsp.mkdir(dir, { recursive: true });
-    const probe = path.join(dir, `.couchtrove-probe-${randomBytes(4).toString('hex')}`);
-    await fsp.writeFile(probe, '');
-    await fsp.unlink(probe);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? '';
-    throw new AgentError('INVALID_ARGUMENT', `data directory ${dir} is not writable${code ? ` (${code})` : ''}: ${describeError(err)}`);
-  }
-}
-
-async function usedBytes(dir: string): Promise<number> {
-  let total = 0;
-  const walk = async (d: string): Promise<void> => {
-    let entries: fs.Dirent[];
-    try {
-      entries = await fsp.readdir(d, { withFileTypes: true });
-    } catch {
-      return;
-    }
-    for (const e of entries) {
-      const p = path.join(d, e.name);
-      if (e.isDirectory()) await walk(p);
-      else {
-        const st = await fsp.lstat(p).catch(() => null);
-        if (st) total += st.blocks * 512;
-      }
-    }
-  };
-  await walk(dir);
-  return total;
-}
-
-interface OpenRestore {
-  storage: Backend;
-  key?: KeyMaterial;
-  meta: CouchdbMetadata | null;
-  /** Point in time: the archive cut chosen. */
-  cut?: string;
-}
-
 export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentArchiveApi {
-  #state: PersistedState | null = null;
-  #proc: CouchProcess | null = null;
-  #busy: string | null = null;
-  #progress: Progress | null = null;
-  #admin: Credentials | null = null;
-  #manager: CouchManager | null = null;
-  #version: string | undefined;
-  #configLock: Promise<unknown> = Promise.resolve();
-  /** Set by the supervisor while CouchDB is down and a restart is due. */
-  #restartNote: string | null = null;
+  readonly #c: AgentCore;
+  readonly #config: InstanceConfig;
+  readonly #life: Lifecycle;
+  readonly #backups: Backups;
+  readonly #archiving: Archiving;
+  readonly #ops: Operations;
   readonly #replMemory = new ReplicationMemory();
-  #archiver: Archiver | null = null;
-  readonly #startTimeoutMs: number;
-  readonly #stopTimeoutMs: number;
-  readonly #log: (line: string) => void;
-  readonly #logMaxBytes: number;
-  readonly #logKeep: number;
 
   private constructor(
     readonly agentDir: string,
     options: AgentOptions,
   ) {
-    this.#startTimeoutMs = options.startTimeoutMs ?? 120_000;
-    this.#stopTimeoutMs = options.stopTimeoutMs ?? 60_000;
-    this.#log = options.log ?? (() => undefined);
-    this.#logMaxBytes = options.logMaxBytes ?? LOG_MAX_BYTES;
-    this.#logKeep = options.logKeep ?? LOG_KEEP;
-  }
-
-  /** The instance's id, once prepared (for the log). */
-  get instanceId(): string | undefined {
-    return this.#state?.settings.instanceId;
+    this.#c = new AgentCore(agentDir, options);
+    this.#config = new InstanceConfig(this.#c);
+    this.#life = new Lifecycle(this.#c, this.#config);
+    this.#backups = new Backups(this.#c, (dir, o) => Agent.open(dir, o));
+    this.#archiving = new Archiving(this.#c);
+    this.#ops = new Operations(this.#c);
   }
 
   /** Opens the agent's directory; adopts a CouchDB an earlier agent process left running. */
@@ -171,883 +55,163 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentA
     const dir = path.resolve(agentDir);
     await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
     const agent = new Agent(dir, options);
-    await agent.#load();
+    await agent.#c.load();
     return agent;
   }
 
-  async #load(): Promise<void> {
-    let text: string;
-    try {
-      text = await fsp.readFile(path.join(this.agentDir, STATE_FILE), 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-      throw err;
-    }
-    const st = JSON.parse(text) as PersistedState;
-    this.#state = st;
-    if (st.pid) this.#proc = CouchProcess.adopt(st.pid, st.logOffset);
-    await this.#loadSecret().catch(() => undefined);
-    if (st.building) {
-      // An agent that died during prepare leaves an instance nobody can vouch for.
-      st.building = false;
-      st.failure = 'the agent stopped while preparing the instance; prepare it again';
-      if (st.settings.restore) st.restoreFailed = true;
-      await this.#persist();
-    }
+  /** The instance's id, once prepared (for the log). */
+  get instanceId(): string | undefined {
+    return this.#c.state?.settings.instanceId;
   }
 
-  async #loadSecret(): Promise<void> {
-    const s = this.#requireState().settings;
-    const c = JSON.parse(await fsp.readFile(instanceFiles(s).secret, 'utf8')) as Credentials;
-    this.#admin = { username: c.username, password: c.password };
-    this.#manager = null;
+  /** The settings it was prepared with (a one-database restore reads its scratch instance's). */
+  preparedSettings(): InstanceSettings {
+    return this.#c.requireState().settings;
   }
 
-  async #persist(): Promise<void> {
-    if (this.#state) await writePrivateFile(path.join(this.agentDir, STATE_FILE), `${JSON.stringify(this.#state, null, 2)}\n`);
+  /** For tests and `agent serve` shutdown: the pid of the CouchDB this agent runs, if any. */
+  get couchdbPid(): number | null {
+    return this.#c.proc?.running ? this.#c.proc.pid : null;
   }
 
-  #requireState(): PersistedState {
-    if (!this.#state) throw new AgentError('CONFLICT', 'the instance has not been prepared');
-    return this.#state;
+  // --- lifecycle (lifecycle.ts) --------------------------------------------------------------
+
+  prepare(input: InstanceSettings): Promise<InstanceStatus> {
+    return this.#life.prepare(input);
+  }
+  start(): Promise<InstanceStatus> {
+    return this.#life.start();
+  }
+  stop(): Promise<InstanceStatus> {
+    return this.#life.stop();
+  }
+  restart(): Promise<InstanceStatus> {
+    return this.#life.restart();
+  }
+  status(): Promise<InstanceStatus> {
+    return this.#life.status();
+  }
+  /** For `agent serve`: a CouchDB that exits while it should run is started again, with a back-off. */
+  startSupervisor(intervalMs = 1000): () => void {
+    return this.#life.startSupervisor(intervalMs);
   }
 
-  /** One lifecycle operation at a time; a second one is refused while the first runs. */
-  async #exclusive<T>(name: string, fn: () => Promise<T>): Promise<T> {
-    if (this.#busy) throw new AgentError('CONFLICT', `the agent is busy (${this.#busy}); try again when it has finished`);
-    this.#busy = name;
-    try {
-      return await fn();
-    } finally {
-      this.#busy = null;
-    }
-  }
-
-  #client(timeoutMs?: number): CouchClient {
-    const st = this.#requireState();
-    return new CouchClient(couchUrl(st.settings), this.#admin ?? undefined, timeoutMs);
-  }
-
-  /** For operations that need a usable CouchDB. */
-  #requireUsable(): PersistedState {
-    const st = this.#requireState();
-    if (st.restoreFailed) throw new AgentError('CONFLICT', `the instance is FAILED: ${st.failure ?? 'restore did not complete'}`);
-    if (this.#busy === 'prepare') throw new AgentError('CONFLICT', 'the instance is being prepared');
-    if (!this.#admin) throw new AgentError('CONFLICT', 'the instance has no admin credentials; prepare it again');
-    return st;
-  }
-
-  #mgr(): CouchManager {
-    this.#requireUsable();
-    return this.#managerNoCheck();
-  }
-
-  #managerNoCheck(): CouchManager {
-    if (!this.#manager) this.#manager = new CouchManager(this.#client(), { beforeGrowth: () => this.#checkQuota() });
-    return this.#manager;
-  }
-
-  async #checkQuota(): Promise<void> {
-    const st = this.#requireState();
-    const quota = st.settings.volumeBytes;
-    if (quota === undefined) return;
-    const used = await usedBytes(st.settings.dataDir);
-    if (used >= quota) throw new AgentError('VOLUME_FULL', `the volume is full: ${used} of ${quota} bytes used`);
-  }
-
-  // --- lifecycle ----------------------------------------------------------------------------
-
-  async prepare(input: InstanceSettings): Promise<InstanceStatus> {
-    const s = checkSettings(input);
-    const overrides = parseOverrides(s.overrides ?? {}, true);
-    await this.#exclusive('prepare', async () => {
-      await fsp.access(path.join(s.couchdbHome, 'bin', 'couchdb'), fs.constants.X_OK).catch(() => {
-        throw invalid(`couchdbHome ${s.couchdbHome} has no executable bin/couchdb (it must be an Apache CouchDB release directory)`);
-      });
-      // Everything a restore needs is checked before anything changes.
-      let restore: OpenRestore | null = null;
-      if (s.restore) restore = await this.#openRestore(s.restore);
-      const previous = this.#state;
-      try {
-        if (this.#proc?.running) await this.#stopProcess();
-        const st: PersistedState = {
-          version: 1,
-          settings: s,
-          uuid: previous?.uuid ?? randomUUID().replaceAll('-', ''),
-          desired: 'RUNNING',
-          failure: null,
-          restoreFailed: false,
-          building: true,
-          pendingRestart: [],
-          pid: null,
-          logOffset: 0,
-          ...(previous?.archive ? { archive: previous.archive } : {}),
-        };
-        this.#state = st;
-        this.#manager = null;
-        await this.#persist();
-        try {
-          await this.#build(st, overrides, restore, previous !== null);
-          st.building = false;
-          await this.#persist();
-          this.#log(`instance ${s.instanceId} prepared${s.restore ? ` from backup ${s.restore.backupId}` : ''}`);
-        } catch (err) {
-          const reason = describeError(err);
-          st.building = false;
-          st.failure = s.restore ? `restore of backup ${s.restore.backupId} did not complete: ${reason}` : reason;
-          st.restoreFailed = s.restore !== undefined;
-          if (this.#proc?.running) await this.#stopProcess().catch(() => undefined);
-          await this.#persist();
-          this.#log(`instance ${s.instanceId} FAILED: ${st.failure}`);
-        }
-      } finally {
-        await restore?.storage.close().catch(() => undefined);
-      }
-    });
-    return this.status();
-  }
-
-  async #openRestore(r: NonNullable<InstanceSettings['restore']>): Promise<OpenRestore> {
-    let storage: Backend;
-    try {
-      storage = await openStorage(r.storage);
-    } catch (err) {
-      throw invalid(`cannot open backup storage: ${describeError(err)}`);
-    }
-    try {
-      const key = r.keyFile ? await readKeyFile(r.keyFile).catch((err: unknown) => Promise.reject(invalid(describeError(err)))) : undefined;
-      if (r.time !== undefined && r.stream !== undefined) {
-        // Point in time: the cut is chosen now, so that a time outside the window is refused before anything changes.
-        const cut = await findCut(storage, r.stream, Date.parse(r.time)).catch((err: unknown) => Promise.reject(invalid(describeError(err))));
-        return { storage, key, meta: await cutMetadata(storage, r.stream, cut.id, key), cut: cut.id };
-      }
-      const { couchdb } = await readBackupMetadata(storage, r.backupId, key).catch((err: unknown) => {
-        if (err instanceof BackupNotFoundError) throw new AgentError('NOT_FOUND', `backup ${r.backupId} not found in ${storage.location}`);
-        throw invalid(`cannot read backup ${r.backupId}: ${describeError(err)}`);
-      });
-      return { storage, key, meta: couchdb };
-    } catch (err) {
-      await storage.close().catch(() => undefined);
-      throw err;
-    }
-  }
-
-  async #build(st: PersistedState, overrides: ParsedOverride[], restore: OpenRestore | null, replacing: boolean): Promise<void> {
-    const s = st.settings;
-    const f = instanceFiles(s);
-    await fsp.mkdir(s.instanceDir, { recursive: true, mode: 0o700 });
-    await checkWritableDir(s.dataDir);
-
-    const admin: Credentials = { username: AGENT_ADMIN, password: generatePassword() };
-    await writePrivateFile(f.secret, `${JSON.stringify(admin)}\n`);
-    this.#admin = admin;
-    this.#manager = null;
-    // A new local.ini: nothing of a previous one is carried over. The plain password is in it only until the
-    // first start, when the agent replaces it by CouchDB's hash (#persistAdmin).
-    await this.#writeInstanceFiles(st, null, overrides);
-    if (s.runAs) await chownTree(s.dataDir, s.runAs.uid, s.runAs.gid);
-
-    if (restore && s.restore) {
-      this.#progress = { phase: 'restore', bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: 0 };
-      try {
-        const pitr = restore.cut !== undefined && s.restore.stream !== undefined && s.restore.time !== undefined;
-        const restored = await (pitr ? restoreToTime : restoreBackup)({
-          storage: restore.storage,
-          id: s.restore.backupId,
-          stream: s.restore.stream ?? '',
-          time: Date.parse(s.restore.time ?? ''),
-          dataDir: s.dataDir,
-          key: restore.key,
-          owner: s.runAs ? `${s.runAs.uid}:${s.runAs.gid}` : `${process.getuid?.() ?? 0}:${process.getgid?.() ?? 0}`,
-          // A data directory with something in it is refused on a first prepare (wrong volume?);
-          // preparing again with a backup asks for the data to be replaced (only once the restore succeeded).
-          force: replacing,
-          progress: (p) => (this.#progress = p),
-        });
-        for (const dir of restored.removedStaging) this.#log(`removed ${dir}, left in the data directory by an interrupted restore`);
-        if (restore.cut) this.#log(`restored archive ${s.restore.stream} as of cut ${restore.cut} (restore time ${s.restore.time})`);
-      } finally {
-        this.#progress = null;
-      }
-      // Another node name: CouchDB must not meet the old node's membership (couchdb-3.md).
-      if (restore.meta?.node && restore.meta.node !== s.nodeName) await fsp.rm(path.join(s.dataDir, '_nodes.couch'), { force: true });
-    }
-
-    const failure = await this.#startProcess(st);
-    if (failure) throw new CouchtroveError(failure);
-    const ctx = await this.#client().session();
-    if (!ctx.roles.includes('_admin')) throw new CouchtroveError('the generated admin is not a server admin: admin party was not ended');
-    // Restored databases of another node open only once their shard maps name this node.
-    const renamed = Boolean(restore?.meta?.node && restore.meta.node !== s.nodeName);
-    if (renamed) await this.#renameNode(restore!.meta!.node, s.nodeName);
-    await this.#managerNoCheck().ensureSystemDatabases();
-    if (restore?.meta) await this.#verifyRestore(restore.meta, renamed);
-  }
-
-  /** The rename procedure of couchdb-3.md: every shard map and the node list name the new node. */
-  async #renameNode(oldNode: string, newNode: string): Promise<void> {
-    const couch = this.#client();
-    const swap = (n: unknown) => (n === oldNode ? newNode : n);
-    for (const doc of await couch.nodeLocalDocs<ShardMapDoc>('_dbs')) {
-      if (!JSON.stringify(doc).includes(JSON.stringify(oldNode))) continue;
-      const next: ShardMapDoc = { ...doc };
-      if (doc.by_node) next.by_node = Object.fromEntries(Object.entries(doc.by_node).map(([k, v]) => [swap(k) as string, v]));
-      if (doc.by_range) next.by_range = Object.fromEntries(Object.entries(doc.by_range).map(([k, v]) => [k, v.map((n) => swap(n) as string)]));
-      if (Array.isArray(doc.changelog)) next.changelog = doc.changelog.map((e) => (Array.isArray(e) ? e.map(swap) : e));
-      await couch.putNodeLocalDoc('_dbs', next);
-    }
-    await couch.deleteNodeLocalDoc('_nodes', oldNode);
-    this.#log(`shard maps moved from node ${oldNode} to ${newNode}`);
-  }
-
-  /** Every database recorded in the backup opens with at least its recorded document count. */
-  async #verifyRestore(meta: CouchdbMetadata, renamed: boolean): Promise<void> {
-    const couch = this.#client();
-    // Errors (a shard still opening) may pass; after a rename CouchDB may also take a moment to see
-    // the new shard maps. A database missing or short of documents otherwise stays so.
-    const start = Date.now();
-    let problems: string[] = [];
-    for (;;) {
-      problems = [];
-      let errors = false;
-      for (const db of meta.databases) {
-        try {
-          const info = await couch.dbInfo(db.name);
-          if (!info) problems.push(`${db.name}: missing`);
-          else if (info.doc_count < db.docCount) problems.push(`${db.name}: ${info.doc_count} documents, the backup recorded ${db.docCount}`);
-        } catch (err) {
-          errors = true;
-          problems.push(`${db.name}: ${describeError(err)}`);
-        }
-      }
-      const waited = Date.now() - start;
-      if (problems.length === 0 || !((errors && waited < 30_000) || (renamed && waited < 10_000))) break;
-      await sleep(500);
-    }
-    if (problems.length) {
-      const shown = problems.slice(0, 5).join('; ');
-      throw new CouchtroveError(`${problems.length} of ${meta.databases.length} databases did not come back: ${shown}${problems.length > 5 ? '; ...' : ''}`);
-    }
-  }
-
-  /**
-   * Lays out what CouchDB reads, every time from scratch (files.ts says who owns what): the instance
-   * directory, etc/ and home/ stay the agent's (the instance's group may read them), local.ini is rebuilt from
-   * what is allowed (local-ini.ts) with `existing` only as a source of values, vm.args rewritten, the cookie
-   * made anew unless it is the instance's own regular file. Returns what was reset or dropped.
-   */
-  async #writeInstanceFiles(st: PersistedState, existing: IniFile | null, overrides: ParsedOverride[]): Promise<{ reset: string[]; dropped: string[] }> {
-    const s = st.settings;
-    const f = instanceFiles(s);
-    const own = ownership(s);
-    const me = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
-    await fsp.mkdir(path.dirname(s.instanceDir), { recursive: true, mode: 0o700 });
-    await ensureDir(s.instanceDir, me, own.isolated ? 0o711 : 0o700);
-    const { owner, fileMode, dirMode } = own.readable;
-    await ensureDir(f.etcDir, owner, dirMode);
-    await ensureDir(f.home, owner, dirMode);
-    await ensureDir(f.smoosh, own.instance, 0o700);
-    const built = buildLocalIni({ settings: s, uuid: st.uuid, agentAdmin: this.#admin!, overrides, existing });
-    await replaceFile(f.localIni, built.text, fileMode, owner);
-    await replaceFile(f.vmArgs, renderVmArgs(s), fileMode, owner);
-    if (!(await isFileAsExpected(f.cookie, own.instance, 0o400))) await replaceFile(f.cookie, randomBytes(24).toString('hex'), 0o400, own.instance);
-    // The data directory's own entry only (its parent is not the instance's): what is inside is CouchDB's.
-    const data = await fsp.lstat(s.dataDir).catch(() => null);
-    if (data?.isDirectory() && s.runAs) {
-      if (data.uid !== s.runAs.uid || data.gid !== s.runAs.gid) await fsp.lchown(s.dataDir, s.runAs.uid, s.runAs.gid);
-      if ((data.mode & 0o777) !== 0o700) await fsp.chmod(s.dataDir, 0o700);
-    }
-    return built;
-  }
-
-  /**
-   * Before every start: local.ini is rebuilt from the allow-list (a server admin may have changed anything
-   * over HTTP, and on an older layout CouchDB could write the file), and what was reset or dropped is logged.
-   */
-  async #reassert(st: PersistedState): Promise<void> {
-    const f = instanceFiles(st.settings);
-    await this.#withConfigLock(async () => {
-      const text = await readUntrusted(f.localIni, 1 << 20);
-      const overrides = parseOverrides(st.settings.overrides ?? {}, true);
-      const { reset, dropped } = await this.#writeInstanceFiles(st, text === null ? null : IniFile.parse(text), overrides);
-      if (reset.length > 0) this.#log(`settings changed over HTTP reset to the agent's before start: ${reset.join(', ')}`);
-      if (dropped.length > 0) this.#log(`local.ini entries outside what the agent allows dropped before start: ${dropped.join(', ')}`);
-    });
-  }
-
-  /** local.ini, edited by the agent (CouchDB of an isolated instance cannot write it). Under the config lock. */
-  async #editIni(edit: (ini: IniFile) => void): Promise<void> {
-    const s = this.#requireState().settings;
-    const f = instanceFiles(s);
-    const ini = IniFile.parse((await readUntrusted(f.localIni, 1 << 20)) ?? '');
-    edit(ini);
-    const { owner, fileMode } = ownership(s).readable;
-    await replaceFile(f.localIni, ini.toString(), fileMode, owner);
-  }
-
-  /**
-   * A server admin set live is CouchDB's in memory only: its hash (CouchDB's own, read back once CouchDB has
-   * hashed it) goes into local.ini so that it survives a restart. Under the config lock.
-   */
-  async #persistAdmin(name: string): Promise<void> {
-    const couch = this.#client();
-    const deadline = Date.now() + 30_000;
-    let value = await couch.getConfig('admins', name);
-    while (value !== null && !HASHED_ADMIN.test(value) && Date.now() < deadline) {
-      await sleep(100);
-      value = await couch.getConfig('admins', name);
-    }
-    if (value === null || !HASHED_ADMIN.test(value)) throw new CouchtroveError(`CouchDB did not hash the password of server admin ${name} within 30 s`);
-    await this.#editIni((ini) => ini.set('admins', name, value));
-  }
-
-  /** Starts CouchDB and waits for /_up; returns the failure reason, or null when it runs. */
-  async #startProcess(st: PersistedState): Promise<string | null> {
-    const s = st.settings;
-    const f = instanceFiles(s);
-    try {
-      await this.#reassert(st);
-    } catch (err) {
-      return `cannot check ${f.localIni}: ${describeError(err)}`;
-    }
-    try {
-      await checkPortFree(s.bindAddress, s.port);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      return code === 'EADDRINUSE' ? `cannot start CouchDB: port ${s.port} on ${s.bindAddress} is already in use (EADDRINUSE)` : `cannot start CouchDB: cannot listen on ${s.bindAddress}:${s.port}: ${describeError(err)}`;
-    }
-    const defaultIni = path.join(s.couchdbHome, 'etc', 'default.ini');
-    const iniFiles = [...(fs.existsSync(defaultIni) ? [defaultIni] : []), f.localIni];
-    let proc: CouchProcess;
-    try {
-      proc = await CouchProcess.launch({ couchdbHome: s.couchdbHome, iniFiles, argsFile: f.vmArgs, epmdPort: s.epmdPort, logFile: f.log, home: f.home, ...(s.runAs ? { runAs: s.runAs } : {}) });
-    } catch (err) {
-      return `cannot start CouchDB: ${describeError(err)}`;
-    }
-    this.#proc = proc;
-    st.pid = proc.pid;
-    st.logOffset = proc.logOffset;
-    await this.#persist();
-    const secrets = this.#admin ? [this.#admin.password] : [];
-    const anon = new CouchClient(couchUrl(s));
-    const deadline = Date.now() + this.#startTimeoutMs;
-    for (;;) {
-      if (!proc.running) {
-        const exit = proc.exitInfo();
-        st.pid = null;
-        return `CouchDB exited during start (${exit?.signal ? `signal ${exit.signal}` : `code ${exit?.code ?? '?'}`}): ${await reasonFromLog(f.log, proc.logOffset, secrets)}`;
-      }
-      if (await anon.up(1000)) break;
-      if (Date.now() > deadline) {
-        await proc.stop(5000);
-        st.pid = null;
-        return `CouchDB did not answer /_up within ${Math.round(this.#startTimeoutMs / 1000)} s: ${await reasonFromLog(f.log, proc.logOffset, secrets)}`;
-      }
-      await sleep(100);
-    }
-    // The server answering must be this instance's (same uuid), not another one on the port.
-    try {
-      const info = await this.#client().info();
-      this.#version = info.version;
-      if (info.uuid !== undefined && info.uuid !== st.uuid) {
-        await proc.stop(this.#stopTimeoutMs);
-        st.pid = null;
-        return `another CouchDB (uuid ${info.uuid}) answers on ${couchUrl(s)}`;
-      }
-    } catch (err) {
-      await proc.stop(this.#stopTimeoutMs);
-      st.pid = null;
-      return `CouchDB started but does not accept the agent's admin: ${describeError(err)}`;
-    }
-    this.#log(`CouchDB started (pid ${proc.pid}) on ${couchUrl(s)}`);
-    // Until now local.ini held the agent's password in plain (a new instance, or a new admin.secret).
-    try {
-      await this.#withConfigLock(async () => {
-        const ini = IniFile.parse((await readUntrusted(f.localIni, 1 << 20)) ?? '');
-        if (!HASHED_ADMIN.test(ini.get('admins', AGENT_ADMIN) ?? '')) await this.#persistAdmin(AGENT_ADMIN);
-      });
-    } catch (err) {
-      this.#log(`could not keep the agent admin's hash in local.ini (it is kept in plain until the next start): ${describeError(err)}`);
-    }
-    return null;
-  }
-
-  async #stopProcess(): Promise<void> {
-    const st = this.#state;
-    const proc = this.#proc;
-    if (proc?.running) {
-      const { forced } = await proc.stop(this.#stopTimeoutMs);
-      this.#log(forced ? `CouchDB (pid ${proc.pid}) did not stop within ${this.#stopTimeoutMs} ms: killed` : `CouchDB (pid ${proc.pid}) stopped`);
-    }
-    this.#proc = null;
-    if (st) {
-      await stopEpmd(st.settings.couchdbHome, st.settings.epmdPort);
-      st.pid = null;
-    }
-  }
-
-  async start(): Promise<InstanceStatus> {
-    await this.#exclusive('start', async () => {
-      const st = this.#requireState();
-      if (st.restoreFailed) throw new AgentError('CONFLICT', `the instance cannot start: ${st.failure ?? 'its restore did not complete'}; prepare it again`);
-      if (st.building) throw new AgentError('CONFLICT', 'the instance is being prepared');
-      st.desired = 'RUNNING';
-      if (!(this.#proc?.running && (await this.#client().up()))) {
-        if (this.#proc?.running) await this.#stopProcess();
-        const failure = await this.#startProcess(st);
-        st.failure = failure;
-        if (!failure) st.pendingRestart = [];
-      }
-      await this.#persist();
-    });
-    return this.status();
-  }
-
-  async stop(): Promise<InstanceStatus> {
-    await this.#exclusive('stop', async () => {
-      const st = this.#requireState();
-      st.desired = 'SHUTDOWN';
-      await this.#stopProcess();
-      if (!st.restoreFailed) st.failure = null;
-      await this.#persist();
-    });
-    return this.status();
-  }
-
-  async restart(): Promise<InstanceStatus> {
-    await this.#exclusive('restart', async () => {
-      const st = this.#requireState();
-      if (st.restoreFailed) throw new AgentError('CONFLICT', `the instance cannot start: ${st.failure ?? 'its restore did not complete'}; prepare it again`);
-      await this.#stopProcess();
-      st.desired = 'RUNNING';
-      const failure = await this.#startProcess(st);
-      st.failure = failure;
-      if (!failure) st.pendingRestart = [];
-      await this.#persist();
-    });
-    return this.status();
-  }
-
-  async status(): Promise<InstanceStatus> {
-    const st = this.#state;
-    if (!st) return { state: 'BUILD', reason: 'waiting for prepare' };
-    if (st.building) return { state: 'BUILD', reason: st.settings.restore ? `restoring backup ${st.settings.restore.backupId}` : 'preparing' };
-    if (st.failure) return { state: 'FAILED', reason: st.failure };
-    if (this.#busy === 'start' || this.#busy === 'restart') return { state: 'BUILD', reason: `${this.#busy}ing` };
-    if (st.desired === 'SHUTDOWN') return { state: 'SHUTDOWN' };
-    const s = st.settings;
-    if (await this.#client().up(2000)) {
-      if (!this.#version) this.#version = await this.#client(5000).info().then((i) => i.version, () => undefined);
-      const version = this.#version ? { version: this.#version } : {};
-      if (st.pendingRestart.length) return { state: 'RESTART_REQUIRED', reason: `configuration waiting for a restart: ${st.pendingRestart.join(', ')}`, pendingRestart: [...st.pendingRestart], ...version };
-      return { state: 'RUNNING', ...version };
-    }
-    const f = instanceFiles(s);
-    const secrets = this.#admin ? [this.#admin.password] : [];
-    if (!this.#proc || !this.#proc.running) {
-      const exit = this.#proc?.exitInfo();
-      const how = exit && (exit.code !== null || exit.signal !== null) ? ` (${exit.signal ? `signal ${exit.signal}` : `code ${exit.code}`})` : '';
-      if (this.#restartNote) return { state: 'FAILED', reason: this.#restartNote };
-      return { state: 'FAILED', reason: `CouchDB is not running${how}: ${await reasonFromLog(f.log, st.logOffset, secrets)}` };
-    }
-    return { state: 'FAILED', reason: `CouchDB (pid ${this.#proc.pid}) does not answer ${couchUrl(s)}/_up` };
-  }
-
-  async volumeUsage(): Promise<{ used: number; total: number }> {
-    const s = this.#requireState().settings;
-    const used = await usedBytes(s.dataDir);
-    let total = s.volumeBytes;
-    if (total === undefined) {
-      const fsStat = await fsp.statfs(s.dataDir);
-      total = fsStat.blocks * fsStat.bsize;
-    }
-    return { used, total };
-  }
-
-  // --- databases, users, root ---------------------------------------------------------------
+  // --- databases, users (manage.ts), root and configuration (configuration.ts) ---------------
 
   async listDatabases(): Promise<string[]> {
-    return this.#mgr().listDatabases();
+    return this.#c.mgr().listDatabases();
   }
   async createDatabase(name: string): Promise<void> {
-    return this.#mgr().createDatabase(name);
+    return this.#c.mgr().createDatabase(name);
   }
   async deleteDatabase(name: string): Promise<void> {
-    return this.#mgr().deleteDatabase(name);
+    return this.#c.mgr().deleteDatabase(name);
   }
   async listUsers(): Promise<UserInfo[]> {
-    return this.#mgr().listUsers();
+    return this.#c.mgr().listUsers();
   }
   async getUser(name: string): Promise<UserInfo> {
-    return this.#mgr().getUser(name);
+    return this.#c.mgr().getUser(name);
   }
   async createUser(user: NewUser): Promise<void> {
-    return this.#mgr().createUser(user);
+    return this.#c.mgr().createUser(user);
   }
   async deleteUser(name: string): Promise<void> {
-    return this.#mgr().deleteUser(name);
+    return this.#c.mgr().deleteUser(name);
   }
   async changePassword(name: string, password: string): Promise<void> {
-    return this.#mgr().changePassword(name, password);
+    return this.#c.mgr().changePassword(name, password);
   }
   async grantAccess(name: string, databases: string[], role?: AccessRole): Promise<void> {
-    return this.#mgr().grantAccess(name, databases, role);
+    return this.#c.mgr().grantAccess(name, databases, role);
   }
-
-  // --- operations: data statistics, logs (docs/operations.md) -------------------------------
-
-  async dataStats(): Promise<DataStats> {
-    return this.#mgr().dataStats();
-  }
-
-  /** The log files: CouchDB's (once prepared) and the agent's own. */
-  #logFiles(): Map<string, string> {
-    const m = new Map<string, string>();
-    if (this.#state) m.set('couchdb', instanceFiles(this.#state.settings).log);
-    m.set('agent', path.join(this.agentDir, 'agent.log'));
-    return m;
-  }
-
-  async logs(): Promise<LogFileInfo[]> {
-    const out: LogFileInfo[] = [];
-    for (const [name, file] of this.#logFiles()) {
-      const size = await fsp.stat(file).then((x) => x.size, () => 0);
-      out.push({ name, size, rotatedBytes: await rotatedBytes(file, this.#logKeep), maxBytes: this.#logMaxBytes, keep: this.#logKeep });
-    }
-    return out;
-  }
-
-  async readLog(name: string, lines: number): Promise<{ name: string; text: string; lines: number }> {
-    const file = this.#logFiles().get(name);
-    if (!file) throw new AgentError('NOT_FOUND', `no log ${JSON.stringify(String(name).slice(0, 40))}: the logs are ${[...this.#logFiles().keys()].join(', ')}`);
-    if (!Number.isInteger(lines) || lines < 0 || lines > 100_000) throw invalid('lines must be 0 to 100000');
-    // CouchDB logs request lines, never passwords; the agent's admin password is masked all the same.
-    const text = maskSecrets(await tailFile(file, lines), this.#admin ? [this.#admin.password] : []);
-    return { name, text, lines: text === '' ? 0 : text.split('\n').length - (text.endsWith('\n') ? 1 : 0) };
-  }
-
-  /** Rotates every log file that reached its cap (see ./logs.ts); returns the names rotated. */
-  async rotateLogs(): Promise<string[]> {
-    const done: string[] = [];
-    for (const [name, file] of this.#logFiles()) if (await rotateIfLarge(file, this.#logMaxBytes, this.#logKeep)) done.push(name);
-    return done;
-  }
-
-  /** For `agent serve`: checks the logs' sizes every intervalMs. */
-  startLogRotation(intervalMs = 30_000): () => void {
-    return this.#every(intervalMs, 'log rotation', async () => {
-      for (const n of await this.rotateLogs()) this.#log(`rotated the ${n} log (cap ${this.#logMaxBytes} bytes, ${this.#logKeep} kept)`);
-    });
-  }
-
-  /** Runs fn every intervalMs, never two at once; a failure is logged. Returns the stop function. */
-  #every(intervalMs: number, what: string, fn: () => Promise<unknown>): () => void {
-    let running = false;
-    const timer = setInterval(() => {
-      if (running) return;
-      running = true;
-      fn()
-        .catch((err: unknown) => this.#log(`${what} failed: ${describeError(err)}`))
-        .finally(() => (running = false));
-    }, intervalMs);
-    timer.unref();
-    return () => clearInterval(timer);
-  }
-
   async revokeAccess(name: string, database: string): Promise<void> {
-    return this.#mgr().revokeAccess(name, database);
+    return this.#c.mgr().revokeAccess(name, database);
   }
-  async enableRoot(password?: string): Promise<{ name: 'root'; password: string }> {
-    return this.#withConfigLock(async () => {
-      const r = await this.#mgr().enableRoot(password, false);
-      await this.#persistAdmin(r.name);
-      return r;
-    });
+  enableRoot(password?: string): Promise<{ name: 'root'; password: string }> {
+    return this.#config.enableRoot(password);
   }
-  async isRootEnabled(): Promise<boolean> {
-    return this.#mgr().isRootEnabled();
+  isRootEnabled(): Promise<boolean> {
+    return this.#config.isRootEnabled();
   }
-  async disableRoot(): Promise<void> {
-    return this.#withConfigLock(async () => {
-      // The file first: a delete that is not persisted brings back what the ini files still hold.
-      await this.#editIni((ini) => ini.delete('admins', ROOT_USER));
-      await this.#mgr().disableRoot(false);
-    });
+  disableRoot(): Promise<void> {
+    return this.#config.disableRoot();
   }
-
-  // --- configuration ------------------------------------------------------------------------
-
-  /** CouchDB and the agent both write local.ini: one change at a time. */
-  #withConfigLock<T>(fn: () => Promise<T>): Promise<T> {
-    const next = this.#configLock.then(fn, fn);
-    this.#configLock = next.catch(() => undefined);
-    return next;
+  applyConfiguration(overrides: Record<string, string | null>): Promise<ConfigurationResult> {
+    return this.#config.applyConfiguration(overrides);
+  }
+  enforceManaged(): Promise<string[]> {
+    return this.#config.enforceManaged();
+  }
+  /** For `agent serve`: managed settings changed in memory over HTTP go back within intervalMs. */
+  startManagedWatch(intervalMs = 5000): () => void {
+    return this.#c.every(intervalMs, 'managed settings check', () => this.enforceManaged());
   }
 
-  async applyConfiguration(overrides: Record<string, string | null>): Promise<ConfigurationResult> {
-    const parsed = parseOverrides(overrides, false, true);
-    const st = this.#requireUsable();
-    return this.#withConfigLock(async () => {
-      const couch = this.#client();
-      const running = this.#proc?.running === true && (await couch.up());
-      const file = instanceFiles(st.settings).localIni;
-      const before = (await readUntrusted(file, 1 << 20)) ?? '';
-      // local.ini first: live changes are made in memory only (CouchDB cannot write the file), and a delete
-      // that is not persisted brings back a value the file still holds.
-      await this.#editIni((ini) => {
-        for (const o of parsed) {
-          if (o.value === null) ini.delete(o.section, o.key);
-          else ini.set(o.section, o.key, o.value);
-        }
-      });
-      const applied: string[] = [];
-      const pending: string[] = [];
-      const undo: { o: ParsedOverride; previous: string | null }[] = [];
-      try {
-        for (const o of parsed) {
-          const name = `${o.section}/${o.key}`;
-          if (o.kind !== 'live' || !running) {
-            pending.push(name);
-            continue;
-          }
-          // A reset deletes the key: CouchDB's default applies again.
-          const previous = o.value === null ? await couch.getConfig(o.section, o.key) : await couch.putConfig(o.section, o.key, o.value, false);
-          if (o.value === null) await couch.deleteConfig(o.section, o.key, false);
-          undo.push({ o, previous });
-          applied.push(name);
-        }
-      } catch (err) {
-        for (const { o, previous } of undo.reverse()) {
-          await (previous === null || previous === '' ? couch.deleteConfig(o.section, o.key, false) : couch.putConfig(o.section, o.key, previous, false)).catch(() => undefined);
-        }
-        const { owner, fileMode } = ownership(st.settings).readable;
-        await replaceFile(file, before, fileMode, owner);
-        throw err;
-      }
-      const next = { ...st.settings.overrides };
-      for (const o of parsed) {
-        if (o.value === null) delete next[`${o.section}/${o.key}`];
-        else next[`${o.section}/${o.key}`] = o.value;
-      }
-      st.settings.overrides = next;
-      if (running) st.pendingRestart = [...new Set([...st.pendingRestart, ...pending])];
-      await this.#persist();
-      return { applied, pending, restartRequired: running && pending.length > 0 };
-    });
+  // --- backup, one database back (backups.ts), archiving (archiving.ts) ----------------------
+
+  backup(request: AgentBackupRequest): Promise<BackupSummary & { location: string }> {
+    return this.#backups.backup(request);
   }
-
-  // --- backup -------------------------------------------------------------------------------
-
-  async backup(request: AgentBackupRequest): Promise<BackupSummary & { location: string }> {
-    if (!request || typeof request !== 'object') throw invalid('backup request must be {storage, id, keyFile?, compression?, labels?}');
-    const storageUrl = checkStorageUrl(request.storage);
-    const id = checkBackupId(request.id);
-    if (request.compression !== undefined && !(CODECS as readonly string[]).includes(request.compression)) {
-      throw invalid(`compression must be one of ${CODECS.join(', ')}, got ${JSON.stringify(request.compression)}`);
-    }
-    if (request.keyFile !== undefined && (typeof request.keyFile !== 'string' || !path.isAbsolute(request.keyFile))) throw invalid('keyFile must be an absolute path');
-    const labels: Record<string, string> = {};
-    for (const [k, v] of Object.entries(request.labels ?? {})) {
-      if (typeof v !== 'string') throw invalid(`label ${k} must be a string`);
-      labels[k] = v;
-    }
-    const parent = request.parent === undefined || request.parent === null ? undefined : checkBackupId(request.parent, 'parent backup id');
-    const st = this.#requireUsable();
-    labels.instanceId ??= st.settings.instanceId;
-    return this.#exclusive('backup', async () => {
-      if (!(await this.#client().up())) throw new AgentError('NOT_RUNNING', 'CouchDB is not running: a backup needs it to record its databases');
-      let storage: Backend;
-      try {
-        storage = await openStorage(storageUrl);
-      } catch (err) {
-        throw new AgentError('STORAGE_ERROR', `cannot open backup storage: ${describeError(err)}`);
-      }
-      this.#progress = { phase: 'backup', bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: 0 };
-      try {
-        const key = request.keyFile ? await readKeyFile(request.keyFile).catch((err: unknown) => Promise.reject(invalid(describeError(err)))) : undefined;
-        const summary = await createBackup({
-          dataDir: st.settings.dataDir,
-          storage,
-          key,
-          compression: request.compression,
-          configDir: instanceFiles(st.settings).etcDir,
-          couchdb: { url: couchUrl(st.settings), username: this.#admin!.username, password: this.#admin!.password },
-          id,
-          labels,
-          ...(parent !== undefined ? { parent } : {}),
-          progress: (p) => (this.#progress = p),
-        });
-        this.#log(`backup ${id} completed: ${summary.files} files, ${summary.size} bytes stored`);
-        return { ...summary, location: storage.location };
-      } catch (err) {
-        if (err instanceof AgentError) throw err;
-        const msg = describeError(err);
-        if (err instanceof StorageError) throw new AgentError('STORAGE_ERROR', msg);
-        if (/already exists/.test(msg)) throw new AgentError('ALREADY_EXISTS', msg);
-        if (err instanceof CouchUnreachableError) throw err;
-        throw new AgentError('BACKUP_FAILED', `backup ${id} failed: ${msg}`);
-      } finally {
-        this.#progress = null;
-        await storage.close().catch(() => undefined);
-      }
-    });
-  }
-
   async progress(): Promise<Progress | null> {
-    return this.#progress;
+    return this.#c.progress;
   }
-
-  // --- continuous archiving (src/agent/archiver.ts, docs/agent.md) -------------------------------
-
-  #archiverFor(st: PersistedState): Archiver {
-    if (!this.#archiver) {
-      const s = st.settings;
-      this.#archiver = new Archiver(st.archive, {
-        dataDir: s.dataDir,
-        configDir: instanceFiles(s).etcDir,
-        couchdb: () => ({ url: couchUrl(s), username: this.#admin?.username, password: this.#admin?.password }),
-        labels: { instanceId: s.instanceId },
-        // Never during a prepare (the data directory is being replaced) or while CouchDB is down.
-        ready: () => this.#busy !== 'prepare' && this.#state?.building === false && !this.#state.restoreFailed && this.#admin !== null && this.#proc?.running === true,
-      }, this.#log);
-    }
-    return this.#archiver;
+  restoreDatabase(req: DatabaseRestoreRequest): Promise<DatabaseRestoreResult> {
+    return this.#backups.restoreDatabase(req);
   }
-
-  async configureArchive(input: ArchiveSettings): Promise<ArchiveStatus> {
-    const st = this.#requireState();
-    if (!input || typeof input !== 'object' || typeof input.enabled !== 'boolean') throw invalid('archive settings must be {enabled, storage?, keyFile?, stream?, interval?, keepDays?, rebaseShare?, baseIntervalHours?, compression?}');
-    const next: ArchiveSettings = { ...(st.archive ?? {}), ...input };
-    next.stream ??= st.settings.instanceId;
-    if (next.enabled) {
-      next.storage = checkStorageUrl(next.storage);
-      if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(next.stream)) throw invalid(`archive stream must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}, got ${JSON.stringify(next.stream)}`);
-      if (next.keyFile !== undefined && (typeof next.keyFile !== 'string' || !path.isAbsolute(next.keyFile))) throw invalid('keyFile must be an absolute path');
-    }
-    const num = (v: unknown, name: string, min: number, max: number) => {
-      if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max)) throw invalid(`archive ${name} must be a number from ${min} to ${max}, got ${JSON.stringify(v)}`);
-    };
-    num(next.interval, 'interval', 1, 3600);
-    num(next.keepDays, 'keepDays', 0.0001, 3650);
-    num(next.rebaseShare, 'rebaseShare', 0.01, 100);
-    num(next.baseIntervalHours, 'baseIntervalHours', 0.01, 24 * 365);
-    if (next.compression !== undefined && !(CODECS as readonly string[]).includes(next.compression)) throw invalid(`compression must be one of ${CODECS.join(', ')}`);
-    await this.#archiverFor(st).configure(next);
-    st.archive = next;
-    await this.#persist();
-    this.#log(`archiving ${next.enabled ? `on: a cut every ${next.interval ?? 5} s to archive/${next.stream}/ of ${next.storage}` : 'off'}`);
-    return this.#archiverFor(st).status();
+  configureArchive(input: ArchiveSettings): Promise<ArchiveStatus> {
+    return this.#archiving.configureArchive(input);
   }
-
-  async archiveStatus(): Promise<ArchiveStatus> {
-    return this.#archiverFor(this.#requireState()).status();
+  archiveStatus(): Promise<ArchiveStatus> {
+    return this.#archiving.archiveStatus();
   }
-
-  /**
-   * One database back: the backup (or the archive as of a time) is restored into a scratch CouchDB beside
-   * this one (its own agent directory, loopback port and epmd, never serving clients), the database is
-   * copied into the running CouchDB by CouchDB's own replication (revision histories, conflicts,
-   * attachments, design documents; deleted documents as tombstones) and its _security by hand, the
-   * document counts are compared, and the scratch instance is stopped and removed. The live instance serves
-   * throughout; only `replace` touches the live database of that name (deleted, then copied).
-   */
-  async restoreDatabase(req: DatabaseRestoreRequest): Promise<DatabaseRestoreResult> {
-    const st = this.#requireUsable();
-    if (!req || typeof req !== 'object' || typeof req.database !== 'string' || req.database === '') throw invalid('database restore request must be {database, backupId? | time?, as?, replace?}');
-    const as = req.as ?? req.database;
-    const archive = st.archive;
-    const storage = req.storage !== undefined ? checkStorageUrl(req.storage) : archive?.storage;
-    if (!storage) throw invalid('no repository: give storage (archiving is not configured on this instance)');
-    const keyFile = req.keyFile ?? (req.storage === undefined ? archive?.keyFile : undefined);
-    if ((req.backupId === undefined) === (req.time === undefined)) throw invalid('give exactly one of backupId and time');
-    const stream = req.stream ?? archive?.stream ?? st.settings.instanceId;
-    if (req.time !== undefined && Number.isNaN(Date.parse(req.time))) throw invalid(`time must be an ISO 8601 time, got ${JSON.stringify(req.time)}`);
-    const live = this.#client();
-    const exists = (await live.dbInfo(as)) !== null;
-    if (exists && !req.replace) throw new AgentError('ALREADY_EXISTS', `database ${as} exists in the instance: give another name (as) or replace`);
-    await this.#checkQuota();
-
-    const t0 = performance.now();
-    const scratchDir = path.join(st.settings.instanceDir, `scratch-${randomUUID().slice(0, 8)}`);
-    await fsp.mkdir(path.join(scratchDir, 'data'), { recursive: true, mode: 0o700 });
-    if (st.settings.runAs) await chownTree(scratchDir, st.settings.runAs.uid, st.settings.runAs.gid);
-    const scratch = await Agent.open(path.join(scratchDir, 'agent'), { startTimeoutMs: this.#startTimeoutMs, stopTimeoutMs: this.#stopTimeoutMs, log: (l) => this.#log(`scratch: ${l}`) });
-    try {
-      const s = st.settings;
-      const restore: NonNullable<InstanceSettings['restore']> = { storage, backupId: req.backupId ?? 'pitr', ...(keyFile ? { keyFile } : {}) };
-      if (req.time !== undefined) Object.assign(restore, { stream, time: req.time });
-      const prepared = await scratch.prepare({
-        instanceId: `${s.instanceId}-scratch`,
-        port: await freeLoopbackPort(),
-        bindAddress: '127.0.0.1',
-        dataDir: path.join(scratchDir, 'data'),
-        instanceDir: path.join(scratchDir, 'instance'),
-        // The backup's node name: its shard maps open as they are (the scratch has its own epmd).
-        nodeName: s.nodeName,
-        epmdPort: await freeLoopbackPort(),
-        couchdbHome: s.couchdbHome,
-        ...(s.runAs ? { runAs: s.runAs } : {}),
-        restore,
-      });
-      if (prepared.state !== 'RUNNING') throw new AgentError('BACKUP_FAILED', `the scratch CouchDB did not start from the backup: ${prepared.reason ?? prepared.state}`);
-      const restoreMs = performance.now() - t0;
-      const scratchAdmin = JSON.parse(await fsp.readFile(instanceFiles(scratch.#requireState().settings).secret, 'utf8')) as Credentials;
-      const scratchUrl = couchUrl(scratch.#requireState().settings);
-      const src = new CouchClient(scratchUrl, scratchAdmin, 600_000);
-      const info = await src.dbInfo(req.database);
-      if (!info) throw new AgentError('NOT_FOUND', `database ${req.database} is not in the backup${req.time ? ` as of ${req.time}` : ''}`);
-      const t1 = performance.now();
-      if (exists) await live.deleteDb(as);
-      const basic = (c: Credentials) => `Basic ${Buffer.from(`${c.username}:${c.password}`).toString('base64')}`;
-      // One-shot replication run by the live CouchDB, credentials in headers (never in a URL or a log).
-      const r = await new CouchClient(couchUrl(s), this.#admin!, 24 * 3_600_000).raw<{ ok?: boolean; reason?: string; history?: unknown[] }>('POST', '/_replicate', {
-        body: {
-          source: { url: `${scratchUrl}/${encodeURIComponent(req.database)}`, headers: { Authorization: basic(scratchAdmin) } },
-          target: { url: `${couchUrl(s)}/${encodeURIComponent(as)}`, headers: { Authorization: basic(this.#admin!) } },
-          create_target: true,
-        },
-        timeoutMs: 24 * 3_600_000,
-      });
-      if (r.status !== 200 || !r.body?.ok) throw new AgentError('COUCHDB_ERROR', `copying ${req.database} from the scratch CouchDB failed: ${r.status} ${JSON.stringify(r.body).slice(0, 300)}`);
-      await live.putSecurity(as, await src.getSecurity(req.database));
-      const copied = await live.dbInfo(as);
-      if (!copied || copied.doc_count !== info.doc_count) throw new AgentError('BACKUP_FAILED', `database ${as} holds ${copied?.doc_count ?? 'no'} documents after the copy, the backup ${info.doc_count}`);
-      const copyMs = performance.now() - t1;
-      this.#log(`database ${req.database} restored as ${as} from ${req.time ? `archive ${stream} at ${req.time}` : `backup ${req.backupId}`}: ${info.doc_count} documents`);
-      return { database: req.database, as, from: req.backupId ?? `${stream}@${req.time}`, docCount: info.doc_count, docDelCount: info.doc_del_count ?? 0, restoreMs, copyMs, totalMs: performance.now() - t0 };
-    } finally {
-      await scratch.stop().catch(() => undefined);
-      await fsp.rm(scratchDir, { recursive: true, force: true });
-    }
-  }
-
   /** For `agent serve`: runs the archiving loop (it does nothing while archiving is off); returns the stop function. */
   startArchiver(): () => Promise<void> {
-    let stopTimer: (() => void) | null = null;
-    const wait = setInterval(() => {
-      if (!this.#state || stopTimer) return;
-      stopTimer = this.#archiverFor(this.#state).start();
-      clearInterval(wait);
-    }, 200);
-    wait.unref();
-    return async () => {
-      clearInterval(wait);
-      stopTimer?.();
-      await this.#archiver?.stop();
-    };
+    return this.#archiving.startArchiver();
   }
 
-  // --- replication (src/agent/replication.ts, docs/replication.md) ----------------------------
+  // --- operations (operations.ts) -------------------------------------------------------------
+
+  volumeUsage(): Promise<{ used: number; total: number }> {
+    return this.#ops.volumeUsage();
+  }
+  dataStats(): Promise<DataStats> {
+    return this.#ops.dataStats();
+  }
+  logs(): Promise<LogFileInfo[]> {
+    return this.#ops.logs();
+  }
+  readLog(name: string, lines: number): Promise<{ name: string; text: string; lines: number }> {
+    return this.#ops.readLog(name, lines);
+  }
+  rotateLogs(): Promise<string[]> {
+    return this.#ops.rotateLogs();
+  }
+  /** For `agent serve`: checks the logs' sizes every intervalMs. */
+  startLogRotation(intervalMs = 30_000): () => void {
+    return this.#c.every(intervalMs, 'log rotation', async () => {
+      for (const n of await this.rotateLogs()) this.#c.log(`rotated the ${n} log (cap ${this.#c.logMaxBytes} bytes, ${this.#c.logKeep} kept)`);
+    });
+  }
+  /** Client writes beyond the volume quota are refused (quota.ts); nothing without a quota or while CouchDB is down. */
+  enforceQuota(): Promise<QuotaState | null> {
+    return this.#ops.enforceQuota();
+  }
+  startQuotaWatch(intervalMs = 10_000): () => void {
+    return this.#c.every(intervalMs, 'volume quota check', () => this.enforceQuota());
+  }
+
+  // --- replication (replication.ts, docs/replication.md) ---------------------------------------
 
   #replication(): ReplicationManager {
-    const st = this.#requireUsable();
+    const st = this.#c.requireUsable();
     return new ReplicationManager({
-      couch: this.#client(),
+      couch: this.#c.client(),
       localUrl: couchUrl(st.settings),
       store: fileStore(path.join(st.settings.instanceDir, 'replication.json'), writePrivateFile),
       memory: this.#replMemory,
-      log: this.#log,
-      persistAdmin: (name) => this.#withConfigLock(() => this.#persistAdmin(name)),
+      log: this.#c.log,
+      persistAdmin: (name) => this.#c.withConfigLock(() => this.#config.persistAdmin(name)),
     });
   }
 
@@ -1073,116 +237,9 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentA
 
   /** For `agent serve`: runs syncReplication every intervalMs while CouchDB runs; returns the stop function. */
   startReplicationSync(intervalMs = 5000): () => void {
-    return this.#every(intervalMs, 'replication sync', async () => {
-      if (this.#busy || this.#state?.desired !== 'RUNNING' || !this.#admin) return;
+    return this.#c.every(intervalMs, 'replication sync', async () => {
+      if (this.#c.busy || this.#c.state?.desired !== 'RUNNING' || !this.#c.admin) return;
       await this.#replication().sync();
     });
-  }
-
-  /**
-   * Client writes beyond the volume quota are refused (quota.ts). `agent serve` runs this every few
-   * seconds; it does nothing without a quota or while CouchDB is not running.
-   */
-  async enforceQuota(): Promise<QuotaState | null> {
-    const st = this.#state;
-    const quota = st?.settings.volumeBytes;
-    if (!st || quota === undefined || this.#busy || st.desired !== 'RUNNING' || !this.#admin || !this.#proc?.running) return null;
-    const state = await enforceQuota(this.#client(), await usedBytes(st.settings.dataDir), quota);
-    if (state.full) this.#log(`volume full: ${state.used} of ${state.quota} bytes used; client writes are refused`);
-    return state;
-  }
-
-  startQuotaWatch(intervalMs = 10_000): () => void {
-    return this.#every(intervalMs, 'volume quota check', () => this.enforceQuota());
-  }
-
-  /**
-   * A server admin can change the settings the agent manages in CouchDB's memory (where the data is, where it
-   * listens and logs); an isolated CouchDB cannot keep them, but would use them until its next start. They
-   * are set back live; returns the names reset. `agent serve` runs this every few seconds.
-   */
-  async enforceManaged(): Promise<string[]> {
-    const st = this.#state;
-    if (!st || this.#busy || st.desired !== 'RUNNING' || !this.#admin || !this.#proc?.running) return [];
-    const couch = this.#client(5000);
-    // A setting the agent leaves unset in local.ini has the release's default.ini value (read by root, trusted).
-    const defaults = IniFile.parse(await fsp.readFile(path.join(st.settings.couchdbHome, 'etc', 'default.ini'), 'utf8').catch(() => ''));
-    const sections = new Map<string, Record<string, string>>();
-    const reset: string[] = [];
-    for (const m of managedSettings(st.settings, st.uuid)) {
-      let running = sections.get(m.section);
-      if (!running) sections.set(m.section, (running = await couch.getConfigSection(m.section)));
-      const now = running[m.key] === undefined || running[m.key] === '' ? null : running[m.key];
-      const fallback = defaults.get(m.section, m.key);
-      if (now === (m.value ?? (fallback === undefined || fallback === '' ? null : fallback))) continue;
-      if (m.value === null) await couch.deleteConfig(m.section, m.key, false);
-      else await couch.putConfig(m.section, m.key, m.value, false);
-      reset.push(`${m.section}/${m.key}`);
-    }
-    if (reset.length > 0) this.#log(`settings changed over HTTP reset to the agent's while running: ${reset.join(', ')}`);
-    return reset;
-  }
-
-  startManagedWatch(intervalMs = 5000): () => void {
-    return this.#every(intervalMs, 'managed settings check', () => this.enforceManaged());
-  }
-
-  /**
-   * For `agent serve`: a CouchDB that exits while it should run is started again, after 1, 2, 4 ... 60 s
-   * (the delay resets once it has run for a minute). Each restart is logged with how it exited, and
-   * status() says when the next attempt comes.
-   */
-  startSupervisor(intervalMs = 1000): () => void {
-    let attempt = 0;
-    let nextAt = 0;
-    let upSince = 0;
-    let running = false;
-    let ownFailure: string | null = null;
-    const tick = async (): Promise<void> => {
-      const st = this.#state;
-      if (!st || st.desired !== 'RUNNING' || st.building || st.restoreFailed || this.#busy || !this.#admin) return;
-      // A failure of prepare or of an operator's start is theirs to report; only our own restarts are retried.
-      if (st.failure !== null && st.failure !== ownFailure) return;
-      if (this.#proc?.running) {
-        upSince ||= Date.now();
-        if (attempt > 0 && Date.now() - upSince > 60_000) attempt = 0;
-        this.#restartNote = null;
-        return;
-      }
-      upSince = 0;
-      if (nextAt === 0) {
-        const exit = this.#proc?.exitInfo();
-        const how = exit?.signal ? `killed by ${exit.signal}` : exit?.code !== undefined && exit.code !== null ? `exited with code ${exit.code}` : 'is not running';
-        const delay = Math.min(60_000, 1000 * 2 ** attempt);
-        nextAt = Date.now() + delay;
-        this.#restartNote = `CouchDB ${how}; the agent starts it again in ${Math.round(delay / 1000)} s (restart ${attempt + 1})`;
-        this.#log(this.#restartNote);
-        return;
-      }
-      if (Date.now() < nextAt) return;
-      nextAt = 0;
-      attempt++;
-      await this.#exclusive('start', async () => {
-        const failure = await this.#startProcess(st);
-        st.failure = ownFailure = failure;
-        if (failure) this.#log(`restart ${attempt} of CouchDB failed: ${failure}`);
-        else this.#log(`CouchDB is running again after restart ${attempt}`);
-        await this.#persist();
-      });
-    };
-    const timer = setInterval(() => {
-      if (running) return;
-      running = true;
-      tick()
-        .catch((err: unknown) => this.#log(`supervisor: ${describeError(err)}`))
-        .finally(() => (running = false));
-    }, intervalMs);
-    timer.unref();
-    return () => clearInterval(timer);
-  }
-
-  /** For tests and `agent serve` shutdown: the pid of the CouchDB this agent runs, if any. */
-  get couchdbPid(): number | null {
-    return this.#proc?.running ? this.#proc.pid : null;
   }
 }

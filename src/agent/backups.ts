@@ -1,0 +1,165 @@
+// A physical backup of the running instance, and one database back from a backup or the archive through a
+// scratch CouchDB beside this one.
+import { randomUUID } from 'node:crypto';
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+import { AgentError, invalid } from './errors.js';
+import { CouchClient, CouchUnreachableError, type Credentials } from './couchdb.js';
+import { instanceFiles } from './files.js';
+import { checkBackupId, checkStorageUrl } from './validate.js';
+import type { AgentBackupRequest, DatabaseRestoreRequest, DatabaseRestoreResult, InstanceSettings, InstanceStatus } from './protocol.js';
+import { CODECS } from '../config/option.js';
+import { createBackup, type BackupSummary } from '../backup/index.js';
+import { openStorage, StorageError, type Backend } from '../storage/index.js';
+import { readKeyFile } from '../crypto/keys.js';
+import { describeError } from '../util/errors.js';
+import { chownTree } from '../util/fs.js';
+import { AgentCore, couchUrl, freeLoopbackPort } from './core.js';
+import type { AgentOptions } from './core.js';
+
+/** The scratch instance a one-database restore runs (an Agent of its own). */
+export interface ScratchAgent {
+  prepare(s: InstanceSettings): Promise<InstanceStatus>;
+  stop(): Promise<InstanceStatus>;
+  preparedSettings(): InstanceSettings;
+}
+
+export class Backups {
+  constructor(
+    private readonly c: AgentCore,
+    private readonly openScratch: (dir: string, options: AgentOptions) => Promise<ScratchAgent>,
+  ) {}
+
+  async backup(request: AgentBackupRequest): Promise<BackupSummary & { location: string }> {
+    if (!request || typeof request !== 'object') throw invalid('backup request must be {storage, id, keyFile?, compression?, labels?}');
+    const storageUrl = checkStorageUrl(request.storage);
+    const id = checkBackupId(request.id);
+    if (request.compression !== undefined && !(CODECS as readonly string[]).includes(request.compression)) {
+      throw invalid(`compression must be one of ${CODECS.join(', ')}, got ${JSON.stringify(request.compression)}`);
+    }
+    if (request.keyFile !== undefined && (typeof request.keyFile !== 'string' || !path.isAbsolute(request.keyFile))) throw invalid('keyFile must be an absolute path');
+    const labels: Record<string, string> = {};
+    for (const [k, v] of Object.entries(request.labels ?? {})) {
+      if (typeof v !== 'string') throw invalid(`label ${k} must be a string`);
+      labels[k] = v;
+    }
+    const parent = request.parent === undefined || request.parent === null ? undefined : checkBackupId(request.parent, 'parent backup id');
+    const st = this.c.requireUsable();
+    labels.instanceId ??= st.settings.instanceId;
+    return this.c.exclusive('backup', async () => {
+      if (!(await this.c.client().up())) throw new AgentError('NOT_RUNNING', 'CouchDB is not running: a backup needs it to record its databases');
+      let storage: Backend;
+      try {
+        storage = await openStorage(storageUrl);
+      } catch (err) {
+        throw new AgentError('STORAGE_ERROR', `cannot open backup storage: ${describeError(err)}`);
+      }
+      this.c.progress = { phase: 'backup', bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: 0 };
+      try {
+        const key = request.keyFile ? await readKeyFile(request.keyFile).catch((err: unknown) => Promise.reject(invalid(describeError(err)))) : undefined;
+        const summary = await createBackup({
+          dataDir: st.settings.dataDir,
+          storage,
+          key,
+          compression: request.compression,
+          configDir: instanceFiles(st.settings).etcDir,
+          couchdb: { url: couchUrl(st.settings), username: this.c.admin!.username, password: this.c.admin!.password },
+          id,
+          labels,
+          ...(parent !== undefined ? { parent } : {}),
+          progress: (p) => (this.c.progress = p),
+        });
+        this.c.log(`backup ${id} completed: ${summary.files} files, ${summary.size} bytes stored`);
+        return { ...summary, location: storage.location };
+      } catch (err) {
+        if (err instanceof AgentError) throw err;
+        const msg = describeError(err);
+        if (err instanceof StorageError) throw new AgentError('STORAGE_ERROR', msg);
+        if (/already exists/.test(msg)) throw new AgentError('ALREADY_EXISTS', msg);
+        if (err instanceof CouchUnreachableError) throw err;
+        throw new AgentError('BACKUP_FAILED', `backup ${id} failed: ${msg}`);
+      } finally {
+        this.c.progress = null;
+        await storage.close().catch(() => undefined);
+      }
+    });
+  }
+
+  /**
+   * One database back: the backup (or the archive as of a time) is restored into a scratch CouchDB beside
+   * this one (its own agent directory, loopback port and epmd, never serving clients), the database is
+   * copied into the running CouchDB by CouchDB's own replication (revision histories, conflicts,
+   * attachments, design documents; deleted documents as tombstones) and its _security by hand, the
+   * document counts are compared, and the scratch instance is stopped and removed. The live instance serves
+   * throughout; only `replace` touches the live database of that name (deleted, then copied).
+   */
+  async restoreDatabase(req: DatabaseRestoreRequest): Promise<DatabaseRestoreResult> {
+    const st = this.c.requireUsable();
+    if (!req || typeof req !== 'object' || typeof req.database !== 'string' || req.database === '') throw invalid('database restore request must be {database, backupId? | time?, as?, replace?}');
+    const as = req.as ?? req.database;
+    const archive = st.archive;
+    const storage = req.storage !== undefined ? checkStorageUrl(req.storage) : archive?.storage;
+    if (!storage) throw invalid('no repository: give storage (archiving is not configured on this instance)');
+    const keyFile = req.keyFile ?? (req.storage === undefined ? archive?.keyFile : undefined);
+    if ((req.backupId === undefined) === (req.time === undefined)) throw invalid('give exactly one of backupId and time');
+    const stream = req.stream ?? archive?.stream ?? st.settings.instanceId;
+    if (req.time !== undefined && Number.isNaN(Date.parse(req.time))) throw invalid(`time must be an ISO 8601 time, got ${JSON.stringify(req.time)}`);
+    const live = this.c.client();
+    const exists = (await live.dbInfo(as)) !== null;
+    if (exists && !req.replace) throw new AgentError('ALREADY_EXISTS', `database ${as} exists in the instance: give another name (as) or replace`);
+    await this.c.checkQuota();
+
+    const t0 = performance.now();
+    const scratchDir = path.join(st.settings.instanceDir, `scratch-${randomUUID().slice(0, 8)}`);
+    await fsp.mkdir(path.join(scratchDir, 'data'), { recursive: true, mode: 0o700 });
+    if (st.settings.runAs) await chownTree(scratchDir, st.settings.runAs.uid, st.settings.runAs.gid);
+    const scratch = await this.openScratch(path.join(scratchDir, 'agent'), { startTimeoutMs: this.c.startTimeoutMs, stopTimeoutMs: this.c.stopTimeoutMs, log: (l) => this.c.log(`scratch: ${l}`) });
+    try {
+      const s = st.settings;
+      const restore: NonNullable<InstanceSettings['restore']> = { storage, backupId: req.backupId ?? 'pitr', ...(keyFile ? { keyFile } : {}) };
+      if (req.time !== undefined) Object.assign(restore, { stream, time: req.time });
+      const prepared = await scratch.prepare({
+        instanceId: `${s.instanceId}-scratch`,
+        port: await freeLoopbackPort(),
+        bindAddress: '127.0.0.1',
+        dataDir: path.join(scratchDir, 'data'),
+        instanceDir: path.join(scratchDir, 'instance'),
+        // The backup's node name: its shard maps open as they are (the scratch has its own epmd).
+        nodeName: s.nodeName,
+        epmdPort: await freeLoopbackPort(),
+        couchdbHome: s.couchdbHome,
+        ...(s.runAs ? { runAs: s.runAs } : {}),
+        restore,
+      });
+      if (prepared.state !== 'RUNNING') throw new AgentError('BACKUP_FAILED', `the scratch CouchDB did not start from the backup: ${prepared.reason ?? prepared.state}`);
+      const restoreMs = performance.now() - t0;
+      const scratchAdmin = JSON.parse(await fsp.readFile(instanceFiles(scratch.preparedSettings()).secret, 'utf8')) as Credentials;
+      const scratchUrl = couchUrl(scratch.preparedSettings());
+      const src = new CouchClient(scratchUrl, scratchAdmin, 600_000);
+      const info = await src.dbInfo(req.database);
+      if (!info) throw new AgentError('NOT_FOUND', `database ${req.database} is not in the backup${req.time ? ` as of ${req.time}` : ''}`);
+      const t1 = performance.now();
+      if (exists) await live.deleteDb(as);
+      const basic = (c: Credentials) => `Basic ${Buffer.from(`${c.username}:${c.password}`).toString('base64')}`;
+      // One-shot replication run by the live CouchDB, credentials in headers (never in a URL or a log).
+      const r = await new CouchClient(couchUrl(s), this.c.admin!, 24 * 3_600_000).raw<{ ok?: boolean; reason?: string; history?: unknown[] }>('POST', '/_replicate', {
+        body: {
+          source: { url: `${scratchUrl}/${encodeURIComponent(req.database)}`, headers: { Authorization: basic(scratchAdmin) } },
+          target: { url: `${couchUrl(s)}/${encodeURIComponent(as)}`, headers: { Authorization: basic(this.c.admin!) } },
+          create_target: true,
+        },
+        timeoutMs: 24 * 3_600_000,
+      });
+      if (r.status !== 200 || !r.body?.ok) throw new AgentError('COUCHDB_ERROR', `copying ${req.database} from the scratch CouchDB failed: ${r.status} ${JSON.stringify(r.body).slice(0, 300)}`);
+      await live.putSecurity(as, await src.getSecurity(req.database));
+      const copied = await live.dbInfo(as);
+      if (!copied || copied.doc_count !== info.doc_count) throw new AgentError('BACKUP_FAILED', `database ${as} holds ${copied?.doc_count ?? 'no'} documents after the copy, the backup ${info.doc_count}`);
+      const copyMs = performance.now() - t1;
+      this.c.log(`database ${req.database} restored as ${as} from ${req.time ? `archive ${stream} at ${req.time}` : `backup ${req.backupId}`}: ${info.doc_count} documents`);
+      return { database: req.database, as, from: req.backupId ?? `${stream}@${req.time}`, docCount: info.doc_count, docDelCount: info.doc_del_count ?? 0, restoreMs, copyMs, totalMs: performance.now() - t0 };
+    } finally {
+      await scratch.stop().catch(() => undefined);
+      await fsp.rm(scratchDir, { recursive: true, force: true });
+    }
+  }
+}
