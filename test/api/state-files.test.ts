@@ -37,6 +37,7 @@ const EXPECTED: Record<string, number> = {
   'server.pid': 0o600,
   'backup.key': 0o600,
   backups: 0o700,
+  secrets: 0o700,
 };
 
 function checkModes(where: string): void {
