@@ -139,6 +139,9 @@ export async function restoreDatabase(plane: ControlPlane, projectId: string, id
     storage = b.location ?? plane.config.repository;
     backupId = b.id;
   }
+  // The cut is chosen here first, under the key: a window or cut that does not authenticate (a storage
+  // operator's edit) is refused with 422 naming it, before the agent starts anything.
+  if (req.time !== null) await resolveRestoreTime(plane, inst.id, req.time);
   const agent = await archiveAgent(plane, inst);
   const result = await agentCall(
     agent.restoreDatabase({

@@ -5,9 +5,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
+import { Readable } from 'node:stream';
 import { createBackup } from '../../src/backup/index.js';
 import { removeObjects } from '../../src/backup/backup.js';
-import { readManifest } from '../../src/backup/repository.js';
+import { readManifest, readObject } from '../../src/backup/repository.js';
+import { archiveStorage, listCuts } from '../../src/backup/archive.js';
 import { openStorage } from '../../src/storage/index.js';
 import { sandbox, startServer, api, waitStatus, basicAuth, type J } from '../support/server.js';
 
@@ -73,5 +75,49 @@ test('a forged unencrypted backup under a real backup id: no forged document rea
   } else {
     assert.ok(n.status >= 400 && n.status < 500, `${n.status} ${JSON.stringify(n.json)}`);
   }
+
+  // Point in time: the victim's archive (its cuts encrypted under the server's key).
+  const on = await api(base, 'POST', `/instances/${victim.id}/action`, { archive: { enabled: true, interval: 1 } });
+  assert.equal(on.status, 200, JSON.stringify(on.json));
+  let T = 0;
+  for (const end = Date.now() + 60_000; Date.now() < end && !T; await new Promise((r) => setTimeout(r, 250))) {
+    const a = ((await api(base, 'GET', `/instances/${victim.id}`)).json.instance as J).archive as J | undefined;
+    if (a && typeof a.restore_point === 'string') T = Date.parse(a.restore_point);
+  }
+  assert.ok(T > 0, 'a restore point');
+  // Off, so that the agent no longer rewrites the head while the operator edits it.
+  assert.equal((await api(base, 'POST', `/instances/${victim.id}/action`, { archive: { enabled: false } })).status, 200);
+  const repo = await openStorage(`file://${path.join(stateDir, 'backups')}`);
+  try {
+    const s = archiveStorage(repo, victim.id);
+    const head = JSON.parse((await readObject(s, 'head.json')).toString('utf8')) as J;
+    const newest = (await listCuts(s)).cuts.at(-1)!.id;
+    T = head.restorePoint as number;
+    const restoreAt = (t: number) => api(base, 'POST', `/instances/${victim.id}/databases/secrets/restore`, { restore: { restore_time: new Date(t).toISOString(), as: 'secrets_then' } });
+    const late = await restoreAt(T + 3_600_000);
+    assert.equal(late.status, 422, JSON.stringify(late.json));
+    assert.match(JSON.stringify(late.json), /after the newest restore point/);
+
+    // The window widened by an hour: refused, naming the head.
+    await s.put('head.json', Readable.from([Buffer.from(JSON.stringify({ ...head, restorePoint: T + 7_200_000 }))]));
+    const widened = await restoreAt(T + 3_600_000);
+    assert.ok(widened.status >= 400 && widened.status < 500, `${widened.status} ${JSON.stringify(widened.json)}`);
+    assert.match(JSON.stringify(widened.json), /head\.json of archive .* does not authenticate/);
+    const created = await api(base, 'POST', '/instances', { instance: { name: 'pitr-forged', flavorRef: '1', volume: { size: 1 }, restorePoint: { backupRef: bid, restoreTime: new Date(T + 3_600_000).toISOString() } } });
+    assert.ok(created.status >= 400 && created.status < 500, `${created.status} ${JSON.stringify(created.json)}`);
+
+    // The head put back, the newest cut replaced by an unencrypted one of the forger's data: refused, naming the cut.
+    await s.put('head.json', Readable.from([Buffer.from(JSON.stringify(head))]));
+    const labels = (await readManifest(s, newest)).body.labels;
+    await removeObjects(s, newest);
+    await createBackup({ dataDir: path.join(stateDir, 'instances', forger.id, 'data'), storage: s, id: newest, labels, couchdb: { url: forger.url, username: 'root', password } });
+    const forgedCut = await restoreAt(T);
+    assert.ok(forgedCut.status >= 400 && forgedCut.status < 500, `${forgedCut.status} ${JSON.stringify(forgedCut.json)}`);
+    assert.match(JSON.stringify(forgedCut.json), new RegExp(`backup ${newest} is not encrypted, but a key was given`));
+  } finally {
+    await repo.close();
+  }
+  const then = await fetch(`${victim.url}/secrets_then`, { headers: { authorization: basicAuth('root', victimRoot) } });
+  assert.equal(then.status, 404, 'no copy was made from a forged archive');
   await server.kill('SIGTERM');
 });
