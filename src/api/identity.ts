@@ -50,9 +50,18 @@ export function registerIdentityRoutes(app: FastifyInstance, plane: ControlPlane
     }
     if (!project || !token) return refuse('The password is not a couchtrove project token.');
     // A scope naming another project is refused, never silently changed (by name or id: both are the id here).
-    const scoped = auth && v.isObj(auth.scope) && v.isObj(auth.scope.project) ? auth.scope.project : undefined;
-    const asked = scoped ? (scoped.id ?? scoped.name) : undefined;
-    if (typeof asked === 'string' && asked !== project) return refuse(`The token is for project ${project}, not ${asked.slice(0, 80)}.`);
+    // Every name given must be this project, as a string: {"id": "alpha", "name": "beta"} or {"id": ["beta"]}
+    // is refused rather than read one field of.
+    if (auth && auth.scope !== undefined && auth.scope !== 'unscoped') {
+      if (!v.isObj(auth.scope) || !v.isObj(auth.scope.project)) return refuse('Only a project scope is served: {"scope": {"project": {"id" or "name"}}}.');
+      const scoped = auth.scope.project;
+      for (const field of ['id', 'name'] as const) {
+        const asked = scoped[field];
+        if (asked === undefined) continue;
+        if (typeof asked !== 'string') return refuse(`The scope's project ${field} must be a string.`);
+        if (asked !== project) return refuse(`The token is for project ${project}, not ${asked.slice(0, 80)}.`);
+      }
+    }
     const base = o.base(req);
     const endpoints = (url: string, service: string): Record<string, unknown>[] =>
       ['public', 'internal', 'admin'].map((i) => ({ id: `${service}-${i}`, interface: i, region: plane.config.region, region_id: plane.config.region, url }));

@@ -30,6 +30,18 @@ export const backupEngine: BackupEngine = {
       await storage.close();
     }
   },
+  async stored(repository, id, keyFile) {
+    const storage = await openStorage(repository);
+    try {
+      const key = keyFile ? await readKeyFile(keyFile) : undefined;
+      return (await readBackupMetadata(storage, id, key)).summary;
+    } catch (err) {
+      if ((err as Error).name === 'BackupNotFoundError') return null;
+      throw err;
+    } finally {
+      await storage.close();
+    }
+  },
   async delete(repository, id, keyFile) {
     const storage = await openStorage(repository);
     try {

@@ -43,6 +43,9 @@ export function registerObjectStoreRoutes(app: FastifyInstance, plane: ControlPl
   app.get('/swift/v1/:account/:container', async (req: Req, reply) => {
     const owner = project(req, reply);
     if (!owner) return reply;
+    // A parameter given twice arrives as an array (`?prefix=a&prefix=b`): refused, naming it, rather than a 500.
+    const repeated = Object.entries(req.query as Record<string, unknown>).find(([, v]) => Array.isArray(v));
+    if (repeated) return reply.code(400).type('text/plain').send(`Bad Request: the query parameter ${JSON.stringify(repeated[0])} is given more than once.\n`);
     const objects = await listPublished(plane, owner, req.query.prefix ?? '');
     const after = objects.filter((o) => req.query.marker === undefined || o.key > req.query.marker);
     reply.header('x-container-object-count', String(objects.length)).header('x-container-bytes-used', String(objects.reduce((n, o) => n + o.size, 0)));

@@ -1,6 +1,7 @@
 // What operators watch (docs/operations.md): GET /health (liveness), GET /health/ready (readiness) and
 // GET /metrics (Prometheus text format, prom-client). Kept apart from the Trove routes in ./server.ts.
 import { createHash, timingSafeEqual } from 'node:crypto';
+import * as fs from 'node:fs/promises';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { archiveStatuses } from '../tasks/archive.js';
@@ -65,6 +66,25 @@ export function metricsAccess(config: ServerConfig): (authorization: string | un
     // Digests of equal length through timingSafeEqual: the time taken says nothing about the guess.
     return timingSafeEqual(digest(m[1]!), wanted) ? null : 'The metrics token is not valid.';
   };
+}
+
+/**
+ * Below this much free space in the state directory, the server is not ready: SQLite needs room for its WAL
+ * and checkpoints, the file repository and instance volumes live there too, and a full disk fails every task.
+ */
+export const STATE_DISK_MIN_FREE = 16 * 1024 * 1024;
+
+/** 'ok', or why the state directory's file system cannot take writes (sizes only: the body is unauthenticated). */
+export async function stateDiskCheck(dir: string): Promise<string> {
+  try {
+    const st = await fs.statfs(dir);
+    const free = st.bavail * st.bsize;
+    if (free < STATE_DISK_MIN_FREE) return `full: ${free} bytes free of ${st.blocks * st.bsize} (at least ${STATE_DISK_MIN_FREE} needed)`;
+    if (st.files > 0 && st.ffree === 0) return 'full: no free inodes';
+    return 'ok';
+  } catch (err) {
+    return `cannot be checked: ${(err as NodeJS.ErrnoException).code ?? 'error'}`;
+  }
 }
 
 /** Registers /health, /health/ready and /metrics, and the hooks that count requests and tasks. */
@@ -226,6 +246,7 @@ export async function registerOperationsRoutes(app: FastifyInstance, plane: Cont
       task_manager: plane.tasks.alive ? 'ok' : 'not running',
     };
     if (options.scheduler) checks.backup_scheduler = options.scheduler.alive ? 'ok' : 'not running';
+    checks.state_disk = await stateDiskCheck(plane.config.stateDir);
     const failing = Object.keys(checks).filter((k) => checks[k] !== 'ok');
     const ready = failing.length === 0;
     // The reasons go to the log, once per change, not to the unauthenticated body (a store error can

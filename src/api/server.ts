@@ -82,6 +82,17 @@ function userAccess(o: v.Obj, i: number): Pick<UserSpec, 'databases' | 'adminOf'
   return { databases: a?.databases ?? [], ...(a?.adminOf.length ? { adminOf: a.adminOf } : {}) };
 }
 
+export interface ApiRoute {
+  method: string;
+  url: string;
+}
+const routeTables = new WeakMap<FastifyInstance, ApiRoute[]>();
+
+/** Every route buildApi registered (method and URL pattern), e.g. for a fuzz test that must cover them all. */
+export function registeredRoutes(app: FastifyInstance): ApiRoute[] {
+  return [...(routeTables.get(app) ?? [])];
+}
+
 export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
   const { plane } = options;
   const store: StateStore = plane.store;
@@ -102,6 +113,11 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     // Trove's request ids (req-UUID), returned in x-openstack-request-id and named in the request log.
     requestIdHeader: false,
     genReqId: () => `req-${randomUUID()}`,
+  });
+  const routes: ApiRoute[] = [];
+  routeTables.set(app, routes);
+  app.addHook('onRoute', (r) => {
+    for (const method of [r.method].flat()) routes.push({ method, url: r.url });
   });
   app.addHook('onSend', async (req, reply) => {
     reply.header('x-openstack-request-id', req.id);

@@ -3,15 +3,16 @@
 // repository of its own under `archive/<stream>/` of the instance's repository. A cut in which no file
 // changed stores nothing but the stream's small head object; a base (a full backup) starts a new chain
 // when the chain has grown past a share of its base or the base is older than the base interval.
+import { hkdfSync } from 'node:crypto';
 import type { Backend } from '../storage/backend.js';
 import { ObjectNotFoundError } from '../storage/backend.js';
 import { PrefixedBackend } from '../storage/prefixed.js';
-import type { KeyMaterial } from '../crypto/keys.js';
+import { equalHex, hmac, type BackupKeys, type KeyMaterial } from '../crypto/keys.js';
 import { CouchtroveError } from '../util/errors.js';
 import { writeBackup, removeObjects } from './backup.js';
 import { measure } from './snapshot.js';
-import { keys, type Catalog } from './format.js';
-import { openBackup, putBuffer, readManifest, readObject, type OpenedBackup } from './repository.js';
+import { canonicalJson, keys, type Catalog, type Manifest } from './format.js';
+import { BackupNotFoundError, openBackup, openManifest, putBuffer, readManifest, readObject, type OpenedBackup } from './repository.js';
 import { restoreBackup } from './restore.js';
 import type { BackupOptions, RestoreOptions, RestoreResult } from './types.js';
 
@@ -52,15 +53,73 @@ export interface ArchiveHead {
   baseSize: number;
   chainSize: number;
   baseAt: number | null;
+  /**
+   * With a key: HMAC-SHA256 of the rest of the head under a subkey of the seal key of cut `cut` (= `latest`),
+   * so that a storage operator can neither widen the window nor hide the newest cut (issue 22).
+   */
+  auth?: { alg: 'hmac-sha256'; cut: string; value: string };
 }
 
-export async function readHead(stream: Backend): Promise<ArchiveHead | null> {
+/** The head's HMAC key: its own subkey of the latest cut's manifest seal key (no new key derivation to pay for). */
+function headKey(k: BackupKeys): Buffer {
+  return Buffer.from(hkdfSync('sha256', k.seal, Buffer.alloc(0), 'couchtrove/v2/archive-head', 32));
+}
+
+function headText(h: ArchiveHead): string {
+  const { auth: _a, ...rest } = h;
+  return `couchtrove/v2/archive-head\n${canonicalJson(rest)}`;
+}
+
+function signHead(h: ArchiveHead, k: BackupKeys | null | undefined): ArchiveHead {
+  const { auth: _a, ...rest } = h;
+  if (!k || !h.latest) return rest;
+  return { ...rest, auth: { alg: 'hmac-sha256', cut: h.latest, value: hmac(headKey(k), headText(rest)) } };
+}
+
+const NUM_OR_NULL = ['latestEnd', 'restorePoint', 'baseAt'] as const;
+
+/** Reads the stream's head; a garbled one is refused with an error that says so, never a raw parse error. */
+export async function readHead(stream: Backend, streamName?: string): Promise<ArchiveHead | null> {
+  const name = streamName === undefined ? 'the archive' : `archive ${streamName}`;
+  let raw: Buffer;
   try {
-    return JSON.parse((await readObject(stream, HEAD, 1 << 20)).toString('utf8')) as ArchiveHead;
+    raw = await readObject(stream, HEAD, 1 << 20);
   } catch (err) {
     if (err instanceof ObjectNotFoundError) return null;
     throw err;
   }
+  let h: ArchiveHead;
+  try {
+    h = JSON.parse(raw.toString('utf8')) as ArchiveHead;
+  } catch {
+    throw new CouchtroveError(`${HEAD} of ${name} is corrupted: not valid JSON`);
+  }
+  const bad = (what: string) => new CouchtroveError(`${HEAD} of ${name} is corrupted: ${what}`);
+  if (!h || typeof h !== 'object' || Array.isArray(h)) throw bad('not an object');
+  if (streamName !== undefined && h.stream !== streamName) throw bad(`it names stream ${JSON.stringify(h.stream)}`);
+  if (h.latest !== null && (typeof h.latest !== 'string' || !parseCutId(h.latest))) throw bad('"latest" is not a cut id');
+  if (h.base !== null && (typeof h.base !== 'string' || !parseCutId(h.base))) throw bad('"base" is not a cut id');
+  for (const f of NUM_OR_NULL) if (h[f] !== null && !Number.isFinite(h[f])) throw bad(`"${f}" is not a time`);
+  if (!Number.isFinite(h.baseSize) || !Number.isFinite(h.chainSize)) throw bad('"baseSize" or "chainSize" is not a number');
+  return h;
+}
+
+/**
+ * Checks a head against the key: it must name its latest cut, that cut must exist and authenticate, and the
+ * head's HMAC must check under that cut's keys. Throws naming what is wrong.
+ */
+export async function authenticateHead(stream: Backend, name: string, head: ArchiveHead, key: KeyMaterial): Promise<void> {
+  if (!head.auth || head.auth.alg !== 'hmac-sha256' || typeof head.auth.value !== 'string') throw new CouchtroveError(`${HEAD} of ${name} is not authenticated, but a key was given: refused`);
+  if (!head.latest || head.auth.cut !== head.latest) throw new CouchtroveError(`${HEAD} of ${name} is not authenticated: it is signed for cut ${JSON.stringify(head.auth.cut)}, not its latest cut ${JSON.stringify(head.latest)}`);
+  let m: Manifest;
+  try {
+    m = await readManifest(stream, head.latest);
+  } catch (err) {
+    if (err instanceof BackupNotFoundError) throw new CouchtroveError(`cut ${head.latest} of ${name} is missing: ${HEAD} names it as the newest cut (withheld or deleted)`);
+    throw err;
+  }
+  const k = await openManifest(m, key);
+  if (!k || !equalHex(hmac(headKey(k), headText(head)), head.auth.value)) throw new CouchtroveError(`${HEAD} of ${name} does not authenticate with this key (edited or forged)`);
 }
 
 /** Every cut with a manifest (complete), oldest first. Incomplete leftovers are returned apart. */
@@ -126,7 +185,10 @@ export class ArchiveStream {
 
   /** Continues from the newest complete cut in the repository (after an agent restart). */
   async #load(): Promise<void> {
-    const head = await readHead(this.store).catch(() => null);
+    // With a key, a head that does not authenticate is ignored: its restore point is not believed.
+    const head = await readHead(this.store, this.opts.stream)
+      .then(async (h) => (h && this.opts.key ? authenticateHead(this.store, `archive ${this.opts.stream}`, h, this.opts.key).then(() => h) : h))
+      .catch(() => null);
     const { cuts } = await listCuts(this.store);
     // The listing, not the head, names the newest cut: a head write that failed leaves the head behind.
     for (const c of [...cuts].reverse()) {
@@ -205,7 +267,9 @@ export class ArchiveStream {
       configDir: this.opts.configDir,
       couchdb: this.opts.couchdb,
       id,
-      labels: { ...(this.opts.labels ?? {}), archive: this.opts.stream },
+      // `previous` links every cut (a base too) to the one before it ('' for the first), under the seal: a
+      // restore notices a cut withheld from the middle of the stream instead of silently using an older one.
+      labels: { ...(this.opts.labels ?? {}), archive: this.opts.stream, previous: this.#head.latest ?? '' },
       ...(base ? {} : { parentOpened: this.#latest!, delta: true }),
       ...(reuse ? { couchdbReuse: reuse } : {}),
       // Small cuts are encoded on this thread: worker threads would cost more than the cut.
@@ -231,7 +295,7 @@ export class ArchiveStream {
   }
 
   async #writeHead(): Promise<void> {
-    await putBuffer(this.store, HEAD, `${JSON.stringify(this.#head)}\n`);
+    await putBuffer(this.store, HEAD, `${JSON.stringify(signHead(this.#head, this.opts.key ? this.#latest?.keys : null))}\n`);
   }
 
   /** The whole catalog of the latest cut (tests, single-database restore). */
@@ -240,11 +304,15 @@ export class ArchiveStream {
   }
 }
 
-/** The restorable window of a stream: from its oldest cut to its newest restore point. */
-export async function archiveWindow(storage: Backend, stream: string): Promise<{ oldest: number | null; newest: number | null; cuts: number; bases: number; latest: string | null }> {
+/**
+ * The restorable window of a stream: from its oldest cut to its newest restore point. With a key, the head
+ * must authenticate (see findCut).
+ */
+export async function archiveWindow(storage: Backend, stream: string, key?: KeyMaterial): Promise<{ oldest: number | null; newest: number | null; cuts: number; bases: number; latest: string | null }> {
   const s = archiveStorage(storage, stream);
   const { cuts } = await listCuts(s);
-  const head = await readHead(s);
+  const head = await readHead(s, stream);
+  if (key && head) await authenticateHead(s, `archive ${stream}`, head, key);
   const last = cuts.at(-1);
   return {
     oldest: cuts[0]?.at ?? null,
@@ -259,30 +327,78 @@ export async function archiveWindow(storage: Backend, stream: string): Promise<{
  * The cut a restore to `time` uses: the newest cut whose measuring pass ended at or before it. A time after
  * the newest restore point is refused (the data at that time was never archived), as is one before the
  * oldest cut.
+ *
+ * With a key nothing unauthenticated decides: the head (the newest restore point) must authenticate, and so
+ * must every cut read on the way. The cuts are followed from the newest back through their sealed `previous`
+ * (or `parent`) links, so a cut missing from the middle of the stream is an error naming it, never a silent
+ * fall back to an older cut.
  */
-export async function findCut(storage: Backend, stream: string, time: number): Promise<CutRef & { end: number }> {
+export async function findCut(storage: Backend, stream: string, time: number, key?: KeyMaterial): Promise<CutRef & { end: number }> {
   const s = archiveStorage(storage, stream);
+  const name = `archive ${stream}`;
   const { cuts } = await listCuts(s);
-  if (cuts.length === 0) throw new CouchtroveError(`archive ${stream} in ${storage.location} has no restore point`);
-  const head = await readHead(s);
-  const newest = Math.max(head?.restorePoint ?? 0, cuts.at(-1)!.at);
-  if (time > newest) throw new CouchtroveError(`restore time ${new Date(time).toISOString()} is after the newest restore point of archive ${stream} (${new Date(newest).toISOString()})`);
-  let found: (CutRef & { end: number }) | undefined;
-  for (const c of [...cuts].reverse()) {
-    if (c.at > time) continue;
-    const end = Number((await readManifest(s, c.id)).body.labels.cutEnd ?? c.at);
-    if (end <= time) {
-      found = { ...c, end };
-      break;
-    }
+  if (cuts.length === 0) throw new CouchtroveError(`${name} in ${storage.location} has no restore point`);
+  const head = await readHead(s, stream);
+  if (key) {
+    if (!head) throw new CouchtroveError(`${name} has no ${HEAD}: its restore window cannot be authenticated`);
+    await authenticateHead(s, name, head, key);
   }
-  if (!found) throw new CouchtroveError(`restore time ${new Date(time).toISOString()} is before the oldest restore point of archive ${stream} (${new Date(cuts[0]!.at).toISOString()})`);
-  return found;
+  const listed = new Map(cuts.map((c) => [c.id, c] as const));
+  const index = new Map(cuts.map((c, i) => [c.id, i] as const));
+  // The walk reads the listed cuts from the newest down: read ahead 16 at a time (a chain of small objects
+  // read one after the other waits on every read).
+  const reads = new Map<string, Promise<Manifest>>();
+  const read = (id: string) => {
+    let p = reads.get(id);
+    if (!p) {
+      p = readManifest(s, id);
+      p.catch(() => undefined);
+      reads.set(id, p);
+    }
+    return p;
+  };
+  const open = async (id: string) => {
+    const i = index.get(id) ?? 0;
+    for (let j = i - 1; j >= Math.max(0, i - 16); j--) void read(cuts[j]!.id);
+    const m = await read(id);
+    if (key) await openManifest(m, key);
+    return m;
+  };
+  const before = () => new CouchtroveError(`restore time ${new Date(time).toISOString()} is before the oldest restore point of ${name} (${new Date(cuts[0]!.at).toISOString()})`);
+  // The newest cut: the listing's (a head write that failed after its cut leaves the head one cut behind).
+  let cur = cuts.at(-1)!;
+  let m = await open(cur.id);
+  const newest = Math.max(head?.restorePoint ?? 0, key ? Number(m.body.labels.cutEnd ?? cur.at) : cur.at);
+  if (time > newest) throw new CouchtroveError(`restore time ${new Date(time).toISOString()} is after the newest restore point of ${name} (${new Date(newest).toISOString()})`);
+  for (;;) {
+    const end = Number(m.body.labels.cutEnd ?? cur.at);
+    if (end <= time) return { ...cur, end };
+    const link = m.body.parent ?? m.body.labels.previous;
+    let prev: CutRef | undefined;
+    if (link === undefined) {
+      // A cut written before cuts were linked: the listing says which came before it.
+      const i = cuts.indexOf(cur);
+      prev = i > 0 ? cuts[i - 1] : undefined;
+      if (!prev) throw before();
+    } else if (link === '') {
+      throw before();
+    } else {
+      prev = listed.get(link);
+      if (!prev) {
+        // Retention removes whole chains older than the window: a link to before the oldest cut kept.
+        const at = parseCutId(link)?.at;
+        if (at !== undefined && at < cuts[0]!.at) throw before();
+        throw new CouchtroveError(`cut ${link} of ${name} is missing (withheld or deleted): cut ${cur.id} follows it; refusing to fall back to an older cut`);
+      }
+    }
+    cur = prev;
+    m = await open(cur.id);
+  }
 }
 
 /** Restores the data as of the newest cut at or before `time` (RestoreOptions.id is ignored). */
 export async function restoreToTime(opts: Omit<RestoreOptions, 'id'> & { stream: string; time: number }): Promise<RestoreResult & { cut: CutRef & { end: number } }> {
-  const cut = await findCut(opts.storage, opts.stream, opts.time);
+  const cut = await findCut(opts.storage, opts.stream, opts.time, opts.key);
   const s = archiveStorage(opts.storage, opts.stream);
   // The chain as the listing has it (newest first, back to the base): read ahead in parallel.
   const { cuts } = await listCuts(s);

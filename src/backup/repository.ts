@@ -99,6 +99,9 @@ export async function openManifest(m: Manifest, key: KeyMaterial | undefined): P
     if (!equalHex(hmac(k.seal, text), m.seal.value)) throw new CouchtroveError(`${WRONG_KEY}: the manifest of backup ${id} does not authenticate with this key`);
     return k;
   }
+  // With a key, a plain manifest proves nothing: anyone who can write to the repository can compute its
+  // SHA-256 seal, so it could be a forgery placed under a real backup's id (issue 22).
+  if (key) throw new CouchtroveError(`backup ${id} is not encrypted, but a key was given: its manifest cannot be authenticated (forged, or written without a key), so it is refused`);
   if (m.seal.alg !== 'sha256' || !equalHex(sha256Hex(text), m.seal.value)) throw new CouchtroveError(`manifest of backup ${id} is corrupted: its checksum does not match`);
   return null;
 }

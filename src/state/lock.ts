@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import SQLite from 'better-sqlite3';
 import { CouchtroveError } from '../util/errors.js';
+import { makeSqlitePrivate } from '../util/fs.js';
 
 export class StateDirLockedError extends CouchtroveError {
   constructor(message: string) {
@@ -27,6 +28,7 @@ export function lockStateDir(dir: string): StateDirLock {
   const pidFile = path.join(dir, 'server.pid');
   let db: SQLite.Database | undefined;
   try {
+    makeSqlitePrivate(file);
     db = new SQLite(file, { timeout: 0 });
     // In exclusive locking mode SQLite keeps its lock from the first write until the connection closes.
     db.pragma('locking_mode = EXCLUSIVE');
@@ -47,6 +49,7 @@ export function lockStateDir(dir: string): StateDirLock {
     throw new CouchtroveError(`cannot lock the state directory ${dir} (${file}): ${(err as Error).message}`);
   }
   fs.writeFileSync(pidFile, `${process.pid}\n`, { mode: 0o600 });
+  fs.chmodSync(pidFile, 0o600); // the mode above applies only to a file created now
   const held = db;
   let released = false;
   return {

@@ -10,6 +10,7 @@ import SQLite from 'better-sqlite3';
 import pg from 'pg';
 import type { Database, TableName } from './schema.js';
 import { migrations } from './migrations.js';
+import { makeSqlitePrivate } from '../util/fs.js';
 
 export type Row<T extends TableName> = Database[T];
 /** Equality per column; an array means "one of"; null means IS NULL. */
@@ -213,6 +214,7 @@ export async function openState(options: OpenStateOptions): Promise<StateStore> 
     if (file !== ':memory:') fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
     kind = 'sqlite';
     location = file;
+    if (file !== ':memory:') makeSqlitePrivate(file);
     const sqlite = new SQLite(file);
     sqlite.pragma('journal_mode = WAL');
     sqlite.pragma('synchronous = FULL');

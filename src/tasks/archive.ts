@@ -10,6 +10,7 @@ import { agentCall } from './control.js';
 import { withTimeout } from '../util/concurrency.js';
 import { badRequest, unprocessable } from './errors.js';
 import { expireRetired, findCut, retireStream } from '../backup/archive.js';
+import { readKeyFile } from '../crypto/keys.js';
 import { DEFAULT_KEEP_DAYS } from '../agent/archiver.js';
 import { stableId } from './control.js';
 
@@ -112,7 +113,9 @@ export async function resolveRestoreTime(plane: ControlPlane, streamOf: string, 
   if (Number.isNaN(t)) throw badRequest(`"restorePoint"."restoreTime" must be an ISO 8601 time, got ${JSON.stringify(time.slice(0, 80))}`);
   return plane.withRepository(async (storage) => {
     try {
-      return { stream: streamOf, cut: (await findCut(storage, streamOf, t)).id };
+      // With the server's key, the window and the cut are chosen only from what authenticates.
+      const key = plane.backupKeyFile ? await readKeyFile(plane.backupKeyFile) : undefined;
+      return { stream: streamOf, cut: (await findCut(storage, streamOf, t, key)).id };
     } catch (err) {
       throw unprocessable(`Instance ${streamOf} has no restore point for ${new Date(t).toISOString()}: ${describeError(err)}`);
     }
@@ -136,6 +139,9 @@ export async function restoreDatabase(plane: ControlPlane, projectId: string, id
     storage = b.location ?? plane.config.repository;
     backupId = b.id;
   }
+  // The cut is chosen here first, under the key: a window or cut that does not authenticate (a storage
+  // operator's edit) is refused with 422 naming it, before the agent starts anything.
+  if (req.time !== null) await resolveRestoreTime(plane, inst.id, req.time);
   const agent = await archiveAgent(plane, inst);
   const result = await agentCall(
     agent.restoreDatabase({

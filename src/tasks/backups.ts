@@ -63,7 +63,12 @@ export async function deleteBackup(plane: ControlPlane, projectId: string, id: s
   plane.tasks.start(task);
 }
 
-async function removePartialBackup(plane: ControlPlane, task: Row<'tasks'>): Promise<void> {
+/**
+ * Once the agent no longer writes the backup: a backup its agent completed (the manifest is in the repository
+ * and authenticates, for this instance) is kept and recorded COMPLETED, e.g. when the server was killed while
+ * the agent finished it; anything else is a partial backup and its objects are removed.
+ */
+async function settleInterruptedBackup(plane: ControlPlane, task: Row<'tasks'>): Promise<void> {
   const backupId = task.backup_id!;
   try {
     const inst = task.instance_id ? await plane.store.get('instances', task.instance_id) : undefined;
@@ -78,10 +83,27 @@ async function removePartialBackup(plane: ControlPlane, task: Row<'tasks'>): Pro
       }
       if (plane.stopping) return;
     }
-    await plane.backups.delete(plane.config.repository, backupId, plane.backupKeyFile);
+    const repository = plane.config.repository;
+    const summary = plane.backups.stored ? await plane.backups.stored(repository, backupId, plane.backupKeyFile) : null;
+    if (summary && summary.labels.instance_id === task.instance_id) {
+      const kept = await plane.store.update('backups', backupId, {
+        status: 'COMPLETED', fail_reason: null, size_bytes: summary.size, data_bytes: summary.totalBytes, files: summary.files, checksum: summary.checksum,
+        progress: null, updated: now(),
+      }, { task_id: task.id, status: 'FAILED' });
+      if (kept) plane.log(`backup ${backupId}: its agent completed it after the task ended (${task.error ?? 'interrupted'}): kept, COMPLETED`);
+      return;
+    }
+    await plane.backups.delete(repository, backupId, plane.backupKeyFile);
   } catch (err) {
-    plane.log(`backup ${backupId}: removing the partial backup: ${describeError(err)}`);
+    plane.log(`backup ${backupId}: settling the interrupted backup: ${describeError(err)}`);
   }
+}
+
+/** What a backup row says about how far it got, for a fail reason: " (it was SAVING, 55% done)". */
+async function backupProgress(plane: ControlPlane, backupId: string): Promise<string> {
+  const b = await plane.store.get('backups', backupId).catch(() => undefined);
+  if (!b || !(RUNNING_BACKUP as readonly string[]).includes(b.status)) return '';
+  return ` (the backup was ${b.status}${progressText(b.progress)})`;
 }
 
 export function registerBackupTasks(plane: ControlPlane): void {
@@ -92,6 +114,9 @@ export function registerBackupTasks(plane: ControlPlane): void {
       const backupId = ctx.task.backup_id!;
       const agent = await plane.compute.agent(inst);
       await plane.store.update('backups', backupId, { status: 'BUILDING', updated: now() }, { task_id: ctx.task.id });
+      // The task's step follows the backup's status, so that a reason given after a crash names it.
+      await ctx.step('building');
+      let step = 'building';
       let polling = true;
       const poll = (async (): Promise<void> => {
         while (polling && !ctx.signal.aborted) {
@@ -100,8 +125,12 @@ export function registerBackupTasks(plane: ControlPlane): void {
           try {
             const p = await withTimeout(agent.progress(), 5000);
             if (p && polling) {
-              await plane.store.update('backups', backupId, { progress: JSON.stringify(p), status: p.bytesDone > 0 ? 'SAVING' : 'BUILDING', updated: now() }, { task_id: ctx.task.id, status: ['BUILDING', 'SAVING'] });
-              await ctx.heartbeat();
+              const status = p.bytesDone > 0 ? 'SAVING' : 'BUILDING';
+              await plane.store.update('backups', backupId, { progress: JSON.stringify(p), status, updated: now() }, { task_id: ctx.task.id, status: ['BUILDING', 'SAVING'] });
+              if (status.toLowerCase() !== step) {
+                step = status.toLowerCase();
+                await ctx.step(step);
+              } else await ctx.heartbeat();
             }
           } catch {
             // progress is best effort
@@ -128,10 +157,11 @@ export function registerBackupTasks(plane: ControlPlane): void {
     },
     failed: async (task, reason) => {
       if (task.backup_id) {
-        await plane.store.update('backups', task.backup_id, { status: 'FAILED', fail_reason: reason, progress: null, updated: now() }, { task_id: task.id });
-        // The partial backup is removed from the repository once the agent no longer writes it (in the
-        // background: recovery at start does not wait for it).
-        void removePartialBackup(plane, task);
+        const where = await backupProgress(plane, task.backup_id);
+        await plane.store.update('backups', task.backup_id, { status: 'FAILED', fail_reason: `${reason}${where}`, progress: null, updated: now() }, { task_id: task.id });
+        // Once the agent no longer writes it, the backup is kept if the agent completed it, else removed
+        // (in the background: recovery at start does not wait for it).
+        void settleInterruptedBackup(plane, { ...task, error: reason });
       }
       if (task.instance_id) await plane.release(task.instance_id, task.id, null);
     },

@@ -25,6 +25,7 @@ import { groupOverrides, refuseUnsettable, registerConfigurationTasks } from './
 import { registerBackupTasks } from './backups.js';
 import { registerUpgradeTasks } from './upgrade.js';
 import { withTimeout } from '../util/concurrency.js';
+import type { BackupSummary } from '../backup/types.js';
 
 /** What the control plane needs from the backup engine (src/backup): injected so tests can replace it. */
 export interface BackupEngine {
@@ -32,6 +33,11 @@ export interface BackupEngine {
   storedChecksum(repository: string, id: string, keyFile?: string): Promise<string>;
   /** Removes every object of the backup; a missing backup is not an error. The key authenticates the other backups' manifests. */
   delete(repository: string, id: string, keyFile?: string): Promise<void>;
+  /**
+   * The summary of a complete backup (its manifest authenticates under the key), or null when there is no
+   * complete backup of that id. Optional: without it an interrupted backup is always removed.
+   */
+  stored?(repository: string, id: string, keyFile?: string): Promise<BackupSummary | null>;
 }
 
 export interface UserSpec {

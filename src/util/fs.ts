@@ -1,4 +1,4 @@
-import { read, readSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, openSync, read, readSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 
@@ -46,4 +46,28 @@ export async function chownTree(dir: string, uid: number, gid: number): Promise<
     if (e.isDirectory()) await chownTree(p, uid, gid);
     else if (e.isSymbolicLink() || (await fs.lstat(p)).nlink === 1) await fs.lchown(p, uid, gid);
   }
+}
+
+/**
+ * Makes an SQLite database file and its companions (-wal, -shm, -journal) 0600 before it is opened: SQLite
+ * creates the companions with the database file's mode, and a database left 0644 by the umask let every local
+ * user read the control plane's state (issue 22). Never through a symbolic link; an existing file is fixed.
+ */
+export function makeSqlitePrivate(file: string): void {
+  const fix = (f: string, create: boolean) => {
+    let fd: number;
+    try {
+      fd = openSync(f, (create ? constants.O_RDWR | constants.O_CREAT : constants.O_RDONLY) | constants.O_NOFOLLOW, 0o600);
+    } catch (err) {
+      if (!create && (err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw err;
+    }
+    try {
+      fchmodSync(fd, 0o600);
+    } finally {
+      closeSync(fd);
+    }
+  };
+  fix(file, true);
+  for (const suffix of ['-wal', '-shm', '-journal']) fix(`${file}${suffix}`, false);
 }

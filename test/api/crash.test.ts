@@ -1,9 +1,12 @@
 // The server is killed (SIGKILL) in the middle of a backup and in the middle of a create; after a
-// restart on the same state every task ends in a true state: the interrupted backup FAILED with the
-// reason (and deletable), the instance ACTIVE, the create resumed to ACTIVE; nothing stays BUILD/NEW.
+// restart on the same state every task ends in a true state: the interrupted backup, which its agent
+// completed meanwhile, kept as COMPLETED (and deletable), the instance ACTIVE, the create resumed to ACTIVE;
+// nothing stays BUILD/NEW.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { openState } from '../../src/state/index.js';
 import { sandbox, startServer, api, waitStatus, processesUnder, type J, type RealServer } from '../support/server.js';
 
@@ -28,18 +31,26 @@ test('crash mid-backup and mid-create, then restart', { timeout: 300_000 }, asyn
   const b = await api(base, 'POST', '/backups', { backup: { name: 'crashy', instance: id } });
   assert.equal(b.status, 202);
   const bid = (b.json.backup as J).id as string;
-  await waitStatus(base, 'backups', bid, ['BUILDING', 'SAVING', 'COMPLETED'], 30_000);
+  const atKill = await waitStatus(base, 'backups', bid, ['BUILDING', 'SAVING', 'COMPLETED'], 30_000);
   // ... and a create that is under way.
   const c2 = await api(base, 'POST', '/instances', { instance: { name: 'mid-create', flavorRef: '1', volume: { size: 1 }, databases: [{ name: 'x' }], users: [{ name: 'carol', password: 'pw-carol', databases: [{ name: 'x' }] }] } });
   assert.equal(c2.status, 200);
   const cid = (c2.json.instance as J).id as string;
   await server.kill('SIGKILL');
+  // The agent outlives the server and completes the backup (issue 22: recovery used to delete it).
+  const manifest = path.join(stateDir, 'backups', 'backups', bid, 'manifest.json');
+  for (let i = 0; i < 600 && !fs.existsSync(manifest); i++) await new Promise((r) => setTimeout(r, 100));
+  assert.ok(fs.existsSync(manifest), 'the agent completed the backup while the server was down');
 
   server = track(await startServer(stateDir));
   base = server.api;
-  const backup = await waitStatus(base, "backups", bid, ["FAILED", "COMPLETED"], 60_000);
+  // Recovery fails the task (it cannot be resumed), then finds the backup complete: kept and recorded.
+  const backup = await waitStatus(base, 'backups', bid, ['COMPLETED'], 60_000);
   process.stderr.write(`interrupted backup ended ${String(backup.status)}: ${String(backup.fail_reason)}\n`);
-  if (backup.status === 'FAILED') assert.match(backup.fail_reason as string, /interrupted|timed out/);
+  assert.equal(backup.status, 'COMPLETED', JSON.stringify(backup));
+  assert.ok(fs.existsSync(manifest), 'still in the repository');
+  process.stderr.write(`the backup was ${String(atKill.status)} when the server was killed\n`);
+  if (atKill.status !== 'COMPLETED') assert.match(server.log(), new RegExp(`backup ${bid}: its agent completed it after the task ended \\(interrupted: .*\\): kept, COMPLETED`));
   const created = await waitStatus(base, 'instances', cid, ['ACTIVE', 'ERROR'], 120_000);
   assert.equal(created.status, 'ACTIVE', JSON.stringify(created));
   const first = await waitStatus(base, 'instances', id, ['ACTIVE', 'ERROR', 'SHUTDOWN'], 60_000);

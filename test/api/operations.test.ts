@@ -72,7 +72,7 @@ test('GET /health answers 200 without a token; readiness names its checks', asyn
   assert.deepEqual(h.json(), { status: 'ok' });
   const r = await get(app, '/health/ready');
   assert.equal(r.status, 200, r.body);
-  assert.deepEqual(r.json(), { status: 'ready', checks: { state_store: 'ok', task_manager: 'ok', backup_scheduler: 'ok' } });
+  assert.deepEqual(r.json(), { status: 'ready', checks: { state_store: 'ok', task_manager: 'ok', backup_scheduler: 'ok', state_disk: 'ok' } });
   // The Trove routes still want their token.
   assert.equal((await get(app, '/v1.0/local/instances')).status, 401);
 });
@@ -100,7 +100,7 @@ test('readiness: 503 when the state store is closed, with the reason in the log 
   const r = await get(app, '/health/ready');
   assert.equal(r.status, 503);
   assert.deepEqual(r.json(), {
-    status: 'not ready', checks: { state_store: 'not answering', task_manager: 'ok', backup_scheduler: 'ok' }, failing: ['state_store'],
+    status: 'not ready', checks: { state_store: 'not answering', task_manager: 'ok', backup_scheduler: 'ok', state_disk: 'ok' }, failing: ['state_store'],
   });
   assert.ok(logs.some((l) => /not ready: state_store not answering \(state store: /.test(l)), logs.join('\n'));
   // Metrics still answer, saying the store is down, without the state gauges.
@@ -261,7 +261,7 @@ test('couchtrove server: probes answer, with the backup scheduler in readiness',
     assert.deepEqual(await h.json(), { status: 'ok' });
     const r = await fetch(`${s.url}/health/ready`);
     assert.equal(r.status, 200);
-    assert.deepEqual(((await r.json()) as J).checks, { state_store: 'ok', task_manager: 'ok', backup_scheduler: 'ok' });
+    assert.deepEqual(((await r.json()) as J).checks, { state_store: 'ok', task_manager: 'ok', backup_scheduler: 'ok', state_disk: 'ok' });
     await s.scheduler.stop();
     assert.equal((await fetch(`${s.url}/health/ready`)).status, 503);
   } finally {

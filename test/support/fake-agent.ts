@@ -147,14 +147,15 @@ export class FakeAgent implements AgentApi {
     }
     this.running = null;
     const checksum = 'c'.repeat(64);
-    this.repo.backups.set(request.id, {
-      checksum, dbs: [...this.dbs], users: new Map([...this.users].map(([k, u]) => [k, { password: u.password, databases: [...u.databases] }])),
-    });
     const t = new Date().toISOString();
-    return {
+    const summary: BackupSummary = {
       id: request.id, created: t, completed: t, size: 12345, files: 3, bytes: 1000, totalBytes: 1000, checksum, compression: 'zstd', encrypted: !!request.keyFile,
-      parent: null, datastore: { type: 'couchdb', version: '3.5.0' }, labels: request.labels ?? {}, location: request.storage,
+      parent: null, datastore: { type: 'couchdb', version: '3.5.0' }, labels: request.labels ?? {},
     };
+    this.repo.backups.set(request.id, {
+      checksum, dbs: [...this.dbs], users: new Map([...this.users].map(([k, u]) => [k, { password: u.password, databases: [...u.databases] }])), summary,
+    });
+    return { ...summary, location: request.storage };
   }
   async progress(): Promise<Progress | null> {
     return this.running;
@@ -162,7 +163,7 @@ export class FakeAgent implements AgentApi {
 }
 
 export class FakeRepository implements BackupEngine {
-  backups = new Map<string, { checksum: string; dbs: string[]; users: Map<string, { password: string; databases: string[] }> }>();
+  backups = new Map<string, { checksum: string; dbs: string[]; users: Map<string, { password: string; databases: string[] }>; summary?: BackupSummary }>();
   async storedChecksum(_repository: string, id: string): Promise<string> {
     const b = this.backups.get(id);
     if (!b) throw new Error(`backup ${id} not found in the repository`);
@@ -170,6 +171,9 @@ export class FakeRepository implements BackupEngine {
   }
   async delete(_repository: string, id: string): Promise<void> {
     this.backups.delete(id);
+  }
+  async stored(_repository: string, id: string): Promise<BackupSummary | null> {
+    return this.backups.get(id)?.summary ?? null;
   }
 }
 

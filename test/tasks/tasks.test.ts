@@ -125,6 +125,62 @@ forEachBackend('tasks', (backend) => {
     }
   });
 
+  test('issue 22: a crash mid-backup: the reason names the step and progress; a backup the agent then completed is kept COMPLETED', async () => {
+    const state = await backend.options();
+    const p1 = await startPlane({ state });
+    const id = await activeInstance(p1);
+    const agent = p1.compute.agentOf(id);
+    const held = gate();
+    agent.backupGate = held;
+    const b = await call(p1, 'POST', '/backups', { backup: { name: 'b', instance: id } });
+    const bid = (b.json.backup as J).id as string;
+    // The fake agent reports 400 of 1000 bytes: SAVING 40%, and the task's step follows.
+    await until('saving', async () => (await p1.store.get('backups', bid))?.status, (s) => s === 'SAVING');
+    const taskId = (await p1.store.get('backups', bid))!.task_id!;
+    await until('step saving', async () => (await p1.store.get('tasks', taskId))?.step, (s) => s === 'saving');
+    await p1.crash();
+    const p2 = await startPlane({ state, compute: p1.compute, repo: p1.repo, stateDir: p1.stateDir });
+    try {
+      const failed = await until('backup failed', async () => p2.store.get('backups', bid), (x) => x?.status === 'FAILED');
+      assert.match(failed!.fail_reason!, /interrupted: .* at step saving; .* \(the backup was SAVING, 40% done\)/);
+      assert.doesNotMatch(failed!.fail_reason!, /step start/);
+      // The agent finishes the backup the control plane no longer waits for: it is kept, and recorded.
+      held.open();
+      const kept = await until('kept', async () => p2.store.get('backups', bid), (x) => x?.status === 'COMPLETED', 15_000);
+      assert.equal(kept!.fail_reason, null);
+      assert.equal(kept!.checksum, 'c'.repeat(64));
+      assert.equal(kept!.size_bytes, 12345);
+      assert.ok(p2.repo.backups.has(bid), 'not removed from the repository');
+      assert.equal((await p2.store.get('instances', id))?.status, 'ACTIVE');
+      // A complete backup with no such record (another instance's label) is not adopted: removed as partial.
+      const other = gate();
+      agent.backupGate = other;
+      const b2 = await call(p2, 'POST', '/backups', { backup: { name: 'b2', instance: id } });
+      const bid2 = (b2.json.backup as J).id as string;
+      await until('saving 2', async () => (await p2.store.get('backups', bid2))?.status, (s) => s === 'SAVING');
+      await p2.crash();
+      const p3 = await startPlane({ state, compute: p1.compute, repo: p1.repo, stateDir: p1.stateDir });
+      try {
+        await until('backup 2 failed', async () => p3.store.get('backups', bid2), (x) => x?.status === 'FAILED');
+        // What the repository holds under that id names another instance.
+        const realStored = p3.repo.stored.bind(p3.repo);
+        p3.repo.stored = async (r: string, i: string) => {
+          const found = await realStored(r, i);
+          return found && i === bid2 ? { ...found, labels: { instance_id: 'someone-else' } } : found;
+        };
+        other.open();
+        await until('the agent done', async () => agent.running, (x) => x === null);
+        await until('removed', async () => p3.repo.backups.has(bid2), (x) => !x, 15_000);
+        assert.equal((await p3.store.get('backups', bid2))?.status, 'FAILED');
+      } finally {
+        await p3.close();
+      }
+    } finally {
+      await p2.close();
+      fs.rmSync(p1.stateDir, { recursive: true, force: true });
+    }
+  });
+
   test('usage_timeout bounds provisioning: the instance goes to ERROR, never BUILD forever', async () => {
     const p = await startPlane({ state: await backend.options(), env: { COUCHTROVE_COUCHDB_USAGE_TIMEOUT: '5' } });
     try {

@@ -3,6 +3,7 @@
 import { defineCommand, untilStopSignal } from '../../command.js';
 import { Archiver } from '../../../agent/archiver.js';
 import { archiveWindow } from '../../../backup/archive.js';
+import { readKeyFile } from '../../../crypto/keys.js';
 import { openStorage } from '../../../storage/index.js';
 import { formatBytes } from '../../progress.js';
 
@@ -49,7 +50,7 @@ export const archiveCommand = defineCommand({
     await archiver.stop();
     const storage = await openStorage(o.storage, io.env);
     try {
-      const w = await archiveWindow(storage, o.archiveStream);
+      const w = await archiveWindow(storage, o.archiveStream, o.keyFile ? await readKeyFile(o.keyFile) : undefined);
       log(`archive ${o.archiveStream}: restorable from ${w.oldest ? new Date(w.oldest).toISOString() : '-'} to ${w.newest ? new Date(w.newest).toISOString() : '-'} (${w.cuts} cuts, ${w.bases} bases)`);
     } finally {
       await storage.close();
