@@ -6,9 +6,9 @@ import type { AgentApi } from '../agent/protocol.js';
 import { now, type Row } from '../state/index.js';
 import { describeError } from '../util/errors.js';
 import type { ControlPlane } from './control.js';
-import { agentCall, RUNNING_BACKUP } from './control.js';
+import { agentCall, RUNNING_BACKUP, stableId } from './control.js';
 import { withTimeout } from '../util/concurrency.js';
-import { unprocessable } from './errors.js';
+import { ServiceError, unprocessable } from './errors.js';
 import { refuseIfDepended, resolveParent } from './incremental.js';
 
 export interface CreateBackupRequest {
@@ -17,9 +17,15 @@ export interface CreateBackupRequest {
   description: string | null;
   parentId: string | null;
   incremental?: boolean;
-  /** The backup's (and its task's) id; a schedule's run gives one derived from its slot, so a resumed run finds its backup. */
+  /**
+   * The backup's id; a schedule's run gives one derived from its slot, so a resumed run finds its backup.
+   * Its backup.create task then gets an id derived from it (backupTaskId): one request per id, ever.
+   */
   id?: string;
 }
+
+/** The backup.create task of a backup whose id was given: its insert is the one decision that the backup is requested. */
+export const backupTaskId = (backupId: string): string => stableId('backup-create', backupId);
 
 export async function createBackup(plane: ControlPlane, projectId: string, req: CreateBackupRequest): Promise<Row<'backups'>> {
   const inst = await plane.instance(projectId, req.instanceId);
@@ -27,7 +33,14 @@ export async function createBackup(plane: ControlPlane, projectId: string, req: 
   // latest COMPLETED backup, or makes a full backup when it has none.
   const parent = await resolveParent(plane.store, projectId, inst.id, req.parentId, req.incremental ?? false);
   const id = req.id ?? randomUUID();
-  const task = await plane.claim(projectId, inst.id, 'backup.create', 'BACKUP', ['ACTIVE'], { parent }, plane.config.backupTimeout, id);
+  let task: Row<'tasks'>;
+  try {
+    task = await plane.claim(projectId, inst.id, 'backup.create', 'BACKUP', ['ACTIVE'], { parent }, plane.config.backupTimeout, id, req.id ? backupTaskId(id) : undefined);
+  } catch (err) {
+    // Another run of the same slot (taken over while this one still ran) requested it first.
+    if (req.id && !(err instanceof ServiceError) && (await plane.store.get('tasks', backupTaskId(id)))) throw unprocessable(`Backup ${id} was already requested.`);
+    throw err;
+  }
   const t = now();
   const row: Row<'backups'> = {
     id, project_id: projectId, instance_id: inst.id, name: req.name, description: req.description, status: 'NEW', parent_id: parent,

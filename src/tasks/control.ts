@@ -293,7 +293,7 @@ export class ControlPlane {
   }
 
   /** Claims the instance for a new task; refused (422) when it is busy or in the wrong state. Also used by ./replication.ts. */
-  async claim(projectId: string, instanceId: string, kind: string, status: InstanceStatus, allowed: InstanceStatus[], params: unknown, timeout: number, backupId?: string): Promise<Row<'tasks'>> {
+  async claim(projectId: string, instanceId: string, kind: string, status: InstanceStatus, allowed: InstanceStatus[], params: unknown, timeout: number, backupId?: string, taskId?: string): Promise<Row<'tasks'>> {
     const inst = await this.instance(projectId, instanceId);
     const refuse = async (current: Row<'instances'>): Promise<never> => {
       const holder = current.task_id ? await this.store.get('tasks', current.task_id) : undefined;
@@ -301,7 +301,7 @@ export class ControlPlane {
       throw unprocessable(`Instance ${instanceId} is ${current.status}${why}: ${kind.replace('.', ' ')} is refused (allowed when ${allowed.join(' or ')} and idle).`);
     };
     if (!allowed.includes(inst.status) || inst.task_id !== null) await refuse(inst);
-    const task = await this.tasks.create({ kind, projectId, instanceId, backupId: backupId ?? null, params, timeout });
+    const task = await this.tasks.create({ kind, projectId, instanceId, backupId: backupId ?? null, params, timeout, ...(taskId ? { id: taskId } : {}) });
     const ok = await this.store.update('instances', instanceId, { status, task_id: task.id, updated: now() }, { task_id: null, status: allowed, project_id: projectId });
     if (!ok) {
       await this.tasks.discard(task.id);
