@@ -32,6 +32,7 @@ import { openStorage, StorageError, type Backend } from '../storage/index.js';
 import { readKeyFile, type KeyMaterial } from '../crypto/keys.js';
 import { CouchtroveError, describeError } from '../util/errors.js';
 import { chownTree } from '../util/fs.js';
+import { claimScratch, cleanScratches, clearMark, markCopy, stopScratchProcesses, type CleanResult } from './scratch.js';
 
 export interface AgentOptions {
   /** How long CouchDB may take to answer /_up after a start (default 120 s). */
@@ -1015,15 +1016,27 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentA
     const stream = req.stream ?? archive?.stream ?? st.settings.instanceId;
     if (req.time !== undefined && Number.isNaN(Date.parse(req.time))) throw invalid(`time must be an ISO 8601 time, got ${JSON.stringify(req.time)}`);
     const live = this.#client();
+    // What a restore killed with its agent left (scratch server, partial copy) goes first: a retry works.
+    await this.recoverRestores();
     const exists = (await live.dbInfo(as)) !== null;
     if (exists && !req.replace) throw new AgentError('ALREADY_EXISTS', `database ${as} exists in the instance: give another name (as) or replace`);
     await this.#checkQuota();
 
     const t0 = performance.now();
-    const scratchDir = path.join(st.settings.instanceDir, `scratch-${randomUUID().slice(0, 8)}`);
-    await fsp.mkdir(path.join(scratchDir, 'data'), { recursive: true, mode: 0o700 });
-    if (st.settings.runAs) await chownTree(scratchDir, st.settings.runAs.uid, st.settings.runAs.gid);
-    const scratch = await Agent.open(path.join(scratchDir, 'agent'), { startTimeoutMs: this.#startTimeoutMs, stopTimeoutMs: this.#stopTimeoutMs, log: (l) => this.#log(`scratch: ${l}`) });
+    const scratchDir = path.join(st.settings.instanceDir, `scratch-${randomBytes(4).toString('hex')}`);
+    const claim = claimScratch(scratchDir);
+    let marked = false;
+    let verified = false;
+    let scratch: Agent;
+    try {
+      await fsp.mkdir(path.join(scratchDir, 'data'), { recursive: true, mode: 0o700 });
+      if (st.settings.runAs) await chownTree(scratchDir, st.settings.runAs.uid, st.settings.runAs.gid);
+      scratch = await Agent.open(path.join(scratchDir, 'agent'), { startTimeoutMs: this.#startTimeoutMs, stopTimeoutMs: this.#stopTimeoutMs, log: (l) => this.#log(`scratch: ${l}`) });
+    } catch (err) {
+      await fsp.rm(scratchDir, { recursive: true, force: true });
+      claim.release();
+      throw err;
+    }
     try {
       const s = st.settings;
       const restore: NonNullable<InstanceSettings['restore']> = { storage, backupId: req.backupId ?? 'pitr', ...(keyFile ? { keyFile } : {}) };
@@ -1049,6 +1062,10 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentA
       const info = await src.dbInfo(req.database);
       if (!info) throw new AgentError('NOT_FOUND', `database ${req.database} is not in the backup${req.time ? ` as of ${req.time}` : ''}`);
       const t1 = performance.now();
+      // From here until verified, `as` holds an unverified copy: marked, so that whoever finds the marker
+      // (this restore's failure, the next agent's start, the next restore) deletes it.
+      await markCopy(scratchDir, as);
+      marked = true;
       if (exists) await live.deleteDb(as);
       const basic = (c: Credentials) => `Basic ${Buffer.from(`${c.username}:${c.password}`).toString('base64')}`;
       // One-shot replication run by the live CouchDB, credentials in headers (never in a URL or a log).
@@ -1064,13 +1081,36 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentA
       await live.putSecurity(as, await src.getSecurity(req.database));
       const copied = await live.dbInfo(as);
       if (!copied || copied.doc_count !== info.doc_count) throw new AgentError('BACKUP_FAILED', `database ${as} holds ${copied?.doc_count ?? 'no'} documents after the copy, the backup ${info.doc_count}`);
+      await clearMark(scratchDir);
+      verified = true;
       const copyMs = performance.now() - t1;
       this.#log(`database ${req.database} restored as ${as} from ${req.time ? `archive ${stream} at ${req.time}` : `backup ${req.backupId}`}: ${info.doc_count} documents`);
       return { database: req.database, as, from: req.backupId ?? `${stream}@${req.time}`, docCount: info.doc_count, docDelCount: info.doc_del_count ?? 0, restoreMs, copyMs, totalMs: performance.now() - t0 };
     } finally {
+      if (marked && !verified) {
+        // A copy that failed is not left to pass for the database: removed (the marker stays if CouchDB
+        // does not answer now, for the next clean).
+        if (await live.deleteDb(as).then(() => true, () => false)) await clearMark(scratchDir);
+      }
       await scratch.stop().catch(() => undefined);
+      // Whatever the scratch's stop left (its epmd, a CouchDB that did not stop in time).
+      await stopScratchProcesses(scratchDir);
       await fsp.rm(scratchDir, { recursive: true, force: true });
+      claim.release();
     }
+  }
+
+  /**
+   * Cleans what `database restore`s of a dead agent left (./scratch.ts): their scratch CouchDB and epmd
+   * stopped, their directories removed, their unverified copies deleted. At the agent's start and before
+   * every restore; a copy whose CouchDB does not answer yet stays marked for the next call.
+   */
+  async recoverRestores(): Promise<CleanResult> {
+    const st = this.#state;
+    if (!st) return { scratches: [], deleted: [], kept: [] };
+    return cleanScratches(st.settings.instanceDir, async (db) => {
+      await this.#client().deleteDb(db);
+    }, (m) => this.#log(m));
   }
 
   /** For `agent serve`: runs the archiving loop (it does nothing while archiving is off); returns the stop function. */
