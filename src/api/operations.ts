@@ -1,6 +1,7 @@
 // What operators watch (docs/operations.md): GET /health (liveness), GET /health/ready (readiness) and
 // GET /metrics (Prometheus text format, prom-client). Kept apart from the Trove routes in ./server.ts.
 import { createHash, timingSafeEqual } from 'node:crypto';
+import { statfs } from 'node:fs/promises';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { archiveStatuses } from '../tasks/archive.js';
@@ -22,6 +23,19 @@ export interface OperationsOptions {
   log?: (m: string) => void;
   /** How long readiness waits for the state store, ms. */
   storeTimeoutMs?: number;
+  /** Bytes free to this process on the state directory's file system (tests inject a full disk). */
+  diskFree?: (dir: string) => Promise<number>;
+}
+
+/**
+ * Below this much free space on the state directory's file system the server is not ready: SQLite's writes,
+ * agents' state and logs, instance data (local driver) all land there, and a full disk fails them all.
+ */
+export const STATE_DISK_MIN_BYTES = 64 * 1024 * 1024;
+
+async function statfsFree(dir: string): Promise<number> {
+  const s = await statfs(dir);
+  return s.bavail * s.bsize;
 }
 
 // Records keyed by the status types, so a status added to the schema fails to compile here until it is
@@ -221,9 +235,12 @@ export async function registerOperationsRoutes(app: FastifyInstance, plane: Cont
   let wasReady: boolean | undefined;
   app.get('/health/ready', async (_req, reply) => {
     const st = await storeAnswers(store, options.storeTimeoutMs ?? 2000);
+    const free = await (options.diskFree ?? statfsFree)(plane.config.stateDir).catch(() => null);
     const checks: Record<string, 'ok' | string> = {
       state_store: st.ok ? 'ok' : 'not answering',
       task_manager: plane.tasks.alive ? 'ok' : 'not running',
+      // Unknown (statfs failed) is not taken for full: the store check covers a state store that fails.
+      state_disk: free === null || free >= STATE_DISK_MIN_BYTES ? 'ok' : 'full',
     };
     if (options.scheduler) checks.backup_scheduler = options.scheduler.alive ? 'ok' : 'not running';
     const failing = Object.keys(checks).filter((k) => checks[k] !== 'ok');
@@ -231,7 +248,7 @@ export async function registerOperationsRoutes(app: FastifyInstance, plane: Cont
     // The reasons go to the log, once per change, not to the unauthenticated body (a store error can
     // name hosts and users).
     if (ready !== wasReady) {
-      if (!ready) log(`not ready: ${failing.map((k) => `${k} ${checks[k]}`).join(', ')}${st.error ? ` (state store: ${st.error})` : ''}`);
+      if (!ready) log(`not ready: ${failing.map((k) => `${k} ${checks[k]}`).join(', ')}${st.error ? ` (state store: ${st.error})` : ''}${checks.state_disk !== 'ok' ? ` (state directory ${plane.config.stateDir}: ${free} bytes free, ${STATE_DISK_MIN_BYTES} needed)` : ''}`);
       else if (wasReady === false) log('ready again');
       wasReady = ready;
     }

@@ -8,6 +8,7 @@ import { describeError } from '../util/errors.js';
 import type { ControlPlane } from './control.js';
 import { agentCall, RUNNING_BACKUP, stableId } from './control.js';
 import { withTimeout } from '../util/concurrency.js';
+import { STALE_MS } from '../backup/lock.js';
 import { ServiceError, unprocessable } from './errors.js';
 import { refuseIfDepended, resolveParent } from './incremental.js';
 
@@ -76,25 +77,37 @@ export async function deleteBackup(plane: ControlPlane, projectId: string, id: s
   plane.tasks.start(task);
 }
 
-async function removePartialBackup(plane: ControlPlane, task: Row<'tasks'>): Promise<void> {
-  const backupId = task.backup_id!;
+/** The task that removes a failed backup's objects: one per backup. */
+export const discardTaskId = (backupId: string): string => stableId('backup-discard', backupId);
+
+/**
+ * How long a backup.discard task may take: its agent's last writes (a killed agent's engine stops at once,
+ * a live one finishes its current object), then the writer's lock going stale (STALE_MS after its last
+ * heartbeat: a writer in a container is not in this host's process table), with room for retries.
+ */
+const DISCARD_TIMEOUT_S = (10 * 60_000 + STALE_MS + 5 * 60_000) / 1000;
+
+/** Starts (once per backup, durably) the removal of a failed backup's partial objects. */
+async function discardPartialBackup(plane: ControlPlane, task: Row<'tasks'>): Promise<void> {
+  const id = discardTaskId(task.backup_id!);
   try {
-    const inst = task.instance_id ? await plane.store.get('instances', task.instance_id) : undefined;
-    if (inst?.agent_port) {
-      const agent = await plane.compute.agent(inst);
-      const until = Date.now() + 10 * 60_000;
-      while (Date.now() < until) {
-        if (plane.stopping) return; // the next start's reconcile does not redo this: the engine lists it as incomplete
-        const p = await withTimeout(agent.progress(), 5000).catch(() => null);
-        if (!p || p.phase !== 'backup') break;
-        await new Promise((r) => setTimeout(r, 1000).unref());
-      }
-      if (plane.stopping) return;
-    }
-    await plane.backups.delete(plane.config.repository, backupId, plane.backupKeyFile);
+    const t = await plane.tasks.create({ kind: 'backup.discard', id, projectId: task.project_id, backupId: task.backup_id, params: { instanceId: task.instance_id }, timeout: DISCARD_TIMEOUT_S });
+    plane.tasks.start(t);
   } catch (err) {
-    plane.log(`backup ${backupId}: removing the partial backup: ${describeError(err)}`);
+    if (!(await plane.store.get('tasks', id).catch(() => undefined))) plane.log(`backup ${task.backup_id}: removing the partial backup: ${describeError(err)}`);
   }
+}
+
+/** Resolves after ms, or at once when the signal aborts. */
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    t.unref();
+    signal.addEventListener('abort', () => {
+      clearTimeout(t);
+      resolve();
+    }, { once: true });
+  });
 }
 
 export function registerBackupTasks(plane: ControlPlane): void {
@@ -113,8 +126,10 @@ export function registerBackupTasks(plane: ControlPlane): void {
           try {
             const p = await withTimeout(agent.progress(), 5000);
             if (p && polling) {
-              await plane.store.update('backups', backupId, { progress: JSON.stringify(p), status: p.bytesDone > 0 ? 'SAVING' : 'BUILDING', updated: now() }, { task_id: ctx.task.id, status: ['BUILDING', 'SAVING'] });
-              await ctx.heartbeat();
+              const status = p.bytesDone > 0 ? 'SAVING' : 'BUILDING';
+              await plane.store.update('backups', backupId, { progress: JSON.stringify(p), status, updated: now() }, { task_id: ctx.task.id, status: ['BUILDING', 'SAVING'] });
+              // The task's step says where the backup is, so a takeover's reason names it ("at step SAVING 55%").
+              await ctx.step(p.bytesTotal > 0 ? `${status} ${Math.floor((100 * p.bytesDone) / p.bytesTotal)}%` : status);
             }
           } catch {
             // progress is best effort
@@ -142,11 +157,56 @@ export function registerBackupTasks(plane: ControlPlane): void {
     failed: async (task, reason) => {
       if (task.backup_id) {
         await plane.store.update('backups', task.backup_id, { status: 'FAILED', fail_reason: reason, progress: null, updated: now() }, { task_id: task.id });
-        // The partial backup is removed from the repository once the agent no longer writes it (in the
-        // background: recovery at start does not wait for it).
-        void removePartialBackup(plane, task);
+        // The partial backup is removed from the repository once nobody writes it: a durable task, so a
+        // server that stops meanwhile, or a writer whose lock still looks alive, only delays it.
+        await discardPartialBackup(plane, task);
       }
       if (task.instance_id) await plane.release(task.instance_id, task.id, null);
+    },
+  });
+
+  plane.tasks.register<{ instanceId?: string | null }>('backup.discard', {
+    resumable: true,
+    run: async (ctx) => {
+      const backupId = ctx.task.backup_id!;
+      // A backup whose task failed may still be written by a live agent (the control plane gave up on it,
+      // or lost it): its own progress says when it stops.
+      const inst = ctx.params.instanceId ? await plane.store.get('instances', ctx.params.instanceId) : undefined;
+      if (inst?.agent_port) {
+        const agent = await plane.compute.agent(inst).catch(() => null);
+        while (agent && !ctx.signal.aborted) {
+          const p = await withTimeout(agent.progress(), 5000).catch(() => null);
+          if (!p || p.phase !== 'backup') break;
+          await ctx.heartbeat();
+          await pause(plane.progressMs, ctx.signal);
+        }
+      }
+      // The agent may have completed it after the control plane gave up (the server was killed, the task
+      // taken over): a backup that reads back whole is kept and recorded, never deleted.
+      const checksum = await plane.backups.storedChecksum(plane.config.repository, backupId, plane.backupKeyFile).catch(() => null);
+      if (checksum !== null) {
+        const kept = await plane.store.update('backups', backupId, { status: 'COMPLETED', checksum, fail_reason: null, progress: null, updated: now() }, { status: 'FAILED' });
+        if (kept) plane.log(`backup ${backupId}: its agent completed it after its task failed: kept, COMPLETED`);
+        return;
+      }
+      // The engine refuses while the writer's lock looks alive (a killed writer in a container beats no more
+      // but is not in this host's process table): tried again until the lock is stale.
+      let delay = Math.min(plane.progressMs, 15_000);
+      for (;;) {
+        if (ctx.signal.aborted) throw ctx.signal.reason instanceof Error ? ctx.signal.reason : new Error('aborted');
+        try {
+          await plane.backups.delete(plane.config.repository, backupId, plane.backupKeyFile);
+          return;
+        } catch (err) {
+          plane.log(`backup ${backupId}: removing the partial backup (tried again in ${Math.round(delay / 1000)} s): ${describeError(err)}`);
+        }
+        await ctx.heartbeat();
+        await pause(delay, ctx.signal);
+        delay = Math.min(delay * 2, 15_000);
+      }
+    },
+    failed: async (task, reason) => {
+      plane.log(`backup ${task.backup_id}: the partial backup could not be removed (${reason}): agent list reports it as incomplete, agent delete --backup ${task.backup_id} removes it`);
     },
   });
 

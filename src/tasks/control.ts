@@ -442,7 +442,11 @@ export class ControlPlane {
     return s;
   }
 
-  /** Gives the instance back (task_id null) in the state its agent reports. */
+  /**
+   * Gives the instance back (task_id null) in the state its agent reports. What the agent said (or that it
+   * did not answer) follows the task's reason after AGENT_PART, so the health monitor can drop it once the
+   * agent answers again and keep the task's reason (taskPart).
+   */
   async release(instanceId: string, taskId: string, fault: string | null, patch: Partial<Row<'instances'>> = {}): Promise<void> {
     const inst = await this.store.get('instances', instanceId);
     if (!inst) return;
@@ -453,9 +457,9 @@ export class ControlPlane {
       const a = await this.compute.agent({ ...inst, ...patch });
       const s = await withTimeout(a.status(), 5000);
       status = s.state === 'RUNNING' ? 'ACTIVE' : s.state === 'RESTART_REQUIRED' ? 'RESTART_REQUIRED' : s.state === 'SHUTDOWN' ? 'SHUTDOWN' : s.state === 'BUILD' ? 'ERROR' : 'ERROR';
-      if (s.reason && status !== 'ACTIVE') why = why ? `${why}; agent: ${s.reason}` : s.reason;
+      if (s.reason && status !== 'ACTIVE') why = withAgentPart(why, s.reason);
     } catch (err) {
-      why = why ? `${why}; agent: ${describeError(err)}` : `agent: ${describeError(err)}`;
+      why = withAgentPart(why, describeError(err));
     }
     await this.store.update('instances', instanceId, { ...patch, status, fault: status === 'ACTIVE' ? fault : why, task_id: null, updated: now() }, { task_id: taskId });
   }
@@ -626,6 +630,26 @@ export class ControlPlane {
     });
   }
 }
+
+/** Starts what release() says about the agent in a fault, alone or after the task's reason and "; ". */
+export const AGENT_PART = 'agent: ';
+
+function withAgentPart(fault: string | null, agent: string): string {
+  return fault ? `${fault}; ${AGENT_PART}${agent}` : `${AGENT_PART}${agent}`;
+}
+
+/** A fault without what release() said about the agent then: the task's own reason, or null when that is all it was. */
+export function taskPart(fault: string | null): string | null {
+  if (fault === null || fault.startsWith(AGENT_PART)) return null;
+  const at = fault.lastIndexOf(`; ${AGENT_PART}`);
+  return at < 0 ? fault : fault.slice(0, at);
+}
+
+/**
+ * Faults that are a task's verdict on the instance itself (it was never made, or is half destroyed), not on
+ * its agent: the health monitor never clears them, whatever the agent says (a restart or delete does).
+ */
+export const VERDICT_FAULTS = ['create failed: ', 'delete failed: '];
 
 /** Agent failures become 422s with the agent's message: the request was valid, the instance refused it. */
 export async function agentCall<T>(p: Promise<T>): Promise<T> {

@@ -6,7 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { buildApi } from '../../src/api/server.js';
-import { metricsAccess } from '../../src/api/operations.js';
+import { metricsAccess, STATE_DISK_MIN_BYTES } from '../../src/api/operations.js';
 import { startServer } from '../../src/api/main.js';
 import { loadServerConfig } from '../../src/config/server.js';
 import { BackupScheduler } from '../../src/tasks/schedules.js';
@@ -72,7 +72,7 @@ test('GET /health answers 200 without a token; readiness names its checks', asyn
   assert.deepEqual(h.json(), { status: 'ok' });
   const r = await get(app, '/health/ready');
   assert.equal(r.status, 200, r.body);
-  assert.deepEqual(r.json(), { status: 'ready', checks: { state_store: 'ok', task_manager: 'ok', backup_scheduler: 'ok' } });
+  assert.deepEqual(r.json(), { status: 'ready', checks: { state_store: 'ok', task_manager: 'ok', state_disk: 'ok', backup_scheduler: 'ok' } });
   // The Trove routes still want their token.
   assert.equal((await get(app, '/v1.0/local/instances')).status, 401);
 });
@@ -93,6 +93,28 @@ test('readiness: 503 naming the scheduler once it stops, and the task manager on
   assert.equal((await get(app, '/health')).status, 200);
 });
 
+test('readiness: 503 naming state_disk while the state directory\'s disk is full, ready again once space is freed', async () => {
+  const p = await plane();
+  let free = 0;
+  const logs: string[] = [];
+  const app = await buildApi({ plane: p.plane, log: (m) => logs.push(m), diskFree: async () => free });
+  await app.ready();
+  apps.push(app);
+  const r = await get(app, '/health/ready');
+  assert.equal(r.status, 503);
+  assert.deepEqual(r.json().failing, ['state_disk']);
+  assert.equal((r.json().checks as J).state_disk, 'full');
+  assert.ok(logs.some((l) => /not ready: state_disk full \(state directory .*: 0 bytes free, \d+ needed\)/.test(l)), logs.join('\n'));
+  free = STATE_DISK_MIN_BYTES;
+  assert.equal((await get(app, '/health/ready')).status, 200);
+  assert.ok(logs.includes('ready again'));
+  // The real file system of a test's state directory is not full.
+  const real = await buildApi({ plane: p.plane });
+  await real.ready();
+  apps.push(real);
+  assert.equal(((await get(real, '/health/ready')).json().checks as J).state_disk, 'ok');
+});
+
 test('readiness: 503 when the state store is closed, with the reason in the log and not in the body', async () => {
   const p = await plane();
   const { app, logs } = await withScheduler(p);
@@ -100,7 +122,7 @@ test('readiness: 503 when the state store is closed, with the reason in the log 
   const r = await get(app, '/health/ready');
   assert.equal(r.status, 503);
   assert.deepEqual(r.json(), {
-    status: 'not ready', checks: { state_store: 'not answering', task_manager: 'ok', backup_scheduler: 'ok' }, failing: ['state_store'],
+    status: 'not ready', checks: { state_store: 'not answering', task_manager: 'ok', state_disk: 'ok', backup_scheduler: 'ok' }, failing: ['state_store'],
   });
   assert.ok(logs.some((l) => /not ready: state_store not answering \(state store: /.test(l)), logs.join('\n'));
   // Metrics still answer, saying the store is down, without the state gauges.
@@ -261,7 +283,7 @@ test('couchtrove server: probes answer, with the backup scheduler in readiness',
     assert.deepEqual(await h.json(), { status: 'ok' });
     const r = await fetch(`${s.url}/health/ready`);
     assert.equal(r.status, 200);
-    assert.deepEqual(((await r.json()) as J).checks, { state_store: 'ok', task_manager: 'ok', backup_scheduler: 'ok' });
+    assert.deepEqual(((await r.json()) as J).checks, { state_store: 'ok', task_manager: 'ok', state_disk: 'ok', backup_scheduler: 'ok' });
     await s.scheduler.stop();
     assert.equal((await fetch(`${s.url}/health/ready`)).status, 503);
   } finally {
