@@ -83,8 +83,9 @@ export class HealthMonitor {
         next = { status: s.state === 'RESTART_REQUIRED' || inst.status === 'RESTART_REQUIRED' ? 'RESTART_REQUIRED' : 'ACTIVE', fault: ours ? null : taskPart(inst.fault) };
         if (inst.status === 'RESTART_REQUIRED' && s.state === 'RUNNING' && !ours) return;
       } else {
-        // The agent's supervisor restarts a CouchDB that died; a task's SHUTDOWN waits for that too.
-        if (theirs && inst.status === 'SHUTDOWN') return;
+        // The agent's supervisor restarts a CouchDB that died: a task's ERROR or SHUTDOWN (and its reason)
+        // stays until CouchDB runs again.
+        if (theirs && (inst.status === 'SHUTDOWN' || inst.status === 'ERROR')) return;
         next = { status: 'SHUTDOWN', fault: `${HEALTH_FAULT}CouchDB is not running: ${s.reason ?? s.state}` };
         usageUnknown(this.plane, inst);
       }

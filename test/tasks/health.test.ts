@@ -58,8 +58,12 @@ test('faults a task left: the agent started again whatever they say; ACTIVE agai
     await p.plane.health.checkAll();
     assert.equal((await row()).fault, 'restart failed: CouchDB did not come back');
 
-    // The agent answers SHUTDOWN (its supervisor restarts CouchDB): a task's SHUTDOWN waits for it.
+    // The agent answers SHUTDOWN (its supervisor restarts CouchDB): a task's SHUTDOWN or ERROR, and its
+    // reason, wait for it.
     agent.state = 'SHUTDOWN';
+    await set('ERROR', 'configure failed: bad value; agent: CouchDB exited with 1');
+    await p.plane.health.checkAll();
+    assert.deepEqual({ status: (await row()).status, fault: (await row()).fault }, { status: 'ERROR', fault: 'configure failed: bad value; agent: CouchDB exited with 1' });
     await set('SHUTDOWN', 'agent: CouchDB is not running');
     await p.plane.health.checkAll();
     assert.equal((await row()).status, 'SHUTDOWN');
