@@ -32,7 +32,7 @@ import { openStorage, StorageError, type Backend } from '../storage/index.js';
 import { readKeyFile, type KeyMaterial } from '../crypto/keys.js';
 import { CouchtroveError, describeError } from '../util/errors.js';
 import { chownTree } from '../util/fs.js';
-import { claimScratch, cleanScratches, clearMark, markCopy, stopScratchProcesses, type CleanResult } from './scratch.js';
+import { claimScratch, cleanScratches, clearMark, markCopy, removeScratchDir, stopScratchProcesses, type CleanResult } from './scratch.js';
 
 export interface AgentOptions {
   /** How long CouchDB may take to answer /_up after a start (default 120 s). */
@@ -1033,7 +1033,7 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentA
       if (st.settings.runAs) await chownTree(scratchDir, st.settings.runAs.uid, st.settings.runAs.gid);
       scratch = await Agent.open(path.join(scratchDir, 'agent'), { startTimeoutMs: this.#startTimeoutMs, stopTimeoutMs: this.#stopTimeoutMs, log: (l) => this.#log(`scratch: ${l}`) });
     } catch (err) {
-      await fsp.rm(scratchDir, { recursive: true, force: true });
+      await removeScratchDir(scratchDir);
       claim.release();
       throw err;
     }
@@ -1095,7 +1095,7 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentA
       await scratch.stop().catch(() => undefined);
       // Whatever the scratch's stop left (its epmd, a CouchDB that did not stop in time).
       await stopScratchProcesses(scratchDir);
-      await fsp.rm(scratchDir, { recursive: true, force: true });
+      await removeScratchDir(scratchDir);
       claim.release();
     }
   }

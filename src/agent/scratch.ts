@@ -89,6 +89,26 @@ export async function stopScratchProcesses(scratchDir: string, graceMs = 5000): 
   return pids;
 }
 
+const REMOVING = /^\.removing-/;
+
+/**
+ * Removes a scratch tree, which the instance's uid owns, without racing that uid: the tree is first moved
+ * into a new directory only root can enter (mkdtemp: 0700, in the root-owned instance directory), so no
+ * link can be swapped in while root walks it.
+ */
+export async function removeScratchDir(dir: string): Promise<void> {
+  const trash = await fsp.mkdtemp(path.join(path.dirname(dir), '.removing-'));
+  try {
+    await fsp.rename(dir, path.join(trash, path.basename(dir)));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+      await fsp.rm(trash, { recursive: true, force: true });
+      throw err;
+    }
+  }
+  await fsp.rm(trash, { recursive: true, force: true });
+}
+
 export interface CleanResult {
   /** Scratch directories stopped and removed. */
   scratches: string[];
@@ -114,10 +134,12 @@ export async function cleanScratches(instanceDir: string, deleteDb: (name: strin
     const dir = path.resolve(instanceDir, name);
     if (inUse.has(dir)) continue;
     const stopped = await stopScratchProcesses(dir);
-    await fsp.rm(dir, { recursive: true, force: true });
+    await removeScratchDir(dir);
     out.scratches.push(name);
     log(`database restore: removed the scratch ${name} a stopped agent left${stopped.length ? ` (stopped pids ${stopped.join(', ')})` : ''}`);
   }
+  // A removal a dead agent did not finish (root's directory: nothing to race).
+  for (const name of names.filter((n) => REMOVING.test(n))) await fsp.rm(path.join(instanceDir, name), { recursive: true, force: true });
   for (const name of names) {
     const m = MARKER.exec(name);
     if (!m || inUse.has(path.resolve(instanceDir, m[1]!))) continue;

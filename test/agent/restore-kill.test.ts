@@ -95,6 +95,7 @@ describe(`database restore killed with its agent [${couch.label}]`, () => {
     assert.deepEqual(processesUsing(dir), [], 'nothing runs from the killed restore\'s scratch');
     assert.equal(fs.existsSync(dir), false, 'its directory is removed');
     assert.deepEqual(scratches(), [], 'no scratch left by the retry either');
+    assert.deepEqual(fs.readdirSync(src.settings.instanceDir).filter((n) => n.startsWith('.removing-')), [], 'nor a directory being removed');
     assert.deepEqual(markers(), []);
     const info = (await http(src.url, 'GET', '/shop_copy', { auth: admin })).body as { doc_count: number };
     assert.equal(info.doc_count, DOCS);
