@@ -12,6 +12,7 @@ import { AgentCore, couchUrl, type AgentOptions } from './core.js';
 import { InstanceConfig } from './configuration.js';
 import { Lifecycle } from './lifecycle.js';
 import { Backups } from './backups.js';
+import type { CleanResult } from './scratch.js';
 import { Archiving } from './archiving.js';
 import { Operations } from './operations.js';
 import { writePrivateFile } from './files.js';
@@ -158,6 +159,10 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentA
   }
   restoreDatabase(req: DatabaseRestoreRequest): Promise<DatabaseRestoreResult> {
     return this.#backups.restoreDatabase(req);
+  }
+  /** What `database restore`s of a dead agent left (scratch.ts): cleaned at the agent's start and before every restore. */
+  recoverRestores(): Promise<CleanResult> {
+    return this.#backups.recoverRestores();
   }
   configureArchive(input: ArchiveSettings): Promise<ArchiveStatus> {
     return this.#archiving.configureArchive(input);

@@ -1,6 +1,6 @@
 // A physical backup of the running instance, and one database back from a backup or the archive through a
 // scratch CouchDB beside this one.
-import { randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { AgentError, invalid } from './errors.js';
@@ -16,6 +16,7 @@ import { describeError } from '../util/errors.js';
 import { chownTree } from '../util/fs.js';
 import { AgentCore, couchUrl, freeLoopbackPort } from './core.js';
 import type { AgentOptions } from './core.js';
+import { claimScratch, cleanScratches, clearMark, markCopy, removeScratchDir, stopScratchProcesses, type CleanResult } from './scratch.js';
 
 /** The scratch instance a one-database restore runs (an Agent of its own). */
 export interface ScratchAgent {
@@ -105,15 +106,27 @@ export class Backups {
     const stream = req.stream ?? archive?.stream ?? st.settings.instanceId;
     if (req.time !== undefined && Number.isNaN(Date.parse(req.time))) throw invalid(`time must be an ISO 8601 time, got ${JSON.stringify(req.time)}`);
     const live = this.c.client();
+    // What a restore killed with its agent left (scratch server, partial copy) goes first: a retry works.
+    await this.recoverRestores();
     const exists = (await live.dbInfo(as)) !== null;
     if (exists && !req.replace) throw new AgentError('ALREADY_EXISTS', `database ${as} exists in the instance: give another name (as) or replace`);
     await this.c.checkQuota();
 
     const t0 = performance.now();
-    const scratchDir = path.join(st.settings.instanceDir, `scratch-${randomUUID().slice(0, 8)}`);
-    await fsp.mkdir(path.join(scratchDir, 'data'), { recursive: true, mode: 0o700 });
-    if (st.settings.runAs) await chownTree(scratchDir, st.settings.runAs.uid, st.settings.runAs.gid);
-    const scratch = await this.openScratch(path.join(scratchDir, 'agent'), { startTimeoutMs: this.c.startTimeoutMs, stopTimeoutMs: this.c.stopTimeoutMs, log: (l) => this.c.log(`scratch: ${l}`) });
+    const scratchDir = path.join(st.settings.instanceDir, `scratch-${randomBytes(4).toString('hex')}`);
+    const claim = claimScratch(scratchDir);
+    let marked = false;
+    let verified = false;
+    let scratch: ScratchAgent;
+    try {
+      await fsp.mkdir(path.join(scratchDir, 'data'), { recursive: true, mode: 0o700 });
+      if (st.settings.runAs) await chownTree(scratchDir, st.settings.runAs.uid, st.settings.runAs.gid);
+      scratch = await this.openScratch(path.join(scratchDir, 'agent'), { startTimeoutMs: this.c.startTimeoutMs, stopTimeoutMs: this.c.stopTimeoutMs, log: (l) => this.c.log(`scratch: ${l}`) });
+    } catch (err) {
+      await removeScratchDir(scratchDir);
+      claim.release();
+      throw err;
+    }
     try {
       const s = st.settings;
       const restore: NonNullable<InstanceSettings['restore']> = { storage, backupId: req.backupId ?? 'pitr', ...(keyFile ? { keyFile } : {}) };
@@ -139,6 +152,10 @@ export class Backups {
       const info = await src.dbInfo(req.database);
       if (!info) throw new AgentError('NOT_FOUND', `database ${req.database} is not in the backup${req.time ? ` as of ${req.time}` : ''}`);
       const t1 = performance.now();
+      // From here until verified, `as` holds an unverified copy: marked, so that whoever finds the marker
+      // (this restore's failure, the next agent's start, the next restore) deletes it.
+      await markCopy(scratchDir, as);
+      marked = true;
       if (exists) await live.deleteDb(as);
       const basic = (c: Credentials) => `Basic ${Buffer.from(`${c.username}:${c.password}`).toString('base64')}`;
       // One-shot replication run by the live CouchDB, credentials in headers (never in a URL or a log).
@@ -154,12 +171,35 @@ export class Backups {
       await live.putSecurity(as, await src.getSecurity(req.database));
       const copied = await live.dbInfo(as);
       if (!copied || copied.doc_count !== info.doc_count) throw new AgentError('BACKUP_FAILED', `database ${as} holds ${copied?.doc_count ?? 'no'} documents after the copy, the backup ${info.doc_count}`);
+      await clearMark(scratchDir);
+      verified = true;
       const copyMs = performance.now() - t1;
       this.c.log(`database ${req.database} restored as ${as} from ${req.time ? `archive ${stream} at ${req.time}` : `backup ${req.backupId}`}: ${info.doc_count} documents`);
       return { database: req.database, as, from: req.backupId ?? `${stream}@${req.time}`, docCount: info.doc_count, docDelCount: info.doc_del_count ?? 0, restoreMs, copyMs, totalMs: performance.now() - t0 };
     } finally {
+      if (marked && !verified) {
+        // A copy that failed is not left to pass for the database: removed (the marker stays if CouchDB
+        // does not answer now, for the next clean).
+        if (await live.deleteDb(as).then(() => true, () => false)) await clearMark(scratchDir);
+      }
       await scratch.stop().catch(() => undefined);
-      await fsp.rm(scratchDir, { recursive: true, force: true });
+      // Whatever the scratch's stop left (its epmd, a CouchDB that did not stop in time).
+      await stopScratchProcesses(scratchDir);
+      await removeScratchDir(scratchDir);
+      claim.release();
     }
+  }
+
+  /**
+   * Cleans what `database restore`s of a dead agent left (./scratch.ts): their scratch CouchDB and epmd
+   * stopped, their directories removed, their unverified copies deleted. At the agent's start and before
+   * every restore; a copy whose CouchDB does not answer yet stays marked for the next call.
+   */
+  async recoverRestores(): Promise<CleanResult> {
+    const st = this.c.state;
+    if (!st) return { scratches: [], deleted: [], kept: [] };
+    return cleanScratches(st.settings.instanceDir, async (db) => {
+      await this.c.client().deleteDb(db);
+    }, (m) => this.c.log(m));
   }
 }

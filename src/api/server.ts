@@ -51,6 +51,8 @@ export interface ApiOptions {
   requestLogger?: Logger;
   /** The backup scheduler, for readiness (src/api/operations.ts). */
   scheduler?: Liveness;
+  /** Free bytes on the state directory's file system, for readiness (tests inject a full disk). */
+  diskFree?: (dir: string) => Promise<number>;
 }
 
 /**
@@ -190,7 +192,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
 
   // ---- unauthenticated ----------------------------------------------------------------------
   // Health, readiness and metrics (src/api/operations.ts); first, so its hooks see every route.
-  await registerOperationsRoutes(app, plane, { log, ...(options.scheduler ? { scheduler: options.scheduler } : {}) });
+  await registerOperationsRoutes(app, plane, { log, ...(options.scheduler ? { scheduler: options.scheduler } : {}), ...(options.diskFree ? { diskFree: options.diskFree } : {}) });
   const versions = async (req: FastifyRequest): Promise<unknown> => ({
     versions: [{ id: 'v1.0', status: 'CURRENT', updated: '2012-08-01T00:00:00Z', links: [{ href: `${base(req)}/v1.0/`, rel: 'self' }] }],
   });

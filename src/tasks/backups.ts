@@ -6,9 +6,10 @@ import type { AgentApi } from '../agent/protocol.js';
 import { now, type Row } from '../state/index.js';
 import { describeError } from '../util/errors.js';
 import type { ControlPlane } from './control.js';
-import { agentCall, RUNNING_BACKUP } from './control.js';
+import { agentCall, RUNNING_BACKUP, stableId } from './control.js';
 import { withTimeout } from '../util/concurrency.js';
-import { unprocessable } from './errors.js';
+import { STALE_MS } from '../backup/lock.js';
+import { ServiceError, unprocessable } from './errors.js';
 import { refuseIfDepended, resolveParent } from './incremental.js';
 
 export interface CreateBackupRequest {
@@ -17,9 +18,15 @@ export interface CreateBackupRequest {
   description: string | null;
   parentId: string | null;
   incremental?: boolean;
-  /** The backup's (and its task's) id; a schedule's run gives one derived from its slot, so a resumed run finds its backup. */
+  /**
+   * The backup's id; a schedule's run gives one derived from its slot, so a resumed run finds its backup.
+   * Its backup.create task then gets an id derived from it (backupTaskId): one request per id, ever.
+   */
   id?: string;
 }
+
+/** The backup.create task of a backup whose id was given: its insert is the one decision that the backup is requested. */
+export const backupTaskId = (backupId: string): string => stableId('backup-create', backupId);
 
 export async function createBackup(plane: ControlPlane, projectId: string, req: CreateBackupRequest): Promise<Row<'backups'>> {
   const inst = await plane.instance(projectId, req.instanceId);
@@ -27,7 +34,14 @@ export async function createBackup(plane: ControlPlane, projectId: string, req: 
   // latest COMPLETED backup, or makes a full backup when it has none.
   const parent = await resolveParent(plane.store, projectId, inst.id, req.parentId, req.incremental ?? false);
   const id = req.id ?? randomUUID();
-  const task = await plane.claim(projectId, inst.id, 'backup.create', 'BACKUP', ['ACTIVE'], { parent }, plane.config.backupTimeout, id);
+  let task: Row<'tasks'>;
+  try {
+    task = await plane.claim(projectId, inst.id, 'backup.create', 'BACKUP', ['ACTIVE'], { parent }, plane.config.backupTimeout, id, req.id ? backupTaskId(id) : undefined);
+  } catch (err) {
+    // Another run of the same slot (taken over while this one still ran) requested it first.
+    if (req.id && !(err instanceof ServiceError) && (await plane.store.get('tasks', backupTaskId(id)))) throw unprocessable(`Backup ${id} was already requested.`);
+    throw err;
+  }
   const t = now();
   const row: Row<'backups'> = {
     id, project_id: projectId, instance_id: inst.id, name: req.name, description: req.description, status: 'NEW', parent_id: parent,
@@ -63,47 +77,37 @@ export async function deleteBackup(plane: ControlPlane, projectId: string, id: s
   plane.tasks.start(task);
 }
 
+/** The task that removes a failed backup's objects: one per backup. */
+export const discardTaskId = (backupId: string): string => stableId('backup-discard', backupId);
+
 /**
- * Once the agent no longer writes the backup: a backup its agent completed (the manifest is in the repository
- * and authenticates, for this instance) is kept and recorded COMPLETED, e.g. when the server was killed while
- * the agent finished it; anything else is a partial backup and its objects are removed.
+ * How long a backup.discard task may take: its agent's last writes (a killed agent's engine stops at once,
+ * a live one finishes its current object), then the writer's lock going stale (STALE_MS after its last
+ * heartbeat: a writer in a container is not in this host's process table), with room for retries.
  */
-async function settleInterruptedBackup(plane: ControlPlane, task: Row<'tasks'>): Promise<void> {
-  const backupId = task.backup_id!;
+const DISCARD_TIMEOUT_S = (10 * 60_000 + STALE_MS + 5 * 60_000) / 1000;
+
+/** Starts (once per backup, durably) the removal of a failed backup's partial objects. */
+async function discardPartialBackup(plane: ControlPlane, task: Row<'tasks'>): Promise<void> {
+  const id = discardTaskId(task.backup_id!);
   try {
-    const inst = task.instance_id ? await plane.store.get('instances', task.instance_id) : undefined;
-    if (inst?.agent_port) {
-      const agent = await plane.compute.agent(inst);
-      const until = Date.now() + 10 * 60_000;
-      while (Date.now() < until) {
-        if (plane.stopping) return; // the next start's reconcile does not redo this: the engine lists it as incomplete
-        const p = await withTimeout(agent.progress(), 5000).catch(() => null);
-        if (!p || p.phase !== 'backup') break;
-        await new Promise((r) => setTimeout(r, 1000).unref());
-      }
-      if (plane.stopping) return;
-    }
-    const repository = plane.config.repository;
-    const summary = plane.backups.stored ? await plane.backups.stored(repository, backupId, plane.backupKeyFile) : null;
-    if (summary && summary.labels.instance_id === task.instance_id) {
-      const kept = await plane.store.update('backups', backupId, {
-        status: 'COMPLETED', fail_reason: null, size_bytes: summary.size, data_bytes: summary.totalBytes, files: summary.files, checksum: summary.checksum,
-        progress: null, updated: now(),
-      }, { task_id: task.id, status: 'FAILED' });
-      if (kept) plane.log(`backup ${backupId}: its agent completed it after the task ended (${task.error ?? 'interrupted'}): kept, COMPLETED`);
-      return;
-    }
-    await plane.backups.delete(repository, backupId, plane.backupKeyFile);
+    const t = await plane.tasks.create({ kind: 'backup.discard', id, projectId: task.project_id, backupId: task.backup_id, params: { instanceId: task.instance_id }, timeout: DISCARD_TIMEOUT_S });
+    plane.tasks.start(t);
   } catch (err) {
-    plane.log(`backup ${backupId}: settling the interrupted backup: ${describeError(err)}`);
+    if (!(await plane.store.get('tasks', id).catch(() => undefined))) plane.log(`backup ${task.backup_id}: removing the partial backup: ${describeError(err)}`);
   }
 }
 
-/** What a backup row says about how far it got, for a fail reason: " (it was SAVING, 55% done)". */
-async function backupProgress(plane: ControlPlane, backupId: string): Promise<string> {
-  const b = await plane.store.get('backups', backupId).catch(() => undefined);
-  if (!b || !(RUNNING_BACKUP as readonly string[]).includes(b.status)) return '';
-  return ` (the backup was ${b.status}${progressText(b.progress)})`;
+/** Resolves after ms, or at once when the signal aborts. */
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    t.unref();
+    signal.addEventListener('abort', () => {
+      clearTimeout(t);
+      resolve();
+    }, { once: true });
+  });
 }
 
 export function registerBackupTasks(plane: ControlPlane): void {
@@ -115,8 +119,7 @@ export function registerBackupTasks(plane: ControlPlane): void {
       const agent = await plane.compute.agent(inst);
       await plane.store.update('backups', backupId, { status: 'BUILDING', updated: now() }, { task_id: ctx.task.id });
       // The task's step follows the backup's status, so that a reason given after a crash names it.
-      await ctx.step('building');
-      let step = 'building';
+      await ctx.step('BUILDING');
       let polling = true;
       const poll = (async (): Promise<void> => {
         while (polling && !ctx.signal.aborted) {
@@ -127,10 +130,8 @@ export function registerBackupTasks(plane: ControlPlane): void {
             if (p && polling) {
               const status = p.bytesDone > 0 ? 'SAVING' : 'BUILDING';
               await plane.store.update('backups', backupId, { progress: JSON.stringify(p), status, updated: now() }, { task_id: ctx.task.id, status: ['BUILDING', 'SAVING'] });
-              if (status.toLowerCase() !== step) {
-                step = status.toLowerCase();
-                await ctx.step(step);
-              } else await ctx.heartbeat();
+              // The task's step says where the backup is, so a takeover's reason names it ("at step SAVING 55%").
+              await ctx.step(p.bytesTotal > 0 ? `${status} ${Math.floor((100 * p.bytesDone) / p.bytesTotal)}%` : status);
             }
           } catch {
             // progress is best effort
@@ -157,13 +158,59 @@ export function registerBackupTasks(plane: ControlPlane): void {
     },
     failed: async (task, reason) => {
       if (task.backup_id) {
-        const where = await backupProgress(plane, task.backup_id);
-        await plane.store.update('backups', task.backup_id, { status: 'FAILED', fail_reason: `${reason}${where}`, progress: null, updated: now() }, { task_id: task.id });
-        // Once the agent no longer writes it, the backup is kept if the agent completed it, else removed
-        // (in the background: recovery at start does not wait for it).
-        void settleInterruptedBackup(plane, { ...task, error: reason });
+        await plane.store.update('backups', task.backup_id, { status: 'FAILED', fail_reason: reason, progress: null, updated: now() }, { task_id: task.id });
+        // The partial backup is removed from the repository once nobody writes it: a durable task, so a
+        // server that stops meanwhile, or a writer whose lock still looks alive, only delays it.
+        await discardPartialBackup(plane, task);
       }
       if (task.instance_id) await plane.release(task.instance_id, task.id, null);
+    },
+  });
+
+  plane.tasks.register<{ instanceId?: string | null }>('backup.discard', {
+    resumable: true,
+    run: async (ctx) => {
+      const backupId = ctx.task.backup_id!;
+      // A backup whose task failed may still be written by a live agent (the control plane gave up on it,
+      // or lost it): its own progress says when it stops.
+      const inst = ctx.params.instanceId ? await plane.store.get('instances', ctx.params.instanceId) : undefined;
+      if (inst?.agent_port) {
+        const agent = await plane.compute.agent(inst).catch(() => null);
+        while (agent && !ctx.signal.aborted) {
+          const p = await withTimeout(agent.progress(), 5000).catch(() => null);
+          if (!p || p.phase !== 'backup') break;
+          await ctx.heartbeat();
+          await pause(plane.progressMs, ctx.signal);
+        }
+      }
+      // The agent may have completed it after the control plane gave up (the server was killed, the task
+      // taken over): a backup whose manifest authenticates and names this instance is kept and recorded.
+      const summary = plane.backups.stored ? await plane.backups.stored(plane.config.repository, backupId, plane.backupKeyFile).catch(() => null) : null;
+      if (summary && summary.labels.instance_id === ctx.params.instanceId) {
+        const kept = await plane.store.update('backups', backupId, {
+          status: 'COMPLETED', fail_reason: null, size_bytes: summary.size, data_bytes: summary.totalBytes, files: summary.files, checksum: summary.checksum, progress: null, updated: now(),
+        }, { status: 'FAILED' });
+        if (kept) plane.log(`backup ${backupId}: its agent completed it after its task failed: kept, COMPLETED`);
+        return;
+      }
+      // The engine refuses while the writer's lock looks alive (a killed writer in a container beats no more
+      // but is not in this host's process table): tried again until the lock is stale.
+      let delay = Math.min(plane.progressMs, 15_000);
+      for (;;) {
+        if (ctx.signal.aborted) throw ctx.signal.reason instanceof Error ? ctx.signal.reason : new Error('aborted');
+        try {
+          await plane.backups.delete(plane.config.repository, backupId, plane.backupKeyFile);
+          return;
+        } catch (err) {
+          plane.log(`backup ${backupId}: removing the partial backup (tried again in ${Math.round(delay / 1000)} s): ${describeError(err)}`);
+        }
+        await ctx.heartbeat();
+        await pause(delay, ctx.signal);
+        delay = Math.min(delay * 2, 15_000);
+      }
+    },
+    failed: async (task, reason) => {
+      plane.log(`backup ${task.backup_id}: the partial backup could not be removed (${reason}): agent list reports it as incomplete, agent delete --backup ${task.backup_id} removes it`);
     },
   });
 

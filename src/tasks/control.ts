@@ -299,7 +299,7 @@ export class ControlPlane {
   }
 
   /** Claims the instance for a new task; refused (422) when it is busy or in the wrong state. Also used by ./replication.ts. */
-  async claim(projectId: string, instanceId: string, kind: string, status: InstanceStatus, allowed: InstanceStatus[], params: unknown, timeout: number, backupId?: string): Promise<Row<'tasks'>> {
+  async claim(projectId: string, instanceId: string, kind: string, status: InstanceStatus, allowed: InstanceStatus[], params: unknown, timeout: number, backupId?: string, taskId?: string): Promise<Row<'tasks'>> {
     const inst = await this.instance(projectId, instanceId);
     const refuse = async (current: Row<'instances'>): Promise<never> => {
       const holder = current.task_id ? await this.store.get('tasks', current.task_id) : undefined;
@@ -307,7 +307,7 @@ export class ControlPlane {
       throw unprocessable(`Instance ${instanceId} is ${current.status}${why}: ${kind.replace('.', ' ')} is refused (allowed when ${allowed.join(' or ')} and idle).`);
     };
     if (!allowed.includes(inst.status) || inst.task_id !== null) await refuse(inst);
-    const task = await this.tasks.create({ kind, projectId, instanceId, backupId: backupId ?? null, params, timeout });
+    const task = await this.tasks.create({ kind, projectId, instanceId, backupId: backupId ?? null, params, timeout, ...(taskId ? { id: taskId } : {}) });
     const ok = await this.store.update('instances', instanceId, { status, task_id: task.id, updated: now() }, { task_id: null, status: allowed, project_id: projectId });
     if (!ok) {
       await this.tasks.discard(task.id);
@@ -448,7 +448,11 @@ export class ControlPlane {
     return s;
   }
 
-  /** Gives the instance back (task_id null) in the state its agent reports. */
+  /**
+   * Gives the instance back (task_id null) in the state its agent reports. What the agent said (or that it
+   * did not answer) follows the task's reason after AGENT_PART, so the health monitor can drop it once the
+   * agent answers again and keep the task's reason (taskPart).
+   */
   async release(instanceId: string, taskId: string, fault: string | null, patch: Partial<Row<'instances'>> = {}): Promise<void> {
     const inst = await this.store.get('instances', instanceId);
     if (!inst) return;
@@ -459,9 +463,9 @@ export class ControlPlane {
       const a = await this.compute.agent({ ...inst, ...patch });
       const s = await withTimeout(a.status(), 5000);
       status = s.state === 'RUNNING' ? 'ACTIVE' : s.state === 'RESTART_REQUIRED' ? 'RESTART_REQUIRED' : s.state === 'SHUTDOWN' ? 'SHUTDOWN' : s.state === 'BUILD' ? 'ERROR' : 'ERROR';
-      if (s.reason && status !== 'ACTIVE') why = why ? `${why}; agent: ${s.reason}` : s.reason;
+      if (s.reason && status !== 'ACTIVE') why = withAgentPart(why, s.reason);
     } catch (err) {
-      why = why ? `${why}; agent: ${describeError(err)}` : `agent: ${describeError(err)}`;
+      why = withAgentPart(why, describeError(err));
     }
     await this.store.update('instances', instanceId, { ...patch, status, fault: status === 'ACTIVE' ? fault : why, task_id: null, updated: now() }, { task_id: taskId });
   }
@@ -632,6 +636,26 @@ export class ControlPlane {
     });
   }
 }
+
+/** Starts what release() says about the agent in a fault, alone or after the task's reason and "; ". */
+export const AGENT_PART = 'agent: ';
+
+function withAgentPart(fault: string | null, agent: string): string {
+  return fault ? `${fault}; ${AGENT_PART}${agent}` : `${AGENT_PART}${agent}`;
+}
+
+/** A fault without what release() said about the agent then: the task's own reason, or null when that is all it was. */
+export function taskPart(fault: string | null): string | null {
+  if (fault === null || fault.startsWith(AGENT_PART)) return null;
+  const at = fault.lastIndexOf(`; ${AGENT_PART}`);
+  return at < 0 ? fault : fault.slice(0, at);
+}
+
+/**
+ * Faults that are a task's verdict on the instance itself (it was never made, or is half destroyed), not on
+ * its agent: the health monitor never clears them, whatever the agent says (a restart or delete does).
+ */
+export const VERDICT_FAULTS = ['create failed: ', 'delete failed: '];
 
 /** Agent failures become 422s with the agent's message: the request was valid, the instance refused it. */
 export async function agentCall<T>(p: Promise<T>): Promise<T> {

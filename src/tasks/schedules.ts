@@ -6,7 +6,9 @@
 // Every control-plane process ticks (issue 18). A slot fires once across them: its run is a durable
 // `schedule.run` task whose id is derived from (schedule, slot), so only the first insert succeeds, and
 // the task's lease makes another process resume a run whose process died. The run's backup id is derived
-// from the slot too, so a resumed run finds the backup it started instead of taking a second.
+// from the slot too, so a resumed run finds the backup it started instead of taking a second, and its
+// backup.create task's id from the backup's: a slot whose backup completed and was deleted before its run was
+// taken over (SIGKILL) finds that task and takes no second backup under the same id.
 import { randomUUID } from 'node:crypto';
 import { CronExpressionParser } from 'cron-parser';
 import { plan } from '../backup/expire.js';
@@ -14,7 +16,7 @@ import type { ManifestBody } from '../backup/format.js';
 import { now, type Row, type StateStore } from '../state/index.js';
 import { describeError } from '../util/errors.js';
 import type { ControlPlane } from './control.js';
-import { createBackup, deleteBackup } from './backups.js';
+import { backupTaskId, createBackup, deleteBackup } from './backups.js';
 import { badRequest, notFound, ServiceError } from './errors.js';
 import { stableId } from './control.js';
 import type { TaskContext } from './manager.js';
@@ -256,6 +258,11 @@ export class BackupScheduler {
   private async run(s: Row<'backup_schedules'>, at: Date, backupId: string, signal: AbortSignal): Promise<void> {
     const mine = await this.store.get('backups', backupId);
     if (mine) return this.finish(s, mine, signal); // resumed: the backup was started before the interruption
+    // Resumed, and the slot's backup was requested before (its backup.create task exists) but its row is gone:
+    // it COMPLETED and was deleted while this run was being taken over (or its create was interrupted before
+    // the row was written). Taking it again would request a second backup under the same id: a slot fires once.
+    const requested = await this.store.get('tasks', backupTaskId(backupId));
+    if (requested) return this.result(s, `backup ${backupId} was requested already (task ${requested.status}) and is gone: not taken again`);
     const inst = await this.store.get('instances', s.instance_id);
     if (!inst) {
       this.log(`schedule ${s.id}: instance ${s.instance_id} is gone: the schedule is deleted`);

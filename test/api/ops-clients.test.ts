@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as crypto from 'node:crypto';
 import { startServer, sandbox, api, waitStatus, basicAuth, type J, type RealServer } from '../support/server.js';
-import { clientsSkip, troveClients } from '../support/trove-clients.js';
+import { clientBudget, clientsSkip, troveClients } from '../support/trove-clients.js';
 import { runCli } from '../support/cli.js';
 
 const skip = clientsSkip;
@@ -35,7 +35,7 @@ const ct = async (...args: string[]): Promise<string> => {
   return r.stdout;
 };
 
-test('show: openstack prints the CouchDB version and volume_used in GB; couchtrove prints GB, flavor name, data, last backup; locationRef exists', { skip, timeout: 300_000 }, async () => {
+test('show: openstack prints the CouchDB version and volume_used in GB; couchtrove prints GB, flavor name, data, last backup; locationRef exists', { skip, timeout: clientBudget(4, 300_000) }, async () => {
   for (let i = 0; i < 5; i++) {
     const w = await fetch(`${couch}/orders/doc-${i}`, { method: 'PUT', headers: { authorization: basicAuth('u1', 'pw-one-1'), 'content-type': 'application/json' }, body: '{"n":1}' });
     assert.equal(w.status, 201, await w.text());
@@ -62,7 +62,7 @@ test('show: openstack prints the CouchDB version and volume_used in GB; couchtro
   assert.equal(j.instance.data.documents, 5);
 });
 
-test('access levels: a member cannot write a design document, an admin can (views, Mango indexes); Trove\'s grant stays member', { skip, timeout: 300_000 }, async () => {
+test('access levels: a member cannot write a design document, an admin can (views, Mango indexes); Trove\'s grant stays member', { skip, timeout: clientBudget(4, 300_000) }, async () => {
   await os('user', 'create', id, 'u2', 'pw-two-2', '--databases', 'orders');
   const auth = basicAuth('u2', 'pw-two-2');
   const ddoc = async (n: number): Promise<number> => {
@@ -99,7 +99,7 @@ test('access levels: a member cannot write a design document, an admin can (view
   assert.match(JSON.stringify(bad.json), /\\"users\\"\[0\]\.databases\[0\]\.role must be \\"admin\\" or \\"member\\"/);
 });
 
-test('guest log API: openstack database log list/show/set --publish/--discard, trove log-*, couchtrove log tail', { skip, timeout: 300_000 }, async () => {
+test('guest log API: openstack database log list/show/set --publish/--discard, trove log-*, couchtrove log tail', { skip, timeout: clientBudget(16, 300_000) }, async () => {
   const list = await os('log', 'list', 'ops1');
   assert.match(list, /\| couchdb \| SYS\s+\| Enabled/);
   const shown = await osJson('log', 'show', id, 'couchdb');
@@ -155,7 +155,7 @@ test('guest log API: openstack database log list/show/set --publish/--discard, t
   await assert.rejects(run('openstack', ['--os-auth-type', 'password', ...keystone.map((a) => (a === 'local' ? 'other' : a)), 'database', 'instance', 'list']), /token is for project local, not other/);
 });
 
-test('show of an instance being restored gives its task and the restore\'s bytes, which only grow', { skip, timeout: 300_000 }, async () => {
+test('show of an instance being restored gives its task and the restore\'s bytes, which only grow', { skip, timeout: clientBudget(2, 300_000) }, async () => {
   // Random bytes: compression cannot shrink them, so the restore takes long enough for several polls. In
   // 16 MiB attachments: the development engine (JavaScript) is too busy to answer health checks while it
   // takes in one large body, and the instance then shows SHUTDOWN for a round.

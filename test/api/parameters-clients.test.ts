@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { startServer, tempDir, killUnder, api, type J, type RealServer } from '../support/server.js';
-import { clientsSkip, troveClients } from '../support/trove-clients.js';
+import { clientBudget, clientsSkip, troveClients } from '../support/trove-clients.js';
 import { COUCHDB_PARAMETERS } from '../../src/config/couchdb-parameters.js';
 import { stableId } from '../../src/tasks/control.js';
 
@@ -25,7 +25,7 @@ const { os, trove } = troveClients(path.join(root, 'home'), () => server!);
 const osJson = async (...args: string[]): Promise<unknown> => JSON.parse(await os(...args, '-f', 'json')) as unknown;
 const versionId = stableId('version', 'couchdb:3.5');
 
-test('openstack database configuration parameter list/show return the catalogue', { skip, timeout: 120_000 }, async () => {
+test('openstack database configuration parameter list/show return the catalogue', { skip, timeout: clientBudget(5, 120_000) }, async () => {
   for (const args of [['3.5', '--datastore', 'couchdb'], [versionId]]) {
     const list = (await osJson('configuration', 'parameter', 'list', ...args)) as J[];
     assert.deepEqual(list.map((p) => p.Name), COUCHDB_PARAMETERS.map((p) => p.name));
@@ -38,7 +38,7 @@ test('openstack database configuration parameter list/show return the catalogue'
   await assert.rejects(os('configuration', 'parameter', 'show', '3.5', 'log/file', '--datastore', 'couchdb'), /log\/file[\s\S]*404/);
 });
 
-test('trove configuration-parameter-list/show return the catalogue', { skip, timeout: 120_000 }, async () => {
+test('trove configuration-parameter-list/show return the catalogue', { skip, timeout: clientBudget(4, 120_000) }, async () => {
   const list = await trove('configuration-parameter-list', '3.5', '--datastore', 'couchdb');
   for (const p of COUCHDB_PARAMETERS) assert.match(list, new RegExp(`\\| (b')?${p.name.replace('/', '\\/')}'? `), p.name);
   assert.doesNotMatch(list, /log\/file|bind_address|query_servers/);
@@ -48,7 +48,7 @@ test('trove configuration-parameter-list/show return the catalogue', { skip, tim
   assert.match(shown, /type\s*\|\s*integer/);
 });
 
-test('both clients are refused a group that writes a host file or moves CouchDB, with the key named; typed values come back typed', { skip, timeout: 120_000 }, async () => {
+test('both clients are refused a group that writes a host file or moves CouchDB, with the key named; typed values come back typed', { skip, timeout: clientBudget(9, 120_000) }, async () => {
   await assert.rejects(os('configuration', 'create', 'evil', '{"log/writer": "file", "log/file": "/etc/cron.d/x"}', '--datastore', 'couchdb', '--datastore-version', '3.5'), /log\/(writer|file)[\s\S]*HTTP 400/);
   await assert.rejects(trove('configuration-create', 'evil', '{"couchdb/database_dir": "/var/lib/other"}', '--datastore', 'couchdb', '--datastore_version', '3.5'), /couchdb\/database_dir[\s\S]*400/);
   const created = (await osJson('configuration', 'create', 'good', '{"couchdb/max_document_size": 4000000, "log/level": "warning"}', '--datastore', 'couchdb', '--datastore-version', '3.5')) as J;

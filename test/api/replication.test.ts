@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { AgentClient } from '../../src/agent/client.js';
 import { runCli } from '../support/cli.js';
 import { startServer, tempDir, api, waitStatus, killUnder, type J, type RealServer } from '../support/server.js';
-import { clientsSkip, troveClients } from '../support/trove-clients.js';
+import { clientBudget, clientsSkip, troveClients } from '../support/trove-clients.js';
 
 const skipClients = clientsSkip;
 
@@ -148,7 +148,7 @@ test('replica follows its primary; show; primary stopped and back; detach', { ti
   for (const i of [p, r]) assert.equal((await api(base, 'DELETE', `/instances/${i}`)).status, 202);
 });
 
-test('promote and eject with the real clients', { skip: skipClients, timeout: 240_000 }, async () => {
+test('promote and eject with the real clients', { skip: skipClients, timeout: clientBudget(8, 240_000) }, async () => {
   const p = await create('cp-primary', { ...WITH_DB, flavorRef: '2', volume: { size: 2 } });
   const P = await active(p);
   // With --replica-of the openstack client sends no flavorRef ("Flavor is ignored for creating replica") and,

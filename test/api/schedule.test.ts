@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { forEachBackend } from '../support/backends.js';
 import { startPlane, until, H, type TestPlane } from '../support/plane.js';
 import { gate } from '../support/fake-agent.js';
-import { BackupScheduler } from '../../src/tasks/schedules.js';
+import { BackupScheduler, slotTaskId } from '../../src/tasks/schedules.js';
 import type { AgentBackupRequest } from '../../src/agent/protocol.js';
 
 interface J {
@@ -168,6 +168,53 @@ forEachBackend('schedules', (backend) => {
       // A FAILED child does not hold its parent.
       assert.equal((await call(p, 'DELETE', `/backups/${fid}`)).status, 202);
     } finally {
+      await p.close();
+    }
+  });
+
+  test('a run taken over after its backup completed and was deleted requests no second backup under the slot\'s id', async () => {
+    // The race of test/tasks/fleet-fault (1 run in 18): the process running a slot dies while the run waits on
+    // its COMPLETED backup, a user deletes that backup, another process resumes the run: it found no backup row
+    // and requested the same backup id again.
+    const state = await backend.options();
+    const p = await startPlane({ state });
+    let p2: TestPlane | undefined;
+    // Polls its backup once an hour: the run is still waiting when the process "dies".
+    const first = new BackupScheduler(p.plane, { pollMs: 3_600_000 });
+    let second: BackupScheduler | undefined;
+    try {
+      const id = await activeInstance(p);
+      const requested: string[] = [];
+      const agent = p.compute.agentOf(id);
+      const real = agent.backup.bind(agent);
+      agent.backup = (r: AgentBackupRequest) => {
+        requested.push(r.id);
+        return real(r);
+      };
+      const c = await call(p, 'POST', `/instances/${id}/schedules`, { schedule: { name: 'minutely', pattern: '* * * * *' } });
+      const sid = (c.json.schedule as J).id as string;
+      const slot = (await p.store.get('backup_schedules', sid))!.next_run;
+      assert.deepEqual(await first.tick(new Date(Date.parse(slot) + 1000)), [sid]);
+      const done = await until('the slot\'s backup', async () => backupsOf(p, id), (b) => b.length === 1 && b[0]!.status === 'COMPLETED');
+      const bid = done[0]!.id as string;
+      assert.equal((await call(p, 'DELETE', `/backups/${bid}`)).status, 202);
+      await until('the backup deleted', async () => (await backupsOf(p, id)).length, (n) => n === 0);
+      const run = slotTaskId(sid, slot);
+      assert.equal((await p.store.get('tasks', run))?.status, 'RUNNING', 'the run still waits on its backup');
+      await p.crash();
+      p2 = await startPlane({ state, compute: p.compute, repo: p.repo, stateDir: p.stateDir });
+      second = new BackupScheduler(p2.plane, { pollMs: 10 });
+      const t = await until('the run taken over and ended', async () => p2!.store.get('tasks', run), (x) => x?.status === 'COMPLETED' || x?.status === 'FAILED');
+      assert.equal(t?.status, 'COMPLETED', t?.error ?? '');
+      assert.ok((t?.attempts ?? 0) > 1, 'the run was resumed');
+      assert.deepEqual(requested, [bid], 'one backup request for the slot');
+      assert.deepEqual(await backupsOf(p2, id), []);
+      const s = (await call(p2, 'GET', `/instances/${id}/schedules/${sid}`)).json.schedule as J;
+      assert.match(s.last_result as string, new RegExp(`backup ${bid} was requested already .*not taken again`));
+    } finally {
+      await first.stop();
+      await second?.stop();
+      await p2?.close();
       await p.close();
     }
   });

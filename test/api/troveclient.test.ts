@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { startServer, tempDir, api, waitStatus, killUnder, type J, type RealServer } from '../support/server.js';
-import { clientsSkip, troveClients } from '../support/trove-clients.js';
+import { clientBudget, clientsSkip, troveClients } from '../support/trove-clients.js';
 
 const skip = clientsSkip;
 
@@ -33,7 +33,7 @@ async function idle(id: string): Promise<J> {
   return waitStatus(base, 'instances', id, ['ACTIVE', 'ERROR', 'RESTART_REQUIRED']);
 }
 
-test('openstack database ...', { skip, timeout: 400_000 }, async () => {
+test('openstack database ...', { skip, timeout: clientBudget(45, 300_000) }, async () => {
   assert.match(await os('flavor', 'list'), /tiny[\s\S]*small/);
   assert.match(await os('flavor', 'show', '2'), /small/);
   const created = await osJson('instance', 'create', 'os-one', '--flavor', '1', '--size', '1', '--datastore', 'couchdb', '--datastore-version', '3.5', '--databases', 'db1', '--users', 'u1:pw-one');
@@ -97,7 +97,7 @@ test('openstack database ...', { skip, timeout: 400_000 }, async () => {
   await os('instance', 'delete', id);
 });
 
-test('trove (legacy client, GET /auth)', { skip, timeout: 400_000 }, async () => {
+test('trove (legacy client, GET /auth)', { skip, timeout: clientBudget(40, 300_000) }, async () => {
   assert.match(await trove('flavor-list'), /tiny/);
   assert.match(await trove('flavor-show', '1'), /tiny/);
   const out = await trove('create', 'tv-one', '1', '--size', '1', '--datastore', 'couchdb', '--datastore_version', '3.5', '--databases', 'db1', '--users', 'u1:pw-one');

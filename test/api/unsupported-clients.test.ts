@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { startServer, tempDir, api, waitStatus, killUnder, type RealServer } from '../support/server.js';
-import { clientsSkip, troveClients } from '../support/trove-clients.js';
+import { clientBudget, clientsSkip, troveClients } from '../support/trove-clients.js';
 
 const skip = clientsSkip;
 const root = tempDir('couchtrove-unsupported-');
@@ -37,7 +37,7 @@ async function failure(run: Promise<string>): Promise<string> {
   return out;
 }
 
-test('openstack/trove: unimplemented calls give the 501 message, not a crash', { skip, timeout: 120_000 }, async () => {
+test('openstack/trove: unimplemented calls give the 501 message, not a crash', { skip, timeout: clientBudget(5, 120_000) }, async () => {
   // A log that does not exist is a clean 404 naming the logs there are.
   assert.match(await failure(os('log', 'show', id, 'general')), /No log "general": the logs of a couchdb instance are couchdb\. \(HTTP 404\)/);
   assert.match(await failure(trove('module-list')), /Module list \(GET \/modules\) is not implemented by couchtrove\. \(HTTP 501\)/);
@@ -45,7 +45,7 @@ test('openstack/trove: unimplemented calls give the 501 message, not a crash', {
   assert.match(await failure(os('cluster', 'list')), /Cluster list \(GET \/clusters\) is not implemented by couchtrove\. \(HTTP 501\)/);
 });
 
-test('openstack: --is-public, --allowed-cidr, --nic, --availability-zone refused with 400; upgrade checked', { skip, timeout: 120_000 }, async () => {
+test('openstack: --is-public, --allowed-cidr, --nic, --availability-zone refused with 400; upgrade checked', { skip, timeout: clientBudget(11, 120_000) }, async () => {
   const create = (...extra: string[]): Promise<string> => os('instance', 'create', 'pub', '--flavor', '1', '--size', '1', '--datastore', 'couchdb', '--datastore-version', '3.5', ...extra);
   assert.match(await failure(create('--is-public')), /"access"\."is_public" true is not supported by the local compute driver: instances listen on the loopback address only\. \(HTTP 400\)/);
   assert.match(await failure(create('--allowed-cidr', '10.0.0.0/8')), /"access"\."allowed_cidrs" is not supported by the local compute driver.*\(HTTP 400\)/);

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { startServer, sandbox, api, waitStatus, processesUnder, basicAuth, type J, type RealServer } from '../support/server.js';
-import { clientsSkip, troveClients } from '../support/trove-clients.js';
+import { clientBudget, clientsSkip, troveClients } from '../support/trove-clients.js';
 import { repoRoot } from '../support/postgres.js';
 
 const skip = clientsSkip;
@@ -46,7 +46,7 @@ async function settled(): Promise<J> {
   return waitStatus(server!.api, 'instances', id, ['ACTIVE', 'ERROR', 'FAILED', 'SHUTDOWN'], 300_000);
 }
 
-test('openstack database instance upgrade: backup first, CouchDB from the new release, version shown; a broken release rolls back', { skip, timeout: 600_000 }, async () => {
+test('openstack database instance upgrade: backup first, CouchDB from the new release, version shown; a broken release rolls back', { skip, timeout: clientBudget(6, 600_000) }, async () => {
   const w = await fetch(`${couch}/keep/before-upgrade`, { method: 'PUT', headers: { authorization: auth, 'content-type': 'application/json' }, body: '{"v":1}' });
   assert.equal(w.status, 201, await w.text());
   assert.equal(processesUnder(release36).length, 0);

@@ -38,8 +38,22 @@ export const serveCommand = defineCommand({
     const stopLogRotation = agent.startLogRotation(30_000);
     // Continuous archiving, when switched on (src/agent/archiver.ts).
     const stopArchiver = agent.startArchiver();
+    // What a `database restore` of the previous agent process left (killed mid-way): its scratch CouchDB
+    // stopped and removed now, its unverified copy deleted once CouchDB answers (src/agent/scratch.ts).
+    let stopping = false;
+    void (async (): Promise<void> => {
+      for (let i = 0; i < 120 && !stopping; i++) {
+        const r = await agent.recoverRestores().catch((err: unknown) => {
+          log(`database restore leftovers: ${err instanceof Error ? err.message : String(err)}`);
+          return null;
+        });
+        if (r && r.kept.length === 0) return;
+        await new Promise((res) => setTimeout(res, 5000).unref());
+      }
+    })();
     io.stdout.write(`couchtrove agent listening on ${server.url}\n`);
     await untilStopSignal();
+    stopping = true;
     stopReplicationSync();
     stopQuotaWatch();
     stopManagedWatch();
