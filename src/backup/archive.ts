@@ -122,6 +122,18 @@ export async function authenticateHead(stream: Backend, name: string, head: Arch
   if (!k || !equalHex(hmac(headKey(k), headText(head)), head.auth.value)) throw new CouchtroveError(`${HEAD} of ${name} does not authenticate with this key (edited or forged)`);
 }
 
+/**
+ * The head as far as it may be believed. Without a key, as read. With a key, a sealed head must authenticate
+ * (else this throws); a head without a seal (from a version that did not seal heads, or stripped) is not
+ * believed (null): the window then ends at the newest cut's own authenticated end, which can only narrow it.
+ */
+async function trustedHead(stream: Backend, name: string, head: ArchiveHead | null, key: KeyMaterial | undefined): Promise<ArchiveHead | null> {
+  if (!key || !head) return head;
+  if (head.auth === undefined) return null;
+  await authenticateHead(stream, name, head, key);
+  return head;
+}
+
 /** Every cut with a manifest (complete), oldest first. Incomplete leftovers are returned apart. */
 export async function listCuts(stream: Backend): Promise<{ cuts: CutRef[]; incomplete: string[] }> {
   const manifests = new Set<string>();
@@ -311,8 +323,7 @@ export class ArchiveStream {
 export async function archiveWindow(storage: Backend, stream: string, key?: KeyMaterial): Promise<{ oldest: number | null; newest: number | null; cuts: number; bases: number; latest: string | null }> {
   const s = archiveStorage(storage, stream);
   const { cuts } = await listCuts(s);
-  const head = await readHead(s, stream);
-  if (key && head) await authenticateHead(s, `archive ${stream}`, head, key);
+  const head = await trustedHead(s, `archive ${stream}`, await readHead(s, stream), key);
   const last = cuts.at(-1);
   return {
     oldest: cuts[0]?.at ?? null,
@@ -339,10 +350,7 @@ export async function findCut(storage: Backend, stream: string, time: number, ke
   const { cuts } = await listCuts(s);
   if (cuts.length === 0) throw new CouchtroveError(`${name} in ${storage.location} has no restore point`);
   const head = await readHead(s, stream);
-  if (key) {
-    if (!head) throw new CouchtroveError(`${name} has no ${HEAD}: its restore window cannot be authenticated`);
-    await authenticateHead(s, name, head, key);
-  }
+  const trusted = await trustedHead(s, name, head, key);
   const listed = new Map(cuts.map((c) => [c.id, c] as const));
   const index = new Map(cuts.map((c, i) => [c.id, i] as const));
   // The walk reads the listed cuts from the newest down: read ahead 16 at a time (a chain of small objects
@@ -368,7 +376,7 @@ export async function findCut(storage: Backend, stream: string, time: number, ke
   // The newest cut: the listing's (a head write that failed after its cut leaves the head one cut behind).
   let cur = cuts.at(-1)!;
   let m = await open(cur.id);
-  const newest = Math.max(head?.restorePoint ?? 0, key ? Number(m.body.labels.cutEnd ?? cur.at) : cur.at);
+  const newest = Math.max(trusted?.restorePoint ?? 0, key ? Number(m.body.labels.cutEnd ?? cur.at) : cur.at);
   if (time > newest) throw new CouchtroveError(`restore time ${new Date(time).toISOString()} is after the newest restore point of ${name} (${new Date(newest).toISOString()})`);
   for (;;) {
     const end = Number(m.body.labels.cutEnd ?? cur.at);

@@ -113,7 +113,7 @@ const keystone = fc.record({
   }, { requiredKeys: [] }),
 });
 
-test('every registered route (Trove API, Swift view, Keystone facade, operations): never a 5xx', async () => {
+test('every registered route (Trove API, Swift view, Keystone facade, operations): never a 5xx', async (t) => {
   const routes = registeredRoutes(p.app).filter((r) => r.method !== 'OPTIONS');
   assert.ok(routes.length > 40, `routes registered: ${routes.length}`);
   for (const must of ['/swift/v1/:account/:container', '/swift/v1/:account/:container/*', '/v3/auth/tokens', '/health/ready']) {
@@ -151,6 +151,7 @@ test('every registered route (Trove API, Swift view, Keystone facade, operations
       { numRuns: runsPer, seed: process.env.FUZZ_SEED ? Number(process.env.FUZZ_SEED) : undefined },
     );
   }
+  t.diagnostic(`${routes.length} routes (method and pattern), ${runsPer} generated requests each`);
   assert.equal(hit.size, routes.length, `routes not reached: ${routes.filter((r) => !hit.has(`${r.method} ${r.url}`)).map((r) => `${r.method} ${r.url}`).join(', ')}`);
 });
 

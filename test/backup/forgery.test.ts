@@ -138,10 +138,12 @@ describe('forged unencrypted backups, cuts and heads are refused when a key is g
     await assert.rejects(findCut(storage, 'head1', future - 1000, key), /head\.json of archive head1 does not authenticate with this key/);
     await assert.rejects(restoreToTime({ storage, stream: 'head1', time: future - 1000, key, dataDir: path.join(base, 'r1') }), /does not authenticate/);
     await assert.rejects(archiveWindow(storage, 'head1', key), /does not authenticate/);
-    // Stripped of its seal (as an unencrypted stream's head would be).
+    // Stripped of its seal (as an older version's head is): not believed, the window ends at the newest cut.
     const { auth: _a, ...unsigned } = head;
     await put(s, 'head.json', JSON.stringify({ ...unsigned, restorePoint: future }));
-    await assert.rejects(findCut(storage, 'head1', future - 1000, key), /head\.json of archive head1 is not authenticated, but a key was given/);
+    await assert.rejects(findCut(storage, 'head1', future - 1000, key), /after the newest restore point of archive head1/);
+    assert.equal((await findCut(storage, 'head1', states[2]!.at, key)).id, states[2]!.cut, 'the authenticated cuts still restore');
+    assert.ok((await archiveWindow(storage, 'head1', key)).newest! <= states[2]!.at, 'an unsigned head does not widen the window shown');
     // Signed for another (older, genuine) cut: a seal cannot be moved.
     await put(s, 'head.json', JSON.stringify({ ...head, auth: { ...(head.auth as object), cut: states[0]!.cut } }));
     await assert.rejects(findCut(storage, 'head1', states[2]!.at, key), /is signed for cut/);
@@ -151,9 +153,10 @@ describe('forged unencrypted backups, cuts and heads are refused when a key is g
     await assert.rejects(findCut(storage, 'head1', states[2]!.at), /head\.json of archive head1 is corrupted: not valid JSON/);
     await put(s, 'head.json', JSON.stringify({ ...head, restorePoint: 'soon' }));
     await assert.rejects(findCut(storage, 'head1', states[2]!.at), /head\.json of archive head1 is corrupted: "restorePoint" is not a time/);
-    // Withheld (deleted) head: with a key the window cannot be known.
+    // Withheld (deleted) head: the window ends at the newest authenticated cut, never later.
     await s.delete('head.json');
-    await assert.rejects(findCut(storage, 'head1', states[2]!.at, key), /archive head1 has no head\.json/);
+    assert.equal((await findCut(storage, 'head1', states[2]!.at, key)).id, states[2]!.cut);
+    await assert.rejects(findCut(storage, 'head1', states[2]!.at + 60_000, key), /after the newest restore point/);
     // Put back, the genuine head works again.
     await put(s, 'head.json', JSON.stringify(head));
     assert.equal((await findCut(storage, 'head1', states[1]!.at, key)).id, states[1]!.cut);
