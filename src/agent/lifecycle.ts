@@ -97,7 +97,7 @@ export class Lifecycle {
       const key = r.keyFile ? await readKeyFile(r.keyFile).catch((err: unknown) => Promise.reject(invalid(describeError(err)))) : undefined;
       if (r.time !== undefined && r.stream !== undefined) {
         // Point in time: the cut is chosen now, so that a time outside the window is refused before anything changes.
-        const cut = await findCut(storage, r.stream, Date.parse(r.time)).catch((err: unknown) => Promise.reject(invalid(describeError(err))));
+        const cut = await findCut(storage, r.stream, Date.parse(r.time), key).catch((err: unknown) => Promise.reject(invalid(describeError(err))));
         return { storage, key, meta: await cutMetadata(storage, r.stream, cut.id, key), cut: cut.id };
       }
       const { couchdb } = await readBackupMetadata(storage, r.backupId, key).catch((err: unknown) => {
