@@ -26,7 +26,8 @@ start)
   in_ns ip addr add "10.213.$octet.1/24" dev "$bridge"
   in_ns ip link set "$bridge" up
   in_ns ip link set lo up
-  echo '{}' > "$dir/daemon.json"
+  # The docker driver makes a network per instance: small ones, from a range of our own.
+  echo '{"default-address-pools":[{"base":"10.214.0.0/16","size":28}]}' > "$dir/daemon.json"
   mkdir -p "$dir/etc"
   # In its own mount namespace: the daemon's mounts die with it, and its /etc/docker (where Docker 20.10
   # writes key.json, with no flag to move it) is a directory of ours.

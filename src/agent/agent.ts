@@ -29,7 +29,7 @@ import { fileStore, ReplicationManager, ReplicationMemory } from './replication.
 import { CODECS } from '../config/option.js';
 import { BackupNotFoundError, createBackup, readBackupMetadata, restoreBackup, type BackupSummary, type CouchdbMetadata, type Progress } from '../backup/index.js';
 import { openStorage, StorageError, type Backend } from '../storage/index.js';
-import { readKeyFile, type KeyMaterial } from '../crypto/keys.js';
+import { KEY_ID, readKeyFile, type KeyMaterial } from '../crypto/keys.js';
 import { CouchtroveError, describeError } from '../util/errors.js';
 import { chownTree } from '../util/fs.js';
 
@@ -898,6 +898,7 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentA
       throw invalid(`compression must be one of ${CODECS.join(', ')}, got ${JSON.stringify(request.compression)}`);
     }
     if (request.keyFile !== undefined && (typeof request.keyFile !== 'string' || !path.isAbsolute(request.keyFile))) throw invalid('keyFile must be an absolute path');
+    if (request.keyId !== undefined && (typeof request.keyId !== 'string' || !KEY_ID.test(request.keyId))) throw invalid('keyId must be like instance:<id>');
     const labels: Record<string, string> = {};
     for (const [k, v] of Object.entries(request.labels ?? {})) {
       if (typeof v !== 'string') throw invalid(`label ${k} must be a string`);
@@ -916,7 +917,7 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentA
       }
       this.#progress = { phase: 'backup', bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: 0 };
       try {
-        const key = request.keyFile ? await readKeyFile(request.keyFile).catch((err: unknown) => Promise.reject(invalid(describeError(err)))) : undefined;
+        const key = request.keyFile ? await readKeyFile(request.keyFile, request.keyId).catch((err: unknown) => Promise.reject(invalid(describeError(err)))) : undefined;
         const summary = await createBackup({
           dataDir: st.settings.dataDir,
           storage,
@@ -975,6 +976,7 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentA
       next.storage = checkStorageUrl(next.storage);
       if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(next.stream)) throw invalid(`archive stream must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}, got ${JSON.stringify(next.stream)}`);
       if (next.keyFile !== undefined && (typeof next.keyFile !== 'string' || !path.isAbsolute(next.keyFile))) throw invalid('keyFile must be an absolute path');
+      if (next.keyId !== undefined && (typeof next.keyId !== 'string' || !KEY_ID.test(next.keyId))) throw invalid('keyId must be like instance:<id>');
     }
     const num = (v: unknown, name: string, min: number, max: number) => {
       if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max)) throw invalid(`archive ${name} must be a number from ${min} to ${max}, got ${JSON.stringify(v)}`);
