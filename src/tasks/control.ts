@@ -607,13 +607,14 @@ export class ControlPlane {
               // Another instance's key was lent for this restore only.
               await this.compute.removeRestoreKey?.(inst).catch((err: unknown) => this.log(`instance ${inst.id}: removing the restore key: ${describeError(err)}`));
             }
-            if (this.compute.endRestore) await this.compute.endRestore(inst);
             if (seed && prepared.state === 'FAILED') {
               this.log(`replica ${inst.id}: restoring the seed failed (${prepared.reason ?? 'no reason given'}); starting without it, replication copies everything`);
               await agentCall(agent.prepare(await this.settings(inst)));
             }
             await ctx.step('prepared');
           }
+          // Whatever was lent for the restore goes before CouchDB first starts (also when resumed after a crash).
+          if (this.compute.endRestore) await this.compute.endRestore(inst);
           const s = await agentCall(agent.start());
           if (s.state !== 'RUNNING') throw new Error(`CouchDB did not start: ${s.state}${s.reason ? `: ${s.reason}` : ''}`);
         }

@@ -7,6 +7,8 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { repoRoot } from '../support/postgres.js';
 import { startServer, tempDir, api, waitStatus, killUnder, basicAuth, type J, type RealServer } from '../support/server.js';
 import { clientsSkip, troveClients } from '../support/trove-clients.js';
 import { buildTestImage, dockerSkip, startDockerd, type TestDaemon } from '../support/docker.js';
@@ -20,16 +22,30 @@ if (skip) console.log(`docker tests skipped: ${skip}`);
 const root = tempDir('couchtrove-docker-');
 const stateDir = path.join(root, 'state');
 const IMAGE = 'couchtrove-guest:test';
+// The daemon runs in a network namespace of its own, where it may write iptables rules (Docker's isolation
+// of networks, as in production) without touching the host's; the test reaches it over a bridge of its own.
+const netns = path.join(repoRoot, 'scripts', 'docker', 'netns.sh');
+const tag = `k${process.pid % 10000}`;
+const prefix = `10.215.${process.pid % 250}`;
+const PUBLISH = `${prefix}.2`;
+let netUp = false;
 let daemon: TestDaemon | undefined;
 let server: RealServer | undefined;
 let env: Record<string, string> = {};
 
 before(async () => {
   if (skip) return;
-  daemon = await startDockerd(path.join(root, 'dockerd'));
+  execFileSync('bash', [netns, 'up', tag, prefix]);
+  netUp = true;
+  const ns = execFileSync('bash', [netns, 'add', tag, '1', prefix]).toString().trim();
+  daemon = await startDockerd(path.join(root, 'dockerd'), ns, { iptables: true });
   const built = await buildTestImage(daemon.docker, IMAGE);
   console.log(`guest image ${built.tag} (${built.engine}): base imported in ${built.baseSeconds.toFixed(1)} s, built in ${built.seconds.toFixed(1)} s`);
-  env = { COUCHTROVE_COMPUTE_DRIVER: 'docker', COUCHTROVE_DOCKER_HOST: daemon.host, COUCHTROVE_DOCKER_IMAGE: IMAGE, COUCHTROVE_HEALTH_INTERVAL: '1' };
+  env = {
+    COUCHTROVE_COMPUTE_DRIVER: 'docker', COUCHTROVE_DOCKER_HOST: daemon.host, COUCHTROVE_DOCKER_IMAGE: IMAGE, COUCHTROVE_HEALTH_INTERVAL: '1',
+    // The namespace's address: its ports are free whatever the host uses, so a range needs no probing.
+    COUCHTROVE_DOCKER_PUBLISH_ADDRESS: PUBLISH, COUCHTROVE_COUCHDB_TCP_PORTS: '21000-21099',
+  };
   server = await startServer(stateDir, env);
 }, { timeout: 900_000 });
 
@@ -45,6 +61,7 @@ after(async () => {
       assert.equal(fs.existsSync(daemon.dir), false, 'the test dockerd left its directory');
     }
   } finally {
+    if (netUp) execFileSync('bash', [netns, 'down', tag, '1']);
     killUnder(root);
     fs.rmSync(root, { recursive: true, force: true });
   }
@@ -105,7 +122,7 @@ test('docker driver: create, backup, restore, resize, a dead container, restart,
   assert.equal(shown.status, 'ACTIVE', JSON.stringify(shown));
   console.log(`create -> ACTIVE (docker driver, image present): ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   const url = shown.couchdb_url as string;
-  assert.match(url, /^http:\/\/127\.0\.0\.1:\d+$/);
+  assert.equal(new URL(url).hostname, PUBLISH);
 
   // One container and one volume, labelled; flavor 1 (512 MiB, 1 vCPU) as limits; unprivileged; no secret in inspect.
   const c = await container(id);
@@ -175,6 +192,8 @@ test('docker driver: create, backup, restore, resize, a dead container, restart,
   for (const [what, port] of Object.entries(ports)) {
     assert.equal(await connects(id, '5984:5984', target.ip, port), true, `the first instance's own ${what} port answers inside it`);
     for (const host of [target.ip, own.gateway, '127.0.0.1']) {
+      // Its container address (another network: Docker's isolation drops it), its own gateway (the daemon's
+      // side of its network, where nothing is published) and its own loopback.
       assert.equal(await connects(rid, '5984:5984', host, port), false, `uid 5984 in ${rid} reaches ${what} port ${port} of ${id} at ${host}`);
     }
   }
