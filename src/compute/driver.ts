@@ -75,6 +75,8 @@ export interface ComputeDriver {
    * returning the path it reads it at; removeRestoreKey takes it away again. keyId undefined is the master
    * key (a backup written before per-instance keys). Absent: the agent reads the host's file.
    */
+  /** Makes sure the agent has the instance's own key at paths().keyFile (a container made before it had one). */
+  ensureOwnKey?(instance: Row<'instances'>): Promise<void>;
   installRestoreKey?(instance: Row<'instances'>, hostFile: string, keyId: string | undefined): Promise<string>;
   removeRestoreKey?(instance: Row<'instances'>): Promise<void>;
   /** Pids of processes this driver started that still run (tests check nothing is left). */

@@ -142,6 +142,7 @@ export class ControlPlane {
   async ownKey(inst: Row<'instances'>): Promise<{ keyFile?: string; keyId?: string }> {
     if (!this.instanceKeys) return {};
     const host = await this.instanceKeys.file(inst.id);
+    await this.compute.ensureOwnKey?.(inst);
     return { keyFile: this.compute.paths(inst).keyFile ?? host, keyId: InstanceKeys.keyId(inst.id) };
   }
 

@@ -436,6 +436,17 @@ export class DockerDriver implements ComputeDriver {
     return RESTORE_KEY;
   }
 
+  /** Instances whose container is known to hold its key (made by this process, or copied in once). */
+  protected readonly keyed = new Set<string>();
+
+  /** A container made before per-instance keys gets its key copied in, once per control-plane process. */
+  async ensureOwnKey(inst: Row<'instances'>): Promise<void> {
+    if (!this.options.instanceKeys || this.keyed.has(inst.id)) return;
+    const c = await this.instanceContainer(inst);
+    await c.putArchive(packFiles([{ name: INSTANCE_KEY.slice(1), content: await this.options.instanceKeys.text(inst.id), uid: 0, gid: 0, mode: 0o400 }]), { path: '/' });
+    this.keyed.add(inst.id);
+  }
+
   /** The container the instance's agent runs in. */
   protected async instanceContainer(inst: Row<'instances'>): Promise<Docker.Container> {
     return this.docker.getContainer(containerName(inst.id));

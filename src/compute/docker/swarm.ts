@@ -232,18 +232,28 @@ export class SwarmDriver extends DockerDriver {
     throw new Error(`the agent of instance ${inst.id} did not answer within ${limit / 1000} s${why ? `: ${why}` : ''}`);
   }
 
-  /** The lent read-only mounts go: Swarm replaces the task (same node, same volume). */
+  /** The key is a secret of the service, fixed at its creation (a service made before per-instance keys has none: docs/compute.md). */
+  override async ensureOwnKey(): Promise<void> {}
+
+  /**
+   * The lent read-only mounts go: Swarm replaces the task (same node, same volume). Waited for until the new
+   * task runs and its agent answers: the old one would answer until it is shut down.
+   */
   override async endRestore(inst: Row<'instances'>): Promise<void> {
-    let changed = false;
+    const info = (await this.docker.getService(containerName(inst.id)).inspect()) as { Spec: Docker.ServiceSpec };
+    const c = (info.Spec.TaskTemplate as { ContainerSpec?: { Mounts?: Array<{ ReadOnly?: boolean }> } } | undefined)?.ContainerSpec;
+    if (!c?.Mounts?.some((m) => m.ReadOnly)) return;
+    const before = new Set((await this.tasks(inst.id)).map((t) => t.ID));
     await this.update(inst, (spec) => {
-      const c = (spec.TaskTemplate as { ContainerSpec?: { Mounts?: Array<{ ReadOnly?: boolean }> } } | undefined)?.ContainerSpec;
-      if (!c?.Mounts?.some((m) => m.ReadOnly)) return;
-      c.Mounts = c.Mounts.filter((m) => !m.ReadOnly);
-      changed = true;
+      const cs = (spec.TaskTemplate as { ContainerSpec?: { Mounts?: Array<{ ReadOnly?: boolean }> } } | undefined)?.ContainerSpec;
+      if (cs?.Mounts) cs.Mounts = cs.Mounts.filter((m) => !m.ReadOnly);
     });
-    if (!changed) return;
+    const until = Date.now() + (this.options.agentStartMs ?? 120_000);
+    while (!(await this.tasks(inst.id)).some((t) => !before.has(t.ID) && t.Status.State === 'running')) {
+      if (Date.now() > until) throw new Error(`instance ${inst.id}: the task without the restore mount did not start`);
+      await sleep(300);
+    }
     this.clients.delete(inst.id);
-    await sleep(1000);
     await this.ensureAgent(inst);
   }
 
