@@ -75,6 +75,12 @@ test("a backup of A opens only with A's key; a new instance from it works", { ti
   const doc = await fetch(`${y.couchdb_url as string}/orders/doc1`, { headers: { authorization: auth } });
   assert.equal(doc.status, 200);
   assert.equal(((await doc.json()) as J).n, 1);
+  // One database of A's backup into the running Y: Y's agent is lent A's key for that restore.
+  const one = await api(server.api, 'POST', `/instances/${y.id as string}/databases/orders/restore`, { restore: { backup: full.id, as: 'orders_then' } });
+  assert.equal(one.status, 200, JSON.stringify(one.json));
+  const restored = (one.json.restore as J);
+  assert.equal(restored.as, 'orders_then');
+  assert.equal(restored.docCount, 1, JSON.stringify(restored));
   const yb = await backup(y.id as string);
   const s2 = await openStorage(`file://${path.join(stateDir, 'backups')}`);
   try {
