@@ -133,6 +133,16 @@ export async function readKeyFile(file: string, id?: string): Promise<KeyMateria
   return new KeyMaterial(raw.subarray(0, end), id);
 }
 
+/** The key a command reads backups with: the key file, or with `master` the ring it is the master of. */
+export async function readingKey(file: string | undefined, master: boolean | undefined): Promise<KeyMaterial | undefined> {
+  if (!file) {
+    if (master) throw new CouchtroveError('--master-key needs --key-file');
+    return undefined;
+  }
+  const k = await readKeyFile(file);
+  return master ? new KeyRing(k) : k;
+}
+
 /** The text of a key file holding this key (a generated key's form), for writing it where an agent reads it. */
 export function keyFileText(key: KeyMaterial): string {
   if (!key.generated) throw new CouchtroveError('only a generated key can be written as a key file');

@@ -11,6 +11,7 @@ import { readManifest } from '../../src/backup/repository.js';
 import { verifyBackup } from '../../src/backup/index.js';
 import { readKeyFile } from '../../src/crypto/keys.js';
 import { openStorage } from '../../src/storage/index.js';
+import { runCli } from '../support/cli.js';
 
 const { stateDir, track } = sandbox('couchtrove-instance-keys-');
 let server: RealServer | undefined;
@@ -69,6 +70,17 @@ test("a backup of A opens only with A's key; a new instance from it works", { ti
   } finally {
     await storage.close();
   }
+  // By hand, with only the master key (the state directory lost): --master-key derives each backup's key.
+  const master = path.join(stateDir, 'backup.key');
+  const repo = `file://${path.join(stateDir, 'backups')}`;
+  const plain = await runCli(['agent', 'verify', '--storage', repo, '--backup', inc.id as string, '--key-file', master]);
+  assert.notEqual(plain.code, 0);
+  assert.match(plain.stderr, /wrong key.*names key instance:/);
+  const ring = await runCli(['agent', 'verify', '--storage', repo, '--backup', inc.id as string, '--key-file', master, '--master-key']);
+  assert.equal(ring.code, 0, ring.stderr);
+  const listed = await runCli(['agent', 'list', '--storage', repo, '--key-file', master, '--master-key', '--json']);
+  assert.equal(listed.code, 0, listed.stderr);
+  assert.deepEqual((JSON.parse(listed.stdout) as Array<{ id: string }>).map((x) => x.id).sort(), [full.id as string, inc.id as string].sort());
 
   // A new instance from A's incremental: it reads A's backup with A's key for the restore, then writes its own.
   const y = await create('keys-y', { restorePoint: { backupRef: inc.id } });
