@@ -3,7 +3,8 @@
 # exec root, socket, pid file), its own bridge, no iptables rules, so it touches nothing of any other
 # daemon on the machine. `start DIR [NETNS]` runs it (inside network namespace NETNS when given, for the
 # swarm tests) and prints its socket; `stop DIR` stops it by its pid and removes what it left: processes
-# started from DIR, mounts under DIR, its bridge, DIR itself. Needs root.
+# started from DIR, mounts under DIR, its bridge, DIR itself. Needs root. TEST_DOCKERD_IPTABLES=1 lets the
+# daemon write iptables rules (its isolation of networks): only inside NETNS, whose rules are its own.
 set -euo pipefail
 
 cmd="${1:-}"; dir="${2:-}"; netns="${3:-}"
@@ -18,6 +19,11 @@ in_ns() { if [ -n "$netns" ]; then nsenter --net="/run/netns/$netns" "$@"; else 
 case "$cmd" in
 start)
   command -v dockerd >/dev/null || { echo "test-dockerd: dockerd is not installed (apt-get install docker.io)" >&2; exit 1; }
+  iptables=false
+  if [ "${TEST_DOCKERD_IPTABLES:-}" = 1 ]; then
+    [ -n "$netns" ] || { echo "test-dockerd: TEST_DOCKERD_IPTABLES=1 needs a network namespace" >&2; exit 2; }
+    iptables=true
+  fi
   mkdir -p "$dir/root" "$dir/exec"
   [ -n "$netns" ] && echo "$netns" > "$dir/netns"
   # A /24 out of 10.213.0.0/16 picked from the directory's hash, on our own bridge.
@@ -26,14 +32,15 @@ start)
   in_ns ip addr add "10.213.$octet.1/24" dev "$bridge"
   in_ns ip link set "$bridge" up
   in_ns ip link set lo up
-  echo '{}' > "$dir/daemon.json"
+  # The docker driver makes a network per instance: small ones, from a range of our own.
+  echo '{"default-address-pools":[{"base":"10.214.0.0/16","size":28}]}' > "$dir/daemon.json"
   mkdir -p "$dir/etc"
   # In its own mount namespace: the daemon's mounts die with it, and its /etc/docker (where Docker 20.10
   # writes key.json, with no flag to move it) is a directory of ours.
   in_ns setsid unshare --mount --propagation private sh -c '
     mount --bind "$1/etc" /etc/docker && shift 2 && exec "$@"' sh "$dir" -- \
     dockerd --config-file "$dir/daemon.json" --data-root "$dir/root" --exec-root "$dir/exec" \
-    --host "unix://$dir/docker.sock" --pidfile "$dir/dockerd.pid" --bridge "$bridge" --iptables=false --ip-masq=false \
+    --host "unix://$dir/docker.sock" --pidfile "$dir/dockerd.pid" --bridge "$bridge" --iptables="$iptables" --ip-masq=false \
     --log-level warn > "$dir/dockerd.log" 2>&1 < /dev/null &
   for _ in $(seq 1 300); do
     if [ -S "$dir/docker.sock" ] && curl -sf --unix-socket "$dir/docker.sock" http://d/_ping >/dev/null 2>&1; then

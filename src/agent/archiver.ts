@@ -59,7 +59,7 @@ export class Archiver {
   async configure(next: ArchiveSettings): Promise<void> {
     await this.#running;
     const prev = this.#settings;
-    if (prev.storage !== next.storage || prev.stream !== next.stream || prev.keyFile !== next.keyFile || !next.enabled) await this.#closeStream();
+    if (prev.storage !== next.storage || prev.stream !== next.stream || prev.keyFile !== next.keyFile || prev.keyId !== next.keyId || !next.enabled) await this.#closeStream();
     this.#settings = { ...next };
     if (next.enabled) {
       this.#error = null;
@@ -99,7 +99,7 @@ export class Archiver {
     if (this.#stream) return this.#stream;
     const s = this.#settings;
     if (!s.storage || !s.stream) throw new Error('archiving is enabled without a repository and a stream');
-    this.#key = s.keyFile ? await readKeyFile(s.keyFile) : undefined;
+    this.#key = s.keyFile ? await readKeyFile(s.keyFile, s.keyId) : undefined;
     this.#storage = await openStorage(s.storage);
     this.#stream = new ArchiveStream({
       storage: this.#storage,

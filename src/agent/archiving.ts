@@ -6,6 +6,7 @@ import { checkStorageUrl } from './validate.js';
 import type { ArchiveSettings, ArchiveStatus } from './protocol.js';
 import { Archiver } from './archiver.js';
 import { CODECS } from '../config/option.js';
+import { KEY_ID } from '../crypto/keys.js';
 import { AgentCore, couchUrl, type PersistedState } from './core.js';
 
 export class Archiving {
@@ -37,6 +38,7 @@ export class Archiving {
       next.storage = checkStorageUrl(next.storage);
       if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(next.stream)) throw invalid(`archive stream must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}, got ${JSON.stringify(next.stream)}`);
       if (next.keyFile !== undefined && (typeof next.keyFile !== 'string' || !path.isAbsolute(next.keyFile))) throw invalid('keyFile must be an absolute path');
+      if (next.keyId !== undefined && (typeof next.keyId !== 'string' || !KEY_ID.test(next.keyId))) throw invalid('keyId must be like instance:<id>');
     }
     const num = (v: unknown, name: string, min: number, max: number) => {
       if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max)) throw invalid(`archive ${name} must be a number from ${min} to ${max}, got ${JSON.stringify(v)}`);

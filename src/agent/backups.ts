@@ -11,7 +11,7 @@ import type { AgentBackupRequest, DatabaseRestoreRequest, DatabaseRestoreResult,
 import { CODECS } from '../config/option.js';
 import { createBackup, type BackupSummary } from '../backup/index.js';
 import { openStorage, StorageError, type Backend } from '../storage/index.js';
-import { readKeyFile } from '../crypto/keys.js';
+import { KEY_ID, readKeyFile } from '../crypto/keys.js';
 import { describeError } from '../util/errors.js';
 import { chownTree } from '../util/fs.js';
 import { AgentCore, couchUrl, freeLoopbackPort } from './core.js';
@@ -39,6 +39,7 @@ export class Backups {
       throw invalid(`compression must be one of ${CODECS.join(', ')}, got ${JSON.stringify(request.compression)}`);
     }
     if (request.keyFile !== undefined && (typeof request.keyFile !== 'string' || !path.isAbsolute(request.keyFile))) throw invalid('keyFile must be an absolute path');
+    if (request.keyId !== undefined && (typeof request.keyId !== 'string' || !KEY_ID.test(request.keyId))) throw invalid('keyId must be like instance:<id>');
     const labels: Record<string, string> = {};
     for (const [k, v] of Object.entries(request.labels ?? {})) {
       if (typeof v !== 'string') throw invalid(`label ${k} must be a string`);
@@ -57,7 +58,7 @@ export class Backups {
       }
       this.c.progress = { phase: 'backup', bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: 0 };
       try {
-        const key = request.keyFile ? await readKeyFile(request.keyFile).catch((err: unknown) => Promise.reject(invalid(describeError(err)))) : undefined;
+        const key = request.keyFile ? await readKeyFile(request.keyFile, request.keyId).catch((err: unknown) => Promise.reject(invalid(describeError(err)))) : undefined;
         const summary = await createBackup({
           dataDir: st.settings.dataDir,
           storage,

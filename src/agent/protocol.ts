@@ -80,6 +80,8 @@ export interface AgentBackupRequest {
   storage: string;
   id: string;
   keyFile?: string;
+  /** The key's id, recorded in the manifest (`instance:<id>`): the control plane picks the key by it. */
+  keyId?: string;
   compression?: Codec;
   labels?: Record<string, string>;
   /** Parent backup id (in the same storage): an incremental backup on top of it. */
@@ -125,6 +127,8 @@ export interface ArchiveSettings {
   /** Repository URL and key file; the stream is archive/<stream>/ in it (the instance id by default). */
   storage?: string;
   keyFile?: string;
+  /** The key's id, recorded in every cut's manifest. */
+  keyId?: string;
   stream?: string;
   /** Seconds between cuts (default 5). */
   interval?: number;

@@ -12,7 +12,8 @@ import { ControlPlane, type BackupEngine } from '../tasks/control.js';
 import { BackupScheduler } from '../tasks/schedules.js';
 import { openStorage } from '../storage/index.js';
 import { deleteBackup, readBackupMetadata } from '../backup/index.js';
-import { readKeyFile, writeNewKeyFile } from '../crypto/keys.js';
+import { KeyRing, readKeyFile, writeNewKeyFile } from '../crypto/keys.js';
+import { instanceKeysFor } from '../crypto/instance-keys.js';
 import { buildApi, LOCAL_TOKEN } from './server.js';
 import { lockStateDir } from '../state/lock.js';
 import { ServiceError } from '../tasks/errors.js';
@@ -23,7 +24,7 @@ export const backupEngine: BackupEngine = {
   async storedChecksum(repository, id, keyFile) {
     const storage = await openStorage(repository);
     try {
-      const key = keyFile ? await readKeyFile(keyFile) : undefined;
+      const key = keyFile ? new KeyRing(await readKeyFile(keyFile)) : undefined;
       const { summary } = await readBackupMetadata(storage, id, key);
       return summary.checksum;
     } finally {
@@ -33,7 +34,7 @@ export const backupEngine: BackupEngine = {
   async stored(repository, id, keyFile) {
     const storage = await openStorage(repository);
     try {
-      const key = keyFile ? await readKeyFile(keyFile) : undefined;
+      const key = keyFile ? new KeyRing(await readKeyFile(keyFile)) : undefined;
       return (await readBackupMetadata(storage, id, key)).summary;
     } catch (err) {
       if ((err as Error).name === 'BackupNotFoundError') return null;
@@ -45,7 +46,8 @@ export const backupEngine: BackupEngine = {
   async delete(repository, id, keyFile) {
     const storage = await openStorage(repository);
     try {
-      await deleteBackup(storage, id, keyFile ? await readKeyFile(keyFile) : undefined);
+      // The ring authenticates every backup's manifest with the key its keyId names (derived from the master).
+      await deleteBackup(storage, id, keyFile ? new KeyRing(await readKeyFile(keyFile)) : undefined);
     } catch (err) {
       if ((err as Error).name !== 'BackupNotFoundError') throw err;
     } finally {
@@ -81,13 +83,14 @@ async function dockerDriver(config: ServerConfig, usedPorts: () => Promise<numbe
   // Loaded only when configured: dockerode is not needed by local instances.
   const { DockerDriver } = await import('../compute/docker/driver.js');
   const { SwarmDriver } = await import('../compute/docker/swarm.js');
+  const keys = instanceKeysFor(config);
   const o = {
     stateDir: config.stateDir,
     ...(config.dockerHost ? { dockerHost: config.dockerHost } : {}),
     image: config.dockerImage,
     publishAddress: config.dockerPublishAddress,
     repository: config.repository,
-    ...(config.backupEncryption ? { keyFile: config.backupKeyFile ?? path.join(config.stateDir, 'backup.key') } : {}),
+    ...(keys ? { instanceKeys: keys } : {}),
     flavors: config.flavors,
     tcpPorts: config.couchdb.tcpPorts,
     usedPorts,

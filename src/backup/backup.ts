@@ -72,6 +72,10 @@ export async function writeBackup(opts: BackupOptions & CutOptions): Promise<Wri
   const delta = opts.delta === true && parent !== undefined;
   // Its files would be partly stored in the clear, and a plain manifest authenticates nothing.
   if (parent && opts.key && !parent.manifest.body.encryption) throw new CouchtroveError(`backup ${opts.parent} is not encrypted: an encrypted incremental backup cannot build on it`);
+  // A chain has one key: an agent holds only its own, and restores the chain with it.
+  if (parent && opts.key && parent.manifest.body.encryption && parent.manifest.body.encryption.keyId !== opts.key.id) {
+    throw new CouchtroveError(`backup ${parent.manifest.body.id} was written with key ${parent.manifest.body.encryption.keyId ?? 'master'}, not ${opts.key.id ?? 'master'}: an incremental backup cannot build on it (take a full backup)`);
+  }
   // The set of databases is recorded before the pass (docs/backup-format.md).
   let couchdb = opts.couchdb && !opts.couchdbReuse ? await readCouchdbMetadata(opts.couchdb) : null;
   let snapshot: Awaited<ReturnType<typeof measure>> | undefined;
@@ -104,8 +108,9 @@ export async function writeBackup(opts: BackupOptions & CutOptions): Promise<Wri
     // Starting the worker threads costs ~50 ms of both cores: below INLINE_BYTES to copy (the usual
     // incremental), this thread encodes the records itself.
     pool = new RecordPool(opts.workers ?? (toCopy(snapshot.files, previous) < INLINE_BYTES ? 0 : undefined));
-    const encryption = opts.key ? { cipher: 'aes-256-gcm' as const, kdf: parent?.manifest.body.encryption?.kdf ?? newKdfParams(opts.key), keySalt: newKeySalt() } : null;
-    const k = opts.key && encryption ? await deriveKeys(opts.key, encryption.kdf, encryption.keySalt) : null;
+    const keyId = opts.key?.id;
+    const encryption = opts.key ? { cipher: 'aes-256-gcm' as const, ...(keyId ? { keyId } : {}), kdf: parent?.manifest.body.encryption?.kdf ?? newKdfParams(opts.key), keySalt: newKeySalt() } : null;
+    const k = opts.key && encryption ? await deriveKeys(opts.key, encryption.kdf, encryption.keySalt, keyId) : null;
 
     const total = snapshot.files.reduce((n, f) => n + f.size, 0);
     const written = await writeData(storage, id, snapshot.files, { codec, level, recordSize, keys: k, pool, total, progress: opts.progress, previous, parentCheck: opts.parentCheck ?? 'sampled' });

@@ -50,7 +50,8 @@ export interface ManifestBody {
   datastore: { type: 'couchdb'; version: string | null };
   compression: { codec: Codec; level: number };
   /** kdf: scrypt parameters, or none for a generated key (shared along an incremental chain); keySalt: this backup's HKDF salt. */
-  encryption: null | { cipher: 'aes-256-gcm'; kdf: KdfParams; keySalt: string };
+  /** keyId: which key (`instance:<id>`); absent in backups written with the master key (before per-instance keys). */
+  encryption: null | { cipher: 'aes-256-gcm'; keyId?: string; kdf: KdfParams; keySalt: string };
   recordSize: number;
   /** bytes: plain bytes copied by this backup; totalBytes: plain bytes of the whole tree it restores. */
   summary: { files: number; dirs: number; bytes: number; totalBytes: number; size: number };

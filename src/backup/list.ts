@@ -109,7 +109,7 @@ export async function mayNeed(storage: Backend, id: string, key: KeyMaterial | u
     const m = await readManifest(storage, id);
     const enc = m.body.encryption;
     if (enc && !key) return null;
-    const catalogKey = enc && key ? (await deriveKeys(key, enc.kdf, enc.keySalt)).catalog : null;
+    const catalogKey = enc && key ? (await deriveKeys(key, enc.kdf, enc.keySalt, enc.keyId)).catalog : null;
     const catalog = decodeCatalog(await readObject(storage, keys.catalog(id)), m.body.compression.codec, catalogKey, id);
     const needs = new Set<string>([...(typeof m.body.parent === 'string' ? [m.body.parent] : []), ...(Array.isArray(m.body.depends) ? m.body.depends.map(String) : [])]);
     for (const e of catalog.entries) if (e.type === 'file') for (const x of e.extents) needs.add(x.backup);

@@ -3,7 +3,7 @@
 import { hostname } from 'node:os';
 import { Readable } from 'node:stream';
 import { ObjectNotFoundError, type Backend } from '../storage/backend.js';
-import { checkKdfParams, deriveKeys, equalHex, hmac, type BackupKeys, type KeyMaterial } from '../crypto/keys.js';
+import { checkKdfParams, deriveKeys, KEY_ID, equalHex, hmac, type BackupKeys, type KeyMaterial } from '../crypto/keys.js';
 import { CouchtroveError } from '../util/errors.js';
 import { canonicalJson, FORMAT, FORMAT_VERSION, keys, sha256Hex, WRITE_VERSION, type Catalog, type FileEntry, type Manifest, type ManifestBody } from './format.js';
 import { decodeRecord, encodeRecord, HEADER_BYTES, MAX_RECORD_SIZE, parseHeader, RecordAuthError } from './records.js';
@@ -84,6 +84,7 @@ export async function readManifest(storage: Backend, id: string): Promise<Manife
     if (!e || typeof e !== 'object' || e.cipher !== 'aes-256-gcm') throw new CouchtroveError(`manifest of backup ${id} is corrupted: unsupported encryption`);
     checkKdfParams(e.kdf, `manifest of backup ${id}`);
     if (typeof e.keySalt !== 'string' || e.keySalt.length === 0 || e.keySalt.length > 2048) throw new CouchtroveError(`manifest of backup ${id} is corrupted: bad keySalt`);
+    if (e.keyId !== undefined && (typeof e.keyId !== 'string' || !KEY_ID.test(e.keyId))) throw new CouchtroveError(`manifest of backup ${id} is corrupted: bad keyId`);
   }
   return m;
 }
@@ -95,8 +96,13 @@ export async function openManifest(m: Manifest, key: KeyMaterial | undefined): P
   if (m.body.encryption) {
     if (!key) throw new CouchtroveError(`backup ${id} is encrypted: give its key with --key-file`);
     if (m.seal.alg !== 'hmac-sha256') throw new CouchtroveError(`manifest of backup ${id} is corrupted: encrypted backup without an HMAC seal`);
-    const k = await deriveKeys(key, m.body.encryption.kdf, m.body.encryption.keySalt);
-    if (!equalHex(hmac(k.seal, text), m.seal.value)) throw new CouchtroveError(`${WRONG_KEY}: the manifest of backup ${id} does not authenticate with this key`);
+    const { keyId } = m.body.encryption;
+    const k = await deriveKeys(key, m.body.encryption.kdf, m.body.encryption.keySalt, keyId);
+    if (!equalHex(hmac(k.seal, text), m.seal.value)) {
+      // The key id is not secret and says which key to look for; the seal, not the id, decides.
+      const which = keyId !== key.id ? ` (it names key ${keyId ?? 'master'}, this is key ${key.id ?? 'master'})` : '';
+      throw new CouchtroveError(`${WRONG_KEY}: the manifest of backup ${id} does not authenticate with this key${which}`);
+    }
     return k;
   }
   // With a key, a plain manifest proves nothing: anyone who can write to the repository can compute its

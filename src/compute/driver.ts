@@ -33,6 +33,8 @@ export interface InstancePaths {
   bindAddress?: string;
   /** The release directory, as the agent sees it (a container's own), over the datastore version's. */
   couchdbHome?: string;
+  /** The instance's own backup key file, as the agent sees it (a container's copy); absent: the host's file. */
+  keyFile?: string;
 }
 
 export interface ComputeDriver {
@@ -41,8 +43,21 @@ export interface ComputeDriver {
   readonly engine: EngineInfo;
   /** Set when tenants are not isolated from the host (instance_isolation = none as root): shown in show and /health. */
   readonly isolationWarning?: string;
-  /** Allocates the instance's ports, volume and agent and starts the agent; reuses what the row already records. */
-  provision(instance: Row<'instances'>): Promise<Placement>;
+  /**
+   * Allocates the instance's ports, volume and agent and starts the agent; reuses what the row already records.
+   * `readOnly`: other repositories (another instance's part, see repositoryFor) the agent reads a backup
+   * from to prepare; a container sees them until endRestore.
+   */
+  provision(instance: Row<'instances'>, options?: { readOnly?: string[] }): Promise<Placement>;
+  /** Takes away what provision lent for a restore (readOnly); absent: nothing was lent. */
+  endRestore?(instance: Row<'instances'>): Promise<void>;
+  /**
+   * The part of `repository` the instance's agent writes its backups and archive to, and all of the
+   * repository it can reach (containers: <repo>/instances/<id> of a file:// repository). Absent: all of it.
+   */
+  repositoryFor?(instanceId: string, repository: string): string;
+  /** Every such part that exists (archive retention of deleted instances scans them). */
+  repositoryParts?(repository: string): string[];
   /** Restarts the agent process of a provisioned instance if it is not running (after a server restart). */
   ensureAgent(instance: Row<'instances'>): Promise<Placement>;
   /** Client for the instance's agent. */
@@ -57,6 +72,15 @@ export interface ComputeDriver {
   resizeFlavor?(instance: Row<'instances'>, flavor: { ram: number; vcpus: number }): Promise<void>;
   /** Why the instance's machinery is down (a container that exited, and how), or null when it runs; absent: not known. */
   diagnose?(instance: Row<'instances'>): Promise<string | null>;
+  /**
+   * Gives the agent another instance's backup key for one restore (a new instance from another's backup),
+   * returning the path it reads it at; removeRestoreKey takes it away again. keyId undefined is the master
+   * key (a backup written before per-instance keys). Absent: the agent reads the host's file.
+   */
+  /** Makes sure the agent has the instance's own key at paths().keyFile (a container made before it had one). */
+  ensureOwnKey?(instance: Row<'instances'>): Promise<void>;
+  installRestoreKey?(instance: Row<'instances'>, hostFile: string, keyId: string | undefined): Promise<string>;
+  removeRestoreKey?(instance: Row<'instances'>): Promise<void>;
   /** Pids of processes this driver started that still run (tests check nothing is left). */
   livePids(instance: Row<'instances'>): number[];
 }

@@ -16,20 +16,52 @@ export const MIN_KEY_BYTES = 32;
 export const KEY_PREFIX = 'couchtrove-key-v1:';
 const GENERATED_KEY = new RegExp(`^${KEY_PREFIX}[A-Za-z0-9+/]{43}=$`);
 
+/** Key ids recorded in manifests (`encryption.keyId`): `instance:<instance id>`. */
+export const KEY_ID = /^[a-z]{1,16}:[A-Za-z0-9._-]{1,128}$/;
+export function instanceKeyId(instanceId: string): string {
+  return `instance:${instanceId}`;
+}
+
 /** The bytes of a key file, kept in memory only. */
 export class KeyMaterial {
   readonly #bytes: Buffer;
   /** A key written by `keygen`: full entropy, so it needs no stretching. */
   readonly generated: boolean;
+  /** What backups written with this key record as `encryption.keyId` (undefined: the master key, recorded as nothing). */
+  readonly id: string | undefined;
   /** scrypt outputs by salt: an incremental chain shares its full backup's salt, so it pays for one. */
   readonly #masters = new Map<string, Promise<Buffer>>();
-  constructor(bytes: Buffer) {
+  constructor(bytes: Buffer, id?: string) {
     if (bytes.length < MIN_KEY_BYTES) throw new CouchtroveError(`encryption key is too short: at least ${MIN_KEY_BYTES} bytes are required`);
+    if (id !== undefined && !KEY_ID.test(id)) throw new CouchtroveError(`invalid key id ${JSON.stringify(id)}`);
     this.#bytes = Buffer.from(bytes);
     this.generated = GENERATED_KEY.test(this.#bytes.toString('latin1'));
+    this.id = id;
   }
   toJSON(): string {
     return '[key]';
+  }
+  /**
+   * The key a manifest's `encryption.keyId` names. A single key is what it is (a wrong one fails the seal
+   * check); a KeyRing derives the one named.
+   */
+  forKeyId(_keyId: string | undefined): Promise<KeyMaterial> {
+    return Promise.resolve(this);
+  }
+  /**
+   * The instance key of `instanceId`, derived from this key as the master: HKDF-SHA256 with info
+   * "couchtrove/instance-key/v1:<id>" over the master's bytes, or, for a master that is not a generated key
+   * (it may be a passphrase), over its scrypt stretch (fixed salt: the derivation must be reproducible).
+   * The result is a generated key (KEY_PREFIX + base64), so its backups need no scrypt.
+   */
+  async deriveInstanceKey(instanceId: string): Promise<KeyMaterial> {
+    const ikm = this.generated ? this.#bytes : await this.master(INSTANCE_KEY_STRETCH);
+    const bytes = Buffer.from(hkdfSync('sha256', ikm, Buffer.alloc(0), `couchtrove/instance-key/v1:${instanceId}`, 32));
+    return new KeyMaterial(Buffer.from(`${KEY_PREFIX}${bytes.toString('base64')}`, 'latin1'), instanceKeyId(instanceId));
+  }
+  /** @internal: a KeyRing keeps its master's bytes. */
+  exportBytes(): Buffer {
+    return Buffer.from(this.#bytes);
   }
   /** @internal */
   master(params: KdfParams): Promise<Buffer> {
@@ -46,10 +78,37 @@ export class KeyMaterial {
 }
 
 /**
+ * The control plane's keys: the master key file, and every instance key derived from it on demand, chosen
+ * by the key id a manifest records (none: the master, as for backups written before per-instance keys).
+ */
+export class KeyRing extends KeyMaterial {
+  readonly #master: KeyMaterial;
+  readonly #derived = new Map<string, Promise<KeyMaterial>>();
+  constructor(master: KeyMaterial) {
+    super(master.exportBytes());
+    this.#master = master;
+  }
+  override forKeyId(keyId: string | undefined): Promise<KeyMaterial> {
+    if (keyId === undefined) return Promise.resolve(this.#master);
+    const m = /^instance:([A-Za-z0-9._-]{1,128})$/.exec(keyId);
+    if (!m) return Promise.reject(new CouchtroveError(`unknown key id ${JSON.stringify(keyId)}`));
+    let k = this.#derived.get(m[1]!);
+    if (!k) this.#derived.set(m[1]!, (k = this.#master.deriveInstanceKey(m[1]!)));
+    return k;
+  }
+  override deriveInstanceKey(instanceId: string): Promise<KeyMaterial> {
+    return this.forKeyId(instanceKeyId(instanceId));
+  }
+}
+
+/** The fixed stretch of a passphrase master before instance keys are derived from it. */
+const INSTANCE_KEY_STRETCH: KdfParams = { name: 'scrypt', N: 1 << 15, r: 8, p: 1, salt: Buffer.from('couchtrove/instance-key/v1').toString('base64') };
+
+/**
  * Reads a key file. Like ssh with a private key, a file that group or others may read or write is
  * refused: anyone who can read it can decrypt every backup, and anyone who can write it can swap the key.
  */
-export async function readKeyFile(file: string): Promise<KeyMaterial> {
+export async function readKeyFile(file: string, id?: string): Promise<KeyMaterial> {
   let raw: Buffer;
   let handle: fs.FileHandle | undefined;
   try {
@@ -71,7 +130,23 @@ export async function readKeyFile(file: string): Promise<KeyMaterial> {
   let end = raw.length;
   while (end > 0 && (raw[end - 1] === 0x0a || raw[end - 1] === 0x0d)) end--;
   if (end < MIN_KEY_BYTES) throw new CouchtroveError(`key file ${file} is too short: at least ${MIN_KEY_BYTES} bytes are required (couchtrove agent keygen makes one)`);
-  return new KeyMaterial(raw.subarray(0, end));
+  return new KeyMaterial(raw.subarray(0, end), id);
+}
+
+/** The key a command reads backups with: the key file, or with `master` the ring it is the master of. */
+export async function readingKey(file: string | undefined, master: boolean | undefined): Promise<KeyMaterial | undefined> {
+  if (!file) {
+    if (master) throw new CouchtroveError('--master-key needs --key-file');
+    return undefined;
+  }
+  const k = await readKeyFile(file);
+  return master ? new KeyRing(k) : k;
+}
+
+/** The text of a key file holding this key (a generated key's form), for writing it where an agent reads it. */
+export function keyFileText(key: KeyMaterial): string {
+  if (!key.generated) throw new CouchtroveError('only a generated key can be written as a key file');
+  return `${key.exportBytes().toString('latin1')}\n`;
 }
 
 /** A new key file: KEY_PREFIX and 32 random bytes in base64, mode 0600. */
@@ -146,7 +221,8 @@ export function checkKdfParams(params: unknown, where: string): KdfParams {
   return { name: 'scrypt', N, r, p: pp, salt: p.salt };
 }
 
-export async function deriveKeys(key: KeyMaterial, params: KdfParams, keySalt: string): Promise<BackupKeys> {
+export async function deriveKeys(given: KeyMaterial, params: KdfParams, keySalt: string, keyId?: string): Promise<BackupKeys> {
+  const key = await given.forKeyId(keyId);
   // A backup made with a generated key was never stretched; any other key file cannot be its key.
   if (params.name === 'none' && !key.generated) throw new CouchtroveError('wrong key or corrupted data: this backup was made with a key from `couchtrove agent keygen`');
   checkKdfParams(params, 'key derivation');

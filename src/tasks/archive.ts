@@ -41,12 +41,13 @@ export async function setArchive(plane: ControlPlane, projectId: string, id: str
   if (inst.replica_of !== null && req.enabled) throw badRequest(`Instance ${inst.id} is a replica: archive its source ${inst.replica_of}.`);
   if (!inst.agent_port || inst.status === 'BUILD') throw unprocessable(`Instance ${inst.id} is ${inst.status}: archiving can be switched once it is ACTIVE.`);
   const agent = await archiveAgent(plane, inst);
-  const keyFile = plane.backupKeyFile;
   const status = await agentCall(
     agent.configureArchive({
       enabled: req.enabled,
-      storage: plane.config.repository,
-      ...(keyFile ? { keyFile } : {}),
+      storage: plane.repositoryOf(inst.id),
+      // Its own key: cuts record its id. A stream whose newest cuts were written with the master key
+      // (before per-instance keys) simply gets a new base.
+      ...(await plane.ownKey(inst)),
       stream: inst.id,
       ...(req.interval !== undefined ? { interval: req.interval } : {}),
       ...(req.keepDays !== undefined ? { keepDays: req.keepDays } : {}),
@@ -111,7 +112,7 @@ function view(s: ArchiveStatus): Record<string, unknown> {
 export async function resolveRestoreTime(plane: ControlPlane, streamOf: string, time: string): Promise<{ stream: string; cut: string }> {
   const t = Date.parse(time);
   if (Number.isNaN(t)) throw badRequest(`"restorePoint"."restoreTime" must be an ISO 8601 time, got ${JSON.stringify(time.slice(0, 80))}`);
-  return plane.withRepository(async (storage) => {
+  return plane.withStorage(plane.repositoryOf(streamOf), async (storage) => {
     try {
       // With the server's key, the window and the cut are chosen only from what authenticates.
       const key = plane.backupKeyFile ? await readKeyFile(plane.backupKeyFile) : undefined;
@@ -130,29 +131,42 @@ export async function restoreDatabase(plane: ControlPlane, projectId: string, id
   const inst = await plane.instance(projectId, id);
   if (inst.status !== 'ACTIVE') throw unprocessable(`Instance ${inst.id} is ${inst.status}: a database is restored into an ACTIVE instance.`);
   if ((req.backup === null) === (req.time === null)) throw badRequest('Give exactly one of "backup" and "restore_time".');
-  const keyFile = plane.backupKeyFile;
-  let storage = plane.config.repository;
+  let storage = plane.repositoryOf(inst.id);
   let backupId: string | undefined;
+  let key: { keyFile?: string };
   if (req.backup !== null) {
     const b = await plane.backup(projectId, req.backup);
     if (b.status !== 'COMPLETED') throw unprocessable(`Backup ${b.id} is not COMPLETED (status ${b.status}).`);
+    const own = storage;
     storage = b.location ?? plane.config.repository;
+    // A container reaches its own part of the repository only (docs/compute.md).
+    if (plane.compute.repositoryFor && storage !== own) throw unprocessable(`Backup ${b.id} is in ${storage}, which instance ${inst.id} cannot reach under the ${plane.compute.name} driver: restore a database from the instance's own backups or archive, or create an instance from backup ${b.id}.`);
     backupId = b.id;
+    key = await plane.restoreKey(inst, b.instance_id, storage, b.id);
+  } else {
+    // The agent chooses the cut again by the time; its key is the one of the cut in force then.
+    const { cut } = await resolveRestoreTime(plane, inst.id, req.time!);
+    key = await plane.restoreKey(inst, inst.id, storage, cut, inst.id);
   }
   // The cut is chosen here first, under the key: a window or cut that does not authenticate (a storage
   // operator's edit) is refused with 422 naming it, before the agent starts anything.
   if (req.time !== null) await resolveRestoreTime(plane, inst.id, req.time);
   const agent = await archiveAgent(plane, inst);
-  const result = await agentCall(
-    agent.restoreDatabase({
-      database: req.database,
-      storage,
-      ...(keyFile ? { keyFile } : {}),
-      ...(backupId ? { backupId } : { stream: inst.id, time: req.time! }),
-      ...(req.as ? { as: req.as } : {}),
-      replace: req.replace,
-    }),
-  );
+  let result: DatabaseRestoreResult;
+  try {
+    result = await agentCall(
+      agent.restoreDatabase({
+        database: req.database,
+        storage,
+        ...key,
+        ...(backupId ? { backupId } : { stream: inst.id, time: req.time! }),
+        ...(req.as ? { as: req.as } : {}),
+        replace: req.replace,
+      }),
+    );
+  } finally {
+    await plane.compute.removeRestoreKey?.(inst).catch((err: unknown) => plane.log(`instance ${inst.id}: removing the restore key: ${describeError(err)}`));
+  }
   plane.log(`instance ${inst.id}: database ${req.database} restored as ${result.as} from ${result.from} (${result.docCount} documents)`);
   return result;
 }
@@ -167,7 +181,7 @@ export async function restoreDatabase(plane: ControlPlane, projectId: string, id
 export async function retireArchive(plane: ControlPlane, inst: Row<'instances'>): Promise<void> {
   const keepDays = archiveStatuses(plane).get(inst.id)?.keepDays ?? DEFAULT_KEEP_DAYS;
   try {
-    if (await plane.withRepository((repo) => retireStream(repo, inst.id, keepDays))) plane.log(`instance ${inst.id}: its archive is kept ${keepDays} days, then removed`);
+    if (await plane.withStorage(plane.repositoryOf(inst.id), (repo) => retireStream(repo, inst.id, keepDays))) plane.log(`instance ${inst.id}: its archive is kept ${keepDays} days, then removed`);
   } catch (err) {
     plane.log(`instance ${inst.id}: its archive could not be marked for removal (${describeError(err)}); it stays in the repository until removed by hand`);
   }
@@ -181,9 +195,12 @@ export function registerArchiveTasks(plane: ControlPlane): void {
   plane.tasks.register('archive.expire', {
     resumable: true,
     run: async () => {
-      const r = await plane.withRepository((repo) => expireRetired(repo));
-      for (const [stream, n] of Object.entries(r.trimmed)) plane.log(`archive ${stream} (instance deleted): retention removed ${n} cuts`);
-      for (const stream of r.removed) plane.log(`archive ${stream} (instance deleted): its keep_days have passed; removed`);
+      // The repository, and the instances' own parts of it where the compute driver gives them one.
+      for (const url of [plane.config.repository, ...(plane.compute.repositoryParts?.(plane.config.repository) ?? [])]) {
+        const r = await plane.withStorage(url, (repo) => expireRetired(repo));
+        for (const [stream, n] of Object.entries(r.trimmed)) plane.log(`archive ${stream} (instance deleted): retention removed ${n} cuts`);
+        for (const stream of r.removed) plane.log(`archive ${stream} (instance deleted): its keep_days have passed; removed`);
+      }
     },
     // Nothing to put right: the next hour's run takes up what this one left.
     failed: async (task, reason) => plane.log(`archive.expire ${task.id} failed: ${reason}`),

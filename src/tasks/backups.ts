@@ -11,6 +11,7 @@ import { withTimeout } from '../util/concurrency.js';
 import { STALE_MS } from '../backup/lock.js';
 import { ServiceError, unprocessable } from './errors.js';
 import { refuseIfDepended, resolveParent } from './incremental.js';
+import { readManifest } from '../backup/repository.js';
 
 export interface CreateBackupRequest {
   name: string;
@@ -34,9 +35,11 @@ export async function createBackup(plane: ControlPlane, projectId: string, req: 
   // latest COMPLETED backup, or makes a full backup when it has none.
   const parent = await resolveParent(plane.store, projectId, inst.id, req.parentId, req.incremental ?? false);
   const id = req.id ?? randomUUID();
+  // `incremental` without a parent id may fall back to a full backup when the latest was written with another key.
+  const auto = req.parentId === null && (req.incremental ?? false);
   let task: Row<'tasks'>;
   try {
-    task = await plane.claim(projectId, inst.id, 'backup.create', 'BACKUP', ['ACTIVE'], { parent }, plane.config.backupTimeout, id, req.id ? backupTaskId(id) : undefined);
+    task = await plane.claim(projectId, inst.id, 'backup.create', 'BACKUP', ['ACTIVE'], { parent, ...(auto ? { auto } : {}) }, plane.config.backupTimeout, id, req.id ? backupTaskId(id) : undefined);
   } catch (err) {
     // Another run of the same slot (taken over while this one still ran) requested it first.
     if (req.id && !(err instanceof ServiceError) && (await plane.store.get('tasks', backupTaskId(id)))) throw unprocessable(`Backup ${id} was already requested.`);
@@ -45,7 +48,7 @@ export async function createBackup(plane: ControlPlane, projectId: string, req: 
   const t = now();
   const row: Row<'backups'> = {
     id, project_id: projectId, instance_id: inst.id, name: req.name, description: req.description, status: 'NEW', parent_id: parent,
-    location: plane.config.repository, size_bytes: null, data_bytes: null, files: null, checksum: null, datastore: inst.datastore,
+    location: plane.repositoryOf(inst.id), size_bytes: null, data_bytes: null, files: null, checksum: null, datastore: inst.datastore,
     datastore_version: inst.datastore_version, progress: null, fail_reason: null, task_id: task.id, created: t, updated: t,
   };
   await plane.store.insert('backups', row);
@@ -111,7 +114,7 @@ function pause(ms: number, signal: AbortSignal): Promise<void> {
 }
 
 export function registerBackupTasks(plane: ControlPlane): void {
-  plane.tasks.register<{ parent?: string | null }>('backup.create', {
+  plane.tasks.register<{ parent?: string | null; auto?: boolean }>('backup.create', {
     resumable: false,
     run: async (ctx) => {
       const inst = await plane.held(ctx);
@@ -139,15 +142,16 @@ export function registerBackupTasks(plane: ControlPlane): void {
         }
       })();
       try {
-        const req: Parameters<AgentApi['backup']>[0] = { storage: plane.config.repository, id: backupId, labels: { instance_id: inst.id, project_id: inst.project_id } };
-        if (plane.backupKeyFile) req.keyFile = plane.backupKeyFile;
-        if (ctx.params.parent) req.parent = ctx.params.parent;
+        const own = await plane.ownKey(inst);
+        const storage = plane.repositoryOf(inst.id);
+        const req: Parameters<AgentApi['backup']>[0] = { storage, id: backupId, labels: { instance_id: inst.id, project_id: inst.project_id }, ...own };
+        if (ctx.params.parent) req.parent = await sameKeyParent(plane, backupId, ctx.params.parent, storage, own.keyId, ctx.params.auto === true);
         const summary = await agentCall(agent.backup(req));
         polling = false;
         await poll;
         const done = await plane.store.update('backups', backupId, {
           status: 'COMPLETED', size_bytes: summary.size, data_bytes: summary.totalBytes ?? summary.bytes, files: summary.files, checksum: summary.checksum,
-          location: summary.location || plane.config.repository, progress: null, updated: now(),
+          location: summary.location || storage, progress: null, updated: now(),
         }, { task_id: ctx.task.id, status: [...RUNNING_BACKUP] });
         if (!done) throw new Error('the backup row changed while the backup ran');
       } finally {
@@ -185,7 +189,9 @@ export function registerBackupTasks(plane: ControlPlane): void {
       }
       // The agent may have completed it after the control plane gave up (the server was killed, the task
       // taken over): a backup whose manifest authenticates and names this instance is kept and recorded.
-      const summary = plane.backups.stored ? await plane.backups.stored(plane.config.repository, backupId, plane.backupKeyFile).catch(() => null) : null;
+      // Where its agent wrote it: the backup row's location (a container's own part of the repository).
+      const where = (await plane.store.get('backups', backupId))?.location ?? (ctx.params.instanceId ? plane.repositoryOf(ctx.params.instanceId) : plane.config.repository);
+      const summary = plane.backups.stored ? await plane.backups.stored(where, backupId, plane.backupKeyFile).catch(() => null) : null;
       if (summary && summary.labels.instance_id === ctx.params.instanceId) {
         const kept = await plane.store.update('backups', backupId, {
           status: 'COMPLETED', fail_reason: null, size_bytes: summary.size, data_bytes: summary.totalBytes, files: summary.files, checksum: summary.checksum, progress: null, updated: now(),
@@ -199,7 +205,7 @@ export function registerBackupTasks(plane: ControlPlane): void {
       for (;;) {
         if (ctx.signal.aborted) throw ctx.signal.reason instanceof Error ? ctx.signal.reason : new Error('aborted');
         try {
-          await plane.backups.delete(plane.config.repository, backupId, plane.backupKeyFile);
+          await plane.backups.delete(where, backupId, plane.backupKeyFile);
           return;
         } catch (err) {
           plane.log(`backup ${backupId}: removing the partial backup (tried again in ${Math.round(delay / 1000)} s): ${describeError(err)}`);
@@ -226,6 +232,28 @@ export function registerBackupTasks(plane: ControlPlane): void {
       if (task.backup_id) await plane.store.update('backups', task.backup_id, { status: 'DELETE_FAILED', fail_reason: reason, updated: now() }, { task_id: task.id });
     },
   });
+}
+
+/**
+ * An incremental chain has one key and one repository. The parent is kept when it was written with the
+ * instance's key where the instance writes now; a parent written with the master key (before per-instance
+ * keys) or elsewhere makes an automatic incremental a full backup (recorded: parent_id null) and an
+ * explicit one fail with the reason.
+ */
+async function sameKeyParent(plane: ControlPlane, backupId: string, parentId: string, storage: string, keyId: string | undefined, auto: boolean): Promise<string | undefined> {
+  const p = await plane.store.get('backups', parentId);
+  const where = p?.location ?? plane.config.repository;
+  let why: string | null = null;
+  if (plane.compute.repositoryFor && where !== storage) why = `backup ${parentId} is in ${where}, not where this instance writes (${storage})`;
+  else if (keyId !== undefined) {
+    const parentKey = await plane.withStorage(where, async (repo) => (await readManifest(repo, parentId)).body.encryption?.keyId).catch(() => keyId);
+    if (parentKey !== keyId) why = `backup ${parentId} was written with key ${parentKey ?? 'master'}, not this instance's ${keyId}`;
+  }
+  if (why === null) return parentId;
+  if (!auto) throw unprocessable(`${why}: an incremental backup cannot build on it; take a full backup first.`);
+  plane.log(`backup ${backupId}: ${why}; taking a full backup instead of an incremental`);
+  await plane.store.update('backups', backupId, { parent_id: null, updated: now() });
+  return undefined;
 }
 
 /** ", 42% done" from a backup row's progress JSON; empty when there is none to tell. */

@@ -26,6 +26,9 @@ import { registerBackupTasks } from './backups.js';
 import { registerUpgradeTasks } from './upgrade.js';
 import { withTimeout } from '../util/concurrency.js';
 import type { BackupSummary } from '../backup/types.js';
+import { InstanceKeys, instanceKeysFor } from '../crypto/instance-keys.js';
+import { readManifest } from '../backup/repository.js';
+import { archiveStorage } from '../backup/archive.js';
 
 /** What the control plane needs from the backup engine (src/backup): injected so tests can replace it. */
 export interface BackupEngine {
@@ -108,6 +111,8 @@ export class ControlPlane {
   /** How often a running backup's progress is read, ms (./backups.ts). */
   readonly progressMs: number;
   private readonly keyFile: string | undefined;
+  /** Per-instance keys derived from the master key file; undefined without encryption. */
+  readonly instanceKeys: InstanceKeys | undefined;
   readonly health: HealthMonitor;
 
   constructor(options: ControlPlaneOptions) {
@@ -121,6 +126,7 @@ export class ControlPlane {
     const leaseMs = this.config.taskLease * 1000;
     this.tasks = new TaskManager(this.store, { watchdogMs: options.watchdogMs ?? Math.min(5000, leaseMs / 3), leaseMs, log: this.log });
     this.keyFile = this.config.backupEncryption ? (this.config.backupKeyFile ?? path.join(this.config.stateDir, 'backup.key')) : undefined;
+    this.instanceKeys = instanceKeysFor(this.config);
     this.registerHandlers();
     registerBackupTasks(this);
     registerReplicationTasks(this);
@@ -130,8 +136,46 @@ export class ControlPlane {
     this.health = new HealthMonitor(this, options.healthMs ?? this.config.healthInterval * 1000, this.log);
   }
 
+  /** The master key file: the control plane's own reads (checksums, deletes, retention) derive every instance key from it. */
   get backupKeyFile(): string | undefined {
     return this.keyFile;
+  }
+
+  /**
+   * What an agent request needs to write (or read) backups of `inst` with its own key: the key file as the
+   * agent sees it and the id recorded in the manifests. Empty without encryption.
+   */
+  async ownKey(inst: Row<'instances'>): Promise<{ keyFile?: string; keyId?: string }> {
+    if (!this.instanceKeys) return {};
+    const host = await this.instanceKeys.file(inst.id);
+    await this.compute.ensureOwnKey?.(inst);
+    return { keyFile: this.compute.paths(inst).keyFile ?? host, keyId: InstanceKeys.keyId(inst.id) };
+  }
+
+  /**
+   * The key an agent needs to read backup `id` (in `storage`, or in archive stream `stream` of it) of
+   * instance `owner`, for a restore into `target`: chosen by the key id its manifest records, which must be
+   * the owner's (no key id: written with the master key before per-instance keys). Another instance's key,
+   * or the master, is installed for this restore only (removeRestoreKey); a manifest that cannot be read
+   * gets the owner's key, never the master (the restore then fails on the manifest anyway).
+   */
+  async restoreKey(target: Row<'instances'>, owner: string | null, storage: string, id: string, stream?: string): Promise<{ keyFile?: string }> {
+    if (!this.instanceKeys) return {};
+    let keyId: string | undefined | null; // null: unencrypted; undefined: the master
+    try {
+      const m = await this.withStorage(storage, (repo) => readManifest(stream ? archiveStorage(repo, stream) : repo, id));
+      keyId = m.body.encryption ? m.body.encryption.keyId : null;
+    } catch {
+      keyId = owner ? InstanceKeys.keyId(owner) : null;
+    }
+    if (keyId === null) return {};
+    if (keyId !== undefined && (owner === null || keyId !== InstanceKeys.keyId(owner))) {
+      throw unprocessable(`Backup ${id} names key ${keyId}, not the key of the instance it belongs to${owner ? ` (${owner})` : ''}: it is not restored.`);
+    }
+    if (keyId === undefined) this.log(`backup ${id}: written with the master key (before per-instance keys); instance ${target.id}'s agent reads it with the master key for this restore`);
+    const host = keyId === undefined ? this.keyFile! : await this.instanceKeys.file(owner!);
+    if (owner === target.id && keyId !== undefined) return { keyFile: this.compute.paths(target).keyFile ?? host };
+    return { keyFile: this.compute.installRestoreKey ? await this.compute.installRestoreKey(target, host, keyId) : host };
   }
 
   /** Seeds flavors and datastore versions from the configuration and recovers interrupted tasks. */
@@ -258,6 +302,7 @@ export class ControlPlane {
       }
       let stored: string;
       try {
+        // The master key file: the engine derives the backup's instance key from it (the key id in its manifest).
         stored = await this.backups.storedChecksum(restore.location ?? this.config.repository, restore.id, this.keyFile);
       } catch (err) {
         throw unprocessable(`Backup ${restore.id} cannot be read from ${restore.location ?? this.config.repository}: ${describeError(err)}`);
@@ -356,9 +401,22 @@ export class ControlPlane {
     this.tasks.start(task);
   }
 
+  /**
+   * Where an instance's agent writes its backups and archive: the repository, or the part of it the compute
+   * driver gives the instance (docker: <repo>/instances/<id>/ of a file:// repository, all its container sees).
+   */
+  repositoryOf(instanceId: string): string {
+    return this.compute.repositoryFor?.(instanceId, this.config.repository) ?? this.config.repository;
+  }
+
   /** Runs f on the server's repository (backups, archives, published logs), opened for it and closed after. */
   async withRepository<T>(f: (repo: Backend) => Promise<T>): Promise<T> {
-    const repo = await openStorage(this.config.repository);
+    return this.withStorage(this.config.repository, f);
+  }
+
+  /** Runs f on the repository at url (a backup's location), opened for it and closed after. */
+  async withStorage<T>(url: string, f: (repo: Backend) => Promise<T>): Promise<T> {
+    const repo = await openStorage(url);
     try {
       return await f(repo);
     } finally {
@@ -440,13 +498,33 @@ export class ControlPlane {
     if (this.config.couchdb.volumeSupport) s.volumeBytes = size * GiB;
     if (changes.restore) {
       const b = await this.store.get('backups', changes.restore);
-      s.restore = { storage: b?.location ?? this.config.repository, backupId: changes.restore };
-      // Archives live in the plane's repository (archive/<instance id>/), whatever the backup's location.
-      if (changes.pitr) s.restore = { storage: this.config.repository, backupId: changes.pitr.cut, stream: changes.pitr.stream, time: changes.pitr.time };
-      if (this.keyFile) s.restore.keyFile = this.keyFile;
+      s.restore = { storage: this.restoreStorage(inst, changes.restore, b), backupId: changes.restore };
+      // Archives live in their instance's repository (archive/<instance id>/), whatever the backup's location.
+      if (changes.pitr) s.restore = { storage: this.repositoryOf(changes.pitr.stream), backupId: changes.pitr.cut, stream: changes.pitr.stream, time: changes.pitr.time };
+      // A replica's seed has no row: it is a backup of the replica's source.
+      const owner = changes.pitr ? changes.pitr.stream : (b?.instance_id ?? inst.replica_of);
+      Object.assign(s.restore, await this.restoreKey(inst, owner, s.restore.storage, s.restore.backupId, changes.pitr ? changes.pitr.stream : undefined));
     }
     return s;
   }
+
+  /** The repository backup `id` is read from to prepare `inst` (a replica's seed has no row: its source's). */
+  private restoreStorage(inst: Row<'instances'>, id: string, b: Row<'backups'> | undefined): string {
+    if (b) return b.location ?? this.config.repository;
+    return id === seedId(inst.id) && inst.replica_of ? this.repositoryOf(inst.replica_of) : this.config.repository;
+  }
+
+  /** Other instances' repositories a new instance reads its starting backup from (lent read-only to a container). */
+  private async lentRepositories(inst: Row<'instances'>, params: CreateParams): Promise<string[]> {
+    if (!this.compute.repositoryFor) return [];
+    const out = new Set<string>();
+    if (params.pitr) out.add(this.repositoryOf(params.pitr.stream));
+    else if (params.restore) out.add(this.restoreStorage(inst, params.restore, await this.store.get('backups', params.restore)));
+    if (inst.replica_of && !params.restore) out.add(this.repositoryOf(inst.replica_of));
+    out.delete(this.repositoryOf(inst.id));
+    return [...out];
+  }
+
 
   /**
    * Gives the instance back (task_id null) in the state its agent reports. What the agent said (or that it
@@ -495,15 +573,15 @@ export class ControlPlane {
       const primary = await this.store.get('instances', inst.replica_of ?? '');
       if (!primary?.agent_port) throw new Error(`the source instance ${inst.replica_of} has no agent`);
       const source = await this.compute.agent(primary);
-      await this.backups.delete(this.config.repository, id, this.keyFile).catch(() => undefined); // a leftover of an interrupted create
-      const req: Parameters<AgentApi['backup']>[0] = { storage: this.config.repository, id, labels: { purpose: 'replica-seed', instance_id: primary.id, replica_id: inst.id } };
-      if (this.keyFile) req.keyFile = this.keyFile;
+      const repo = this.repositoryOf(primary.id);
+      await this.backups.delete(repo, id, this.keyFile).catch(() => undefined); // a leftover of an interrupted create
+      const req: Parameters<AgentApi['backup']>[0] = { storage: repo, id, labels: { purpose: 'replica-seed', instance_id: primary.id, replica_id: inst.id }, ...(await this.ownKey(primary)) };
       await agentCall(source.backup(req));
       this.log(`replica ${inst.id}: seeded from backup ${id} of ${primary.id}`);
       return id;
     } catch (err) {
       this.log(`replica ${inst.id}: seeding from a backup of its source failed (${describeError(err)}); replication will copy everything`);
-      await this.backups.delete(this.config.repository, id, this.keyFile).catch(() => undefined);
+      await this.backups.delete(inst.replica_of ? this.repositoryOf(inst.replica_of) : this.config.repository, id, this.keyFile).catch(() => undefined);
       return null;
     }
   }
@@ -517,7 +595,11 @@ export class ControlPlane {
       resumable: true,
       run: async (ctx) => {
         let inst = await this.held(ctx);
-        const placement = await this.compute.provision(inst);
+        // The instance's own key exists before its agent does (a container gets its copy at creation).
+        if (this.instanceKeys) await this.instanceKeys.file(inst.id);
+        // A container sees another instance's part of the repository only while it restores from it.
+        const readOnly = await this.lentRepositories(inst, ctx.params);
+        const placement = await this.compute.provision(inst, readOnly.length ? { readOnly } : {});
         inst = await this.setInstance(ctx, {
           host: placement.host, port: placement.port, agent_port: placement.agentPort, agent_pid: placement.agentPid,
           epmd_port: placement.epmdPort, instance_dir: placement.instanceDir, engine: placement.engine,
@@ -530,13 +612,21 @@ export class ControlPlane {
             // A replica starts from a fresh physical backup of its source: far quicker than replicating
             // every document from nothing; replication then only has to catch up.
             const seed = inst.replica_of && !ctx.params.restore ? await this.seedReplica(inst) : null;
-            const prepared = await agentCall(agent.prepare(await this.settings(inst, { restore: ctx.params.restore ?? seed, pitr: ctx.params.pitr ?? null })));
+            let prepared: Awaited<ReturnType<AgentApi['prepare']>>;
+            try {
+              prepared = await agentCall(agent.prepare(await this.settings(inst, { restore: ctx.params.restore ?? seed, pitr: ctx.params.pitr ?? null })));
+            } finally {
+              // Another instance's key was lent for this restore only.
+              await this.compute.removeRestoreKey?.(inst).catch((err: unknown) => this.log(`instance ${inst.id}: removing the restore key: ${describeError(err)}`));
+            }
             if (seed && prepared.state === 'FAILED') {
               this.log(`replica ${inst.id}: restoring the seed failed (${prepared.reason ?? 'no reason given'}); starting without it, replication copies everything`);
               await agentCall(agent.prepare(await this.settings(inst)));
             }
             await ctx.step('prepared');
           }
+          // Whatever was lent for the restore goes before CouchDB first starts (also when resumed after a crash).
+          if (this.compute.endRestore) await this.compute.endRestore(inst);
           const s = await agentCall(agent.start());
           if (s.state !== 'RUNNING') throw new Error(`CouchDB did not start: ${s.state}${s.reason ? `: ${s.reason}` : ''}`);
         }
@@ -563,7 +653,7 @@ export class ControlPlane {
           await agentCall(replica.followPrimary({ primaryUrl: `http://${primary.host}:${primary.port}`, username: creds.username, password: creds.password, primaryName: primary.id }));
           // ACTIVE only once it is guarded and has caught up: a replica that does not follow is not healthy.
           await awaitFollowing(this, inst);
-          await this.backups.delete(this.config.repository, seedId(inst.id), this.keyFile).catch(() => undefined);
+          await this.backups.delete(this.repositoryOf(primary.id), seedId(inst.id), this.keyFile).catch(() => undefined);
           await ctx.step('replicating');
         }
         if (inst.configuration_id) {
@@ -586,6 +676,8 @@ export class ControlPlane {
       run: async (ctx) => {
         const inst = await this.held(ctx);
         await this.compute.destroy(inst);
+        // Its backups stay readable: the control plane derives the key from the master again when needed.
+        await this.instanceKeys?.drop(inst.id);
         await ctx.step('destroyed');
         await retireArchive(this, inst);
         await this.store.remove('instances', inst.id, { task_id: ctx.task.id });

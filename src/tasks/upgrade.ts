@@ -47,7 +47,7 @@ export async function upgradeInstance(plane: ControlPlane, projectId: string, id
   const t = now();
   await plane.store.insert('backups', {
     id: backupId, project_id: projectId, instance_id: inst.id, name: `pre-upgrade-${target.name}`, description: `taken before the upgrade from ${DATASTORE} ${inst.datastore_version} to ${target.name}`,
-    status: 'NEW', parent_id: null, location: plane.config.repository, size_bytes: null, data_bytes: null, files: null, checksum: null,
+    status: 'NEW', parent_id: null, location: plane.repositoryOf(inst.id), size_bytes: null, data_bytes: null, files: null, checksum: null,
     datastore: inst.datastore, datastore_version: inst.datastore_version, progress: null, fail_reason: null, task_id: task.id, created: t, updated: t,
   });
   plane.tasks.start(task);
@@ -73,12 +73,11 @@ export function registerUpgradeTasks(plane: ControlPlane): void {
       // 1. A full backup, kept: the way back whatever happens next.
       await plane.store.update('backups', backupId, { status: 'BUILDING', updated: now() }, { task_id: ctx.task.id });
       try {
-        const req: Parameters<AgentApi['backup']>[0] = { storage: plane.config.repository, id: backupId, labels: { instance_id: inst.id, project_id: inst.project_id, reason: 'pre-upgrade' } };
-        if (plane.backupKeyFile) req.keyFile = plane.backupKeyFile;
+        const req: Parameters<AgentApi['backup']>[0] = { storage: plane.repositoryOf(inst.id), id: backupId, labels: { instance_id: inst.id, project_id: inst.project_id, reason: 'pre-upgrade' }, ...(await plane.ownKey(inst)) };
         const summary = await agentCall(agent.backup(req));
         await plane.store.update('backups', backupId, {
           status: 'COMPLETED', size_bytes: summary.size, data_bytes: summary.totalBytes ?? summary.bytes, files: summary.files, checksum: summary.checksum,
-          location: summary.location || plane.config.repository, progress: null, task_id: null, updated: now(),
+          location: summary.location || plane.repositoryOf(inst.id), progress: null, task_id: null, updated: now(),
         }, { task_id: ctx.task.id });
       } catch (err) {
         await plane.store.update('backups', backupId, { status: 'FAILED', fail_reason: describeError(err), task_id: null, updated: now() }, { task_id: ctx.task.id });

@@ -7,10 +7,14 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { repoRoot } from '../support/postgres.js';
 import { startServer, tempDir, api, waitStatus, killUnder, basicAuth, type J, type RealServer } from '../support/server.js';
 import { clientsSkip, troveClients } from '../support/trove-clients.js';
 import { buildTestImage, dockerSkip, startDockerd, type TestDaemon } from '../support/docker.js';
-import { AGENT_CAPS, LABEL } from '../../src/compute/docker/driver.js';
+import { AGENT_CAPS, demux, INSTANCE_KEY, LABEL } from '../../src/compute/docker/driver.js';
+import { readManifest } from '../../src/backup/repository.js';
+import { openStorage } from '../../src/storage/index.js';
 
 const skip = dockerSkip || clientsSkip;
 if (skip) console.log(`docker tests skipped: ${skip}`);
@@ -18,16 +22,30 @@ if (skip) console.log(`docker tests skipped: ${skip}`);
 const root = tempDir('couchtrove-docker-');
 const stateDir = path.join(root, 'state');
 const IMAGE = 'couchtrove-guest:test';
+// The daemon runs in a network namespace of its own, where it may write iptables rules (Docker's isolation
+// of networks, as in production) without touching the host's; the test reaches it over a bridge of its own.
+const netns = path.join(repoRoot, 'scripts', 'docker', 'netns.sh');
+const tag = `k${process.pid % 10000}`;
+const prefix = `10.215.${process.pid % 250}`;
+const PUBLISH = `${prefix}.2`;
+let netUp = false;
 let daemon: TestDaemon | undefined;
 let server: RealServer | undefined;
 let env: Record<string, string> = {};
 
 before(async () => {
   if (skip) return;
-  daemon = await startDockerd(path.join(root, 'dockerd'));
+  execFileSync('bash', [netns, 'up', tag, prefix]);
+  netUp = true;
+  const ns = execFileSync('bash', [netns, 'add', tag, '1', prefix]).toString().trim();
+  daemon = await startDockerd(path.join(root, 'dockerd'), ns, { iptables: true });
   const built = await buildTestImage(daemon.docker, IMAGE);
   console.log(`guest image ${built.tag} (${built.engine}): base imported in ${built.baseSeconds.toFixed(1)} s, built in ${built.seconds.toFixed(1)} s`);
-  env = { COUCHTROVE_COMPUTE_DRIVER: 'docker', COUCHTROVE_DOCKER_HOST: daemon.host, COUCHTROVE_DOCKER_IMAGE: IMAGE, COUCHTROVE_HEALTH_INTERVAL: '1' };
+  env = {
+    COUCHTROVE_COMPUTE_DRIVER: 'docker', COUCHTROVE_DOCKER_HOST: daemon.host, COUCHTROVE_DOCKER_IMAGE: IMAGE, COUCHTROVE_HEALTH_INTERVAL: '1',
+    // The namespace's address: its ports are free whatever the host uses, so a range needs no probing.
+    COUCHTROVE_DOCKER_PUBLISH_ADDRESS: PUBLISH, COUCHTROVE_COUCHDB_TCP_PORTS: '21000-21099',
+  };
   server = await startServer(stateDir, env);
 }, { timeout: 900_000 });
 
@@ -37,10 +55,13 @@ after(async () => {
     if (daemon) {
       // Whatever a failed test left: the daemon's stop removes its whole data root anyway.
       for (const c of await daemon.docker.listContainers({ all: true }).catch(() => [])) await daemon.docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
+      // Their networks' bridges live in the host's namespace: removed through the daemon.
+      for (const n of await daemon.docker.listNetworks({ filters: JSON.stringify({ label: [LABEL] }) }).catch(() => [])) await daemon.docker.getNetwork(n.Id).remove().catch(() => undefined);
       await daemon.stop();
       assert.equal(fs.existsSync(daemon.dir), false, 'the test dockerd left its directory');
     }
   } finally {
+    if (netUp) execFileSync('bash', [netns, 'down', tag, '1']);
     killUnder(root);
     fs.rmSync(root, { recursive: true, force: true });
   }
@@ -59,16 +80,32 @@ async function container(id: string) {
   return daemon!.docker.getContainer(`couchtrove-${id}`).inspect();
 }
 
-/** Runs a command in the instance's container as user; its exit code. */
-async function execAs(id: string, user: string, cmd: string[]): Promise<{ code: number }> {
+/** Runs a command in the instance's container as user; its exit code and output. */
+async function execAs(id: string, user: string, cmd: string[]): Promise<{ code: number; out: string }> {
   const ex = await daemon!.docker.getContainer(`couchtrove-${id}`).exec({ Cmd: cmd, User: user, AttachStdout: true, AttachStderr: true });
   const stream = await ex.start({});
+  const chunks: Buffer[] = [];
   await new Promise<void>((resolve) => {
+    stream.on('data', (d: Buffer) => chunks.push(d));
     stream.on('end', () => resolve());
     stream.on('close', () => resolve());
-    stream.resume();
   });
-  return { code: (await ex.inspect()).ExitCode ?? -1 };
+  return { code: (await ex.inspect()).ExitCode ?? -1, out: demux(Buffer.concat(chunks)) };
+}
+
+/** Whether a TCP connection from inside the instance's container, as user, to host:port succeeds. */
+async function connects(id: string, user: string, host: string, port: number): Promise<boolean> {
+  const js = `const s=require('net').connect({host:${JSON.stringify(host)},port:${port}});s.setTimeout(3000);s.on('connect',()=>process.exit(0));s.on('error',()=>process.exit(1));s.on('timeout',()=>process.exit(2))`;
+  const r = await execAs(id, user, ['/usr/local/bin/node', '-e', js]);
+  return r.code === 0;
+}
+
+/** The container's address on its own network. */
+async function addressOf(id: string): Promise<{ ip: string; gateway: string }> {
+  const nets = (await container(id)).NetworkSettings.Networks;
+  const n = nets[`couchtrove-${id}`];
+  assert.ok(n, `container of ${id} is on its own network: ${JSON.stringify(Object.keys(nets))}`);
+  return { ip: n.IPAddress, gateway: n.Gateway };
 }
 
 async function readDoc(url: string): Promise<J> {
@@ -85,7 +122,7 @@ test('docker driver: create, backup, restore, resize, a dead container, restart,
   assert.equal(shown.status, 'ACTIVE', JSON.stringify(shown));
   console.log(`create -> ACTIVE (docker driver, image present): ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   const url = shown.couchdb_url as string;
-  assert.match(url, /^http:\/\/127\.0\.0\.1:\d+$/);
+  assert.equal(new URL(url).hostname, PUBLISH);
 
   // One container and one volume, labelled; flavor 1 (512 MiB, 1 vCPU) as limits; unprivileged; no secret in inspect.
   const c = await container(id);
@@ -101,14 +138,23 @@ test('docker driver: create, backup, restore, resize, a dead container, restart,
   assert.ok(couch.length > 0, `no CouchDB process in ${JSON.stringify(top.Processes)}`);
   for (const p of couch) assert.equal(p[1], '5984', `CouchDB runs as uid ${p[1]}: ${p.join(' ')}`);
   assert.equal((await execAs(id, '0:0', ['cat', '/etc/couchtrove/agent.token'])).code, 0, 'the probe itself does not work');
-  for (const file of ['/etc/couchtrove/agent.token', path.join(stateDir, 'backup.key')]) assert.notEqual((await execAs(id, '5984:5984', ['cat', file])).code, 0, `uid 5984 can read ${file}`);
-  assert.notEqual((await execAs(id, '5984:5984', ['ls', path.join(stateDir, 'backups')])).code, 0, 'uid 5984 can list the backup repository');
+  for (const file of ['/etc/couchtrove/agent.token', INSTANCE_KEY]) assert.notEqual((await execAs(id, '5984:5984', ['cat', file])).code, 0, `uid 5984 can read ${file}`);
+  // The container holds its own instance's key, and neither the master key nor any other key file.
+  const repoDir = path.join(stateDir, 'backups');
+  const part = (x: string) => path.join(repoDir, 'instances', x);
+  const ownKey = fs.readFileSync(path.join(stateDir, 'keys', `${id}.key`), 'utf8');
+  assert.equal((await execAs(id, '0:0', ['cat', INSTANCE_KEY])).out, ownKey);
+  assert.equal((await execAs(id, '0:0', ['ls', '/etc/couchtrove'])).out.split('\n').filter(Boolean).sort().join(' '), 'agent.json agent.token backup.key');
+  assert.notEqual((await execAs(id, '0:0', ['test', '-e', path.join(stateDir, 'backup.key')])).code, 0, 'the master key is in the container');
+  // Only its own part of the repository is mounted (even root in the container sees no other).
+  assert.equal((await execAs(id, '0:0', ['ls', path.join(repoDir, 'instances')])).out.trim(), id);
+  assert.notEqual((await execAs(id, '5984:5984', ['ls', part(id)])).code, 0, 'uid 5984 can list its part of the backup repository');
   const token = fs.readFileSync(path.join(stateDir, 'instances', id, 'agent.token'), 'utf8').trim();
   assert.equal(JSON.stringify(c).includes(token), false, 'the agent token shows in docker inspect');
   const volumes = (await daemon!.docker.listVolumes({ filters: JSON.stringify({ label: [`${LABEL}=${id}`] }) })).Volumes ?? [];
   assert.equal(volumes.length, 1);
   const mounts = c.Mounts.map((m) => `${m.Type}:${m.Destination}`).sort();
-  assert.deepEqual(mounts, [`bind:${path.join(stateDir, 'backups')}`, 'volume:/srv/couchtrove']);
+  assert.deepEqual(mounts, [`bind:${part(id)}`, 'volume:/srv/couchtrove']);
   assert.equal(shown.engine, process.env.COUCHDB_HOME ? 'couchdb' : 'devengine');
 
   const put = await fetch(`${url}/orders/doc1`, { method: 'PUT', headers: { authorization: basicAuth('alice', 'secret-1'), 'content-type': 'application/json' }, body: '{"n":1}' });
@@ -122,6 +168,35 @@ test('docker driver: create, backup, restore, resize, a dead container, restart,
   const restored = await idle(rid);
   assert.equal(restored.status, 'ACTIVE', JSON.stringify(restored));
   assert.equal((await readDoc(restored.couchdb_url as string)).n, 1);
+
+  // The backup is in the instance's part, under its own key; the restored instance kept nothing of it.
+  const st = await openStorage(`file://${part(id)}`);
+  try {
+    assert.equal((await readManifest(st, bid)).body.encryption?.keyId, `instance:${id}`);
+  } finally {
+    await st.close();
+  }
+  const rc = await container(rid);
+  assert.deepEqual(rc.Mounts.map((m) => `${m.Type}:${m.Destination}:${m.RW ? 'rw' : 'ro'}`).sort(), [`bind:${part(rid)}:rw`, 'volume:/srv/couchtrove:rw'], 'the lent part of the repository is gone after the restore');
+  assert.equal((await execAs(rid, '0:0', ['ls', '/etc/couchtrove'])).out.split('\n').filter(Boolean).sort().join(' '), 'agent.json agent.token backup.key', 'the lent key is gone after the restore');
+  assert.equal((await execAs(rid, '0:0', ['cat', INSTANCE_KEY])).out, fs.readFileSync(path.join(stateDir, 'keys', `${rid}.key`), 'utf8'));
+  // As uid 5984 in the restored instance's container (a tenant running code), and even as its root:
+  // the first instance's backup objects are out of reach, and so are its CouchDB and agent ports.
+  const manifest = path.join(part(id), 'backups', bid, 'manifest.json');
+  assert.ok(fs.existsSync(manifest));
+  for (const user of ['5984:5984', '0:0']) assert.notEqual((await execAs(rid, user, ['cat', manifest])).code, 0, `${user} in another container reads ${manifest}`);
+  const target = await addressOf(id);
+  const own = await addressOf(rid);
+  assert.equal(await connects(rid, '5984:5984', own.ip, Number(new URL(restored.couchdb_url as string).port)), true, 'the probe reaches its own CouchDB (the probe works)');
+  const ports = { couchdb: Number(new URL(url).port), agent: Number(fs.readFileSync(path.join(stateDir, 'instances', id, 'placement.json'), 'utf8').match(/"agentPort":(\d+)/)![1]) };
+  for (const [what, port] of Object.entries(ports)) {
+    assert.equal(await connects(id, '5984:5984', target.ip, port), true, `the first instance's own ${what} port answers inside it`);
+    for (const host of [target.ip, own.gateway, '127.0.0.1']) {
+      // Its container address (another network: Docker's isolation drops it), its own gateway (the daemon's
+      // side of its network, where nothing is published) and its own loopback.
+      assert.equal(await connects(rid, '5984:5984', host, port), false, `uid 5984 in ${rid} reaches ${what} port ${port} of ${id} at ${host}`);
+    }
+  }
 
   // Resize: the running container's limits follow flavor 3 (2 GiB, 2 vCPUs), same container, data kept.
   await os('instance', 'resize', 'flavor', id, '3');
@@ -158,6 +233,7 @@ test('docker driver: create, backup, restore, resize, a dead container, restart,
   }
   assert.deepEqual(await daemon!.docker.listContainers({ all: true, filters: JSON.stringify({ label: [LABEL] }) }), []);
   assert.deepEqual((await daemon!.docker.listVolumes({ filters: JSON.stringify({ label: [LABEL] }) })).Volumes ?? [], []);
+  assert.deepEqual(await daemon!.docker.listNetworks({ filters: JSON.stringify({ label: [LABEL] }) }), []);
   // Backups are kept.
   assert.equal((await waitStatus(server!.api, 'backups', bid, ['COMPLETED'])).status, 'COMPLETED');
 });

@@ -39,9 +39,11 @@ process.once('exit', () => {
   }
 });
 
-export async function startDockerd(dir: string, netns?: string): Promise<TestDaemon> {
+/** iptables: the daemon writes its rules (network isolation); only with netns, whose rules are its own. */
+export async function startDockerd(dir: string, netns?: string, o: { iptables?: boolean } = {}): Promise<TestDaemon> {
   live.add(dir);
-  const { stdout } = await run('bash', [script, 'start', dir, ...(netns ? [netns] : [])], { timeout: 60_000 });
+  const env = { ...process.env, ...(o.iptables ? { TEST_DOCKERD_IPTABLES: '1' } : {}) };
+  const { stdout } = await run('bash', [script, 'start', dir, ...(netns ? [netns] : [])], { timeout: 60_000, env });
   const host = stdout.trim().split('\n').pop()!;
   const docker = connectDocker(host);
   return {

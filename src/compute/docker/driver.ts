@@ -29,6 +29,7 @@ import { agentAnswers, type ComputeDriver, type EngineInfo, type InstancePaths, 
 import { defaultAgentFactory, freePort, type AgentFactory } from '../local.js';
 import { connectDocker } from './connect.js';
 import { packFiles, type MemoryFile } from './tar.js';
+import type { InstanceKeys } from '../../crypto/instance-keys.js';
 
 /** The guest image's unprivileged user (image/Dockerfile). */
 export const GUEST_UID = 5984;
@@ -36,6 +37,9 @@ export const VOLUME_MOUNT = '/srv/couchtrove';
 export const LABEL = 'org.couchtrove.instance';
 export const AGENT_CONFIG = '/etc/couchtrove/agent.json';
 const AGENT_TOKEN = '/etc/couchtrove/agent.token';
+/** The instance's own backup key in its container (root, 0400); another instance's, lent for one restore. */
+export const INSTANCE_KEY = '/etc/couchtrove/backup.key';
+export const RESTORE_KEY = '/etc/couchtrove/restore.key';
 const MiB = 1024 * 1024;
 /**
  * What the agent needs as root in the container, and no more: give CouchDB's files to its uid (CHOWN,
@@ -53,8 +57,8 @@ export interface DockerDriverOptions {
   publishAddress: string;
   /** The backup repository URL: a file:// one is bind-mounted at the same path. */
   repository: string;
-  /** The backup key file, copied into each container at the same path. */
-  keyFile?: string;
+  /** Per-instance backup keys: each container gets its own instance's key only (INSTANCE_KEY), never the master. */
+  instanceKeys?: InstanceKeys;
   /** Flavors by id: their RAM and vCPUs become the container's limits. */
   flavors: FlavorConfig[];
   tcpPorts?: PortRange[];
@@ -142,7 +146,10 @@ export class DockerDriver implements ComputeDriver {
   }
 
   paths(): InstancePaths {
-    return { dataDir: `${VOLUME_MOUNT}/data`, agentDir: `${VOLUME_MOUNT}/agent`, bindAddress: '0.0.0.0', couchdbHome: this.engine.home, runAs: { uid: GUEST_UID, gid: GUEST_UID } };
+    return {
+      dataDir: `${VOLUME_MOUNT}/data`, agentDir: `${VOLUME_MOUNT}/agent`, bindAddress: '0.0.0.0', couchdbHome: this.engine.home, runAs: { uid: GUEST_UID, gid: GUEST_UID },
+      ...(this.options.instanceKeys ? { keyFile: INSTANCE_KEY } : {}),
+    };
   }
 
   protected flavor(inst: Row<'instances'>): FlavorConfig {
@@ -193,27 +200,75 @@ export class DockerDriver implements ComputeDriver {
   }
 
   /** What the agent in the container needs before its first start, as putArchive files. */
-  protected secretFiles(agentPort: number, token: string): MemoryFile[] {
+  protected secretFiles(agentPort: number, token: string, key: string | undefined): MemoryFile[] {
     const cfg = this.serveConfig(agentPort);
     const own = { uid: 0, gid: 0, mode: 0o400 };
     const files: MemoryFile[] = [
       { name: AGENT_CONFIG.slice(1), content: JSON.stringify(cfg, null, 2) + '\n', ...own },
       { name: AGENT_TOKEN.slice(1), content: `${token}\n`, ...own },
     ];
-    if (this.options.keyFile) files.push({ name: this.options.keyFile.slice(1), content: fs.readFileSync(this.options.keyFile), ...own });
+    if (key !== undefined) files.push({ name: INSTANCE_KEY.slice(1), content: key, ...own });
     return files;
   }
 
-  protected mounts(id: string): Docker.MountConfig {
+  /**
+   * A file:// repository is never mounted whole: each container gets its own instance's part,
+   * <repo>/instances/<id>/ (created 0700), read-write, and for a restore another instance's part read-only
+   * (readOnly, until endRestore). So a tenant who takes over its agent reaches no other tenant's objects.
+   */
+  repositoryFor(instanceId: string, repository: string): string {
+    const dir = this.partDir(instanceId, repository);
+    return dir ? `file://${dir}` : repository;
+  }
+
+  repositoryParts(repository: string): string[] {
     const repo = this.repositoryDir();
+    if (!repo || repository !== this.options.repository) return [];
+    let names: string[] = [];
+    try {
+      names = fs.readdirSync(path.join(repo, 'instances'));
+    } catch {
+      // no instance has written yet
+    }
+    return names.filter((n) => /^[0-9a-f-]{36}$/.test(n)).map((n) => `file://${path.join(repo, 'instances', n)}`);
+  }
+
+  /** The host directory of an instance's part of the file:// repository; null for other repositories. */
+  protected partDir(instanceId: string, repository = this.options.repository): string | null {
+    const repo = this.repositoryDir();
+    if (!repo || repository !== this.options.repository) return null;
+    if (!/^[0-9a-f-]{36}$/.test(instanceId)) throw new Error(`invalid instance id ${JSON.stringify(instanceId)}`);
+    return path.join(repo, 'instances', instanceId);
+  }
+
+  /** Host directories of readOnly repositories: only other instances' parts of this repository are lent. */
+  protected lentDirs(readOnly: string[] = []): string[] {
+    const repo = this.repositoryDir();
+    const out: string[] = [];
+    for (const url of readOnly) {
+      const u = new URL(url);
+      const dir = u.protocol === 'file:' ? path.resolve(decodeURIComponent(u.pathname)) : null;
+      if (!repo || !dir || path.dirname(dir) !== path.join(repo, 'instances') || !/^[0-9a-f-]{36}$/.test(path.basename(dir))) {
+        throw new Error(`the repository ${url} cannot be lent to a container: only an instance's part of ${this.options.repository} (instances/<id>/) is`);
+      }
+      out.push(dir);
+    }
+    return out;
+  }
+
+  protected mounts(id: string, lent: string[] = []): Docker.MountConfig {
+    const part = this.partDir(id);
+    if (part) fs.mkdirSync(part, { recursive: true, mode: 0o700 });
     return [
       { Type: 'volume', Source: volumeName(id), Target: VOLUME_MOUNT },
-      ...(repo ? [{ Type: 'bind' as const, Source: repo, Target: repo }] : []),
+      ...(part ? [{ Type: 'bind' as const, Source: part, Target: part }] : []),
+      ...lent.filter((d) => d !== part).map((d) => ({ Type: 'bind' as const, Source: d, Target: d, ReadOnly: true })),
     ];
   }
 
-  async provision(inst: Row<'instances'>): Promise<Placement> {
+  async provision(inst: Row<'instances'>, options: { readOnly?: string[] } = {}): Promise<Placement> {
     const h = await this.hostSide(inst);
+    const lent = this.lentDirs(options.readOnly);
     const name = containerName(inst.id);
     const labels = { [LABEL]: inst.id, 'org.couchtrove.project': inst.project_id };
     try {
@@ -230,30 +285,71 @@ export class DockerDriver implements ComputeDriver {
       if (!isNotFound(err)) throw err;
       exists = false;
     }
-    if (!exists) {
-      const ports = [h.port, h.agentPort];
-      container = await this.docker.createContainer({
-        name,
-        Image: this.options.image,
-        Labels: labels,
-        User: '0:0',
-        ExposedPorts: Object.fromEntries(ports.map((p) => [`${p}/tcp`, {}])),
-        HostConfig: {
-          PortBindings: Object.fromEntries(ports.map((p) => [`${p}/tcp`, [{ HostIp: this.options.publishAddress, HostPort: String(p) }]])),
-          Mounts: this.mounts(inst.id),
-          ...flavorLimits(this.flavor(inst)),
-          RestartPolicy: { Name: 'no' },
-          CapDrop: ['ALL'],
-          CapAdd: AGENT_CAPS,
-          SecurityOpt: ['no-new-privileges'],
-          // An init as pid 1 reaps what CouchDB leaves (its epmd, couchjs) when the agent is not their parent.
-          Init: true,
-        },
-      });
-      await container.putArchive(packFiles(this.secretFiles(h.agentPort, h.token)), { path: '/' });
-    }
+    if (!exists) container = await this.createContainer(inst, h, lent);
     const placement: Placement = { host: this.options.publishAddress, port: h.port, agentPort: h.agentPort, epmdPort: h.epmdPort, agentPid: null, instanceDir: h.dir, engine: this.engine.kind };
     return this.ensureAgent({ ...inst, host: placement.host, port: h.port, agent_port: h.agentPort, epmd_port: h.epmdPort, instance_dir: h.dir }, placement);
+  }
+
+  protected async createContainer(inst: Row<'instances'>, h: { port: number; agentPort: number; token: string }, lent: string[]): Promise<Docker.Container> {
+    const ports = [h.port, h.agentPort];
+    const container = await this.docker.createContainer({
+      name: containerName(inst.id),
+      Image: this.options.image,
+      Labels: { [LABEL]: inst.id, 'org.couchtrove.project': inst.project_id },
+      User: '0:0',
+      ExposedPorts: Object.fromEntries(ports.map((p) => [`${p}/tcp`, {}])),
+      HostConfig: {
+        PortBindings: Object.fromEntries(ports.map((p) => [`${p}/tcp`, [{ HostIp: this.options.publishAddress, HostPort: String(p) }]])),
+        Mounts: this.mounts(inst.id, lent),
+        ...flavorLimits(this.flavor(inst)),
+        RestartPolicy: { Name: 'no' },
+        CapDrop: ['ALL'],
+        CapAdd: AGENT_CAPS,
+        SecurityOpt: ['no-new-privileges'],
+        // An init as pid 1 reaps what CouchDB leaves (its epmd, couchjs) when the agent is not their parent.
+        Init: true,
+        // Its own bridge network: no other container is on its link, so none reaches its ports directly.
+        NetworkMode: await this.ensureNetwork(inst),
+      },
+    });
+    await container.putArchive(packFiles(this.secretFiles(h.agentPort, h.token, await this.options.instanceKeys?.text(inst.id))), { path: '/' });
+    return container;
+  }
+
+  /**
+   * One bridge network per instance (couchtrove-<id>, inter-container traffic off as well): containers of
+   * two instances share no link, and Docker keeps its networks apart (its isolation rules; a host that does
+   * not forward between bridges drops it anyway). Published ports go through the host's publish address.
+   */
+  protected async ensureNetwork(inst: Row<'instances'>): Promise<string> {
+    const name = containerName(inst.id);
+    try {
+      await this.docker.getNetwork(name).inspect();
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      await this.docker.createNetwork({
+        Name: name, Driver: 'bridge', CheckDuplicate: true,
+        Labels: { [LABEL]: inst.id, 'org.couchtrove.project': inst.project_id },
+        Options: { 'com.docker.network.bridge.enable_icc': 'false' },
+      });
+    }
+    return name;
+  }
+
+  /**
+   * After a restore from another instance's part: the container is made again without that mount (mounts
+   * are fixed at creation), on the same volume, so nothing lent stays reachable. CouchDB is not running yet.
+   */
+  async endRestore(inst: Row<'instances'>): Promise<void> {
+    const c = this.docker.getContainer(containerName(inst.id));
+    const info = await c.inspect();
+    if (!info.Mounts.some((m) => m.Type === 'bind' && m.RW === false)) return;
+    await c.stop({ t: 30 }).catch(() => undefined);
+    await c.remove({ force: true, v: false });
+    this.clients.delete(inst.id);
+    const h = await this.hostSide(inst);
+    await this.createContainer(inst, h, []);
+    await this.ensureAgent(inst);
   }
 
   /** Why the container is not running (its state, exit code, OOM kill, error), or null when it runs. */
@@ -329,6 +425,46 @@ export class DockerDriver implements ComputeDriver {
     return c;
   }
 
+  /**
+   * Another instance's key for one restore, copied in as root's 0400 file and removed after. The master key
+   * (a backup written before per-instance keys) is never copied into a container: such a backup is refused.
+   */
+  async installRestoreKey(inst: Row<'instances'>, hostFile: string, keyId: string | undefined): Promise<string> {
+    if (keyId === undefined) throw new Error('this backup was written with the server\'s master key (before per-instance keys), which is never given to a container: restore it with the local driver, or back it up again');
+    const c = await this.instanceContainer(inst);
+    await c.putArchive(packFiles([{ name: RESTORE_KEY.slice(1), content: fs.readFileSync(hostFile), uid: 0, gid: 0, mode: 0o400 }]), { path: '/' });
+    return RESTORE_KEY;
+  }
+
+  /** Instances whose container is known to hold its key (made by this process, or copied in once). */
+  protected readonly keyed = new Set<string>();
+
+  /** A container made before per-instance keys gets its key copied in, once per control-plane process. */
+  async ensureOwnKey(inst: Row<'instances'>): Promise<void> {
+    if (!this.options.instanceKeys || this.keyed.has(inst.id)) return;
+    const c = await this.instanceContainer(inst);
+    await c.putArchive(packFiles([{ name: INSTANCE_KEY.slice(1), content: await this.options.instanceKeys.text(inst.id), uid: 0, gid: 0, mode: 0o400 }]), { path: '/' });
+    this.keyed.add(inst.id);
+  }
+
+  /** The container the instance's agent runs in. */
+  protected async instanceContainer(inst: Row<'instances'>): Promise<Docker.Container> {
+    return this.docker.getContainer(containerName(inst.id));
+  }
+
+  async removeRestoreKey(inst: Row<'instances'>): Promise<void> {
+    const c = await this.instanceContainer(inst);
+    const ex = await c.exec({ Cmd: ['rm', '-f', RESTORE_KEY], User: '0:0', AttachStdout: true, AttachStderr: true });
+    const stream = await ex.start({});
+    await new Promise<void>((resolve) => {
+      stream.on('end', () => resolve());
+      stream.on('close', () => resolve());
+      stream.resume();
+    });
+    const code = (await ex.inspect()).ExitCode;
+    if (code !== 0) throw new Error(`rm ${RESTORE_KEY} in ${containerName(inst.id)} exited with ${code}`);
+  }
+
   async resizeVolume(): Promise<void> {
     // The volume's size is a quota the agent enforces, as with local instances.
   }
@@ -354,6 +490,11 @@ export class DockerDriver implements ComputeDriver {
     }
     try {
       await this.docker.getVolume(volumeName(inst.id)).remove();
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+    try {
+      await this.docker.getNetwork(containerName(inst.id)).remove();
     } catch (err) {
       if (!isNotFound(err)) throw err;
     }

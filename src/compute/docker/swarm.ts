@@ -11,7 +11,7 @@ import type Docker from 'dockerode';
 import type { Row } from '../../state/index.js';
 import type { Placement } from '../driver.js';
 import { connectDocker } from './connect.js';
-import { AGENT_CAPS, AGENT_CONFIG, containerName, DockerDriver, flavorLimits, LABEL, VOLUME_MOUNT, volumeName, type DockerDriverOptions } from './driver.js';
+import { AGENT_CAPS, AGENT_CONFIG, containerName, DockerDriver, flavorLimits, INSTANCE_KEY, LABEL, VOLUME_MOUNT, volumeName, type DockerDriverOptions } from './driver.js';
 import * as fs from 'node:fs';
 
 export interface SwarmDriverOptions extends DockerDriverOptions {
@@ -108,8 +108,9 @@ export class SwarmDriver extends DockerDriver {
     return (r.id ?? r.ID)!;
   }
 
-  override async provision(inst: Row<'instances'>): Promise<Placement> {
+  override async provision(inst: Row<'instances'>, options: { readOnly?: string[] } = {}): Promise<Placement> {
     const h = await this.hostSide(inst);
+    const lent = this.lentDirs(options.readOnly);
     const name = containerName(inst.id);
     const flavor = this.flavor(inst);
     const limits = flavorLimits(flavor);
@@ -131,12 +132,15 @@ export class SwarmDriver extends DockerDriver {
       const tokenId = await this.ensureSecret(`${name}-token`, Buffer.from(`${h.token}\n`), labels);
       const configId = await this.ensureConfig(`${name}-agent`, JSON.stringify(this.serveConfig(h.agentPort, `/run/secrets/${TOKEN_TARGET}`), null, 2) + '\n', labels);
       const secrets: Docker.SecretReference[] = [{ SecretID: tokenId, SecretName: `${name}-token`, File: { Name: TOKEN_TARGET, ...owner } }];
-      if (this.options.keyFile) {
-        // One key for every instance; at the control plane's path, where the agent is told to find it.
-        const keyId = await this.ensureSecret('couchtrove-backup-key', fs.readFileSync(this.options.keyFile), { 'org.couchtrove.backup-key': '1' });
-        secrets.push({ SecretID: keyId, SecretName: 'couchtrove-backup-key', File: { Name: this.options.keyFile, ...owner } });
+      if (this.options.instanceKeys) {
+        // The instance's own key only, as a secret of its own (removed with the service).
+        const keyId = await this.ensureSecret(`${name}-key`, Buffer.from(await this.options.instanceKeys.text(inst.id), 'latin1'), labels);
+        secrets.push({ SecretID: keyId, SecretName: `${name}-key`, File: { Name: INSTANCE_KEY, ...owner } });
       }
-      const repo = this.repositoryDir();
+      // As the docker driver: its own part of a file:// repository (the directory every node mounts at the
+      // same path), another instance's read-only while it restores from it (endRestore).
+      const part = this.partDir(inst.id);
+      if (part) fs.mkdirSync(part, { recursive: true, mode: 0o700 });
       await this.docker.createService({
         Name: name,
         Labels: { ...labels, 'org.couchtrove.node': node.ID },
@@ -150,7 +154,8 @@ export class SwarmDriver extends DockerDriver {
             CapabilityAdd: AGENT_CAPS,
             Mounts: [
               { Type: 'volume', Source: volumeName(inst.id), Target: VOLUME_MOUNT, VolumeOptions: { Labels: labels } },
-              ...(repo ? [{ Type: 'bind' as const, Source: repo, Target: repo }] : []),
+              ...(part ? [{ Type: 'bind' as const, Source: part, Target: part }] : []),
+              ...lent.filter((d) => d !== part).map((d) => ({ Type: 'bind' as const, Source: d, Target: d, ReadOnly: true })),
             ],
             Secrets: secrets,
             Configs: [{ ConfigID: configId, ConfigName: `${name}-agent`, File: { Name: AGENT_CONFIG, ...owner, Mode: 0o400 } }],
@@ -227,6 +232,31 @@ export class SwarmDriver extends DockerDriver {
     throw new Error(`the agent of instance ${inst.id} did not answer within ${limit / 1000} s${why ? `: ${why}` : ''}`);
   }
 
+  /** The key is a secret of the service, fixed at its creation (a service made before per-instance keys has none: docs/compute.md). */
+  override async ensureOwnKey(): Promise<void> {}
+
+  /**
+   * The lent read-only mounts go: Swarm replaces the task (same node, same volume). Waited for until the new
+   * task runs and its agent answers: the old one would answer until it is shut down.
+   */
+  override async endRestore(inst: Row<'instances'>): Promise<void> {
+    const info = (await this.docker.getService(containerName(inst.id)).inspect()) as { Spec: Docker.ServiceSpec };
+    const c = (info.Spec.TaskTemplate as { ContainerSpec?: { Mounts?: Array<{ ReadOnly?: boolean }> } } | undefined)?.ContainerSpec;
+    if (!c?.Mounts?.some((m) => m.ReadOnly)) return;
+    const before = new Set((await this.tasks(inst.id)).map((t) => t.ID));
+    await this.update(inst, (spec) => {
+      const cs = (spec.TaskTemplate as { ContainerSpec?: { Mounts?: Array<{ ReadOnly?: boolean }> } } | undefined)?.ContainerSpec;
+      if (cs?.Mounts) cs.Mounts = cs.Mounts.filter((m) => !m.ReadOnly);
+    });
+    const until = Date.now() + (this.options.agentStartMs ?? 120_000);
+    while (!(await this.tasks(inst.id)).some((t) => !before.has(t.ID) && t.Status.State === 'running')) {
+      if (Date.now() > until) throw new Error(`instance ${inst.id}: the task without the restore mount did not start`);
+      await sleep(300);
+    }
+    this.clients.delete(inst.id);
+    await this.ensureAgent(inst);
+  }
+
   override async resizeFlavor(inst: Row<'instances'>, flavor: { ram: number; vcpus: number }): Promise<void> {
     const l = flavorLimits(flavor);
     // Swarm replaces the task on the same node (the constraint): CouchDB restarts on the same volume.
@@ -235,6 +265,16 @@ export class SwarmDriver extends DockerDriver {
     });
     await sleep(1000);
     await this.ensureAgent(inst);
+  }
+
+  /** The running task's container, through its node's own API (swarm_node_hosts; the manager's for itself). */
+  protected override async instanceContainer(inst: Row<'instances'>): Promise<Docker.Container> {
+    const all = (await this.docker.listTasks({ filters: JSON.stringify({ service: [containerName(inst.id)], 'desired-state': ['running'] }) })) as Array<SwarmTask & { Status: { ContainerStatus?: { ContainerID?: string } } }>;
+    const t = all.find((x) => x.Status.ContainerStatus?.ContainerID);
+    if (!t) throw new Error(`instance ${inst.id} has no running task`);
+    const node = (await this.nodes()).find((n) => n.ID === t.NodeID);
+    const host = node ? (this.swarm.nodeHosts?.[node.ID] ?? this.swarm.nodeHosts?.[node.Description.Hostname]) : undefined;
+    return (host ? connectDocker(host) : this.docker).getContainer(t.Status.ContainerStatus!.ContainerID!);
   }
 
   override async destroy(inst: Row<'instances'>): Promise<void> {
@@ -254,7 +294,7 @@ export class SwarmDriver extends DockerDriver {
     } catch (err) {
       if (!isNotFound(err)) throw err;
     }
-    for (const s of [`${name}-token`]) await this.docker.getSecret(s).remove().catch(() => undefined);
+    for (const s of [`${name}-token`, `${name}-key`]) await this.docker.getSecret(s).remove().catch(() => undefined);
     await this.docker.getConfig(`${name}-agent`).remove().catch(() => undefined);
     // The volume is on its node, removable once the task's container is gone, through that node's API.
     const node = nodeId ? (await this.nodes().catch(() => [])).find((n) => n.ID === nodeId) : undefined;

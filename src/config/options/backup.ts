@@ -14,6 +14,10 @@ export const backupOptions = {
     flag: 'key-file', arg: 'FILE', group: 'Backup engine', env: 'COUCHTROVE_KEY_FILE', parse: parsers.absolutePath,
     description: 'File holding the encryption key (at least 32 bytes, mode 0600 or 0400; `couchtrove agent keygen` makes one). Without it backups are not encrypted; list, delete and expire need it to authenticate encrypted manifests',
   },
+  masterKey: {
+    flag: 'master-key', group: 'Backup engine', parse: parsers.boolean,
+    description: "The key file is the control plane's master key: each backup is read with the key its manifest names (instance:<id>, derived from the master), or the master itself when it names none",
+  },
   compression: {
     flag: 'compression', arg: 'CODEC', group: 'Backup engine', default: 'zstd', parse: parsers.oneOf(...CODECS),
     description: 'Compression of stored data: zstd, gzip or none',

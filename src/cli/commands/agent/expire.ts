@@ -1,17 +1,17 @@
 import { defineCommand } from '../../command.js';
 import { expireBackups } from '../../../backup/index.js';
 import { openStorage } from '../../../storage/index.js';
-import { readKeyFile } from '../../../crypto/keys.js';
+import { readingKey } from '../../../crypto/keys.js';
 
 export const expireCommand = defineCommand({
   path: ['agent', 'expire'],
   summary: 'Delete the backups a retention policy does not keep (never one that a kept incremental needs)',
   required: ['storage'],
-  optional: ['keyFile', 'keepLast', 'keepDaily', 'keepWeekly', 'dryRun', 'json'],
+  optional: ['keyFile', 'masterKey', 'keepLast', 'keepDaily', 'keepWeekly', 'dryRun', 'json'],
   run: async (o, io) => {
     const storage = await openStorage(o.storage, io.env);
     try {
-      const key = o.keyFile ? await readKeyFile(o.keyFile) : undefined;
+      const key = await readingKey(o.keyFile, o.masterKey);
       const r = await expireBackups(storage, { keepLast: o.keepLast, keepDaily: o.keepDaily, keepWeekly: o.keepWeekly }, o.dryRun === true, key);
       // Unverified manifests and a held policy are reported on stderr, with --json too.
       for (const u of r.unverified) io.stderr.write(`unverified backup ${u.id} kept, not counted by the policy: ${u.reason}\n`);

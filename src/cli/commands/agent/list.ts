@@ -2,17 +2,17 @@ import { defineCommand } from '../../command.js';
 import { listBackups } from '../../../backup/index.js';
 import { openStorage } from '../../../storage/index.js';
 import { formatBytes } from '../../progress.js';
-import { readKeyFile } from '../../../crypto/keys.js';
+import { readingKey } from '../../../crypto/keys.js';
 
 export const listCommand = defineCommand({
   path: ['agent', 'list'],
   summary: 'List the backups in a repository, and report incomplete ones',
   required: ['storage'],
-  optional: ['keyFile', 'json'],
+  optional: ['keyFile', 'masterKey', 'json'],
   run: async (o, io) => {
     const storage = await openStorage(o.storage, io.env);
     try {
-      const { backups, unverified, incomplete } = await listBackups(storage, o.keyFile ? await readKeyFile(o.keyFile) : undefined);
+      const { backups, unverified, incomplete } = await listBackups(storage, await readingKey(o.keyFile, o.masterKey));
       if (o.json) {
         io.stdout.write(`${JSON.stringify(backups)}\n`);
         // stdout stays a plain array of usable (authenticated) backups; the others are reported on stderr.

@@ -2,7 +2,7 @@ import { defineCommand } from '../../command.js';
 import { restoreBackup } from '../../../backup/index.js';
 import { restoreToTime } from '../../../backup/archive.js';
 import { openStorage } from '../../../storage/index.js';
-import { readKeyFile } from '../../../crypto/keys.js';
+import { readingKey } from '../../../crypto/keys.js';
 import { UsageError } from '../../../config/option.js';
 import { formatBytes, progressBar } from '../../progress.js';
 
@@ -10,7 +10,7 @@ export const restoreCommand = defineCommand({
   path: ['agent', 'restore'],
   summary: 'Restore a backup (--backup), or an archive as of a time (--stream --to-time), into an empty data directory (CouchDB stopped), checking every file',
   required: ['storage', 'dataDir'],
-  optional: ['backupId', 'archiveStream', 'toTime', 'keyFile', 'owner', 'force', 'configDir', 'json'],
+  optional: ['backupId', 'archiveStream', 'toTime', 'keyFile', 'masterKey', 'owner', 'force', 'configDir', 'json'],
   run: async (o, io) => {
     const pitr = o.toTime !== undefined || o.archiveStream !== undefined;
     if (pitr && (o.toTime === undefined || o.archiveStream === undefined || o.backupId !== undefined)) throw new UsageError('a point-in-time restore takes --stream and --to-time (and no --backup)');
@@ -21,7 +21,7 @@ export const restoreCommand = defineCommand({
       const common = {
         storage,
         dataDir: o.dataDir,
-        key: o.keyFile ? await readKeyFile(o.keyFile) : undefined,
+        key: await readingKey(o.keyFile, o.masterKey),
         owner: o.owner,
         force: o.force,
         configDir: o.configDir,
