@@ -10,7 +10,7 @@ import { agentCall } from './control.js';
 import { withTimeout } from '../util/concurrency.js';
 import { badRequest, unprocessable } from './errors.js';
 import { expireRetired, findCut, retireStream } from '../backup/archive.js';
-import { readKeyFile } from '../crypto/keys.js';
+import { KeyRing, readKeyFile } from '../crypto/keys.js';
 import { DEFAULT_KEEP_DAYS } from '../agent/archiver.js';
 import { stableId } from './control.js';
 
@@ -115,7 +115,7 @@ export async function resolveRestoreTime(plane: ControlPlane, streamOf: string, 
   return plane.withStorage(plane.repositoryOf(streamOf), async (storage) => {
     try {
       // With the server's key, the window and the cut are chosen only from what authenticates.
-      const key = plane.backupKeyFile ? await readKeyFile(plane.backupKeyFile) : undefined;
+      const key = plane.backupKeyFile ? new KeyRing(await readKeyFile(plane.backupKeyFile)) : undefined;
       return { stream: streamOf, cut: (await findCut(storage, streamOf, t, key)).id };
     } catch (err) {
       throw unprocessable(`Instance ${streamOf} has no restore point for ${new Date(t).toISOString()}: ${describeError(err)}`);

@@ -165,10 +165,13 @@ export class ControlPlane {
     try {
       const m = await this.withStorage(storage, (repo) => readManifest(stream ? archiveStorage(repo, stream) : repo, id));
       keyId = m.body.encryption ? m.body.encryption.keyId : null;
-    } catch {
-      keyId = owner ? InstanceKeys.keyId(owner) : null;
+    } catch (err) {
+      if (!owner) throw unprocessable(`Backup ${id} cannot be restored: its manifest cannot be read (${describeError(err)}).`);
+      keyId = InstanceKeys.keyId(owner);
     }
-    if (keyId === null) return {};
+    // This server encrypts: a plain manifest proves nothing (anyone who can write the repository can make
+    // one under a real backup's id), so it is never handed to an agent without a key (issue 22).
+    if (keyId === null) throw unprocessable(`Backup ${id} is not encrypted, but this server encrypts its backups: its manifest cannot be authenticated (forged, or written without a key), so it is not restored.`);
     if (keyId !== undefined && (owner === null || keyId !== InstanceKeys.keyId(owner))) {
       throw unprocessable(`Backup ${id} names key ${keyId}, not the key of the instance it belongs to${owner ? ` (${owner})` : ''}: it is not restored.`);
     }

@@ -12,7 +12,7 @@ import { repoRoot } from '../support/postgres.js';
 import { startServer, tempDir, api, waitStatus, killUnder, basicAuth, type J, type RealServer } from '../support/server.js';
 import { clientsSkip, troveClients } from '../support/trove-clients.js';
 import { buildTestImage, dockerSkip, startDockerd, type TestDaemon } from '../support/docker.js';
-import { AGENT_CAPS, demux, INSTANCE_KEY, LABEL } from '../../src/compute/docker/driver.js';
+import { AGENT_CAPS, demux, INSTANCE_KEY, LABEL, VOLUME_MOUNT } from '../../src/compute/docker/driver.js';
 import { readManifest } from '../../src/backup/repository.js';
 import { openStorage } from '../../src/storage/index.js';
 
@@ -197,6 +197,21 @@ test('docker driver: create, backup, restore, resize, a dead container, restart,
       assert.equal(await connects(rid, '5984:5984', host, port), false, `uid 5984 in ${rid} reaches ${what} port ${port} of ${id} at ${host}`);
     }
   }
+
+  // Issue 22 in a container, as its CouchDB's uid: the files CouchDB reads are not its to write or replace
+  // (a log-file injection lands nowhere; no link for the root agent to follow), and a configuration key that
+  // needs a restart, with root enabled, ends ACTIVE with the key in effect (it bricked instances before).
+  const agentDir = `${VOLUME_MOUNT}/agent`;
+  for (const script of [`echo '[native_query_servers]' >> ${agentDir}/etc/local.ini`, `touch ${agentDir}/etc/x.ini`, `ln -sf /etc/couchtrove/agent.token ${agentDir}/home/.erlang.cookie`]) {
+    assert.notEqual((await execAs(rid, '5984:5984', ['sh', '-c', script])).code, 0, `uid 5984 could: ${script}`);
+  }
+  const cfg = await osJson('configuration', 'create', 'dk-restart-key', JSON.stringify({ 'chttpd_auth_cache/max_lifetime': 90000 }), '--datastore', 'couchdb', '--datastore-version', '3.5');
+  await os('root', 'enable', rid);
+  await os('configuration', 'attach', rid, cfg.id as string);
+  assert.equal((await idle(rid)).status, 'RESTART_REQUIRED');
+  await os('instance', 'restart', rid);
+  assert.equal((await idle(rid)).status, 'ACTIVE');
+  assert.match((await execAs(rid, '0:0', ['cat', `${agentDir}/etc/local.ini`])).out, /^max_lifetime = 90000$/m);
 
   // Resize: the running container's limits follow flavor 3 (2 GiB, 2 vCPUs), same container, data kept.
   await os('instance', 'resize', 'flavor', id, '3');
