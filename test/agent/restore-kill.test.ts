@@ -11,19 +11,11 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { adminOf, couch, Harness, http, type TestInstance } from './helpers.js';
 import { processesUsing } from '../../src/compute/local.js';
+import { within } from '../support/server.js';
 
 const CHILD = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../support/restore-child.js');
 const DOCS = 3000;
 
-async function within<T>(what: string, ms: number, f: () => Promise<T | null> | T | null): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (v !== null) return v;
-    if (Date.now() > end) throw new Error(`${what}: not within ${ms / 1000} s`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 describe(`database restore killed with its agent [${couch.label}]`, () => {
   const h = new Harness();

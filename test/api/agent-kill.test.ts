@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { sandbox, startServer, api, waitStatus, type J } from '../support/server.js';
+import { sandbox, startServer, api, waitStatus, within, type J } from '../support/server.js';
 
 const { stateDir, track } = sandbox('couchtrove-agent-kill-');
 const HEALTH_S = 1;
@@ -19,15 +19,6 @@ function objectsOf(dir: string, id: string): string[] {
   return (fs.readdirSync(dir, { recursive: true }) as string[]).filter((f) => f.includes(id) && fs.statSync(path.join(dir, f)).isFile());
 }
 
-async function within<T>(what: string, ms: number, f: () => Promise<T | null> | T | null): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (v !== null) return v;
-    if (Date.now() > end) throw new Error(`${what}: not within ${ms / 1000} s`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 test('agent killed -9 mid-backup: the backup FAILED and its objects removed; the agent started again, the instance ACTIVE', { timeout: 600_000 }, async () => {
   const server = track(await startServer(stateDir, { COUCHTROVE_HEALTH_INTERVAL: String(HEALTH_S) }));

@@ -156,3 +156,14 @@ export async function createInstance(base: string, stateDir: string, name: strin
   const placement = JSON.parse(fs.readFileSync(path.join(instanceDir, 'placement.json'), 'utf8')) as { uid?: number };
   return { id, url: inst.couchdb_url as string, uid: placement.uid ?? null, instanceDir };
 }
+
+/** Polls f until it gives something other than null; throws naming what after ms. */
+export async function within<T>(what: string, ms: number, f: () => Promise<T | null> | T | null): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await f();
+    if (v !== null) return v;
+    if (Date.now() > end) throw new Error(`${what}: not within ${ms / 1000} s`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
