@@ -13,7 +13,6 @@ import { createBackup, type BackupSummary } from '../backup/index.js';
 import { openStorage, StorageError, type Backend } from '../storage/index.js';
 import { KEY_ID, readKeyFile } from '../crypto/keys.js';
 import { describeError } from '../util/errors.js';
-import { chownTree } from '../util/fs.js';
 import { AgentCore, couchUrl, freeLoopbackPort } from './core.js';
 import type { AgentOptions } from './core.js';
 import { claimScratch, cleanScratches, clearMark, markCopy, removeScratchDir, stopScratchProcesses, type CleanResult } from './scratch.js';
@@ -120,8 +119,11 @@ export class Backups {
     let verified = false;
     let scratch: ScratchAgent;
     try {
-      await fsp.mkdir(path.join(scratchDir, 'data'), { recursive: true, mode: 0o700 });
-      if (st.settings.runAs) await chownTree(scratchDir, st.settings.runAs.uid, st.settings.runAs.gid);
+      // The scratch directory is the agent's (the instance may pass through it); only its data is the instance's.
+      await fsp.mkdir(scratchDir, { mode: 0o711 });
+      await fsp.chmod(scratchDir, st.settings.runAs ? 0o711 : 0o700);
+      await fsp.mkdir(path.join(scratchDir, 'data'), { mode: 0o700 });
+      if (st.settings.runAs) await fsp.lchown(path.join(scratchDir, 'data'), st.settings.runAs.uid, st.settings.runAs.gid);
       scratch = await this.openScratch(path.join(scratchDir, 'agent'), { startTimeoutMs: this.c.startTimeoutMs, stopTimeoutMs: this.c.stopTimeoutMs, log: (l) => this.c.log(`scratch: ${l}`) });
     } catch (err) {
       await removeScratchDir(scratchDir);
