@@ -123,8 +123,8 @@ export class Backups {
       await fsp.mkdir(scratchDir, { mode: 0o711 });
       await fsp.chmod(scratchDir, st.settings.runAs ? 0o711 : 0o700);
       await fsp.mkdir(path.join(scratchDir, 'data'), { mode: 0o700 });
-      if (st.settings.runAs) await fsp.lchown(path.join(scratchDir, 'data'), st.settings.runAs.uid, st.settings.runAs.gid);
-      scratch = await this.openScratch(path.join(scratchDir, 'agent'), { startTimeoutMs: this.c.startTimeoutMs, stopTimeoutMs: this.c.stopTimeoutMs, log: (l) => this.c.log(`scratch: ${l}`) });
+      if (st.settings.runAs) await this.c.privileged.give(path.join(scratchDir, 'data'), st.settings.runAs, false);
+      scratch = await this.openScratch(path.join(scratchDir, 'agent'), { startTimeoutMs: this.c.startTimeoutMs, stopTimeoutMs: this.c.stopTimeoutMs, privileged: this.c.privileged, log: (l) => this.c.log(`scratch: ${l}`) });
     } catch (err) {
       await removeScratchDir(scratchDir);
       claim.release();

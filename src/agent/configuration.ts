@@ -34,17 +34,16 @@ export class InstanceConfig {
     const { owner, fileMode, dirMode } = own.readable;
     await ensureDir(f.etcDir, owner, dirMode);
     await ensureDir(f.home, owner, dirMode);
-    await ensureDir(f.smoosh, own.instance, 0o700);
+    // What is the instance's own is given by the privileged side (privileged.ts): in a container the agent cannot chown.
+    const give = this.c.privileged;
+    if (!(await ensureDir(f.smoosh, me, 0o700, own.instance))) await give.give(f.smoosh, own.instance, false);
     const built = buildLocalIni({ settings: s, uuid: st.uuid, agentAdmin: this.c.admin!, overrides, existing });
     await replaceFile(f.localIni, built.text, fileMode, owner);
     await replaceFile(f.vmArgs, renderVmArgs(s), fileMode, owner);
-    if (!(await isFileAsExpected(f.cookie, own.instance, 0o400))) await replaceFile(f.cookie, randomBytes(24).toString('hex'), 0o400, own.instance);
+    if (!(await isFileAsExpected(f.cookie, own.instance, 0o400))) await give.giveFile(f.cookie, randomBytes(24).toString('hex'), 0o400, own.instance);
     // The data directory's own entry only (its parent is not the instance's): what is inside is CouchDB's.
     const data = await fsp.lstat(s.dataDir).catch(() => null);
-    if (data?.isDirectory() && s.runAs) {
-      if (data.uid !== s.runAs.uid || data.gid !== s.runAs.gid) await fsp.lchown(s.dataDir, s.runAs.uid, s.runAs.gid);
-      if ((data.mode & 0o777) !== 0o700) await fsp.chmod(s.dataDir, 0o700);
-    }
+    if (data?.isDirectory() && s.runAs && (data.uid !== s.runAs.uid || data.gid !== s.runAs.gid || (data.mode & 0o777) !== 0o700)) await give.give(s.dataDir, s.runAs, false);
     return built;
   }
 

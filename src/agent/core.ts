@@ -12,6 +12,7 @@ import { CouchClient, type Credentials } from './couchdb.js';
 import { CouchManager } from './manage.js';
 import { instanceFiles, writePrivateFile } from './files.js';
 import { CouchProcess } from './process.js';
+import { directPrivileged, type Privileged } from './privileged.js';
 import type { ArchiveSettings, InstanceSettings } from './protocol.js';
 import { LOG_KEEP, LOG_MAX_BYTES } from './logs.js';
 import type { Progress } from '../backup/index.js';
@@ -27,6 +28,8 @@ export interface AgentOptions {
   /** Cap of each log file before it is rotated (default 10 MiB), and rotated files kept (default 3). */
   logMaxBytes?: number;
   logKeep?: number;
+  /** Who gives files to the instance's uid (privileged.ts); the agent itself unless it runs in a container. */
+  privileged?: Privileged;
 }
 
 export interface PersistedState {
@@ -117,6 +120,7 @@ export class AgentCore {
   readonly startTimeoutMs: number;
   readonly stopTimeoutMs: number;
   readonly log: (line: string) => void;
+  readonly privileged: Privileged;
   readonly logMaxBytes: number;
   readonly logKeep: number;
 
@@ -129,6 +133,7 @@ export class AgentCore {
     this.log = options.log ?? (() => undefined);
     this.logMaxBytes = options.logMaxBytes ?? LOG_MAX_BYTES;
     this.logKeep = options.logKeep ?? LOG_KEEP;
+    this.privileged = options.privileged ?? directPrivileged;
   }
 
   async load(): Promise<void> {

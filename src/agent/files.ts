@@ -105,8 +105,10 @@ export async function readUntrusted(file: string, maxBytes: number): Promise<str
  * Makes dir a real directory with this owner and mode, creating it if needed. Its parent must be the agent's,
  * so the name cannot be swapped for a link between the lstat and the change. Something else at the name (a
  * file, a link: only an older version's layout or a hand edit put one there) is moved aside, never followed.
+ * With `accept`, a directory that already has that owner and mode 0700 is left as it is, and false is
+ * returned for a new or different one: the caller gives it to that owner (privileged.ts).
  */
-export async function ensureDir(dir: string, owner: Owner, mode: number): Promise<void> {
+export async function ensureDir(dir: string, owner: Owner, mode: number, accept?: Owner): Promise<boolean> {
   let st = await fsp.lstat(dir).catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? null : Promise.reject(err)));
   if (st && !st.isDirectory()) {
     await fsp.rename(dir, `${dir}.moved-aside-${Date.now()}`);
@@ -116,8 +118,10 @@ export async function ensureDir(dir: string, owner: Owner, mode: number): Promis
     await fsp.mkdir(dir, { mode });
     st = await fsp.lstat(dir);
   }
+  if (accept) return st.uid === accept.uid && st.gid === accept.gid && (st.mode & 0o7777) === 0o700;
   if (st.uid !== owner.uid || st.gid !== owner.gid) await fsp.lchown(dir, owner.uid, owner.gid);
   if ((st.mode & 0o7777) !== mode) await fsp.chmod(dir, mode);
+  return true;
 }
 
 /** Whether file is a regular file (not a link) with exactly this owner and mode. */

@@ -18,7 +18,6 @@ import { BackupNotFoundError, readBackupMetadata, restoreBackup, type CouchdbMet
 import { openStorage, type Backend } from '../storage/index.js';
 import { readKeyFile, type KeyMaterial } from '../crypto/keys.js';
 import { CouchtroveError, describeError } from '../util/errors.js';
-import { chownTree } from '../util/fs.js';
 import { AgentCore, checkWritableDir, couchUrl, type PersistedState } from './core.js';
 import type { InstanceConfig } from './configuration.js';
 
@@ -124,7 +123,7 @@ export class Lifecycle {
     // A new local.ini: nothing of a previous one is carried over. The plain password is in it only until the
     // first start, when the agent replaces it by CouchDB's hash (#persistAdmin).
     await this.config.writeInstanceFiles(st, null, overrides);
-    if (s.runAs) await chownTree(s.dataDir, s.runAs.uid, s.runAs.gid);
+    if (s.runAs) await this.c.privileged.give(s.dataDir, s.runAs, true);
 
     if (restore && s.restore) {
       this.c.progress = { phase: 'restore', bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: 0 };
@@ -137,7 +136,6 @@ export class Lifecycle {
           time: Date.parse(s.restore.time ?? ''),
           dataDir: s.dataDir,
           key: restore.key,
-          owner: s.runAs ? `${s.runAs.uid}:${s.runAs.gid}` : `${process.getuid?.() ?? 0}:${process.getgid?.() ?? 0}`,
           // A data directory with something in it is refused on a first prepare (wrong volume?);
           // preparing again with a backup asks for the data to be replaced (only once the restore succeeded).
           force: replacing,
@@ -148,6 +146,8 @@ export class Lifecycle {
       } finally {
         this.c.progress = null;
       }
+      // Restored as the agent: now the instance's (CouchDB is not running, nothing of it can race the walk).
+      if (s.runAs) await this.c.privileged.give(s.dataDir, s.runAs, true);
       // Another node name: CouchDB must not meet the old node's membership (couchdb-3.md).
       if (restore.meta?.node && restore.meta.node !== s.nodeName) await fsp.rm(path.join(s.dataDir, '_nodes.couch'), { force: true });
     }

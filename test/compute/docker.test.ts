@@ -11,8 +11,8 @@ import { execFileSync } from 'node:child_process';
 import { repoRoot } from '../support/postgres.js';
 import { startServer, tempDir, api, waitStatus, killUnder, basicAuth, type J, type RealServer } from '../support/server.js';
 import { clientsSkip, troveClients } from '../support/trove-clients.js';
-import { buildTestImage, dockerSkip, startDockerd, type TestDaemon } from '../support/docker.js';
-import { AGENT_CAPS, demux, INSTANCE_KEY, LABEL, VOLUME_MOUNT } from '../../src/compute/docker/driver.js';
+import { buildTestImage, connectsFrom, dockerSkip, execIn, startDockerd, type TestDaemon } from '../support/docker.js';
+import { AGENT_CAPS, INSTANCE_KEY, LABEL, VOLUME_MOUNT } from '../../src/compute/docker/driver.js';
 import { readManifest } from '../../src/backup/repository.js';
 import { openStorage } from '../../src/storage/index.js';
 
@@ -81,24 +81,9 @@ async function container(id: string) {
 }
 
 /** Runs a command in the instance's container as user; its exit code and output. */
-async function execAs(id: string, user: string, cmd: string[]): Promise<{ code: number; out: string }> {
-  const ex = await daemon!.docker.getContainer(`couchtrove-${id}`).exec({ Cmd: cmd, User: user, AttachStdout: true, AttachStderr: true });
-  const stream = await ex.start({});
-  const chunks: Buffer[] = [];
-  await new Promise<void>((resolve) => {
-    stream.on('data', (d: Buffer) => chunks.push(d));
-    stream.on('end', () => resolve());
-    stream.on('close', () => resolve());
-  });
-  return { code: (await ex.inspect()).ExitCode ?? -1, out: demux(Buffer.concat(chunks)) };
-}
-
+const execAs = (id: string, user: string, cmd: string[]) => execIn(daemon!.docker, `couchtrove-${id}`, user, cmd);
 /** Whether a TCP connection from inside the instance's container, as user, to host:port succeeds. */
-async function connects(id: string, user: string, host: string, port: number): Promise<boolean> {
-  const js = `const s=require('net').connect({host:${JSON.stringify(host)},port:${port}});s.setTimeout(3000);s.on('connect',()=>process.exit(0));s.on('error',()=>process.exit(1));s.on('timeout',()=>process.exit(2))`;
-  const r = await execAs(id, user, ['/usr/local/bin/node', '-e', js]);
-  return r.code === 0;
-}
+const connects = (id: string, user: string, host: string, port: number) => connectsFrom(daemon!.docker, `couchtrove-${id}`, user, host, port);
 
 /** The container's address on its own network. */
 async function addressOf(id: string): Promise<{ ip: string; gateway: string }> {
@@ -156,6 +141,23 @@ test('docker driver: create, backup, restore, resize, a dead container, restart,
   const mounts = c.Mounts.map((m) => `${m.Type}:${m.Destination}`).sort();
   assert.deepEqual(mounts, [`bind:${part(id)}`, 'volume:/srv/couchtrove']);
   assert.equal(shown.engine, process.env.COUCHDB_HOME ? 'couchdb' : 'devengine');
+  // The agent itself cannot chown or chmod what is not its own (issue 22): CHOWN, FOWNER and SETPCAP are out of
+  // its bounding set; only its parent (`agent entry`) has them, to give files to uid 5984 inside the volume.
+  const caps = async (args: string) => {
+    const js = `const fs=require('fs');for(const p of fs.readdirSync('/proc')){if(!/^\\d+$/.test(p))continue;let c='';try{c=fs.readFileSync('/proc/'+p+'/cmdline','utf8')}catch{continue}if(c.startsWith('/usr/local/bin/node')&&c.includes(${JSON.stringify(args)}))console.log(fs.readFileSync('/proc/'+p+'/status','utf8').match(/^CapBnd:\\s*(\\w+)/m)[1])}`;
+    const lines = (await execAs(id, '0:0', ['/usr/local/bin/node', '-e', js])).out.split('\n').filter(Boolean);
+    assert.equal(lines.length, 1, `one process with ${args}: ${JSON.stringify(lines)}`);
+    return BigInt(`0x${lines[0]!}`);
+  };
+  const CAP = { CHOWN: 0n, DAC_OVERRIDE: 1n, FOWNER: 3n, KILL: 5n, SETGID: 6n, SETUID: 7n, SETPCAP: 8n };
+  const has = (set: bigint, cap: bigint) => ((set >> cap) & 1n) === 1n;
+  const agentCaps = await caps('agent\0serve');
+  const entryCaps = await caps('agent\0entry');
+  for (const cap of ['CHOWN', 'FOWNER', 'SETPCAP'] as const) {
+    assert.equal(has(agentCaps, CAP[cap]), false, `the agent has CAP_${cap}`);
+    assert.equal(has(entryCaps, CAP[cap]), true, `agent entry lacks CAP_${cap}`);
+  }
+  for (const cap of ['DAC_OVERRIDE', 'KILL', 'SETGID', 'SETUID'] as const) assert.equal(has(agentCaps, CAP[cap]), true, `the agent lacks CAP_${cap}`);
 
   const put = await fetch(`${url}/orders/doc1`, { method: 'PUT', headers: { authorization: basicAuth('alice', 'secret-1'), 'content-type': 'application/json' }, body: '{"n":1}' });
   assert.equal(put.status, 201);
@@ -168,6 +170,13 @@ test('docker driver: create, backup, restore, resize, a dead container, restart,
   const restored = await idle(rid);
   assert.equal(restored.status, 'ACTIVE', JSON.stringify(restored));
   assert.equal((await readDoc(restored.couchdb_url as string)).n, 1);
+
+  // One database back into the live instance: its scratch CouchDB's files are given to uid 5984 by agent entry.
+  const one = await api(server!.api, 'POST', `/instances/${id}/databases/orders/restore`, { restore: { backup: bid, as: 'orders_then' } });
+  assert.equal(one.status, 200, JSON.stringify(one.json));
+  assert.equal((one.json.restore as J).docCount, 1, JSON.stringify(one.json));
+  const copy = await fetch(`${url}/orders_then/doc1`, { headers: { authorization: basicAuth('alice', 'secret-1') } });
+  assert.equal(copy.status, 200, `the restored copy: GET orders_then/doc1 answered ${copy.status}`);
 
   // The backup is in the instance's part, under its own key; the restored instance kept nothing of it.
   const st = await openStorage(`file://${part(id)}`);

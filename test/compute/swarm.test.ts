@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { startServer, tempDir, api, waitStatus, killUnder, basicAuth, type J, type RealServer } from '../support/server.js';
-import { buildTestImage, dockerSkip, startDockerd, type TestDaemon } from '../support/docker.js';
+import { buildTestImage, connectsFrom, dockerSkip, startDockerd, type TestDaemon } from '../support/docker.js';
 import { followProgress } from '../../src/compute/docker/connect.js';
 import { LABEL } from '../../src/compute/docker/driver.js';
 import { repoRoot } from '../support/postgres.js';
@@ -109,6 +109,21 @@ test('swarm driver: two nodes, a backup restored on the other node, a lost node'
   const doc = await fetch(`${r.couchdb_url as string}/orders/doc1`, { headers: { authorization: basicAuth('alice', 'secret-1') } });
   assert.equal(((await doc.json()) as J).n, 7, 'the restored instance on the other node lacks the document');
 
+  // Each task alone on an overlay network of its own (issue 22): from inside a's task, as CouchDB's uid, its own
+  // CouchDB answers on its overlay address, b's does not on b's.
+  const task = async (id: string) => {
+    const d = daemons[nodeIds.indexOf(await nodeOf(id))]!;
+    const [c] = await d.docker.listContainers({ filters: JSON.stringify({ label: [`com.docker.swarm.service.name=couchtrove-${id}`] }) });
+    assert.ok(c, `no running task of ${id}`);
+    const nets = (await d.docker.getContainer(c.Id).inspect()).NetworkSettings.Networks;
+    assert.deepEqual(Object.keys(nets).filter((n) => n !== 'docker_gwbridge'), [`couchtrove-${id}`], `networks of ${id}'s task`);
+    return { d, container: c.Id, ip: nets[`couchtrove-${id}`]!.IPAddress };
+  };
+  const [ta, tb] = [await task(aid), await task(rid)];
+  const reaches = (ip: string, port: number) => connectsFrom(ta.d.docker, ta.container, '5984:5984', ip, port);
+  assert.equal(await reaches(ta.ip, Number(new URL(url).port)), true, "a's task reaches its own CouchDB on its overlay address (the probe works)");
+  assert.equal(await reaches(tb.ip, Number(new URL(r.couchdb_url as string).port)), false, "a's task reaches b's CouchDB on b's overlay address");
+
   // The worker (the second daemon) is lost: its instance turns ERROR with the node's state.
   const lost = na === nodeIds[1] ? aid : rid;
   const kept = lost === aid ? rid : aid;
@@ -133,4 +148,5 @@ test('swarm driver: two nodes, a backup restored on the other node, a lost node'
   }
   assert.deepEqual(await daemons[0]!.docker.listServices({ filters: JSON.stringify({ label: [LABEL] }) }), []);
   assert.deepEqual((await daemons[0]!.docker.listVolumes({ filters: JSON.stringify({ label: [LABEL] }) })).Volumes ?? [], []);
+  assert.deepEqual((await daemons[0]!.docker.listNetworks({ filters: JSON.stringify({ label: [LABEL] }) })).map((n) => n.Name), [], 'networks left');
 });

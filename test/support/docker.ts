@@ -8,6 +8,7 @@ import { promisify } from 'node:util';
 import type Docker from 'dockerode';
 import { connectDocker, followProgress } from '../../src/compute/docker/connect.js';
 import { buildGuestImage, type ImageBuildResult } from '../../src/compute/docker/image.js';
+import { demux } from '../../src/compute/docker/driver.js';
 import { repoRoot } from './postgres.js';
 
 const run = promisify(execFile);
@@ -66,4 +67,23 @@ export async function buildTestImage(docker: Docker, tag: string, log: (l: strin
   const home = process.env.COUCHDB_HOME;
   const r = await buildGuestImage(docker, { tag, base: 'couchtrove-base:bookworm', ...(home ? { couchdbHome: home } : {}), log });
   return { ...r, baseSeconds };
+}
+
+/** Runs a command in a container as user: its exit code and output. */
+export async function execIn(docker: Docker, container: string, user: string, cmd: string[]): Promise<{ code: number; out: string }> {
+  const ex = await docker.getContainer(container).exec({ Cmd: cmd, User: user, AttachStdout: true, AttachStderr: true });
+  const stream = await ex.start({});
+  const chunks: Buffer[] = [];
+  await new Promise<void>((resolve) => {
+    stream.on('data', (d: Buffer) => chunks.push(d));
+    stream.on('end', () => resolve());
+    stream.on('close', () => resolve());
+  });
+  return { code: (await ex.inspect()).ExitCode ?? -1, out: demux(Buffer.concat(chunks)) };
+}
+
+/** Whether a TCP connection from inside a container, as user, to host:port succeeds (within 3 s). */
+export async function connectsFrom(docker: Docker, container: string, user: string, host: string, port: number): Promise<boolean> {
+  const js = `const s=require('net').connect({host:${JSON.stringify(host)},port:${port}});s.setTimeout(3000);s.on('connect',()=>process.exit(0));s.on('error',()=>process.exit(1));s.on('timeout',()=>process.exit(2))`;
+  return (await execIn(docker, container, user, ['/usr/local/bin/node', '-e', js])).code === 0;
 }

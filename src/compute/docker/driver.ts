@@ -1,5 +1,5 @@
 // The Docker compute driver (compute_driver = docker): every instance is one container of the guest
-// image (image/Dockerfile) running `couchtrove agent serve`, with a named volume for its data. Docker
+// image (image/Dockerfile) running `couchtrove agent entry` (the agent), with a named volume for its data. Docker
 // Engine API through dockerode, never the CLI.
 //
 // - Container couchtrove-<id>, volume couchtrove-<id>-data, both labelled org.couchtrove.instance=<id>.
@@ -8,8 +8,8 @@
 // - Flavor RAM and vCPUs are the container's memory (no swap) and CPU limits; resizeFlavor updates the
 //   running container (container.update), the data stays in the volume.
 // - CouchDB runs as the image's unprivileged couchdb user (5984), started by the agent with runAs as an
-//   isolated local instance is: it owns its data and ini files and nothing else. The agent is root in the
-//   container with only the capabilities that needs (AGENT_CAPS), no-new-privileges; so a tenant who gets
+//   isolated local instance is: it owns its data and nothing else. The agent is root in the container with
+//   only the capabilities it needs (AGENT_CAPS, less those its parent keeps), no-new-privileges; so a tenant who gets
 //   CouchDB to run code (root enable, then _config) reaches neither the agent's token, nor the backup key,
 //   nor the mounted backup repository. Mounted: the instance's volume, and the file:// repository.
 // - Secrets: the agent's bearer token and the backup key are copied into the created container with
@@ -42,11 +42,12 @@ export const INSTANCE_KEY = '/etc/couchtrove/backup.key';
 export const RESTORE_KEY = '/etc/couchtrove/restore.key';
 const MiB = 1024 * 1024;
 /**
- * What the agent needs as root in the container, and no more: give CouchDB's files to its uid (CHOWN,
- * FOWNER), read and restore its data directory (DAC_OVERRIDE), start it as that uid (SETUID, SETGID) and
- * stop it (KILL).
+ * The container's capabilities, and no more. The agent itself (`agent serve`) has DAC_OVERRIDE (read and
+ * restore CouchDB's data directory), SETUID and SETGID (start CouchDB as its uid) and KILL (stop it). CHOWN,
+ * FOWNER and SETPCAP are its parent's alone (`agent entry`, src/agent/entry.ts): it drops them from the agent's
+ * bounding set and uses them only to give files inside the volume to uid 5984.
  */
-export const AGENT_CAPS = ['CHOWN', 'DAC_OVERRIDE', 'FOWNER', 'SETUID', 'SETGID', 'KILL'];
+export const AGENT_CAPS = ['CHOWN', 'DAC_OVERRIDE', 'FOWNER', 'SETUID', 'SETGID', 'KILL', 'SETPCAP'];
 
 export interface DockerDriverOptions {
   stateDir: string;

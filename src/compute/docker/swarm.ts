@@ -161,6 +161,8 @@ export class SwarmDriver extends DockerDriver {
             Configs: [{ ConfigID: configId, ConfigName: `${name}-agent`, File: { Name: AGENT_CONFIG, ...owner, Mode: 0o400 } }],
             Init: true,
           } as Docker.ContainerSpec,
+          // Alone on an overlay network of its own: no other instance's task shares a link with it (see ensureNetwork).
+          Networks: [{ Target: await this.ensureNetwork(inst) }],
           Resources: { Limits: { MemoryBytes: limits.Memory, NanoCPUs: limits.NanoCpus }, Reservations: { MemoryBytes: limits.Memory } },
           RestartPolicy: { Condition: 'none' },
           Placement: { Constraints: [`node.id == ${node.ID}`] },
@@ -277,6 +279,39 @@ export class SwarmDriver extends DockerDriver {
     return (host ? connectDocker(host) : this.docker).getContainer(t.Status.ContainerStatus!.ContainerID!);
   }
 
+  /**
+   * One overlay network per instance (couchtrove-<id>), not attachable: its task is the only container on it.
+   * For outside traffic Docker also gives the task the node's docker_gwbridge, whose inter-container traffic
+   * is off, and its ports are published on the node's address (host mode). So, as with the docker driver,
+   * no instance reaches another's CouchDB or agent by a container address.
+   */
+  protected override async ensureNetwork(inst: Row<'instances'>): Promise<string> {
+    const name = containerName(inst.id);
+    try {
+      await this.docker.getNetwork(name).inspect();
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      await this.docker.createNetwork({ Name: name, Driver: 'overlay', CheckDuplicate: true, Attachable: false, Labels: { [LABEL]: inst.id, 'org.couchtrove.project': inst.project_id } });
+    }
+    return name;
+  }
+
+  /** The overlay goes once its task has: the manager refuses (409) while a task is still attached. */
+  private async removeNetwork(inst: Row<'instances'>): Promise<void> {
+    for (const until = Date.now() + 60_000; ; await sleep(500)) {
+      try {
+        await this.docker.getNetwork(containerName(inst.id)).remove();
+        return;
+      } catch (err) {
+        if (isNotFound(err)) return;
+        if (Date.now() > until) {
+          this.options.log?.(`instance ${inst.id}: its network ${containerName(inst.id)} could not be removed: ${(err as Error).message}`);
+          return;
+        }
+      }
+    }
+  }
+
   override async destroy(inst: Row<'instances'>): Promise<void> {
     const name = containerName(inst.id);
     let nodeId: string | undefined;
@@ -295,6 +330,7 @@ export class SwarmDriver extends DockerDriver {
       if (!isNotFound(err)) throw err;
     }
     for (const s of [`${name}-token`, `${name}-key`]) await this.docker.getSecret(s).remove().catch(() => undefined);
+    await this.removeNetwork(inst);
     await this.docker.getConfig(`${name}-agent`).remove().catch(() => undefined);
     // The volume is on its node, removable once the task's container is gone, through that node's API.
     const node = nodeId ? (await this.nodes().catch(() => [])).find((n) => n.ID === nodeId) : undefined;

@@ -14,6 +14,23 @@ export const agentOptions = {
     flag: 'config', arg: 'FILE', group: 'Agent', parse: parsers.absolutePath,
     description: 'JSON file {host, port, tokenFile, instanceDir} for `agent serve`: where the RPC listens, the 0600 file holding its bearer token, and the agent\'s directory',
   },
+  privilegedFd: {
+    flag: 'privileged-fd', arg: 'FD', group: 'Agent', parse: parsers.integer(3, 1023),
+    description: 'Set by `agent entry` (in a container): the socket to the parent that gives files to the instance user; the agent then runs without CAP_CHOWN and CAP_FOWNER',
+  },
+  instanceUser: {
+    flag: 'instance-user', arg: 'UID:GID', group: 'Agent',
+    parse: (raw: string, flag: string): { uid: number; gid: number } => {
+      const m = /^(\d+):(\d+)$/.exec(raw);
+      if (!m || Number(m[1]) < 1 || Number(m[2]) < 1) throw new UsageError(`--${flag}: expected UID:GID (numbers above 0), got ${JSON.stringify(raw)}`);
+      return { uid: Number(m[1]), gid: Number(m[2]) };
+    },
+    description: '`agent entry`: the only user files are given to (the image\'s CouchDB user)',
+  },
+  volume: {
+    flag: 'volume', arg: 'DIR', group: 'Agent', parse: parsers.absolutePath,
+    description: '`agent entry`: the instance\'s volume; files are given only inside it',
+  },
   database: {
     flag: 'database', arg: 'NAME', group: 'Agent', parse: parsers.string,
     description: "Database name (CouchDB's rules: a lowercase letter, then a-z 0-9 _ $ ( ) + - /)",

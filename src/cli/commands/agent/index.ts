@@ -9,6 +9,7 @@ import { deleteCommand } from './delete.js';
 import { keygenCommand } from './keygen.js';
 import { expireCommand } from './expire.js';
 import { serveCommand } from './serve.js';
+import { entryCommand } from './entry.js';
 import { statusCommand } from './status.js';
 import { databaseCreateCommand, databaseDeleteCommand, databaseListCommand } from './database.js';
 import { userCreateCommand, userDeleteCommand, userGrantCommand, userListCommand, userPasswordCommand, userRevokeCommand, userShowCommand } from './user.js';
@@ -25,6 +26,7 @@ export const agentCommands: AnyCommand[] = [
   keygenCommand,
   expireCommand,
   serveCommand,
+  entryCommand,
   statusCommand,
   databaseCreateCommand,
   databaseListCommand,

@@ -6,7 +6,7 @@ export const serveCommand = defineCommand({
   path: ['agent', 'serve'],
   summary: 'Serve the agent RPC (bearer token from the file named in the config) until SIGTERM',
   required: ['agentConfig'],
-  optional: ['logLevel'],
+  optional: ['logLevel', 'privilegedFd'],
   run: async (o, io) => {
     // Loaded here, not at the top: every other command would pay for the HTTP server's start-up.
     const { Agent } = await import('../../../agent/agent.js');
@@ -23,7 +23,9 @@ export const serveCommand = defineCommand({
       const id = instanceId();
       return id ? { instance_id: id } : {};
     });
-    const agent = await Agent.open(cfg.instanceDir, { log });
+    // Under `agent entry` (a container), files are given to the instance by the parent (src/agent/privileged.ts).
+    const { privilegedClient } = await import('../../../agent/privileged.js');
+    const agent = await Agent.open(cfg.instanceDir, { log, ...(o.privilegedFd !== undefined ? { privileged: privilegedClient(o.privilegedFd) } : {}) });
     instanceId = () => agent.instanceId;
     const server = await startAgentServer({ host: cfg.host, port: cfg.port, token, agent, log });
     // Replicas reconcile their replication (new/deleted databases, _security) every few seconds.
