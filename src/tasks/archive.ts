@@ -138,7 +138,7 @@ export async function restoreDatabase(plane: ControlPlane, projectId: string, id
     if (plane.compute.repositoryFor && storage !== own) throw unprocessable(`Backup ${b.id} is in ${storage}, which instance ${inst.id} cannot reach under the ${plane.compute.name} driver: restore a database from the instance's own backups or archive, or create an instance from backup ${b.id}.`);
     source = { backupId: b.id };
     key = await plane.restoreKey(inst, b.instance_id, storage, b.id);
-    restoredFrom = backupRestoredFrom(b, null);
+    restoredFrom = await backupRestoredFrom(plane, b, null);
   } else {
     // The cut is chosen here first, under the key: a window or cut that does not authenticate (a storage
     // operator's edit) is refused with 422 naming it, before the agent starts anything. The agent chooses

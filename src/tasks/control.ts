@@ -346,7 +346,7 @@ export class ControlPlane {
       restoredFrom = { instance_id: restore.instance_id, ...archiveRestoredFrom(c, t) };
       restore = null;
     } else if (restore && !restoredFrom) {
-      restoredFrom = { instance_id: restore.instance_id ?? '', ...backupRestoredFrom(restore, null) };
+      restoredFrom = { instance_id: restore.instance_id ?? '', ...(await backupRestoredFrom(this, restore, null)) };
     }
     for (const u of req.users) {
       for (const d of u.databases) {

@@ -89,10 +89,21 @@ export function archiveRestoredFrom(c: ArchiveChoice, t: RestoreTime): Omit<Rest
   return { from: 'archive', ...requested(t), cut_time: new Date(c.cutEnd).toISOString(), cut: c.cut, base_backup: c.base };
 }
 
-export function backupRestoredFrom(b: Row<'backups'>, t: RestoreTime | null): Omit<RestoredFrom, 'instance_id'> {
+/** The full backup an incremental one is built on (its parents followed back; the backup itself when full). */
+async function fullBase(plane: ControlPlane, b: Row<'backups'>): Promise<string> {
+  let cur = b;
+  for (let i = 0; i < 10_000 && cur.parent_id; i++) {
+    const p = await plane.store.get('backups', cur.parent_id);
+    if (!p) return cur.parent_id;
+    cur = p;
+  }
+  return cur.id;
+}
+
+export async function backupRestoredFrom(plane: ControlPlane, b: Row<'backups'>, t: RestoreTime | null): Promise<Omit<RestoredFrom, 'instance_id'>> {
   return {
     from: 'backup', ...(t ? requested(t) : { requested_time: `backup ${b.id}` }), cut_time: new Date(Date.parse(b.updated)).toISOString(),
-    base_backup: b.parent_id ?? b.id, backup_name: b.name,
+    base_backup: await fullBase(plane, b), backup_name: b.name,
   };
 }
 
@@ -126,7 +137,7 @@ export async function planInstanceRestore(plane: ControlPlane, projectId: string
     .sort((a, b) => a.updated.localeCompare(b.updated));
   const b = backups.at(-1);
   if (!b) throw unprocessable(`Instance ${source.id} (${source.name}) has no archive and no backup completed ${t.latest ? 'at all' : `at or before ${new Date(t.ms).toISOString()}`}: nothing to restore.`);
-  return { pitr: null, backup: b, restoredFrom: { ...who, ...backupRestoredFrom(b, t) } };
+  return { pitr: null, backup: b, restoredFrom: { ...who, ...(await backupRestoredFrom(plane, b, t)) } };
 }
 
 /** The archive of an instance as the repository has it (no agent needed): window and cut count, or null without one. */
