@@ -137,6 +137,7 @@ test('recover an instance to a time: broken, then deleted; --restore-time latest
   const expires = Date.parse(window.expires as string);
   assert.ok(Math.abs(expires - (Date.parse(gone.deleted as string) + 7 * 86_400_000)) < 1000, JSON.stringify(gone));
   const table = await cli('instance', 'list', '--deleted');
+  console.log(`${del.stdout}${table.stdout}`);
   assert.match(table.stdout, new RegExp(`${id} +rec +\\S+ +\\S+ \\.\\. \\S+ +archive \\d{4}-`));
   assert.doesNotMatch((await cli('instance', 'list')).stdout, new RegExp(id), 'a deleted instance is not in the live listing');
 
@@ -169,6 +170,7 @@ test('recover an instance to a time: broken, then deleted; --restore-time latest
   assert.match(tf.time_zone_note as string, /UTC/);
   assert.ok(Date.parse(tf.cut_time as string) <= T, JSON.stringify(tf));
   const shown = await cli('instance', 'show', 'rec-then');
+  console.log(shown.stdout.split('\n').filter((l) => l.startsWith('restored_from')).join('\n'));
   assert.match(shown.stdout, new RegExp(`restored_from +archive cut c-\\d+-[bi] of rec \\(${id}, deleted .*\\), data as of .*Z, base backup c-\\d+-b; asked: .*\\(no zone was given: read as UTC\\)`));
 
   // A time outside the window: 422 naming the window, nothing created.
@@ -208,6 +210,7 @@ test('eject a replica source that hangs (SIGSTOP): it counts as gone, the answer
     const t0 = Date.now();
     const ej = await cli('instance', 'eject', 'ej-src', '--wait', '--json');
     assert.equal(ej.code, 0, ej.stderr + ej.stdout);
+    console.log(ej.stderr.split('\n').filter((l) => l.startsWith('ejecting')).join('\n'));
     const m = /ejecting .*: it does not answer: .*; last seen (\S+)/.exec(ej.stderr);
     assert.ok(m, ej.stderr);
     assert.ok(Date.parse(m[1]!) <= seenBefore && Date.parse(m[1]!) > seenBefore - 60_000, `last seen ${m[1]}`);
