@@ -36,6 +36,10 @@ const REPLICATOR = '_replicator';
  * connection to the old process before it retries, so a replica resumes within seconds, not half a minute.
  */
 const CONNECTION_TIMEOUT_MS = 10_000;
+/** How long detach waits for the jobs of the deleted documents to stop before it locks them out instead. */
+const DETACH_WAIT_MS = 10_000;
+/** How long status() waits for the primary's answer before reporting it unreachable. */
+const PRIMARY_PROBE_MS = 3000;
 const USERS = '_users';
 
 export const followDocId = (db: string) => `${FOLLOW_PREFIX}${db.replaceAll('/', '~')}`;
@@ -204,13 +208,17 @@ export class ReplicationManager {
       () => false,
     );
     if (!ok) {
-      // CouchDB hashes the value and keeps the hash in its last ini file; the request body is not logged.
-      await this.#couch.putConfig('admins', user.username, user.password, this.#persistAdmin === undefined);
-      await waitForCredentials(this.#couch.baseUrl, user, true, `the replication user ${user.username}`);
-      await this.#persistAdmin?.(user.username);
+      await this.#setUser(user);
       this.#log(`replication user ${user.username} set up`);
     }
     return user;
+  }
+
+  async #setUser(user: Credentials): Promise<void> {
+    // CouchDB hashes the value and keeps the hash in its last ini file; the request body is not logged.
+    await this.#couch.putConfig('admins', user.username, user.password, this.#persistAdmin === undefined);
+    await waitForCredentials(this.#couch.baseUrl, user, true, `the replication user ${user.username}`);
+    await this.#persistAdmin?.(user.username);
   }
 
   async replicationSource(): Promise<ReplicationCredentials> {
@@ -442,7 +450,9 @@ export class ReplicationManager {
     let primaryUp = primary !== null;
     if (primary) {
       try {
-        await primary.session();
+        // A short probe: a primary that hangs (a stopped host) must not hold the replica's own status,
+        // which eject reads to choose the replica that takes over (issue 23).
+        await new CouchClient(follow!.primaryUrl, { username: follow!.username, password: follow!.password }, Math.min(this.#primaryTimeoutMs, PRIMARY_PROBE_MS)).session();
       } catch (err) {
         primaryUp = false;
         const msg = `primary ${follow!.primaryUrl} unreachable: ${describeError(err)}`;
@@ -547,7 +557,18 @@ export class ReplicationManager {
         stopped.push(doc._id);
         result.removed.push(doc.couchtrove?.database ?? databaseOfDocId(doc._id));
       }
-      await this.#awaitJobsGone(stopped);
+      try {
+        await this.#awaitJobsGone(stopped, DETACH_WAIT_MS);
+      } catch (err) {
+        // A job reading from a primary that hangs (a stopped host, eject) outlives its document for a long
+        // while (apache/couchdb#5554): a new password for the replication user it writes here as, and it can
+        // write nothing more when the primary wakes up.
+        const user = { username: REPLICATION_USER, password: generatePassword() };
+        state.user = user;
+        await this.#store.save(state);
+        await this.#setUser(user);
+        this.#log(`detach: ${describeError(err)}; the replication user has a new password, so they can no longer write here`);
+      }
       for (const db of await this.#couch.allDbs()) {
         if (db === REPLICATOR) continue;
         const guard = await this.#couch.getDoc<{ _rev: string }>(db, GUARD_ID);

@@ -7,7 +7,8 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import type { ServerConfig } from '../config/server.js';
 import { MarkerNotFoundError, type Row, type StateStore } from '../state/index.js';
 import type { ControlPlane, UserSpec } from '../tasks/control.js';
-import { DATASTORE, stableId } from '../tasks/control.js';
+import { DATASTORE, restoredFromOf, stableId } from '../tasks/control.js';
+import { deletedView } from '../tasks/recovery.js';
 import { ServiceError, badRequest, notFound, type FaultName } from '../tasks/errors.js';
 import { describeError } from '../util/errors.js';
 import * as v from './validate.js';
@@ -260,12 +261,22 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
       // Live on show, from the health monitor's last reading in listings (the restorable window).
       const archive = await archiveView(plane, inst, detail);
       if (archive) view.archive = archive;
+      const restored = detail ? restoredFromOf(inst) : undefined;
+      if (restored) view.restored_from = restored;
       return view;
     };
 
     // Instances
     api.get('/instances', async (req: Req) => {
       const p = page(req);
+      const deleted = one(req.query.deleted);
+      if (deleted !== undefined && !['true', 'false', '1', '0'].includes(deleted)) throw badRequest('"deleted" must be true or false.');
+      if (deleted === 'true' || deleted === '1') {
+        // couchtrove extension: deleted instances whose archive or backups are kept (src/tasks/recovery.ts).
+        const rows = await store.find('deleted_instances', { project_id: req.params.project! }, { ...p, limit: p.limit + 1 });
+        const views = (await Promise.all(rows.slice(0, p.limit).map((d) => deletedView(plane, d)))).filter((x) => x !== null);
+        return { instances: views, ...nextLinks(req, rows, p.limit, 'instances', { deleted: 'true' }) };
+      }
       const rows = await store.find('instances', { project_id: req.params.project! }, { ...p, limit: p.limit + 1 });
       const views = await Promise.all(rows.slice(0, p.limit).map((i) => showInstance(req, i, false)));
       return { instances: views, ...nextLinks(req, rows, p.limit, 'instances') };
@@ -289,6 +300,10 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
       });
       if (new Set(users.map((u) => u.name)).size !== users.length) throw badRequest('"users": the same user is given twice.');
       const restore = v.optional(b.restorePoint, (x) => v.obj(x, '"restorePoint"'));
+      if (restore) {
+        v.noUnknown(restore, ['backupRef', 'instanceRef', 'restoreTime'], '"restorePoint"');
+        if ((restore.backupRef === undefined || restore.backupRef === null) === (restore.instanceRef === undefined || restore.instanceRef === null)) throw badRequest('"restorePoint" takes exactly one of "backupRef" (a backup) and "instanceRef" (a live or deleted instance, with "restoreTime").');
+      }
       const inst = await plane.createInstance(req.params.project!, {
         name: v.displayName(b.name, '"name"'),
         // python-troveclient sends no flavorRef with --replica-of ("Flavor is ignored for creating replica"):
@@ -298,8 +313,10 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
         datastoreVersion: ds ? v.optional(ds.version, (x) => v.ref(x, '"datastore"."version"')) : null,
         databases,
         users,
-        backupRef: restore ? v.ref(restore.backupRef, '"restorePoint"."backupRef"') : null,
-        restoreTime: restore ? v.optional(restore.restoreTime, (x) => v.ref(x, '"restorePoint"."restoreTime"')) : null,
+        // Trove's backupRef, or couchtrove's instanceRef (a live or deleted instance, restored as of restoreTime).
+        backupRef: restore ? v.optional(restore.backupRef, (x) => v.ref(x, '"restorePoint"."backupRef"')) : null,
+        instanceRef: restore ? v.optional(restore.instanceRef, (x) => v.ref(x, '"restorePoint"."instanceRef"')) : null,
+        restoreTime: restore ? v.optional(restore.restoreTime, (x) => v.text(x, '"restorePoint"."restoreTime"', 80)) : null,
         replicaOf: v.optional(b.replica_of ?? b.slave_of, (x) => v.ref(x, '"replica_of"')),
         configurationId: v.optional(b.configuration, (x) => v.ref(x, '"configuration"')),
       });
@@ -307,8 +324,9 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     });
     api.get('/instances/:id', async (req: Req) => ({ instance: await showInstance(req, await plane.instance(req.params.project!, req.params.id!), true) }));
     api.delete('/instances/:id', async (req: Req, reply) => {
-      await plane.deleteInstance(req.params.project!, req.params.id!);
-      return reply.code(202).send();
+      // What stays restorable, and until when (the Trove clients ignore the body of a 202).
+      const kept = await plane.deleteInstance(req.params.project!, req.params.id!);
+      return reply.code(202).send({ instance: { id: req.params.id!, kept } });
     });
     const updateInstance = async (req: Req, reply: FastifyReply): Promise<FastifyReply> => {
       const b = body(req, 'instance');
@@ -362,7 +380,8 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
       } else if (keys[0] === 'promote_to_replica_source') {
         await promoteReplica(plane, project, id);
       } else if (keys[0] === 'eject_replica_source') {
-        await ejectReplicaSource(plane, project, id);
+        // Says why the source counts as gone and when it was last seen (the Trove clients ignore the body).
+        return reply.code(202).send({ eject: await ejectReplicaSource(plane, project, id) });
       } else if (keys[0] === 'archive') {
         // couchtrove extension: continuous archiving on or off (docs/control-plane.md).
         const a = v.obj(b.archive, '"archive"');
@@ -427,7 +446,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
       const result = await restoreDatabase(plane, req.params.project!, req.params.id!, {
         database: v.dbName(req.params.db, 'database'),
         backup: v.optional(r.backup, (x) => v.ref(x, '"restore"."backup"')),
-        time: v.optional(r.restore_time, (x) => v.ref(x, '"restore"."restore_time"')),
+        time: v.optional(r.restore_time, (x) => v.text(x, '"restore"."restore_time"', 80)),
         as: v.optional(r.as, (x) => v.dbName(x, '"restore"."as"')),
         replace: r.replace === true,
       });

@@ -161,4 +161,27 @@ export const migrations: Record<string, Migration> = {
       await db.schema.alterTable('tasks').dropColumn('owner').execute();
     },
   },
+  // Recovery by instance and time (issue 23): deleted instances stay findable while their archive or
+  // backups are kept; a restored instance says what it came from.
+  '0004_recovery': {
+    async up(db: Kysely<unknown>): Promise<void> {
+      await db.schema.alterTable('instances').addColumn('restored_from', text).execute();
+      await db.schema.createTable('deleted_instances').ifNotExists()
+        .addColumn('id', text, (c) => c.primaryKey())
+        .addColumn('project_id', text, (c) => c.notNull())
+        .addColumn('name', text, (c) => c.notNull())
+        .addColumn('flavor_id', text, (c) => c.notNull())
+        .addColumn('volume_size', 'integer', (c) => c.notNull())
+        .addColumn('datastore_version', text, (c) => c.notNull())
+        .addColumn('created', text, (c) => c.notNull())
+        .addColumn('deleted', text, (c) => c.notNull())
+        .addColumn('archive_keep_days', 'integer')
+        .execute();
+      await db.schema.createIndex('deleted_instances_project').ifNotExists().on('deleted_instances').columns(['project_id', 'created', 'id']).execute();
+    },
+    async down(db: Kysely<unknown>): Promise<void> {
+      await db.schema.dropTable('deleted_instances').ifExists().execute();
+      await db.schema.alterTable('instances').dropColumn('restored_from').execute();
+    },
+  },
 };

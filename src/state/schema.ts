@@ -57,8 +57,31 @@ export interface InstancesTable {
   fault: string | null;
   /** The task holding the instance; null when idle. Claimed with a compare-and-set update. */
   task_id: string | null;
+  /**
+   * JSON: what the instance was restored from (the source instance, the archive cut or backup, its time),
+   * shown as `restored_from`. Optional in rows written before 0004 and by code that makes no restore.
+   */
+  restored_from?: string | null;
   created: string;
   updated: string;
+}
+
+/**
+ * A deleted instance whose archive or backups may still be restored (issue 23): what `instance list
+ * --deleted` shows and `restorePoint.instanceRef` finds by name. Removed once nothing of it is kept.
+ */
+export interface DeletedInstancesTable {
+  id: string;
+  project_id: string;
+  name: string;
+  flavor_id: string;
+  volume_size: number;
+  datastore_version: string;
+  /** When the instance was made, and deleted (ISO). */
+  created: string;
+  deleted: string;
+  /** Days its archive is kept after the delete; null when it never archived. */
+  archive_keep_days: number | null;
 }
 
 export type BackupStatus = 'NEW' | 'BUILDING' | 'SAVING' | 'COMPLETED' | 'FAILED' | 'DELETE_FAILED';
@@ -174,6 +197,7 @@ export interface Database {
   flavors: FlavorsTable;
   datastore_versions: DatastoreVersionsTable;
   instances: InstancesTable;
+  deleted_instances: DeletedInstancesTable;
   backups: BackupsTable;
   tasks: TasksTable;
   leases: LeasesTable;

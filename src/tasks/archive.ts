@@ -9,8 +9,8 @@ import type { ControlPlane } from './control.js';
 import { agentCall } from './control.js';
 import { withTimeout } from '../util/concurrency.js';
 import { badRequest, unprocessable } from './errors.js';
-import { expireRetired, findCut, retireStream } from '../backup/archive.js';
-import { KeyRing, readKeyFile } from '../crypto/keys.js';
+import { expireRetired, retireStream } from '../backup/archive.js';
+import { archiveRestoredFrom, backupRestoredFrom, chooseCut, forgetDeleted, repositoryArchive, restoreTime } from './recovery.js';
 import { DEFAULT_KEEP_DAYS } from '../agent/archiver.js';
 import { stableId } from './control.js';
 
@@ -74,17 +74,29 @@ export async function refreshArchive(plane: ControlPlane, inst: Row<'instances'>
   }
 }
 
-/** The `archive` field of `show` (an extra field Trove clients ignore); undefined when never switched on. */
+/**
+ * The `archive` field of `show` (an extra field Trove clients ignore); undefined when never switched on.
+ * An instance whose agent cannot say (ERROR, SHUTDOWN, an agent that does not answer) shows the archive
+ * the repository holds: its window stays known when it matters most.
+ */
 export async function archiveView(plane: ControlPlane, inst: Row<'instances'>, live: boolean): Promise<Record<string, unknown> | undefined> {
   let s = archiveStatuses(plane).get(inst.id);
+  let agentError: string | undefined;
   // Live only from an agent that answers health checks: a dead one would hold every show for the timeout.
   if (live && inst.agent_port && ['ACTIVE', 'RESTART_REQUIRED', 'BACKUP'].includes(inst.status)) {
     try {
       s = await withTimeout((await archiveAgent(plane, inst)).archiveStatus(), 3000);
       archiveStatuses(plane).set(inst.id, s);
+      if (!s.enabled && s.restorePoint === null) return undefined;
+      return view(s);
     } catch (err) {
-      if (s?.enabled) return { ...view(s), error: `the agent does not answer: ${describeError(err)}` };
+      agentError = `the agent does not answer: ${describeError(err)}`;
     }
+  }
+  if (live && (agentError !== undefined || !['ACTIVE', 'RESTART_REQUIRED', 'BACKUP', 'BUILD'].includes(inst.status))) {
+    const stored = await repositoryArchive(plane, inst.id);
+    if (!stored) return s?.enabled ? { ...view(s), error: agentError ?? `the instance is ${inst.status}` } : undefined;
+    return { ...(s ? { enabled: s.enabled, interval: s.interval, keep_days: s.keepDays } : {}), ...stored, ...(agentError ? { agent_error: agentError } : { agent_error: `the instance is ${inst.status}: its agent is not asked` }) };
   }
   if (!s || (!s.enabled && s.restorePoint === null)) return undefined;
   return view(s);
@@ -106,34 +118,17 @@ function view(s: ArchiveStatus): Record<string, unknown> {
 }
 
 /**
- * A point-in-time restore's archive and cut: the stream of `streamOf` (an instance id) in the repository,
- * and the cut the time selects; refused (422) when the time is outside the stream's window.
- */
-export async function resolveRestoreTime(plane: ControlPlane, streamOf: string, time: string): Promise<{ stream: string; cut: string }> {
-  const t = Date.parse(time);
-  if (Number.isNaN(t)) throw badRequest(`"restorePoint"."restoreTime" must be an ISO 8601 time, got ${JSON.stringify(time.slice(0, 80))}`);
-  return plane.withStorage(plane.repositoryOf(streamOf), async (storage) => {
-    try {
-      // With the server's key, the window and the cut are chosen only from what authenticates.
-      const key = plane.backupKeyFile ? new KeyRing(await readKeyFile(plane.backupKeyFile)) : undefined;
-      return { stream: streamOf, cut: (await findCut(storage, streamOf, t, key)).id };
-    } catch (err) {
-      throw unprocessable(`Instance ${streamOf} has no restore point for ${new Date(t).toISOString()}: ${describeError(err)}`);
-    }
-  });
-}
-
-/**
  * One database back into a running instance (synchronous: the agent answers once the copy is checked).
  * From a backup of the instance (its location), or from the instance's own archive as of a time.
  */
-export async function restoreDatabase(plane: ControlPlane, projectId: string, id: string, req: { database: string; backup: string | null; time: string | null; as: string | null; replace: boolean }): Promise<DatabaseRestoreResult> {
+export async function restoreDatabase(plane: ControlPlane, projectId: string, id: string, req: { database: string; backup: string | null; time: string | null; as: string | null; replace: boolean }): Promise<DatabaseRestoreResult & { restored_from: Record<string, unknown> }> {
   const inst = await plane.instance(projectId, id);
   if (inst.status !== 'ACTIVE') throw unprocessable(`Instance ${inst.id} is ${inst.status}: a database is restored into an ACTIVE instance.`);
   if ((req.backup === null) === (req.time === null)) throw badRequest('Give exactly one of "backup" and "restore_time".');
   let storage = plane.repositoryOf(inst.id);
-  let backupId: string | undefined;
   let key: { keyFile?: string };
+  let source: { backupId: string } | { stream: string; time: string };
+  let restoredFrom: Record<string, unknown>;
   if (req.backup !== null) {
     const b = await plane.backup(projectId, req.backup);
     if (b.status !== 'COMPLETED') throw unprocessable(`Backup ${b.id} is not COMPLETED (status ${b.status}).`);
@@ -141,34 +136,29 @@ export async function restoreDatabase(plane: ControlPlane, projectId: string, id
     storage = b.location ?? plane.config.repository;
     // A container reaches its own part of the repository only (docs/compute.md).
     if (plane.compute.repositoryFor && storage !== own) throw unprocessable(`Backup ${b.id} is in ${storage}, which instance ${inst.id} cannot reach under the ${plane.compute.name} driver: restore a database from the instance's own backups or archive, or create an instance from backup ${b.id}.`);
-    backupId = b.id;
+    source = { backupId: b.id };
     key = await plane.restoreKey(inst, b.instance_id, storage, b.id);
+    restoredFrom = await backupRestoredFrom(plane, b, null);
   } else {
-    // The agent chooses the cut again by the time; its key is the one of the cut in force then.
-    const { cut } = await resolveRestoreTime(plane, inst.id, req.time!);
-    key = await plane.restoreKey(inst, inst.id, storage, cut, inst.id);
+    // The cut is chosen here first, under the key: a window or cut that does not authenticate (a storage
+    // operator's edit) is refused with 422 naming it, before the agent starts anything. The agent chooses
+    // the cut again by the time ("latest" is the newest restore point by then), the same one.
+    const { t } = restoreTime(req.time, '"restore"."restore_time"');
+    const c = await chooseCut(plane, inst.id, t);
+    if (!c) throw unprocessable(`Instance ${inst.id} has no archive: switch archiving on (instance archive --on), or restore from a backup.`);
+    key = await plane.restoreKey(inst, inst.id, storage, c.cut, inst.id);
+    source = { stream: inst.id, time: c.time };
+    restoredFrom = archiveRestoredFrom(c, t);
   }
-  // The cut is chosen here first, under the key: a window or cut that does not authenticate (a storage
-  // operator's edit) is refused with 422 naming it, before the agent starts anything.
-  if (req.time !== null) await resolveRestoreTime(plane, inst.id, req.time);
   const agent = await archiveAgent(plane, inst);
   let result: DatabaseRestoreResult;
   try {
-    result = await agentCall(
-      agent.restoreDatabase({
-        database: req.database,
-        storage,
-        ...key,
-        ...(backupId ? { backupId } : { stream: inst.id, time: req.time! }),
-        ...(req.as ? { as: req.as } : {}),
-        replace: req.replace,
-      }),
-    );
+    result = await agentCall(agent.restoreDatabase({ database: req.database, storage, ...key, ...source, ...(req.as ? { as: req.as } : {}), replace: req.replace }));
   } finally {
     await plane.compute.removeRestoreKey?.(inst).catch((err: unknown) => plane.log(`instance ${inst.id}: removing the restore key: ${describeError(err)}`));
   }
   plane.log(`instance ${inst.id}: database ${req.database} restored as ${result.as} from ${result.from} (${result.docCount} documents)`);
-  return result;
+  return { ...result, restored_from: restoredFrom };
 }
 
 // ---- after the instance: retention of a deleted instance's archive ----------------------------
@@ -178,14 +168,19 @@ export async function restoreDatabase(plane: ControlPlane, projectId: string, id
  * keep_days, so its restore points stay usable that long and are then removed (archive.expire). A
  * repository that does not answer does not hold the delete up: the reason is logged.
  */
-export async function retireArchive(plane: ControlPlane, inst: Row<'instances'>): Promise<void> {
+export async function retireArchive(plane: ControlPlane, inst: Row<'instances'>): Promise<number | null> {
   const keepDays = archiveStatuses(plane).get(inst.id)?.keepDays ?? DEFAULT_KEEP_DAYS;
+  let kept: number | null = null;
   try {
-    if (await plane.withStorage(plane.repositoryOf(inst.id), (repo) => retireStream(repo, inst.id, keepDays))) plane.log(`instance ${inst.id}: its archive is kept ${keepDays} days, then removed`);
+    if (await plane.withStorage(plane.repositoryOf(inst.id), (repo) => retireStream(repo, inst.id, keepDays))) {
+      plane.log(`instance ${inst.id}: its archive is kept ${keepDays} days, then removed`);
+      kept = keepDays;
+    }
   } catch (err) {
     plane.log(`instance ${inst.id}: its archive could not be marked for removal (${describeError(err)}); it stays in the repository until removed by hand`);
   }
   archiveStatuses(plane).delete(inst.id);
+  return kept;
 }
 
 /** One archive.expire task an hour, whichever process ticks first (the id is the hour's). */
@@ -201,6 +196,7 @@ export function registerArchiveTasks(plane: ControlPlane): void {
         for (const [stream, n] of Object.entries(r.trimmed)) plane.log(`archive ${stream} (instance deleted): retention removed ${n} cuts`);
         for (const stream of r.removed) plane.log(`archive ${stream} (instance deleted): its keep_days have passed; removed`);
       }
+      await forgetDeleted(plane);
     },
     // Nothing to put right: the next hour's run takes up what this one left.
     failed: async (task, reason) => plane.log(`archive.expire ${task.id} failed: ${reason}`),

@@ -20,7 +20,8 @@ import { TaskManager, type TaskContext } from './manager.js';
 import { badRequest, notFound, unprocessable, ServiceError } from './errors.js';
 import { awaitFollowing, registerReplicationTasks } from './replication.js';
 import { HealthMonitor } from './health.js';
-import { registerArchiveTasks, resolveRestoreTime, retireArchive } from './archive.js';
+import { registerArchiveTasks, retireArchive } from './archive.js';
+import { archiveRestoredFrom, backupRestoredFrom, chooseCut, findSource, keptAfterDelete, planInstanceRestore, rememberDeleted, restoreTime, type RestoredFrom } from './recovery.js';
 import { groupOverrides, refuseUnsettable, registerConfigurationTasks } from './configurations.js';
 import { registerBackupTasks } from './backups.js';
 import { registerUpgradeTasks } from './upgrade.js';
@@ -60,8 +61,10 @@ export interface CreateInstanceRequest {
   databases: string[];
   users: UserSpec[];
   backupRef: string | null;
-  /** Point-in-time restore (couchtrove extension): the backup's instance's archive, as of this time. */
+  /** Point-in-time restore (couchtrove extension): the backup's instance's archive, as of this time (as typed). */
   restoreTime?: string | null;
+  /** Restore by instance and time (couchtrove extension): a live or deleted instance's id or name. */
+  instanceRef?: string | null;
   replicaOf: string | null;
   configurationId: string | null;
 }
@@ -75,6 +78,16 @@ interface CreateParams {
   restore: string | null;
   /** Point in time: the archive stream and the time (the cut is chosen again by the agent, the same one). */
   pitr?: { stream: string; time: string; cut: string } | null;
+}
+
+/** What every restore says it used (./recovery.ts), kept with the instance for `show`. */
+export function restoredFromOf(inst: Row<'instances'>): Record<string, unknown> | undefined {
+  if (!inst.restored_from) return undefined;
+  try {
+    return JSON.parse(inst.restored_from) as Record<string, unknown>;
+  } catch {
+    return undefined;
+  }
 }
 
 export const DATASTORE = 'couchdb';
@@ -295,8 +308,19 @@ export class ControlPlane {
       if (req.backupRef !== null) throw badRequest('A replica starts from its source: give replica_of or a backup, not both.');
     }
     let restore: Row<'backups'> | null = null;
-    if (req.backupRef !== null) {
+    let pitr: CreateParams['pitr'] = null;
+    let restoredFrom: RestoredFrom | null = null;
+    if (req.instanceRef) {
+      if (req.backupRef !== null || source) throw badRequest('"restorePoint" takes "instanceRef" or "backupRef", not both, and a replica starts from its source.');
+      const from = await findSource(this, projectId, req.instanceRef);
+      const plan = await planInstanceRestore(this, projectId, from, restoreTime(req.restoreTime ?? 'latest', '"restorePoint"."restoreTime"').t);
+      restoredFrom = plan.restoredFrom;
+      if (plan.pitr) pitr = { stream: plan.pitr.stream, cut: plan.pitr.cut, time: plan.pitr.time };
+      restore = plan.backup;
+    } else if (req.backupRef !== null) {
       restore = await this.backup(projectId, req.backupRef);
+    }
+    if (restore) {
       if (restore.status !== 'COMPLETED') throw unprocessable(`Backup ${restore.id} is not COMPLETED (status ${restore.status}): it cannot be restored.`);
       if (restore.datastore !== DATASTORE) throw unprocessable(`Backup ${restore.id} is of datastore ${restore.datastore}, not ${DATASTORE}.`);
       const need = restore.data_bytes ?? 0;
@@ -312,11 +336,17 @@ export class ControlPlane {
       }
       if (stored !== restore.checksum) throw unprocessable(`Backup ${restore.id}: the stored checksum ${stored} does not match the recorded ${restore.checksum ?? '(none)'}.`);
     }
-    let pitr: CreateParams['pitr'] = null;
-    if (req.restoreTime) {
-      if (!restore?.instance_id) throw badRequest('"restorePoint"."restoreTime" needs a "backupRef" of an instance that was archived: the time is looked up in that instance\'s archive.');
-      const r = await resolveRestoreTime(this, restore.instance_id, req.restoreTime);
-      pitr = { ...r, time: new Date(Date.parse(req.restoreTime)).toISOString() };
+    if (req.restoreTime && !req.instanceRef) {
+      // The older form: a backup names the instance whose archive is read.
+      if (!restore?.instance_id) throw badRequest('"restorePoint"."restoreTime" needs an "instanceRef" (or a "backupRef" of an instance that was archived): the time is looked up in that instance\'s archive.');
+      const { t } = restoreTime(req.restoreTime, '"restorePoint"."restoreTime"');
+      const c = await chooseCut(this, restore.instance_id, t);
+      if (!c) throw unprocessable(`Instance ${restore.instance_id} has no archive: restore backup ${restore.id} without a time, or give another backup.`);
+      pitr = { stream: c.stream, cut: c.cut, time: c.time };
+      restoredFrom = { instance_id: restore.instance_id, ...archiveRestoredFrom(c, t) };
+      restore = null;
+    } else if (restore && !restoredFrom) {
+      restoredFrom = { instance_id: restore.instance_id ?? '', ...(await backupRestoredFrom(this, restore, null)) };
     }
     for (const u of req.users) {
       for (const d of u.databases) {
@@ -335,7 +365,7 @@ export class ControlPlane {
       id, project_id: projectId, name: req.name, status: 'BUILD', flavor_id: flavor.id, volume_size: size,
       datastore: DATASTORE, datastore_version: version.name, configuration_id: configuration?.id ?? null, replica_of: primary?.id ?? null,
       host: null, port: null, agent_port: null, agent_pid: null, epmd_port: null, instance_dir: null, engine: this.engineFor(version),
-      fault: null, task_id: task.id, created: t, updated: t,
+      fault: null, task_id: task.id, restored_from: restoredFrom ? JSON.stringify(restoredFrom) : null, created: t, updated: t,
     };
     await this.store.insert('instances', row);
     this.tasks.start(task);
@@ -364,7 +394,8 @@ export class ControlPlane {
     return task;
   }
 
-  async deleteInstance(projectId: string, id: string): Promise<void> {
+  /** Starts the delete; answers what it keeps (archive, backups) and until when. */
+  async deleteInstance(projectId: string, id: string): Promise<Record<string, unknown>> {
     const inst = await this.instance(projectId, id);
     // As Trove: a source with replicas stays until they are detached or it is ejected.
     const replicas: Row<'instances'>[] = [];
@@ -379,7 +410,10 @@ export class ControlPlane {
     if (inst.task_id) await this.tasks.expireIfOverdue(inst.task_id);
     const task = await this.claim(projectId, id, 'instance.delete', 'SHUTDOWN',
       ['ACTIVE', 'ERROR', 'FAILED', 'SHUTDOWN', 'RESTART_REQUIRED', 'BUILD'], {}, this.config.taskTimeout);
+    // Read before the task runs: the archive the repository holds now, the backups that stay.
+    const kept = await keptAfterDelete(this, inst);
     this.tasks.start(task);
+    return kept;
   }
 
   async restartInstance(projectId: string, id: string): Promise<void> {
@@ -499,9 +533,9 @@ export class ControlPlane {
     };
     if (runAs) s.runAs = runAs;
     if (this.config.couchdb.volumeSupport) s.volumeBytes = size * GiB;
-    if (changes.restore) {
-      const b = await this.store.get('backups', changes.restore);
-      s.restore = { storage: this.restoreStorage(inst, changes.restore, b), backupId: changes.restore };
+    if (changes.restore || changes.pitr) {
+      const b = changes.restore ? await this.store.get('backups', changes.restore) : undefined;
+      s.restore = { storage: this.restoreStorage(inst, changes.restore ?? '', b), backupId: changes.restore ?? '' };
       // Archives live in their instance's repository (archive/<instance id>/), whatever the backup's location.
       if (changes.pitr) s.restore = { storage: this.repositoryOf(changes.pitr.stream), backupId: changes.pitr.cut, stream: changes.pitr.stream, time: changes.pitr.time };
       // A replica's seed has no row: it is a backup of the replica's source.
@@ -682,7 +716,8 @@ export class ControlPlane {
         // Its backups stay readable: the control plane derives the key from the master again when needed.
         await this.instanceKeys?.drop(inst.id);
         await ctx.step('destroyed');
-        await retireArchive(this, inst);
+        // Restorable by id or name while its archive or backups are kept (instance list --deleted).
+        await rememberDeleted(this, inst, await retireArchive(this, inst));
         await this.store.remove('instances', inst.id, { task_id: ctx.task.id });
       },
       failed: async (task, reason) => {

@@ -16,6 +16,14 @@ import { mapLimit, withTimeout } from '../util/concurrency.js';
 import { refreshArchive } from './archive.js';
 import { refreshUsage, usageUnknown } from './usage.js';
 
+/** When each instance's agent last answered this process (ms): eject names it for a source that hangs. */
+const seen = new WeakMap<ControlPlane, Map<string, number>>();
+export function lastSeen(plane: ControlPlane): Map<string, number> {
+  let m = seen.get(plane);
+  if (!m) seen.set(plane, (m = new Map()));
+  return m;
+}
+
 /** Every fault the monitor writes starts with this; only such faults are cleared by it. */
 export const HEALTH_FAULT = 'health check: ';
 const WATCHED: InstanceStatus[] = ['ACTIVE', 'RESTART_REQUIRED', 'SHUTDOWN', 'ERROR'];
@@ -72,6 +80,7 @@ export class HealthMonitor {
     let next: { status: InstanceStatus; fault: string | null };
     try {
       const s = await withTimeout((await this.plane.compute.agent(inst)).status(), 3000);
+      lastSeen(this.plane).set(inst.id, Date.now());
       if (verdict) return;
       if (s.state === 'RUNNING' || s.state === 'RESTART_REQUIRED') {
         // Archiving status for show, the listing's window and /metrics (the agent runs the loop itself);

@@ -9,6 +9,7 @@ import type { ControlPlane } from './control.js';
 import { agentCall } from './control.js';
 import { withTimeout } from '../util/concurrency.js';
 import { badRequest, unprocessable } from './errors.js';
+import { lastSeen } from './health.js';
 
 type ReplicationAgent = AgentApi & AgentReplicationApi;
 
@@ -22,6 +23,8 @@ interface PromoteParams {
 interface EjectParams {
   /** The replicas of the ejected source. */
   replicas: string[];
+  /** Why it counts as gone, with when it was last seen (absent in tasks from before). */
+  why?: string;
 }
 
 /** How long promote waits for the replica to catch up with its source before detaching it. */
@@ -38,16 +41,25 @@ export async function replicationAgent(plane: ControlPlane, inst: Row<'instances
 const couchUrl = (inst: Row<'instances'>): string => `http://${inst.host ?? '127.0.0.1'}:${inst.port ?? 0}`;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms).unref());
 
-/** A source is healthy when its row is usable and its agent says CouchDB runs (answer within 3 s). */
-async function healthy(plane: ControlPlane, inst: Row<'instances'>): Promise<boolean> {
-  if (!['ACTIVE', 'RESTART_REQUIRED', 'BACKUP'].includes(inst.status) || !inst.agent_port) return false;
+/** How long a source has to answer before it counts as gone: a stopped (black-holed) host never does. */
+const SOURCE_ANSWER_MS = 3000;
+
+/**
+ * A source is healthy when its row is usable and its agent says CouchDB runs, within SOURCE_ANSWER_MS; else
+ * why not. A source that does not answer at all is as gone as a dead one (issue 23).
+ */
+async function probe(plane: ControlPlane, inst: Row<'instances'>): Promise<{ ok: boolean; reason: string }> {
+  if (!['ACTIVE', 'RESTART_REQUIRED', 'BACKUP'].includes(inst.status) || !inst.agent_port) return { ok: false, reason: `it is ${inst.status}` };
   try {
-    const s = await withTimeout((await plane.compute.agent(inst)).status(), 3000);
-    return s.state === 'RUNNING' || s.state === 'RESTART_REQUIRED';
-  } catch {
-    return false;
+    const s = await withTimeout((await plane.compute.agent(inst)).status(), SOURCE_ANSWER_MS);
+    lastSeen(plane).set(inst.id, Date.now());
+    return s.state === 'RUNNING' || s.state === 'RESTART_REQUIRED' ? { ok: true, reason: 'it answers' } : { ok: false, reason: `its CouchDB is ${s.state}${s.reason ? ` (${s.reason})` : ''}` };
+  } catch (err) {
+    return { ok: false, reason: `it does not answer: ${describeError(err)}` };
   }
 }
+
+const healthy = async (plane: ControlPlane, inst: Row<'instances'>): Promise<boolean> => (await probe(plane, inst)).ok;
 
 // ---- requests (checked, then a task claims the instance) ----------------------------------------
 
@@ -73,18 +85,26 @@ export async function promoteReplica(plane: ControlPlane, projectId: string, id:
   plane.tasks.start(task);
 }
 
-/** `POST /instances/{id}/action {"eject_replica_source": {}}` on a source that is gone: a replica takes over. */
-export async function ejectReplicaSource(plane: ControlPlane, projectId: string, id: string): Promise<void> {
+/**
+ * `POST /instances/{id}/action {"eject_replica_source": {}}` on a source that is gone (dead, down, or not
+ * answering): a replica takes over. Answers why the source counts as gone and when it was last seen.
+ */
+export async function ejectReplicaSource(plane: ControlPlane, projectId: string, id: string): Promise<{ instance_id: string; source_state: string; last_seen: string | null; replicas: string[] }> {
   const src = await plane.instance(projectId, id);
   if (src.replica_of !== null) throw badRequest(`Instance ${id} is a replica of ${src.replica_of}, not a replica source: eject-replica-source takes the source.`);
   const replicas = (await plane.store.find('instances', { replica_of: src.id })).map((r) => r.id);
   if (replicas.length === 0) throw badRequest(`Instance ${id} is not a replica source: it has no replicas.`);
-  if (await healthy(plane, src)) {
+  const p = await probe(plane, src);
+  if (p.ok) {
     throw badRequest(`Replica source ${id} cannot be ejected: it is ${src.status} and its CouchDB answers. Eject is for a source that is gone; use promote-to-replica-source on a replica to switch while the source works.`);
   }
-  const params: EjectParams = { replicas };
+  const seenAt = lastSeen(plane).get(src.id);
+  const lastSeenAt = seenAt === undefined ? null : new Date(seenAt).toISOString();
+  const params: EjectParams = { replicas, why: `${p.reason}; last seen ${lastSeenAt ?? 'never by this server since it started'}` };
   const task = await plane.claim(projectId, id, 'instance.eject', 'EJECT', ['ACTIVE', 'RESTART_REQUIRED', 'ERROR', 'SHUTDOWN', 'FAILED'], params, plane.config.taskTimeout);
   plane.tasks.start(task);
+  plane.log(`instance ${id}: ejecting it from its replication set: ${params.why}`);
+  return { instance_id: src.id, source_state: p.reason, last_seen: lastSeenAt, replicas };
 }
 
 /**
@@ -236,7 +256,7 @@ export function registerReplicationTasks(plane: ControlPlane): void {
       await plane.store.update('instances', next.id, { replica_of: null, updated: now() });
       await ctx.step('detached');
       const problems = await followAll(plane, next, rows.map((r) => r.id).filter((r) => r !== next.id));
-      await plane.release(src.id, ctx.task.id, `ejected from its replication set: instance ${next.id} is the new replica source${problems.length ? `; ${problems.join('; ')}` : ''}`);
+      await plane.release(src.id, ctx.task.id, `ejected from its replication set${ctx.params.why ? ` (${ctx.params.why})` : ''}: instance ${next.id} is the new replica source${problems.length ? `; ${problems.join('; ')}` : ''}`);
     },
     failed: fail,
   });

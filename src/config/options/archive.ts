@@ -1,14 +1,14 @@
 // Options of continuous archiving and point-in-time restore: `couchtrove instance archive NAME --on|--off`,
 // `instance create --backup B --restore-time T`, `agent archive` and `agent restore --to-time T`.
 import { parsers, UsageError, type OptionSpec } from '../option.js';
+import { parseRestoreTime, RESTORE_TIME_FORMS } from '../../util/restore-time.js';
 
 const A = 'Continuous archiving';
 
-/** An ISO 8601 time (with a zone) or "now"; kept as the ISO string in UTC. */
+/** A restore time in one of the forms people type (src/util/restore-time.ts); kept as typed, the API reads it. */
 const time = (raw: string, flag: string): string => {
-  const t = raw === 'now' ? Date.now() : /\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:?\d\d)$/.test(raw) ? Date.parse(raw) : Number.NaN;
-  if (Number.isNaN(t)) throw new UsageError(`--${flag}: expected an ISO 8601 time with its zone, e.g. 2026-12-03T00:15:00Z; got ${JSON.stringify(raw)}`);
-  return new Date(t).toISOString();
+  if (!parseRestoreTime(raw)) throw new UsageError(`--${flag}: expected one of ${RESTORE_TIME_FORMS}; got ${JSON.stringify(raw)}`);
+  return raw.trim();
 };
 
 export const archiveOptions = {
@@ -39,11 +39,19 @@ export const archiveOptions = {
   },
   restoreTime: {
     flag: 'restore-time', arg: 'TIME', group: A, parse: time,
-    description: "Point-in-time restore: the data as of the newest archive cut at or before TIME (ISO 8601, e.g. 2026-12-03T00:15:00Z), from the archive of the --backup's instance",
+    description: 'Point-in-time restore: the data as of the newest archive cut at or before TIME ("latest" or "now": the newest restore point; "2026-12-07 04:01:49" is UTC; or ISO 8601 with a zone), from the archive of --from-instance (or of the --backup\'s instance)',
+  },
+  fromInstance: {
+    flag: 'from-instance', arg: 'NAME|ID', group: A, parse: parsers.string,
+    description: 'instance create: restore the archive (or newest backup) of this instance, live or deleted (see instance list --deleted), as of --restore-time (default latest)',
+  },
+  listDeleted: {
+    flag: 'deleted', group: A, parse: parsers.boolean,
+    description: 'instance list: the deleted instances whose archive or backups are still kept, with their restorable window and when it expires',
   },
   toTime: {
     flag: 'to-time', arg: 'TIME', group: A, parse: time,
-    description: 'Restore the newest archive cut at or before TIME (ISO 8601 with zone, or "now") of --stream',
+    description: 'The newest archive cut at or before TIME ("latest" or "now": the newest restore point; "2026-12-07 04:01:49" is UTC; or ISO 8601 with a zone)',
   },
   restoreAs: {
     flag: 'as', arg: 'NAME', group: A, parse: parsers.string,

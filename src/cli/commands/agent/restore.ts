@@ -1,6 +1,7 @@
 import { defineCommand } from '../../command.js';
 import { restoreBackup } from '../../../backup/index.js';
-import { restoreToTime } from '../../../backup/archive.js';
+import { archiveWindow, restoreToTime } from '../../../backup/archive.js';
+import { parseRestoreTime } from '../../../util/restore-time.js';
 import { openStorage } from '../../../storage/index.js';
 import { readingKey } from '../../../crypto/keys.js';
 import { UsageError } from '../../../config/option.js';
@@ -30,7 +31,10 @@ export const restoreCommand = defineCommand({
       let cut: { id: string; end: number } | undefined;
       let r;
       if (pitr) {
-        const p = await restoreToTime({ ...common, stream: o.archiveStream!, time: Date.parse(o.toTime!) });
+        // "latest"/"now": the newest restore point of the stream (a time after it was never archived).
+        const t = parseRestoreTime(o.toTime!)!;
+        const time = t.latest ? ((await archiveWindow(storage, o.archiveStream!, common.key)).newest ?? 0) : t.ms;
+        const p = await restoreToTime({ ...common, stream: o.archiveStream!, time });
         cut = p.cut;
         r = p;
       } else {

@@ -1,6 +1,7 @@
 // `couchtrove database list|create|delete|restore` against the API.
 import { defineCommand, type AnyCommand } from '../../command.js';
 import { TroveApiClient, print, table, type JsonObject } from '../../../api/client.js';
+import { restoredFromText } from '../instance/index.js';
 
 const API = ['apiUrl', 'apiToken', 'apiProject', 'json'] as const;
 
@@ -47,7 +48,8 @@ export const databaseCommands: AnyCommand[] = [
       if (o.toTime) r.restore_time = o.toTime;
       if (o.restoreAs) r.as = o.restoreAs;
       const res = (await c.request('POST', `/instances/${id}/databases/${encodeURIComponent(o.database)}/restore`, { restore: r })).restore as JsonObject;
-      print(io, o.json, { restore: res }, () => `database ${o.database} restored as ${String(res.as)} on ${id} from ${String(res.from)}: ${String(res.docCount)} documents (${(Number(res.totalMs) / 1000).toFixed(1)} s)\n`);
+      const rf = res.restored_from as JsonObject | undefined;
+      print(io, o.json, { restore: res }, () => `database ${o.database} restored as ${String(res.as)} on ${id} from ${String(res.from)}: ${String(res.docCount)} documents (${(Number(res.totalMs) / 1000).toFixed(1)} s)\n${rf ? `restored from: ${restoredFromText(rf)}\n` : ''}`);
       return 0;
     },
   }),

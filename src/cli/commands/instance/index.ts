@@ -30,6 +30,8 @@ export function readable(inst: JsonObject): JsonObject {
   if (Array.isArray(inst.addresses)) o.addresses = (inst.addresses as JsonObject[]).map((a) => String(a.address)).join(', ');
   const fault = inst.fault as JsonObject | undefined;
   if (fault) o.fault = String(fault.message);
+  const rf = inst.restored_from as JsonObject | undefined;
+  if (rf) o.restored_from = restoredFromText(rf);
   for (const k of ['replica_of', 'configuration']) {
     const r = inst[k] as JsonObject | undefined;
     if (r) o[k] = r.name ? `${String(r.name)} (${String(r.id)})` : String(r.id);
@@ -37,11 +39,32 @@ export function readable(inst: JsonObject): JsonObject {
   return o;
 }
 
+/** One line for a restore's `restored_from`: which cut (or backup), its time, the base, what was asked. */
+export function restoredFromText(rf: JsonObject): string {
+  const deleted = rf.instance_deleted ? `, deleted ${String(rf.instance_deleted)}` : '';
+  const who = rf.instance_id ? ` of ${rf.instance_name ? `${String(rf.instance_name)} (${String(rf.instance_id)}${deleted})` : `${String(rf.instance_id)}${deleted}`}` : '';
+  const what = rf.from === 'archive' ? `archive cut ${String(rf.cut)}${who}` : `backup ${String(rf.base_backup)}${rf.backup_name ? ` (${String(rf.backup_name)})` : ''}${who}`;
+  return `${what}, data as of ${String(rf.cut_time)}, base backup ${String(rf.base_backup)}; asked: ${String(rf.requested_time)}${rf.time_zone_note ? ` (${String(rf.time_zone_note)})` : ''}`;
+}
+
+/** A row of `instance list --deleted` in words. */
+function deletedRow(d: JsonObject): JsonObject {
+  const r = (d.restorable ?? {}) as JsonObject;
+  const b = (d.backups ?? {}) as JsonObject;
+  return { ...d, restorable: `${String(r.from ?? '?')} .. ${String(r.to ?? '?')}`, expires: r.expires ? `archive ${String(r.expires)}` : 'backups kept until deleted', backups: String(b.count ?? 0) };
+}
+
 export const instanceCommands: AnyCommand[] = [
   defineCommand({
-    path: ['instance', 'list'], summary: 'List instances', required: [], optional: [...API, 'pageLimit', 'pageMarker'],
+    path: ['instance', 'list'], summary: 'List instances (--deleted: the deleted ones still restorable, with their window)', required: [], optional: [...API, 'pageLimit', 'pageMarker', 'listDeleted'],
     run: async (o, io) => {
       const c = new TroveApiClient(o);
+      if (o.listDeleted) {
+        const { rows, next } = o.pageLimit ? await c.page('/instances?deleted=true', 'instances', o.pageLimit, o.pageMarker) : { rows: await c.list('/instances?deleted=true', 'instances', undefined, o.pageMarker), next: undefined };
+        print(io, o.json, { instances: rows }, () => (rows.length ? table(rows.map(deletedRow), ['id', 'name', 'deleted', 'restorable', 'expires', 'backups']) : 'no deleted instance is restorable\n'));
+        moreHint(io, next);
+        return 0;
+      }
       const { rows, next } = o.pageLimit ? await c.page('/instances', 'instances', o.pageLimit, o.pageMarker) : { rows: await c.list('/instances', 'instances', undefined, o.pageMarker), next: undefined };
       const full = await Promise.all(rows.map(async (r) => ((await c.get(`/instances/${r.id as string}`)).instance as JsonObject)));
       // The restorable window of instances with continuous archiving (from the oldest cut kept to the newest restore point).
@@ -64,8 +87,8 @@ export const instanceCommands: AnyCommand[] = [
     },
   }),
   defineCommand({
-    path: ['instance', 'create'], summary: 'Create an instance (optionally with databases, users, from a backup)',
-    required: ['resourceName'], optional: [...API, 'flavorRef', 'volumeSize', 'datastoreVersion', 'databases', 'userSpecs', 'backupId', 'restoreTime', 'replicaOf', 'configurationRef', 'wait'],
+    path: ['instance', 'create'], summary: 'Create an instance (optionally with databases, users, from a backup, or from an instance as of a time)',
+    required: ['resourceName'], optional: [...API, 'flavorRef', 'volumeSize', 'datastoreVersion', 'databases', 'userSpecs', 'backupId', 'fromInstance', 'restoreTime', 'replicaOf', 'configurationRef', 'wait'],
     run: async (o, io) => {
       // A replica takes its source's flavor (and volume size) unless given.
       if (o.flavorRef === undefined && !o.replicaOf) throw Object.assign(new Error('missing required option --flavor (only a replica, --replica-of, may leave it out)'), { name: 'UsageError' });
@@ -75,8 +98,11 @@ export const instanceCommands: AnyCommand[] = [
       if (o.volumeSize !== undefined) body.volume = { size: o.volumeSize };
       if (o.databases) body.databases = (o.databases as string[]).map((name) => ({ name }));
       if (o.userSpecs) body.users = o.userSpecs.map((u) => ({ name: u.name, password: u.password, databases: u.databases.map((name) => ({ name })) }));
-      if (o.restoreTime && !o.backupId) throw Object.assign(new Error('--restore-time needs --backup: a backup of the instance whose archive is restored'), { name: 'UsageError' });
+      if (o.fromInstance && o.backupId) throw Object.assign(new Error('give --from-instance or --backup, not both'), { name: 'UsageError' });
+      if (o.restoreTime && !o.backupId && !o.fromInstance) throw Object.assign(new Error('--restore-time needs --from-instance NAME|ID (a live or deleted instance; instance list --deleted)'), { name: 'UsageError' });
       if (o.backupId) body.restorePoint = { backupRef: await c.resolve('backup', o.backupId), ...(o.restoreTime ? { restoreTime: o.restoreTime } : {}) };
+      // The API resolves the name: a deleted instance is found there, not in the live list.
+      if (o.fromInstance) body.restorePoint = { instanceRef: o.fromInstance, restoreTime: o.restoreTime ?? 'latest' };
       if (o.replicaOf) body.replica_of = await c.instanceId(o.replicaOf);
       if (o.configurationRef) body.configuration = await c.resolve('configuration', o.configurationRef);
       let inst = (await c.request('POST', '/instances', { instance: body })).instance as JsonObject;
@@ -90,9 +116,9 @@ export const instanceCommands: AnyCommand[] = [
     run: async (o, io) => {
       const c = new TroveApiClient(o);
       const id = await c.instanceId(o.instanceRef);
-      await c.request('DELETE', `/instances/${id}`);
+      const kept = ((await c.request('DELETE', `/instances/${id}`)).instance as JsonObject | undefined)?.kept as JsonObject | undefined;
       if (o.wait) await waitFor(c, io, 'instance', id, { gone: true });
-      print(io, o.json, { id, deleted: true }, () => `instance ${id} ${o.wait ? 'deleted' : 'is being deleted'}\n`);
+      print(io, o.json, { id, deleted: true, ...(kept ? { kept } : {}) }, () => `instance ${id} ${o.wait ? 'deleted' : 'is being deleted'}${kept?.message ? `: ${String(kept.message)}` : ''}\n`);
       return 0;
     },
   }),
@@ -101,13 +127,19 @@ export const instanceCommands: AnyCommand[] = [
       path: ['instance', verb],
       summary: verb === 'detach-replica' ? 'Detach a replica: it stops following its source and becomes standalone and writable'
         : verb === 'promote' ? 'Promote a replica to replica source: the old source and the other replicas follow it'
-          : 'Eject a replica source that is gone: the replica with the most documents takes over, the others follow it',
+          : 'Eject a replica source that is gone (dead, down, or not answering within 3 s): the replica with the most documents takes over, the others follow it',
       required: ['instanceRef'], optional: [...API, 'wait'], positional: 'instanceRef',
       run: async (o, io) => {
         const c = new TroveApiClient(o);
         const id = await c.instanceId(o.instanceRef);
+        let note = '';
         if (verb === 'detach-replica') await c.request('PATCH', `/instances/${id}`, { instance: { replica_of: null } });
-        else await c.request('POST', `/instances/${id}/action`, verb === 'promote' ? { promote_to_replica_source: {} } : { eject_replica_source: {} });
+        else {
+          const r = await c.request('POST', `/instances/${id}/action`, verb === 'promote' ? { promote_to_replica_source: {} } : { eject_replica_source: {} });
+          const e = r.eject as JsonObject | undefined;
+          if (e) note = `ejecting ${id}: ${String(e.source_state)}; last seen ${e.last_seen ? String(e.last_seen) : 'never by this server since it started'}\n`;
+        }
+        if (note) io.stderr.write(note);
         let inst = (await c.get(`/instances/${id}`)).instance as JsonObject;
         if (o.wait) {
           await new Promise((r) => setTimeout(r, 300));
