@@ -1,7 +1,8 @@
 // Instance status from the agents' own answers. Every health_interval seconds each idle instance's agent
 // is asked how its CouchDB is: a CouchDB that is down makes the instance SHUTDOWN, an agent that does not
 // answer makes it ERROR, each with the reason in `fault`; a dead agent is started again, whatever the fault
-// says. When both answer again the instance is ACTIVE again. Instances held by a task are left to that task.
+// says, and so is a container or Swarm task that ended, with a back-off (1, 2, 4 … 60 s) and the count and
+// last reason in `fault` while it keeps dying, so that a restart loop shows. When both answer again the instance is ACTIVE again. Instances held by a task are left to that task.
 // A fault a task left is kept: an ERROR or SHUTDOWN a task's end left (release(): the agent's state then,
 // a backup whose agent was killed, say) follows the agent again, returning to ACTIVE with the task's own
 // reason once it answers RUNNING; only a failed create or delete (VERDICT_FAULTS) stays ERROR here.
@@ -29,11 +30,23 @@ export const HEALTH_FAULT = 'health check: ';
 const WATCHED: InstanceStatus[] = ['ACTIVE', 'RESTART_REQUIRED', 'SHUTDOWN', 'ERROR'];
 /** Agents asked at once in a round. */
 const HEALTH_CONCURRENCY = 64;
+/** Back-off between starts of a container that keeps ending, and how long it must run to be forgiven. */
+const BACKOFF_MAX_MS = 60_000;
+const BACKOFF_RESET_MS = 60_000;
+
+interface Restarts {
+  count: number;
+  since: number;
+  nextAt: number;
+  /** When the agent was first seen answering again after the last start. */
+  okSince: number | null;
+}
 
 export class HealthMonitor {
   #timer: NodeJS.Timeout | null = null;
   #running: Promise<void> | null = null;
   readonly #restarting = new Set<string>();
+  readonly #restarts = new Map<string, Restarts>();
   /** One process checks at a time; the lease outlives three rounds so a slow round does not lose it. */
   readonly leader: LeaderLease;
 
@@ -81,6 +94,7 @@ export class HealthMonitor {
     try {
       const s = await withTimeout((await this.plane.compute.agent(inst)).status(), 3000);
       lastSeen(this.plane).set(inst.id, Date.now());
+      this.#answered(inst.id);
       if (verdict) return;
       if (s.state === 'RUNNING' || s.state === 'RESTART_REQUIRED') {
         // Archiving status for show, the listing's window and /metrics (the agent runs the loop itself);
@@ -100,11 +114,12 @@ export class HealthMonitor {
       }
     } catch (err) {
       usageUnknown(this.plane, inst);
-      // A container that died says why, and stays down until the instance is restarted.
+      // A container that ended says why, and is started again with a back-off; the count shows a loop.
       const down = await this.plane.compute.diagnose?.(inst).catch(() => null);
       if (down) {
+        const loop = this.#startAgain(inst, down);
         if (theirs && inst.status !== 'ACTIVE') return;
-        next = { status: 'ERROR', fault: `${HEALTH_FAULT}${down}` };
+        next = { status: 'ERROR', fault: `${HEALTH_FAULT}${down}${loop}` };
       } else {
         this.#restartAgent(inst);
         // Not answering is all a task's ERROR or SHUTDOWN can say now: the restart decides the rest.
@@ -115,6 +130,29 @@ export class HealthMonitor {
     if (next.status === inst.status && next.fault === inst.fault) return;
     const changed = await this.plane.store.update('instances', inst.id, { status: next.status, fault: next.fault, updated: now() }, { task_id: null, status: inst.status });
     if (changed) this.log(`instance ${inst.id}: ${inst.status} -> ${next.status}${next.fault ? ` (${next.fault.startsWith(HEALTH_FAULT) ? next.fault.slice(HEALTH_FAULT.length) : next.fault})` : ''}`);
+  }
+
+  /** The agent answers: a container that has run long enough since its last start is forgiven its past. */
+  #answered(id: string): void {
+    const r = this.#restarts.get(id);
+    if (!r) return;
+    r.okSince ??= Date.now();
+    if (Date.now() - r.okSince >= BACKOFF_RESET_MS) this.#restarts.delete(id);
+  }
+
+  /** Starts an ended container (or Swarm task) again once its back-off has passed; what the fault adds. */
+  #startAgain(inst: Row<'instances'>, why: string): string {
+    const t = Date.now();
+    let r = this.#restarts.get(inst.id);
+    if (!r) this.#restarts.set(inst.id, (r = { count: 0, since: t, nextAt: t, okSince: null }));
+    r.okSince = null;
+    if (t >= r.nextAt && !this.#restarting.has(inst.id)) {
+      r.count++;
+      r.nextAt = t + Math.min(BACKOFF_MAX_MS, 1000 * 2 ** (r.count - 1));
+      this.log(`instance ${inst.id}: starting it again (start ${r.count} since ${new Date(r.since).toISOString()}): ${why}`);
+      this.#restartAgent(inst);
+    }
+    return `; started again ${r.count} time${r.count === 1 ? '' : 's'} since ${new Date(r.since).toISOString()}, next no sooner than ${new Date(r.nextAt).toISOString()}`;
   }
 
   /** A dead agent is started again (it adopts or restarts its CouchDB); one attempt at a time per instance. */

@@ -16,8 +16,9 @@
 //   putArchive (root, 0400) before its first start: not in its environment, command line or labels, so
 //   `docker inspect` shows none. The host keeps its own copy of the token in <state_dir>/instances/<id>/
 //   to talk to the agent.
-// - The container has no restart policy: one that dies stays down and shows so (diagnose); the
-//   restart task (ensureAgent) starts it again. Containers keep running while the control plane restarts.
+// - The container has no restart policy of Docker's: one that dies shows so (diagnose), and the health
+//   monitor starts it again (ensureAgent) with a back-off, the count in the instance's fault
+//   (src/tasks/health.ts). Containers keep running while the control plane restarts.
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -369,7 +370,7 @@ export class DockerDriver implements ComputeDriver {
     if (s.OOMKilled) parts.push('killed for lack of memory (OOM)');
     if (s.Error) parts.push(s.Error);
     if (s.FinishedAt && !s.FinishedAt.startsWith('0001')) parts.push(`at ${s.FinishedAt}`);
-    return `${parts.join(', ')}; restart the instance to start it again`;
+    return parts.join(', ');
   }
 
   async ensureAgent(inst: Row<'instances'>, placement?: Placement): Promise<Placement> {

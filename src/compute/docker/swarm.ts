@@ -192,7 +192,7 @@ export class SwarmDriver extends DockerDriver {
     if (node && node.Status.State !== 'ready') return `node ${node.Description.Hostname} (${node.ID}) is ${node.Status.State}${node.Status.Message ? `: ${node.Status.Message}` : ''}; recover with create --backup on another node`;
     if (t.Status.State === 'running') return null;
     if (['new', 'pending', 'assigned', 'accepted', 'preparing', 'starting', 'ready'].includes(t.Status.State) && t.DesiredState === 'running') return null;
-    return `task ${t.ID} of service ${containerName(inst.id)} is ${t.Status.State}${t.Status.Err ? `: ${t.Status.Err}` : ''} since ${t.Status.Timestamp}; restart the instance to start it again`;
+    return `task ${t.ID} of service ${containerName(inst.id)} is ${t.Status.State}${t.Status.Err ? `: ${t.Status.Err}` : ''} since ${t.Status.Timestamp}`;
   }
 
   /** A new task for the service (same node, same volume): after a dead task, or with a new spec. */
