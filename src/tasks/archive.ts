@@ -27,7 +27,7 @@ export function archiveStatuses(plane: ControlPlane): Map<string, ArchiveStatus>
 const readAt = new WeakMap<ControlPlane, Map<string, number>>();
 
 /** Records a status just read from the instance's agent. */
-function remember(plane: ControlPlane, instanceId: string, s: ArchiveStatus): void {
+export function rememberArchive(plane: ControlPlane, instanceId: string, s: ArchiveStatus): void {
   archiveStatuses(plane).set(instanceId, s);
   let m = readAt.get(plane);
   if (!m) readAt.set(plane, (m = new Map()));
@@ -77,7 +77,7 @@ export async function setArchive(plane: ControlPlane, projectId: string, id: str
       ...(req.keepDays !== undefined ? { keepDays: req.keepDays } : {}),
     }),
   );
-  remember(plane, inst.id, status);
+  rememberArchive(plane, inst.id, status);
   plane.log(`instance ${inst.id}: archiving ${req.enabled ? `on (every ${status.interval} s, ${status.keepDays} days kept)` : 'off'}`);
   return status;
 }
@@ -90,7 +90,7 @@ export async function refreshArchive(plane: ControlPlane, inst: Row<'instances'>
     const s = await withTimeout(a.archiveStatus(), 3000);
     const cache = archiveStatuses(plane);
     const before = cache.get(inst.id);
-    remember(plane, inst.id, s);
+    rememberArchive(plane, inst.id, s);
     if (s.behind && !before?.behind) plane.log(`instance ${inst.id}: archiving is behind (restore point ${s.restorePoint ?? 'none'}${s.error ? `: ${s.error}` : ''})`);
     if (!s.behind && before?.behind) plane.log(`instance ${inst.id}: archiving caught up (restore point ${s.restorePoint ?? 'none'})`);
   } catch {
@@ -110,7 +110,7 @@ export async function archiveView(plane: ControlPlane, inst: Row<'instances'>, l
   if (live && inst.agent_port && ['ACTIVE', 'RESTART_REQUIRED', 'BACKUP'].includes(inst.status)) {
     try {
       s = await withTimeout((await archiveAgent(plane, inst)).archiveStatus(), 3000);
-      remember(plane, inst.id, s);
+      rememberArchive(plane, inst.id, s);
       if (!s.enabled && s.restorePoint === null) return undefined;
       return view(s);
     } catch (err) {

@@ -144,7 +144,7 @@ test("the tenant's CouchDB log after a minute idle: no couchtrove polling; metri
   assert.deepEqual(agentInfo.map((l) => l.msg), [], 'no info lines from an idle agent');
 });
 
-test('a verifying schedule verifies the backup it took; a deleted instance leaves no series', { timeout: 180_000 }, async () => {
+test('a verifying schedule verifies the backup it took; a dead agent or a deleted instance leaves no stale series', { timeout: 240_000 }, async () => {
   const end = Date.now() + 150_000;
   let verified: J | undefined;
   while (!verified && Date.now() < end) {
@@ -156,6 +156,27 @@ test('a verifying schedule verifies the backup it took; a deleted instance leave
   const s = (await api(server.api, 'GET', `/instances/${A}/schedules`)).json.schedules as J[];
   assert.match(String(s[0]!.last_result), /COMPLETED; verifying /);
 
+  // Archive gauges follow a live agent only: stopped (SIGSTOP: it holds its port, answers nothing), its
+  // instance's series go once its last answer is older than max(3 health intervals, 15 s).
+  const on = await api(server.api, 'POST', `/instances/${B}/action`, { archive: { enabled: true, interval: 5 } });
+  assert.equal(on.status, 200, JSON.stringify(on.json));
+  const behind = new RegExp(`^couchtrove_archive_behind\\{instance_id="${B}"\\} `, 'm');
+  const scrape = async (): Promise<string> => (await fetch(`${server.url}/metrics`)).text();
+  assert.match(await scrape(), behind);
+  const pid = Number(fs.readFileSync(path.join(stateDir, 'instances', B, 'agent.pid'), 'utf8').trim());
+  process.kill(pid, 'SIGSTOP');
+  try {
+    const until = Date.now() + 40_000;
+    let m = await scrape();
+    while (behind.test(m) && Date.now() < until) {
+      await sleep(500);
+      m = await scrape();
+    }
+    assert.doesNotMatch(m, behind, 'the archive gauges of an instance whose agent does not answer are dropped');
+    assert.match(m, new RegExp(`couchtrove_instance_status\\{instance_id="${B}",name="vb",status="ERROR"\\} 1`));
+  } finally {
+    process.kill(pid, 'SIGCONT');
+  }
   assert.equal((await api(server.api, 'DELETE', `/instances/${B}`)).status, 202);
   const gone = Date.now() + 60_000;
   while ((await api(server.api, 'GET', `/instances/${B}`)).status !== 404 && Date.now() < gone) await sleep(500);
