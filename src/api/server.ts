@@ -22,7 +22,7 @@ import { archiveView, restoreDatabase, setArchive } from '../tasks/archive.js';
 import { createConfiguration, deleteConfiguration, setConfiguration, updateConfiguration } from '../tasks/configurations.js';
 import { type UserAccess, changePasswords, createDatabases, createUsers, deleteDatabase, deleteUser, disableRoot, enableRoot, getUser, grantAccess, listDatabases, listUsers, revokeAccess, rootEnabled } from '../tasks/access.js';
 import { createBackup, deleteBackup } from '../tasks/backups.js';
-import { verifyBackup } from '../tasks/verify.js';
+import { requestVerify } from '../tasks/verify.js';
 import { instanceFacts } from '../tasks/facts.js';
 import { upgradeInstance } from '../tasks/upgrade.js';
 import { listLogs, logAction, tailLog } from '../tasks/logs.js';
@@ -585,7 +585,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     api.get('/backups/:id', async (req: Req) => ({ backup: backupView(base(req), await plane.backup(req.params.project!, req.params.id!)) }));
     // Verify as a service (couchtrove extension, src/tasks/verify.ts): a backup.verify task reads the backup back whole.
     api.post('/backups/:id/verify', async (req: Req, reply) => {
-      const row = await verifyBackup(plane, req.params.project!, req.params.id!);
+      const row = await requestVerify(plane, req.params.project!, req.params.id!);
       return reply.code(202).send({ backup: backupView(base(req), row) });
     });
     api.delete('/backups/:id', async (req: Req, reply) => {

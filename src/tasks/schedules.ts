@@ -22,7 +22,7 @@ import { stableId } from './control.js';
 import type { TaskContext } from './manager.js';
 import { ancestors } from './incremental.js';
 import { archiveExpireTaskId } from './archive.js';
-import { verifyBackup } from './verify.js';
+import { requestVerify } from './verify.js';
 
 export interface ScheduleRequest {
   name: string;
@@ -324,7 +324,7 @@ export class BackupScheduler {
     const started: string[] = [];
     for (const id of older ? [newest, older.id] : [newest]) {
       try {
-        await verifyBackup(this.plane, s.project_id, id);
+        await requestVerify(this.plane, s.project_id, id);
         started.push(id);
       } catch (err) {
         this.log(`schedule ${s.id} (${s.name}): verifying backup ${id}: ${describeError(err)}`);

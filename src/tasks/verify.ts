@@ -15,7 +15,7 @@ export const VERIFY_KIND = 'backup.verify';
 export const VERIFY_RUNNING = 'running';
 
 /** Starts verifying a COMPLETED backup (or answers the one already being verified); returns the backup as it is now. */
-export async function verifyBackup(plane: ControlPlane, projectId: string, id: string): Promise<Row<'backups'>> {
+export async function requestVerify(plane: ControlPlane, projectId: string, id: string): Promise<Row<'backups'>> {
   const b = await plane.backup(projectId, id);
   if (b.status !== 'COMPLETED') throw unprocessable(`Backup ${b.name} (${b.id}) is ${b.status}: only a COMPLETED backup can be verified.`);
   if (await verifying(plane, b.id)) return b;
