@@ -45,6 +45,13 @@ function log(level: string, message: string): void {
   process.stderr.write(`[${level}] ${new Date().toISOString()} ${nodeName} <0.${process.pid}.0> -------- ${message}\n`);
 }
 
+/** The user name of a Basic Authorization header (never its password), or 'undefined' as CouchDB logs an anonymous request. */
+function basicUser(h: string | undefined): string {
+  const m = /^Basic\s+(\S+)$/i.exec(h ?? '');
+  const name = m ? Buffer.from(m[1]!, 'base64').toString('utf8').split(':')[0] : undefined;
+  return name && /^[^\s]+$/.test(name) ? name : 'undefined';
+}
+
 function setLogLevel(name: string | undefined): void {
   const n = LEVELS.indexOf(name === 'warn' ? 'warning' : (name ?? 'info'));
   logLevel = n < 0 ? 1 : n;
@@ -386,7 +393,8 @@ class DevEngine {
 
     this.front = http.createServer((req, res) => {
       const started = Date.now();
-      res.on('finish', () => log('notice', `${req.socket.localAddress}:${port} ${req.socket.remoteAddress} ${req.method} ${(req.url ?? '').split('?')[0]} ${res.statusCode} ${Date.now() - started}`));
+      // As CouchDB's request line: the user the request names (Basic auth) or undefined, before the method.
+      res.on('finish', () => log('notice', `${req.socket.localAddress}:${port} ${req.socket.remoteAddress} ${basicUser(req.headers.authorization)} ${req.method} ${(req.url ?? '').split('?')[0]} ${res.statusCode} ${Date.now() - started}`));
       this.handle(req, res).catch((err: unknown) => {
         log('error', `request ${req.method} ${(req.url ?? '').split('?')[0]} failed: ${(err as Error).stack ?? String(err)}`);
         if (!res.headersSent) send(res, 500, { error: 'internal_server_error', reason: String((err as Error).message ?? err) });

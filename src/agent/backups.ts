@@ -106,6 +106,11 @@ export class Backups {
     const stream = req.stream ?? archive?.stream ?? st.settings.instanceId;
     if (req.time !== undefined && Number.isNaN(Date.parse(req.time))) throw invalid(`time must be an ISO 8601 time, got ${JSON.stringify(req.time)}`);
     const live = this.c.client();
+    // The restored copy may hold a quota guard of when its backup was taken: looked for once (quota.ts).
+    if (!st.quotaGuarded) {
+      st.quotaGuarded = true;
+      await this.c.persist();
+    }
     // What a restore killed with its agent left (scratch server, partial copy) goes first: a retry works.
     await this.recoverRestores();
     const exists = (await live.dbInfo(as)) !== null;

@@ -184,11 +184,12 @@ export class InstanceConfig {
     const couch = this.c.client(5000);
     // A setting the agent leaves unset in local.ini has the release's default.ini value (read by root, trusted).
     const defaults = IniFile.parse(await fsp.readFile(path.join(st.settings.couchdbHome, 'etc', 'default.ini'), 'utf8').catch(() => ''));
-    const sections = new Map<string, Record<string, string>>();
+    // The whole configuration in one request, not a request per section: each is a line in the tenant's log.
+    const all = await couch.getAllConfig();
+    this.c.answered();
     const reset: string[] = [];
     for (const m of managedSettings(st.settings, st.uuid)) {
-      let running = sections.get(m.section);
-      if (!running) sections.set(m.section, (running = await couch.getConfigSection(m.section)));
+      const running = all[m.section] ?? {};
       const now = running[m.key] === undefined || running[m.key] === '' ? null : running[m.key];
       const fallback = defaults.get(m.section, m.key);
       if (now === (m.value ?? (fallback === undefined || fallback === '' ? null : fallback))) continue;

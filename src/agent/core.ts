@@ -50,6 +50,8 @@ export interface PersistedState {
   logOffset: number;
   /** Continuous archiving, as last switched (kept across agent restarts). */
   archive?: ArchiveSettings;
+  /** Quota guards may be up (quota.ts): the next agent process removes them once usage falls. */
+  quotaGuarded?: boolean;
 }
 
 const STATE_FILE = 'agent-state.json';
@@ -182,6 +184,19 @@ export class AgentCore {
     } finally {
       this.busy = null;
     }
+  }
+
+  /** Date.now() of CouchDB's last answer to a periodic check (the managed settings watch, or /_up). */
+  lastAnswer = 0;
+  answered(): void {
+    this.lastAnswer = Date.now();
+  }
+  /**
+   * CouchDB answered a periodic check within ms and its process still runs: status needs no /_up of its
+   * own (every probe is a line in the tenant's CouchDB log).
+   */
+  answeredWithin(ms: number): boolean {
+    return this.proc?.running === true && Date.now() - this.lastAnswer <= ms;
   }
 
   client(timeoutMs?: number): CouchClient {

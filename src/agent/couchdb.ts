@@ -257,9 +257,9 @@ export class CouchClient {
     return r.body;
   }
 
-  /** A whole configuration section as CouchDB runs it (empty when there is none). */
-  async getConfigSection(section: string): Promise<Record<string, string>> {
-    return this.json<Record<string, string>>('GET', `/_node/_local/_config/${enc(section)}`);
+  /** The whole configuration as CouchDB runs it, by section: one request (one line in CouchDB's log). */
+  async getAllConfig(): Promise<Record<string, Record<string, string>>> {
+    return this.json<Record<string, Record<string, string>>>('GET', '/_node/_local/_config');
   }
 
   /**

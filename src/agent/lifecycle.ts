@@ -60,6 +60,8 @@ export class Lifecycle {
           pid: null,
           logOffset: 0,
           ...(previous?.archive ? { archive: previous.archive } : {}),
+          // A backup taken of a full volume holds its guards: the quota check looks for them once (quota.ts).
+          ...(previous?.quotaGuarded || s.restore ? { quotaGuarded: true } : {}),
         };
         this.c.state = st;
         this.c.manager = null;
@@ -233,6 +235,7 @@ export class Lifecycle {
       return `cannot start CouchDB: ${describeError(err)}`;
     }
     this.c.proc = proc;
+    this.c.lastAnswer = 0; // a new process has answered nothing yet
     st.pid = proc.pid;
     st.logOffset = proc.logOffset;
     await this.c.persist();
@@ -336,7 +339,10 @@ export class Lifecycle {
     if (this.c.busy === 'start' || this.c.busy === 'restart') return { state: 'BUILD', reason: `${this.c.busy}ing` };
     if (st.desired === 'SHUTDOWN') return { state: 'SHUTDOWN' };
     const s = st.settings;
-    if (await this.c.client().up(2000)) {
+    // The managed settings watch asks CouchDB every 5 s: an answer within 3 of its rounds stands for /_up.
+    let up = this.c.answeredWithin(15_000);
+    if (!up && (up = await this.c.client().up(2000))) this.c.answered();
+    if (up) {
       if (!this.c.version) this.c.version = await this.c.client(5000).info().then((i) => i.version, () => undefined);
       const version = this.c.version ? { version: this.c.version } : {};
       if (st.pendingRestart.length) return { state: 'RESTART_REQUIRED', reason: `configuration waiting for a restart: ${st.pendingRestart.join(', ')}`, pendingRestart: [...st.pendingRestart], ...version };

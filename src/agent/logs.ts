@@ -76,3 +76,34 @@ export function maskSecrets(text: string, secrets: string[]): string {
   for (const s of secrets) if (s.length >= 4) t = t.split(s).join('***');
   return t;
 }
+
+/**
+ * A request line of CouchDB's log made by `user` ("[notice] TIME NODE <PID> NONCE HOST:PORT PEER USER METHOD
+ * PATH STATUS ..."; the development engine writes the same fields). The agent's own requests (its admin
+ * user) are couchtrove's polling, not the tenant's traffic.
+ */
+export function requestLineOf(user: string): RegExp {
+  const u = user.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  return new RegExp(`^\\[notice\\] \\S+ \\S+ <[^>]*> \\S+ \\S+ \\S+ ${u} [A-Z]+ \\S+ \\d{3}\\b`);
+}
+
+/**
+ * The last `lines` lines of file without those `drop` matches (0: all of it, at most LOG_READ_MAX bytes):
+ * read further back, 4 times more each round, until enough are kept or the whole file is read.
+ */
+export async function tailFileWithout(file: string, lines: number, drop: RegExp): Promise<string> {
+  const keep = (text: string): string[] => (text.endsWith('\n') ? text.slice(0, -1) : text).split('\n').filter((l) => l !== '' && !drop.test(l));
+  if (lines === 0) {
+    const kept = keep(await tailFile(file, 0));
+    return kept.length ? `${kept.join('\n')}\n` : '';
+  }
+  let kept: string[] = [];
+  for (let n = lines; ; n *= 4) {
+    const text = await tailFile(file, n);
+    kept = keep(text);
+    const read = text === '' ? 0 : text.split('\n').length - (text.endsWith('\n') ? 1 : 0);
+    if (kept.length >= lines || read < n || Buffer.byteLength(text) >= LOG_READ_MAX) break;
+  }
+  const picked = kept.slice(-lines);
+  return picked.length ? `${picked.join('\n')}\n` : '';
+}

@@ -2,13 +2,14 @@
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { AgentError, invalid } from './errors.js';
-import { enforceQuota, type QuotaState } from './quota.js';
+import { QuotaGuard, type QuotaState } from './quota.js';
 import { instanceFiles } from './files.js';
 import type { DataStats, LogFileInfo } from './protocol.js';
-import { maskSecrets, rotateIfLarge, rotatedBytes, tailFile } from './logs.js';
+import { maskSecrets, requestLineOf, rotateIfLarge, rotatedBytes, tailFile, tailFileWithout } from './logs.js';
 import { AgentCore, usedBytes } from './core.js';
 
 export class Operations {
+  readonly #guard = new QuotaGuard();
   constructor(private readonly c: AgentCore) {}
 
   async volumeUsage(): Promise<{ used: number; total: number }> {
@@ -47,8 +48,11 @@ export class Operations {
     const file = this.#logFiles().get(name);
     if (!file) throw new AgentError('NOT_FOUND', `no log ${JSON.stringify(String(name).slice(0, 40))}: the logs are ${[...this.#logFiles().keys()].join(', ')}`);
     if (!Number.isInteger(lines) || lines < 0 || lines > 100_000) throw invalid('lines must be 0 to 100000');
+    // CouchDB's log is the tenant's: the agent's own requests (its admin user's lines) are left out of it
+    // (docs/operations.md); agent.log and the file on disk keep everything.
+    const raw = name === 'couchdb' && this.c.admin ? await tailFileWithout(file, lines, requestLineOf(this.c.admin.username)) : await tailFile(file, lines);
     // CouchDB logs request lines, never passwords; the agent's admin password is masked all the same.
-    const text = maskSecrets(await tailFile(file, lines), this.c.admin ? [this.c.admin.password] : []);
+    const text = maskSecrets(raw, this.c.admin ? [this.c.admin.password] : []);
     return { name, text, lines: text === '' ? 0 : text.split('\n').length - (text.endsWith('\n') ? 1 : 0) };
   }
 
@@ -67,7 +71,11 @@ export class Operations {
     const st = this.c.state;
     const quota = st?.settings.volumeBytes;
     if (!st || quota === undefined || this.c.busy || st.desired !== 'RUNNING' || !this.c.admin || !this.c.proc?.running) return null;
-    const state = await enforceQuota(this.c.client(), await usedBytes(st.settings.dataDir), quota);
+    const { guarded, ...state } = await this.#guard.enforce(this.c.client(), await usedBytes(st.settings.dataDir), quota, st.quotaGuarded === true);
+    if (guarded !== (st.quotaGuarded === true)) {
+      st.quotaGuarded = guarded;
+      await this.c.persist();
+    }
     if (state.full) this.c.log(`volume full: ${state.used} of ${state.quota} bytes used; client writes are refused`);
     return state;
   }

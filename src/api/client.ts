@@ -94,17 +94,23 @@ export class TroveApiClient {
   }
 
   /**
-   * A resource's id from its id or its name, as the Trove clients find them: the id first, then the
-   * list by name. An ambiguous name is refused with the candidates, never guessed.
+   * A resource's id from its id or its name. A name is looked up with the list filtered by name
+   * (`?name=`), and only what no name matches is taken as an id: a name never shows up as a 404 in the
+   * server's request log. An ambiguous name is refused with the candidates, never guessed.
    */
   async resolve(kind: 'instance' | 'backup' | 'configuration', ref: string): Promise<string> {
-    try {
-      const r = await this.get(`/${kind}s/${encodeURIComponent(ref)}`);
-      return (r[kind] as JsonObject).id as string;
-    } catch (err) {
-      if (!(err instanceof ApiError) || err.status !== 404) throw err;
-      return pick(kind, ref, await this.list(`/${kind}s`, `${kind}s`), err);
+    // An id-shaped ref is tried as an id first (one request), a name with the filtered list.
+    if (UUID.test(ref)) {
+      try {
+        return ((await this.get(`/${kind}s/${encodeURIComponent(ref)}`))[kind] as JsonObject).id as string;
+      } catch (err) {
+        if (!(err instanceof ApiError) || err.status !== 404) throw err;
+      }
     }
+    const named = await this.list(`/${kind}s?name=${encodeURIComponent(ref)}`, `${kind}s`);
+    if (named.some((r) => r.name === ref)) return pick(kind, ref, named, new ApiError(404, ''));
+    if (UUID.test(ref)) throw new ApiError(404, `${kind[0]!.toUpperCase()}${kind.slice(1)} ${ref} could not be found. (HTTP 404)`);
+    return ((await this.get(`/${kind}s/${encodeURIComponent(ref)}`))[kind] as JsonObject).id as string;
   }
 
   /** An instance by id, or by name through the list. */
@@ -119,6 +125,8 @@ export class TroveApiClient {
     return pick('schedule', ref, rows, new ApiError(404, `Schedule ${ref} could not be found. (HTTP 404)`));
   }
 }
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 function pick(kind: string, ref: string, rows: JsonObject[], notFound: Error): string {
   const matches = rows.filter((r) => r.name === ref);

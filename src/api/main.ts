@@ -11,7 +11,9 @@ import type { ComputeDriver } from '../compute/driver.js';
 import { ControlPlane, type BackupEngine } from '../tasks/control.js';
 import { BackupScheduler } from '../tasks/schedules.js';
 import { openStorage } from '../storage/index.js';
-import { deleteBackup, readBackupMetadata } from '../backup/index.js';
+import { deleteBackup, readBackupMetadata, verifyBackup } from '../backup/index.js';
+import { openBackup } from '../backup/repository.js';
+import { summaryOf } from '../backup/backup.js';
 import { KeyRing, readKeyFile, writeNewKeyFile } from '../crypto/keys.js';
 import { instanceKeysFor } from '../crypto/instance-keys.js';
 import { buildApi, LOCAL_TOKEN } from './server.js';
@@ -39,6 +41,19 @@ export const backupEngine: BackupEngine = {
     } catch (err) {
       if ((err as Error).name === 'BackupNotFoundError') return null;
       throw err;
+    } finally {
+      await storage.close();
+    }
+  },
+  async verify(repository, id, keyFile) {
+    const storage = await openStorage(repository);
+    try {
+      const key = keyFile ? new KeyRing(await readKeyFile(keyFile)) : undefined;
+      // The manifest first (its seal under the key its keyId names), then every byte of the chain.
+      const { manifest } = await openBackup(storage, id, key);
+      const r = await verifyBackup({ storage, id, ...(key ? { key } : {}) });
+      const enc = manifest.body.encryption;
+      return { keyId: enc ? enc.keyId : null, checksum: summaryOf(manifest.body).checksum, bytes: r.bytes };
     } finally {
       await storage.close();
     }

@@ -4,8 +4,8 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { archiveStatuses } from '../tasks/archive.js';
-import { replicationUp, usageReadings } from '../tasks/usage.js';
+import { freshArchiveStatuses } from '../tasks/archive.js';
+import { replicationUp, usageReadings, READING_MAX_AGE } from '../tasks/usage.js';
 import { GiB } from '../compute/driver.js';
 import type { ServerConfig } from '../config/server.js';
 import type { BackupStatus, InstanceStatus, Row, StateStore } from '../state/index.js';
@@ -113,6 +113,11 @@ export async function registerOperationsRoutes(app: FastifyInstance, plane: Cont
   });
   const storeUp = new Gauge({ name: 'couchtrove_state_store_up', help: '1 when the state store answered this scrape\'s queries, else 0 (and the state gauges are absent).', registers: [registry] });
   const instances = new Gauge({ name: 'couchtrove_instances', help: 'Instances by status, from the state store at scrape time.', labelNames: ['status'] as const, registers: [registry] });
+  // One series per instance, so that an alert names the instance (its id and name), not only a count.
+  const instanceStatus = new Gauge({
+    name: 'couchtrove_instance_status', help: 'Always 1: one series per instance, labelled with its id, name and status, from the state store at scrape time.',
+    labelNames: ['instance_id', 'name', 'status'] as const, registers: [registry],
+  });
   const backups = new Gauge({ name: 'couchtrove_backups', help: 'Backups by status, from the state store at scrape time.', labelNames: ['status'] as const, registers: [registry] });
   const inProgress = new Gauge({ name: 'couchtrove_tasks_in_progress', help: 'Tasks NEW or RUNNING, by kind, from the state store at scrape time.', labelNames: ['kind'] as const, registers: [registry] });
   const lastAge = new Gauge({
@@ -155,7 +160,7 @@ export async function registerOperationsRoutes(app: FastifyInstance, plane: Cont
     name: 'couchtrove_replication_up', help: 'Per replica: 1 when its agent last told the health monitor that every followed database\'s replication job is running, with no errors; else 0 (also when the agent or its CouchDB is down). Absent without a reading within max(3 health intervals, 15 s) (this process is not the health leader, or a task holds the instance).',
     labelNames: ['instance_id'] as const, registers: [registry],
   });
-  const stateGauges = [instances, backups, inProgress, lastAge, lastSize, archiveLag, archivePoint, archiveBehind, volumeUsed, volumeSize, replicationLag, replicationUpGauge];
+  const stateGauges = [instances, instanceStatus, backups, inProgress, lastAge, lastSize, archiveLag, archivePoint, archiveBehind, volumeUsed, volumeSize, replicationLag, replicationUpGauge];
 
   // Route patterns, never raw URLs: ids in URLs would make a series per instance and request. Requests
   // that match no route share one label.
@@ -191,7 +196,10 @@ export async function registerOperationsRoutes(app: FastifyInstance, plane: Cont
     for (const g of stateGauges) g.reset();
     storeUp.set(1);
     for (const s of INSTANCE_STATUSES) instances.set({ status: s }, 0);
-    for (const i of rows.inst) instances.inc({ status: i.status });
+    for (const i of rows.inst) {
+      instances.inc({ status: i.status });
+      instanceStatus.set({ instance_id: i.id, name: i.name, status: i.status }, 1);
+    }
     for (const s of BACKUP_STATUSES) backups.set({ status: s }, 0);
     for (const b of rows.backups) backups.inc({ status: b.status });
     for (const t of rows.open) inProgress.inc({ kind: t.kind });
@@ -209,7 +217,7 @@ export async function registerOperationsRoutes(app: FastifyInstance, plane: Cont
       lastAge.set({ instance_id: i.id }, Math.max(0, (t - Date.parse(b.updated)) / 1000));
       if (b.size_bytes !== null) lastSize.set({ instance_id: i.id }, b.size_bytes);
     }
-    const archives = archiveStatuses(plane);
+    const archives = freshArchiveStatuses(plane, READING_MAX_AGE(plane));
     for (const i of rows.inst) {
       const a = archives.get(i.id);
       if (!a?.enabled) continue;

@@ -8,7 +8,7 @@ import * as v from './validate.js';
 
 type Req = FastifyRequest<{ Params: Record<string, string> }>;
 
-const KEYS = ['name', 'description', 'pattern', 'incremental', 'keep_last', 'keep_daily', 'keep_weekly'];
+const KEYS = ['name', 'description', 'pattern', 'incremental', 'keep_last', 'keep_daily', 'keep_weekly', 'verify'];
 
 function keep(x: unknown, where: string): number | null {
   return v.optional(x, (y) => v.integer(y, where, 1, 100_000));
@@ -27,6 +27,8 @@ export function registerScheduleRoutes(api: FastifyInstance, plane: ControlPlane
     if (typeof b.pattern !== 'string') throw badRequest('"pattern" is required: a 5-field cron pattern such as "0 3 * * *" (UTC).');
     const inc = b.incremental;
     if (inc !== undefined && inc !== null && inc !== 0 && inc !== 1 && inc !== true && inc !== false) throw badRequest('"incremental" must be 0 or 1.');
+    const ver = b.verify;
+    if (ver !== undefined && ver !== null && ver !== 0 && ver !== 1 && ver !== true && ver !== false) throw badRequest('"verify" must be 0 or 1.');
     const s = await createSchedule(plane, req.params.project!, req.params.id!, {
       name: v.displayName(b.name, '"name"'),
       description: v.optional(b.description, (x) => v.text(x, '"description"')),
@@ -35,6 +37,7 @@ export function registerScheduleRoutes(api: FastifyInstance, plane: ControlPlane
       keepLast: keep(b.keep_last, '"keep_last"'),
       keepDaily: keep(b.keep_daily, '"keep_daily"'),
       keepWeekly: keep(b.keep_weekly, '"keep_weekly"'),
+      verify: ver === 1 || ver === true,
     });
     return reply.code(201).send({ schedule: scheduleView(s) });
   });

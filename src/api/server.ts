@@ -22,6 +22,7 @@ import { archiveView, restoreDatabase, setArchive } from '../tasks/archive.js';
 import { createConfiguration, deleteConfiguration, setConfiguration, updateConfiguration } from '../tasks/configurations.js';
 import { type UserAccess, changePasswords, createDatabases, createUsers, deleteDatabase, deleteUser, disableRoot, enableRoot, getUser, grantAccess, listDatabases, listUsers, revokeAccess, rootEnabled } from '../tasks/access.js';
 import { createBackup, deleteBackup } from '../tasks/backups.js';
+import { requestVerify } from '../tasks/verify.js';
 import { instanceFacts } from '../tasks/facts.js';
 import { upgradeInstance } from '../tasks/upgrade.js';
 import { listLogs, logAction, tailLog } from '../tasks/logs.js';
@@ -77,6 +78,15 @@ export function tokenMatcher(config: ServerConfig): (token: string | undefined) 
 
 function one(q: string | string[] | undefined): string | undefined {
   return Array.isArray(q) ? q[q.length - 1] : q;
+}
+
+/**
+ * `?name=X` on the lists of instances, backups and configurations (a couchtrove extension): what the CLI
+ * resolves a name with, so that a name is never first tried as an id (a 404 in the request log).
+ */
+function byName(req: { query: Record<string, string | string[] | undefined> }): { where: { name?: string }; extra: Record<string, string> } {
+  const n = one(req.query.name);
+  return n === undefined ? { where: {}, extra: {} } : { where: { name: n }, extra: { name: n } };
 }
 
 /** A user entry's databases, each {"name", "role"?} (couchtrove's addition: "admin" may write design documents). */
@@ -269,23 +279,25 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     // Instances
     api.get('/instances', async (req: Req) => {
       const p = page(req);
+      const n = byName(req);
       const deleted = one(req.query.deleted);
       if (deleted !== undefined && !['true', 'false', '1', '0'].includes(deleted)) throw badRequest('"deleted" must be true or false.');
       if (deleted === 'true' || deleted === '1') {
         // couchtrove extension: deleted instances whose archive or backups are kept (src/tasks/recovery.ts).
-        const rows = await store.find('deleted_instances', { project_id: req.params.project! }, { ...p, limit: p.limit + 1 });
+        const rows = await store.find('deleted_instances', { project_id: req.params.project!, ...n.where }, { ...p, limit: p.limit + 1 });
         const views = (await Promise.all(rows.slice(0, p.limit).map((d) => deletedView(plane, d)))).filter((x) => x !== null);
-        return { instances: views, ...nextLinks(req, rows, p.limit, 'instances', { deleted: 'true' }) };
+        return { instances: views, ...nextLinks(req, rows, p.limit, 'instances', { deleted: 'true', ...n.extra }) };
       }
-      const rows = await store.find('instances', { project_id: req.params.project! }, { ...p, limit: p.limit + 1 });
+      const rows = await store.find('instances', { project_id: req.params.project!, ...n.where }, { ...p, limit: p.limit + 1 });
       const views = await Promise.all(rows.slice(0, p.limit).map((i) => showInstance(req, i, false)));
-      return { instances: views, ...nextLinks(req, rows, p.limit, 'instances') };
+      return { instances: views, ...nextLinks(req, rows, p.limit, 'instances', n.extra) };
     });
     api.get('/instances/detail', async (req: Req) => {
       const p = page(req);
-      const rows = await store.find('instances', { project_id: req.params.project! }, { ...p, limit: p.limit + 1 });
+      const n = byName(req);
+      const rows = await store.find('instances', { project_id: req.params.project!, ...n.where }, { ...p, limit: p.limit + 1 });
       const views = await Promise.all(rows.slice(0, p.limit).map((i) => showInstance(req, i, true)));
-      return { instances: views, ...nextLinks(req, rows, p.limit, 'instances/detail') };
+      return { instances: views, ...nextLinks(req, rows, p.limit, 'instances/detail', n.extra) };
     });
     api.post('/instances', async (req: Req) => {
       const b = body(req, 'instance');
@@ -540,8 +552,9 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     // Backups
     api.get('/backups', async (req: Req) => {
       const p = page(req);
-      const where: { project_id: string; instance_id?: string; datastore?: string } = { project_id: req.params.project! };
-      const extra: Record<string, string> = {};
+      const n = byName(req);
+      const where: { project_id: string; instance_id?: string; datastore?: string; name?: string } = { project_id: req.params.project!, ...n.where };
+      const extra: Record<string, string> = { ...n.extra };
       const inst = one(req.query.instance_id);
       if (inst !== undefined) {
         where.instance_id = inst;
@@ -570,6 +583,11 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
       return reply.code(202).send({ backup: backupView(base(req), row) });
     });
     api.get('/backups/:id', async (req: Req) => ({ backup: backupView(base(req), await plane.backup(req.params.project!, req.params.id!)) }));
+    // Verify as a service (couchtrove extension, src/tasks/verify.ts): a backup.verify task reads the backup back whole.
+    api.post('/backups/:id/verify', async (req: Req, reply) => {
+      const row = await requestVerify(plane, req.params.project!, req.params.id!);
+      return reply.code(202).send({ backup: backupView(base(req), row) });
+    });
     api.delete('/backups/:id', async (req: Req, reply) => {
       await deleteBackup(plane, req.params.project!, req.params.id!);
       return reply.code(202).send();
@@ -616,9 +634,10 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     const confCount = async (id: string): Promise<number> => (await store.find('instances', { configuration_id: id })).length;
     api.get('/configurations', async (req: Req) => {
       const p = page(req);
-      const rows = await store.find('configurations', { project_id: req.params.project! }, { ...p, limit: p.limit + 1 });
+      const n = byName(req);
+      const rows = await store.find('configurations', { project_id: req.params.project!, ...n.where }, { ...p, limit: p.limit + 1 });
       const views = await Promise.all(rows.slice(0, p.limit).map(async (c) => configurationView(base(req), c, await confCount(c.id), false)));
-      return { configurations: views, ...nextLinks(req, rows, p.limit, 'configurations') };
+      return { configurations: views, ...nextLinks(req, rows, p.limit, 'configurations', n.extra) };
     });
     api.post('/configurations', async (req: Req) => {
       const b = body(req, 'configuration');

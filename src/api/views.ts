@@ -139,6 +139,9 @@ export function backupView(base: string, b: Row<'backups'>): Record<string, unkn
     }
   }
   if (b.fail_reason && (b.status === 'FAILED' || b.status === 'DELETE_FAILED')) v.fail_reason = b.fail_reason;
+  // Verify (src/tasks/verify.ts): null until the backup was first verified.
+  v.verified_at = b.verified_at ? troveTime(b.verified_at) : null;
+  v.verify_result = b.verify_result ?? null;
   return v;
 }
 

@@ -184,4 +184,18 @@ export const migrations: Record<string, Migration> = {
       await db.schema.alterTable('instances').dropColumn('restored_from').execute();
     },
   },
+  // Verify as a service (issue 23): when a backup was last read back whole and what that found, and
+  // whether a schedule verifies what it takes.
+  '0005_backup_verify': {
+    async up(db: Kysely<unknown>): Promise<void> {
+      await db.schema.alterTable('backups').addColumn('verified_at', text).execute();
+      await db.schema.alterTable('backups').addColumn('verify_result', text).execute();
+      await db.schema.alterTable('backup_schedules').addColumn('verify', 'integer').execute();
+    },
+    async down(db: Kysely<unknown>): Promise<void> {
+      await db.schema.alterTable('backup_schedules').dropColumn('verify').execute();
+      await db.schema.alterTable('backups').dropColumn('verify_result').execute();
+      await db.schema.alterTable('backups').dropColumn('verified_at').execute();
+    },
+  },
 };

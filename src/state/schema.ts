@@ -110,6 +110,10 @@ export interface BackupsTable {
   task_id: string | null;
   created: string;
   updated: string;
+  /** When a backup.verify task last started or ended; null: never verified. */
+  verified_at: string | null;
+  /** 'running', 'ok', or 'failed: <what was found, naming the object>'; null: never verified. */
+  verify_result: string | null;
 }
 
 export type TaskStatus = 'NEW' | 'RUNNING' | 'COMPLETED' | 'FAILED';
@@ -179,6 +183,8 @@ export interface BackupSchedulesTable {
   last_run: string | null;
   /** What the last run did: the backup it made, or why it was skipped or failed. */
   last_result: string | null;
+  /** 1: each run verifies the backup it took and the schedule's least recently verified one (null: written before 0004). */
+  verify: number | null;
   created: string;
   updated: string;
 }

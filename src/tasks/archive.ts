@@ -23,6 +23,30 @@ export function archiveStatuses(plane: ControlPlane): Map<string, ArchiveStatus>
   return m;
 }
 
+/** When each instance's agent last told its archiving status (Date.now()): metrics drop what is older. */
+const readAt = new WeakMap<ControlPlane, Map<string, number>>();
+
+/** Records a status just read from the instance's agent. */
+export function rememberArchive(plane: ControlPlane, instanceId: string, s: ArchiveStatus): void {
+  archiveStatuses(plane).set(instanceId, s);
+  let m = readAt.get(plane);
+  if (!m) readAt.set(plane, (m = new Map()));
+  m.set(instanceId, Date.now());
+}
+
+/**
+ * The statuses an agent told within maxAgeMs, for /metrics: an instance whose agent is gone (dead, or the
+ * instance deleted) has no fresh one, so its gauges are dropped instead of staying at their last value.
+ */
+export function freshArchiveStatuses(plane: ControlPlane, maxAgeMs: number): Map<string, ArchiveStatus> {
+  const t = Date.now();
+  const at = readAt.get(plane) ?? new Map<string, number>();
+  const out = new Map<string, ArchiveStatus>();
+  for (const [id, s] of archiveStatuses(plane)) if (t - (at.get(id) ?? 0) <= maxAgeMs) out.set(id, s);
+  for (const id of at.keys()) if (!archiveStatuses(plane).has(id)) at.delete(id);
+  return out;
+}
+
 async function archiveAgent(plane: ControlPlane, inst: Row<'instances'>): Promise<AgentArchiveApi> {
   const a = (await plane.compute.agent(inst)) as AgentApi & Partial<AgentArchiveApi>;
   if (!a.configureArchive || !a.archiveStatus) throw unprocessable(`the agent of instance ${inst.id} does not support continuous archiving`);
@@ -53,7 +77,7 @@ export async function setArchive(plane: ControlPlane, projectId: string, id: str
       ...(req.keepDays !== undefined ? { keepDays: req.keepDays } : {}),
     }),
   );
-  archiveStatuses(plane).set(inst.id, status);
+  rememberArchive(plane, inst.id, status);
   plane.log(`instance ${inst.id}: archiving ${req.enabled ? `on (every ${status.interval} s, ${status.keepDays} days kept)` : 'off'}`);
   return status;
 }
@@ -66,7 +90,7 @@ export async function refreshArchive(plane: ControlPlane, inst: Row<'instances'>
     const s = await withTimeout(a.archiveStatus(), 3000);
     const cache = archiveStatuses(plane);
     const before = cache.get(inst.id);
-    cache.set(inst.id, s);
+    rememberArchive(plane, inst.id, s);
     if (s.behind && !before?.behind) plane.log(`instance ${inst.id}: archiving is behind (restore point ${s.restorePoint ?? 'none'}${s.error ? `: ${s.error}` : ''})`);
     if (!s.behind && before?.behind) plane.log(`instance ${inst.id}: archiving caught up (restore point ${s.restorePoint ?? 'none'})`);
   } catch {
@@ -86,7 +110,7 @@ export async function archiveView(plane: ControlPlane, inst: Row<'instances'>, l
   if (live && inst.agent_port && ['ACTIVE', 'RESTART_REQUIRED', 'BACKUP'].includes(inst.status)) {
     try {
       s = await withTimeout((await archiveAgent(plane, inst)).archiveStatus(), 3000);
-      archiveStatuses(plane).set(inst.id, s);
+      rememberArchive(plane, inst.id, s);
       if (!s.enabled && s.restorePoint === null) return undefined;
       return view(s);
     } catch (err) {

@@ -24,6 +24,7 @@ import { registerArchiveTasks, retireArchive } from './archive.js';
 import { archiveRestoredFrom, backupRestoredFrom, chooseCut, findSource, keptAfterDelete, planInstanceRestore, rememberDeleted, restoreTime, type RestoredFrom } from './recovery.js';
 import { groupOverrides, refuseUnsettable, registerConfigurationTasks } from './configurations.js';
 import { registerBackupTasks } from './backups.js';
+import { registerVerifyTasks } from './verify.js';
 import { registerUpgradeTasks } from './upgrade.js';
 import { withTimeout } from '../util/concurrency.js';
 import type { BackupSummary } from '../backup/types.js';
@@ -42,6 +43,12 @@ export interface BackupEngine {
    * complete backup of that id. Optional: without it an interrupted backup is always removed.
    */
   stored?(repository: string, id: string, keyFile?: string): Promise<BackupSummary | null>;
+  /**
+   * Reads the whole backup back (every object, every record's authentication and every file's SHA-256,
+   * with the parts of its ancestors it uses) and rejects with what is wrong, naming the object. Resolves
+   * with the key id its manifest names (null: not encrypted; undefined: the master) and its checksum.
+   */
+  verify?(repository: string, id: string, keyFile?: string): Promise<{ keyId: string | null | undefined; checksum: string; bytes: number }>;
 }
 
 export interface UserSpec {
@@ -137,16 +144,27 @@ export class ControlPlane {
     this.progressMs = options.progressMs ?? 1000;
     // The sweep that takes over a dead process's tasks runs at least once per lease.
     const leaseMs = this.config.taskLease * 1000;
-    this.tasks = new TaskManager(this.store, { watchdogMs: options.watchdogMs ?? Math.min(5000, leaseMs / 3), leaseMs, log: this.log });
+    this.tasks = new TaskManager(this.store, { watchdogMs: options.watchdogMs ?? Math.min(5000, leaseMs / 3), leaseMs, log: this.log, subject: (t) => this.taskSubject(t) });
     this.keyFile = this.config.backupEncryption ? (this.config.backupKeyFile ?? path.join(this.config.stateDir, 'backup.key')) : undefined;
     this.instanceKeys = instanceKeysFor(this.config);
     this.registerHandlers();
     registerBackupTasks(this);
+    registerVerifyTasks(this);
     registerReplicationTasks(this);
     registerConfigurationTasks(this);
     registerUpgradeTasks(this);
     registerArchiveTasks(this);
     this.health = new HealthMonitor(this, options.healthMs ?? this.config.healthInterval * 1000, this.log);
+  }
+
+  /** "instance ID (NAME)", "backup ID (NAME)" or both: what a task's end line names (src/tasks/manager.ts). */
+  private async taskSubject(t: Row<'tasks'>): Promise<string> {
+    const parts: string[] = [];
+    const inst = t.instance_id ? await this.store.get('instances', t.instance_id) : undefined;
+    if (t.instance_id) parts.push(`instance ${t.instance_id}${inst ? ` (${inst.name})` : ''}`);
+    const b = t.backup_id ? await this.store.get('backups', t.backup_id) : undefined;
+    if (t.backup_id) parts.push(`backup ${t.backup_id}${b ? ` (${b.name})` : ''}`);
+    return parts.join(', ');
   }
 
   /** The master key file: the control plane's own reads (checksums, deletes, retention) derive every instance key from it. */

@@ -58,6 +58,11 @@ export interface TaskManagerOptions {
    * start every unfinished task is taken over at once, whatever its lease says. Default: store.kind === 'sqlite'.
    */
   exclusive?: boolean;
+  /**
+   * What a task is about, for the line logged when it ends ("instance ID (NAME)"); read when the task
+   * starts running, so that a task that removes its instance still names it.
+   */
+  subject?: (task: Row<'tasks'>) => Promise<string>;
 }
 
 /** An id for this process, unique across hosts and restarts: host:pid:random. */
@@ -118,6 +123,21 @@ export class TaskManager {
   onFinished(listener: (e: TaskFinished) => void): () => void {
     this.finishedListeners.add(listener);
     return () => this.finishedListeners.delete(listener);
+  }
+
+  /** What the task is about ('' when nothing, or unknown): never fails. */
+  private about(task: Row<'tasks'>): Promise<string> {
+    return this.options.subject ? this.options.subject(task).catch(() => '') : Promise.resolve('');
+  }
+
+  /**
+   * One line per task that ends, with what it was about and how long it took from its creation: info when
+   * it completed, error (FAILED) with the reason when not.
+   */
+  private async logEnd(task: Row<'tasks'>, result: TaskFinished['result'], reason: string | null, about: Promise<string>): Promise<void> {
+    const what = await about;
+    const seconds = Math.max(0, (Date.now() - Date.parse(task.created)) / 1000);
+    this.log(`task ${task.id} (${task.kind})${what ? ` of ${what}` : ''} ${result === 'completed' ? 'completed' : 'FAILED'} in ${seconds.toFixed(1)} s${reason === null ? '' : `: ${reason}`}`);
   }
 
   private finished(task: Row<'tasks'>, result: TaskFinished['result']): void {
@@ -210,6 +230,7 @@ export class TaskManager {
     const claimed = await this.store.update('tasks', task.id, { status: 'RUNNING', attempts: task.attempts + 1, updated: now(), heartbeat: now(), lease_until: this.leaseEnd() }, { status: ['NEW', 'RUNNING'], owner: this.owner });
     if (!claimed) return;
     const current = (await this.store.get('tasks', task.id)) ?? task;
+    const about = this.about(current);
     const deadline = current.deadline ? Date.parse(current.deadline) : Infinity;
     const remaining = deadline - Date.now();
     const timer = Number.isFinite(remaining) ? setTimeout(() => controller.abort(new Error(`timed out: the task did not finish by its deadline ${current.deadline}`)), Math.max(0, remaining)) : undefined;
@@ -231,7 +252,10 @@ export class TaskManager {
       const tracked = work.catch(() => undefined).finally(() => this.settling.delete(tracked));
       this.settling.add(tracked);
       await raceAbort(work, controller.signal);
-      if (await this.store.update('tasks', task.id, { status: 'COMPLETED', step: 'done', updated: now(), error: null, lease_until: null }, { status: 'RUNNING', owner: this.owner })) this.finished(current, 'completed');
+      if (await this.store.update('tasks', task.id, { status: 'COMPLETED', step: 'done', updated: now(), error: null, lease_until: null }, { status: 'RUNNING', owner: this.owner })) {
+        await this.logEnd(current, 'completed', null, about);
+        this.finished(current, 'completed');
+      }
     } catch (err) {
       if (controller.signal.aborted && controller.signal.reason instanceof StopError) {
         this.log(`task ${task.id} (${task.kind}) left RUNNING at shutdown; another process (or the next start) takes it over`);
@@ -242,7 +266,7 @@ export class TaskManager {
         return;
       }
       const reason = controller.signal.aborted ? describeError(controller.signal.reason) : describeError(err);
-      await this.fail(current, reason, this.owner);
+      await this.fail(current, reason, this.owner, about);
     } finally {
       if (timer) clearTimeout(timer);
     }
@@ -256,10 +280,10 @@ export class TaskManager {
   }
 
   /** Marks the task FAILED and runs its cleanup, once: only the caller whose compare-and-set wins (owner: expected owner, or any). */
-  private async fail(task: Row<'tasks'>, reason: string, owner?: string): Promise<void> {
+  private async fail(task: Row<'tasks'>, reason: string, owner?: string, about?: Promise<string>): Promise<void> {
     const changed = await this.store.update('tasks', task.id, { status: 'FAILED', error: reason, updated: now(), lease_until: null }, { status: ['NEW', 'RUNNING'], ...(owner !== undefined ? { owner } : {}) });
     if (!changed) return;
-    this.log(`task ${task.id} (${task.kind}) FAILED: ${reason}`);
+    await this.logEnd(task, 'failed', reason, about ?? this.about(task));
     this.finished(task, 'failed');
     const handler = this.handlers.get(task.kind);
     try {

@@ -22,6 +22,7 @@ import { stableId } from './control.js';
 import type { TaskContext } from './manager.js';
 import { ancestors } from './incremental.js';
 import { archiveExpireTaskId } from './archive.js';
+import { requestVerify } from './verify.js';
 
 export interface ScheduleRequest {
   name: string;
@@ -31,6 +32,8 @@ export interface ScheduleRequest {
   keepLast: number | null;
   keepDaily: number | null;
   keepWeekly: number | null;
+  /** Verify each run's backup and a rolling sample of the schedule's older ones (./verify.ts). */
+  verify?: boolean;
 }
 
 /** The next time a 5-field cron pattern (UTC) fires strictly after `after`; 400 with the reason when it is not valid. */
@@ -56,7 +59,7 @@ export async function createSchedule(plane: ControlPlane, projectId: string, ins
     id: randomUUID(), project_id: projectId, instance_id: inst.id, name: req.name, description: req.description,
     pattern: req.pattern.trim().split(/\s+/).join(' '), incremental: req.incremental ? 1 : 0,
     keep_last: req.keepLast, keep_daily: req.keepDaily, keep_weekly: req.keepWeekly,
-    next_run: next, last_run: null, last_result: null, created: t, updated: t,
+    next_run: next, last_run: null, last_result: null, verify: req.verify ? 1 : 0, created: t, updated: t,
   };
   await plane.store.insert('backup_schedules', row);
   return row;
@@ -86,7 +89,7 @@ export function scheduleView(s: Row<'backup_schedules'>): Record<string, unknown
   return {
     id: s.id, name: s.name, description: s.description, instance_id: s.instance_id, pattern: s.pattern,
     incremental: s.incremental === 1, keep_last: s.keep_last, keep_daily: s.keep_daily, keep_weekly: s.keep_weekly,
-    next_run: s.next_run, last_run: s.last_run, last_result: s.last_result, created: s.created, updated: s.updated,
+    verify: s.verify === 1, next_run: s.next_run, last_run: s.last_run, last_result: s.last_result, created: s.created, updated: s.updated,
   };
 }
 
@@ -304,7 +307,30 @@ export class BackupScheduler {
       const removed = await this.applyRetention(s);
       summary += `; retention removed ${removed.length}${removed.length ? `: ${removed.join(', ')}` : ''}`;
     }
+    if (s.verify === 1) summary += `; verifying ${(await this.verifySample(s, b.id)).join(', ')}`;
     await this.result(s, summary);
+  }
+
+  /**
+   * A verifying schedule reads back, after each run, the backup it just took and the one of its other
+   * COMPLETED backups verified longest ago (never verified first): every kept backup is read again within
+   * as many runs as the schedule keeps backups, at the cost of one extra backup's reading per run.
+   */
+  private async verifySample(s: Row<'backup_schedules'>, newest: string): Promise<string[]> {
+    const runs = new Set((await this.store.find('backup_schedule_runs', { schedule_id: s.id })).map((r) => r.id));
+    const older = (await this.store.find('backups', { project_id: s.project_id, instance_id: s.instance_id, status: 'COMPLETED' }))
+      .filter((b) => runs.has(b.id) && b.id !== newest)
+      .sort((a, b) => (a.verified_at ?? '').localeCompare(b.verified_at ?? '') || a.created.localeCompare(b.created))[0];
+    const started: string[] = [];
+    for (const id of older ? [newest, older.id] : [newest]) {
+      try {
+        await requestVerify(this.plane, s.project_id, id);
+        started.push(id);
+      } catch (err) {
+        this.log(`schedule ${s.id} (${s.name}): verifying backup ${id}: ${describeError(err)}`);
+      }
+    }
+    return started;
   }
 
   private async waitBackup(id: string, signal: AbortSignal): Promise<Row<'backups'> | undefined> {

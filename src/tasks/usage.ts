@@ -16,6 +16,9 @@ export interface UsageReading {
   replication?: ReplicationStatus | null;
 }
 
+/** How long an agent's answer to the health monitor counts as current: three rounds, at least 15 s. */
+export const READING_MAX_AGE = (plane: ControlPlane): number => Math.max(15_000, 3 * plane.health.intervalMs);
+
 const readings = new WeakMap<ControlPlane, Map<string, UsageReading>>();
 /** Instances whose reading is under way: a slow agent is not asked again every round. */
 const pending = new WeakMap<ControlPlane, Set<string>>();
@@ -32,7 +35,7 @@ function cache(plane: ControlPlane): Map<string, UsageReading> {
  * instance is held by a task and not checked.
  */
 export function usageReadings(plane: ControlPlane): Map<string, UsageReading> {
-  const maxAge = Math.max(15_000, 3 * plane.health.intervalMs);
+  const maxAge = READING_MAX_AGE(plane);
   const t = Date.now();
   const out = new Map<string, UsageReading>();
   for (const [id, r] of cache(plane)) {

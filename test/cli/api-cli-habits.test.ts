@@ -106,7 +106,7 @@ test('backup list: human sizes, newest first, raw numbers in --json, and a hint 
   const r = await cli('backup', 'list', '--instance', 'sizes');
   assert.equal(r.code, 0, r.err);
   const lines = r.out.trim().split('\n');
-  assert.match(lines[0]!, /^ID\s+NAME\s+STATUS\s+INSTANCE_ID\s+PARENT_ID\s+SIZE\s+CREATED$/);
+  assert.match(lines[0]!, /^ID\s+NAME\s+STATUS\s+INSTANCE_ID\s+PARENT_ID\s+SIZE\s+CREATED\s+VERIFY_RESULT$/);
   assert.deepEqual(lines.slice(1).map((l) => l.split(/\s+/)[1]), ['new', 'mid', 'old']);
   assert.match(lines[1]!, /\s12 B\s/);
   assert.match(lines[2]!, /\s2\.0 KiB\s/);

@@ -18,6 +18,10 @@ export const scheduleOptions = {
     },
     description: 'When a schedule runs: a 5-field cron pattern in UTC, e.g. "0 * * * *" (hourly) or "0 3 * * 0" (Sundays 03:00)',
   },
+  scheduleVerify: {
+    flag: 'verify', group: C, parse: parsers.boolean,
+    description: "After each run, verify its backup and the schedule's least recently verified older backup (reads them back whole in the control plane; backup show gives verify_result)",
+  },
   scheduleId: {
     flag: 'schedule', arg: 'ID', group: C, parse: parsers.string,
     description: 'Schedule id or name',

@@ -15,10 +15,10 @@ export const serveCommand = defineCommand({
     const token = await readTokenFile(cfg.tokenFile);
     const { makeLogger, lineLogger } = await import('../../../util/log.js');
     // JSON lines into agent.log (its stderr), with the instance's id once it is known; the RPC polls
-    // (status, volume, progress, replication) at debug, so that info shows what changed.
+    // (status, volume, progress, replication, archive, stats, logs) at debug, so that info shows what changed.
     let instanceId = (): string | undefined => undefined;
     const logger = makeLogger({ name: 'agent', level: o.logLevel ?? 'info', stream: io.stderr });
-    const polling = (l: string): boolean => /^GET \/v1\/(status|volume|progress|replication|stats|logs)\b.* [23]\d\d \d+ms$/.test(l);
+    const polling = (l: string): boolean => /^GET \/v1\/(status|volume|progress|replication|stats|logs|archive)\b.* [23]\d\d \d+ms$/.test(l);
     const log = lineLogger(logger, polling, (): Record<string, string> => {
       const id = instanceId();
       return id ? { instance_id: id } : {};

@@ -1,11 +1,11 @@
-// `couchtrove backup list|show|create|delete` against the API.
+// `couchtrove backup list|show|create|verify|delete` against the API.
 import { defineCommand, type AnyCommand } from '../../command.js';
 import { TroveApiClient, details, moreHint, print, table, waitFor, type JsonObject } from '../../../api/client.js';
 import { formatBytes } from '../../progress.js';
 
 const API = ['apiUrl', 'apiToken', 'apiProject', 'json'] as const;
 // The checksum stays in `show` and --json: 64 hex digits crowd a listing out of a terminal.
-const COLS = ['id', 'name', 'status', 'instance_id', 'parent_id', 'size', 'created'];
+const COLS = ['id', 'name', 'status', 'instance_id', 'parent_id', 'size', 'created', 'verify_result'];
 
 /** Newest first, as operators look for the latest backup; ties (same second) by id for a stable order. */
 function newestFirst(rows: JsonObject[]): JsonObject[] {
@@ -51,6 +51,23 @@ export const backupCommands: AnyCommand[] = [
       if (o.wait) b = (await waitFor(c, io, 'backup', b.id as string)) ?? b;
       print(io, o.json, { backup: b }, () => details(b));
       return o.wait && b.status !== 'COMPLETED' ? 1 : 0;
+    },
+  }),
+  defineCommand({
+    path: ['backup', 'verify'],
+    summary: 'Read a backup back whole in the control plane (every object, checksum and the manifest\'s authentication); sets verified_at and verify_result (ok, or what is wrong, naming the object)',
+    required: ['backupId'], optional: [...API, 'wait'], positional: 'backupId',
+    run: async (o, io) => {
+      const c = new TroveApiClient(o);
+      const id = await c.resolve('backup', o.backupId);
+      let b = (await c.request('POST', `/backups/${encodeURIComponent(id)}/verify`)).backup as JsonObject;
+      const end = Date.now() + 24 * 3600_000;
+      while (o.wait && b.verify_result === 'running' && Date.now() < end) {
+        await new Promise((r) => setTimeout(r, 1000));
+        b = (await c.get(`/backups/${encodeURIComponent(id)}`)).backup as JsonObject;
+      }
+      print(io, o.json, { backup: b }, () => (o.wait ? details(b) : `backup ${id} is being verified: backup show ${id} gives verify_result\n`));
+      return o.wait && b.verify_result !== 'ok' ? 1 : 0;
     },
   }),
   defineCommand({

@@ -5,14 +5,14 @@ import { defineCommand, type AnyCommand } from '../../command.js';
 import type { JsonObject } from '../../../api/client.js';
 
 const API = ['apiUrl', 'apiToken', 'apiProject', 'json'] as const;
-const COLS = ['id', 'name', 'pattern', 'incremental', 'keep_last', 'keep_daily', 'keep_weekly', 'next_run', 'last_result'];
+const COLS = ['id', 'name', 'pattern', 'incremental', 'keep_last', 'keep_daily', 'keep_weekly', 'verify', 'next_run', 'last_result'];
 
 export const scheduleCommands: AnyCommand[] = [
   defineCommand({
     path: ['schedule', 'create'],
     summary: 'Back up an instance on a cron pattern (UTC), full or --incremental, with optional retention (--keep-last/--keep-daily/--keep-weekly) applied after each run',
     required: ['instanceRef', 'schedulePattern', 'resourceName'],
-    optional: [...API, 'description', 'incremental', 'keepLast', 'keepDaily', 'keepWeekly'],
+    optional: [...API, 'description', 'incremental', 'keepLast', 'keepDaily', 'keepWeekly', 'scheduleVerify'],
     run: async (o, io) => {
       const { TroveApiClient, details, print } = await import('../../../api/client.js');
       const c = new TroveApiClient(o);
@@ -22,6 +22,7 @@ export const scheduleCommands: AnyCommand[] = [
       if (o.keepLast !== undefined) schedule.keep_last = o.keepLast;
       if (o.keepDaily !== undefined) schedule.keep_daily = o.keepDaily;
       if (o.keepWeekly !== undefined) schedule.keep_weekly = o.keepWeekly;
+      if (o.scheduleVerify) schedule.verify = 1;
       const s = (await c.request('POST', `/instances/${encodeURIComponent(id)}/schedules`, { schedule })).schedule as JsonObject;
       print(io, o.json, { schedule: s }, () => details(s));
       return 0;
