@@ -13,15 +13,13 @@ import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { benchKey, buildDatadir, dirBytes, machine, median, ROOT, writeSection } from './lib.js';
-import { Agent, couchUrl, instanceFiles } from '../src/agent/agent.js';
+import { benchKey, buildDatadir, cutChain, dirBytes, machine, median, ROOT, startInstance, stopInstances, writeSection, type Started } from './lib.js';
 import type { DatabaseRestoreResult } from '../src/agent/protocol.js';
-import { ArchiveStream, restoreToTime } from '../src/backup/archive.js';
+import { restoreToTime } from '../src/backup/archive.js';
 import { createBackup, restoreBackup } from '../src/backup/index.js';
 import { readKeyFile } from '../src/crypto/keys.js';
 import { openStorage } from '../src/storage/index.js';
-import { killHard, newSettings, testCouchdb } from '../test/support/couchdb.js';
-import { listFiles } from '../test/support/tree.js';
+import { testCouchdb } from '../test/support/couchdb.js';
 
 const { values } = parseArgs({
   options: {
@@ -57,19 +55,8 @@ const sections: string[] = [];
 async function oneDatabase(): Promise<void> {
   const couch = testCouchdb();
   if (couch.kind !== 'real') throw new Error('set COUCHDB_HOME to an Apache CouchDB 3.x release: the one-db part needs a real CouchDB');
-  const agents: Agent[] = [];
-  const pids: number[] = [];
-  const instance = async (name: string) => {
-    const settings = await newSettings(work, name, couch);
-    await fs.mkdir(settings.dataDir, { recursive: true });
-    const agent = await Agent.open(path.join(work, name, 'agent'), { startTimeoutMs: 120_000 });
-    agents.push(agent);
-    const st = await agent.prepare(settings);
-    if (agent.couchdbPid) pids.push(agent.couchdbPid);
-    if (st.state !== 'RUNNING') throw new Error(`${name}: ${st.state} ${st.reason ?? ''}`);
-    const admin = JSON.parse(await fs.readFile(instanceFiles(settings).secret, 'utf8')) as { username: string; password: string };
-    return { agent, settings, url: couchUrl(settings), auth: `Basic ${Buffer.from(`${admin.username}:${admin.password}`).toString('base64')}` };
-  };
+  const running: Started = { agents: [], pids: [] };
+  const instance = (name: string) => startInstance(work, name, couch, running);
   try {
     const src = await instance('src');
     const req = async (method: string, p: string, body?: string) => {
@@ -138,7 +125,7 @@ database); real Apache CouchDB at /opt/couchdb, encrypted backup (generated key)
 | | median of ${runs} | runs |
 |---|---|---|
 | \`database restore\`: shard files and shard maps restored, scratch CouchDB started | ${s2(r.restoreMs)} s | ${one.map((x) => s2(x.restoreMs)).join(', ')} |
-| copy into the live instance (read back and compared batch by batch), _security, counts | ${s2(r.copyMs)} s | ${one.map((x) => s2(x.copyMs)).join(', ')} |
+| copy into the live instance (attachments and conflicts read back and compared, every leaf checked by revision), _security, counts | ${s2(r.copyMs)} s | ${one.map((x) => s2(x.copyMs)).join(', ')} |
 | **total** (scratch removed) | **${s2(mid)} s** | ${one.map((x) => s2(x.totalMs)).join(', ')} |
 | whole restore of the instance into a new one (prepare: restore, start, check) | ${s2(wholeMs)} s | ${whole.map(s2).join(', ')} |
 
@@ -146,11 +133,7 @@ database); real Apache CouchDB at /opt/couchdb, encrypted backup (generated key)
   (${((r.copiedBytes / 1e6) / (r.copyMs / 1000)).toFixed(1)} MB/s of JSON written; target ≥ 20); checked: ${r.docCount} documents, ${r.docDelCount} deleted,
   ${r.conflicts} conflicts, ${r.attachments} attachments.`);
   } finally {
-    for (const ag of agents) {
-      if (ag.couchdbPid) pids.push(ag.couchdbPid);
-      await ag.stop().catch(() => undefined);
-    }
-    for (const pid of pids) killHard(pid);
+    await stopInstances(running);
   }
 }
 
@@ -158,26 +141,9 @@ database); real Apache CouchDB at /opt/couchdb, encrypted backup (generated key)
 async function pointInTime(): Promise<void> {
   const data = path.join(work, 'datadir-pitr');
   const total = await buildDatadir(data, pitrMb * 2 ** 20);
-  const shards = (await listFiles(path.join(data, 'shards'))).filter((f) => f.endsWith('.couch'));
   const storage = await openStorage(`file://${path.join(work, 'repo-pitr')}`);
   try {
-    const stream = new ArchiveStream({ storage, stream: 'b', key, dataDir: data, rebaseShare: 1000, baseIntervalMs: 86_400_000 });
-    await stream.cut();
-    let appended = 0;
-    const t0 = performance.now();
-    for (let i = 0; i < cutsWanted; i++) {
-      // What CouchDB does between two cuts of a busy database: append to a few shards.
-      for (let k = 0; k < 3; k++) {
-        const chunk = randomBytes(4096);
-        await fs.appendFile(shards[(i * 3 + k) % shards.length]!, chunk);
-        appended += chunk.length;
-      }
-      const c = await stream.cut();
-      if (c.kind !== 'incremental') throw new Error(`cut ${i} was ${c.kind}`);
-    }
-    const cutsSeconds = (performance.now() - t0) / 1000;
-    await new Promise((r) => setTimeout(r, 5));
-    await stream.cut();
+    const { stream, appended, seconds: cutsSeconds } = await cutChain(storage, key, data, cutsWanted);
     await createBackup({ dataDir: data, storage, key, id: 'full' });
     const pitr: number[] = [];
     const full: number[] = [];

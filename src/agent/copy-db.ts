@@ -2,7 +2,8 @@
 // document (conflicts and deleted leaves included) with its revision history, body and attachments, written
 // with `new_edits: false` as a replication would. CouchDB's one-shot replication did the same at ~3.5 MB/s
 // here (docs/benchmarks.md); this streams `_changes?style=all_docs` -> `_bulk_get` -> `_bulk_docs` with
-// several batches in flight, and reads every batch back from the target to check it.
+// several batches in flight, reads back what can differ beyond a revision id (attachments, conflicts) and
+// checks every leaf revision and the counts at the end.
 import { createHash } from 'node:crypto';
 import { AgentError } from './errors.js';
 import { docPath, enc, type CouchClient } from './couchdb.js';
