@@ -11,14 +11,13 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { benchKey, BIN, buildDatadir, dirBytes, machine, ROOT, writeSection } from './lib.js';
-import { Agent, couchUrl, instanceFiles } from '../src/agent/agent.js';
-import { ArchiveStream, restoreToTime } from '../src/backup/archive.js';
+import { benchKey, BIN, buildDatadir, cutChain, dirBytes, machine, ROOT, startInstance, stopInstances, writeSection, type Started } from './lib.js';
+import { instanceFiles } from '../src/agent/agent.js';
+import { restoreToTime } from '../src/backup/archive.js';
 import { createBackup, restoreBackup } from '../src/backup/index.js';
 import { readKeyFile } from '../src/crypto/keys.js';
 import { openStorage } from '../src/storage/index.js';
-import { killHard, newSettings, testCouchdb } from '../test/support/couchdb.js';
-import { listFiles } from '../test/support/tree.js';
+import { testCouchdb } from '../test/support/couchdb.js';
 
 const { values } = parseArgs({
   options: {
@@ -43,21 +42,9 @@ const key = await readKeyFile(keyFile);
 const couch = testCouchdb();
 if (couch.kind !== 'real') throw new Error('set COUCHDB_HOME to an Apache CouchDB 3.x release: parts A and C need a real CouchDB');
 const started = new Date().toISOString();
-const agents: Agent[] = [];
-const pids: number[] = [];
+const running: Started = { agents: [], pids: [] };
 const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
-
-async function instance(name: string): Promise<{ agent: Agent; url: string; auth: string; dataDir: string; settings: Awaited<ReturnType<typeof newSettings>> }> {
-  const settings = await newSettings(work, name, couch);
-  await fs.mkdir(settings.dataDir, { recursive: true });
-  const agent = await Agent.open(path.join(work, name, 'agent'), { startTimeoutMs: 120_000 });
-  agents.push(agent);
-  const st = await agent.prepare(settings);
-  if (agent.couchdbPid) pids.push(agent.couchdbPid);
-  if (st.state !== 'RUNNING') throw new Error(`${name}: ${st.state} ${st.reason ?? ''}`);
-  const admin = JSON.parse(await fs.readFile(instanceFiles(settings).secret, 'utf8')) as { username: string; password: string };
-  return { agent, url: couchUrl(settings), auth: `Basic ${Buffer.from(`${admin.username}:${admin.password}`).toString('base64')}`, dataDir: settings.dataDir, settings };
-}
+const instance = (name: string) => startInstance(work, name, couch, running);
 
 async function fill(url: string, auth: string, db: string, mb: number, docBytes = 10_000): Promise<number> {
   await fetch(`${url}/${db}`, { method: 'PUT', headers: { authorization: auth } });
@@ -165,25 +152,8 @@ try {
   // ---- B. restore N cuts after the base against a full restore ------------------------------------
   const dataB = path.join(work, 'datadir-b');
   const totalB = await buildDatadir(dataB, bMb * 2 ** 20);
-  const shards = (await listFiles(path.join(dataB, 'shards'))).filter((f) => f.endsWith('.couch'));
   const storageB = await openStorage(`file://${path.join(work, 'repo-b')}`);
-  const stream = new ArchiveStream({ storage: storageB, stream: 'b', key, dataDir: dataB, rebaseShare: 1000, baseIntervalMs: 86_400_000 });
-  await stream.cut();
-  let appendedB = 0;
-  const cutStart = performance.now();
-  for (let i = 0; i < cutsWanted; i++) {
-    // What CouchDB does between two cuts of a busy database: append to a few shards.
-    for (let k = 0; k < 3; k++) {
-      const chunk = randomBytes(4096);
-      await fs.appendFile(shards[(i * 3 + k) % shards.length]!, chunk);
-      appendedB += chunk.length;
-    }
-    const r = await stream.cut();
-    if (r.kind !== 'incremental') throw new Error(`cut ${i} was ${r.kind}`);
-  }
-  const cutsSeconds = (performance.now() - cutStart) / 1000;
-  await sleep(5);
-  await stream.cut(); // the newest restore point is now
+  const { stream, appended: appendedB, seconds: cutsSeconds } = await cutChain(storageB, key, dataB, cutsWanted);
   const pitrDir = path.join(work, 'restore-pitr');
   const tp = performance.now();
   await restoreToTime({ storage: storageB, stream: 'b', time: stream.head.restorePoint!, dataDir: pitrDir, key });
@@ -231,17 +201,13 @@ CouchDB 3.5 benchmark fixture; each cut appended 3 × 4 KiB to shards, ${mib(app
 
 | | time |
 |---|---|
-| \`database restore\`: scratch CouchDB restored and started | ${(one.restoreMs / 1000).toFixed(1)} s |
-| copy by replication into the live instance, _security, count check | ${(one.copyMs / 1000).toFixed(1)} s |
+| \`database restore\`: the database's shard files restored into a scratch CouchDB, started | ${(one.restoreMs / 1000).toFixed(1)} s |
+| copy into the live instance (the agent's checked copy, docs/agent.md), _security, counts | ${(one.copyMs / 1000).toFixed(1)} s |
 | total (scratch removed) | **${(one.totalMs / 1000).toFixed(1)} s** |
 | whole restore into a new instance (prepare: restore, start, check) | ${wholeSeconds.toFixed(1)} s |
 `,
   );
   console.log('written to docs/benchmarks.md');
 } finally {
-  for (const ag of agents) {
-    if (ag.couchdbPid) pids.push(ag.couchdbPid);
-    await ag.stop().catch(() => undefined);
-  }
-  for (const pid of pids) killHard(pid);
+  await stopInstances(running);
 }

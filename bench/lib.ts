@@ -8,6 +8,13 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { extractBenchDatadir } from '../test/support/fixtures.js';
 import { listFiles } from '../test/support/tree.js';
+import { randomBytes } from 'node:crypto';
+import { ArchiveStream } from '../src/backup/archive.js';
+import type { KeyMaterial } from '../src/crypto/keys.js';
+import type { Backend } from '../src/storage/backend.js';
+import { Agent, couchUrl, instanceFiles } from '../src/agent/agent.js';
+import type { InstanceSettings } from '../src/agent/protocol.js';
+import { killHard, newSettings, type TestCouchdb } from '../test/support/couchdb.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const BIN = path.join(ROOT, 'bin/couchtrove.js');
@@ -106,4 +113,57 @@ export function serverUrl(proc: ChildProcessWithoutNullStreams | ChildProcessByS
     });
     proc.once('exit', (code) => reject(new Error(`server exited ${code}`)));
   });
+}
+
+/**
+ * An archive stream of `dataDir` with a base and `cuts` cuts after it, each after appending 3 × 4 KiB to a
+ * few shards (what CouchDB does between two cuts of a busy database), then one more cut: the newest restore
+ * point is now. Returns the stream, the bytes appended and the seconds the cuts took.
+ */
+export async function cutChain(storage: Backend, key: KeyMaterial, dataDir: string, cuts: number): Promise<{ stream: ArchiveStream; appended: number; seconds: number }> {
+  const shards = (await listFiles(path.join(dataDir, 'shards'))).filter((f) => f.endsWith('.couch'));
+  const stream = new ArchiveStream({ storage, stream: 'b', key, dataDir, rebaseShare: 1000, baseIntervalMs: 86_400_000 });
+  await stream.cut();
+  let appended = 0;
+  const t0 = performance.now();
+  for (let i = 0; i < cuts; i++) {
+    for (let k = 0; k < 3; k++) {
+      const chunk = randomBytes(4096);
+      await fs.appendFile(shards[(i * 3 + k) % shards.length]!, chunk);
+      appended += chunk.length;
+    }
+    const r = await stream.cut();
+    if (r.kind !== 'incremental') throw new Error(`cut ${i} was ${r.kind}`);
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  await new Promise((r) => setTimeout(r, 5));
+  await stream.cut();
+  return { stream, appended, seconds };
+}
+
+/** Agents and CouchDB processes a benchmark started: stopped, then killed, by stopInstances. */
+export interface Started {
+  agents: Agent[];
+  pids: number[];
+}
+
+/** A new instance on a real CouchDB (COUCHDB_HOME) under `work/name`, running, with its admin's Authorization header. */
+export async function startInstance(work: string, name: string, couch: TestCouchdb, started: Started): Promise<{ agent: Agent; url: string; auth: string; dataDir: string; settings: InstanceSettings }> {
+  const settings = await newSettings(work, name, couch);
+  await fs.mkdir(settings.dataDir, { recursive: true });
+  const agent = await Agent.open(path.join(work, name, 'agent'), { startTimeoutMs: 120_000 });
+  started.agents.push(agent);
+  const st = await agent.prepare(settings);
+  if (agent.couchdbPid) started.pids.push(agent.couchdbPid);
+  if (st.state !== 'RUNNING') throw new Error(`${name}: ${st.state} ${st.reason ?? ''}`);
+  const admin = JSON.parse(await fs.readFile(instanceFiles(settings).secret, 'utf8')) as { username: string; password: string };
+  return { agent, url: couchUrl(settings), auth: `Basic ${Buffer.from(`${admin.username}:${admin.password}`).toString('base64')}`, dataDir: settings.dataDir, settings };
+}
+
+export async function stopInstances(started: Started): Promise<void> {
+  for (const ag of started.agents) {
+    if (ag.couchdbPid) started.pids.push(ag.couchdbPid);
+    await ag.stop().catch(() => undefined);
+  }
+  for (const pid of started.pids) killHard(pid);
 }

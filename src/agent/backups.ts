@@ -15,6 +15,7 @@ import { KEY_ID, readKeyFile } from '../crypto/keys.js';
 import { describeError } from '../util/errors.js';
 import { AgentCore, couchUrl, freeLoopbackPort } from './core.js';
 import type { AgentOptions } from './core.js';
+import { copyDatabase } from './copy-db.js';
 import { claimScratch, cleanScratches, clearMark, markCopy, removeScratchDir, stopScratchProcesses, type CleanResult } from './scratch.js';
 
 /** The scratch instance a one-database restore runs (an Agent of its own). */
@@ -89,9 +90,9 @@ export class Backups {
   /**
    * One database back: the backup (or the archive as of a time) is restored into a scratch CouchDB beside
    * this one (its own agent directory, loopback port and epmd, never serving clients), the database is
-   * copied into the running CouchDB by CouchDB's own replication (revision histories, conflicts,
-   * attachments, design documents; deleted documents as tombstones) and its _security by hand, the
-   * document counts are compared, and the scratch instance is stopped and removed. The live instance serves
+   * copied into the running CouchDB by the agent (copy-db.ts: revision histories, conflicts, attachments,
+   * design documents; deleted documents as tombstones; each batch read back and compared) and its
+   * _security, the counts are compared, and the scratch instance is stopped and removed. The live instance serves
    * throughout; only `replace` touches the live database of that name (deleted, then copied).
    */
   async restoreDatabase(req: DatabaseRestoreRequest): Promise<DatabaseRestoreResult> {
@@ -150,7 +151,8 @@ export class Backups {
         epmdPort: await freeLoopbackPort(),
         couchdbHome: s.couchdbHome,
         ...(s.runAs ? { runAs: s.runAs } : {}),
-        restore,
+        // Only the database's shard files and the shard maps, not the whole instance.
+        restore: { ...restore, databases: [req.database] },
       });
       if (prepared.state !== 'RUNNING') throw new AgentError('BACKUP_FAILED', `the scratch CouchDB did not start from the backup: ${prepared.reason ?? prepared.state}`);
       const restoreMs = performance.now() - t0;
@@ -165,25 +167,27 @@ export class Backups {
       await markCopy(scratchDir, as);
       marked = true;
       if (exists) await live.deleteDb(as);
-      const basic = (c: Credentials) => `Basic ${Buffer.from(`${c.username}:${c.password}`).toString('base64')}`;
-      // One-shot replication run by the live CouchDB, credentials in headers (never in a URL or a log).
-      const r = await new CouchClient(couchUrl(s), this.c.admin!, 24 * 3_600_000).raw<{ ok?: boolean; reason?: string; history?: unknown[] }>('POST', '/_replicate', {
-        body: {
-          source: { url: `${scratchUrl}/${encodeURIComponent(req.database)}`, headers: { Authorization: basic(scratchAdmin) } },
-          target: { url: `${couchUrl(s)}/${encodeURIComponent(as)}`, headers: { Authorization: basic(this.c.admin!) } },
-          create_target: true,
-        },
-        timeoutMs: 24 * 3_600_000,
-      });
-      if (r.status !== 200 || !r.body?.ok) throw new AgentError('COUCHDB_ERROR', `copying ${req.database} from the scratch CouchDB failed: ${r.status} ${JSON.stringify(r.body).slice(0, 300)}`);
+      // Streamed by the agent (copy-db.ts): every leaf revision with its history and attachments, each
+      // batch read back from the live CouchDB and compared; then the counts.
+      const copied = await copyDatabase(src, req.database, new CouchClient(couchUrl(s), this.c.admin!, 600_000), as);
       await live.putSecurity(as, await src.getSecurity(req.database));
-      const copied = await live.dbInfo(as);
-      if (!copied || copied.doc_count !== info.doc_count) throw new AgentError('BACKUP_FAILED', `database ${as} holds ${copied?.doc_count ?? 'no'} documents after the copy, the backup ${info.doc_count}`);
       await clearMark(scratchDir);
       verified = true;
       const copyMs = performance.now() - t1;
-      this.c.log(`database ${req.database} restored as ${as} from ${req.time ? `archive ${stream} at ${req.time}` : `backup ${req.backupId}`}: ${info.doc_count} documents`);
-      return { database: req.database, as, from: req.backupId ?? `${stream}@${req.time}`, docCount: info.doc_count, docDelCount: info.doc_del_count ?? 0, restoreMs, copyMs, totalMs: performance.now() - t0 };
+      this.c.log(`database ${req.database} restored as ${as} from ${req.time ? `archive ${stream} at ${req.time}` : `backup ${req.backupId}`}: ${copied.docs} documents, ${copied.deleted} deleted, ${copied.conflicts} conflicts, ${copied.attachments} attachments`);
+      return {
+        database: req.database,
+        as,
+        from: req.backupId ?? `${stream}@${req.time}`,
+        docCount: copied.docs,
+        docDelCount: copied.deleted,
+        conflicts: copied.conflicts,
+        attachments: copied.attachments,
+        copiedBytes: copied.bytes,
+        restoreMs,
+        copyMs,
+        totalMs: performance.now() - t0,
+      };
     } finally {
       if (marked && !verified) {
         // A copy that failed is not left to pass for the database: removed (the marker stays if CouchDB

@@ -66,6 +66,8 @@ export class CouchUnreachableError extends AgentError {
 
 export interface RequestOptions {
   body?: unknown;
+  /** A body already serialized as JSON (instead of body). */
+  rawBody?: string;
   query?: Record<string, string | number | boolean>;
   timeoutMs?: number;
   headers?: Record<string, string>;
@@ -101,6 +103,11 @@ export class CouchClient {
     this.#auth = credentials ? `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString('base64')}` : undefined;
   }
 
+  /** The credentials' header, for a request this client cannot make (bytes, not JSON). */
+  authHeaders(): Record<string, string> {
+    return this.#auth ? { authorization: this.#auth } : {};
+  }
+
   /** Any request; resolves with the status and the parsed body (or null), whatever the status. */
   async raw<T = unknown>(method: string, path: string, opts: RequestOptions = {}): Promise<{ status: number; body: T | null }> {
     let url = `${this.baseUrl}${path}`;
@@ -111,13 +118,13 @@ export class CouchClient {
     }
     const headers: Record<string, string> = { accept: 'application/json', ...opts.headers };
     if (this.#auth && !opts.anonymous) headers.authorization = this.#auth;
-    if (opts.body !== undefined) headers['content-type'] = 'application/json';
+    if (opts.body !== undefined || opts.rawBody !== undefined) headers['content-type'] = 'application/json';
     let res: Response;
     try {
       res = await fetch(url, {
         method,
         headers,
-        body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
+        body: opts.rawBody ?? (opts.body === undefined ? undefined : JSON.stringify(opts.body)),
         signal: AbortSignal.timeout(opts.timeoutMs ?? this.timeoutMs),
         redirect: 'manual',
       });

@@ -138,6 +138,7 @@ export class Lifecycle {
           time: Date.parse(s.restore.time ?? ''),
           dataDir: s.dataDir,
           key: restore.key,
+          ...(s.restore.databases ? { databases: s.restore.databases } : {}),
           // A data directory with something in it is refused on a first prepare (wrong volume?);
           // preparing again with a backup asks for the data to be replaced (only once the restore succeeded).
           force: replacing,
@@ -162,7 +163,10 @@ export class Lifecycle {
     const renamed = Boolean(restore?.meta?.node && restore.meta.node !== s.nodeName);
     if (renamed) await this.#renameNode(restore!.meta!.node, s.nodeName);
     await this.c.managerNoCheck().ensureSystemDatabases();
-    if (restore?.meta) await this.#verifyRestore(restore.meta, renamed);
+    if (restore?.meta) {
+      const only = s.restore?.databases;
+      await this.#verifyRestore(only ? { ...restore.meta, databases: restore.meta.databases.filter((d) => only.includes(d.name)) } : restore.meta, renamed);
+    }
   }
 
   /** The rename procedure of couchdb-3.md: every shard map and the node list name the new node. */

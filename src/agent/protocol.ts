@@ -31,7 +31,15 @@ export interface InstanceSettings {
    * Restore this backup before the first start. With `time` (ISO 8601) and `stream`: the newest cut of that
    * archive stream at or before the time instead (point-in-time restore; backupId is then only informative).
    */
-  restore?: { storage: string; backupId: string; keyFile?: string; stream?: string; time?: string };
+  restore?: {
+    storage: string;
+    backupId: string;
+    keyFile?: string;
+    stream?: string;
+    time?: string;
+    /** Only these databases (their shard files and the shard maps): a one-database restore's scratch server. */
+    databases?: string[];
+  };
   /**
    * The instance's own OS identity: CouchDB runs as it, and its data, configuration and Erlang cookie
    * belong to it alone (the agent must run as root to switch). Absent: CouchDB runs as the agent's user.
@@ -296,6 +304,10 @@ export interface DatabaseRestoreResult {
   from: string;
   docCount: number;
   docDelCount: number;
+  /** Live leaf revisions besides the winners, attachments (each checked by digest), JSON bytes copied. */
+  conflicts: number;
+  attachments: number;
+  copiedBytes: number;
   /** Milliseconds: restoring into the scratch CouchDB, copying, in all. */
   restoreMs: number;
   copyMs: number;

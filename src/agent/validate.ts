@@ -143,6 +143,10 @@ export function checkSettings(s: unknown): InstanceSettings {
       out.restore.time = r.time;
       out.restore.stream = r.stream;
     }
+    if (r.databases !== undefined) {
+      if (!Array.isArray(r.databases) || r.databases.length === 0) throw invalid('restore.databases must be a non-empty array of database names');
+      out.restore.databases = r.databases.map((d) => checkDatabaseName(d));
+    }
   }
   if (o.runAs !== undefined) {
     const r = o.runAs as Record<string, unknown> | null;

@@ -344,10 +344,10 @@ export async function archiveWindow(storage: Backend, stream: string, key?: KeyM
  * (or `parent`) links, so a cut missing from the middle of the stream is an error naming it, never a silent
  * fall back to an older cut.
  */
-export async function findCut(storage: Backend, stream: string, time: number, key?: KeyMaterial): Promise<CutRef & { end: number }> {
+export async function findCut(storage: Backend, stream: string, time: number, key?: KeyMaterial, listing?: CutRef[]): Promise<CutRef & { end: number }> {
   const s = archiveStorage(storage, stream);
   const name = `archive ${stream}`;
-  const { cuts } = await listCuts(s);
+  const cuts = listing ?? (await listCuts(s)).cuts;
   if (cuts.length === 0) throw new CouchtroveError(`${name} in ${storage.location} has no restore point`);
   const head = await readHead(s, stream);
   const trusted = await trustedHead(s, name, head, key);
@@ -406,10 +406,11 @@ export async function findCut(storage: Backend, stream: string, time: number, ke
 
 /** Restores the data as of the newest cut at or before `time` (RestoreOptions.id is ignored). */
 export async function restoreToTime(opts: Omit<RestoreOptions, 'id'> & { stream: string; time: number }): Promise<RestoreResult & { cut: CutRef & { end: number } }> {
-  const cut = await findCut(opts.storage, opts.stream, opts.time, opts.key);
   const s = archiveStorage(opts.storage, opts.stream);
-  // The chain as the listing has it (newest first, back to the base): read ahead in parallel.
+  // One listing (a request per thousand keys on Swift or S3, a stat per object here) for both.
   const { cuts } = await listCuts(s);
+  const cut = await findCut(opts.storage, opts.stream, opts.time, opts.key, cuts);
+  // The chain as the listing has it (newest first, back to the base): read ahead in parallel.
   const upTo = cuts.filter((c) => c.at <= cut.at).reverse();
   const baseAt = upTo.findIndex((c) => c.base);
   const chainHint = (baseAt < 0 ? upTo : upTo.slice(0, baseAt + 1)).map((c) => c.id);

@@ -44,3 +44,23 @@ export async function readCouchdbMetadata(src: CouchdbSource): Promise<CouchdbMe
   });
   return { version: root.version, node, uuid: root.uuid ?? null, databases };
 }
+
+const escapeRe = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+
+/**
+ * The files a one-database restore needs from a CouchDB 3 data directory: the node-local shard map
+ * database (`_dbs.couch`, one small document per database, kept whole so that the map's properties,
+ * partitioned and the shard suffix among them, are exactly the backup's) and the databases' shard files
+ * (`shards/<range>/<name>.<suffix>.couch`; not their view indexes under `.shards/`). Null when the tree is
+ * not laid out so (another engine): then the whole tree is restored.
+ */
+export function databaseFiles<E extends { path: string; type: string; root: string }>(entries: E[], databases: string[]): E[] | null {
+  const data = entries.filter((e) => e.root === 'data');
+  if (!data.some((e) => e.type === 'file' && e.path === '_dbs.couch')) return null;
+  const shard = new RegExp(`^shards/[0-9a-f]+-[0-9a-f]+/(?:${databases.map(escapeRe).join('|')})\\.[0-9]+\\.couch$`);
+  const wanted = new Set(data.filter((e) => e.type === 'file' && (e.path === '_dbs.couch' || shard.test(e.path))).map((e) => e.path));
+  // The directories on the way to those files, and nothing else of the tree.
+  const dirs = new Set<string>();
+  for (const p of wanted) for (let i = p.indexOf('/'); i > 0; i = p.indexOf('/', i + 1)) dirs.add(p.slice(0, i));
+  return data.filter((e) => (e.type === 'file' ? wanted.has(e.path) : dirs.has(e.path)));
+}

@@ -13,6 +13,7 @@ import { DataDecoder, type FileSink } from './reader.js';
 import { openBackup } from './repository.js';
 import type { RestoreOptions, RestoreResult } from './types.js';
 import { chainObjects } from './chain.js';
+import { databaseFiles } from './couchdb.js';
 
 const STAGING_PREFIX = '.couchtrove-restore-';
 /** A staging directory's name: the prefix and a backup id (format.ts). */
@@ -36,6 +37,7 @@ async function restoreWith(decoder: DataDecoder, opts: RestoreOptions): Promise<
   const target = path.resolve(opts.dataDir);
   const opened = await openBackup(storage, id, opts.key, opts.chainHint);
   const { catalog } = opened;
+  const entries = (opts.databases && databaseFiles(catalog.entries, opts.databases)) || catalog.entries;
   for (const e of catalog.entries) {
     if (!isSafeRelativePath(e.path) || (e.type !== 'file' && e.type !== 'dir') || (e.root !== 'data' && e.root !== 'config')) {
       throw new CouchtroveError(`backup ${id} holds an unsafe entry ${JSON.stringify(e.path)} (${String(e.type)}): refusing to restore it`);
@@ -44,7 +46,7 @@ async function restoreWith(decoder: DataDecoder, opts: RestoreOptions): Promise<
   const owner = opts.owner ? await resolveOwner(opts.owner) : undefined;
   const configDir = opts.configDir ? path.resolve(opts.configDir) : undefined;
   // Refused before anything is written: an existing configuration file (without --force), a link on the way.
-  if (configDir) await checkConfigTarget(configDir, catalog.entries.filter((e): e is FileEntry => e.type === 'file' && e.root === 'config'), opts.force === true);
+  if (configDir) await checkConfigTarget(configDir, entries.filter((e): e is FileEntry => e.type === 'file' && e.root === 'config'), opts.force === true);
   const removedStaging = await prepareTarget(target, opts.force === true);
 
   const objects = await chainObjects(storage, opened, opts.key);
@@ -56,8 +58,8 @@ async function restoreWith(decoder: DataDecoder, opts: RestoreOptions): Promise<
   const rootDir = (root: 'data' | 'config') => path.join(stage, root);
   try {
     await decoder.open(objects);
-    const dirs = catalog.entries.filter((e): e is DirEntry => e.type === 'dir');
-    const files = catalog.entries.filter((e): e is FileEntry => e.type === 'file');
+    const dirs = entries.filter((e): e is DirEntry => e.type === 'dir');
+    const files = entries.filter((e): e is FileEntry => e.type === 'file');
     await fs.mkdir(rootDir('data'), { mode: 0o755 });
     await fs.mkdir(rootDir('config'), { mode: 0o755 });
     for (const d of dirs) await fs.mkdir(path.join(rootDir(d.root), ...d.path.split('/')), { recursive: true, mode: 0o755 });

@@ -83,6 +83,11 @@ export interface RestoreOptions {
   progress?: (p: Progress) => void;
   /** Backups expected in the chain (an archive's cuts back to their base): read ahead, in parallel. */
   chainHint?: string[];
+  /**
+   * Only what these databases need (a one-database restore's scratch server): their shard files and the
+   * shard maps; the whole tree when it is not a CouchDB 3 layout (couchdb.ts, databaseFiles).
+   */
+  databases?: string[];
 }
 
 export interface RestoreResult {
