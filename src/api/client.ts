@@ -94,17 +94,21 @@ export class TroveApiClient {
   }
 
   /**
-   * A resource's id from its id or its name, as the Trove clients find them: the id first, then the
-   * list by name. An ambiguous name is refused with the candidates, never guessed.
+   * A resource's id and name from its id or its name, as the Trove clients find them: the id first, then
+   * the list by name. An ambiguous name is refused with the candidates, never guessed.
    */
-  async resolve(kind: 'instance' | 'backup' | 'configuration', ref: string): Promise<string> {
+  async find(kind: 'instance' | 'backup' | 'configuration', ref: string): Promise<Named> {
     try {
-      const r = await this.get(`/${kind}s/${encodeURIComponent(ref)}`);
-      return (r[kind] as JsonObject).id as string;
+      const r = (await this.get(`/${kind}s/${encodeURIComponent(ref)}`))[kind] as JsonObject;
+      return named(r);
     } catch (err) {
       if (!(err instanceof ApiError) || err.status !== 404) throw err;
-      return pick(kind, ref, await this.list(`/${kind}s`, `${kind}s`), err);
+      return named(pick(kind, ref, await this.list(`/${kind}s`, `${kind}s`), err));
     }
+  }
+
+  async resolve(kind: 'instance' | 'backup' | 'configuration', ref: string): Promise<string> {
+    return (await this.find(kind, ref)).id;
   }
 
   /** An instance by id, or by name through the list. */
@@ -113,16 +117,35 @@ export class TroveApiClient {
   }
 
   /** A schedule of an instance by id or name (schedules are listed per instance only). */
-  async scheduleId(instanceId: string, ref: string): Promise<string> {
+  async findSchedule(instanceId: string, ref: string): Promise<Named> {
     const rows = ((await this.get(`/instances/${encodeURIComponent(instanceId)}/schedules`)).schedules ?? []) as JsonObject[];
-    if (rows.some((s) => s.id === ref)) return ref;
-    return pick('schedule', ref, rows, new ApiError(404, `Schedule ${ref} could not be found. (HTTP 404)`));
+    const byId = rows.find((s) => s.id === ref);
+    return named(byId ?? pick('schedule', ref, rows, new ApiError(404, `Schedule ${ref} could not be found. (HTTP 404)`)));
+  }
+
+  async scheduleId(instanceId: string, ref: string): Promise<string> {
+    return (await this.findSchedule(instanceId, ref)).id;
   }
 }
 
-function pick(kind: string, ref: string, rows: JsonObject[], notFound: Error): string {
+/** A resource as messages name it: the name the user knows, with the id. */
+export interface Named {
+  id: string;
+  name: string;
+}
+
+function named(r: JsonObject): Named {
+  return { id: String(r.id), name: String(r.name ?? r.id) };
+}
+
+/** "nightly (5f1c…)": the name, then the id; the id alone when there is no other name. */
+export function label(r: Named): string {
+  return r.name === r.id ? r.id : `${r.name} (${r.id})`;
+}
+
+function pick(kind: string, ref: string, rows: JsonObject[], notFound: Error): JsonObject {
   const matches = rows.filter((r) => r.name === ref);
-  if (matches.length === 1) return matches[0]!.id as string;
+  if (matches.length === 1) return matches[0]!;
   if (matches.length > 1) {
     const list = matches.map((m) => `${String(m.id)}${m.created ? ` (created ${String(m.created)})` : ''}`).join(', ');
     throw new CouchtroveError(`more than one ${kind} is named ${ref}: use the id, one of ${list}`);
@@ -138,7 +161,7 @@ function cell(v: unknown): string {
     if (Array.isArray(v)) return v.map((x) => (typeof x === 'object' && x !== null && 'name' in x ? String((x as JsonObject).name) : cell(x))).join(', ');
     const o = v as JsonObject;
     if ('type' in o && 'version' in o) return `${String(o.type)} ${String(o.version)}`;
-    if ('id' in o) return String(o.id);
+    if ('id' in o) return 'name' in o && o.name !== o.id ? `${String(o.name)} (${String(o.id)})` : String(o.id);
     if ('size' in o) return 'used' in o ? `${String(o.size)} (used ${String(o.used)})` : String(o.size);
     return JSON.stringify(o);
   }
@@ -152,11 +175,29 @@ export function table(rows: JsonObject[], columns: string[]): string {
   return [line(columns.map((c) => c.toUpperCase())), ...data.map(line)].join('\n') + '\n';
 }
 
-/** A key/value listing of one object. */
+/**
+ * A key/value listing of one object. A nested object (archive, replication, task) gives one line per
+ * field, its keys joined with dots (archive.window.from), never raw JSON; one that names a resource
+ * (id and name) or a datastore (type and version) stays on one line.
+ */
 export function details(o: JsonObject): string {
-  const keys = Object.keys(o).filter((k) => k !== 'links');
-  const w = Math.max(...keys.map((k) => k.length));
-  return keys.map((k) => `${k.padEnd(w)}  ${cell(o[k])}`).join('\n') + '\n';
+  const rows: Array<[string, string]> = [];
+  const walk = (prefix: string, x: JsonObject): void => {
+    for (const [k, v] of Object.entries(x)) {
+      if (k === 'links') continue;
+      const key = prefix ? `${prefix}.${k}` : k;
+      if (typeof v === 'object' && v !== null && !Array.isArray(v) && !oneLine(v as JsonObject) && Object.keys(v).length > 0) walk(key, v as JsonObject);
+      else rows.push([key, cell(v)]);
+    }
+  };
+  walk('', o);
+  const w = Math.max(...rows.map(([k]) => k.length));
+  return rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`.trimEnd()).join('\n') + '\n';
+}
+
+/** An object that reads as one value: a reference to a resource, or a datastore and its version. */
+function oneLine(o: JsonObject): boolean {
+  return ('type' in o && 'version' in o && Object.keys(o).length <= 3) || ('id' in o && Object.keys(o).every((k) => ['id', 'name', 'links'].includes(k)));
 }
 
 /** On stderr, so that stdout stays the listing: a page cut by --limit says how to get the next one. */
@@ -222,6 +263,6 @@ function stepOf(view: JsonObject): string {
 
 function bytesOf(p: unknown): { bytesDone: number; bytesTotal: number } | undefined {
   if (typeof p !== 'object' || p === null) return undefined;
-  const { bytesDone, bytesTotal } = p as { bytesDone?: unknown; bytesTotal?: unknown };
+  const { bytes_done: bytesDone, bytes_total: bytesTotal } = p as { bytes_done?: unknown; bytes_total?: unknown };
   return typeof bytesDone === 'number' && typeof bytesTotal === 'number' ? { bytesDone, bytesTotal } : undefined;
 }

@@ -26,7 +26,7 @@ import { instanceFacts } from '../tasks/facts.js';
 import { upgradeInstance } from '../tasks/upgrade.js';
 import { listLogs, logAction, tailLog } from '../tasks/logs.js';
 import { COUCHDB_PARAMETERS, couchdbParameter, troveParameterView, typeParameterValue } from '../config/couchdb-parameters.js';
-import { backupView, configurationView, datastoreView, flavorView, instanceView, links, versionView } from './views.js';
+import { backupView, configurationView, datastoreView, flavorView, instanceView, links, snakeKeys, versionView } from './views.js';
 
 export const LOCAL_TOKEN = 'notused';
 const DEFAULT_PAGE = 20;
@@ -450,7 +450,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
         as: v.optional(r.as, (x) => v.dbName(x, '"restore"."as"')),
         replace: r.replace === true,
       });
-      return { restore: result };
+      return { restore: snakeKeys(result) };
     });
     api.delete('/instances/:id/databases/:db', async (req: Req, reply) => {
       await deleteDatabase(plane, req.params.project!, req.params.id!, v.dbName(req.params.db, 'database'));

@@ -185,10 +185,10 @@ test('show of an instance being restored gives its task and the restore\'s bytes
   assert.ok(seen.every((s) => (s.task as J | undefined)?.kind === undefined || (s.task as J).kind === 'instance.create'), JSON.stringify(seen.map((s) => s.task)));
   const restoring = seen.map((s) => s.progress as J | undefined).filter((p): p is J => p?.phase === 'restore');
   assert.ok(restoring.length > 0, `a poll every 100 ms saw the restore: ${JSON.stringify(seen.map((s) => [s.task, s.progress]))}`);
-  for (const p of restoring) assert.ok((p.bytesDone as number) <= (p.bytesTotal as number), JSON.stringify(p));
+  for (const p of restoring) assert.ok((p.bytes_done as number) <= (p.bytes_total as number), JSON.stringify(p));
   // Before the backup's manifest is read the total is 0; after, it holds the attachments.
-  assert.ok(restoring.some((p) => (p.bytesTotal as number) >= total), JSON.stringify(restoring));
-  const done = restoring.map((p) => p.bytesDone as number);
+  assert.ok(restoring.some((p) => (p.bytes_total as number) >= total), JSON.stringify(restoring));
+  const done = restoring.map((p) => p.bytes_done as number);
   assert.deepEqual(done, [...done].sort((x, y) => x - y));
   assert.equal((await api(server!.api, 'DELETE', `/instances/${rid}`)).status, 202);
 });
