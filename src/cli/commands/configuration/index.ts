@@ -22,7 +22,7 @@ export const configurationCommands: AnyCommand[] = [
     },
   }),
   defineCommand({
-    path: ['configuration', 'create'], summary: 'Create a configuration group (--values JSON of "section/key": value)', required: ['resourceName', 'configValues'], optional: [...API, 'description', 'datastoreVersion'],
+    path: ['configuration', 'create'], summary: 'Create a configuration group (--values JSON of "section/key": value)', required: ['resourceName', 'configValues'], optional: [...API, 'description', 'datastoreVersion'], positional: 'resourceName',
     specialise: { resourceName: { description: 'Name of the new configuration group (unique in the project)' }, description: { description: 'Description of the new configuration group' } },
     run: async (o, io) => {
       const body: JsonObject = { name: o.resourceName, values: o.configValues, datastore: { type: 'couchdb', ...(o.datastoreVersion ? { version: o.datastoreVersion } : {}) } };

@@ -88,7 +88,7 @@ export const instanceCommands: AnyCommand[] = [
   }),
   defineCommand({
     path: ['instance', 'create'], summary: 'Create an instance (optionally with databases, users, from a backup, or from an instance as of a time)',
-    required: ['resourceName'], optional: [...API, 'flavorRef', 'volumeSize', 'datastoreVersion', 'databases', 'userSpecs', 'backupId', 'fromInstance', 'restoreTime', 'replicaOf', 'configurationRef', 'wait'],
+    required: ['resourceName'], optional: [...API, 'flavorRef', 'volumeSize', 'datastoreVersion', 'databases', 'userSpecs', 'backupId', 'fromInstance', 'restoreTime', 'replicaOf', 'configurationRef', 'wait'], positional: 'resourceName',
     specialise: {
       resourceName: { description: 'Name of the new instance' },
       databases: { description: 'Comma-separated names of databases to create in the new instance' },
