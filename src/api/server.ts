@@ -531,7 +531,11 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
       const r = await enableRoot(plane, req.params.project!, req.params.id!, pw === undefined || pw === null ? undefined : v.password(pw, '"root_password"'));
       return { user: { name: r.name, password: r.password } };
     });
-    api.get('/instances/:id/root', async (req: Req) => ({ rootEnabled: await rootEnabled(plane, req.params.project!, req.params.id!) }));
+    api.get('/instances/:id/root', async (req: Req) => {
+      const r = await rootEnabled(plane, req.params.project!, req.params.id!);
+      // Trove's answer, and couchtrove's: since when (when the agent enabled root).
+      return { rootEnabled: r.enabled, ...(r.since ? { root_enabled_at: r.since } : {}) };
+    });
     api.delete('/instances/:id/root', async (req: Req, reply) => {
       await disableRoot(plane, req.params.project!, req.params.id!);
       return reply.code(204).send();

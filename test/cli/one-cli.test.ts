@@ -40,8 +40,13 @@ test('the instance as the argument, --instance as before, the same flag for the 
   for (const args of [['database', 'list', 'db1'], ['database', 'list', '--instance', 'db1']]) assert.match(await ct(args), /^NAME\nlogs\norders\n$/);
   assert.match(await ct(['database', 'create', 'db1', '--database', 'extra']), new RegExp(`^database extra created on db1 \\(${inst.id}\\)$`, 'm'));
   assert.match(await ct(['root', 'show', 'db1']), new RegExp(`^root is not enabled on db1 \\(${inst.id}\\)$`, 'm'));
+  const before = Date.now();
   assert.match(await ct(['root', 'enable', 'db1']), /^name\s+root$/m);
-  assert.match(await ct(['root', 'show', inst.id]), /^root is enabled on db1 /);
+  const since = /^root is enabled since (\S+) on db1 /.exec(await ct(['root', 'show', inst.id]))?.[1];
+  assert.ok(since && Date.parse(since) >= before - 1000 && Date.parse(since) <= Date.now(), String(since));
+  // A new root password keeps the time root was enabled.
+  await ct(['root', 'enable', 'db1']);
+  assert.equal((await ctJson('root', 'show', 'db1')).root_enabled_at, since);
   assert.match(await ct(['root', 'disable', 'db1']), /^root is disabled on db1 /);
 
   // grant-access and revoke-access both take --databases (a list); --database, revoke's old flag, still works.

@@ -15,12 +15,13 @@ export const rootCommands: AnyCommand[] = [
     },
   }),
   defineCommand({
-    path: ['root', 'show'], summary: 'Whether root is enabled', required: ['instanceRef'], optional: [...API], positional: 'instanceRef',
+    path: ['root', 'show'], summary: 'Whether root is enabled, and since when', required: ['instanceRef'], optional: [...API], positional: 'instanceRef',
     run: async (o, io) => {
       const c = new TroveApiClient(o);
       const inst = await c.find('instance', o.instanceRef);
       const r = await c.get(`/instances/${inst.id}/root`);
-      print(io, o.json, r, () => `root is ${r.rootEnabled === true ? 'enabled' : 'not enabled'} on ${label(inst)}\n`);
+      const state = r.rootEnabled !== true ? 'not enabled' : r.root_enabled_at ? `enabled since ${String(r.root_enabled_at)}` : 'enabled';
+      print(io, o.json, r, () => `root is ${state} on ${label(inst)}\n`);
       return 0;
     },
   }),
