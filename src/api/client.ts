@@ -187,7 +187,10 @@ export function details(o: JsonObject): string {
       if (k === 'links') continue;
       const key = prefix ? `${prefix}.${k}` : k;
       if (typeof v === 'object' && v !== null && !Array.isArray(v) && !oneLine(v as JsonObject) && Object.keys(v).length > 0) walk(key, v as JsonObject);
-      else rows.push([key, cell(v)]);
+      else if (Array.isArray(v) && v.length > 0 && v.every((e) => typeof e === 'object' && e !== null && 'name' in e && Object.keys(e).some((f) => !['id', 'name', 'links'].includes(f)))) {
+        // Named entries with more to say (a replica's databases): a line each, "state running, lag 0".
+        for (const e of v as JsonObject[]) rows.push([`${key}.${String(e.name)}`, Object.entries(e).filter(([f]) => f !== 'name' && f !== 'links').map(([f, x]) => `${f} ${cell(x)}`).join(', ')]);
+      } else rows.push([key, cell(v)]);
     }
   };
   walk('', o);

@@ -183,7 +183,8 @@ test('completion of instance, backup, configuration and schedule names from the 
       continue;
     }
     const file = await script(shell);
-    for (const [words, want] of cases) {
+    // A few of the cases: the same logic as bash's, each name lookup a process start.
+    for (const [words, want] of [cases[0]!, cases[3]!, cases[5]!, cases[7]!]) {
       const quoted = words.map((w) => `'${w}'`).join(' ');
       const got: string = shell === 'zsh'
         // zsh's compadd replaced by a printer of what would be offered.
