@@ -60,3 +60,9 @@ test('--name, --description and --databases say what they are for at each comman
   assert.doesNotMatch(await help(['user', 'revoke-access']), /--database /, 'the old flag works but is not shown');
   assert.match(line(await help(['backup', 'create']), '--description'), /new backup/);
 });
+
+test('every API command that acts on one instance takes it as its argument', () => {
+  const api = commands.filter((c) => [...c.required, ...c.optional].includes('apiUrl') && c.required.includes('instanceRef'));
+  assert.ok(api.length > 30, `${api.length} commands`);
+  for (const c of api) assert.equal(c.positional, 'instanceRef', `couchtrove ${c.path.join(' ')}`);
+});
