@@ -18,7 +18,7 @@ import { registerOperationsRoutes, type Liveness } from './operations.js';
 import { registerIdentityRoutes } from './identity.js';
 import { registerObjectStoreRoutes } from './object-store.js';
 import { detachReplica, ejectReplicaSource, promoteReplica, replicationView } from '../tasks/replication.js';
-import { archiveView, restoreDatabase, setArchive } from '../tasks/archive.js';
+import { archiveStatusView, archiveView, restoreDatabase, setArchive } from '../tasks/archive.js';
 import { createConfiguration, deleteConfiguration, setConfiguration, updateConfiguration } from '../tasks/configurations.js';
 import { type UserAccess, changePasswords, createDatabases, createUsers, deleteDatabase, deleteUser, disableRoot, enableRoot, getUser, grantAccess, listDatabases, listUsers, revokeAccess, rootEnabled } from '../tasks/access.js';
 import { createBackup, deleteBackup } from '../tasks/backups.js';
@@ -391,7 +391,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
           interval: v.optional(a.interval, (x) => v.integer(x, '"archive"."interval"', 1, 3600)) ?? undefined,
           keepDays: v.optional(a.keep_days, (x) => v.integer(x, '"archive"."keep_days"', 1, 3650)) ?? undefined,
         });
-        return reply.code(200).send({ archive: status });
+        return reply.code(200).send({ archive: archiveStatusView(status) });
       } else {
         await plane.instance(project, id);
         throw badRequest(`Unknown action ${JSON.stringify(keys[0]!.slice(0, 80))}: couchtrove supports restart, resize, promote_to_replica_source, eject_replica_source and archive.`);

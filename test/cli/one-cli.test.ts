@@ -90,7 +90,10 @@ test('names with spaces, newest backups first, human sizes, nested objects as li
 
   // The archive: its state alone, then on; instance show prints it as lines (archive.window.from), not JSON.
   assert.match(await ct(['instance', 'archive', 'db1']), /^enabled\s+false$/m);
-  await ct(['instance', 'archive', 'db1', '--on', '--interval', '1']);
+  const on = await ctJson<{ archive: J }>('instance', 'archive', 'db1', '--on', '--interval', '1');
+  assert.equal(on.archive.enabled, true);
+  assert.equal(on.archive.interval, 1);
+  for (const k of keysOf(on)) assert.match(k, /^[a-z0-9_]+$/, `snake_case key: ${k}`);
   const state = await within('an archive restore point', 60_000, async () => {
     const s = await ctJson<{ archive: J }>('instance', 'archive', 'db1');
     return s.archive.restore_point ? s.archive : null;
