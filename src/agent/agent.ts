@@ -135,6 +135,9 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentA
   isRootEnabled(): Promise<boolean> {
     return this.#config.isRootEnabled();
   }
+  rootStatus(): Promise<{ enabled: boolean; since: string | null }> {
+    return this.#config.rootStatus();
+  }
   disableRoot(): Promise<void> {
     return this.#config.disableRoot();
   }

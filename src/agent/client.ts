@@ -117,6 +117,10 @@ export class AgentClient implements AgentApi, AgentReplicationApi, AgentOpsApi, 
   async isRootEnabled(): Promise<boolean> {
     return (await this.#call<{ enabled: boolean }>('GET', '/v1/root')).enabled;
   }
+  async rootStatus(): Promise<{ enabled: boolean; since: string | null }> {
+    const r = await this.#call<{ enabled: boolean; since?: string | null }>('GET', '/v1/root');
+    return { enabled: r.enabled, since: r.since ?? null };
+  }
   async disableRoot(): Promise<void> {
     await this.#call('DELETE', '/v1/root');
   }

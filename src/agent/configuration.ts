@@ -155,8 +155,12 @@ export class InstanceConfig {
 
   async enableRoot(password?: string): Promise<{ name: 'root'; password: string }> {
     return this.c.withConfigLock(async () => {
+      const wasEnabled = await this.c.mgr().isRootEnabled();
       const r = await this.c.mgr().enableRoot(password, false);
       await this.persistAdmin(r.name);
+      // A new password for an enabled root keeps the time root was first enabled.
+      const since = instanceFiles(this.c.requireState().settings).rootSince;
+      if (!wasEnabled || (await readUntrusted(since, 64)) === null) await replaceFile(since, new Date().toISOString(), 0o600);
       return r;
     });
   }
@@ -165,11 +169,20 @@ export class InstanceConfig {
     return this.c.mgr().isRootEnabled();
   }
 
+  /** Whether root is enabled and since when (null: enabled otherwise than by the agent, or by an older one). */
+  async rootStatus(): Promise<{ enabled: boolean; since: string | null }> {
+    const enabled = await this.c.mgr().isRootEnabled();
+    const text = enabled ? await readUntrusted(instanceFiles(this.c.requireState().settings).rootSince, 64) : null;
+    const since = text !== null && !Number.isNaN(Date.parse(text.trim())) ? new Date(text.trim()).toISOString() : null;
+    return { enabled, since };
+  }
+
   async disableRoot(): Promise<void> {
     return this.c.withConfigLock(async () => {
       // The file first: a delete that is not persisted brings back what the ini files still hold.
       await this.editIni((ini) => ini.delete('admins', ROOT_USER));
       await this.c.mgr().disableRoot(false);
+      await fsp.rm(instanceFiles(this.c.requireState().settings).rootSince, { force: true });
     });
   }
 

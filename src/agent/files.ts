@@ -20,6 +20,8 @@ export function instanceFiles(s: InstanceSettings) {
     localIni: path.join(s.instanceDir, 'etc', 'local.ini'),
     vmArgs: path.join(s.instanceDir, 'vm.args'),
     secret: path.join(s.instanceDir, 'admin.secret'),
+    /** When the agent enabled root (ISO time): what `root show` says; the agent's own, like admin.secret. */
+    rootSince: path.join(s.instanceDir, 'root-enabled-at'),
     log: path.join(s.instanceDir, 'log', 'couchdb.log'),
     smoosh: path.join(s.instanceDir, 'smoosh'),
     /** CouchDB's HOME: holds the Erlang cookie (.erlang.cookie, 0400), which never goes on a command line. */

@@ -119,6 +119,8 @@ export interface AgentApi {
 
   enableRoot(password?: string): Promise<{ name: 'root'; password: string }>;
   isRootEnabled(): Promise<boolean>;
+  /** Whether root is enabled and since when the agent enabled it (absent in agents before issue 23). */
+  rootStatus?(): Promise<{ enabled: boolean; since: string | null }>;
   disableRoot(): Promise<void>;
 
   /** Keys of the published catalogue only; null puts a key back to CouchDB's default. */

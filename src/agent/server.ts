@@ -127,7 +127,7 @@ export async function startAgentServer(opts: AgentServerOptions): Promise<Runnin
     if (pw !== undefined && typeof pw !== 'string') throw invalid('password must be a string');
     return api.enableRoot(pw);
   });
-  app.get('/v1/root', async () => ({ enabled: await api.isRootEnabled() }));
+  app.get('/v1/root', async () => (api.rootStatus ? api.rootStatus() : { enabled: await api.isRootEnabled(), since: null }));
   app.delete('/v1/root', async () => {
     await api.disableRoot();
     return ok;

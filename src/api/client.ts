@@ -94,23 +94,27 @@ export class TroveApiClient {
   }
 
   /**
-   * A resource's id from its id or its name. A name is looked up with the list filtered by name
+   * A resource's id and name from its id or its name. A name is looked up with the list filtered by name
    * (`?name=`), and only what no name matches is taken as an id: a name never shows up as a 404 in the
    * server's request log. An ambiguous name is refused with the candidates, never guessed.
    */
-  async resolve(kind: 'instance' | 'backup' | 'configuration', ref: string): Promise<string> {
+  async find(kind: 'instance' | 'backup' | 'configuration', ref: string): Promise<Named> {
     // An id-shaped ref is tried as an id first (one request), a name with the filtered list.
     if (UUID.test(ref)) {
       try {
-        return ((await this.get(`/${kind}s/${encodeURIComponent(ref)}`))[kind] as JsonObject).id as string;
+        return named((await this.get(`/${kind}s/${encodeURIComponent(ref)}`))[kind] as JsonObject);
       } catch (err) {
         if (!(err instanceof ApiError) || err.status !== 404) throw err;
       }
     }
-    const named = await this.list(`/${kind}s?name=${encodeURIComponent(ref)}`, `${kind}s`);
-    if (named.some((r) => r.name === ref)) return pick(kind, ref, named, new ApiError(404, ''));
+    const rows = await this.list(`/${kind}s?name=${encodeURIComponent(ref)}`, `${kind}s`);
+    if (rows.some((r) => r.name === ref)) return named(pick(kind, ref, rows, new ApiError(404, '')));
     if (UUID.test(ref)) throw new ApiError(404, `${kind[0]!.toUpperCase()}${kind.slice(1)} ${ref} could not be found. (HTTP 404)`);
-    return ((await this.get(`/${kind}s/${encodeURIComponent(ref)}`))[kind] as JsonObject).id as string;
+    return named((await this.get(`/${kind}s/${encodeURIComponent(ref)}`))[kind] as JsonObject);
+  }
+
+  async resolve(kind: 'instance' | 'backup' | 'configuration', ref: string): Promise<string> {
+    return (await this.find(kind, ref)).id;
   }
 
   /** An instance by id, or by name through the list. */
@@ -119,18 +123,37 @@ export class TroveApiClient {
   }
 
   /** A schedule of an instance by id or name (schedules are listed per instance only). */
-  async scheduleId(instanceId: string, ref: string): Promise<string> {
+  async findSchedule(instanceId: string, ref: string): Promise<Named> {
     const rows = ((await this.get(`/instances/${encodeURIComponent(instanceId)}/schedules`)).schedules ?? []) as JsonObject[];
-    if (rows.some((s) => s.id === ref)) return ref;
-    return pick('schedule', ref, rows, new ApiError(404, `Schedule ${ref} could not be found. (HTTP 404)`));
+    const byId = rows.find((s) => s.id === ref);
+    return named(byId ?? pick('schedule', ref, rows, new ApiError(404, `Schedule ${ref} could not be found. (HTTP 404)`)));
+  }
+
+  async scheduleId(instanceId: string, ref: string): Promise<string> {
+    return (await this.findSchedule(instanceId, ref)).id;
   }
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-function pick(kind: string, ref: string, rows: JsonObject[], notFound: Error): string {
+/** A resource as messages name it: the name the user knows, with the id. */
+export interface Named {
+  id: string;
+  name: string;
+}
+
+function named(r: JsonObject): Named {
+  return { id: String(r.id), name: String(r.name ?? r.id) };
+}
+
+/** "nightly (5f1c…)": the name, then the id; the id alone when there is no other name. */
+export function label(r: Named): string {
+  return r.name === r.id ? r.id : `${r.name} (${r.id})`;
+}
+
+function pick(kind: string, ref: string, rows: JsonObject[], notFound: Error): JsonObject {
   const matches = rows.filter((r) => r.name === ref);
-  if (matches.length === 1) return matches[0]!.id as string;
+  if (matches.length === 1) return matches[0]!;
   if (matches.length > 1) {
     const list = matches.map((m) => `${String(m.id)}${m.created ? ` (created ${String(m.created)})` : ''}`).join(', ');
     throw new CouchtroveError(`more than one ${kind} is named ${ref}: use the id, one of ${list}`);
@@ -146,7 +169,7 @@ function cell(v: unknown): string {
     if (Array.isArray(v)) return v.map((x) => (typeof x === 'object' && x !== null && 'name' in x ? String((x as JsonObject).name) : cell(x))).join(', ');
     const o = v as JsonObject;
     if ('type' in o && 'version' in o) return `${String(o.type)} ${String(o.version)}`;
-    if ('id' in o) return String(o.id);
+    if ('id' in o) return 'name' in o && o.name !== o.id ? `${String(o.name)} (${String(o.id)})` : String(o.id);
     if ('size' in o) return 'used' in o ? `${String(o.size)} (used ${String(o.used)})` : String(o.size);
     return JSON.stringify(o);
   }
@@ -160,11 +183,32 @@ export function table(rows: JsonObject[], columns: string[]): string {
   return [line(columns.map((c) => c.toUpperCase())), ...data.map(line)].join('\n') + '\n';
 }
 
-/** A key/value listing of one object. */
+/**
+ * A key/value listing of one object. A nested object (archive, replication, task) gives one line per
+ * field, its keys joined with dots (archive.window.from), never raw JSON; one that names a resource
+ * (id and name) or a datastore (type and version) stays on one line.
+ */
 export function details(o: JsonObject): string {
-  const keys = Object.keys(o).filter((k) => k !== 'links');
-  const w = Math.max(...keys.map((k) => k.length));
-  return keys.map((k) => `${k.padEnd(w)}  ${cell(o[k])}`).join('\n') + '\n';
+  const rows: Array<[string, string]> = [];
+  const walk = (prefix: string, x: JsonObject): void => {
+    for (const [k, v] of Object.entries(x)) {
+      if (k === 'links') continue;
+      const key = prefix ? `${prefix}.${k}` : k;
+      if (typeof v === 'object' && v !== null && !Array.isArray(v) && !oneLine(v as JsonObject) && Object.keys(v).length > 0) walk(key, v as JsonObject);
+      else if (Array.isArray(v) && v.length > 0 && v.every((e) => typeof e === 'object' && e !== null && 'name' in e && Object.keys(e).some((f) => !['id', 'name', 'links'].includes(f)))) {
+        // Named entries with more to say (a replica's databases): a line each, "state running, lag 0".
+        for (const e of v as JsonObject[]) rows.push([`${key}.${String(e.name)}`, Object.entries(e).filter(([f]) => f !== 'name' && f !== 'links').map(([f, x]) => `${f} ${cell(x)}`).join(', ')]);
+      } else rows.push([key, cell(v)]);
+    }
+  };
+  walk('', o);
+  const w = Math.max(...rows.map(([k]) => k.length));
+  return rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`.trimEnd()).join('\n') + '\n';
+}
+
+/** An object that reads as one value: a reference to a resource, or a datastore and its version. */
+function oneLine(o: JsonObject): boolean {
+  return ('type' in o && 'version' in o && Object.keys(o).length <= 3) || ('id' in o && Object.keys(o).every((k) => ['id', 'name', 'links'].includes(k)));
 }
 
 /** On stderr, so that stdout stays the listing: a page cut by --limit says how to get the next one. */
@@ -230,6 +274,6 @@ function stepOf(view: JsonObject): string {
 
 function bytesOf(p: unknown): { bytesDone: number; bytesTotal: number } | undefined {
   if (typeof p !== 'object' || p === null) return undefined;
-  const { bytesDone, bytesTotal } = p as { bytesDone?: unknown; bytesTotal?: unknown };
+  const { bytes_done: bytesDone, bytes_total: bytesTotal } = p as { bytes_done?: unknown; bytes_total?: unknown };
   return typeof bytesDone === 'number' && typeof bytesTotal === 'number' ? { bytesDone, bytesTotal } : undefined;
 }

@@ -2,7 +2,7 @@
 // speak): /v1.0/{project}/instances/{id}/schedules. Registered inside the Trove API's project scope.
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ControlPlane } from '../tasks/control.js';
-import { createSchedule, deleteSchedule, getSchedule, listSchedules, scheduleView } from '../tasks/schedules.js';
+import { createSchedule, deleteSchedule, getSchedule, listSchedules, pauseSchedule, scheduleView } from '../tasks/schedules.js';
 import { badRequest } from '../tasks/errors.js';
 import * as v from './validate.js';
 
@@ -40,6 +40,13 @@ export function registerScheduleRoutes(api: FastifyInstance, plane: ControlPlane
       verify: ver === 1 || ver === true,
     });
     return reply.code(201).send({ schedule: scheduleView(s) });
+  });
+  // couchtrove extension: {"schedule": {"paused": true|false}} pauses or resumes a schedule.
+  api.patch('/instances/:id/schedules/:sid', async (req: Req) => {
+    const b = v.obj(v.obj(req.body ?? null, 'The request body').schedule, '"schedule"');
+    v.noUnknown(b, ['paused'], '"schedule"');
+    if (typeof b.paused !== 'boolean') throw badRequest('"schedule"."paused" must be true or false.');
+    return { schedule: scheduleView(await pauseSchedule(plane, req.params.project!, req.params.id!, req.params.sid!, b.paused)) };
   });
   api.delete('/instances/:id/schedules/:sid', async (req: Req, reply) => {
     await deleteSchedule(plane, req.params.project!, req.params.id!, req.params.sid!);

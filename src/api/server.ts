@@ -18,7 +18,7 @@ import { registerOperationsRoutes, type Liveness } from './operations.js';
 import { registerIdentityRoutes } from './identity.js';
 import { registerObjectStoreRoutes } from './object-store.js';
 import { detachReplica, ejectReplicaSource, promoteReplica, replicationView } from '../tasks/replication.js';
-import { archiveView, restoreDatabase, setArchive } from '../tasks/archive.js';
+import { archiveStatusView, archiveView, restoreDatabase, setArchive } from '../tasks/archive.js';
 import { createConfiguration, deleteConfiguration, setConfiguration, updateConfiguration } from '../tasks/configurations.js';
 import { type UserAccess, changePasswords, createDatabases, createUsers, deleteDatabase, deleteUser, disableRoot, enableRoot, getUser, grantAccess, listDatabases, listUsers, revokeAccess, rootEnabled } from '../tasks/access.js';
 import { createBackup, deleteBackup } from '../tasks/backups.js';
@@ -27,7 +27,7 @@ import { instanceFacts } from '../tasks/facts.js';
 import { upgradeInstance } from '../tasks/upgrade.js';
 import { listLogs, logAction, tailLog } from '../tasks/logs.js';
 import { COUCHDB_PARAMETERS, couchdbParameter, troveParameterView, typeParameterValue } from '../config/couchdb-parameters.js';
-import { backupView, configurationView, datastoreView, flavorView, instanceView, links, versionView } from './views.js';
+import { backupView, configurationView, datastoreView, flavorView, instanceView, links, snakeKeys, versionView } from './views.js';
 
 export const LOCAL_TOKEN = 'notused';
 const DEFAULT_PAGE = 20;
@@ -403,7 +403,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
           interval: v.optional(a.interval, (x) => v.integer(x, '"archive"."interval"', 1, 3600)) ?? undefined,
           keepDays: v.optional(a.keep_days, (x) => v.integer(x, '"archive"."keep_days"', 1, 3650)) ?? undefined,
         });
-        return reply.code(200).send({ archive: status });
+        return reply.code(200).send({ archive: archiveStatusView(status) });
       } else {
         await plane.instance(project, id);
         throw badRequest(`Unknown action ${JSON.stringify(keys[0]!.slice(0, 80))}: couchtrove supports restart, resize, promote_to_replica_source, eject_replica_source and archive.`);
@@ -462,7 +462,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
         as: v.optional(r.as, (x) => v.dbName(x, '"restore"."as"')),
         replace: r.replace === true,
       });
-      return { restore: result };
+      return { restore: snakeKeys(result) };
     });
     api.delete('/instances/:id/databases/:db', async (req: Req, reply) => {
       await deleteDatabase(plane, req.params.project!, req.params.id!, v.dbName(req.params.db, 'database'));
@@ -543,7 +543,11 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
       const r = await enableRoot(plane, req.params.project!, req.params.id!, pw === undefined || pw === null ? undefined : v.password(pw, '"root_password"'));
       return { user: { name: r.name, password: r.password } };
     });
-    api.get('/instances/:id/root', async (req: Req) => ({ rootEnabled: await rootEnabled(plane, req.params.project!, req.params.id!) }));
+    api.get('/instances/:id/root', async (req: Req) => {
+      const r = await rootEnabled(plane, req.params.project!, req.params.id!);
+      // Trove's answer, and couchtrove's: since when (when the agent enabled root).
+      return { rootEnabled: r.enabled, ...(r.since ? { root_enabled_at: r.since } : {}) };
+    });
     api.delete('/instances/:id/root', async (req: Req, reply) => {
       await disableRoot(plane, req.params.project!, req.params.id!);
       return reply.code(204).send();

@@ -100,9 +100,19 @@ export function instanceView(base: string, inst: Row<'instances'>, region: strin
   return v;
 }
 
-/** The engine's progress as the API shows it, with the percent done. */
+/** The engine's progress as the API shows it (snake_case, as every field of the API), with the percent done. */
 function withPercent(p: Progress): Record<string, unknown> {
-  return { ...p, percent: p.bytesTotal > 0 ? Math.floor((100 * p.bytesDone) / p.bytesTotal) : 0 };
+  return {
+    phase: p.phase, bytes_done: p.bytesDone, bytes_total: p.bytesTotal, files_done: p.filesDone, files_total: p.filesTotal,
+    percent: p.bytesTotal > 0 ? Math.floor((100 * p.bytesDone) / p.bytesTotal) : 0,
+  };
+}
+
+/** An extension's answer with snake_case keys (the agent's camelCase results: docCount, totalMs), all levels down. */
+export function snakeKeys(x: unknown): unknown {
+  if (Array.isArray(x)) return x.map(snakeKeys);
+  if (typeof x !== 'object' || x === null) return x;
+  return Object.fromEntries(Object.entries(x).map(([k, v]) => [k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`), snakeKeys(v)]));
 }
 
 export function round(n: number): number {

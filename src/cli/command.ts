@@ -17,6 +17,13 @@ export interface CommandSpec<R extends OptionName, O extends OptionName> {
    * openstack and trove clients take it; the flag keeps working.
    */
   positional?: R | O;
+  /**
+   * What an option means for this command when the catalogue's words are too general (`--name` names an
+   * instance here, a backup there), and a parser for this command (a backup given by name through the API).
+   */
+  specialise?: { [K in R | O]?: Specialised };
+  /** Other flags this command accepts for an option, not shown in help or docs (a spelling another verb uses). */
+  aliases?: Record<string, R | O>;
   /** Returns the process exit code. */
   run: (values: { [K in R]: ValueOf<K> } & { [K in O]?: ValueOf<K> }, io: CommandIO) => Promise<number>;
 }
@@ -34,7 +41,21 @@ export interface AnyCommand {
   required: readonly OptionName[];
   optional: readonly OptionName[];
   positional?: OptionName;
+  specialise?: { [K in OptionName]?: Specialised };
+  aliases?: Record<string, OptionName>;
   run: (values: Record<string, unknown>, io: CommandIO) => Promise<number>;
+}
+
+export interface Specialised {
+  description?: string;
+  parse?: (raw: string, flag: string) => unknown;
+}
+
+/** An option as one command sees it: the catalogue's entry with the command's own words and parser. */
+export function optionOf(cmd: AnyCommand, name: OptionName): OptionSpec<unknown> {
+  const spec = catalogue[name] as OptionSpec<unknown>;
+  const own = cmd.specialise?.[name];
+  return own ? { ...spec, ...own } : spec;
 }
 
 export function defineCommand<R extends OptionName = never, O extends OptionName = never>(spec: CommandSpec<R, O>): AnyCommand {
@@ -68,14 +89,18 @@ export function buildProgram(commands: AnyCommand[], io: CommandIO, onResult: (c
     }
     const sub = parent.command(cmd.path[cmd.path.length - 1]!).description(cmd.summary).exitOverride();
     const names = [...cmd.required, ...cmd.optional];
-    const pos = cmd.positional === undefined ? undefined : (catalogue[cmd.positional] as OptionSpec<unknown>);
+    const pos = cmd.positional === undefined ? undefined : optionOf(cmd, cmd.positional);
     if (pos) sub.argument(`[${pos.arg === 'ID' ? 'NAME|ID' : (pos.arg ?? 'VALUE')}]`, `${pos.description} (or --${pos.flag})`);
     for (const name of names) {
-      const spec = catalogue[name] as OptionSpec<unknown>;
+      const spec = optionOf(cmd, name);
       const opt = new Option(flagText(spec), spec.description + (cmd.required.includes(name) ? (name === cmd.positional ? ' (required, as this flag or the argument)' : ' (required)') : ''));
       if (spec.default !== undefined) opt.default(spec.default);
       if (spec.env) opt.env(spec.env);
       sub.addOption(opt);
+    }
+    for (const [alias, name] of Object.entries(cmd.aliases ?? {})) {
+      const spec = optionOf(cmd, name);
+      sub.addOption(new Option(spec.arg ? `--${alias} <${spec.arg.toLowerCase()}>` : `--${alias}`).hideHelp());
     }
     sub.action(async (...args: unknown[]) => {
       // commander passes the declared arguments first, then the options.
@@ -86,9 +111,16 @@ export function buildProgram(commands: AnyCommand[], io: CommandIO, onResult: (c
         if (flagged !== undefined && flagged !== args[0]) throw new UsageError(`give the ${pos.flag} once: ${JSON.stringify(args[0])} and --${pos.flag} ${JSON.stringify(flagged)} differ`);
         raw[key] = args[0];
       }
+      for (const [alias, name] of Object.entries(cmd.aliases ?? {})) {
+        const given = raw[camel(alias)];
+        if (given === undefined) continue;
+        const key = camel(optionOf(cmd, name).flag);
+        if (raw[key] !== undefined && raw[key] !== given) throw new UsageError(`--${alias} is --${optionOf(cmd, name).flag}: give it once`);
+        raw[key] = given;
+      }
       const values: Record<string, unknown> = {};
       for (const name of names) {
-        const spec = catalogue[name] as OptionSpec<unknown>;
+        const spec = optionOf(cmd, name);
         const key = camel(spec.flag);
         const v = raw[key];
         if (v === undefined || v === false) {

@@ -20,7 +20,7 @@ import { imageCommands } from './commands/image/index.js';
 const apiCommands: AnyCommand[] = [...agentCommands, ...serverCommands, ...instanceCommands, ...databaseCommands, ...userCommands, ...rootCommands, ...backupCommands, ...flavorCommands, ...configurationCommands, ...scheduleCommands, ...logCommands, ...imageCommands];
 const quiet: CommandIO = { stdout: process.stdout, stderr: process.stderr, env: {} };
 /** Every command; completion walks the tree built from all of them (itself included). */
-export const commands: AnyCommand[] = [...apiCommands, ...completionCommands(() => buildProgram(commands, quiet, () => undefined, packageVersion()))];
+export const commands: AnyCommand[] = [...apiCommands, ...completionCommands(() => buildProgram(commands, quiet, () => undefined, packageVersion()), () => commands)];
 
 /** The package's version, read from package.json (dist/src/cli/ is three levels below it). */
 export function packageVersion(): string {

@@ -62,6 +62,12 @@ export const parsers = {
   },
   backupId: (raw: string, flag: string): string =>
     /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(raw) ? raw : fail(flag, `invalid backup id ${JSON.stringify(raw)} (letters, digits, '.', '_', '-'; at most 128)`),
+  /** A resource's name or id through the API: names may hold spaces ("minutely 2026-12-07T04:04Z"), as the API allows. */
+  ref: (raw: string, flag: string): string => {
+    // eslint-disable-next-line no-control-regex
+    if (raw.length === 0 || raw.length > 255 || /[\u0000-\u001f\u007f]/.test(raw)) fail(flag, `expected a name or id of 1 to 255 printable characters, got ${JSON.stringify(raw)}`);
+    return raw;
+  },
   owner: (raw: string, flag: string): string => (/^[^:\s]+:[^:\s]+$/.test(raw) ? raw : fail(flag, `expected USER:GROUP, got ${JSON.stringify(raw)}`)),
   /** A size such as 64MiB, 1GiB, 5000000. */
   bytes: (raw: string, flag: string): number => {

@@ -117,9 +117,10 @@ export async function enableRoot(plane: ControlPlane, projectId: string, id: str
   return agentCall(a.enableRoot(password));
 }
 
-export async function rootEnabled(plane: ControlPlane, projectId: string, id: string): Promise<boolean> {
+/** Whether root is enabled, and since when when the agent knows (it enabled root, and is of issue 23 or later). */
+export async function rootEnabled(plane: ControlPlane, projectId: string, id: string): Promise<{ enabled: boolean; since: string | null }> {
   const a = await readyAgent(plane, projectId, id);
-  return agentCall(a.isRootEnabled());
+  return agentCall(a.rootStatus ? a.rootStatus() : a.isRootEnabled().then((enabled) => ({ enabled, since: null })));
 }
 
 export async function disableRoot(plane: ControlPlane, projectId: string, id: string): Promise<void> {

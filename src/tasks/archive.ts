@@ -141,6 +141,9 @@ function view(s: ArchiveStatus): Record<string, unknown> {
   };
 }
 
+/** The archive's status as the API shows it: show's `archive`, and the answer of the archive action. */
+export { view as archiveStatusView };
+
 /**
  * One database back into a running instance (synchronous: the agent answers once the copy is checked).
  * From a backup of the instance (its location), or from the instance's own archive as of a time.

@@ -176,8 +176,8 @@ function changes(before: ConfigValues, after: ConfigValues, flavor: Record<strin
   return out;
 }
 
-export async function deleteConfiguration(plane: ControlPlane, projectId: string, id: string): Promise<void> {
-  await plane.configuration(projectId, id);
+export async function deleteConfiguration(plane: ControlPlane, projectId: string, ref: string): Promise<void> {
+  const { id } = await plane.configuration(projectId, ref);
   const attached: Row<'instances'>[] = [];
   for (const inst of await plane.store.find('instances', { configuration_id: id })) {
     // An instance whose detach is under way no longer counts: detach, then delete, works as in Trove.

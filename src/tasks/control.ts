@@ -277,9 +277,14 @@ export class ControlPlane {
     return b;
   }
 
+  /**
+   * A configuration group by id or by name: names are unique per project, and the clients send the name
+   * as it is typed to some calls (`openstack database configuration set NAME`, `trove configuration-patch NAME`).
+   */
   async configuration(projectId: string, id: string): Promise<Row<'configurations'>> {
-    const c = await this.store.get('configurations', id);
-    if (!c || c.project_id !== projectId) throw notFound(`Configuration group ${id} could not be found.`);
+    const byId = await this.store.get('configurations', id);
+    const c = byId?.project_id === projectId ? byId : (await this.store.find('configurations', { project_id: projectId, name: id }))[0];
+    if (!c) throw notFound(`Configuration group ${id} could not be found.`);
     return c;
   }
 

@@ -86,11 +86,29 @@ export async function deleteSchedule(plane: ControlPlane, projectId: string, ins
 }
 
 export function scheduleView(s: Row<'backup_schedules'>): Record<string, unknown> {
+  const paused = s.next_run === PAUSED;
   return {
     id: s.id, name: s.name, description: s.description, instance_id: s.instance_id, pattern: s.pattern,
     incremental: s.incremental === 1, keep_last: s.keep_last, keep_daily: s.keep_daily, keep_weekly: s.keep_weekly,
-    verify: s.verify === 1, next_run: s.next_run, last_run: s.last_run, last_result: s.last_result, created: s.created, updated: s.updated,
+      verify: s.verify === 1, paused, next_run: paused ? null : s.next_run, last_run: s.last_run, last_result: s.last_result, created: s.created, updated: s.updated,
   };
+}
+
+/**
+ * The next_run of a paused schedule: a time that never falls due, so the scheduler needs no other test and
+ * the table no other column. A run already under way when it is paused finds next_run changed and leaves it.
+ */
+export const PAUSED = '9999-12-31T23:59:59.999Z';
+
+/** Pause (no run falls due) or resume (the next slot after now; a slot missed while paused does not run). */
+export async function pauseSchedule(plane: ControlPlane, projectId: string, instanceId: string, id: string, paused: boolean, at: Date = new Date()): Promise<Row<'backup_schedules'>> {
+  for (;;) {
+    const s = await getSchedule(plane, projectId, instanceId, id);
+    if ((s.next_run === PAUSED) === paused) return s;
+    const patch = { next_run: paused ? PAUSED : nextRun(s.pattern, at), updated: now() };
+    // Guarded by next_run: a run that moved it meanwhile makes this read the schedule again.
+    if (await plane.store.update('backup_schedules', s.id, patch, { next_run: s.next_run })) return { ...s, ...patch };
+  }
 }
 
 export interface SchedulerOptions {

@@ -92,7 +92,7 @@ test("a backup of A opens only with A's key; a new instance from it works", { ti
   assert.equal(one.status, 200, JSON.stringify(one.json));
   const restored = (one.json.restore as J);
   assert.equal(restored.as, 'orders_then');
-  assert.equal(restored.docCount, 1, JSON.stringify(restored));
+  assert.equal(restored.doc_count, 1, JSON.stringify(restored));
   const yb = await backup(y.id as string);
   const s2 = await openStorage(`file://${path.join(stateDir, 'backups')}`);
   try {

@@ -61,12 +61,12 @@ test('instance, backup and configuration by positional NAME or ID; flags still w
   assert.match((await cli('configuration', 'show', 'pos-conf')).out, new RegExp(`id\\s+${conf.id}`));
   const del = await cli('configuration', 'delete', 'pos-conf');
   assert.equal(del.code, 0, del.err);
-  assert.match(del.out, new RegExp(`configuration ${conf.id} deleted`));
+  assert.match(del.out, new RegExp(`configuration pos-conf \\(${conf.id}\\) deleted`));
 
   const sched = (await json<{ schedule: { id: string } }>('schedule', 'create', '--instance', 'pos-db', '--name', 'hourly', '--pattern', '0 * * * *')).schedule;
   const sd = await cli('schedule', 'delete', '--instance', 'pos-db', '--schedule', 'hourly');
   assert.equal(sd.code, 0, sd.err);
-  assert.match(sd.out, new RegExp(`schedule ${sched.id} deleted`));
+  assert.match(sd.out, new RegExp(`schedule hourly \\(${sched.id}\\) deleted`));
 
   const bd = await cli('backup', 'delete', 'inc', '--wait');
   assert.equal(bd.code, 0, bd.err);

@@ -174,7 +174,7 @@ test('docker driver: create, backup, restore, resize, a dead container started a
   // One database back into the live instance: its scratch CouchDB's files are given to uid 5984 by agent entry.
   const one = await api(server!.api, 'POST', `/instances/${id}/databases/orders/restore`, { restore: { backup: bid, as: 'orders_then' } });
   assert.equal(one.status, 200, JSON.stringify(one.json));
-  assert.equal((one.json.restore as J).docCount, 1, JSON.stringify(one.json));
+  assert.equal((one.json.restore as J).doc_count, 1, JSON.stringify(one.json));
   const copy = await fetch(`${url}/orders_then/doc1`, { headers: { authorization: basicAuth('alice', 'secret-1') } });
   assert.equal(copy.status, 200, `the restored copy: GET orders_then/doc1 answered ${copy.status}`);
 

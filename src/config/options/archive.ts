@@ -43,7 +43,7 @@ export const archiveOptions = {
   },
   fromInstance: {
     flag: 'from-instance', arg: 'NAME|ID', group: A, parse: parsers.string,
-    description: 'instance create: restore the archive (or newest backup) of this instance, live or deleted (see instance list --deleted), as of --restore-time (default latest)',
+    description: 'instance create: restore the archive (or newest backup) of this instance, live or deleted (`instance list` with its deleted filter lists those), as of --restore-time (default latest)',
   },
   listDeleted: {
     flag: 'deleted', group: A, parse: parsers.boolean,

@@ -36,7 +36,7 @@ export const backupOptions = {
   },
   backupId: {
     flag: 'backup', arg: 'ID', group: 'Backup engine', parse: parsers.backupId,
-    description: 'Backup id, as printed by backup and list (through the API, a name works too)',
+    description: 'Backup id, as `agent backup` and `agent list` print it',
   },
   newBackupId: {
     flag: 'id', arg: 'ID', group: 'Backup engine', parse: parsers.backupId,
@@ -64,7 +64,7 @@ export const backupOptions = {
   },
   parent: {
     flag: 'parent', arg: 'ID', group: 'Backup engine', parse: parsers.backupId,
-    description: "Take an incremental backup on top of this backup (through the API, a name works too; 'latest' for the newest in the repository, or the instance's latest completed backup): only what each file gained since is stored",
+    description: "Take an incremental backup on top of this backup ('latest': the newest in the repository): only what each file gained since is stored",
   },
   parentCheck: {
     flag: 'parent-check', arg: 'HOW', group: 'Backup engine', default: 'sampled', parse: parsers.oneOf('sampled', 'full'),

@@ -68,7 +68,7 @@ export const serverOptions = {
   },
   resourceName: {
     flag: 'name', arg: 'NAME', group: C, parse: name,
-    description: 'Name of the new instance, backup or configuration group',
+    description: 'Name of the new resource',
   },
   flavorRef: {
     flag: 'flavor', arg: 'ID', group: C, parse: name,
@@ -98,7 +98,7 @@ export const serverOptions = {
   },
   description: {
     flag: 'description', arg: 'TEXT', group: C, parse: (raw: string): string => raw,
-    description: 'Description of the backup or configuration group',
+    description: 'Description of the new resource',
   },
   replicaOf: {
     flag: 'replica-of', arg: 'ID', group: C, parse: name,
@@ -142,9 +142,17 @@ export const serverOptions = {
     flag: 'lines', arg: 'N', group: C, default: '50', parse: parsers.integer(0, 100_000),
     description: 'How many of the last lines to print (0: the whole current file)',
   },
+  tailFollow: {
+    flag: 'follow', group: C, parse: parsers.boolean,
+    description: 'Keep printing the lines added to the log until interrupted (Ctrl-C)',
+  },
+  nameKind: {
+    flag: 'kind', arg: 'KIND', group: C, parse: parsers.oneOf('instance', 'backup', 'configuration', 'schedule'),
+    description: 'What to list the names of: instance, backup, configuration or schedule',
+  },
   shell: {
-    flag: 'shell', arg: 'SHELL', group: C, parse: parsers.oneOf('bash', 'zsh'),
-    description: 'The shell to print a completion script for: bash or zsh',
+    flag: 'shell', arg: 'SHELL', group: C, parse: parsers.oneOf('bash', 'zsh', 'fish'),
+    description: 'The shell to print a completion script for: bash, zsh or fish',
   },
   datastoreFilter: {
     flag: 'datastore', arg: 'TYPE', group: C, parse: name,

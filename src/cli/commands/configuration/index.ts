@@ -1,8 +1,7 @@
 // `couchtrove configuration list|show|create|parameters|delete|attach|detach` against the API.
 import { defineCommand, type AnyCommand } from '../../command.js';
-import { TroveApiClient, details, print, table, type JsonObject } from '../../../api/client.js';
-
-const API = ['apiUrl', 'apiToken', 'apiProject', 'json'] as const;
+import { TroveApiClient, details, label, print, table, type JsonObject } from '../../../api/client.js';
+import { API } from '../api.js';
 
 export const configurationCommands: AnyCommand[] = [
   defineCommand({
@@ -23,7 +22,8 @@ export const configurationCommands: AnyCommand[] = [
     },
   }),
   defineCommand({
-    path: ['configuration', 'create'], summary: 'Create a configuration group (--values JSON of "section/key": value)', required: ['resourceName', 'configValues'], optional: [...API, 'description', 'datastoreVersion'],
+    path: ['configuration', 'create'], summary: 'Create a configuration group (--values JSON of "section/key": value)', required: ['resourceName', 'configValues'], optional: [...API, 'description', 'datastoreVersion'], positional: 'resourceName',
+    specialise: { resourceName: { description: 'Name of the new configuration group (unique in the project)' }, description: { description: 'Description of the new configuration group' } },
     run: async (o, io) => {
       const body: JsonObject = { name: o.resourceName, values: o.configValues, datastore: { type: 'couchdb', ...(o.datastoreVersion ? { version: o.datastoreVersion } : {}) } };
       if (o.description !== undefined) body.description = o.description;
@@ -47,30 +47,30 @@ export const configurationCommands: AnyCommand[] = [
     path: ['configuration', 'delete'], summary: 'Delete a configuration group (detach it first)', required: ['configurationRef'], optional: [...API], positional: 'configurationRef',
     run: async (o, io) => {
       const c = new TroveApiClient(o);
-      const id = await c.resolve('configuration', o.configurationRef);
-      await c.request('DELETE', `/configurations/${encodeURIComponent(id)}`);
-      print(io, o.json, { id, deleted: true }, () => `configuration ${id} deleted\n`);
+      const conf = await c.find('configuration', o.configurationRef);
+      await c.request('DELETE', `/configurations/${encodeURIComponent(conf.id)}`);
+      print(io, o.json, { id: conf.id, name: conf.name, deleted: true }, () => `configuration ${label(conf)} deleted\n`);
       return 0;
     },
   }),
   defineCommand({
-    path: ['configuration', 'attach'], summary: 'Attach a configuration group to an instance', required: ['instanceRef', 'configurationRef'], optional: [...API],
+    path: ['configuration', 'attach'], summary: 'Attach a configuration group to an instance', required: ['instanceRef', 'configurationRef'], optional: [...API], positional: 'instanceRef',
     run: async (o, io) => {
       const c = new TroveApiClient(o);
-      const id = await c.instanceId(o.instanceRef);
-      const conf = await c.resolve('configuration', o.configurationRef);
-      await c.request('PUT', `/instances/${id}`, { instance: { configuration: conf } });
-      print(io, o.json, { instance: id, configuration: conf }, () => `configuration ${conf} is being attached to ${id}\n`);
+      const inst = await c.find('instance', o.instanceRef);
+      const conf = await c.find('configuration', o.configurationRef);
+      await c.request('PUT', `/instances/${inst.id}`, { instance: { configuration: conf.id } });
+      print(io, o.json, { instance: inst.id, configuration: conf.id }, () => `configuration ${label(conf)} is being attached to ${label(inst)}\n`);
       return 0;
     },
   }),
   defineCommand({
-    path: ['configuration', 'detach'], summary: "Detach an instance's configuration group", required: ['instanceRef'], optional: [...API],
+    path: ['configuration', 'detach'], summary: "Detach an instance's configuration group", required: ['instanceRef'], optional: [...API], positional: 'instanceRef',
     run: async (o, io) => {
       const c = new TroveApiClient(o);
-      const id = await c.instanceId(o.instanceRef);
-      await c.request('PUT', `/instances/${id}`, { instance: { configuration: null } });
-      print(io, o.json, { instance: id, configuration: null }, () => `the configuration of ${id} is being detached (restart to apply)\n`);
+      const inst = await c.find('instance', o.instanceRef);
+      await c.request('PUT', `/instances/${inst.id}`, { instance: { configuration: null } });
+      print(io, o.json, { instance: inst.id, configuration: null }, () => `the configuration of ${label(inst)} is being detached (restart to apply)\n`);
       return 0;
     },
   }),

@@ -1,8 +1,7 @@
 // `couchtrove flavor list|show` against the API.
 import { defineCommand, type AnyCommand } from '../../command.js';
 import { TroveApiClient, details, print, table, type JsonObject } from '../../../api/client.js';
-
-const API = ['apiUrl', 'apiToken', 'apiProject', 'json'] as const;
+import { API } from '../api.js';
 
 export const flavorCommands: AnyCommand[] = [
   defineCommand({
@@ -14,7 +13,7 @@ export const flavorCommands: AnyCommand[] = [
     },
   }),
   defineCommand({
-    path: ['flavor', 'show'], summary: 'Show a flavor', required: ['flavorRef'], optional: [...API],
+    path: ['flavor', 'show'], summary: 'Show a flavor', required: ['flavorRef'], optional: [...API], positional: 'flavorRef',
     run: async (o, io) => {
       const f = (await new TroveApiClient(o).get(`/flavors/${encodeURIComponent(o.flavorRef)}`)).flavor as JsonObject;
       print(io, o.json, { flavor: f }, () => details(f));

@@ -1,8 +1,7 @@
 // `couchtrove instance list|show|create|delete|restart|resize-volume|resize-flavor|upgrade|detach-replica|promote|eject` against the API.
 import { defineCommand, type AnyCommand } from '../../command.js';
-import { TroveApiClient, details, moreHint, print, table, waitFor, type JsonObject } from '../../../api/client.js';
-
-const API = ['apiUrl', 'apiToken', 'apiProject', 'json'] as const;
+import { TroveApiClient, details, label, moreHint, print, table, waitFor, type JsonObject } from '../../../api/client.js';
+import { API, BACKUP_BY_NAME } from '../api.js';
 const COLS = ['id', 'name', 'status', 'flavor', 'volume', 'datastore', 'couchdb_url'];
 
 const show = (io: Parameters<AnyCommand['run']>[1], json: boolean | undefined, inst: JsonObject): void =>
@@ -72,7 +71,8 @@ export const instanceCommands: AnyCommand[] = [
         const w = (i.archive as JsonObject | undefined)?.window as JsonObject | undefined;
         if (w) i.restorable = `${String(w.from ?? '?')} .. ${String(w.to ?? '?')}`;
       }
-      print(io, o.json, { instances: rows }, () => table(full, full.some((i) => i.restorable) ? [...COLS, 'restorable'] : COLS));
+      const shown = full.map((i) => ({ ...i, volume: typeof (i.volume as JsonObject | undefined)?.size === 'number' ? `${String((i.volume as JsonObject).size)} GB` : '' }));
+      print(io, o.json, { instances: rows }, () => table(shown, full.some((i) => i.restorable) ? [...COLS, 'restorable'] : COLS));
       moreHint(io, next);
       return 0;
     },
@@ -88,7 +88,12 @@ export const instanceCommands: AnyCommand[] = [
   }),
   defineCommand({
     path: ['instance', 'create'], summary: 'Create an instance (optionally with databases, users, from a backup, or from an instance as of a time)',
-    required: ['resourceName'], optional: [...API, 'flavorRef', 'volumeSize', 'datastoreVersion', 'databases', 'userSpecs', 'backupId', 'fromInstance', 'restoreTime', 'replicaOf', 'configurationRef', 'wait'],
+    required: ['resourceName'], optional: [...API, 'flavorRef', 'volumeSize', 'datastoreVersion', 'databases', 'userSpecs', 'backupId', 'fromInstance', 'restoreTime', 'replicaOf', 'configurationRef', 'wait'], positional: 'resourceName',
+    specialise: {
+      resourceName: { description: 'Name of the new instance' },
+      databases: { description: 'Comma-separated names of databases to create in the new instance' },
+      backupId: { ...BACKUP_BY_NAME, description: 'Create the instance from this backup (name or id): its data, users and settings' },
+    },
     run: async (o, io) => {
       // A replica takes its source's flavor (and volume size) unless given.
       if (o.flavorRef === undefined && !o.replicaOf) throw Object.assign(new Error('missing required option --flavor (only a replica, --replica-of, may leave it out)'), { name: 'UsageError' });
@@ -115,10 +120,11 @@ export const instanceCommands: AnyCommand[] = [
     path: ['instance', 'delete'], summary: 'Delete an instance (its CouchDB, agent and volume)', required: ['instanceRef'], optional: [...API, 'wait'], positional: 'instanceRef',
     run: async (o, io) => {
       const c = new TroveApiClient(o);
-      const id = await c.instanceId(o.instanceRef);
+      const inst = await c.find('instance', o.instanceRef);
+      const id = inst.id;
       const kept = ((await c.request('DELETE', `/instances/${id}`)).instance as JsonObject | undefined)?.kept as JsonObject | undefined;
       if (o.wait) await waitFor(c, io, 'instance', id, { gone: true });
-      print(io, o.json, { id, deleted: true, ...(kept ? { kept } : {}) }, () => `instance ${id} ${o.wait ? 'deleted' : 'is being deleted'}${kept?.message ? `: ${String(kept.message)}` : ''}\n`);
+      print(io, o.json, { id, name: inst.name, deleted: true, ...(kept ? { kept } : {}) }, () => `instance ${label(inst)} ${o.wait ? 'deleted' : 'is being deleted'}${kept?.message ? `: ${String(kept.message)}` : ''}\n`);
       return 0;
     },
   }),
@@ -168,13 +174,19 @@ export const instanceCommands: AnyCommand[] = [
     },
   }),
   defineCommand({
-    path: ['instance', 'archive'], summary: 'Continuous archiving on (--on, a cut every --interval seconds) or off (--off); shows the restore point and lag',
+    path: ['instance', 'archive'], summary: "Continuous archiving on (--on, a cut every --interval seconds) or off (--off); without either, the archive's state: restore point, window, lag",
     required: ['instanceRef'], optional: [...API, 'archiveOn', 'archiveOff', 'archiveInterval', 'archiveKeepDays'], positional: 'instanceRef',
     run: async (o, io) => {
-      if (o.archiveOn === o.archiveOff) throw Object.assign(new Error('give exactly one of --on and --off'), { name: 'UsageError' });
-      if (o.archiveOff && (o.archiveInterval !== undefined || o.archiveKeepDays !== undefined)) throw Object.assign(new Error('--interval and --keep-days go with --on'), { name: 'UsageError' });
+      if (o.archiveOn && o.archiveOff) throw Object.assign(new Error('give one of --on and --off'), { name: 'UsageError' });
+      if (!o.archiveOn && (o.archiveInterval !== undefined || o.archiveKeepDays !== undefined)) throw Object.assign(new Error('--interval and --keep-days go with --on'), { name: 'UsageError' });
       const c = new TroveApiClient(o);
       const id = await c.instanceId(o.instanceRef);
+      if (!o.archiveOn && !o.archiveOff) {
+        const inst = (await c.get(`/instances/${id}`)).instance as JsonObject;
+        const r = (inst.archive as JsonObject | undefined) ?? { enabled: false };
+        print(io, o.json, { archive: r }, () => details(r));
+        return 0;
+      }
       const action: JsonObject = { enabled: o.archiveOn === true };
       if (o.archiveInterval !== undefined) action.interval = o.archiveInterval;
       if (o.archiveKeepDays !== undefined) action.keep_days = o.archiveKeepDays;
