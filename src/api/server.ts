@@ -17,6 +17,7 @@ import { refuseUnhonouredOptions, registerUnsupportedRoutes } from './unsupporte
 import { registerOperationsRoutes, type Liveness } from './operations.js';
 import { registerIdentityRoutes } from './identity.js';
 import { registerObjectStoreRoutes } from './object-store.js';
+import { registerConsoleRoutes } from './console.js';
 import { detachReplica, ejectReplicaSource, promoteReplica, replicationView } from '../tasks/replication.js';
 import { archiveView, restoreDatabase, setArchive } from '../tasks/archive.js';
 import { createConfiguration, deleteConfiguration, setConfiguration, updateConfiguration } from '../tasks/configurations.js';
@@ -229,6 +230,8 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
   // Keystone v3's password flow and the Swift view of published logs, for the clients' log tail and save.
   registerIdentityRoutes(app, plane, { base, projectOf: projectOfToken });
   registerObjectStoreRoutes(app, plane, projectOfToken);
+  // The web console's static files (src/api/console.ts); it calls the API below like any client.
+  registerConsoleRoutes(app);
 
   // ---- authenticated, per project -----------------------------------------------------------
   await app.register(async (api) => {
