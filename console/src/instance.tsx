@@ -137,7 +137,7 @@ function Overview({ i, instances, onChange }: { i: Instance; instances: Instance
 
 function ConfigurationGroup({ i, onChange }: { i: Instance; onChange: () => void }): JSX.Element {
   const api = useApi();
-  const confs = usePoll(() => api.configurations(), 0, []);
+  const confs = usePoll(() => api.configurations(), 10_000, []);
   const [pick, setPick] = useState('');
   const [run, busy, error] = useAction();
   const set = (configuration: string | null): void => void run(() => api.request('PUT', `/instances/${enc(i.id)}`, { instance: { configuration } })).then(onChange);
@@ -150,7 +150,7 @@ function ConfigurationGroup({ i, onChange }: { i: Instance; onChange: () => void
           <button type="button" class="small" disabled={busy} onClick={() => set(null)}>Detach</button></p>
       ) : (
         <form class="inline-form" onSubmit={(e) => { e.preventDefault(); set(pick); }}>
-          <label>Group<select value={pick} onChange={(e) => setPick(e.currentTarget.value)} required>
+          <label>Group<select name="configuration" value={pick} onChange={(e) => setPick(e.currentTarget.value)} required>
             <option value="">choose…</option>
             {(confs.data ?? []).map((c) => <option key={c.id} value={c.id}>{c.name}</option>)}
           </select></label>
@@ -160,7 +160,7 @@ function ConfigurationGroup({ i, onChange }: { i: Instance; onChange: () => void
       )}
       {pending ? (
         <Notice kind="warn">
-          Waiting for a restart: <code>{JSON.stringify(pending)}</code>
+          Waiting for a restart (Restart above applies them): <code>{Array.isArray(pending) ? pending.join(', ') : JSON.stringify(pending)}</code>
         </Notice>
       ) : null}
       {error ? <Notice kind="error">{error}</Notice> : null}

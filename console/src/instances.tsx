@@ -66,6 +66,8 @@ export function InstanceList(): JSX.Element {
   const brief = usePoll(() => api.instancesBrief(), 5000, []);
   const detail = usePoll(() => api.instances(), 3000, []);
   const list = { data: detail.data ?? brief.data, error: detail.error ?? brief.error };
+  const flavors = usePoll(() => api.flavors(), 0, []);
+  const flavorName = (id: string): string => flavors.data?.find((f) => f.id === id)?.name ?? id;
   // Schedules change rarely: every 30 s, one call per instance.
   const ids = (list.data ?? []).map((i) => i.id).join(',');
   const schedules = usePoll(async () => {
@@ -76,7 +78,7 @@ export function InstanceList(): JSX.Element {
   const names = useMemo(() => new Map((list.data ?? []).map((i) => [i.id, i.name])), [list.data]);
   const h = list.data ? health(list.data, schedules.data ?? new Map(), Date.now()) : undefined;
   return (
-    <main data-ready={list.data ? 'true' : undefined} aria-busy={!list.data}>
+    <main data-ready={list.data ? 'true' : undefined} data-detail={detail.data ? 'true' : undefined} aria-busy={!list.data}>
       <div class="title-row">
         <h1>Instances</h1>
         <a class="button primary" href="#/instances/new">Create instance</a>
@@ -113,12 +115,12 @@ export function InstanceList(): JSX.Element {
                 <tr key={i.id}>
                   <td><a href={`#/instances/${i.id}`} class="strong">{i.name}</a><div class="small muted mono">{i.id.slice(0, 8)}</div></td>
                   <td><Status value={i.status} />{i.task ? <div class="small muted">{i.progress?.phase ?? i.task.step ?? i.task.kind}</div> : null}</td>
-                  <td>{i.flavor.name ?? i.flavor.id}</td>
+                  <td>{i.flavor.name ?? flavorName(i.flavor.id)}</td>
                   <td><Volume i={i} /></td>
-                  <td>{i.engine === 'devengine' ? <span class="badge warn" title={i.engine_warning ?? ''}>development engine</span> : engineLabel(i)}</td>
+                  <td>{!detail.data ? <span class="muted">…</span> : i.engine === 'devengine' ? <span class="badge warn" title={i.engine_warning ?? ''}>development engine</span> : engineLabel(i)}</td>
                   <td>{role(i, names)}</td>
                   <td>{archiving(i)}</td>
-                  <td>{i.last_backup ? <span title={i.last_backup.completed}>{ago(i.last_backup.completed)}</span> : <span class="muted">none</span>}</td>
+                  <td>{i.last_backup ? <span title={i.last_backup.completed}>{ago(i.last_backup.completed)}</span> : <span class="muted">{detail.data ? 'none' : '…'}</span>}</td>
                 </tr>
               ))}
             </tbody>

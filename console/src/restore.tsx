@@ -23,9 +23,11 @@ export function RestorePoints({ instance, backups, onChange }: { instance: Insta
   const dbs = usePoll(() => api.databases(instance.id), 0, [instance.id]);
   const [interval, setIntervalSeconds] = useState('60');
   const [run, busy, error] = useAction();
-  const to = parseTime(a?.window.to);
-  // The oldest cut is known after the agent's first retention pass; until then the window starts at the newest.
-  const from = Number.isNaN(parseTime(a?.window.from)) ? to : parseTime(a?.window.from);
+  // Whole seconds, as moments are typed and shown. The oldest cut is known after the agent's first retention
+  // pass; until then the window starts at the newest.
+  const sec = (ms: number): number => Math.floor(ms / 1000) * 1000;
+  const to = sec(parseTime(a?.window.to));
+  const from = Number.isNaN(parseTime(a?.window.from)) ? to : sec(parseTime(a?.window.from));
   const [picked, setPicked] = useState<number | null>(null);
   const [typed, setTyped] = useState('');
   const [db, setDb] = useState('');
