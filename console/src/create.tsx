@@ -106,7 +106,7 @@ export function CreateInstance({ query }: { query: URLSearchParams }): JSX.Eleme
         <div class="row">
           <label>
             Flavor{source === 'replica' ? ' (default: the source’s)' : ''}
-            <select name="flavor" value={flavor} onChange={(e) => setFlavor(e.currentTarget.value)}>
+            <select name="flavor" value={flavor || (source === 'replica' ? '' : flavors[0]?.id ?? '')} onChange={(e) => setFlavor(e.currentTarget.value)}>
               {source === 'replica' ? <option value="">as the source</option> : null}
               {flavors.map((f) => <option value={f.id} key={f.id}>{`${f.name} — ${f.vcpus} vCPU, ${f.ram} MB`}</option>)}
             </select>
@@ -137,7 +137,7 @@ export function CreateInstance({ query }: { query: URLSearchParams }): JSX.Eleme
                   <label>Password<input name={`user-${i}-password`} type="password" value={u.password} onInput={(e) => setUser(i, { password: e.currentTarget.value })} required autoComplete="new-password" /></label>
                   <label>Databases<input name={`user-${i}-databases`} value={u.databases} onInput={(e) => setUser(i, { databases: e.currentTarget.value })} /></label>
                   <label class="inline"><input type="checkbox" checked={u.admin} onChange={(e) => setUser(i, { admin: e.currentTarget.checked })} /> admin (design documents)</label>
-                  <button type="button" onClick={() => setUsers(users.filter((_, j) => j !== i))} aria-label={`Remove user ${i + 1}`}>Remove</button>
+                  <button type="button" class="small" onClick={() => setUsers(users.filter((_, j) => j !== i))} aria-label={`Remove user ${i + 1}`}>Remove</button>
                 </div>
               ))}
               <button type="button" onClick={() => setUsers([...users, { name: '', password: '', databases: dbs, admin: false }])}>Add user</button>

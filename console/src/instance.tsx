@@ -22,7 +22,9 @@ export function InstancePage({ id, tab }: { id: string; tab: string }): JSX.Elem
     setBusyBackups(backups.some((b) => !FINAL_BACKUP.has(b.status)));
     return { backups, instances };
   }, busyBackups ? 1000 : 5000, [id]);
-  const i = inst.data ?? (tab === 'replicas' ? side.data?.instances.find((x) => x.id === id) : undefined);
+  // A tab other than the overview starts from the brief listing, so its own calls run beside the instance's
+  // show (which asks the agent) rather than after it.
+  const i = inst.data ?? (tab !== 'overview' ? side.data?.instances.find((x) => x.id === id) : undefined);
   if (!i) {
     return (
       <main>
@@ -34,7 +36,7 @@ export function InstancePage({ id, tab }: { id: string; tab: string }): JSX.Elem
   const backups = side.data?.backups ?? [];
   const instances = side.data?.instances ?? [];
   return (
-    <main data-ready={side.data ? 'true' : undefined}>
+    <main data-ready={side.data && inst.data ? 'true' : undefined}>
       <p class="crumbs"><a href="#/instances">Instances</a> ›</p>
       <Header i={i} onChange={inst.reload} />
       {inst.error ? <Notice kind="error">{`Could not refresh: ${inst.error}`}</Notice> : null}
