@@ -1,5 +1,6 @@
 // The console's API client: the same public Trove v1.0 calls the CLI makes (src/api/client.ts), with the
 // token in an X-Auth-Token header (never a cookie or a URL). Types follow the API's views (src/api/views.ts).
+import { formatBytes } from '../../src/util/format.js';
 
 export interface Link {
   href: string;
@@ -197,15 +198,7 @@ export class Api {
 // ---- formatting -------------------------------------------------------------------------------
 
 export function bytes(n: number | null | undefined): string {
-  if (n === null || n === undefined) return '—';
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
+  return n === null || n === undefined ? '—' : formatBytes(n);
 }
 
 /** The API's times are UTC without a zone (Trove's format). */

@@ -22,9 +22,10 @@ export function InstancePage({ id, tab }: { id: string; tab: string }): JSX.Elem
     setBusyBackups(backups.some((b) => !FINAL_BACKUP.has(b.status)));
     return { backups, instances };
   }, busyBackups ? 1000 : 5000, [id]);
-  // A tab other than the overview starts from the brief listing, so its own calls run beside the instance's
-  // show (which asks the agent) rather than after it.
-  const i = inst.data ?? (tab !== 'overview' ? side.data?.instances.find((x) => x.id === id) : undefined);
+  // The page starts from the brief listing (status, flavor, volume, role, archive as last seen), so it shows at
+  // once and a tab's own calls run beside the instance's show; the show (which asks the agent: address, volume
+  // used, data, replication, live archive) fills in when it answers.
+  const i = inst.data ?? side.data?.instances.find((x) => x.id === id);
   if (!i) {
     return (
       <main>
@@ -36,7 +37,7 @@ export function InstancePage({ id, tab }: { id: string; tab: string }): JSX.Elem
   const backups = side.data?.backups ?? [];
   const instances = side.data?.instances ?? [];
   return (
-    <main data-ready={side.data && inst.data ? 'true' : undefined}>
+    <main data-ready={side.data ? 'true' : undefined} data-live={inst.data ? 'true' : undefined}>
       <p class="crumbs"><a href="#/instances">Instances</a> ›</p>
       <Header i={i} onChange={inst.reload} />
       {inst.error ? <Notice kind="error">{`Could not refresh: ${inst.error}`}</Notice> : null}
@@ -45,7 +46,7 @@ export function InstancePage({ id, tab }: { id: string; tab: string }): JSX.Elem
       <nav class="tabs" aria-label="Instance sections">
         {TABS.map(([k, label]) => <a key={k} href={`#/instances/${enc(i.id)}/${k}`} aria-current={tab === k ? 'page' : undefined}>{label}</a>)}
       </nav>
-      {tab === 'overview' ? <Overview i={i} instances={instances} onChange={inst.reload} /> : null}
+      {tab === 'overview' ? <Overview i={i} live={inst.data !== undefined} instances={instances} onChange={inst.reload} /> : null}
       {tab === 'databases' ? <Databases instance={i} backups={backups} /> : null}
       {tab === 'users' ? <Users instance={i} /> : null}
       {tab === 'backups' ? <InstanceBackups i={i} backups={backups} instances={instances} onChange={side.reload} /> : null}
@@ -108,7 +109,7 @@ function Resize({ i, onClose, onDone }: { i: Instance; onClose: () => void; onDo
   );
 }
 
-function Overview({ i, instances, onChange }: { i: Instance; instances: Instance[]; onChange: () => void }): JSX.Element {
+function Overview({ i, live, instances, onChange }: { i: Instance; live: boolean; instances: Instance[]; onChange: () => void }): JSX.Element {
   const host = i.couchdb_url;
   return (
     <section aria-label="Overview">
@@ -120,15 +121,15 @@ function Overview({ i, instances, onChange }: { i: Instance; instances: Instance
           <p class="muted">CouchDB’s HTTP API, with one of the instance’s users (curl asks for the password):</p>
           <Copyable text={`curl -u USER ${host}/_all_dbs`} label="curl line" />
         </>
-      ) : <p class="muted">No address yet.</p>}
+      ) : <p class="muted">{live ? 'No address yet.' : 'Asking the instance’s agent…'}</p>}
       <div class="facts">
-        <div><span class="k">Address</span><span class="mono">{host ?? '—'}</span></div>
-        <div><span class="k">Engine</span><span>{engineLabel(i)}</span></div>
+        <div><span class="k">Address</span><span class="mono">{host ?? (live ? '—' : '…')}</span></div>
+        <div><span class="k">Engine</span><span>{live ? engineLabel(i) : '…'}</span></div>
         <div><span class="k">Flavor</span><span>{i.flavor.name ?? i.flavor.id}</span></div>
         <div><span class="k">Volume</span><Volume i={i} /></div>
-        <div><span class="k">Data</span><span>{i.data ? `${i.data.databases} databases, ${i.data.documents} documents, ${bytes(i.data.size_bytes)}` : '—'}</span></div>
+        <div><span class="k">Data</span><span>{i.data ? `${i.data.databases} databases, ${i.data.documents} documents, ${bytes(i.data.size_bytes)}` : live ? '—' : '…'}</span></div>
         <div><span class="k">Role</span><span>{i.replica_of ? <>replica of <a href={`#/instances/${i.replica_of.id}`}>{instances.find((x) => x.id === i.replica_of!.id)?.name ?? i.replica_of.id}</a></> : `primary${i.replicas?.length ? `, ${i.replicas.length} replica(s)` : ''}`}</span></div>
-        <div><span class="k">Last backup</span><span>{i.last_backup ? `${i.last_backup.name}, ${ago(i.last_backup.completed)}` : 'none'}</span></div>
+        <div><span class="k">Last backup</span><span>{i.last_backup ? `${i.last_backup.name}, ${ago(i.last_backup.completed)}` : live ? 'none' : '…'}</span></div>
         <div><span class="k">Created</span><span>{when(i.created)}</span></div>
         <div><span class="k">Id</span><span class="mono">{i.id}</span></div>
       </div>
@@ -188,18 +189,22 @@ function Replicas({ i, onChange }: { i: Instance; onChange: () => void }): JSX.E
   const api = useApi();
   // The primary and each replica with its replication state and lag per database: the family from the brief
   // listing, then every show at once (each asks its agent), not one after the other.
-  const family = usePoll(async () => {
+  const members = usePoll(async () => {
     const brief = await api.instancesBrief();
     const primaryId = brief.find((x) => x.id === i.id)?.replica_of?.id ?? i.id;
-    const ids = brief.filter((x) => x.replica_of?.id === primaryId).map((x) => x.id);
-    const [primary, ...replicas] = await Promise.all([api.instance(primaryId), ...ids.map((r) => api.instance(r))]);
-    return { primary: primary!, replicas };
+    return { primary: brief.find((x) => x.id === primaryId) ?? i, replicas: brief.filter((x) => x.replica_of?.id === primaryId) };
   }, 3000, [i.id]);
+  const ids = members.data ? [members.data.primary.id, ...members.data.replicas.map((r) => r.id)] : [];
+  // Each one's show: its replication state and lag per database, as its agent says.
+  const shows = usePoll(async () => new Map((await Promise.all(ids.map((x) => api.instance(x)))).map((x) => [x.id, x])), 3000, [ids.join(',')]);
+  const liveReady = ids.length > 0 && ids.every((x) => shows.data?.has(x));
+  const live = (x: Instance): Instance => shows.data?.get(x.id) ?? x;
+  const family = { data: members.data ? { primary: live(members.data.primary), replicas: members.data.replicas.map(live) } : undefined, error: members.error ?? shows.error, reload: () => { members.reload(); shows.reload(); } };
   const [run, busy, error] = useAction();
   const act = (f: () => Promise<unknown>): void => void run(f).then(() => { family.reload(); onChange(); });
   const f = family.data;
   return (
-    <section aria-label="Replicas" data-ready={f ? 'true' : undefined}>
+    <section aria-label="Replicas" data-ready={f ? 'true' : undefined} data-live={liveReady ? 'true' : undefined}>
       <div class="title-row">
         <h2>Replication</h2>
         {!i.replica_of ? <a class="button primary" href={`#/instances/new?replica_of=${enc(i.id)}`}>Add replica…</a> : null}
@@ -218,8 +223,8 @@ function Replicas({ i, onChange }: { i: Instance; onChange: () => void }): JSX.E
                   {f.replicas.map((r) => (
                     <tr key={r.id}>
                       <td><a href={`#/instances/${r.id}`} class="strong">{r.name}</a> <Status value={r.status} /></td>
-                      <td>{r.replication ? <Status value={r.replication.state} /> : '—'}{r.replication?.errors.map((e) => <div class="small bad-text" key={e}>{e}</div>)}</td>
-                      <td>{r.replication?.databases.map((d) => <div key={d.name} class="small"><span class="mono">{d.name}</span>: {d.state}, lag {d.lag ?? '?'}</div>) ?? '—'}</td>
+                      <td>{r.replication ? <Status value={r.replication.state} /> : liveReady ? '—' : '…'}{r.replication?.errors.map((e) => <div class="small bad-text" key={e}>{e}</div>)}</td>
+                      <td>{r.replication?.databases.map((d) => <div key={d.name} class="small"><span class="mono">{d.name}</span>: {d.state}, lag {d.lag ?? '?'}</div>) ?? (liveReady ? '—' : '…')}</td>
                       <td class="actions">
                         <button type="button" class="small" disabled={busy} onClick={() => act(() => api.request('PATCH', `/instances/${enc(r.id)}`, { instance: { replica_of: null } }))}>Detach</button>
                         <button type="button" class="small" disabled={busy} onClick={() => act(() => api.action(r.id, { promote_to_replica_source: {} }))}>Promote</button>
