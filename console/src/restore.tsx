@@ -15,7 +15,7 @@ function Mark({ at, kind, label }: { at: number; kind: string; label: string }):
   return <span ref={ref} class={`mark ${kind}`} title={label} aria-label={label} />;
 }
 
-const iso = (ms: number): string => new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z');
+const iso = (ms: number): string => new Date(ms).toISOString();
 
 export function RestorePoints({ instance, backups, onChange }: { instance: Instance; backups: Backup[]; onChange: () => void }): JSX.Element {
   const api = useApi();
@@ -23,11 +23,10 @@ export function RestorePoints({ instance, backups, onChange }: { instance: Insta
   const dbs = usePoll(() => api.databases(instance.id), 0, [instance.id]);
   const [interval, setIntervalSeconds] = useState('60');
   const [run, busy, error] = useAction();
-  // Whole seconds, as moments are typed and shown. The oldest cut is known after the agent's first retention
-  // pass; until then the window starts at the newest.
-  const sec = (ms: number): number => Math.floor(ms / 1000) * 1000;
-  const to = sec(parseTime(a?.window.to));
-  const from = Number.isNaN(parseTime(a?.window.from)) ? to : sec(parseTime(a?.window.from));
+  // To the millisecond: a moment rounded down to its second could fall before the oldest restore point.
+  // The oldest cut is known after the agent's first retention pass; until then the window starts at the newest.
+  const to = parseTime(a?.window.to);
+  const from = Number.isNaN(parseTime(a?.window.from)) ? to : parseTime(a?.window.from);
   const [picked, setPicked] = useState<number | null>(null);
   const [typed, setTyped] = useState('');
   const [db, setDb] = useState('');
