@@ -4,11 +4,11 @@
 # store, the real Trove clients (python3-troveclient, python3-openstackclient), python-swiftclient,
 # zstd, openssl and GNU time for the benchmarks' baselines, Docker 20.10 (docker.io: the tests start
 # their own daemons, scripts/docker/test-dockerd.sh) and debootstrap (the guest image's base, where no
-# registry is reachable: scripts/docker/base-image.sh), zsh and fish (the completion scripts are run). Idempotent;
-# needs root (CI runs as root).
+# registry is reachable: scripts/docker/base-image.sh), zsh and fish (the completion scripts are run) and
+# chromium (the web console's browser test, test/console). Idempotent; needs root (CI runs as root).
 set -euo pipefail
 
-PACKAGES=(swift swift-proxy swift-account swift-container swift-object python3-swiftclient memcached zstd postgresql python3-troveclient python3-openstackclient openssl time docker.io debootstrap iproute2 curl zsh fish)
+PACKAGES=(chromium swift swift-proxy swift-account swift-container swift-object python3-swiftclient memcached zstd postgresql python3-troveclient python3-openstackclient openssl time docker.io debootstrap iproute2 curl zsh fish)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -17,6 +17,7 @@ import { refuseUnhonouredOptions, registerUnsupportedRoutes } from './unsupporte
 import { registerOperationsRoutes, type Liveness } from './operations.js';
 import { registerIdentityRoutes } from './identity.js';
 import { registerObjectStoreRoutes } from './object-store.js';
+import { registerConsoleRoutes } from './console.js';
 import { detachReplica, ejectReplicaSource, promoteReplica, replicationView } from '../tasks/replication.js';
 import { archiveStatusView, archiveView, restoreDatabase, setArchive } from '../tasks/archive.js';
 import { createConfiguration, deleteConfiguration, setConfiguration, updateConfiguration } from '../tasks/configurations.js';
@@ -229,6 +230,8 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
   // Keystone v3's password flow and the Swift view of published logs, for the clients' log tail and save.
   registerIdentityRoutes(app, plane, { base, projectOf: projectOfToken });
   registerObjectStoreRoutes(app, plane, projectOfToken);
+  // The web console's static files (src/api/console.ts); it calls the API below like any client.
+  registerConsoleRoutes(app);
 
   // ---- authenticated, per project -----------------------------------------------------------
   await app.register(async (api) => {
@@ -264,12 +267,16 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     const showInstance = async (req: Req, inst: Row<'instances'>, detail: boolean): Promise<Record<string, unknown>> => {
       const replicas = detail ? (await store.find('instances', { replica_of: inst.id })).map((r) => r.id) : [];
       const configuration = detail && inst.configuration_id ? await store.get('configurations', inst.configuration_id) : undefined;
-      const [used, facts] = detail ? await Promise.all([plane.volumeUsed(inst), instanceFacts(plane, inst)]) : [null, undefined];
+      // The agent's answers at once, not one after the other (a show is what the console waits for).
+      // Archive: live on show, from the health monitor's last reading in listings (the restorable window).
+      const [used, facts, replication, archive] = await Promise.all([
+        detail ? plane.volumeUsed(inst) : null,
+        detail ? instanceFacts(plane, inst) : undefined,
+        detail ? replicationView(plane, inst) : undefined,
+        archiveView(plane, inst, detail),
+      ]);
       const view = instanceView(base(req), inst, plane.config.region, { used, replicas, configuration, engine: plane.compute.engine, isolationWarning: plane.compute.isolationWarning, detail, ...(facts ? { facts } : {}) });
-      const replication = detail ? await replicationView(plane, inst) : undefined;
       if (replication) view.replication = replication;
-      // Live on show, from the health monitor's last reading in listings (the restorable window).
-      const archive = await archiveView(plane, inst, detail);
       if (archive) view.archive = archive;
       const restored = detail ? restoredFromOf(inst) : undefined;
       if (restored) view.restored_from = restored;

@@ -3,6 +3,9 @@ import { createRequire } from 'node:module';
 import type CliProgress from 'cli-progress';
 import type { Progress } from '../backup/types.js';
 import type { CommandIO } from './command.js';
+import { formatBytes } from '../util/format.js';
+
+export { formatBytes };
 
 export interface ProgressBar {
   update: (p: Progress) => void;
@@ -46,16 +49,6 @@ export function progressBar(io: CommandIO, json: boolean | undefined, label: str
   };
 }
 
-export function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${i === 0 ? Math.round(v) : v.toFixed(1)} ${units[i]}`;
-}
 
 /** What one poll of a task's resource says: its state and, for backups, the bytes the API reports. */
 export interface TaskSnapshot {
