@@ -4,6 +4,7 @@
 // and keeps those capabilities itself only to answer the agent's few requests to give files to the instance
 // (privileged.ts). It forwards stop signals and ends with the agent, so the container stops when the agent dies.
 import { spawn } from 'node:child_process';
+import { constants } from 'node:os';
 import type { Duplex } from 'node:stream';
 import { servePrivileged, type PrivilegedPolicy } from './privileged.js';
 
@@ -40,7 +41,8 @@ export async function runEntry(o: EntryOptions): Promise<number> {
       o.log(`cannot start the agent: ${err.message}`);
       resolve(127);
     });
-    child.once('exit', (c, sig) => resolve(c ?? (sig ? 128 : 1)));
+    // A signal's death as a shell reports it (128 + its number): the container's exit code says what ended the agent.
+    child.once('exit', (c, sig) => resolve(c ?? (sig ? 128 + (constants.signals[sig] ?? 0) : 1)));
   });
   (child.stdio[3] as Duplex | null)?.destroy();
   await served;

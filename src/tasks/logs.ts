@@ -23,6 +23,8 @@ interface Published {
   size: number;
   lines: number;
   published: string;
+  /** Bytes of the log file the copy was made from: the copy leaves out the agent's own request lines (operations.md), so it is shorter. */
+  covers?: number;
 }
 
 /** Trove's container name for published guest logs, which couchtrove serves read-only as Swift (src/api/object-store.ts). */
@@ -60,7 +62,7 @@ async function readPublished(repo: Backend, inst: Pick<Row<'instances'>, 'id'>, 
 
 /** Trove's DatastoreLog view: name, type, status, published, pending, container, prefix, metafile (and couchtrove's size fields). */
 function view(inst: Row<'instances'>, f: LogFileInfo, pub: Published | null): Record<string, unknown> {
-  const pending = pub ? Math.max(0, f.size - pub.size) : f.size;
+  const pending = pub ? Math.max(0, f.size - (pub.covers ?? pub.size)) : f.size;
   return {
     name: f.name,
     type: 'SYS',
@@ -116,11 +118,11 @@ export async function logAction(plane: ControlPlane, projectId: string, id: stri
       const body = Buffer.from(r.text, 'utf8');
       // Like Trove's Swift objects: the line count rides along as object metadata.
       await repo.put(objectKey(inst, a.name), Readable.from([body]), { metadata: { lines: String(r.lines) }, sizeHint: body.length });
-      const pub: Published = { size: body.length, lines: r.lines, published: new Date().toISOString().replace(/\.\d+Z$/, '') };
+      const pub: Published = { size: body.length, lines: r.lines, published: new Date().toISOString().replace(/\.\d+Z$/, ''), covers: f.size };
       const meta = Buffer.from(JSON.stringify(pub));
       await repo.put(metafile(inst, a.name), Readable.from([meta]), { sizeHint: meta.length });
       plane.log(`published the ${a.name} log of instance ${inst.id} (${body.length} bytes) to ${repo.location}`);
-      return view(inst, { ...f, size: Math.max(f.size, body.length) }, pub);
+      return view(inst, f, pub);
     }
     return view(inst, f, await readPublished(repo, inst, a.name));
   });

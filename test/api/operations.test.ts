@@ -156,8 +156,11 @@ test('metrics: requests by route pattern, tasks by kind and result, instances an
   assert.equal(sample(m3, 'couchtrove_backups{status="COMPLETED"}'), 1);
   const m4 = await until('the backup task counted', () => metrics(app), (m) => sample(m, 'couchtrove_tasks_total{kind="backup.create",result="completed"}') === 1);
   assert.equal(sample(m4, 'couchtrove_tasks_total{kind="instance.create",result="completed"}'), 1);
-  // No tenant data: no instance or backup names, no project tokens.
-  assert.ok(!m3.includes('"m1"') && !m3.includes('"b1"') && !m3.includes('notused'));
+  // No tenant data beyond what alerts need: an instance's name only on its status series (issue 23: an alert
+  // names the instance), never a backup's name, never a project token.
+  assert.equal(sample(m3, `couchtrove_instance_status{instance_id="${id}",name="m1",status="ACTIVE"}`), 1);
+  assert.deepEqual(m3.split('\n').filter((l) => l.includes('"m1"') && !l.startsWith('couchtrove_instance_status{')), []);
+  assert.ok(!m3.includes('"b1"') && !m3.includes('notused'));
 });
 
 test('metrics: volume use from the health round, absent once CouchDB is down; only existing instances', async () => {

@@ -5,11 +5,12 @@
 // no container or volume left. Apache CouchDB when COUCHDB_HOME is set, the development engine otherwise.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { repoRoot } from '../support/postgres.js';
-import { startServer, tempDir, api, waitStatus, killUnder, basicAuth, type J, type RealServer } from '../support/server.js';
+import { startServer, tempDir, api, waitStatus, killUnder, basicAuth, within, type J, type RealServer } from '../support/server.js';
 import { clientsSkip, troveClients } from '../support/trove-clients.js';
 import { buildTestImage, connectsFrom, dockerSkip, execIn, startDockerd, type TestDaemon } from '../support/docker.js';
 import { AGENT_CAPS, INSTANCE_KEY, LABEL, VOLUME_MOUNT } from '../../src/compute/docker/driver.js';
@@ -234,20 +235,42 @@ test('docker driver: create, backup, restore, resize, a dead container started a
 
   // A container that dies shows so, with the reason, and the health monitor starts it again by itself; one that
   // dies again soon after is counted (a restart loop shows in the log and in fault), with a longer back-off.
-  const started = (n: number) => new RegExp(`instance ${id}: starting it again \\(start ${n} since [^)]+\\): container couchtrove-${id} is exited, exit code 137`);
-  for (const n of [1, 2]) {
-    await daemon!.docker.getContainer(`couchtrove-${id}`).kill();
-    for (const end = Date.now() + 120_000; !started(n).test(server!.log()) && Date.now() < end; ) await new Promise((res) => setTimeout(res, 250));
-    assert.match(server!.log(), started(n));
-    // Back by itself: its CouchDB answers again, then the instance is ACTIVE (never asked to restart).
-    for (const end = Date.now() + 120_000; Date.now() < end; await new Promise((res) => setTimeout(res, 500))) {
-      if ((await fetch(`${url}/_up`).catch(() => null))?.status === 200) break;
-    }
+  const starts = (): string[] => server!.log().match(new RegExp(`instance ${id}: starting it again \\(start \\d+ since [^)]+\\): [^\\n]*`, 'g')) ?? [];
+  /** After the container ended: the health monitor says it starts it again, and it is back (CouchDB up, ACTIVE). */
+  const startedAgain = async (before: number): Promise<string> => {
+    const line = await within('the health monitor starting the container again', 120_000, () => starts()[before] ?? null);
+    await within('CouchDB back', 120_000, async () => ((await fetch(`${url}/_up`).catch(() => null))?.status === 200 ? true : null));
     assert.equal((await idle(id, ['ACTIVE'])).status, 'ACTIVE');
+    return line;
+  };
+  for (const n of [1, 2]) {
+    const before = starts().length;
+    await daemon!.docker.getContainer(`couchtrove-${id}`).kill();
+    assert.match(await startedAgain(before), new RegExp(`\\(start ${n} since .*container couchtrove-${id} is exited, exit code 137`));
     assert.equal((await readDoc(url)).n, 1);
   }
   await os('instance', 'restart', id);
   assert.equal((await idle(id)).status, 'ACTIVE');
+
+  // Issue 22, point 7, in a container: the agent killed with -9 mid-backup ends its container; the backup ends
+  // FAILED with its partial objects removed, the container is started again, and a new backup works.
+  for (let i = 0; i < 24; i++) {
+    const r = await fetch(`${url}/orders/blob-${i}/data`, { method: 'PUT', headers: { authorization: basicAuth('alice', 'secret-1'), 'content-type': 'application/octet-stream' }, body: randomBytes(4 << 20) });
+    assert.ok(r.status === 201 || r.status === 200, `attachment ${r.status}`);
+  }
+  const objectsOf = (bid: string) => (fs.readdirSync(part(id), { recursive: true }) as string[]).filter((f) => f.includes(bid) && fs.statSync(path.join(part(id), f)).isFile());
+  const restartsBefore = starts().length;
+  const kb = await osJson('backup', 'create', 'dk-killed', '--instance', id);
+  const kbid = kb.id as string;
+  await within('the backup writing objects', 120_000, () => (objectsOf(kbid).length >= 2 ? true : null));
+  const killed = await execAs(id, '0:0', ['/usr/local/bin/node', '-e', `for(const p of require('fs').readdirSync('/proc')){if(!/^\\d+$/.test(p))continue;let c='';try{c=require('fs').readFileSync('/proc/'+p+'/cmdline','utf8')}catch{continue}if(c.startsWith('/usr/local/bin/node')&&c.includes('agent\\0serve'))process.kill(Number(p),'SIGKILL')}`]);
+  assert.equal(killed.code, 0, killed.out);
+  assert.equal((await waitStatus(server!.api, 'backups', kbid, ['FAILED', 'COMPLETED'], 120_000)).status, 'FAILED', 'the agent died before the backup completed');
+  await within('the partial backup removed', 120_000, () => (objectsOf(kbid).length === 0 ? true : null));
+  assert.match(await startedAgain(restartsBefore), /exited, exit code/);
+  const after = await osJson('backup', 'create', 'dk-after', '--instance', id);
+  assert.equal((await waitStatus(server!.api, 'backups', after.id as string, ['COMPLETED', 'FAILED'], 180_000)).status, 'COMPLETED');
+  assert.equal((await readDoc(url)).n, 1);
 
   // The control plane restarts without touching the containers, and picks them up.
   const startedAt = (await container(id)).State.StartedAt;
