@@ -280,8 +280,8 @@ test('the web console: sign in, instances, backups, restore points, replicas, de
     await page.setViewportSize({ width: 1360, height: 860 });
   }
   const deleteInstance = async (id: string, name: string): Promise<void> => {
-    // The page's last poll may race the delete and find it gone.
-    expected.push({ status: 404, url: new RegExp(`/instances/${id}$`) });
+    // The page's last polls (the instance, the list's schedules of each instance) may race the delete and find it gone.
+    expected.push({ status: 404, url: new RegExp(`/instances/${id}(/schedules)?$`) });
     await open(`delete ${name}`, `#/instances/${id}`);
     await statusIs('ACTIVE', 120_000);
     await page.click('button:has-text("Delete…")');
