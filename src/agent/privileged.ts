@@ -40,7 +40,11 @@ interface Reply {
 
 /** The agent's side: each operation is a request to the parent over the socket on fd. */
 export function privilegedClient(fd: number): Privileged {
-  const socket = new net.Socket({ fd, readable: true, writable: true });
+  return privilegedOver(new net.Socket({ fd, readable: true, writable: true }));
+}
+
+/** The same over any connected socket. */
+export function privilegedOver(socket: net.Socket): Privileged {
   // The agent lives until it is told to stop; the socket must not keep it alive past that.
   socket.unref();
   const waiting = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
