@@ -102,6 +102,9 @@ describe('task leases [postgres]', { skip }, () => {
     assert.deepEqual(counts.runs.get(res.id), [a.owner, b.owner]);
     const f = await until('the other is FAILED', async () => storeB.get('tasks', once.id), (t) => t?.status === 'FAILED');
     assert.match(f!.error ?? '', /^interrupted: .*a once task cannot be resumed/);
+    // Its cleanup runs right after the status is written: waited for, then seen to have run only once.
+    await until('its cleanup ran', async () => counts.failedCalls.get(once.id) ?? 0, (n) => n >= 1);
+    await new Promise((r) => setTimeout(r, 300));
     assert.equal(counts.failedCalls.get(once.id), 1, 'its cleanup ran once');
     assert.deepEqual(counts.runs.get(once.id), [a.owner], 'a non-resumable task never runs again');
 
