@@ -81,6 +81,8 @@ export class HealthMonitor {
     const rows = await this.plane.store.find('instances', { status: WATCHED });
     // Bounded, so that a large fleet is not asked all at once from one process (the leader).
     await mapLimit(rows.filter((i) => i.task_id === null && i.agent_port !== null), HEALTH_CONCURRENCY, (i) => this.check(i));
+    // The restart counts of instances that are gone (deleted) go with them.
+    for (const id of this.#restarts.keys()) if (!rows.some((r) => r.id === id) && !(await this.plane.store.get('instances', id))) this.#restarts.delete(id);
   }
 
   /** One instance: ask its agent, write what it says (compare-and-set on the status read). */
