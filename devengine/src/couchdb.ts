@@ -544,6 +544,16 @@ class DevEngine {
       delete headers['transfer-encoding'];
     }
     const up = http.request({ host: '127.0.0.1', port: this.backend.port, method: req.method, path: pathAndQuery, headers }, (r) => {
+      // express-pouchdb answers 401 to a signed-in user who is not a member of a database; CouchDB 3.5 says
+      // 403 forbidden (401 is only for who has not signed in or gave a wrong password).
+      if (r.statusCode === 401 && req.headers.authorization) {
+        r.resume();
+        void this.session(req).then(
+          (s) => (s.ok && s.name !== null ? send(res, 403, { error: 'forbidden', reason: 'You are not allowed to access this db.' }) : send(res, 401, { error: 'unauthorized', reason: 'Name or password is incorrect.' })),
+          () => send(res, 401, { error: 'unauthorized', reason: 'Name or password is incorrect.' }),
+        );
+        return;
+      }
       const out = { ...r.headers };
       if (typeof out.location === 'string') out.location = fromBackend(out.location);
       res.writeHead(r.statusCode ?? 502, out);

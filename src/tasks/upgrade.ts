@@ -11,7 +11,7 @@ import { describeError } from '../util/errors.js';
 import type { ControlPlane } from './control.js';
 import { agentCall, DATASTORE } from './control.js';
 import { withTimeout } from '../util/concurrency.js';
-import { badRequest, unprocessable } from './errors.js';
+import { badRequest, notImplemented, unprocessable } from './errors.js';
 
 interface UpgradeParams {
   /** The datastore version's name. */
@@ -36,6 +36,11 @@ function compareVersions(a: string, b: string): number {
 
 export async function upgradeInstance(plane: ControlPlane, projectId: string, id: string, target: Row<'datastore_versions'>): Promise<void> {
   const inst = await plane.instance(projectId, id);
+  // A container runs the CouchDB of its image, whatever a version's release directory says on this host: an
+  // upgrade there would record a version it does not run.
+  if (plane.compute.name !== 'local') {
+    throw notImplemented(`Instance upgrade is not available with compute driver ${plane.compute.name}: its instances run the CouchDB of the guest image (docker_image), not a release directory of this host. Build an image with the new CouchDB and create an instance from a backup of this one (create --backup).`);
+  }
   if (target.name === inst.datastore_version) throw badRequest(`Instance ${inst.id} already runs ${DATASTORE} ${target.name}: nothing to upgrade.`);
   if (target.active !== 1) throw badRequest(`Datastore version ${target.name} is not active.`);
   if (compareVersions(target.name, inst.datastore_version) < 0) throw badRequest(`Datastore version ${target.name} is older than ${inst.datastore_version}: CouchDB does not support downgrades; restore a backup into a new instance instead.`);
