@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { mapLimit } from '../util/concurrency.js';
 import { AgentError, invalid, notFound } from './errors.js';
-import { CouchClient, httpError, userDocId, waitForCredentials, type SecurityObject, type UserDoc } from './couchdb.js';
+import { CouchClient, CouchHttpError, httpError, userDocId, waitForCredentials, type SecurityObject, type UserDoc } from './couchdb.js';
 import { checkDatabaseList, checkDatabaseName, checkPassword, checkRoles, checkUserName, ROOT_USER } from './validate.js';
 import type { AccessRole, DataStats, NewUser, UserInfo } from './protocol.js';
 
@@ -304,8 +304,24 @@ export class CouchManager {
   async ensureSystemDatabases(): Promise<string[]> {
     const created: string[] = [];
     for (const db of SYSTEM_DATABASES) {
-      if ((await this.couch.dbInfo(db)) === null && (await this.couch.createDb(db)) === 'created') created.push(db);
+      if ((await this.#systemDbInfo(db)) === null && (await this.couch.createDb(db)) === 'created') created.push(db);
     }
     return created;
+  }
+
+  /**
+   * CouchDB 3.5 with single_node = true creates _users and _replicator itself just after start; a GET racing
+   * that creation may answer 412 file_exists (seen on a loaded machine when a restore brought _dbs back
+   * without their shard files). Asked again until the creation is over.
+   */
+  async #systemDbInfo(db: string): Promise<unknown> {
+    for (let i = 0; ; i++) {
+      try {
+        return await this.couch.dbInfo(db);
+      } catch (err) {
+        if (!(err instanceof CouchHttpError && err.httpStatus === 412) || i >= 100) throw err;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
   }
 }

@@ -16,6 +16,7 @@ import { buildTestImage, connectsFrom, dockerSkip, execIn, startDockerd, type Te
 import { AGENT_CAPS, INSTANCE_KEY, LABEL, VOLUME_MOUNT } from '../../src/compute/docker/driver.js';
 import { readManifest } from '../../src/backup/repository.js';
 import { openStorage } from '../../src/storage/index.js';
+import { runFeatures } from './features.js';
 
 const skip = dockerSkip || clientsSkip;
 if (skip) console.log(`docker tests skipped: ${skip}`);
@@ -100,7 +101,7 @@ async function readDoc(url: string): Promise<J> {
   return (await r.json()) as J;
 }
 
-test('docker driver: create, backup, restore, resize, a dead container started again, control plane restart, delete', { skip, timeout: 900_000 }, async () => {
+test('docker driver: create, backup, restore, resize, a dead container started again, control plane restart, delete', { skip, timeout: 1_500_000 }, async (t) => {
   const t0 = Date.now();
   const created = await osJson('instance', 'create', 'dk-one', '--flavor', '1', '--size', '1', '--datastore', 'couchdb', '--datastore-version', '3.5', '--databases', 'orders', '--users', 'alice:secret-1');
   const id = created.id as string;
@@ -232,6 +233,9 @@ test('docker driver: create, backup, restore, resize, a dead container started a
   assert.equal(resized.HostConfig.NanoCpus, 2e9);
   assert.equal(((await api(server!.api, 'GET', `/instances/${id}`)).json.instance as J & { flavor: J }).flavor.id, '3');
   assert.equal((await readDoc(url)).n, 1);
+
+  // The docker column of the feature matrix (docs/compute.md): the same table as the local and swarm drivers.
+  await runFeatures(t, { driver: 'docker', api: server!.api, url: server!.url, id, couchdbUrl: url, createMs: 180_000 });
 
   // A container that dies shows so, with the reason, and the health monitor starts it again by itself; one that
   // dies again soon after is counted (a restart loop shows in the log and in fault), with a longer back-off.

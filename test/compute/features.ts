@@ -176,6 +176,18 @@ export const FEATURES: Feature[] = [
     },
   },
   {
+    name: 'resize flavor',
+    async run(c) {
+      const before = (await api(c.api, 'GET', `/instances/${c.id}`)).json.instance as J;
+      const flavor = (before.flavor as J).id === '2' ? '3' : '2';
+      const r = await api(c.api, 'POST', `/instances/${c.id}/action`, { resize: { flavorRef: flavor } });
+      assert.equal(r.status, 202, JSON.stringify(r.json));
+      const after = await idle(c);
+      assert.equal((after.flavor as J).id, flavor);
+      assert.ok((await docIds(c.couchdbUrl, 'orders')).length > 0, 'the data is kept');
+    },
+  },
+  {
     name: 'resize volume',
     async run(c) {
       const before = (await api(c.api, 'GET', `/instances/${c.id}`)).json.instance as J;
