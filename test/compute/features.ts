@@ -83,7 +83,8 @@ export const FEATURES: Feature[] = [
       assert.equal(root.status, 200, JSON.stringify(root.json));
       const { name, password } = root.json.user as { name: string; password: string };
       const dbs = await fetch(`${c.couchdbUrl}/_all_dbs`, { headers: { authorization: basicAuth(name, password) } });
-      assert.deepEqual(((await dbs.json()) as string[]).filter((d) => !d.startsWith('_')).sort(), ['extra', 'orders']);
+      const all = (await dbs.json()) as string[];
+      assert.ok(['extra', 'orders'].every((d) => all.includes(d)), `root sees every database: ${JSON.stringify(all)}`);
       assert.equal((await api(c.api, 'DELETE', `/instances/${c.id}/databases/extra`)).status, 202);
       assert.equal((await api(c.api, 'DELETE', `/instances/${c.id}/users/bob`)).status, 202);
     },
@@ -143,16 +144,16 @@ export const FEATURES: Feature[] = [
       assert.equal(restored.status, 'ACTIVE', JSON.stringify(restored.fault));
       assert.deepEqual(await docIds(restored.couchdb_url as string, 'orders'), expected, 'the data of T, without what came after');
 
-      const one = await api(c.api, 'POST', `/instances/${c.id}/databases/orders/restore`, { restore: { restore_time: new Date(T).toISOString(), as: 'orders_then' } });
+      const one = await api(c.api, 'POST', `/instances/${c.id}/databases/orders/restore`, { restore: { restore_time: new Date(T).toISOString(), as: 'orders_at_t' } });
       assert.equal(one.status, 200, JSON.stringify(one.json));
       await idle(c);
-      assert.deepEqual(await docIds(c.couchdbUrl, 'orders_then'), expected, 'one database back to T, beside the live one');
+      assert.deepEqual(await docIds(c.couchdbUrl, 'orders_at_t'), expected, 'one database back to T, beside the live one');
       assert.ok((await docIds(c.couchdbUrl, 'orders')).includes('pitr-after'), 'the live database is untouched');
 
       assert.equal((await api(c.api, 'POST', `/instances/${c.id}/action`, { archive: { enabled: false } })).status, 200);
       await idle(c);
       await removeInstance(c, rid);
-      assert.equal((await api(c.api, 'DELETE', `/instances/${c.id}/databases/orders_then`)).status, 202);
+      assert.equal((await api(c.api, 'DELETE', `/instances/${c.id}/databases/orders_at_t`)).status, 202);
     },
   },
   {
