@@ -4,7 +4,8 @@
 # daemon on the machine. `start DIR [NETNS]` runs it (inside network namespace NETNS when given, for the
 # swarm tests) and prints its socket; `stop DIR` stops it by its pid and removes what it left: processes
 # started from DIR, mounts under DIR, its bridge, DIR itself. Needs root. TEST_DOCKERD_IPTABLES=1 lets the
-# daemon write iptables rules (its isolation of networks): only inside NETNS, whose rules are its own.
+# daemon write iptables rules (its isolation of networks) and masquerade what leaves its networks (so containers
+# reach the host, e.g. the test's Swift, from the namespace's address): only inside NETNS, whose rules are its own.
 set -euo pipefail
 
 cmd="${1:-}"; dir="${2:-}"; netns="${3:-}"
@@ -40,7 +41,7 @@ start)
   in_ns setsid unshare --mount --propagation private sh -c '
     mount --bind "$1/etc" /etc/docker && shift 2 && exec "$@"' sh "$dir" -- \
     dockerd --config-file "$dir/daemon.json" --data-root "$dir/root" --exec-root "$dir/exec" \
-    --host "unix://$dir/docker.sock" --pidfile "$dir/dockerd.pid" --bridge "$bridge" --iptables="$iptables" --ip-masq=false \
+    --host "unix://$dir/docker.sock" --pidfile "$dir/dockerd.pid" --bridge "$bridge" --iptables="$iptables" --ip-masq="$iptables" \
     --log-level warn > "$dir/dockerd.log" 2>&1 < /dev/null &
   for _ in $(seq 1 300); do
     if [ -S "$dir/docker.sock" ] && curl -sf --unix-socket "$dir/docker.sock" http://d/_ping >/dev/null 2>&1; then

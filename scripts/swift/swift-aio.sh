@@ -11,6 +11,8 @@
 #       --max-file-size  Swift's [swift-constraints] max_file_size: larger single PUTs fail with 413
 #                        (a small value proves that segmented uploads are used). Default 5 GiB + 2.
 #       --owner-pid      a watchdog stops everything once that process has exited (tests pass their pid).
+#       --proxy-ip IP    where the proxy (auth, Swift and S3 APIs) listens: 127.0.0.1 (default) or 0.0.0.0, for
+#                        containers to reach it too (the docker test). The other servers stay on 127.0.0.1.
 #   swift-aio.sh stop DIR [--keep]      stops every process started for DIR, removes DIR unless --keep
 #   swift-aio.sh kill DIR SERVICE       SIGKILL one service (proxy|account|container|object|memcached)
 #   swift-aio.sh start-service DIR SERVICE   start one stopped service again, same port
@@ -60,7 +62,8 @@ start_service() {
 
 wait_port() {
   local port="$1" svc="$2" dir="$3" i
-  for i in $(seq 1 200); do
+  # Up to 60 s: on a loaded machine a Python server takes more than 10 s to import itself (it gives up at once if it died).
+  for i in $(seq 1 1200); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
     pid_alive "$(cat "$dir/run/$svc.pid")" || return 1
     sleep 0.05
@@ -102,7 +105,6 @@ swift_dir = $dir/etc
 devices = $dir/srv
 mount_check = false
 workers = 0
-bind_ip = 127.0.0.1
 log_level = INFO"
   local svc port
   for svc in account container object; do
@@ -110,6 +112,7 @@ log_level = INFO"
     cat >"$dir/etc/$svc-server.conf" <<EOF
 [DEFAULT]
 $common
+bind_ip = 127.0.0.1
 bind_port = $port
 
 [pipeline:main]
@@ -133,6 +136,7 @@ EOF
 [DEFAULT]
 $common
 bind_port = $PROXY_PORT
+bind_ip = $PROXY_IP
 
 [pipeline:main]
 pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk tempurl s3api tempauth copy slo dlo versioned_writes symlink proxy-logging proxy-server
@@ -190,15 +194,19 @@ EOF
 
 cmd_start() {
   local dir="" max_file_size=5368709122 owner=""
+  PROXY_IP=127.0.0.1
   while [ $# -gt 0 ]; do
     case "$1" in
       --max-file-size) max_file_size="$2"; shift 2 ;;
+      --proxy-ip) PROXY_IP="$2"; shift 2 ;;
       --owner-pid) owner="$2"; shift 2 ;;
       -*) die "unknown option $1" ;;
       *) [ -z "$dir" ] || die "one directory only"; dir="$1"; shift ;;
     esac
   done
-  [ -n "$dir" ] || die "usage: swift-aio.sh start DIR [--max-file-size BYTES] [--owner-pid PID]"
+  [ -n "$dir" ] || die "usage: swift-aio.sh start DIR [--max-file-size BYTES] [--owner-pid PID] [--proxy-ip IP]"
+  # Either way this host reaches the proxy on 127.0.0.1, the address of every URL below.
+  case "$PROXY_IP" in 127.0.0.1|0.0.0.0) ;; *) die "--proxy-ip: 127.0.0.1 or 0.0.0.0, got $PROXY_IP" ;; esac
   need
   mkdir -p "$dir"
   dir="$(cd "$dir" && pwd)"

@@ -183,6 +183,8 @@ export interface AgentServeConfig {
   tokenFile: string;
   /** The agent's own directory: instance settings, ini files, logs, secrets. */
   instanceDir: string;
+  /** A container's: the object store's credentials (JSON of the storage driver's variables, 0400), read at each open of the repository. */
+  storageCredentialsFile?: string;
 }
 
 /**

@@ -194,7 +194,8 @@ export async function readServeConfig(file: string): Promise<AgentServeConfig> {
   for (const k of ['tokenFile', 'instanceDir'] as const) {
     if (typeof c[k] !== 'string' || !path.isAbsolute(c[k])) throw bad(`${k} must be an absolute path`);
   }
-  return { host: c.host, port: c.port, tokenFile: c.tokenFile!, instanceDir: c.instanceDir! };
+  if (c.storageCredentialsFile !== undefined && (typeof c.storageCredentialsFile !== 'string' || !path.isAbsolute(c.storageCredentialsFile))) throw bad('storageCredentialsFile must be an absolute path');
+  return { host: c.host, port: c.port, tokenFile: c.tokenFile!, instanceDir: c.instanceDir!, ...(c.storageCredentialsFile ? { storageCredentialsFile: c.storageCredentialsFile } : {}) };
 }
 
 /** The bearer token: the file's content without surrounding white space; the file must be 0600 or stricter. */

@@ -11,6 +11,7 @@ import type { ComputeDriver } from '../compute/driver.js';
 import { ControlPlane, type BackupEngine } from '../tasks/control.js';
 import { BackupScheduler } from '../tasks/schedules.js';
 import { openStorage } from '../storage/index.js';
+import { repositoryCredentials } from '../storage/credentials.js';
 import { deleteBackup, readBackupMetadata, verifyBackup } from '../backup/index.js';
 import { openBackup } from '../backup/repository.js';
 import { summaryOf } from '../backup/backup.js';
@@ -99,12 +100,20 @@ async function dockerDriver(config: ServerConfig, usedPorts: () => Promise<numbe
   const { DockerDriver } = await import('../compute/docker/driver.js');
   const { SwarmDriver } = await import('../compute/docker/swarm.js');
   const keys = instanceKeysFor(config);
+  let storageCredentials: Record<string, string> | null;
+  try {
+    // The object store's variables from this process's environment, for each container (null: file://).
+    storageCredentials = repositoryCredentials(config.repository, process.env, config.dockerStorageAddress);
+  } catch (err) {
+    throw new CouchtroveError(`compute_driver = ${config.computeDriver}, repository ${config.repository}: ${describeError(err)}`);
+  }
   const o = {
     stateDir: config.stateDir,
     ...(config.dockerHost ? { dockerHost: config.dockerHost } : {}),
     image: config.dockerImage,
     publishAddress: config.dockerPublishAddress,
     repository: config.repository,
+    storageCredentials,
     ...(keys ? { instanceKeys: keys } : {}),
     flavors: config.flavors,
     tcpPorts: config.couchdb.tcpPorts,

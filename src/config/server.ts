@@ -7,6 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { UsageError } from './catalogue.js';
+import { isLoopback } from '../util/net.js';
 
 export interface PortRange {
   from: number;
@@ -98,6 +99,8 @@ export interface ServerConfig {
   dockerImage: string;
   /** Host address the containers' CouchDB and agent ports are published on. */
   dockerPublishAddress: string;
+  /** Address (IP or host name) containers reach the object store on, in place of a loopback host in its endpoints. */
+  dockerStorageAddress?: string;
   /** Bearer token /metrics requires when set; in token auth mode /metrics is refused without it (docs/operations.md). */
   metricsToken?: string;
 }
@@ -125,7 +128,7 @@ export const DEFAULT_COUCHDB: CouchdbSection = {
 /** Keys of [DEFAULT] and [couchdb], with their environment variables. */
 const DEFAULT_KEYS = ['state_dir', 'host', 'port', 'public_url', 'database_url', 'repository', 'backup_key_file', 'backup_encryption', 'auth_mode', 'local_project',
   'region', 'backup_timeout', 'task_timeout', 'health_interval', 'task_lease', 'database_pool', 'instance_isolation', 'instance_uids', 'max_volume_size', 'max_body_bytes', 'couchdb_home', 'metrics_token',
-  'compute_driver', 'docker_host', 'docker_image', 'docker_publish_address', 'swarm_node_hosts'] as const;
+  'compute_driver', 'docker_host', 'docker_image', 'docker_publish_address', 'docker_storage_address', 'swarm_node_hosts'] as const;
 const COUCHDB_KEYS = ['tcp_ports', 'udp_ports', 'backup_strategy', 'mount_point', 'usage_timeout', 'volume_support', 'device_path'] as const;
 
 /**
@@ -263,14 +266,7 @@ export function normalizePublicUrl(v: string): string {
   return v.replace(/\/+$/, '');
 }
 
-/** True for addresses only this host can reach: 127.0.0.0/8, ::1 (also IPv4-mapped), localhost. */
-export function isLoopback(host: string): boolean {
-  const h = host.replace(/^\[(.*)\]$/, '$1').toLowerCase();
-  if (h === 'localhost') return true;
-  if (isIP(h) === 4) return h.startsWith('127.');
-  if (isIP(h) === 6) return h === '::1' || /^(0{1,4}:){7}0{0,3}1$/.test(h) || /^::ffff:127\./.test(h);
-  return false;
-}
+export { isLoopback };
 
 export function expandHome(p: string): string {
   if (p === '~') return os.homedir();
@@ -371,6 +367,10 @@ export function loadServerConfig(options: LoadOptions = {}): ServerConfig {
   if (home) cfg.couchdbHome = home;
   const dockerHost = get<string | undefined>('docker_host', (w, k, v) => (/^(unix|tcp|http|https):\/\//.test(v) ? v : bad(w, k, `expected unix:///path/docker.sock or tcp://host:port, got ${JSON.stringify(v)}`)), undefined);
   if (dockerHost) cfg.dockerHost = dockerHost;
+  const storageAddress = get<string | undefined>('docker_storage_address', (w, k, v) => (isIP(v) || /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i.test(v)
+    ? (isLoopback(v) ? bad(w, k, `${v} is a container's own loopback: give an address of the object store (or of this host) that containers reach`) : v)
+    : bad(w, k, `expected an IP address or a host name, got ${JSON.stringify(v)}`)), undefined);
+  if (storageAddress) cfg.dockerStorageAddress = storageAddress;
   const metricsToken = get<string | undefined>('metrics_token', check.token, undefined);
   if (metricsToken) cfg.metricsToken = metricsToken;
 

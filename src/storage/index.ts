@@ -6,6 +6,7 @@ import { PassThrough } from 'node:stream';
 import { StorageError, type Backend, type ObjectWriter, type PutOptions } from './backend.js';
 import { openFileBackend } from './file/file.js';
 import { withRetries } from './retry.js';
+import { storageEnv } from './credentials.js';
 
 export type { Backend, ObjectHandle, ObjectInfo, ObjectWriter, PutOptions, Range } from './backend.js';
 export { ObjectNotFoundError, StorageError } from './backend.js';
@@ -24,7 +25,8 @@ const drivers: Record<string, () => Promise<Opener>> = {
   },
 };
 
-export async function openStorage(url: string, env: NodeJS.ProcessEnv = process.env): Promise<Backend> {
+/** env: the storage driver's variables; by default this process's, with an agent's credentials file over them (credentials.ts). */
+export async function openStorage(url: string, env?: NodeJS.ProcessEnv): Promise<Backend> {
   let parsed: URL;
   try {
     parsed = new URL(url);
@@ -40,7 +42,7 @@ export async function openStorage(url: string, env: NodeJS.ProcessEnv = process.
     throw new StorageError(`file storage URL must be file:///absolute/path, got ${JSON.stringify(url)}`);
   }
   const open = await load();
-  return open(parsed, env);
+  return open(parsed, env ?? (await storageEnv(url)));
 }
 
 /**

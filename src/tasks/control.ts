@@ -177,9 +177,10 @@ export class ControlPlane {
    * agent sees it and the id recorded in the manifests. Empty without encryption.
    */
   async ownKey(inst: Row<'instances'>): Promise<{ keyFile?: string; keyId?: string }> {
+    // A container's own key and the repository's credentials, copied in if it lacks them.
+    await this.compute.ensureOwnKey?.(inst);
     if (!this.instanceKeys) return {};
     const host = await this.instanceKeys.file(inst.id);
-    await this.compute.ensureOwnKey?.(inst);
     return { keyFile: this.compute.paths(inst).keyFile ?? host, keyId: InstanceKeys.keyId(inst.id) };
   }
 

@@ -10,10 +10,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { repoRoot } from '../support/postgres.js';
-import { startServer, tempDir, api, waitStatus, killUnder, basicAuth, within, type J, type RealServer } from '../support/server.js';
+import { startServer, tempDir, api, waitStatus, killUnder, basicAuth, within, createInstance, type J, type RealServer } from '../support/server.js';
 import { clientsSkip, troveClients } from '../support/trove-clients.js';
 import { buildTestImage, connectsFrom, dockerSkip, execIn, startDockerd, type TestDaemon } from '../support/docker.js';
-import { AGENT_CAPS, INSTANCE_KEY, LABEL, VOLUME_MOUNT } from '../../src/compute/docker/driver.js';
+import { AGENT_CAPS, INSTANCE_KEY, LABEL, STORAGE_CREDENTIALS, VOLUME_MOUNT } from '../../src/compute/docker/driver.js';
+import { rawSwiftNames, startSwift, swiftAvailable } from '../support/swift.js';
 import { readManifest } from '../../src/backup/repository.js';
 import { openStorage } from '../../src/storage/index.js';
 import { runFeatures } from './features.js';
@@ -302,4 +303,108 @@ test('docker driver: create, backup, restore, resize, a dead container started a
   assert.deepEqual(await daemon!.docker.listNetworks({ filters: JSON.stringify({ label: [LABEL] }) }), []);
   // Backups are kept.
   assert.equal((await waitStatus(server!.api, 'backups', bid, ['COMPLETED'])).status, 'COMPLETED');
+});
+
+/** As the tenant would check it: the document's n, with alice's password, on the instance's couchdb_url. */
+async function readN(url: string, doc: string): Promise<unknown> {
+  const r = await fetch(`${url}/payroll/${doc}`, { headers: { authorization: basicAuth('alice', 'secret-1') } });
+  assert.equal(r.status, 200, `GET ${url}/payroll/${doc}: ${r.status}`);
+  return ((await r.json()) as J).n;
+}
+
+/** A backup through the API (incremental on the last one when asked), waited for: its row. */
+async function backupOf(base: string, id: string, name: string, incremental = false): Promise<J> {
+  const b = await api(base, 'POST', '/backups', { backup: { name, instance: id, ...(incremental ? { incremental: 1 } : {}) } });
+  assert.equal(b.status, 202, JSON.stringify(b.json));
+  const done = await waitStatus(base, 'backups', (b.json.backup as J).id as string, ['COMPLETED', 'FAILED'], 180_000);
+  assert.equal(done.status, 'COMPLETED', JSON.stringify(done));
+  return done;
+}
+
+/**
+ * The repository's credentials in an instance's container: root's, 0400, unreadable as CouchDB's uid, the
+ * endpoint moved to docker_storage_address; no secret in `docker inspect` (environment, arguments, labels).
+ */
+async function assertCredentials(id: string, secrets: string[], endpoint: [string, string]): Promise<void> {
+  assert.equal((await execAs(id, '0:0', ['stat', '-c', '%u:%g %a', STORAGE_CREDENTIALS])).out.trim(), '0:0 400');
+  assert.notEqual((await execAs(id, '5984:5984', ['cat', STORAGE_CREDENTIALS])).code, 0, `uid 5984 can read ${STORAGE_CREDENTIALS}`);
+  const creds = JSON.parse((await execAs(id, '0:0', ['cat', STORAGE_CREDENTIALS])).out) as Record<string, string>;
+  assert.equal(creds[endpoint[0]], endpoint[1]);
+  const c = await container(id);
+  const shown = [...(c.Config.Env ?? []), ...(c.Config.Cmd ?? []), ...(c.Config.Entrypoint ?? []), ...c.Args, c.Path, ...Object.entries(c.Config.Labels ?? {}).flat()].join('\n');
+  for (const v of secrets) {
+    assert.equal(shown.includes(v), false, `${v} shows in docker inspect's environment, arguments or labels`);
+    assert.equal(JSON.stringify(c).includes(JSON.stringify(v)), false, `${v} shows in docker inspect`);
+  }
+}
+
+const swiftSkip = skip || (swiftAvailable() ? false : 'OpenStack Swift is not installed (scripts/install-test-deps.sh)');
+if (swiftSkip && !skip) console.log(`docker swift:// and s3:// test skipped: ${swiftSkip}`);
+
+test('docker driver: swift:// and s3:// repositories from containers: credentials as a 0400 file, full and incremental backups, create --backup', { skip: swiftSkip, timeout: 900_000 }, async () => {
+  // Swift on this host, its proxy on every address: the containers reach it on the host's address on the test's
+  // bridge (docker_storage_address), the control plane on 127.0.0.1 (its own environment's endpoints).
+  const swift = await startSwift({ proxyIp: '0.0.0.0' });
+  const hostAddress = `${prefix}.1`;
+  const proxy = `${hostAddress}:${swift.ports.proxy}`;
+  const objState = path.join(root, 'state-objstore');
+  const base = { ...env, COUCHTROVE_COUCHDB_TCP_PORTS: '21100-21199' };
+  const swiftEnv = { ...base, COUCHTROVE_REPOSITORY: 'swift://ct-docker/p', ...swift.swiftEnv() } as Record<string, string>;
+  let s: RealServer | undefined;
+  const t0 = Date.now();
+  try {
+    // Endpoints on 127.0.0.1 with no docker_storage_address: refused at start, naming both.
+    await assert.rejects(startServer(path.join(root, 'state-refused'), swiftEnv), /ST_AUTH names 127\.0\.0\.1, which an instance's container cannot reach: set docker_storage_address/);
+    s = await startServer(objState, { ...swiftEnv, COUCHTROVE_DOCKER_STORAGE_ADDRESS: hostAddress });
+    const put = async (url: string, doc: string, n: number) => {
+      const r = await fetch(`${url}/payroll/${doc}`, { method: 'PUT', headers: { authorization: basicAuth('alice', 'secret-1'), 'content-type': 'application/json' }, body: JSON.stringify({ n }) });
+      assert.equal(r.status, 201, `PUT ${doc}: ${r.status}`);
+    };
+    const users = { users: [{ name: 'alice', password: 'secret-1', databases: [{ name: 'payroll' }] }] };
+    const a = await createInstance(s.api, objState, 'os-a', users);
+    await put(a.url, 'd1', 1);
+    await assertCredentials(a.id, [swift.key, swift.user], ['ST_AUTH', `http://${proxy}/auth/v1.0`]);
+    assert.equal((await execAs(a.id, '0:0', ['ls', '/etc/couchtrove'])).out.split('\n').filter(Boolean).sort().join(' '), 'agent.json agent.token backup.key storage.json');
+
+    // swift://: a full backup and an incremental on it, written by the agent in the container; restored into a new one.
+    const full = await backupOf(s.api, a.id, 'os-swift-full');
+    await put(a.url, 'd2', 2);
+    const inc = await backupOf(s.api, a.id, 'os-swift-inc', true);
+    assert.equal(inc.parent_id, full.id);
+    const names = await rawSwiftNames(swift, 'ct-docker', 'p/');
+    for (const b of [full, inc]) assert.ok(names.some((n) => n.includes(b.id as string)), `no object of backup ${String(b.id)} in Swift: ${names.slice(0, 5).join(', ')}`);
+    const b = await createInstance(s.api, objState, 'os-b', { restorePoint: { backupRef: inc.id } });
+    assert.deepEqual([await readN(b.url, 'd1'), await readN(b.url, 'd2')], [1, 2]);
+    await assertCredentials(b.id, [swift.key, swift.user], ['ST_AUTH', `http://${proxy}/auth/v1.0`]);
+    console.log(`swift:// from containers (create, full + incremental backup, create --backup): ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    await api(s.api, 'DELETE', `/instances/${b.id}`);
+
+    // s3:// (Swift's S3 API) after a control-plane restart with the new repository: the running container gets the
+    // new credentials copied in before its next backup (the agent reads the file at each open).
+    await s.kill('SIGTERM');
+    s = await startServer(objState, { ...base, COUCHTROVE_REPOSITORY: 's3://ct-docker-s3/p', COUCHTROVE_DOCKER_STORAGE_ADDRESS: hostAddress, ...swift.s3Env() } as Record<string, string>);
+    const t1 = Date.now();
+    await put(a.url, 'd3', 3);
+    const s3full = await backupOf(s.api, a.id, 'os-s3-full');
+    assert.equal(s3full.parent_id ?? null, null);
+    await put(a.url, 'd4', 4);
+    const s3inc = await backupOf(s.api, a.id, 'os-s3-inc', true);
+    assert.equal(s3inc.parent_id, s3full.id);
+    await assertCredentials(a.id, [swift.secretAccessKey, swift.accessKeyId], ['AWS_ENDPOINT_URL', `http://${proxy}/`]);
+    const c = await createInstance(s.api, objState, 'os-c', { restorePoint: { backupRef: s3inc.id } });
+    assert.deepEqual([await readN(c.url, 'd1'), await readN(c.url, 'd3'), await readN(c.url, 'd4')], [1, 3, 4]);
+    await assertCredentials(c.id, [swift.secretAccessKey, swift.accessKeyId], ['AWS_ENDPOINT_URL', `http://${proxy}/`]);
+    const s3names = await rawSwiftNames(swift, 'ct-docker-s3', 'p/');
+    assert.ok(s3names.some((n) => n.includes(s3inc.id as string)), `no object of backup ${String(s3inc.id)} in the S3 bucket`);
+    console.log(`s3:// from containers (full + incremental backup, create --backup): ${((Date.now() - t1) / 1000).toFixed(1)} s`);
+
+    for (const x of [a.id, c.id, b.id]) {
+      await api(s.api, 'DELETE', `/instances/${x}`);
+      await within(`instance ${x} deleted`, 120_000, async () => ((await api(s!.api, 'GET', `/instances/${x}`)).status === 404 ? true : null));
+    }
+    assert.deepEqual(await daemon!.docker.listContainers({ all: true, filters: JSON.stringify({ label: [LABEL] }) }), []);
+  } finally {
+    await s?.kill('SIGKILL');
+    await swift.stop();
+  }
 });

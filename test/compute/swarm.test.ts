@@ -9,9 +9,9 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { startServer, tempDir, api, waitStatus, killUnder, basicAuth, type J, type RealServer } from '../support/server.js';
-import { buildTestImage, connectsFrom, dockerSkip, startDockerd, type TestDaemon } from '../support/docker.js';
+import { buildTestImage, connectsFrom, dockerSkip, execIn, startDockerd, type TestDaemon } from '../support/docker.js';
 import { followProgress } from '../../src/compute/docker/connect.js';
-import { LABEL } from '../../src/compute/docker/driver.js';
+import { LABEL, STORAGE_CREDENTIALS } from '../../src/compute/docker/driver.js';
 import { repoRoot } from '../support/postgres.js';
 
 const skip = dockerSkip;
@@ -149,4 +149,38 @@ test('swarm driver: two nodes, a backup restored on the other node, a lost node'
   assert.deepEqual(await daemons[0]!.docker.listServices({ filters: JSON.stringify({ label: [LABEL] }) }), []);
   assert.deepEqual((await daemons[0]!.docker.listVolumes({ filters: JSON.stringify({ label: [LABEL] }) })).Volumes ?? [], []);
   assert.deepEqual((await daemons[0]!.docker.listNetworks({ filters: JSON.stringify({ label: [LABEL] }) })).map((n) => n.Name), [], 'networks left');
+});
+
+// After the test above (the worker is down: the instance lands on the manager). Its own server, with a swift://
+// repository: the credentials only, no backup (this test's tasks have no route to a Swift on this host; the docker
+// test takes swift:// and s3:// backups from containers).
+test("swarm driver: a swift:// repository's credentials are a secret of the instance's own, 0400, removed with it", { skip, timeout: 300_000 }, async () => {
+  const d1 = daemons[0]!;
+  const creds = { ST_AUTH: 'http://192.0.2.10:8080/auth/v1.0', ST_USER: 'acct:swarm-user', ST_KEY: 'swarm-secret-key-1' };
+  const s = await startServer(path.join(root, 'state-objstore'), {
+    COUCHTROVE_COMPUTE_DRIVER: 'swarm', COUCHTROVE_DOCKER_HOST: d1.host, COUCHTROVE_DOCKER_IMAGE: IMAGE, COUCHTROVE_HEALTH_INTERVAL: '1',
+    COUCHTROVE_SWARM_NODE_HOSTS: `${nodeIds[0]}=${d1.host}`, COUCHTROVE_REPOSITORY: 'swift://ct-swarm/p', ...creds,
+  });
+  try {
+    const r = await api(s.api, 'POST', '/instances', { instance: { name: 'sw-objstore', flavorRef: '1', volume: { size: 1 }, datastore: { type: 'couchdb', version: '3.5' } } });
+    assert.equal(r.status, 200, JSON.stringify(r.json));
+    const id = (r.json.instance as J).id as string;
+    assert.equal((await waitStatus(s.api, 'instances', id, ['ACTIVE', 'ERROR'], 240_000)).status, 'ACTIVE');
+    const name = `couchtrove-${id}-storage`;
+    assert.equal(((await d1.docker.getSecret(name).inspect()) as { Spec: { Labels: Record<string, string> } }).Spec.Labels[LABEL], id);
+    const svc = (await d1.docker.getService(`couchtrove-${id}`).inspect()) as { Spec: { TaskTemplate: { ContainerSpec: { Secrets: Array<{ SecretName: string; File: { Name: string; UID: string; Mode: number } }> } } } };
+    assert.ok(svc.Spec.TaskTemplate.ContainerSpec.Secrets.some((x) => x.SecretName === name && x.File.Name === STORAGE_CREDENTIALS && x.File.UID === '0' && x.File.Mode === 0o400), JSON.stringify(svc.Spec.TaskTemplate.ContainerSpec.Secrets));
+    assert.equal(JSON.stringify(svc).includes(creds.ST_KEY), false, 'the Swift key shows in the service spec');
+    const [c] = await d1.docker.listContainers({ filters: JSON.stringify({ label: [`com.docker.swarm.service.name=couchtrove-${id}`] }) });
+    assert.ok(c, 'no running task');
+    assert.equal(JSON.stringify(await d1.docker.getContainer(c.Id).inspect()).includes(creds.ST_KEY), false, 'the Swift key shows in docker inspect');
+    assert.equal((await execIn(d1.docker, c.Id, '0:0', ['stat', '-L', '-c', '%u:%g %a', STORAGE_CREDENTIALS])).out.trim(), '0:0 400');
+    assert.notEqual((await execIn(d1.docker, c.Id, '5984:5984', ['cat', STORAGE_CREDENTIALS])).code, 0, `uid 5984 reads ${STORAGE_CREDENTIALS}`);
+    assert.deepEqual(JSON.parse((await execIn(d1.docker, c.Id, '0:0', ['cat', STORAGE_CREDENTIALS])).out), creds);
+    await api(s.api, 'DELETE', `/instances/${id}`);
+    for (const end = Date.now() + 120_000; (await api(s.api, 'GET', `/instances/${id}`)).status !== 404 && Date.now() < end;) await new Promise((res) => setTimeout(res, 250));
+    await assert.rejects(d1.docker.getSecret(name).inspect(), (err: { statusCode?: number }) => err.statusCode === 404, `secret ${name} left`);
+  } finally {
+    await s.kill('SIGKILL');
+  }
 });

@@ -72,6 +72,8 @@ function hookExit(): void {
 export interface StartOptions {
   /** Swift's max_file_size: single PUTs above it get 413 (default 6 MiB, so segmentation is proven). */
   maxFileSize?: number;
+  /** Where the proxy listens: 127.0.0.1 (default) or 0.0.0.0 (containers reach it through a host address). */
+  proxyIp?: '127.0.0.1' | '0.0.0.0';
 }
 
 export async function startSwift(options: StartOptions = {}): Promise<SwiftServer> {
@@ -81,7 +83,7 @@ export async function startSwift(options: StartOptions = {}): Promise<SwiftServe
   hookExit();
   running.add(dir);
   try {
-    await run('bash', [script, 'start', dir, '--max-file-size', String(options.maxFileSize ?? 6 * 1024 * 1024), '--owner-pid', String(process.pid)], {
+    await run('bash', [script, 'start', dir, '--max-file-size', String(options.maxFileSize ?? 6 * 1024 * 1024), '--owner-pid', String(process.pid), '--proxy-ip', options.proxyIp ?? '127.0.0.1'], {
       timeout: 120_000,
     });
   } catch (err) {

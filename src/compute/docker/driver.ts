@@ -41,6 +41,8 @@ const AGENT_TOKEN = '/etc/couchtrove/agent.token';
 /** The instance's own backup key in its container (root, 0400); another instance's, lent for one restore. */
 export const INSTANCE_KEY = '/etc/couchtrove/backup.key';
 export const RESTORE_KEY = '/etc/couchtrove/restore.key';
+/** A swift:// or s3:// repository's credentials (JSON of the storage driver's variables, root, 0400; src/storage/credentials.ts). */
+export const STORAGE_CREDENTIALS = '/etc/couchtrove/storage.json';
 const MiB = 1024 * 1024;
 /**
  * The container's capabilities, and no more. The agent itself (`agent serve`) has DAC_OVERRIDE (read and
@@ -59,6 +61,8 @@ export interface DockerDriverOptions {
   publishAddress: string;
   /** The backup repository URL: a file:// one is bind-mounted at the same path. */
   repository: string;
+  /** The object store's variables for a swift:// or s3:// repository (STORAGE_CREDENTIALS); null or absent: none (file://). */
+  storageCredentials?: Record<string, string> | null;
   /** Per-instance backup keys: each container gets its own instance's key only (INSTANCE_KEY), never the master. */
   instanceKeys?: InstanceKeys;
   /** Flavors by id: their RAM and vCPUs become the container's limits. */
@@ -198,7 +202,15 @@ export class DockerDriver implements ComputeDriver {
 
   /** The agent's serve configuration in the container. */
   protected serveConfig(agentPort: number, tokenFile = AGENT_TOKEN): AgentServeConfig {
-    return { host: '0.0.0.0', port: agentPort, tokenFile, instanceDir: `${VOLUME_MOUNT}/agent` };
+    return {
+      host: '0.0.0.0', port: agentPort, tokenFile, instanceDir: `${VOLUME_MOUNT}/agent`,
+      ...(this.options.storageCredentials ? { storageCredentialsFile: STORAGE_CREDENTIALS } : {}),
+    };
+  }
+
+  /** The repository's credentials file's content, or null for a repository without any (file://). */
+  protected storageCredentialsText(): string | null {
+    return this.options.storageCredentials ? JSON.stringify(this.options.storageCredentials) + '\n' : null;
   }
 
   /** What the agent in the container needs before its first start, as putArchive files. */
@@ -210,6 +222,8 @@ export class DockerDriver implements ComputeDriver {
       { name: AGENT_TOKEN.slice(1), content: `${token}\n`, ...own },
     ];
     if (key !== undefined) files.push({ name: INSTANCE_KEY.slice(1), content: key, ...own });
+    const creds = this.storageCredentialsText();
+    if (creds !== null) files.push({ name: STORAGE_CREDENTIALS.slice(1), content: creds, ...own });
     return files;
   }
 
@@ -441,11 +455,19 @@ export class DockerDriver implements ComputeDriver {
   /** Instances whose container is known to hold its key (made by this process, or copied in once). */
   protected readonly keyed = new Set<string>();
 
-  /** A container made before per-instance keys gets its key copied in, once per control-plane process. */
+  /**
+   * Before an instance's backups, once per control-plane process: a container made before per-instance keys
+   * gets its key copied in, and every container the repository's credentials as this process has them (the
+   * agent reads them at each open: rotated credentials take effect after the control plane's restart).
+   */
   async ensureOwnKey(inst: Row<'instances'>): Promise<void> {
-    if (!this.options.instanceKeys || this.keyed.has(inst.id)) return;
-    const c = await this.instanceContainer(inst);
-    await c.putArchive(packFiles([{ name: INSTANCE_KEY.slice(1), content: await this.options.instanceKeys.text(inst.id), uid: 0, gid: 0, mode: 0o400 }]), { path: '/' });
+    if (this.keyed.has(inst.id)) return;
+    const own = { uid: 0, gid: 0, mode: 0o400 };
+    const files: MemoryFile[] = [];
+    if (this.options.instanceKeys) files.push({ name: INSTANCE_KEY.slice(1), content: await this.options.instanceKeys.text(inst.id), ...own });
+    const creds = this.storageCredentialsText();
+    if (creds !== null) files.push({ name: STORAGE_CREDENTIALS.slice(1), content: creds, ...own });
+    if (files.length > 0) await (await this.instanceContainer(inst)).putArchive(packFiles(files), { path: '/' });
     this.keyed.add(inst.id);
   }
 

@@ -11,7 +11,7 @@ import type Docker from 'dockerode';
 import type { Row } from '../../state/index.js';
 import type { Placement } from '../driver.js';
 import { connectDocker } from './connect.js';
-import { AGENT_CAPS, AGENT_CONFIG, containerName, DockerDriver, flavorLimits, INSTANCE_KEY, LABEL, VOLUME_MOUNT, volumeName, type DockerDriverOptions } from './driver.js';
+import { AGENT_CAPS, AGENT_CONFIG, containerName, DockerDriver, flavorLimits, INSTANCE_KEY, LABEL, STORAGE_CREDENTIALS, VOLUME_MOUNT, volumeName, type DockerDriverOptions } from './driver.js';
 import * as fs from 'node:fs';
 
 export interface SwarmDriverOptions extends DockerDriverOptions {
@@ -137,6 +137,7 @@ export class SwarmDriver extends DockerDriver {
         const keyId = await this.ensureSecret(`${name}-key`, Buffer.from(await this.options.instanceKeys.text(inst.id), 'latin1'), labels);
         secrets.push({ SecretID: keyId, SecretName: `${name}-key`, File: { Name: INSTANCE_KEY, ...owner } });
       }
+      secrets.push(...(await this.storageSecret(name, labels)));
       // As the docker driver: its own part of a file:// repository (the directory every node mounts at the
       // same path), another instance's read-only while it restores from it (endRestore).
       const part = this.partDir(inst.id);
@@ -234,6 +235,14 @@ export class SwarmDriver extends DockerDriver {
     throw new Error(`the agent of instance ${inst.id} did not answer within ${limit / 1000} s${why ? `: ${why}` : ''}`);
   }
 
+  /** The repository's credentials as a secret of the instance's own (couchtrove-<id>-storage, removed with it); none for file://. */
+  private async storageSecret(name: string, labels: Record<string, string>): Promise<Docker.SecretReference[]> {
+    const creds = this.storageCredentialsText();
+    if (creds === null) return [];
+    const id = await this.ensureSecret(`${name}-storage`, Buffer.from(creds), labels);
+    return [{ SecretID: id, SecretName: `${name}-storage`, File: { Name: STORAGE_CREDENTIALS, UID: '0', GID: '0', Mode: 0o400 } }];
+  }
+
   /** The key is a secret of the service, fixed at its creation (a service made before per-instance keys has none: docs/compute.md). */
   override async ensureOwnKey(): Promise<void> {}
 
@@ -329,7 +338,7 @@ export class SwarmDriver extends DockerDriver {
     } catch (err) {
       if (!isNotFound(err)) throw err;
     }
-    for (const s of [`${name}-token`, `${name}-key`]) await this.docker.getSecret(s).remove().catch(() => undefined);
+    for (const s of [`${name}-token`, `${name}-key`, `${name}-storage`]) await this.docker.getSecret(s).remove().catch(() => undefined);
     await this.removeNetwork(inst);
     await this.docker.getConfig(`${name}-agent`).remove().catch(() => undefined);
     // The volume is on its node, removable once the task's container is gone, through that node's API.

@@ -12,7 +12,7 @@ const list = (raw: string, flag: string): string[] => {
 export const agentOptions = {
   agentConfig: {
     flag: 'config', arg: 'FILE', group: 'Agent', parse: parsers.absolutePath,
-    description: 'JSON file {host, port, tokenFile, instanceDir} for `agent serve`: where the RPC listens, the 0600 file holding its bearer token, and the agent\'s directory',
+    description: 'JSON file {host, port, tokenFile, instanceDir[, storageCredentialsFile]} for `agent serve`: where the RPC listens, the 0600 file holding its bearer token, the agent\'s directory, and (in a container) the 0400 JSON file of the object store\'s variables (ST_AUTH, AWS_ACCESS_KEY_ID, ...) it opens repositories with',
   },
   privilegedFd: {
     flag: 'privileged-fd', arg: 'FD', group: 'Agent', parse: parsers.integer(3, 1023),

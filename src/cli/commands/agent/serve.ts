@@ -13,6 +13,9 @@ export const serveCommand = defineCommand({
     const { readServeConfig, readTokenFile, startAgentServer } = await import('../../../agent/server.js');
     const cfg = await readServeConfig(o.agentConfig);
     const token = await readTokenFile(cfg.tokenFile);
+    // In a container the object store's credentials are a file of root's, not this process's environment.
+    const { useCredentialsFile } = await import('../../../storage/credentials.js');
+    useCredentialsFile(cfg.storageCredentialsFile);
     const { makeLogger, lineLogger } = await import('../../../util/log.js');
     // JSON lines into agent.log (its stderr), with the instance's id once it is known; the RPC polls
     // (status, volume, progress, replication, archive, stats, logs) at debug, so that info shows what changed.
