@@ -151,7 +151,9 @@ export function registerBackupTasks(plane: ControlPlane): void {
         await poll;
         const done = await plane.store.update('backups', backupId, {
           status: 'COMPLETED', size_bytes: summary.size, data_bytes: summary.totalBytes ?? summary.bytes, files: summary.files, checksum: summary.checksum,
-          location: summary.location || storage, progress: null, updated: now(),
+          // The URL the agent was given, as repositoryOf names it (the agent's own spelling may differ, e.g.
+          // swift://c/p/): the parent, lending and database-restore checks compare the two.
+          location: storage, progress: null, updated: now(),
         }, { task_id: ctx.task.id, status: [...RUNNING_BACKUP] });
         if (!done) throw new Error('the backup row changed while the backup ran');
       } finally {

@@ -82,7 +82,7 @@ export function registerUpgradeTasks(plane: ControlPlane): void {
         const summary = await agentCall(agent.backup(req));
         await plane.store.update('backups', backupId, {
           status: 'COMPLETED', size_bytes: summary.size, data_bytes: summary.totalBytes ?? summary.bytes, files: summary.files, checksum: summary.checksum,
-          location: summary.location || plane.repositoryOf(inst.id), progress: null, task_id: null, updated: now(),
+          location: plane.repositoryOf(inst.id), progress: null, task_id: null, updated: now(),
         }, { task_id: ctx.task.id });
       } catch (err) {
         await plane.store.update('backups', backupId, { status: 'FAILED', fail_reason: describeError(err), task_id: null, updated: now() }, { task_id: ctx.task.id });
