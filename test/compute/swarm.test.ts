@@ -151,7 +151,7 @@ test('swarm driver: two nodes, a backup restored on the other node, a lost node'
   assert.deepEqual((await daemons[0]!.docker.listNetworks({ filters: JSON.stringify({ label: [LABEL] }) })).map((n) => n.Name), [], 'networks left');
 });
 
-// After the test above (the worker is down: the instance lands on the manager). Its own server, with a swift://
+// After the test above. Its own server, with a swift://
 // repository: the credentials only, no backup (this test's tasks have no route to a Swift on this host; the docker
 // test takes swift:// and s3:// backups from containers).
 test("swarm driver: a swift:// repository's credentials are a secret of the instance's own, 0400, removed with it", { skip, timeout: 300_000 }, async () => {
@@ -159,7 +159,7 @@ test("swarm driver: a swift:// repository's credentials are a secret of the inst
   const creds = { ST_AUTH: 'http://192.0.2.10:8080/auth/v1.0', ST_USER: 'acct:swarm-user', ST_KEY: 'swarm-secret-key-1' };
   const s = await startServer(path.join(root, 'state-objstore'), {
     COUCHTROVE_COMPUTE_DRIVER: 'swarm', COUCHTROVE_DOCKER_HOST: d1.host, COUCHTROVE_DOCKER_IMAGE: IMAGE, COUCHTROVE_HEALTH_INTERVAL: '1',
-    COUCHTROVE_SWARM_NODE_HOSTS: `${nodeIds[0]}=${d1.host}`, COUCHTROVE_REPOSITORY: 'swift://ct-swarm/p', ...creds,
+    COUCHTROVE_SWARM_NODE_HOSTS: daemons.map((d, i) => `${nodeIds[i]}=${d.host}`).join(','), COUCHTROVE_REPOSITORY: 'swift://ct-swarm/p', ...creds,
   });
   try {
     const r = await api(s.api, 'POST', '/instances', { instance: { name: 'sw-objstore', flavorRef: '1', volume: { size: 1 }, datastore: { type: 'couchdb', version: '3.5' } } });
@@ -171,12 +171,14 @@ test("swarm driver: a swift:// repository's credentials are a secret of the inst
     const svc = (await d1.docker.getService(`couchtrove-${id}`).inspect()) as { Spec: { TaskTemplate: { ContainerSpec: { Secrets: Array<{ SecretName: string; File: { Name: string; UID: string; Mode: number } }> } } } };
     assert.ok(svc.Spec.TaskTemplate.ContainerSpec.Secrets.some((x) => x.SecretName === name && x.File.Name === STORAGE_CREDENTIALS && x.File.UID === '0' && x.File.Mode === 0o400), JSON.stringify(svc.Spec.TaskTemplate.ContainerSpec.Secrets));
     assert.equal(JSON.stringify(svc).includes(creds.ST_KEY), false, 'the Swift key shows in the service spec');
-    const [c] = await d1.docker.listContainers({ filters: JSON.stringify({ label: [`com.docker.swarm.service.name=couchtrove-${id}`] }) });
+    // The task runs on the node the instance was placed on (the manager when the worker is down).
+    const node = daemons[nodeIds.indexOf(await nodeOf(id))]!;
+    const [c] = await node.docker.listContainers({ filters: JSON.stringify({ label: [`com.docker.swarm.service.name=couchtrove-${id}`] }) });
     assert.ok(c, 'no running task');
-    assert.equal(JSON.stringify(await d1.docker.getContainer(c.Id).inspect()).includes(creds.ST_KEY), false, 'the Swift key shows in docker inspect');
-    assert.equal((await execIn(d1.docker, c.Id, '0:0', ['stat', '-L', '-c', '%u:%g %a', STORAGE_CREDENTIALS])).out.trim(), '0:0 400');
-    assert.notEqual((await execIn(d1.docker, c.Id, '5984:5984', ['cat', STORAGE_CREDENTIALS])).code, 0, `uid 5984 reads ${STORAGE_CREDENTIALS}`);
-    assert.deepEqual(JSON.parse((await execIn(d1.docker, c.Id, '0:0', ['cat', STORAGE_CREDENTIALS])).out), creds);
+    assert.equal(JSON.stringify(await node.docker.getContainer(c.Id).inspect()).includes(creds.ST_KEY), false, 'the Swift key shows in docker inspect');
+    assert.equal((await execIn(node.docker, c.Id, '0:0', ['stat', '-L', '-c', '%u:%g %a', STORAGE_CREDENTIALS])).out.trim(), '0:0 400');
+    assert.notEqual((await execIn(node.docker, c.Id, '5984:5984', ['cat', STORAGE_CREDENTIALS])).code, 0, `uid 5984 reads ${STORAGE_CREDENTIALS}`);
+    assert.deepEqual(JSON.parse((await execIn(node.docker, c.Id, '0:0', ['cat', STORAGE_CREDENTIALS])).out), creds);
     await api(s.api, 'DELETE', `/instances/${id}`);
     for (const end = Date.now() + 120_000; (await api(s.api, 'GET', `/instances/${id}`)).status !== 404 && Date.now() < end;) await new Promise((res) => setTimeout(res, 250));
     await assert.rejects(d1.docker.getSecret(name).inspect(), (err: { statusCode?: number }) => err.statusCode === 404, `secret ${name} left`);
