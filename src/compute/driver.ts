@@ -81,6 +81,17 @@ export interface ComputeDriver {
   ensureOwnKey?(instance: Row<'instances'>): Promise<void>;
   installRestoreKey?(instance: Row<'instances'>, hostFile: string, keyId: string | undefined): Promise<string>;
   removeRestoreKey?(instance: Row<'instances'>): Promise<void>;
+  /**
+   * Puts `follower` on a network between it and `source` (containers: see docs/compute.md, "Replicas") and
+   * answers the URL at which the follower's CouchDB and agent reach the source's CouchDB there. Idempotent.
+   * Absent: the source's couchdb_url (local processes share the host).
+   */
+  linkReplica?(source: Row<'instances'>, follower: Row<'instances'>): Promise<string>;
+  /**
+   * `follower` no longer follows the instance `sourceId` (detach, promote, eject, delete): takes it off that
+   * network, which goes with the source's last follower. Idempotent; the source may be gone.
+   */
+  unlinkReplica?(sourceId: string, follower: Row<'instances'>): Promise<void>;
   /** Pids of processes this driver started that still run (tests check nothing is left). */
   livePids(instance: Row<'instances'>): number[];
 }

@@ -18,7 +18,7 @@ import { now, type Row, type StateStore, type InstanceStatus } from '../state/in
 import { describeError } from '../util/errors.js';
 import { TaskManager, type TaskContext } from './manager.js';
 import { badRequest, notFound, unprocessable, ServiceError } from './errors.js';
-import { awaitFollowing, registerReplicationTasks } from './replication.js';
+import { awaitFollowing, registerReplicationTasks, sourceUrl } from './replication.js';
 import { HealthMonitor } from './health.js';
 import { registerArchiveTasks, retireArchive } from './archive.js';
 import { archiveRestoredFrom, backupRestoredFrom, chooseCut, findSource, keptAfterDelete, planInstanceRestore, rememberDeleted, restoreTime, type RestoredFrom } from './recovery.js';
@@ -711,7 +711,7 @@ export class ControlPlane {
           const replica = agent as AgentApi & Partial<AgentReplicationApi>;
           if (!source.replicationSource || !replica.followPrimary) throw new Error('this agent cannot replicate');
           const creds = await agentCall(source.replicationSource());
-          await agentCall(replica.followPrimary({ primaryUrl: `http://${primary.host}:${primary.port}`, username: creds.username, password: creds.password, primaryName: primary.id }));
+          await agentCall(replica.followPrimary({ primaryUrl: await sourceUrl(this, primary, inst), username: creds.username, password: creds.password, primaryName: primary.id }));
           // ACTIVE only once it is guarded and has caught up: a replica that does not follow is not healthy.
           await awaitFollowing(this, inst);
           await this.backups.delete(this.repositoryOf(primary.id), seedId(inst.id), this.keyFile).catch(() => undefined);

@@ -38,7 +38,24 @@ export async function replicationAgent(plane: ControlPlane, inst: Row<'instances
   return a as ReplicationAgent;
 }
 
-const couchUrl = (inst: Row<'instances'>): string => `http://${inst.host ?? '127.0.0.1'}:${inst.port ?? 0}`;
+/**
+ * The URL at which `follower` reaches `source`'s CouchDB: on a network between the two when the compute
+ * driver makes one (containers, Swarm: docs/compute.md "Replicas"), else the source's couchdb_url.
+ */
+export async function sourceUrl(plane: ControlPlane, source: Row<'instances'>, follower: Row<'instances'>): Promise<string> {
+  if (plane.compute.linkReplica) return plane.compute.linkReplica(source, follower);
+  return `http://${source.host ?? '127.0.0.1'}:${source.port ?? 0}`;
+}
+
+/** `follower` no longer follows `sourceId`: off the network between them. A failure is logged, never fatal (the network is left). */
+export async function unlinkSource(plane: ControlPlane, sourceId: string | null, follower: Row<'instances'>): Promise<void> {
+  if (!sourceId || !plane.compute.unlinkReplica) return;
+  try {
+    await plane.compute.unlinkReplica(sourceId, follower);
+  } catch (err) {
+    plane.log(`instance ${follower.id}: taking it off the network of its former source ${sourceId}: ${describeError(err)}`);
+  }
+}
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms).unref());
 
 /** How long a source has to answer before it counts as gone: a stopped (black-holed) host never does. */
@@ -173,9 +190,11 @@ async function followAll(plane: ControlPlane, source: Row<'instances'>, ids: str
     const o = await plane.store.get('instances', id);
     if (!o) continue;
     try {
+      const primaryUrl = await sourceUrl(plane, source, o);
       const a = await replicationAgent(plane, o);
-      await agentCall(a.followPrimary({ primaryUrl: couchUrl(source), username: creds.username, password: creds.password, primaryName: source.id }));
+      await agentCall(a.followPrimary({ primaryUrl, username: creds.username, password: creds.password, primaryName: source.id }));
       await plane.store.update('instances', id, { replica_of: source.id, updated: now() });
+      if (o.replica_of !== source.id) await unlinkSource(plane, o.replica_of, o);
     } catch (err) {
       problems.push(`instance ${id} could not follow ${source.id}: ${describeError(err)}`);
     }
@@ -193,6 +212,7 @@ export function registerReplicationTasks(plane: ControlPlane): void {
     run: async (ctx) => {
       const inst = await plane.held(ctx);
       await agentCall((await replicationAgent(plane, inst)).detach());
+      await unlinkSource(plane, inst.replica_of, inst);
       await plane.release(inst.id, ctx.task.id, null, { replica_of: null });
     },
     failed: fail,
@@ -215,6 +235,7 @@ export function registerReplicationTasks(plane: ControlPlane): void {
       }
       await agentCall(agent.detach());
       await plane.store.update('instances', inst.id, { replica_of: null, updated: now() });
+      await unlinkSource(plane, ctx.params.oldPrimary, inst);
       await ctx.step('detached');
       const followers = [...(ctx.params.oldPrimary ? [ctx.params.oldPrimary] : []), ...ctx.params.others];
       const problems = await followAll(plane, inst, followers);
@@ -254,6 +275,7 @@ export function registerReplicationTasks(plane: ControlPlane): void {
       const next = chosen.inst;
       await agentCall((await replicationAgent(plane, next)).detach());
       await plane.store.update('instances', next.id, { replica_of: null, updated: now() });
+      await unlinkSource(plane, src.id, next);
       await ctx.step('detached');
       const problems = await followAll(plane, next, rows.map((r) => r.id).filter((r) => r !== next.id));
       await plane.release(src.id, ctx.task.id, `ejected from its replication set${ctx.params.why ? ` (${ctx.params.why})` : ''}: instance ${next.id} is the new replica source${problems.length ? `; ${problems.join('; ')}` : ''}`);

@@ -114,6 +114,14 @@ test('recover an instance to a time: broken, then deleted; --restore-time latest
   const feb30 = await api(base, 'POST', `/instances/${id}/databases/orders/restore`, { restore: { restore_time: '2026-02-30 10:00:00', as: 'x' } });
   assert.equal(feb30.status, 400, JSON.stringify(feb30.json));
 
+  // A replica of another project's instance: the same 404 as a missing one (issue 26), nothing created.
+  const other = `${server.url}/v1.0/other`;
+  const noSource = await api(other, 'POST', '/instances', { instance: { name: 'spy', replica_of: '00000000-0000-4000-8000-000000000000' } }, OTHER_TOKEN);
+  const spy = await api(other, 'POST', '/instances', { instance: { name: 'spy', replica_of: id } }, OTHER_TOKEN);
+  assert.equal(spy.status, 404, JSON.stringify(spy.json));
+  assert.equal(JSON.stringify(spy.json).replace(id, 'X'), JSON.stringify(noSource.json).replace('00000000-0000-4000-8000-000000000000', 'X'));
+  assert.deepEqual((await api(other, 'GET', '/instances', undefined, OTHER_TOKEN)).json.instances, []);
+
   // Broken: CouchDB stopped, the instance turns SHUTDOWN; show still gives the archive's window, from the repository.
   const dir = path.join(stateDir, 'instances', id);
   const placement = JSON.parse(fs.readFileSync(path.join(dir, 'placement.json'), 'utf8')) as { agentPort: number };
@@ -142,7 +150,6 @@ test('recover an instance to a time: broken, then deleted; --restore-time latest
   assert.doesNotMatch((await cli('instance', 'list')).stdout, new RegExp(id), 'a deleted instance is not in the live listing');
 
   // Another project sees nothing of it: by id or name, the same 404 as an instance that never was.
-  const other = `${server.url}/v1.0/other`;
   const missing = await api(other, 'POST', '/instances', { instance: { name: 'steal', flavorRef: '1', volume: { size: 1 }, restorePoint: { instanceRef: '00000000-0000-4000-8000-000000000000' } } }, OTHER_TOKEN);
   for (const ref of [id, 'rec']) {
     const r = await api(other, 'POST', '/instances', { instance: { name: 'steal', flavorRef: '1', volume: { size: 1 }, restorePoint: { instanceRef: ref, restoreTime: 'latest' } } }, OTHER_TOKEN);

@@ -102,6 +102,95 @@ async function readDoc(url: string): Promise<J> {
   return (await r.json()) as J;
 }
 
+/** Writes a document as alice; the response status. */
+async function putDoc(url: string, doc: string, body: J): Promise<number> {
+  const r = await fetch(`${url}/orders/${doc}`, { method: 'PUT', headers: { authorization: basicAuth('alice', 'secret-1'), 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  await r.arrayBuffer();
+  return r.status;
+}
+
+/** The URL a replica follows, from its show (which gives its agent 5 s: asked again while it does not answer). */
+async function primaryUrl(id: string): Promise<string> {
+  return within(`the primary_url of ${id}`, 120_000, async () => {
+    const rep = ((await api(server!.api, 'GET', `/instances/${id}`)).json.instance as J).replication as J | undefined;
+    return typeof rep?.primary_url === 'string' ? rep.primary_url : null;
+  });
+}
+
+/** The names of the containers on a network, or null when it does not exist. */
+async function onNetwork(name: string): Promise<string[] | null> {
+  try {
+    return Object.values(((await daemon!.docker.getNetwork(name).inspect()) as { Containers?: Record<string, { Name: string }> }).Containers ?? {}).map((c) => c.Name).sort();
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Issue 26 item 3, replicas across containers: a replica of the instance `id` (created without a flavor) follows it
+ * over the replication network only the two share, is read-only for the tenant, is promoted (the old source now
+ * follows it over the promoted one's network), then, paused, is ejected: `id` is the source again, alone, and
+ * every replication network is gone once the replica is deleted. `other` (another instance of the tenant, not in
+ * the set) reaches neither.
+ */
+async function replicaChecks(id: string, url: string, other: string): Promise<void> {
+  const t0 = Date.now();
+  const made = await osJson('instance', 'create', 'dk-replica', '--replica-of', id);
+  const rid = made.id as string;
+  const R = await idle(rid);
+  assert.equal(R.status, 'ACTIVE', JSON.stringify(R));
+  console.log(`replica create -> ACTIVE (docker driver): ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  assert.equal((R.flavor as J).id, '1', "the replica takes its source's flavor");
+  const rUrl = R.couchdb_url as string;
+  const name = (x: string) => `couchtrove-${x}`;
+  const net = (x: string) => `couchtrove-${x}-replication`;
+  const port = Number(new URL(url).port);
+  // It follows its source at the source's container name on the network the two share, not at the publish address.
+  assert.equal(await primaryUrl(rid), `http://${name(id)}:${port}`);
+  assert.deepEqual(await onNetwork(net(id)), [name(id), name(rid)].sort());
+  assert.equal(await connects(rid, '5984:5984', name(id), port), true, 'the replica reaches its source on their network');
+  const srcIp = (await container(id)).NetworkSettings.Networks[net(id)]!.IPAddress;
+  assert.equal(await connects(other, '5984:5984', srcIp, port), false, `${other}, not in the set, reaches the source on the replication network`);
+  const arrives = (u: string, doc: string) => within(`${doc} on ${u}`, 60_000, async () => {
+    const r = await fetch(`${u}/orders/${doc}`, { headers: { authorization: basicAuth('alice', 'secret-1') } });
+    return r.status === 200 ? ((await r.json()) as J) : null;
+  });
+  assert.equal((await arrives(rUrl, 'doc1')).n, 1, 'the seed');
+  assert.equal(await putDoc(url, 'rep-1', { n: 11 }), 201);
+  assert.equal((await arrives(rUrl, 'rep-1')).n, 11, 'a write on the source reaches the replica');
+  assert.equal(await putDoc(rUrl, 'on-replica', { n: 0 }), 403, 'the replica is read-only for the tenant');
+
+  // Promote: the replica is the source; the old source follows it on the promoted one's network, the old network goes.
+  await os('instance', 'promote', rid);
+  assert.equal((await idle(rid)).status, 'ACTIVE');
+  const old = await idle(id);
+  assert.equal((old.replica_of as J | undefined)?.id, rid, JSON.stringify(old));
+  assert.equal(await primaryUrl(id), `http://${name(rid)}:${Number(new URL(rUrl).port)}`);
+  assert.deepEqual(await onNetwork(net(rid)), [name(id), name(rid)].sort());
+  assert.equal(await onNetwork(net(id)), null, "the old source's replication network is gone with its last follower");
+  assert.equal(await putDoc(rUrl, 'rep-2', { n: 12 }), 201);
+  assert.equal((await arrives(url, 'rep-2')).n, 12, 'the old source follows the promoted replica');
+  assert.equal(await putDoc(url, 'on-old-source', { n: 0 }), 403);
+
+  // Eject: the source (rid) hangs (paused: its agent and CouchDB never answer); `id` takes over and is writable again.
+  await daemon!.docker.getContainer(name(rid)).pause();
+  try {
+    await os('instance', 'eject', rid);
+    await within(`${id} standalone after the eject`, 120_000, async () => {
+      const s = (await api(server!.api, 'GET', `/instances/${id}`)).json.instance as J;
+      return s.status === 'ACTIVE' && s.replica_of === undefined ? s : null;
+    });
+    assert.equal(await putDoc(url, 'after-eject', { n: 13 }), 201);
+  } finally {
+    await daemon!.docker.getContainer(name(rid)).unpause();
+  }
+  assert.deepEqual((await container(id)).NetworkSettings.Networks[net(rid)], undefined, 'the new source is off the ejected one\'s network');
+  await os('instance', 'delete', rid);
+  await within(`${rid} deleted`, 120_000, async () => ((await api(server!.api, 'GET', `/instances/${rid}`)).status === 404 ? true : null));
+  for (const x of [id, rid]) assert.equal(await onNetwork(net(x)), null, `${net(x)} is left`);
+  console.log(`replica: create, follow, promote, eject, delete (docker driver): ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+}
+
 test('docker driver: create, backup, restore, resize, a dead container started again, control plane restart, delete', { skip, timeout: 1_500_000 }, async (t) => {
   const t0 = Date.now();
   const created = await osJson('instance', 'create', 'dk-one', '--flavor', '1', '--size', '1', '--datastore', 'couchdb', '--datastore-version', '3.5', '--databases', 'orders', '--users', 'alice:secret-1');
@@ -224,6 +313,8 @@ test('docker driver: create, backup, restore, resize, a dead container started a
   await os('instance', 'restart', rid);
   assert.equal((await idle(rid)).status, 'ACTIVE');
   assert.match((await execAs(rid, '0:0', ['cat', `${agentDir}/etc/local.ini`])).out, /^max_lifetime = 90000$/m);
+
+  await replicaChecks(id, url, rid);
 
   // Resize: the running container's limits follow flavor 3 (2 GiB, 2 vCPUs), same container, data kept.
   await os('instance', 'resize', 'flavor', id, '3');

@@ -90,6 +90,10 @@ export function containerName(id: string): string {
 export function volumeName(id: string): string {
   return `couchtrove-${id}-data`;
 }
+/** The network a source shares with its replicas (docker driver; the swarm driver uses the source's overlay). */
+export function replicationNetwork(sourceId: string): string {
+  return `couchtrove-${sourceId}-replication`;
+}
 
 /** Container limits of a flavor: RAM without swap, vCPUs as CPU time. */
 export const MEBIBYTE = MiB;
@@ -353,6 +357,66 @@ export class DockerDriver implements ComputeDriver {
   }
 
   /**
+   * A replica reaches its source on a bridge network of that source's, couchtrove-<source>-replication,
+   * which only the source and its followers join (docker network connect: live, neither restarts). Their
+   * own networks keep inter-container traffic off, so they cannot serve; a network per source keeps other
+   * instances, of this tenant or another, off it. Internal (no gateway): neither container's default route
+   * or published ports change. Made with the first follower, removed with the last one (unlinkReplica) or
+   * with the source (destroy). The URL names the source's container, which Docker's DNS resolves for the
+   * containers on a network with it, whatever address a restart gives it.
+   */
+  async linkReplica(source: Row<'instances'>, follower: Row<'instances'>): Promise<string> {
+    if (!source.port) throw new Error(`the source instance ${source.id} has no CouchDB port yet`);
+    const name = replicationNetwork(source.id);
+    try {
+      await this.docker.getNetwork(name).inspect();
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      await this.docker.createNetwork({
+        Name: name, Driver: 'bridge', Internal: true, CheckDuplicate: true,
+        Labels: { [LABEL]: source.id, 'org.couchtrove.project': source.project_id, 'org.couchtrove.replication': 'true' },
+      }).catch((e: unknown) => {
+        if ((e as { statusCode?: number }).statusCode !== 409) throw e; // made meanwhile by another follower's link
+      });
+    }
+    for (const id of [source.id, follower.id]) {
+      const info = await this.docker.getContainer(containerName(id)).inspect();
+      if (!info.NetworkSettings.Networks[name]) await this.docker.getNetwork(name).connect({ Container: containerName(id) });
+    }
+    return `http://${containerName(source.id)}:${source.port}`;
+  }
+
+  /** Takes the follower off its source's replication network; the network goes once no follower is left on it. */
+  async unlinkReplica(sourceId: string, follower: Row<'instances'>): Promise<void> {
+    const net = this.docker.getNetwork(replicationNetwork(sourceId));
+    const members = async (): Promise<string[] | null> => {
+      try {
+        return Object.values(((await net.inspect()) as { Containers?: Record<string, { Name: string }> }).Containers ?? {}).map((c) => c.Name);
+      } catch (err) {
+        if (isNotFound(err)) return null;
+        throw err;
+      }
+    };
+    const before = await members();
+    if (before === null) return;
+    if (before.includes(containerName(follower.id))) await net.disconnect({ Container: containerName(follower.id), Force: true });
+    const left = await members();
+    if (left !== null && left.every((n) => n === containerName(sourceId))) await this.removeReplicationNetwork(sourceId);
+  }
+
+  /** Removes a source's replication network, taking off whatever is still on it. */
+  protected async removeReplicationNetwork(sourceId: string): Promise<void> {
+    const net = this.docker.getNetwork(replicationNetwork(sourceId));
+    try {
+      const info = (await net.inspect()) as { Containers?: Record<string, { Name: string }> };
+      for (const id of Object.keys(info.Containers ?? {})) await net.disconnect({ Container: id, Force: true }).catch(() => undefined);
+      await net.remove();
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+  }
+
+  /**
    * After a restore from another instance's part: the container is made again without that mount (mounts
    * are fixed at creation), on the same volume, so nothing lent stays reachable. CouchDB is not running yet.
    */
@@ -522,6 +586,9 @@ export class DockerDriver implements ComputeDriver {
     } catch (err) {
       if (!isNotFound(err)) throw err;
     }
+    // Replication networks: its own as a source, and its source's once no other follower is on it.
+    await this.removeReplicationNetwork(inst.id);
+    if (inst.replica_of) await this.unlinkReplica(inst.replica_of, inst);
     this.clients.delete(inst.id);
     if (inst.port) this.allocating.delete(inst.port);
     if (inst.agent_port) this.allocating.delete(inst.agent_port);

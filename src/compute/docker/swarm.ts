@@ -163,7 +163,8 @@ export class SwarmDriver extends DockerDriver {
             Init: true,
           } as Docker.ContainerSpec,
           // Alone on an overlay network of its own: no other instance's task shares a link with it (see ensureNetwork).
-          Networks: [{ Target: await this.ensureNetwork(inst) }],
+          // A replica also joins its source's overlay, to follow it there (linkReplica).
+          Networks: [{ Target: await this.ensureNetwork(inst) }, ...(await this.sourceNetwork(inst))],
           Resources: { Limits: { MemoryBytes: limits.Memory, NanoCPUs: limits.NanoCpus }, Reservations: { MemoryBytes: limits.Memory } },
           RestartPolicy: { Condition: 'none' },
           Placement: { Constraints: [`node.id == ${node.ID}`] },
@@ -254,18 +255,73 @@ export class SwarmDriver extends DockerDriver {
     const info = (await this.docker.getService(containerName(inst.id)).inspect()) as { Spec: Docker.ServiceSpec };
     const c = (info.Spec.TaskTemplate as { ContainerSpec?: { Mounts?: Array<{ ReadOnly?: boolean }> } } | undefined)?.ContainerSpec;
     if (!c?.Mounts?.some((m) => m.ReadOnly)) return;
-    const before = new Set((await this.tasks(inst.id)).map((t) => t.ID));
-    await this.update(inst, (spec) => {
+    await this.replaceTask(inst, 'without the restore mount', (spec) => {
       const cs = (spec.TaskTemplate as { ContainerSpec?: { Mounts?: Array<{ ReadOnly?: boolean }> } } | undefined)?.ContainerSpec;
       if (cs?.Mounts) cs.Mounts = cs.Mounts.filter((m) => !m.ReadOnly);
     });
+  }
+
+  /** Updates the service and waits until the new task runs and its agent answers: the old one would answer until it is shut down. */
+  private async replaceTask(inst: Row<'instances'>, what: string, change: (spec: Docker.ServiceSpec) => void): Promise<void> {
+    const before = new Set((await this.tasks(inst.id)).map((t) => t.ID));
+    await this.update(inst, change);
     const until = Date.now() + (this.options.agentStartMs ?? 120_000);
     while (!(await this.tasks(inst.id)).some((t) => !before.has(t.ID) && t.Status.State === 'running')) {
-      if (Date.now() > until) throw new Error(`instance ${inst.id}: the task without the restore mount did not start`);
+      if (Date.now() > until) throw new Error(`instance ${inst.id}: the task ${what} did not start`);
       await sleep(300);
     }
     this.clients.delete(inst.id);
     await this.ensureAgent(inst);
+  }
+
+  /**
+   * A replica reaches its source on the source's own overlay (couchtrove-<source>), which its service joins:
+   * at creation for a new replica (provision), by a service update (a new task, same node and volume) when it
+   * starts to follow another instance (promote, eject). Overlays carry traffic between any tasks on them, so
+   * the source's serves, and only the source and its followers are on it. The URL is the source task's name in
+   * the swarm's DNS (tasks.<service>: the task's own address; the service's virtual IP needs IPVS).
+   */
+  override async linkReplica(source: Row<'instances'>, follower: Row<'instances'>): Promise<string> {
+    if (!source.port) throw new Error(`the source instance ${source.id} has no CouchDB port yet`);
+    await this.followerNetwork(follower, source.id, true);
+    return `http://tasks.${containerName(source.id)}:${source.port}`;
+  }
+
+  /** Takes the follower's service off the source's overlay (a new task); the overlay itself goes with the source. */
+  override async unlinkReplica(sourceId: string, follower: Row<'instances'>): Promise<void> {
+    await this.followerNetwork(follower, sourceId, false);
+  }
+
+  private async followerNetwork(inst: Row<'instances'>, sourceId: string, on: boolean): Promise<void> {
+    const name = containerName(sourceId);
+    let netId: string;
+    try {
+      netId = ((await this.docker.getNetwork(name).inspect()) as { Id: string }).Id;
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      if (on) throw new Error(`the network ${name} of the source instance ${sourceId} is gone`);
+      return;
+    }
+    let spec: Docker.ServiceSpec;
+    try {
+      spec = ((await this.docker.getService(containerName(inst.id)).inspect()) as { Spec: Docker.ServiceSpec }).Spec;
+    } catch (err) {
+      if (!isNotFound(err) || on) throw err;
+      return;
+    }
+    const nets = (spec.TaskTemplate as { Networks?: Array<{ Target?: string }> } | undefined)?.Networks ?? [];
+    const mine = (n: { Target?: string }) => n.Target === netId || n.Target === name;
+    if (nets.some(mine) === on) return;
+    await this.replaceTask(inst, on ? `on the network ${name}` : `off the network ${name}`, (s) => {
+      const t = s.TaskTemplate as { Networks?: Array<{ Target?: string }> } | undefined;
+      if (t) t.Networks = on ? [...nets, { Target: netId }] : nets.filter((n) => !mine(n));
+    });
+    // CouchDB comes back with the new task (the agent starts it from the volume): followPrimary needs it.
+    const until = Date.now() + (this.options.agentStartMs ?? 120_000);
+    while ((await (await this.agent(inst)).status().catch(() => null))?.state !== 'RUNNING') {
+      if (Date.now() > until) throw new Error(`instance ${inst.id}: CouchDB did not come back in its new task`);
+      await sleep(300);
+    }
   }
 
   override async resizeFlavor(inst: Row<'instances'>, flavor: { ram: number; vcpus: number }): Promise<void> {
@@ -303,6 +359,17 @@ export class SwarmDriver extends DockerDriver {
       await this.docker.createNetwork({ Name: name, Driver: 'overlay', CheckDuplicate: true, Attachable: false, Labels: { [LABEL]: inst.id, 'org.couchtrove.project': inst.project_id } });
     }
     return name;
+  }
+
+  /** A new replica's source's overlay, when there is one to join. */
+  private async sourceNetwork(inst: Row<'instances'>): Promise<Array<{ Target: string }>> {
+    if (!inst.replica_of) return [];
+    try {
+      return [{ Target: ((await this.docker.getNetwork(containerName(inst.replica_of)).inspect()) as { Id: string }).Id }];
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      return []; // linkReplica says so
+    }
   }
 
   /** The overlay goes once its task has: the manager refuses (409) while a task is still attached. */
