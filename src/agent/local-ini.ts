@@ -33,7 +33,8 @@ export function managedSettings(s: InstanceSettings, uuid: string): Array<{ sect
     { section: 'prometheus', key: 'bind_address', value: null },
     { section: 'prometheus', key: 'port', value: null },
     { section: 'cluster', key: 'n', value: String(s.cluster?.n ?? 1) },
-    { section: 'cluster', key: 'q', value: s.cluster ? String(s.cluster.q) : null },
+    // A single node's q stays what a configuration group sets (the catalogue's cluster/q).
+    ...(s.cluster ? [{ section: 'cluster', key: 'q', value: String(s.cluster.q) }] : []),
     { section: 'smoosh', key: 'state_dir', value: f.smoosh },
     { section: 'log', key: 'writer', value: 'stderr' },
     { section: 'log', key: 'file', value: null },
