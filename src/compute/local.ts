@@ -242,6 +242,19 @@ export class LocalProcessDriver implements ComputeDriver {
     throw new Error(`no free port left in [couchdb] tcp_ports (${ranges.map((r) => (r.from === r.to ? r.from : `${r.from}-${r.to}`)).join(', ')})`);
   }
 
+  /** A free loopback port that no instance holds and no provisioning in this process is about to take. */
+  private async allocateFreePort(): Promise<number> {
+    const used = new Set([...(await this.options.usedPorts?.()) ?? [], ...this.allocating]);
+    for (let i = 0; i < 50; i++) {
+      const p = await freePort();
+      if (!used.has(p)) {
+        this.allocating.add(p);
+        return p;
+      }
+    }
+    throw new Error('no free loopback port');
+  }
+
   async provision(instance: Row<'instances'>): Promise<Placement> {
     const dir = this.dir(instance.id);
     if (this.isolated) this.prepareTree();
@@ -256,7 +269,7 @@ export class LocalProcessDriver implements ComputeDriver {
     const agentPort = instance.agent_port ?? saved.agentPort ?? (await freePort());
     const epmdPort = instance.epmd_port ?? saved.epmdPort ?? (await freePort());
     // A cluster member's peers reach it on one fixed distribution port (the cluster's epmd names it).
-    const distPort = instance.dist_port ?? saved.distPort ?? (instance.cluster_id ? await freePort() : undefined);
+    const distPort = instance.dist_port ?? saved.distPort ?? (instance.cluster_id ? await this.allocateFreePort() : undefined);
     const uid = this.isolated ? (saved.uid ?? this.allocateUid(dir)) : undefined;
     if (uid !== undefined) this.uids.set(instance.id, uid);
     fs.writeFileSync(placementFile, JSON.stringify({ port, agentPort, epmdPort, ...(distPort !== undefined ? { distPort } : {}), ...(uid !== undefined ? { uid } : {}) }) + '\n', { mode: 0o600 });
