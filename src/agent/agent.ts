@@ -15,11 +15,12 @@ import { Backups } from './backups.js';
 import type { CleanResult } from './scratch.js';
 import { Archiving } from './archiving.js';
 import { Operations } from './operations.js';
+import { ClusterMember } from './cluster.js';
 import { writePrivateFile } from './files.js';
 import { fileStore, ReplicationManager, ReplicationMemory } from './replication.js';
 import type { QuotaState } from './quota.js';
 import type {
-  AccessRole, AgentApi, AgentArchiveApi, AgentBackupRequest, AgentOpsApi, AgentReplicationApi, ArchiveSettings, ArchiveStatus, ConfigurationResult,
+  AccessRole, AgentApi, AgentArchiveApi, AgentBackupRequest, AgentClusterApi, ClusterMembership, ClusterProbe, AgentOpsApi, AgentReplicationApi, ArchiveSettings, ArchiveStatus, ConfigurationResult,
   DatabaseRestoreRequest, DatabaseRestoreResult, DataStats, FollowPrimaryRequest, InstanceSettings, InstanceStatus, LogFileInfo, NewUser,
   ReplicationCredentials, ReplicationStatus, ReplicationSyncResult, UserInfo,
 } from './protocol.js';
@@ -30,13 +31,14 @@ export { couchUrl } from './core.js';
 export { instanceFiles, writePrivateFile } from './files.js';
 export { buildLocalIni, managedSettings, renderVmArgs } from './local-ini.js';
 
-export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentArchiveApi {
+export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentArchiveApi, AgentClusterApi {
   readonly #c: AgentCore;
   readonly #config: InstanceConfig;
   readonly #life: Lifecycle;
   readonly #backups: Backups;
   readonly #archiving: Archiving;
   readonly #ops: Operations;
+  readonly #cluster: ClusterMember;
   readonly #replMemory = new ReplicationMemory();
 
   private constructor(
@@ -49,6 +51,7 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentA
     this.#backups = new Backups(this.#c, (dir, o) => Agent.open(dir, o));
     this.#archiving = new Archiving(this.#c);
     this.#ops = new Operations(this.#c);
+    this.#cluster = new ClusterMember(this.#c);
   }
 
   /** Opens the agent's directory; adopts a CouchDB an earlier agent process left running. */
@@ -176,6 +179,21 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentA
   /** For `agent serve`: runs the archiving loop (it does nothing while archiving is off); returns the stop function. */
   startArchiver(): () => Promise<void> {
     return this.#archiving.startArchiver();
+  }
+
+  // --- cluster membership (cluster.ts) --------------------------------------------------------
+
+  clusterJoin(nodes: string[]): Promise<ClusterMembership> {
+    return this.#cluster.clusterJoin(nodes);
+  }
+  clusterMembership(): Promise<ClusterMembership> {
+    return this.#cluster.clusterMembership();
+  }
+  clusterSetup(): Promise<string[]> {
+    return this.#cluster.clusterSetup();
+  }
+  clusterProbe(probe: ClusterProbe): Promise<{ read: number }> {
+    return this.#cluster.clusterProbe(probe);
   }
 
   // --- operations (operations.ts) -------------------------------------------------------------

@@ -6,6 +6,7 @@ import type { AgentApi, AgentBackupRequest, AgentErrorCode, ConfigurationResult,
 import type { AgentArchiveApi, ArchiveSettings, ArchiveStatus, DatabaseRestoreRequest, DatabaseRestoreResult } from './protocol.js';
 import type { AgentReplicationApi, FollowPrimaryRequest, ReplicationCredentials, ReplicationStatus, ReplicationSyncResult } from './protocol.js';
 import type { AccessRole, AgentOpsApi, DataStats, LogFileInfo } from './protocol.js';
+import type { AgentClusterApi, ClusterMembership, ClusterProbe } from './protocol.js';
 import type { BackupSummary, Progress } from '../backup/types.js';
 
 export interface AgentClientOptions {
@@ -17,7 +18,7 @@ export interface AgentClientOptions {
 
 const enc = encodeURIComponent;
 
-export class AgentClient implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentArchiveApi {
+export class AgentClient implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentArchiveApi, AgentClusterApi {
   readonly #token: string;
   readonly #base: string;
   readonly #timeoutMs: number;
@@ -170,5 +171,18 @@ export class AgentClient implements AgentApi, AgentReplicationApi, AgentOpsApi, 
   }
   readLog(name: string, lines: number): Promise<{ name: string; text: string; lines: number }> {
     return this.#call('GET', `/v1/logs/${enc(name)}?lines=${lines}`);
+  }
+
+  clusterJoin(nodes: string[]): Promise<ClusterMembership> {
+    return this.#call('POST', '/v1/cluster/join', { nodes });
+  }
+  clusterMembership(): Promise<ClusterMembership> {
+    return this.#call('GET', '/v1/cluster');
+  }
+  async clusterSetup(): Promise<string[]> {
+    return (await this.#call<{ created: string[] }>('POST', '/v1/cluster/setup', {})).created;
+  }
+  clusterProbe(probe: ClusterProbe): Promise<{ read: number }> {
+    return this.#call('POST', '/v1/cluster/probe', probe);
   }
 }

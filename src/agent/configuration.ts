@@ -15,6 +15,22 @@ import type { ConfigurationResult } from './protocol.js';
 import { CouchtroveError, describeError } from '../util/errors.js';
 import { AgentCore, type PersistedState } from './core.js';
 
+/** The cluster's Erlang cookie and auth secret (ClusterMemberSettings.secretsFile, the control plane's 0600 file). */
+async function readClusterSecrets(file: string): Promise<{ cookie: string; authSecret: string }> {
+  const text = await readUntrusted(file, 4096);
+  if (text === null) throw new CouchtroveError(`the cluster's secrets file ${file} is missing`);
+  let v: { cookie?: unknown; authSecret?: unknown };
+  try {
+    v = JSON.parse(text) as typeof v;
+  } catch {
+    throw new CouchtroveError(`the cluster's secrets file ${file} is not JSON`);
+  }
+  if (typeof v.cookie !== 'string' || !/^[A-Za-z0-9]{32,255}$/.test(v.cookie) || typeof v.authSecret !== 'string' || !/^[A-Za-z0-9]{16,256}$/.test(v.authSecret)) {
+    throw new CouchtroveError(`the cluster's secrets file ${file} must hold {"cookie", "authSecret"} of letters and digits`);
+  }
+  return { cookie: v.cookie, authSecret: v.authSecret };
+}
+
 export class InstanceConfig {
   constructor(private readonly c: AgentCore) {}
 
@@ -37,10 +53,13 @@ export class InstanceConfig {
     // What is the instance's own is given by the privileged side (privileged.ts): in a container the agent cannot chown.
     const give = this.c.privileged;
     if (!(await ensureDir(f.smoosh, me, 0o700, own.instance))) await give.give(f.smoosh, own.instance, false);
-    const built = buildLocalIni({ settings: s, uuid: st.uuid, agentAdmin: this.c.admin!, overrides, existing });
+    const cluster = s.cluster ? await readClusterSecrets(s.cluster.secretsFile) : null;
+    const built = buildLocalIni({ settings: s, uuid: st.uuid, agentAdmin: this.c.admin!, overrides, existing, ...(cluster ? { authSecret: cluster.authSecret } : {}) });
     await replaceFile(f.localIni, built.text, fileMode, owner);
     await replaceFile(f.vmArgs, renderVmArgs(s), fileMode, owner);
-    if (!(await isFileAsExpected(f.cookie, own.instance, 0o400))) await give.giveFile(f.cookie, randomBytes(24).toString('hex'), 0o400, own.instance);
+    // A cluster member's cookie is the cluster's, given afresh at every start (a new inode: nothing to follow).
+    if (cluster) await give.giveFile(f.cookie, cluster.cookie, 0o400, own.instance);
+    else if (!(await isFileAsExpected(f.cookie, own.instance, 0o400))) await give.giveFile(f.cookie, randomBytes(24).toString('hex'), 0o400, own.instance);
     // The data directory's own entry only (its parent is not the instance's): what is inside is CouchDB's.
     const data = await fsp.lstat(s.dataDir).catch(() => null);
     if (data?.isDirectory() && s.runAs && (data.uid !== s.runAs.uid || data.gid !== s.runAs.gid || (data.mode & 0o777) !== 0o700)) await give.give(s.dataDir, s.runAs, false);

@@ -51,7 +51,8 @@ export class Lifecycle {
         const st: PersistedState = {
           version: 1,
           settings: s,
-          uuid: previous?.uuid ?? randomUUID().replaceAll('-', ''),
+          // A cluster member has the cluster's uuid (the same on every member, as CouchDB's cluster setup makes it).
+          uuid: s.cluster?.uuid ?? previous?.uuid ?? randomUUID().replaceAll('-', ''),
           desired: 'RUNNING',
           failure: null,
           restoreFailed: false,
@@ -162,7 +163,8 @@ export class Lifecycle {
     // Restored databases of another node open only once their shard maps name this node.
     const renamed = Boolean(restore?.meta?.node && restore.meta.node !== s.nodeName);
     if (renamed) await this.#renameNode(restore!.meta!.node, s.nodeName);
-    await this.c.managerNoCheck().ensureSystemDatabases();
+    // A cluster member's system databases are made through one node once all have joined (the cluster task).
+    if (!s.cluster) await this.c.managerNoCheck().ensureSystemDatabases();
     if (restore?.meta) {
       const only = s.restore?.databases;
       await this.#verifyRestore(only ? { ...restore.meta, databases: restore.meta.databases.filter((d) => only.includes(d.name)) } : restore.meta, renamed);

@@ -22,7 +22,8 @@ export function managedSettings(s: InstanceSettings, uuid: string): Array<{ sect
     { section: 'couchdb', key: 'database_dir', value: s.dataDir },
     { section: 'couchdb', key: 'view_index_dir', value: s.dataDir },
     { section: 'couchdb', key: 'uuid', value: uuid },
-    { section: 'couchdb', key: 'single_node', value: 'true' },
+    // A cluster member's system databases are made once every node has joined (clustered, n copies).
+    { section: 'couchdb', key: 'single_node', value: s.cluster ? 'false' : 'true' },
     { section: 'couchdb', key: 'uri_file', value: null },
     { section: 'chttpd', key: 'port', value: String(s.port) },
     { section: 'chttpd', key: 'bind_address', value: s.bindAddress },
@@ -31,7 +32,9 @@ export function managedSettings(s: InstanceSettings, uuid: string): Array<{ sect
     { section: 'prometheus', key: 'additional_port', value: null },
     { section: 'prometheus', key: 'bind_address', value: null },
     { section: 'prometheus', key: 'port', value: null },
-    { section: 'cluster', key: 'n', value: '1' },
+    { section: 'cluster', key: 'n', value: String(s.cluster?.n ?? 1) },
+    // A single node's q stays what a configuration group sets (the catalogue's cluster/q).
+    ...(s.cluster ? [{ section: 'cluster', key: 'q', value: String(s.cluster.q) }] : []),
     { section: 'smoosh', key: 'state_dir', value: f.smoosh },
     { section: 'log', key: 'writer', value: 'stderr' },
     { section: 'log', key: 'file', value: null },
@@ -52,6 +55,8 @@ export interface LocalIniInput {
   overrides: ParsedOverride[];
   /** The local.ini found, if any: a source of allowed values only. */
   existing: IniFile | null;
+  /** A cluster member's [chttpd_auth] secret, the cluster's (session cookies work through any node). */
+  authSecret?: string;
 }
 
 export interface BuiltIni {
@@ -63,7 +68,7 @@ export interface BuiltIni {
 }
 
 export function buildLocalIni(input: LocalIniInput): BuiltIni {
-  const { settings: s, uuid, agentAdmin, overrides, existing } = input;
+  const { settings: s, uuid, agentAdmin, overrides, existing, authSecret } = input;
   const found = existing?.sections() ?? new Map<string, Map<string, string>>();
   const ini = IniFile.parse(
     [
@@ -83,7 +88,7 @@ export function buildLocalIni(input: LocalIniInput): BuiltIni {
   }
   // Kept across restarts so that session cookies stay valid; CouchDB cannot persist the one it makes.
   const secret = found.get('chttpd_auth')?.get('secret');
-  ini.set('chttpd_auth', 'secret', secret !== undefined && SECRET.test(secret) ? secret : randomBytes(16).toString('hex'));
+  ini.set('chttpd_auth', 'secret', authSecret ?? (secret !== undefined && SECRET.test(secret) ? secret : randomBytes(16).toString('hex')));
   for (const [name, value] of found.get('admins') ?? []) {
     if (name !== agentAdmin.username && ADMIN_NAME.test(name) && HASHED_ADMIN.test(value)) ini.set('admins', name, value);
   }
@@ -120,6 +125,8 @@ export function renderVmArgs(s: InstanceSettings): string {
     '-sasl sasl_error_logger false',
     '# Erlang distribution on loopback only.',
     '-kernel inet_dist_use_interface {127,0,0,1}',
+    // A cluster member listens for its peers on one fixed port (epmd tells them which).
+    ...(s.cluster ? [`-kernel inet_dist_listen_min ${s.cluster.distPort}`, `-kernel inet_dist_listen_max ${s.cluster.distPort}`] : []),
     '+K true',
     '+A 16',
     '+Bd -noinput',

@@ -45,6 +45,55 @@ export interface InstanceSettings {
    * belong to it alone (the agent must run as root to switch). Absent: CouchDB runs as the agent's user.
    */
   runAs?: { uid: number; gid: number };
+  /** A member of a CouchDB cluster (docs/cluster.md); absent: a single node. */
+  cluster?: ClusterMemberSettings;
+}
+
+export interface ClusterMemberSettings {
+  /** The fixed Erlang distribution port of this member (inet_dist_listen_min = max). */
+  distPort: number;
+  /** [cluster] n and q. */
+  n: number;
+  q: number;
+  /** The cluster's [couchdb] uuid, the same on every member (CouchDB's cluster setup syncs it). */
+  uuid: string;
+  /**
+   * A 0600 JSON file of the control plane's, as the agent sees it: {"cookie": ..., "authSecret": ...}, the
+   * cluster's Erlang cookie and [chttpd_auth] secret, the same on every member. Never in the settings themselves.
+   */
+  secretsFile: string;
+}
+
+/** What GET /_membership says of this node's view of the cluster. */
+export interface ClusterMembership {
+  /** Nodes this node is connected to (itself included). */
+  allNodes: string[];
+  /** Nodes of the node list (_nodes). */
+  clusterNodes: string[];
+  /** The system databases (_users, _replicator) this node can open. */
+  systemDatabases: string[];
+}
+
+/** A probe through this member: write one document and read others (written through other members). */
+export interface ClusterProbe {
+  db: string;
+  /** Create the database (through one member only: its shard map then reaches the others through _dbs). */
+  create?: boolean;
+  /** A document written; the database must exist (waited for while _dbs reaches this node). */
+  write?: string;
+  read?: string[];
+  /** Delete the database after the reads. */
+  drop?: boolean;
+}
+
+/** What a cluster member's agent does beyond a single node's (docs/cluster.md). */
+export interface AgentClusterApi {
+  /** Adds these nodes to the node list of this node (_nodes); mem3 spreads it to the others. */
+  clusterJoin(nodes: string[]): Promise<ClusterMembership>;
+  clusterMembership(): Promise<ClusterMembership>;
+  /** Creates the system databases (_users, _replicator) through this node once every node is connected. */
+  clusterSetup(): Promise<string[]>;
+  clusterProbe(probe: ClusterProbe): Promise<{ read: number }>;
 }
 
 export interface InstanceStatus {

@@ -9,7 +9,7 @@ import { isIP } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { AgentError, HTTP_STATUS, invalid } from './errors.js';
 import type { AgentApi, AgentErrorBody, AgentErrorCode, AgentServeConfig, InstanceSettings, NewUser } from './protocol.js';
-import type { AccessRole, AgentArchiveApi, AgentOpsApi, AgentReplicationApi, ArchiveSettings, DatabaseRestoreRequest, FollowPrimaryRequest } from './protocol.js';
+import type { AccessRole, AgentArchiveApi, AgentClusterApi, ClusterProbe, AgentOpsApi, AgentReplicationApi, ArchiveSettings, DatabaseRestoreRequest, FollowPrimaryRequest } from './protocol.js';
 import { CouchtroveError, describeError } from '../util/errors.js';
 
 export interface AgentServerOptions {
@@ -169,6 +169,17 @@ export async function startAgentServer(opts: AgentServerOptions): Promise<Runnin
     const lines = q.lines === undefined ? 50 : Number(q.lines);
     return ops().readLog(param(req, 'name'), lines);
   });
+
+  // Cluster membership (docs/cluster.md).
+  const cluster = (): AgentClusterApi => {
+    const r = api as Partial<AgentClusterApi>;
+    if (!r.clusterJoin || !r.clusterMembership || !r.clusterSetup || !r.clusterProbe) throw new AgentError('NOT_FOUND', 'this agent does not implement clusters');
+    return r as AgentClusterApi;
+  };
+  app.get('/v1/cluster', async () => cluster().clusterMembership());
+  app.post('/v1/cluster/join', async (req) => cluster().clusterJoin(bodyOf(req).nodes as string[]));
+  app.post('/v1/cluster/setup', async () => ({ created: await cluster().clusterSetup() }));
+  app.post('/v1/cluster/probe', async (req) => cluster().clusterProbe(bodyOf(req) as unknown as ClusterProbe));
 
   await app.listen({ host: opts.host, port: opts.port });
   const addr = app.server.address();

@@ -122,6 +122,13 @@ export function checkSettings(s: unknown): InstanceSettings {
     epmdPort,
     couchdbHome,
   };
+  if (o.cluster !== undefined) {
+    const c = o.cluster as Record<string, unknown> | null;
+    if (!c || typeof c !== 'object' || Array.isArray(c)) throw invalid('cluster must be {distPort, n, q, uuid, secretsFile}');
+    if (typeof c.uuid !== 'string' || !/^[0-9a-f]{32}$/.test(c.uuid)) throw invalid('cluster.uuid must be 32 hexadecimal digits');
+    out.cluster = { distPort: int(c.distPort, 1, 65535, 'cluster.distPort'), n: int(c.n, 1, 9, 'cluster.n'), q: int(c.q, 1, 64, 'cluster.q'), uuid: c.uuid, secretsFile: absPath(c.secretsFile, 'cluster.secretsFile') };
+    if ([port, epmdPort].includes(out.cluster.distPort)) throw invalid('cluster.distPort must differ from port and epmdPort');
+  }
   if (o.volumeBytes !== undefined) out.volumeBytes = int(o.volumeBytes, 1, Number.MAX_SAFE_INTEGER, 'volumeBytes');
   if (o.flavor !== undefined) {
     const f = o.flavor as Record<string, unknown> | null;

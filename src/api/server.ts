@@ -14,6 +14,7 @@ import { describeError } from '../util/errors.js';
 import * as v from './validate.js';
 import { registerScheduleRoutes } from './schedules.js';
 import { refuseUnhonouredOptions, registerUnsupportedRoutes } from './unsupported.js';
+import { registerClusterRoutes } from './clusters.js';
 import { registerOperationsRoutes, type Liveness } from './operations.js';
 import { registerIdentityRoutes } from './identity.js';
 import { registerObjectStoreRoutes } from './object-store.js';
@@ -709,6 +710,7 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
     // Backup schedules (src/api/schedules.ts)
     registerScheduleRoutes(api, plane);
     // Trove calls couchtrove does not implement: 501 naming the call (src/api/unsupported.ts)
+    registerClusterRoutes(api, plane, base);
     registerUnsupportedRoutes(api, plane);
   }, { prefix: '/v1.0/:project' });
 

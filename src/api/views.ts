@@ -60,6 +60,8 @@ export function instanceView(base: string, inst: Row<'instances'>, region: strin
     v.hostname = inst.host;
     v.addresses = [{ address: inst.host, type: 'private' }];
   }
+  // Trove's field: the cluster an instance is a member of.
+  if (inst.cluster_id) v.cluster_id = inst.cluster_id;
   if (inst.replica_of) v.replica_of = { id: inst.replica_of, links: links(base, inst.project_id, 'instances', inst.replica_of) };
   if (x.detail) {
     v.created = troveTime(inst.created);

@@ -16,8 +16,9 @@ import { scheduleCommands } from './commands/schedule/index.js';
 import { logCommands } from './commands/log/index.js';
 import { completionCommands } from './commands/completion/index.js';
 import { imageCommands } from './commands/image/index.js';
+import { clusterCommands } from './commands/cluster/index.js';
 
-const apiCommands: AnyCommand[] = [...agentCommands, ...serverCommands, ...instanceCommands, ...databaseCommands, ...userCommands, ...rootCommands, ...backupCommands, ...flavorCommands, ...configurationCommands, ...scheduleCommands, ...logCommands, ...imageCommands];
+const apiCommands: AnyCommand[] = [...agentCommands, ...serverCommands, ...instanceCommands, ...databaseCommands, ...userCommands, ...rootCommands, ...clusterCommands, ...backupCommands, ...flavorCommands, ...configurationCommands, ...scheduleCommands, ...logCommands, ...imageCommands];
 const quiet: CommandIO = { stdout: process.stdout, stderr: process.stderr, env: {} };
 /** Every command; completion walks the tree built from all of them (itself included). */
 export const commands: AnyCommand[] = [...apiCommands, ...completionCommands(() => buildProgram(commands, quiet, () => undefined, packageVersion()), () => commands)];

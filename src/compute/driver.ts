@@ -18,6 +18,8 @@ export interface Placement {
   port: number;
   agentPort: number;
   epmdPort: number;
+  /** A cluster member's fixed Erlang distribution port (local driver); absent for a single instance. */
+  distPort?: number;
   agentPid: number | null;
   instanceDir: string;
   engine: EngineInfo['kind'];

@@ -242,6 +242,19 @@ export class LocalProcessDriver implements ComputeDriver {
     throw new Error(`no free port left in [couchdb] tcp_ports (${ranges.map((r) => (r.from === r.to ? r.from : `${r.from}-${r.to}`)).join(', ')})`);
   }
 
+  /** A free loopback port that no instance holds and no provisioning in this process is about to take. */
+  private async allocateFreePort(): Promise<number> {
+    const used = new Set([...(await this.options.usedPorts?.()) ?? [], ...this.allocating]);
+    for (let i = 0; i < 50; i++) {
+      const p = await freePort();
+      if (!used.has(p)) {
+        this.allocating.add(p);
+        return p;
+      }
+    }
+    throw new Error('no free loopback port');
+  }
+
   async provision(instance: Row<'instances'>): Promise<Placement> {
     const dir = this.dir(instance.id);
     if (this.isolated) this.prepareTree();
@@ -255,9 +268,11 @@ export class LocalProcessDriver implements ComputeDriver {
     const port = instance.port ?? saved.port ?? (await this.allocatePort());
     const agentPort = instance.agent_port ?? saved.agentPort ?? (await freePort());
     const epmdPort = instance.epmd_port ?? saved.epmdPort ?? (await freePort());
+    // A cluster member's peers reach it on one fixed distribution port (the cluster's epmd names it).
+    const distPort = instance.dist_port ?? saved.distPort ?? (instance.cluster_id ? await this.allocateFreePort() : undefined);
     const uid = this.isolated ? (saved.uid ?? this.allocateUid(dir)) : undefined;
     if (uid !== undefined) this.uids.set(instance.id, uid);
-    fs.writeFileSync(placementFile, JSON.stringify({ port, agentPort, epmdPort, ...(uid !== undefined ? { uid } : {}) }) + '\n', { mode: 0o600 });
+    fs.writeFileSync(placementFile, JSON.stringify({ port, agentPort, epmdPort, ...(distPort !== undefined ? { distPort } : {}), ...(uid !== undefined ? { uid } : {}) }) + '\n', { mode: 0o600 });
     if (instance.agent_pid === null) {
       const pid = Number(fs.existsSync(path.join(dir, 'agent.pid')) ? fs.readFileSync(path.join(dir, 'agent.pid'), 'utf8').trim() : NaN);
       if (Number.isInteger(pid) && pid > 0) instance = { ...instance, agent_pid: pid };
@@ -266,7 +281,7 @@ export class LocalProcessDriver implements ComputeDriver {
     if (!fs.existsSync(tokenFile)) fs.writeFileSync(tokenFile, randomBytes(32).toString('hex') + '\n', { mode: 0o600 });
     const config: AgentServeConfig = { host: '127.0.0.1', port: agentPort, tokenFile, instanceDir: path.join(dir, 'agent') };
     fs.writeFileSync(path.join(dir, 'agent.json'), JSON.stringify(config, null, 2) + '\n', { mode: 0o600 });
-    const placement: Placement = { host: '127.0.0.1', port, agentPort, epmdPort, agentPid: instance.agent_pid, instanceDir: dir, engine: instance.engine === 'couchdb' || instance.engine === 'devengine' ? instance.engine : this.engine.kind };
+    const placement: Placement = { host: '127.0.0.1', port, agentPort, epmdPort, ...(distPort !== undefined ? { distPort } : {}), agentPid: instance.agent_pid, instanceDir: dir, engine: instance.engine === 'couchdb' || instance.engine === 'devengine' ? instance.engine : this.engine.kind };
     return this.ensureAgent({ ...instance, instance_dir: dir, port, agent_port: agentPort, epmd_port: epmdPort }, placement);
   }
 
@@ -388,6 +403,7 @@ interface SavedPlacement {
   port?: number;
   agentPort?: number;
   epmdPort?: number;
+  distPort?: number;
   /** The instance's own uid (and gid), when instances are isolated. */
   uid?: number;
 }

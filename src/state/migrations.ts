@@ -198,4 +198,35 @@ export const migrations: Record<string, Migration> = {
       await db.schema.alterTable('backups').dropColumn('verified_at').execute();
     },
   },
+  // CouchDB clusters (issue 27): the cluster record, and which cluster an instance belongs to with its
+  // fixed Erlang distribution port.
+  '0006_clusters': {
+    async up(db: Kysely<unknown>): Promise<void> {
+      await db.schema.createTable('clusters').ifNotExists()
+        .addColumn('id', text, (c) => c.primaryKey())
+        .addColumn('project_id', text, (c) => c.notNull())
+        .addColumn('name', text, (c) => c.notNull())
+        .addColumn('task_name', text, (c) => c.notNull())
+        .addColumn('datastore', text, (c) => c.notNull())
+        .addColumn('datastore_version', text, (c) => c.notNull())
+        .addColumn('epmd_port', 'integer', (c) => c.notNull())
+        .addColumn('n', 'integer', (c) => c.notNull())
+        .addColumn('q', 'integer', (c) => c.notNull())
+        .addColumn('fault', text)
+        .addColumn('task_id', text)
+        .addColumn('created', text, (c) => c.notNull())
+        .addColumn('updated', text, (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('clusters_project').ifNotExists().on('clusters').columns(['project_id', 'created', 'id']).execute();
+      await db.schema.alterTable('instances').addColumn('cluster_id', text).execute();
+      await db.schema.alterTable('instances').addColumn('dist_port', 'integer').execute();
+      await db.schema.createIndex('instances_cluster').ifNotExists().on('instances').column('cluster_id').execute();
+    },
+    async down(db: Kysely<unknown>): Promise<void> {
+      await db.schema.dropIndex('instances_cluster').ifExists().execute();
+      await db.schema.alterTable('instances').dropColumn('dist_port').execute();
+      await db.schema.alterTable('instances').dropColumn('cluster_id').execute();
+      await db.schema.dropTable('clusters').ifExists().execute();
+    },
+  },
 };

@@ -62,6 +62,34 @@ export interface InstancesTable {
    * shown as `restored_from`. Optional in rows written before 0004 and by code that makes no restore.
    */
   restored_from?: string | null;
+  /** The cluster this instance is a member of (0006); null or absent: a single instance. */
+  cluster_id?: string | null;
+  /** A cluster member's fixed Erlang distribution port (0006). */
+  dist_port?: number | null;
+  created: string;
+  updated: string;
+}
+
+/** Trove's cluster task names (trove/cluster/tasks.py), and ERROR: a create that failed (fault says why). */
+export type ClusterTaskName = 'NONE' | 'BUILDING_INITIAL' | 'DELETING' | 'ERROR';
+
+/** A CouchDB cluster (docs/cluster.md): its members are instances rows with cluster_id. */
+export interface ClustersTable {
+  id: string;
+  project_id: string;
+  name: string;
+  task_name: ClusterTaskName;
+  datastore: string;
+  datastore_version: string;
+  /** The Erlang port mapper every member registers with (they find each other through it). */
+  epmd_port: number;
+  /** [cluster] n and q of the members. */
+  n: number;
+  q: number;
+  /** Why the last task failed; null when it did not. */
+  fault: string | null;
+  /** The task holding the cluster; null when idle. */
+  task_id: string | null;
   created: string;
   updated: string;
 }
@@ -208,6 +236,7 @@ export interface Database {
   tasks: TasksTable;
   leases: LeasesTable;
   configurations: ConfigurationsTable;
+  clusters: ClustersTable;
 }
 
 export type TableName = keyof Database;

@@ -66,7 +66,7 @@ export interface OpenStateOptions {
   poolSize?: number;
 }
 
-const ORDERED_BY_CREATED = new Set<TableName>(['projects', 'instances', 'backups', 'tasks', 'configurations', 'deleted_instances']);
+const ORDERED_BY_CREATED = new Set<TableName>(['projects', 'instances', 'backups', 'tasks', 'configurations', 'deleted_instances', 'clusters']);
 
 // Kysely's types are keyed by literal table names; the generic methods below pick the table at run
 // time, so they go through this loose view of the same database. Column names still come from the

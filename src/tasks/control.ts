@@ -26,6 +26,7 @@ import { groupOverrides, refuseUnsettable, registerConfigurationTasks } from './
 import { registerBackupTasks } from './backups.js';
 import { registerVerifyTasks } from './verify.js';
 import { registerUpgradeTasks } from './upgrade.js';
+import { memberNode, memberSettings, registerClusterTasks } from './clusters.js';
 import { withTimeout } from '../util/concurrency.js';
 import type { BackupSummary } from '../backup/types.js';
 import { InstanceKeys, instanceKeysFor } from '../crypto/instance-keys.js';
@@ -74,6 +75,8 @@ export interface CreateInstanceRequest {
   instanceRef?: string | null;
   replicaOf: string | null;
   configurationId: string | null;
+  /** A cluster member (./clusters.ts): its cluster and the cluster's epmd port. */
+  cluster?: { id: string; epmdPort: number };
 }
 
 /** The backup a new replica is seeded from (deleted once the replica follows its source). */
@@ -154,6 +157,7 @@ export class ControlPlane {
     registerConfigurationTasks(this);
     registerUpgradeTasks(this);
     registerArchiveTasks(this);
+    registerClusterTasks(this);
     this.health = new HealthMonitor(this, options.healthMs ?? this.config.healthInterval * 1000, this.log);
   }
 
@@ -388,7 +392,8 @@ export class ControlPlane {
     const row: Row<'instances'> = {
       id, project_id: projectId, name: req.name, status: 'BUILD', flavor_id: flavor.id, volume_size: size,
       datastore: DATASTORE, datastore_version: version.name, configuration_id: configuration?.id ?? null, replica_of: primary?.id ?? null,
-      host: null, port: null, agent_port: null, agent_pid: null, epmd_port: null, instance_dir: null, engine: this.engineFor(version),
+      host: null, port: null, agent_port: null, agent_pid: null, epmd_port: req.cluster?.epmdPort ?? null, instance_dir: null, engine: this.engineFor(version),
+      ...(req.cluster ? { cluster_id: req.cluster.id } : {}),
       fault: null, task_id: task.id, restored_from: restoredFrom ? JSON.stringify(restoredFrom) : null, created: t, updated: t,
     };
     await this.store.insert('instances', row);
@@ -419,8 +424,9 @@ export class ControlPlane {
   }
 
   /** Starts the delete; answers what it keeps (archive, backups) and until when. */
-  async deleteInstance(projectId: string, id: string): Promise<Record<string, unknown>> {
+  async deleteInstance(projectId: string, id: string, opts: { cluster?: boolean } = {}): Promise<Record<string, unknown>> {
     const inst = await this.instance(projectId, id);
+    if (inst.cluster_id && !opts.cluster) throw badRequest(`Instance ${id} is a member of cluster ${inst.cluster_id}: delete the cluster (openstack database cluster delete).`);
     // As Trove: a source with replicas stays until they are detached or it is ejected.
     const replicas: Row<'instances'>[] = [];
     for (const r of await this.store.find('instances', { replica_of: id })) {
@@ -549,13 +555,14 @@ export class ControlPlane {
       bindAddress: where.bindAddress ?? inst.host ?? '127.0.0.1',
       dataDir,
       instanceDir: agentDir,
-      nodeName: 'couchdb@127.0.0.1',
+      nodeName: inst.cluster_id ? memberNode(inst) : 'couchdb@127.0.0.1',
       epmdPort: inst.epmd_port ?? 0,
       couchdbHome: home,
       flavor: { ramMb: flavor.ram, vcpus: flavor.vcpus },
       overrides: { ...flavorOverrides(flavor), ...(conf ? groupOverrides(conf) : {}) },
     };
     if (runAs) s.runAs = runAs;
+    if (inst.cluster_id) s.cluster = await memberSettings(this, inst);
     if (this.config.couchdb.volumeSupport) s.volumeBytes = size * GiB;
     if (changes.restore || changes.pitr) {
       const b = changes.restore ? await this.store.get('backups', changes.restore) : undefined;
@@ -664,6 +671,7 @@ export class ControlPlane {
         inst = await this.setInstance(ctx, {
           host: placement.host, port: placement.port, agent_port: placement.agentPort, agent_pid: placement.agentPid,
           epmd_port: placement.epmdPort, instance_dir: placement.instanceDir, engine: placement.engine,
+          ...(placement.distPort !== undefined ? { dist_port: placement.distPort } : {}),
         });
         await ctx.step('provisioned');
         const agent = await this.compute.agent(inst);
@@ -696,7 +704,8 @@ export class ControlPlane {
         for (const d of ctx.params.databases) if (!dbs.has(d)) await agentCall(agent.createDatabase(d));
         await ctx.step('databases');
         const secrets = this.readSecrets(ctx.task.id);
-        const users = new Set((await agentCall(agent.listUsers())).map((u) => u.name));
+        // A cluster member has no _users before its cluster is joined (and is given no users).
+        const users = new Set(ctx.params.users.length === 0 ? [] : (await agentCall(agent.listUsers())).map((u) => u.name));
         for (const u of ctx.params.users) {
           if (users.has(u.name)) continue;
           const password = secrets[u.name];

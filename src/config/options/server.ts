@@ -66,6 +66,14 @@ export const serverOptions = {
     flag: 'instance', arg: 'ID', group: C, parse: name,
     description: 'Instance id or name',
   },
+  clusterRef: {
+    flag: 'cluster', arg: 'ID', group: C, parse: name,
+    description: 'Cluster id or name',
+  },
+  clusterNodes: {
+    flag: 'nodes', arg: 'N', group: C, parse: parsers.integer(2, 9),
+    description: 'Members of the new cluster (2 to 9; docs/cluster.md)',
+  },
   resourceName: {
     flag: 'name', arg: 'NAME', group: C, parse: name,
     description: 'Name of the new resource',
