@@ -15,6 +15,7 @@ import { buildTestImage, connectsFrom, dockerSkip, execIn, startDockerd, type Te
 import { followProgress } from '../../src/compute/docker/connect.js';
 import { LABEL, STORAGE_CREDENTIALS } from '../../src/compute/docker/driver.js';
 import { repoRoot } from '../support/postgres.js';
+import { runFeatures } from './features.js';
 
 const skip = dockerSkip || clientsSkip;
 if (skip) console.log(`swarm tests skipped: ${skip}`);
@@ -140,7 +141,7 @@ async function replicaAcrossNodes(aid: string, url: string): Promise<void> {
   console.log(`replica on the other node: create, follow, delete: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 }
 
-test('swarm driver: two nodes, a backup restored on the other node, a lost node', { skip, timeout: 900_000 }, async () => {
+test('swarm driver: two nodes, a backup restored on the other node, a lost node', { skip, timeout: 1_800_000 }, async (t) => {
   const t0 = Date.now();
   const a = await create('sw-a', '--databases', 'orders', '--users', 'alice:secret-1');
   assert.equal(a.status, 'ACTIVE', JSON.stringify(a));
@@ -175,6 +176,9 @@ test('swarm driver: two nodes, a backup restored on the other node, a lost node'
   const reaches = (ip: string, port: number) => connectsFrom(ta.d.docker, ta.container, '5984:5984', ip, port);
   assert.equal(await reaches(ta.ip, Number(new URL(url).port)), true, "a's task reaches its own CouchDB on its overlay address (the probe works)");
   assert.equal(await reaches(tb.ip, Number(new URL(r.couchdb_url as string).port)), false, "a's task reaches b's CouchDB on b's overlay address");
+
+  // The swarm column of the feature matrix (docs/compute.md): the same table as the local and docker drivers.
+  await runFeatures(t, { driver: 'swarm', api: server!.api, url: server!.url, id: aid, couchdbUrl: url, createMs: 240_000 });
 
   // The worker (the second daemon) is lost: its instance turns ERROR with the node's state.
   const lost = na === nodeIds[1] ? aid : rid;
