@@ -66,10 +66,14 @@ const SOURCE_ANSWER_MS = 3000;
  * why not. A source that does not answer at all is as gone as a dead one (issue 23).
  */
 async function probe(plane: ControlPlane, inst: Row<'instances'>): Promise<{ ok: boolean; reason: string }> {
-  if (!['ACTIVE', 'RESTART_REQUIRED', 'BACKUP'].includes(inst.status) || !inst.agent_port) return { ok: false, reason: `it is ${inst.status}` };
+  const usable = ['ACTIVE', 'RESTART_REQUIRED', 'BACKUP'].includes(inst.status);
+  // An ERROR or SHUTDOWN source is asked too: whether it answers at all is the reason an operator needs (the
+  // health monitor may have marked a black-holed source ERROR a moment before).
+  if (!inst.agent_port || (!usable && !['ERROR', 'SHUTDOWN'].includes(inst.status))) return { ok: false, reason: `it is ${inst.status}` };
   try {
     const s = await withTimeout((await plane.compute.agent(inst)).status(), SOURCE_ANSWER_MS);
     lastSeen(plane).set(inst.id, Date.now());
+    if (!usable) return { ok: false, reason: `it is ${inst.status}${inst.fault ? ` (${inst.fault})` : ''}` };
     return s.state === 'RUNNING' || s.state === 'RESTART_REQUIRED' ? { ok: true, reason: 'it answers' } : { ok: false, reason: `its CouchDB is ${s.state}${s.reason ? ` (${s.reason})` : ''}` };
   } catch (err) {
     return { ok: false, reason: `it does not answer: ${describeError(err)}` };
