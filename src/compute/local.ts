@@ -253,8 +253,15 @@ export class LocalProcessDriver implements ComputeDriver {
     const placementFile = path.join(dir, 'placement.json');
     const saved = readPlacement(dir);
     const port = instance.port ?? saved.port ?? (await this.allocatePort());
-    const agentPort = instance.agent_port ?? saved.agentPort ?? (await freePort());
-    const epmdPort = instance.epmd_port ?? saved.epmdPort ?? (await freePort());
+    // The kernel may hand a port just released to the next free-port probe: the three must differ.
+    const distinct = async (taken: number[]): Promise<number> => {
+      for (;;) {
+        const p = await freePort();
+        if (!taken.includes(p)) return p;
+      }
+    };
+    const agentPort = instance.agent_port ?? saved.agentPort ?? (await distinct([port]));
+    const epmdPort = instance.epmd_port ?? saved.epmdPort ?? (await distinct([port, agentPort]));
     const uid = this.isolated ? (saved.uid ?? this.allocateUid(dir)) : undefined;
     if (uid !== undefined) this.uids.set(instance.id, uid);
     fs.writeFileSync(placementFile, JSON.stringify({ port, agentPort, epmdPort, ...(uid !== undefined ? { uid } : {}) }) + '\n', { mode: 0o600 });
