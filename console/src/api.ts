@@ -1,6 +1,7 @@
 // The console's API client: the same public Trove v1.0 calls the CLI makes (src/api/client.ts), with the
 // token in an X-Auth-Token header (never a cookie or a URL). Types follow the API's views (src/api/views.ts).
 import { formatBytes } from '../../src/util/format.js';
+import type { CutView } from '../../src/tasks/recovery.js';
 
 export interface Link {
   href: string;
@@ -117,17 +118,8 @@ export interface Schedule {
   last_result: string | null;
 }
 
-/** A cut of an instance's archive (GET /instances/{id}/archive/cuts, a couchtrove extension). */
-export interface Cut {
-  id: string;
-  base: boolean;
-  base_cut: string;
-  started: string;
-  restore_point: string;
-  bytes?: number;
-  size_bytes?: number;
-  error?: string;
-}
+/** A cut of an instance's archive (GET /instances/{id}/archive/cuts, a couchtrove extension): the server's own view type. */
+export type Cut = CutView;
 
 /** A configuration parameter of the published allow-list (GET /datastores/versions/{v}/parameters). */
 export interface Parameter {
