@@ -328,6 +328,8 @@ test('the web console: sign in, instances, backups, restore points, replicas, de
   const older = cuts.at(-2)!;
   await page.fill('input[name=restore-time]', older.restore_point as string);
   await page.locator(`[data-testid=nearest] [data-cut="${older.id as string}"]`).waitFor();
+  // Back to the slider's moment (the typed one cleared), then its newest end.
+  await page.fill('input[name=restore-time]', '');
   await page.locator('input.slider').focus();
   await page.keyboard.press('End');
   await page.locator(`[data-testid=nearest] [data-cut]:not([data-cut="${older.id as string}"])`).waitFor();
