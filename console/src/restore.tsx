@@ -64,7 +64,8 @@ export function RestorePoints({ instance, backups, onChange }: { instance: Insta
     async (): Promise<CutPage> => {
       const w = instance.archive?.window;
       if (!w?.to) return { cuts: [], more: false, upTo: -Infinity };
-      return { ...(await api.cuts(instance.id, { from: w.from, to: w.to, sort: 'desc', limit: CUTS_SHOWN })), upTo: parseTime(w.to) };
+      // Not bounded by the window's end as last seen (the listing's may be older than the newest cut).
+      return { ...(await api.cuts(instance.id, { from: w.from, sort: 'desc', limit: CUTS_SHOWN })), upTo: parseTime(w.to) };
     },
     Math.max(5000, (a?.interval ?? 5) * 3000), [instance.id, a?.window.to === null || a?.window.to === undefined],
   );
