@@ -24,7 +24,7 @@ export function Databases({ instance, backups }: { instance: Instance; backups: 
     });
   };
   return (
-    <section data-ready={list.data ? 'true' : undefined} aria-label="Databases">
+    <section data-ready={list.data ? 'true' : 'false'} aria-label="Databases">
       <form class="inline-form" onSubmit={(e) => { e.preventDefault(); create(); }}>
         <label>New database<input name="database" value={name} onInput={(e) => setName(e.currentTarget.value)} required placeholder="orders" /></label>
         <button type="submit" class="primary" disabled={busy}>Create database</button>
@@ -65,8 +65,9 @@ export function RestoreDatabase({ instance, database, backups, time, onClose, on
           e.preventDefault();
           const body = { restore: { ...(time ? { restore_time: time } : { backup }), ...(replace ? { replace: true } : { as }) } };
           void run(async () => {
-            const r = await api.request<{ restore: { as: string; doc_count: number; total_ms: number } }>('POST', `/instances/${enc(instance.id)}/databases/${enc(database)}/restore`, body);
-            setResult(`Restored into ${r.restore.as}: ${r.restore.doc_count} documents in ${(r.restore.total_ms / 1000).toFixed(1)} s.`);
+            const r = await api.request<{ restore: { as: string; doc_count: number; total_ms: number; restored_from?: { cut?: string; cut_time?: string } } }>('POST', `/instances/${enc(instance.id)}/databases/${enc(database)}/restore`, body);
+            const rf = r.restore.restored_from;
+            setResult(`Restored into ${r.restore.as}: ${r.restore.doc_count} documents in ${(r.restore.total_ms / 1000).toFixed(1)} s${rf?.cut ? `, from cut ${rf.cut} (restore point ${rf.cut_time ?? '?'})` : ''}.`);
             onDone();
           });
         }}
@@ -105,7 +106,7 @@ export function Users({ instance }: { instance: Instance }): JSX.Element {
   const [run, busy, error] = useAction();
   const d = data.data;
   return (
-    <section data-ready={d ? 'true' : undefined} aria-label="Users">
+    <section data-ready={d ? 'true' : 'false'} aria-label="Users">
       <div class="title-row">
         <h2>Users</h2>
         <button type="button" class="primary" onClick={() => setAdding(true)}>Add user</button>

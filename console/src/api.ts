@@ -1,6 +1,7 @@
 // The console's API client: the same public Trove v1.0 calls the CLI makes (src/api/client.ts), with the
 // token in an X-Auth-Token header (never a cookie or a URL). Types follow the API's views (src/api/views.ts).
 import { formatBytes } from '../../src/util/format.js';
+import type { CutView } from '../../src/tasks/recovery.js';
 
 export interface Link {
   href: string;
@@ -53,7 +54,7 @@ export interface Instance {
   replica_of?: { id: string };
   replicas?: Array<{ id: string }>;
   configuration?: { id: string; name: string };
-  pending_restart?: unknown;
+  pending_restart?: string[];
   task?: { kind: string; step?: string | null };
   progress?: Progress;
   fault?: { message: string; created: string };
@@ -75,6 +76,9 @@ export interface Backup {
   updated: string;
   progress?: Progress;
   fail_reason?: string;
+  /** Verify (a couchtrove extension): null until first verified; "running", "ok", or "failed: why". */
+  verified_at?: string | null;
+  verify_result?: string | null;
 }
 
 export interface Flavor {
@@ -96,11 +100,34 @@ export interface UserView {
   databases: Array<{ name: string; role: string }>;
 }
 
+/** A backup schedule with its retention (src/tasks/schedules.ts scheduleView). */
 export interface Schedule {
   id: string;
   name: string;
+  description: string | null;
   instance_id: string;
-  [k: string]: unknown;
+  pattern: string;
+  incremental: boolean;
+  keep_last: number | null;
+  keep_daily: number | null;
+  keep_weekly: number | null;
+  verify: boolean;
+  paused: boolean;
+  next_run: string | null;
+  last_run: string | null;
+  last_result: string | null;
+}
+
+/** A cut of an instance's archive (GET /instances/{id}/archive/cuts, a couchtrove extension): the server's own view type. */
+export type Cut = CutView;
+
+/** A configuration parameter of the published allow-list (GET /datastores/versions/{v}/parameters). */
+export interface Parameter {
+  name: string;
+  type: 'integer' | 'boolean' | 'string';
+  restart_required: boolean;
+  min?: number;
+  max?: number;
 }
 
 export class ApiError extends Error {
@@ -192,6 +219,15 @@ export class Api {
   databases = async (id: string): Promise<string[]> => (await this.list<{ name: string }>(`/instances/${encodeURIComponent(id)}/databases`, 'databases')).map((d) => d.name);
   users = (id: string): Promise<UserView[]> => this.list<UserView>(`/instances/${encodeURIComponent(id)}/users`, 'users');
   schedules = async (id: string): Promise<Schedule[]> => (await this.request<{ schedules: Schedule[] }>('GET', `/instances/${encodeURIComponent(id)}/schedules`)).schedules;
+  /** One page of an archive's cuts whose restore point is in [from, to]; `more`: another page follows. */
+  cuts = async (id: string, q: { from?: string | null; to?: string | null; sort: 'asc' | 'desc'; limit: number }): Promise<{ cuts: Cut[]; more: boolean }> => {
+    const p = new URLSearchParams({ sort: q.sort, limit: String(q.limit) });
+    if (q.from) p.set('from', q.from);
+    if (q.to) p.set('to', q.to);
+    const r = await this.request<{ cuts: Cut[]; links?: Link[] }>('GET', `/instances/${encodeURIComponent(id)}/archive/cuts?${p.toString()}`);
+    return { cuts: r.cuts, more: (r.links ?? []).some((l) => l.rel === 'next') };
+  };
+  parameters = async (version: string): Promise<Parameter[]> => (await this.request<{ 'configuration-parameters': Parameter[] }>('GET', `/datastores/versions/${encodeURIComponent(version)}/parameters`))['configuration-parameters'];
   action = (id: string, body: unknown): Promise<unknown> => this.request('POST', `/instances/${encodeURIComponent(id)}/action`, body);
 }
 

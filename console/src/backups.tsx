@@ -1,13 +1,24 @@
 // Backups, per instance and for the project: state with live progress, sizes, parent chain; create full
-// or incremental; restore into a new instance; delete (the API refuses it clearly when a kept backup depends on it).
+// or incremental; verify (read back whole by the server, its state live); restore into a new instance; delete
+// (the API refuses it clearly when a kept backup depends on it).
 import type { JSX } from 'preact';
 import { useState } from 'preact/hooks';
 import { FINAL_BACKUP, bytes, when, type Backup, type Instance } from './api.js';
 import { ConfirmDelete, Dialog, LiveProgress, Notice, Status, useAction, useApi, usePoll } from './ui.js';
 
+/** The verify state as the API records it: never, running, ok (when), or failed with what was found. */
+function Verified({ b }: { b: Backup }): JSX.Element | null {
+  const r = b.verify_result;
+  if (!r) return null;
+  if (r === 'running') return <div class="small" data-testid="verify"><span class="badge busy">verifying…</span></div>;
+  if (r === 'ok') return <div class="small" data-testid="verify"><span class="badge ok" title={`verified ${when(b.verified_at)}`}>verified</span> <span class="muted">{when(b.verified_at)}</span></div>;
+  return <div class="small bad-text" data-testid="verify"><span class="badge bad">verify failed</span> {r.replace(/^failed: /, '')}</div>;
+}
+
 export function BackupTable({ backups, instances, onChange, showInstance }: { backups: Backup[]; instances: Instance[]; onChange: () => void; showInstance: boolean }): JSX.Element {
   const api = useApi();
   const [deleting, setDeleting] = useState<Backup | null>(null);
+  const [run, busy, error] = useAction();
   const byId = new Map(backups.map((b) => [b.id, b]));
   const instName = (id: string): string => instances.find((i) => i.id === id)?.name ?? `${id.slice(0, 8)} (deleted)`;
   if (backups.length === 0) return <p class="muted">No backups yet.</p>;
@@ -27,11 +38,16 @@ export function BackupTable({ backups, instances, onChange, showInstance }: { ba
                 <td class="state-cell">
                   {FINAL_BACKUP.has(b.status) ? <Status value={b.status} /> : <LiveProgress progress={b.progress} state={b.status} />}
                   {b.fail_reason ? <div class="small bad-text">{b.fail_reason}</div> : null}
+                  <Verified b={b} />
                 </td>
                 <td>{b.parent_id ? <span>incremental of {parent ? parent.name : b.parent_id.slice(0, 8)}</span> : 'full'}</td>
                 <td>{bytes(b.size_bytes)}</td>
                 <td title={b.created}>{when(b.created)}</td>
                 <td class="actions">
+                  {b.status === 'COMPLETED' ? (
+                    <button type="button" class="small" disabled={busy || b.verify_result === 'running'} title="The server reads the backup back whole: every object, record and checksum, with the keys a restore uses"
+                      onClick={() => void run(() => api.request('POST', `/backups/${encodeURIComponent(b.id)}/verify`)).then(onChange)}>Verify</button>
+                  ) : null}
                   {b.status === 'COMPLETED' ? <a class="button small" href={`#/instances/new?backup=${encodeURIComponent(b.id)}`}>Restore into new instance</a> : null}
                   <button type="button" class="small danger-outline" onClick={() => setDeleting(b)} disabled={!FINAL_BACKUP.has(b.status)}>Delete</button>
                 </td>
@@ -40,6 +56,7 @@ export function BackupTable({ backups, instances, onChange, showInstance }: { ba
           })}
         </tbody>
       </table>
+      {error ? <Notice kind="error">{error}</Notice> : null}
       {deleting ? (
         <ConfirmDelete
           what="backup"
@@ -94,10 +111,12 @@ export function CreateBackup({ instance, backups, onDone, onClose }: { instance:
 
 export function BackupList(): JSX.Element {
   const api = useApi();
+  const [busy, setBusy] = useState(false);
   const data = usePoll(async () => {
     const [backups, instances] = await Promise.all([api.backups(), api.instancesBrief()]);
+    setBusy(backups.some((b) => !FINAL_BACKUP.has(b.status) || b.verify_result === 'running'));
     return { backups, instances };
-  }, 3000, []);
+  }, busy ? 1000 : 3000, []);
   return (
     <main data-ready={data.data ? 'true' : undefined}>
       <h1>Backups</h1>

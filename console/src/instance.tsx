@@ -6,6 +6,7 @@ import { FINAL_BACKUP, FINAL_INSTANCE, ago, bytes, when, type Backup, type Insta
 import { Databases, Users } from './access.js';
 import { BackupTable, CreateBackup } from './backups.js';
 import { RestorePoints } from './restore.js';
+import { Schedules } from './schedules.js';
 import { engineLabel, Volume } from './instances.js';
 import { ConfirmDelete, Copyable, Dialog, LiveProgress, Notice, Status, navigate, useAction, useApi, usePoll } from './ui.js';
 
@@ -19,7 +20,7 @@ export function InstancePage({ id, tab }: { id: string; tab: string }): JSX.Elem
   const [busyBackups, setBusyBackups] = useState(false);
   const side = usePoll(async () => {
     const [backups, instances] = await Promise.all([api.backups(id), api.instancesBrief()]);
-    setBusyBackups(backups.some((b) => !FINAL_BACKUP.has(b.status)));
+    setBusyBackups(backups.some((b) => !FINAL_BACKUP.has(b.status) || b.verify_result === 'running'));
     return { backups, instances };
   }, busyBackups ? 1000 : 5000, [id]);
   // The page starts from the brief listing (status, flavor, volume, role, archive as last seen), so it shows at
@@ -49,7 +50,7 @@ export function InstancePage({ id, tab }: { id: string; tab: string }): JSX.Elem
       {tab === 'overview' ? <Overview i={i} live={inst.data !== undefined} instances={instances} onChange={inst.reload} /> : null}
       {tab === 'databases' ? <Databases instance={i} backups={backups} /> : null}
       {tab === 'users' ? <Users instance={i} /> : null}
-      {tab === 'backups' ? <InstanceBackups i={i} backups={backups} instances={instances} onChange={side.reload} /> : null}
+      {tab === 'backups' ? <InstanceBackups i={i} backups={side.data ? backups : undefined} instances={instances} onChange={side.reload} /> : null}
       {tab === 'restore-points' ? <RestorePoints instance={i} backups={backups} onChange={inst.reload} /> : null}
       {tab === 'replicas' ? <Replicas i={i} onChange={() => { inst.reload(); side.reload(); }} /> : null}
     </main>
@@ -142,12 +143,16 @@ function ConfigurationGroup({ i, onChange }: { i: Instance; onChange: () => void
   const api = useApi();
   const confs = usePoll(() => api.configurations(), 10_000, []);
   const [pick, setPick] = useState('');
+  const [creating, setCreating] = useState(false);
   const [run, busy, error] = useAction();
   const set = (configuration: string | null): void => void run(() => api.request('PUT', `/instances/${enc(i.id)}`, { instance: { configuration } })).then(onChange);
   const pending = i.pending_restart;
   return (
-    <>
-      <h2>Configuration group</h2>
+    <div data-ready={confs.data ? 'true' : 'false'}>
+      <div class="title-row">
+        <h2>Configuration group</h2>
+        <button type="button" class="small" onClick={() => setCreating(true)}>New group…</button>
+      </div>
       {i.configuration ? (
         <p>Attached: <strong>{i.configuration.name}</strong>{' '}
           <button type="button" class="small" disabled={busy} onClick={() => set(null)}>Detach</button></p>
@@ -158,30 +163,102 @@ function ConfigurationGroup({ i, onChange }: { i: Instance; onChange: () => void
             {(confs.data ?? []).map((c) => <option key={c.id} value={c.id}>{c.name}</option>)}
           </select></label>
           <button type="submit" disabled={busy || !pick}>Attach</button>
-          {confs.data?.length === 0 ? <span class="muted small">No configuration groups in this project (openstack database configuration create).</span> : null}
+          {confs.data?.length === 0 ? <span class="muted small">No configuration groups in this project yet: make one with New group….</span> : null}
         </form>
       )}
-      {pending ? (
+      {Array.isArray(pending) && pending.length ? (
         <Notice kind="warn">
-          Waiting for a restart (Restart above applies them): <code>{Array.isArray(pending) ? pending.join(', ') : JSON.stringify(pending)}</code>
+          <span data-testid="pending-restart">Waiting for a restart (Restart above applies them): <code>{pending.join(', ')}</code></span>
         </Notice>
       ) : null}
       {error ? <Notice kind="error">{error}</Notice> : null}
-    </>
+      {creating ? <CreateConfiguration i={i} onClose={() => setCreating(false)} onDone={(id) => { confs.reload(); setPick(id); }} /> : null}
+    </div>
   );
 }
 
-function InstanceBackups({ i, backups, instances, onChange }: { i: Instance; backups: Backup[]; instances: Instance[]; onChange: () => void }): JSX.Element {
-  const [creating, setCreating] = useState(false);
+interface ValueRow {
+  name: string;
+  value: string;
+}
+
+/** A configuration group from the published allow-list of parameters (each typed, with its range, and whether it needs a restart). */
+function CreateConfiguration({ i, onClose, onDone }: { i: Instance; onClose: () => void; onDone: (id: string) => void }): JSX.Element {
+  const api = useApi();
+  const params = usePoll(() => api.parameters(i.datastore.version), 0, [i.datastore.version]);
+  const [name, setName] = useState('');
+  const [description, setDescription] = useState('');
+  const [rows, setRows] = useState<ValueRow[]>([{ name: '', value: '' }]);
+  const [run, busy, error] = useAction();
+  const byName = new Map((params.data ?? []).map((p) => [p.name, p]));
+  const update = (k: number, row: ValueRow): void => setRows(rows.map((r, j) => (j === k ? row : r)));
+  const typed = (r: ValueRow): unknown => {
+    const p = byName.get(r.name);
+    return p?.type === 'integer' ? Number(r.value) : p?.type === 'boolean' ? r.value === 'true' : r.value;
+  };
   return (
-    <section aria-label="Backups">
-      <div class="title-row">
-        <h2>Backups of {i.name}</h2>
-        <button type="button" class="primary" disabled={i.status !== 'ACTIVE'} onClick={() => setCreating(true)}>Back up now…</button>
-      </div>
-      <BackupTable backups={backups} instances={instances} onChange={onChange} showInstance={false} />
-      {creating ? <CreateBackup instance={i} backups={backups} onDone={onChange} onClose={() => setCreating(false)} /> : null}
-    </section>
+    <Dialog title="New configuration group" onClose={onClose}>
+      <form
+        onSubmit={(e) => {
+          e.preventDefault();
+          const values = Object.fromEntries(rows.filter((r) => r.name).map((r) => [r.name, typed(r)]));
+          void run(async () => {
+            const r = await api.request<{ configuration: { id: string } }>('POST', '/configurations', { configuration: { name, ...(description ? { description } : {}), values, datastore: { type: i.datastore.type, version: i.datastore.version } } });
+            onDone(r.configuration.id);
+          }).then((ok) => ok && onClose());
+        }}
+      >
+        <label>Name<input name="configuration-name" value={name} onInput={(e) => setName(e.currentTarget.value)} required autoFocus /></label>
+        <label>Description<input name="configuration-description" value={description} onInput={(e) => setDescription(e.currentTarget.value)} /></label>
+        <fieldset>
+          <legend>Values (CouchDB {i.datastore.version}’s allowed parameters; “restart”: applied at the next restart)</legend>
+          {params.error ? <Notice kind="error">{params.error}</Notice> : null}
+          {rows.map((r, k) => {
+            const p = byName.get(r.name);
+            return (
+              <div class="row" key={k}>
+                <label>Parameter<select name={`param-${k}`} value={r.name} onChange={(e) => update(k, { name: e.currentTarget.value, value: '' })} required={k === 0}>
+                  <option value="">choose…</option>
+                  {(params.data ?? []).map((x) => <option key={x.name} value={x.name}>{`${x.name}${x.restart_required ? ' (restart)' : ''}`}</option>)}
+                </select></label>
+                <label>Value{p?.type === 'boolean' ? (
+                  <select name={`value-${k}`} value={r.value} onChange={(e) => update(k, { ...r, value: e.currentTarget.value })} required><option value="">choose…</option><option value="true">true</option><option value="false">false</option></select>
+                ) : (
+                  <input name={`value-${k}`} type={p?.type === 'integer' ? 'number' : 'text'} min={p?.min} max={p?.max} value={r.value} disabled={!p}
+                    placeholder={p?.type === 'integer' ? `${p.min ?? ''} to ${p.max ?? ''}` : ''} onInput={(e) => update(k, { ...r, value: e.currentTarget.value })} required={!!p} />
+                )}</label>
+              </div>
+            );
+          })}
+          <button type="button" class="small" onClick={() => setRows([...rows, { name: '', value: '' }])}>Add a value</button>
+        </fieldset>
+        {error ? <Notice kind="error">{error}</Notice> : null}
+        <div class="buttons">
+          <button type="button" onClick={onClose}>Cancel</button>
+          <button type="submit" class="primary" disabled={busy || !params.data}>Create group</button>
+        </div>
+      </form>
+    </Dialog>
+  );
+}
+
+function InstanceBackups({ i, backups, instances, onChange }: { i: Instance; backups: Backup[] | undefined; instances: Instance[]; onChange: () => void }): JSX.Element {
+  const api = useApi();
+  const [creating, setCreating] = useState(false);
+  // Schedules change rarely; a run's last result shows within 10 s.
+  const schedules = usePoll(() => api.schedules(i.id), 10_000, [i.id]);
+  return (
+    <>
+      <section aria-label="Backups" data-ready={backups ? 'true' : 'false'}>
+        <div class="title-row">
+          <h2>Backups of {i.name}</h2>
+          <button type="button" class="primary" disabled={i.status !== 'ACTIVE'} onClick={() => setCreating(true)}>Back up now…</button>
+        </div>
+        {backups ? <BackupTable backups={backups} instances={instances} onChange={onChange} showInstance={false} /> : <p class="muted">Loading…</p>}
+        {creating && backups ? <CreateBackup instance={i} backups={backups} onDone={onChange} onClose={() => setCreating(false)} /> : null}
+      </section>
+      <Schedules instance={i} list={schedules} />
+    </>
   );
 }
 
@@ -204,7 +281,7 @@ function Replicas({ i, onChange }: { i: Instance; onChange: () => void }): JSX.E
   const act = (f: () => Promise<unknown>): void => void run(f).then(() => { family.reload(); onChange(); });
   const f = family.data;
   return (
-    <section aria-label="Replicas" data-ready={f ? 'true' : undefined} data-live={liveReady ? 'true' : undefined}>
+    <section aria-label="Replicas" data-ready={f ? 'true' : 'false'} data-live={liveReady ? 'true' : undefined}>
       <div class="title-row">
         <h2>Replication</h2>
         {!i.replica_of ? <a class="button primary" href={`#/instances/new?replica_of=${enc(i.id)}`}>Add replica…</a> : null}

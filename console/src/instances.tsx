@@ -51,8 +51,8 @@ function health(list: Instance[], schedules: Map<string, Schedule[]>, now: numbe
     if (i.replication && i.replication.state !== 'running') add(`replica ${i.replication.state}${i.replication.errors[0] ? `: ${i.replication.errors[0]}` : ''}`);
     for (const s of schedules.get(i.id) ?? []) {
       // A schedule whose slot passed more than 10 minutes ago without a backup: the last one is older than it says.
-      const next = parseTime(s.next_run as string | null);
-      if (!Number.isNaN(next) && next < now - 600_000) add(`schedule ${s.name}: backup overdue since ${ago(s.next_run as string, now)}`);
+      const next = parseTime(s.next_run);
+      if (!Number.isNaN(next) && next < now - 600_000) add(`schedule ${s.name}: backup overdue since ${ago(s.next_run, now)}`);
       else if (typeof s.last_result === 'string' && /fail/i.test(s.last_result)) add(`schedule ${s.name}: ${s.last_result}`);
     }
     if (i.fault && i.status === 'ERROR') add(`fault: ${i.fault.message}`);
@@ -73,12 +73,15 @@ export function InstanceList(): JSX.Element {
   const schedules = usePoll(async () => {
     const m = new Map<string, Schedule[]>();
     await Promise.all((list.data ?? []).map(async (i) => m.set(i.id, await api.schedules(i.id).catch(() => []))));
-    return m;
+    return { ids, m };
   }, 30_000, [ids]);
   const names = useMemo(() => new Map((list.data ?? []).map((i) => [i.id, i.name])), [list.data]);
-  const h = list.data ? health(list.data, schedules.data ?? new Map(), Date.now()) : undefined;
+  const h = list.data ? health(list.data, schedules.data?.m ?? new Map(), Date.now()) : undefined;
+  // The page's data: the listing, flavor names and the schedules of the instances listed (the health strip's
+  // overdue backups); each agent's live facts (volume used, engine, last backup) fill in after.
+  const ready = !!list.data && !!flavors.data && schedules.data?.ids === ids;
   return (
-    <main data-ready={list.data ? 'true' : undefined} data-detail={detail.data ? 'true' : undefined} aria-busy={!list.data}>
+    <main data-ready={ready ? 'true' : undefined} data-detail={detail.data ? 'true' : undefined} aria-busy={!list.data}>
       <div class="title-row">
         <h1>Instances</h1>
         <a class="button primary" href="#/instances/new">Create instance</a>

@@ -8,7 +8,7 @@ import type { ServerConfig } from '../config/server.js';
 import { MarkerNotFoundError, type Row, type StateStore } from '../state/index.js';
 import type { ControlPlane, UserSpec } from '../tasks/control.js';
 import { DATASTORE, restoredFromOf, stableId } from '../tasks/control.js';
-import { deletedView } from '../tasks/recovery.js';
+import { deletedView, listArchiveCuts, restoreTime } from '../tasks/recovery.js';
 import { ServiceError, badRequest, notFound, type FaultName } from '../tasks/errors.js';
 import { describeError } from '../util/errors.js';
 import * as v from './validate.js';
@@ -459,6 +459,25 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
       if (names.length === 0) throw badRequest('"databases" must name at least one database.');
       await createDatabases(plane, req.params.project!, req.params.id!, names);
       return reply.code(202).send();
+    });
+    // couchtrove extension: the cuts of an instance's archive (live or deleted), by restore point, a page at
+    // a time (default 100, at most 500: each one's manifest is read), oldest first or ?sort=desc.
+    api.get('/instances/:id/archive/cuts', async (req: Req) => {
+      const q = req.query;
+      const bound = (k: 'from' | 'to'): number | null => {
+        const raw = one(q[k]);
+        if (raw === undefined || raw === '') return null;
+        const { t } = restoreTime(raw, k);
+        return t.latest ? null : t.ms;
+      };
+      const l = one(q.limit);
+      const sort = one(q.sort) ?? 'asc';
+      if (sort !== 'asc' && sort !== 'desc') throw badRequest('sort must be asc (oldest first, the default) or desc.');
+      const query = { from: bound('from'), to: bound('to'), limit: l === undefined ? 100 : v.integer(l, 'limit', 1, 500), marker: one(q.marker) || null, newestFirst: sort === 'desc' };
+      const r = await listArchiveCuts(plane, req.params.project!, req.params.id!, query);
+      const extra: Record<string, string> = { sort };
+      for (const k of ['from', 'to'] as const) if (one(q[k])) extra[k] = one(q[k])!;
+      return { cuts: r.cuts, ...nextLinks(req, r.more ? [...r.cuts, { id: '' }] : r.cuts, query.limit, `instances/${r.instanceId}/archive/cuts`, extra) };
     });
     // couchtrove extension: one database back from a backup or the instance's archive (docs/control-plane.md).
     api.post('/instances/:id/databases/:db/restore', async (req: Req) => {

@@ -266,10 +266,18 @@ export class LocalProcessDriver implements ComputeDriver {
     const placementFile = path.join(dir, 'placement.json');
     const saved = readPlacement(dir);
     const port = instance.port ?? saved.port ?? (await this.allocatePort());
-    const agentPort = instance.agent_port ?? saved.agentPort ?? (await freePort());
-    const epmdPort = instance.epmd_port ?? saved.epmdPort ?? (await freePort());
+    // The kernel may hand a port just released to the next free-port probe, and ports saved in placement.json are
+    // not in this process's allocating set: each must differ from the others.
+    const distinct = async (taken: number[]): Promise<number> => {
+      for (;;) {
+        const p = await this.allocateFreePort();
+        if (!taken.includes(p)) return p;
+      }
+    };
+    const agentPort = instance.agent_port ?? saved.agentPort ?? (await distinct([port]));
+    const epmdPort = instance.epmd_port ?? saved.epmdPort ?? (await distinct([port, agentPort]));
     // A cluster member's peers reach it on one fixed distribution port (the cluster's epmd names it).
-    const distPort = instance.dist_port ?? saved.distPort ?? (instance.cluster_id ? await this.allocateFreePort() : undefined);
+    const distPort = instance.dist_port ?? saved.distPort ?? (instance.cluster_id ? await distinct([port, agentPort, epmdPort]) : undefined);
     const uid = this.isolated ? (saved.uid ?? this.allocateUid(dir)) : undefined;
     if (uid !== undefined) this.uids.set(instance.id, uid);
     fs.writeFileSync(placementFile, JSON.stringify({ port, agentPort, epmdPort, ...(distPort !== undefined ? { distPort } : {}), ...(uid !== undefined ? { uid } : {}) }) + '\n', { mode: 0o600 });

@@ -6,9 +6,10 @@
 import type { Row } from '../state/index.js';
 import { now } from '../state/index.js';
 import { describeError } from '../util/errors.js';
-import { withTimeout } from '../util/concurrency.js';
+import { mapLimit, withTimeout } from '../util/concurrency.js';
 import { parseRestoreTime, RESTORE_TIME_FORMS, type RestoreTime } from '../util/restore-time.js';
-import { archiveWindow, findCut, listCuts, archiveStorage } from '../backup/archive.js';
+import { archiveWindow, findCut, listCuts, archiveStorage, type CutRef } from '../backup/archive.js';
+import { openManifest, readManifest } from '../backup/repository.js';
 import { KeyRing, readKeyFile } from '../crypto/keys.js';
 import { DEFAULT_KEEP_DAYS } from '../agent/archiver.js';
 import type { ControlPlane } from './control.js';
@@ -151,6 +152,95 @@ export async function repositoryArchive(plane: ControlPlane, instanceId: string,
   } catch (err) {
     return { error: `the archive cannot be read from the repository: ${describeError(err)}`, read_from: 'repository' };
   }
+}
+
+/** A cut of an archive as the cut listing shows it (snake_case: an API answer). */
+export interface CutView {
+  id: string;
+  /** A base (a full copy, starting a chain) or an incremental on the previous cut. */
+  base: boolean;
+  /** The base its chain starts from (itself for a base). */
+  base_cut: string;
+  /** When its measuring pass began, and its restore point: when it ended (the data restored is as of then). */
+  started: string;
+  restore_point: string;
+  /** Plain bytes it copied, and bytes it stored (compressed, encrypted). */
+  bytes?: number;
+  size_bytes?: number;
+  /** Set when its manifest cannot be read or does not authenticate: a restore through it would be refused. */
+  error?: string;
+}
+
+export interface CutsQuery {
+  /** Restore points at or after / at or before (ms); null: unbounded. */
+  from: number | null;
+  to: number | null;
+  limit: number;
+  /** The last cut of the previous page. */
+  marker: string | null;
+  newestFirst: boolean;
+}
+
+/**
+ * The cuts of an instance's archive (live or deleted) whose restore point falls in [from, to], a page at a
+ * time: the listing's ids give each cut's start without a read, and a cut's restore point lies between its
+ * start and the next cut's start, so only the page's manifests are read (authenticated under the server's
+ * key, as a restore would), never the whole archive's.
+ */
+export async function listArchiveCuts(plane: ControlPlane, projectId: string, ref: string, q: CutsQuery): Promise<{ instanceId: string; cuts: CutView[]; more: boolean }> {
+  const source = await findSource(plane, projectId, ref);
+  const key = await keyRing(plane);
+  return plane.withStorage(plane.repositoryOf(source.id), async (storage) => {
+    const s = archiveStorage(storage, source.id);
+    const { cuts } = await listCuts(s);
+    const baseOf: string[] = [];
+    cuts.forEach((c, i) => baseOf.push(c.base || i === 0 ? c.id : baseOf[i - 1]!));
+    // Candidates by start: a cut that started after `to` ends after it; one that started before `from` may
+    // end after it only when it is the last such.
+    let lo = 0;
+    let hi = cuts.length;
+    if (q.to !== null) {
+      const after = cuts.findIndex((c) => c.at > q.to!);
+      hi = after < 0 ? cuts.length : after;
+    }
+    if (q.from !== null) {
+      const first = cuts.findIndex((c) => c.at >= q.from!);
+      lo = Math.max(0, (first < 0 ? cuts.length : first) - 1);
+    }
+    let cand = cuts.slice(lo, Math.max(lo, hi)).map((c, k) => ({ c, i: lo + k }));
+    if (q.newestFirst) cand.reverse();
+    if (q.marker !== null) {
+      const k = cand.findIndex((x) => x.c.id === q.marker);
+      if (k < 0) throw badRequest(`Invalid marker: ${q.marker.slice(0, 80)} is not a cut of this listing (removed by retention since?).`);
+      cand = cand.slice(k + 1);
+    }
+    const view = async ({ c, i }: { c: CutRef; i: number }): Promise<CutView> => {
+      const v: CutView = { id: c.id, base: c.base, base_cut: baseOf[i]!, started: new Date(c.at).toISOString(), restore_point: new Date(c.at).toISOString() };
+      try {
+        const m = await readManifest(s, c.id);
+        if (key) await openManifest(m, key);
+        v.restore_point = new Date(Number(m.body.labels.cutEnd ?? c.at)).toISOString();
+        v.bytes = m.body.summary.bytes;
+        v.size_bytes = m.body.summary.size;
+      } catch (err) {
+        v.error = describeError(err);
+      }
+      return v;
+    };
+    const inRange = (v: CutView): boolean => {
+      const t = Date.parse(v.restore_point);
+      return (q.from === null || t >= q.from) && (q.to === null || t <= q.to);
+    };
+    // One more than the page, to know whether another follows; read in batches (at most two cuts of the
+    // candidates fall outside the range: the one running at `to` and the one before `from`).
+    const out: CutView[] = [];
+    for (let k = 0; k < cand.length && out.length <= q.limit; ) {
+      const batch = cand.slice(k, k + q.limit + 2 - out.length);
+      k += batch.length;
+      out.push(...(await mapLimit(batch, 16, view)).filter(inRange));
+    }
+    return { instanceId: source.id, cuts: out.slice(0, q.limit), more: out.length > q.limit };
+  });
 }
 
 // ---- deleted instances -------------------------------------------------------------------------

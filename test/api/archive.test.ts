@@ -1,7 +1,8 @@
 // Continuous archiving and point-in-time restore through the API and the couchtrove CLI, on a real server
 // (real agents; development engine, or CouchDB with COUCHDB_HOME): `instance archive --on`, show's restore
 // point and lag, /metrics, `instance create --backup B --restore-time T` holding the data of T and not
-// what came after, a time outside the window refused with 422, `--off`.
+// what came after, a time outside the window refused with 422, the archive's cuts listed (`instance cuts`),
+// `--off`.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -93,6 +94,39 @@ test('archiving on through the CLI; show and /metrics give the restore point; cr
   const docs = await ids(restored.couchdb_url as string);
   assert.deepEqual(docs.filter((d) => d !== '_design/x').sort(), ['a1', 'a2', 'a3'], 'the data of T, without what was written after');
 
+  // The archive's cuts (couchtrove extension): the one at or before T is the cut the restore used.
+  const rf = restored.restored_from as J;
+  const atT = await api(base, 'GET', `/instances/${id}/archive/cuts?to=${encodeURIComponent(new Date(T).toISOString())}&sort=desc&limit=1`);
+  assert.equal(atT.status, 200, JSON.stringify(atT.json));
+  const nearest = (atT.json.cuts as J[])[0]!;
+  assert.equal(nearest.id, rf.cut, JSON.stringify({ nearest, rf }));
+  assert.equal(nearest.restore_point, rf.cut_time);
+  const all = (await api(base, 'GET', `/instances/${id}/archive/cuts?limit=500`)).json.cuts as J[];
+  assert.ok(all.length >= 2 && all[0]!.base === true, JSON.stringify(all));
+  for (const [k, x] of all.entries()) {
+    assert.ok(Date.parse(x.restore_point as string) >= Date.parse(x.started as string), JSON.stringify(x));
+    if (k > 0) assert.ok(Date.parse(x.started as string) >= Date.parse(all[k - 1]!.restore_point as string), 'cuts follow one another');
+    assert.equal(typeof x.size_bytes, 'number');
+    assert.ok(all.some((y) => y.id === x.base_cut && y.base === true));
+  }
+  // Paged: one cut a page, the next link continues after it; a window keeps only the cuts whose restore point is in it.
+  const p1 = await api(base, 'GET', `/instances/${id}/archive/cuts?limit=1`);
+  assert.deepEqual((p1.json.cuts as J[]).map((x) => x.id), [all[0]!.id]);
+  const next = new URL(((p1.json.links as J[]).find((l) => l.rel === 'next')!.href) as string);
+  assert.equal(next.searchParams.get('marker'), all[0]!.id);
+  const p2 = await api(base, 'GET', `/instances/${id}/archive/cuts?${next.searchParams.toString()}`);
+  assert.deepEqual((p2.json.cuts as J[]).map((x) => x.id), [all[1]!.id]);
+  const last = all.at(-1)!;
+  const win = (await api(base, 'GET', `/instances/${id}/archive/cuts?from=${encodeURIComponent(last.restore_point as string)}`)).json;
+  assert.deepEqual((win.cuts as J[]).map((x) => x.id), [last.id]);
+  assert.deepEqual(win.links, []);
+  assert.equal((await api(base, 'GET', `/instances/${id}/archive/cuts?to=yesterday`)).status, 400);
+  assert.equal((await api(base, 'GET', `/instances/${id}/archive/cuts?limit=501`)).status, 400);
+  const cli = await runCli(['instance', 'cuts', 'arc', '--to-time', new Date(T).toISOString(), '--newest-first', '--limit', '1'], env);
+  assert.equal(cli.code, 0, cli.stderr);
+  assert.match(cli.stdout, new RegExp(`^${String(rf.cut)}\\s+(base|incremental)`, 'm'));
+  assert.match(cli.stderr, /more exist: use --marker/);
+
   // The listing carries each instance's restorable window.
   const list = (await api(base, 'GET', '/instances')).json.instances as J[];
   const w = (list.find((i) => i.id === id)!.archive as J).window as J;
@@ -124,6 +158,10 @@ test('archiving on through the CLI; show and /metrics give the restore point; cr
   for (const end = Date.now() + 30_000; (await api(base, 'GET', `/instances/${id}`)).status !== 404; await sleep(250)) assert.ok(Date.now() < end, 'the instance is deleted');
   const retired = JSON.parse(fs.readFileSync(path.join(server.stateDir, 'backups', 'archive', id, 'retired.json'), 'utf8')) as { retired: string; keepDays: number };
   assert.equal(retired.keepDays, 7);
+  // A deleted instance's cuts are still listed (by name too), as long as its archive is kept.
+  const gone = await api(base, 'GET', '/instances/arc/archive/cuts?sort=desc&limit=1');
+  assert.equal(gone.status, 200, JSON.stringify(gone.json));
+  assert.equal((gone.json.cuts as J[]).length, 1);
   const later = await runCli(['instance', 'create', '--name', 'pitr-after', '--flavor', '1', '--size', '1', '--backup', 'anchor', '--restore-time', new Date(T).toISOString(), '--wait', '--json'], env);
   assert.equal(later.code, 0, later.stderr + later.stdout);
   assert.deepEqual((await ids((JSON.parse(later.stdout) as { instance: J }).instance.couchdb_url as string)).filter((d) => d !== '_design/x').sort(), ['a1', 'a2', 'a3']);

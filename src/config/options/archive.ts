@@ -53,6 +53,14 @@ export const archiveOptions = {
     flag: 'to-time', arg: 'TIME', group: A, parse: time,
     description: 'The newest archive cut at or before TIME ("latest" or "now": the newest restore point; "2026-12-07 04:01:49" is UTC; or ISO 8601 with a zone)',
   },
+  fromTime: {
+    flag: 'from-time', arg: 'TIME', group: A, parse: time,
+    description: 'instance cuts: only cuts whose restore point is at or after TIME (the forms of --to-time)',
+  },
+  newestFirst: {
+    flag: 'newest-first', group: A, parse: parsers.boolean,
+    description: 'instance cuts: newest first (with --to-time --limit 1: the restore point a restore to that time uses)',
+  },
   restoreAs: {
     flag: 'as', arg: 'NAME', group: A, parse: parsers.string,
     description: 'database restore: the name the restored database gets in the running instance (default: its own name, which needs --replace)',

@@ -1,7 +1,9 @@
-// `couchtrove instance list|show|create|delete|restart|resize-volume|resize-flavor|upgrade|detach-replica|promote|eject` against the API.
+// `couchtrove instance list|show|create|delete|restart|resize-volume|resize-flavor|upgrade|detach-replica|promote|eject|archive|cuts` against the API.
 import { defineCommand, type AnyCommand } from '../../command.js';
 import { TroveApiClient, details, label, moreHint, print, table, waitFor, type JsonObject } from '../../../api/client.js';
 import { API, BACKUP_BY_NAME } from '../api.js';
+import { formatBytes } from '../../../util/format.js';
+
 const COLS = ['id', 'name', 'status', 'flavor', 'volume', 'datastore', 'couchdb_url'];
 
 const show = (io: Parameters<AnyCommand['run']>[1], json: boolean | undefined, inst: JsonObject): void =>
@@ -192,6 +194,22 @@ export const instanceCommands: AnyCommand[] = [
       if (o.archiveKeepDays !== undefined) action.keep_days = o.archiveKeepDays;
       const r = (await c.request('POST', `/instances/${id}/action`, { archive: action })).archive as JsonObject;
       print(io, o.json, { archive: r }, () => details(r));
+      return 0;
+    },
+  }),
+  defineCommand({
+    path: ['instance', 'cuts'], summary: "The cuts of an instance's archive (live or deleted), one page (--limit, default 100): base or incremental, when taken, its restore point, bytes stored",
+    required: ['instanceRef'], optional: [...API, 'fromTime', 'toTime', 'newestFirst', 'pageLimit', 'pageMarker'], positional: 'instanceRef',
+    run: async (o, io) => {
+      const c = new TroveApiClient(o);
+      // The API takes a live or deleted instance's id or name (a deleted one has no id lookup by name here).
+      const q = new URLSearchParams({ sort: o.newestFirst ? 'desc' : 'asc' });
+      if (o.fromTime) q.set('from', o.fromTime);
+      if (o.toTime) q.set('to', o.toTime);
+      const { rows, next } = await c.page(`/instances/${encodeURIComponent(o.instanceRef)}/archive/cuts?${q.toString()}`, 'cuts', o.pageLimit, o.pageMarker);
+      const shown = rows.map((r) => ({ ...r, kind: r.base ? 'base' : `incremental (base ${String(r.base_cut)})`, stored: typeof r.size_bytes === 'number' ? formatBytes(r.size_bytes) : String(r.error ?? '') }));
+      print(io, o.json, { cuts: rows }, () => (rows.length ? table(shown, ['id', 'kind', 'started', 'restore_point', 'stored']) : 'no cut in that range\n'));
+      moreHint(io, next);
       return 0;
     },
   }),
