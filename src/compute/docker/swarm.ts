@@ -326,12 +326,11 @@ export class SwarmDriver extends DockerDriver {
 
   override async resizeFlavor(inst: Row<'instances'>, flavor: { ram: number; vcpus: number }): Promise<void> {
     const l = flavorLimits(flavor);
-    // Swarm replaces the task on the same node (the constraint): CouchDB restarts on the same volume.
-    await this.update(inst, (spec) => {
+    // Swarm replaces the task on the same node (the constraint): CouchDB restarts on the same volume. The old
+    // task's agent answers until it is shut down, so wait for the new one (the resize task talks to it next).
+    await this.replaceTask(inst, 'with the new limits', (spec) => {
       if (spec.TaskTemplate) spec.TaskTemplate.Resources = { Limits: { MemoryBytes: l.Memory, NanoCPUs: l.NanoCpus }, Reservations: { MemoryBytes: l.Memory } };
     });
-    await sleep(1000);
-    await this.ensureAgent(inst);
   }
 
   /** The running task's container, through its node's own API (swarm_node_hosts; the manager's for itself). */
