@@ -72,6 +72,8 @@ export interface Backup {
   instance_id: string;
   parent_id: string | null;
   size_bytes: number | null;
+  /** The bytes of CouchDB's files the backup covers; size_bytes is what it stores. */
+  data_bytes?: number | null;
   created: string;
   updated: string;
   progress?: Progress;

@@ -30,7 +30,13 @@ export function BackupTable({ backups, instances, onChange, showInstance }: { ba
         </thead>
         <tbody>
           {backups.map((b) => {
-            const parent = b.parent_id ? byId.get(b.parent_id) : undefined;
+            // The whole chain a restore of it reads, newest first, to its full backup.
+            const chain: string[] = [];
+            for (let p = b.parent_id, n = 0; p && n < 50; n++) {
+              const x = byId.get(p);
+              chain.push(x ? x.name : p.slice(0, 8));
+              p = x?.parent_id ?? null;
+            }
             return (
               <tr key={b.id} data-backup={b.name}>
                 <td><span class="strong">{b.name}</span><div class="small muted mono">{b.id.slice(0, 8)}</div>{b.description ? <div class="small muted">{b.description}</div> : null}</td>
@@ -40,8 +46,8 @@ export function BackupTable({ backups, instances, onChange, showInstance }: { ba
                   {b.fail_reason ? <div class="small bad-text">{b.fail_reason}</div> : null}
                   <Verified b={b} />
                 </td>
-                <td>{b.parent_id ? <span>incremental of {parent ? parent.name : b.parent_id.slice(0, 8)}</span> : 'full'}</td>
-                <td>{bytes(b.size_bytes)}</td>
+                <td>{b.parent_id ? <span title={`restoring it reads ${[b.name, ...chain].join(' ← ')}`}>incremental of {chain.join(' ← ')}</span> : 'full'}</td>
+                <td>{bytes(b.size_bytes)} stored{b.data_bytes ? <div class="small muted">of {bytes(b.data_bytes)} data</div> : null}</td>
                 <td title={b.created}>{when(b.created)}</td>
                 <td class="actions">
                   {b.status === 'COMPLETED' ? (

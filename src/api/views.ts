@@ -135,6 +135,8 @@ export function backupView(base: string, b: Row<'backups'>): Record<string, unkn
     locationRef: b.status === 'COMPLETED' && b.location ? `${b.location.replace(/\/$/, '')}/${repoKeys.dir(b.id)}` : null,
     size: b.size_bytes === null ? null : round(b.size_bytes / GiB),
     size_bytes: b.size_bytes,
+    // couchtrove extension: the bytes of CouchDB's files the backup covers (size_bytes is what it stores).
+    data_bytes: b.data_bytes,
     checksum: b.checksum,
     files: b.files,
     created: troveTime(b.created),
