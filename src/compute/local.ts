@@ -219,18 +219,9 @@ export class LocalProcessDriver implements ComputeDriver {
   }
 
   private async allocatePort(): Promise<number> {
-    const used = new Set([...(await this.options.usedPorts?.()) ?? [], ...this.allocating]);
     const ranges = this.options.tcpPorts ?? [];
-    if (ranges.length === 0) {
-      for (let i = 0; i < 50; i++) {
-        const p = await freePort();
-        if (!used.has(p)) {
-          this.allocating.add(p);
-          return p;
-        }
-      }
-      throw new Error('no free loopback port');
-    }
+    if (ranges.length === 0) return this.allocateFreePort();
+    const used = new Set([...(await this.options.usedPorts?.()) ?? [], ...this.allocating]);
     for (const r of ranges) {
       for (let p = r.from; p <= r.to; p++) {
         if (!used.has(p) && (await portFree(p))) {
