@@ -43,6 +43,8 @@ export interface ComputeDriver {
   readonly name: string;
   /** The engine instances get when their datastore version names no release directory. */
   readonly engine: EngineInfo;
+  /** True when instances run the CouchDB of an image whatever a datastore version's release directory says (no upgrade by version). */
+  readonly imageReleases?: boolean;
   /** Set when tenants are not isolated from the host (instance_isolation = none as root): shown in show and /health. */
   readonly isolationWarning?: string;
   /**

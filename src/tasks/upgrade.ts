@@ -38,7 +38,7 @@ export async function upgradeInstance(plane: ControlPlane, projectId: string, id
   const inst = await plane.instance(projectId, id);
   // A container runs the CouchDB of its image, whatever a version's release directory says on this host: an
   // upgrade there would record a version it does not run.
-  if (plane.compute.name !== 'local') {
+  if (plane.compute.imageReleases) {
     throw notImplemented(`Instance upgrade is not available with compute driver ${plane.compute.name}: its instances run the CouchDB of the guest image (docker_image), not a release directory of this host. Build an image with the new CouchDB and create an instance from a backup of this one (create --backup).`);
   }
   if (target.name === inst.datastore_version) throw badRequest(`Instance ${inst.id} already runs ${DATASTORE} ${target.name}: nothing to upgrade.`);

@@ -115,6 +115,7 @@ export function demux(buf: Buffer): string {
 
 export class DockerDriver implements ComputeDriver {
   readonly name: string = 'docker';
+  readonly imageReleases = true;
   engine: EngineInfo = { kind: 'couchdb', home: '/opt/couchdb' };
   readonly docker: Docker;
   protected readonly factory: AgentFactory;
