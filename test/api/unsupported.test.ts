@@ -36,7 +36,8 @@ function fault(r: { status: number; json: Record<string, unknown> }, status: num
 }
 
 test('every unimplemented Trove call answers 501 notImplemented naming it', async () => {
-  assert.ok(UNSUPPORTED.length >= 30);
+  // A floor against a list emptied by mistake (28 calls once clusters were served).
+  assert.ok(UNSUPPORTED.length >= 25, `${UNSUPPORTED.length} unsupported calls`);
   for (const u of UNSUPPORTED) {
     const path = u.path.replace('{id}', id).replace(/\{\w+\}/g, 'x');
     const r = await call(u.method as Method, path, u.method === 'GET' || u.method === 'DELETE' ? undefined : {});

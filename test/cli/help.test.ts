@@ -48,6 +48,7 @@ test('--name, --description and --databases say what they are for at each comman
   const names = new Map<string, RegExp>([
     ['instance create', /Name of the new instance/], ['backup create', /Name of the new backup/],
     ['configuration create', /Name of the new configuration group/], ['schedule create', /Name of the new schedule/],
+    ['cluster create', /Name of the new cluster/],
   ]);
   for (const c of commands.filter((x) => [...x.required, ...x.optional].includes('resourceName'))) {
     const want = names.get(c.path.join(' '));
