@@ -326,16 +326,17 @@ test('docker driver: create, backup, restore, resize, a dead container started a
   assert.equal(((await api(server!.api, 'GET', `/instances/${id}`)).json.instance as J & { flavor: J }).flavor.id, '3');
   assert.equal((await readDoc(url)).n, 1);
 
-  // The docker column of the feature matrix (docs/compute.md): the same table as the local and swarm drivers.
-  await runFeatures(t, { driver: 'docker', api: server!.api, url: server!.url, id, couchdbUrl: url, createMs: 180_000 });
-
   // A container that dies shows so, with the reason, and the health monitor starts it again by itself; one that
   // dies again soon after is counted (a restart loop shows in the log and in fault), with a longer back-off.
   const starts = (): string[] => server!.log().match(new RegExp(`instance ${id}: starting it again \\(start \\d+ since [^)]+\\): [^\\n]*`, 'g')) ?? [];
   /** After the container ended: the health monitor says it starts it again, and it is back (CouchDB up, ACTIVE). */
   const startedAgain = async (before: number): Promise<string> => {
     const line = await within('the health monitor starting the container again', 120_000, () => starts()[before] ?? null);
-    await within('CouchDB back', 120_000, async () => ((await fetch(`${url}/_up`).catch(() => null))?.status === 200 ? true : null));
+    await within('CouchDB back', 180_000, async () => ((await fetch(`${url}/_up`).catch(() => null))?.status === 200 ? true : null)).catch(async (err: unknown) => {
+      // What the next run needs to know: the instance as the API shows it and the container's state.
+      const shown = (await api(server!.api, 'GET', `/instances/${id}`)).json.instance as J;
+      throw new Error(`${String(err)}; instance ${String(shown.status)} ${JSON.stringify(shown.fault)}; container ${JSON.stringify((await container(id)).State)}`);
+    });
     assert.equal((await idle(id, ['ACTIVE'])).status, 'ACTIVE');
     return line;
   };
@@ -385,6 +386,9 @@ test('docker driver: create, backup, restore, resize, a dead container started a
   assert.equal((await idle(id)).status, 'ACTIVE');
   assert.equal((await container(id)).State.StartedAt, startedAt);
   assert.equal((await readDoc(url)).n, 1);
+
+  // The docker column of the feature matrix (docs/compute.md): the same table as the local and swarm drivers.
+  await runFeatures(t, { driver: 'docker', api: server!.api, url: server!.url, id, couchdbUrl: url, createMs: 180_000 });
 
   await os('instance', 'delete', rid);
   await os('instance', 'delete', id);
