@@ -35,14 +35,17 @@ async function docIds(url: string, db: string, auth = AUTH): Promise<string[]> {
   return ((await r.json()) as { rows: { id: string }[] }).rows.map((x) => x.id).filter((x) => !x.startsWith('_design/')).sort();
 }
 
-/** Waits until the instance is in one of want (ERROR ends the wait) with no task running on it. */
-async function idle(c: FeatureContext, want = ['ACTIVE']): Promise<J> {
+/**
+ * Waits until the instance is in one of want (ERROR ends the wait) with no task running on it, and, when given,
+ * done says the change asked for shows (a task may not show in the view the moment its request is answered).
+ */
+async function idle(c: FeatureContext, want = ['ACTIVE'], done: (i: J) => boolean = () => true): Promise<J> {
   let i: J = {};
   for (const end = Date.now() + c.createMs; Date.now() < end; await sleep(250)) {
     i = (await api(c.api, 'GET', `/instances/${c.id}`)).json.instance as J;
-    if (i.status === 'ERROR' || (want.includes(i.status as string) && !i.task)) break;
+    if (i.status === 'ERROR' || (want.includes(i.status as string) && !i.task && done(i))) break;
   }
-  assert.ok(want.includes(i.status as string) && !i.task, `instance ${c.id} is ${String(i.status)} (task ${JSON.stringify(i.task)}): ${JSON.stringify(i.fault)}`);
+  assert.ok(want.includes(i.status as string) && !i.task && done(i), `instance ${c.id} is ${String(i.status)} (task ${JSON.stringify(i.task)}): ${JSON.stringify(i.fault)}`);
   return i;
 }
 
@@ -183,7 +186,7 @@ export const FEATURES: Feature[] = [
       const flavor = (before.flavor as J).id === '2' ? '3' : '2';
       const r = await api(c.api, 'POST', `/instances/${c.id}/action`, { resize: { flavorRef: flavor } });
       assert.equal(r.status, 202, JSON.stringify(r.json));
-      const after = await idle(c);
+      const after = await idle(c, ['ACTIVE'], (i) => (i.flavor as J).id === flavor);
       assert.equal((after.flavor as J).id, flavor);
       assert.ok((await docIds(c.couchdbUrl, 'orders')).length > 0, 'the data is kept');
     },
@@ -195,7 +198,7 @@ export const FEATURES: Feature[] = [
       const size = ((before.volume as J).size as number) + 1;
       const r = await api(c.api, 'POST', `/instances/${c.id}/action`, { resize: { volume: { size } } });
       assert.equal(r.status, 202, JSON.stringify(r.json));
-      const after = await idle(c);
+      const after = await idle(c, ['ACTIVE'], (i) => (i.volume as J).size === size);
       assert.equal((after.volume as J).size, size);
       await bulk(c.couchdbUrl, 'orders', ['after-resize']);
     },
