@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import { api, basicAuth, killUnder, processesUnder, startServer, tempDir, within, type J, type RealServer } from '../support/server.js';
 import { clientBudget, clientsSkip, troveClients } from '../support/trove-clients.js';
 import { apiCli } from '../support/cli.js';
+import { processesOf } from '../../src/compute/local.js';
 
 const real = Boolean(process.env.COUCHDB_HOME);
 const skip: string | false = clientsSkip || (real ? false : 'the development engine cannot play a cluster (set COUCHDB_HOME to an Apache CouchDB 3.x release)');
@@ -28,18 +29,6 @@ after(async () => {
 const { os } = troveClients(path.join(root, 'home'), () => server!);
 const { cli, json: cliJson } = apiCli(() => server!.url);
 const osJson = async (...args: string[]): Promise<J> => JSON.parse(await os(...args, '-f', 'json')) as J;
-
-/** Pids running as uid (zombies left out). */
-function processesOf(uid: number): number[] {
-  return fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
-    try {
-      const s = fs.readFileSync(`/proc/${p}/status`, 'utf8');
-      return new RegExp(`^Uid:\\s+${uid}\\s`, 'm').test(s) && !/^State:\s+Z/m.test(s);
-    } catch {
-      return false;
-    }
-  }).map(Number);
-}
 
 async function couch(url: string, auth: string, method: string, p: string, body?: unknown): Promise<{ status: number; json: J }> {
   const r = await fetch(`${url}${p}`, { method, headers: { authorization: auth, 'content-type': 'application/json' }, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
