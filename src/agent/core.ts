@@ -47,6 +47,8 @@ export interface PersistedState {
   /** Overrides written to local.ini while CouchDB ran: applied at the next restart. */
   pendingRestart: string[];
   pid: number | null;
+  /** The kernel's start time of that pid (process.ts processStart): adopted only when it matches. */
+  pidStarted?: string | null;
   logOffset: number;
   /** Continuous archiving, as last switched (kept across agent restarts). */
   archive?: ArchiveSettings;
@@ -148,7 +150,7 @@ export class AgentCore {
     }
     const st = JSON.parse(text) as PersistedState;
     this.state = st;
-    if (st.pid) this.proc = CouchProcess.adopt(st.pid, st.logOffset);
+    if (st.pid) this.proc = CouchProcess.adopt(st.pid, st.logOffset, st.pidStarted);
     await this.loadSecret().catch(() => undefined);
     if (st.building) {
       // An agent that died during prepare leaves an instance nobody can vouch for.

@@ -243,6 +243,7 @@ export class Lifecycle {
     this.c.proc = proc;
     this.c.lastAnswer = 0; // a new process has answered nothing yet
     st.pid = proc.pid;
+    st.pidStarted = proc.started;
     st.logOffset = proc.logOffset;
     await this.c.persist();
     const secrets = this.c.admin ? [this.c.admin.password] : [];

@@ -37,6 +37,8 @@ export class CouchProcess {
     readonly child: ChildProcess | null,
     /** Size of the log file when this process started: its own output begins there. */
     readonly logOffset: number,
+    /** When the kernel started it (processStart): a pid alone is reused, by another container's processes too. */
+    readonly started: string | null,
   ) {}
 
   static async launch(spec: LaunchSpec): Promise<CouchProcess> {
@@ -69,7 +71,7 @@ export class CouchProcess {
         child.once('spawn', () => resolve(child.pid!));
         child.once('error', reject);
       });
-      const p = new CouchProcess(pid, child, offset);
+      const p = new CouchProcess(pid, child, offset, processStart(pid));
       child.once('exit', (code, signal) => {
         p.#exit = { code, signal };
       });
@@ -80,9 +82,17 @@ export class CouchProcess {
     }
   }
 
-  /** A CouchDB started by an earlier agent process, if that pid is still alive. */
-  static adopt(pid: number, logOffset: number): CouchProcess | null {
-    return isAlive(pid) ? new CouchProcess(pid, null, logOffset) : null;
+  /**
+   * A CouchDB started by an earlier agent process, if that very process is still alive: the pid must
+   * have the start time recorded with it. After a container restart the old pid is some other process
+   * or thread of the new container (often the agent's own), which would pass for a CouchDB that never answers.
+   */
+  static adopt(pid: number, logOffset: number, started: string | null | undefined): CouchProcess | null {
+    if (!isAlive(pid)) return null;
+    const now = processStart(pid);
+    // Without /proc (not Linux) or a start time recorded by an older agent, the pid is all there is.
+    if (now !== null && started != null && now !== started) return null;
+    return new CouchProcess(pid, null, logOffset, now);
   }
 
   exitInfo(): ExitInfo | null {
@@ -114,6 +124,21 @@ export class CouchProcess {
     await this.waitExit(10_000);
     return { forced: true };
   }
+}
+
+/**
+ * The process's start time in clock ticks since boot (/proc/<pid>/stat, field 22), or null without /proc.
+ * A thread id answers kill(0) too, but only a process's own start time matches the one recorded.
+ */
+export function processStart(pid: number): string | null {
+  let stat: string;
+  try {
+    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return null;
+  }
+  // The command name (field 2) may hold spaces and parentheses: count the fields after its last ')'.
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? null;
 }
 
 function isAlive(pid: number): boolean {

@@ -78,6 +78,24 @@ describe(`agent lifecycle [${couch.label}]`, () => {
     assert.deepEqual(await again.listDatabases(), ['keep']);
   });
 
+  test('a pid that is now another process or thread is not adopted (a restarted container begins its pids again)', async () => {
+    const file = path.join(h.root, 'main', 'agent', 'agent-state.json');
+    const saved = await fsp.readFile(file, 'utf8');
+    // A thread of this process: kill(0) answers for it, as for the agent's own threads in a new container.
+    const tid = fs.readdirSync('/proc/self/task').map(Number).find((t) => t !== process.pid);
+    assert.ok(tid, 'this process has a thread besides its main one');
+    try {
+      for (const pid of [tid, process.pid]) {
+        await fsp.writeFile(file, JSON.stringify({ ...(JSON.parse(saved) as object), pid }));
+        const other = await Agent.open(path.join(h.root, 'main', 'agent'));
+        assert.equal(other.couchdbPid, null, `pid ${pid} (not CouchDB) was adopted`);
+      }
+    } finally {
+      await fsp.writeFile(file, saved);
+    }
+    assert.equal((await Agent.open(path.join(h.root, 'main', 'agent'))).couchdbPid, inst.agent.couchdbPid, 'the real one still is');
+  });
+
   test('heartbeat: a CouchDB killed behind the agent is FAILED with the reason', async () => {
     const pid = inst.agent.couchdbPid!;
     process.kill(pid, 'SIGKILL');

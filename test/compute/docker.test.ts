@@ -329,14 +329,16 @@ test('docker driver: create, backup, restore, resize, a dead container started a
   // A container that dies shows so, with the reason, and the health monitor starts it again by itself; one that
   // dies again soon after is counted (a restart loop shows in the log and in fault), with a longer back-off.
   const starts = (): string[] => server!.log().match(new RegExp(`instance ${id}: starting it again \\(start \\d+ since [^)]+\\): [^\\n]*`, 'g')) ?? [];
+  /** What the next run needs to know when a wait fails: the instance as the API shows it, its container, the log. */
+  const howItLooks = async (err: unknown): Promise<never> => {
+    const shown = (await api(server!.api, 'GET', `/instances/${id}`)).json.instance as J;
+    const said = server!.log().split('\n').filter((l) => l.includes(id) || l.includes('health')).slice(-8).join('\n  ');
+    throw new Error(`${String(err)}; instance ${String(shown.status)} ${JSON.stringify(shown.fault)}; container ${JSON.stringify((await container(id)).State)}; the server last said:\n  ${said}`);
+  };
   /** After the container ended: the health monitor says it starts it again, and it is back (CouchDB up, ACTIVE). */
   const startedAgain = async (before: number): Promise<string> => {
-    const line = await within('the health monitor starting the container again', 120_000, () => starts()[before] ?? null);
-    await within('CouchDB back', 180_000, async () => ((await fetch(`${url}/_up`).catch(() => null))?.status === 200 ? true : null)).catch(async (err: unknown) => {
-      // What the next run needs to know: the instance as the API shows it and the container's state.
-      const shown = (await api(server!.api, 'GET', `/instances/${id}`)).json.instance as J;
-      throw new Error(`${String(err)}; instance ${String(shown.status)} ${JSON.stringify(shown.fault)}; container ${JSON.stringify((await container(id)).State)}`);
-    });
+    const line = await within('the health monitor starting the container again', 120_000, () => starts()[before] ?? null).catch(howItLooks);
+    await within('CouchDB back', 180_000, async () => ((await fetch(`${url}/_up`).catch(() => null))?.status === 200 ? true : null)).catch(howItLooks);
     assert.equal((await idle(id, ['ACTIVE'])).status, 'ACTIVE');
     return line;
   };

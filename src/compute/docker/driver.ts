@@ -559,7 +559,27 @@ export class DockerDriver implements ComputeDriver {
   }
 
   async resizeFlavor(inst: Row<'instances'>, flavor: { ram: number; vcpus: number }): Promise<void> {
-    await this.docker.getContainer(containerName(inst.id)).update(flavorLimits(flavor));
+    const c = this.docker.getContainer(containerName(inst.id));
+    // A lower memory limit is refused while the container uses more than it (its page cache too, on cgroup
+    // v1). Then CouchDB stops (the resize task restarts it next anyway) and the kernel reclaims on each try.
+    let stopped = false;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await c.update(flavorLimits(flavor));
+        return;
+      } catch (err) {
+        const busy = /unable to set memory limit/.test((err as Error).message);
+        if (busy && !stopped) {
+          await (await this.agent(inst)).stop();
+          stopped = true;
+        } else if (!busy || attempt >= 10) {
+          if (stopped) await (await this.agent(inst)).start().catch(() => undefined); // as it was, on the old flavor
+          throw new Error(busy ? `the container of instance ${inst.id} uses more memory than the flavor's ${flavor.ram} MiB even with CouchDB stopped: ${(err as Error).message}` : (err as Error).message);
+        } else {
+          await sleep(1000);
+        }
+      }
+    }
   }
 
   async destroy(inst: Row<'instances'>): Promise<void> {
