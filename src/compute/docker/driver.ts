@@ -574,7 +574,7 @@ export class DockerDriver implements ComputeDriver {
           stopped = true;
         } else if (!busy || attempt >= 10) {
           if (stopped) await (await this.agent(inst)).start().catch(() => undefined); // as it was, on the old flavor
-          throw new Error(busy ? `the container of instance ${inst.id} uses more memory than the flavor's ${flavor.ram} MiB even with CouchDB stopped: ${(err as Error).message}` : (err as Error).message);
+          throw new Error(busy ? `the container of instance ${inst.id} uses more memory than the flavor's ${flavor.ram} MiB even with CouchDB stopped (${await memoryUse(c)}): ${(err as Error).message}` : (err as Error).message);
         } else {
           await sleep(1000);
         }
@@ -618,5 +618,16 @@ export class DockerDriver implements ComputeDriver {
 
   livePids(): number[] {
     return [];
+  }
+}
+
+/** A container's memory by kind (Docker's stats: cgroup v1 and v2 name them differently), for error messages. */
+async function memoryUse(c: Docker.Container): Promise<string> {
+  try {
+    const st = (await c.stats({ stream: false })).memory_stats.stats as unknown as Record<string, number | undefined>;
+    const mib = (k: string): string => `${k} ${Math.round((st[k] ?? 0) / 1048576)} MiB`;
+    return ['rss', 'anon', 'cache', 'file', 'shmem', 'kernel', 'unevictable', 'total_unevictable'].filter((k) => st[k] !== undefined).map(mib).join(', ');
+  } catch (err) {
+    return `its use unknown: ${(err as Error).message}`;
   }
 }
