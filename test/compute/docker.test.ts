@@ -389,6 +389,22 @@ test('docker driver: create, backup, restore, resize, a dead container started a
   assert.equal((await container(id)).State.StartedAt, startedAt);
   assert.equal((await readDoc(url)).n, 1);
 
+  // A lower memory limit than the container holds, with nothing the kernel can reclaim (1.2 GB of a process's
+  // own, no swap): the resize stops CouchDB, still cannot lower it, and makes the container again with the new
+  // limits on the same volume and ports. The data is kept and the stray process is gone with the old container.
+  const big = (await container(id)).Id;
+  await execAs(id, '0:0', ['sh', '-c', 'nohup /usr/local/bin/node -e "globalThis.b = Buffer.alloc(1200 * 1048576, 1); setInterval(() => {}, 1e9)" > /dev/null 2>&1 &']);
+  await within('the container holding 1.2 GB', 60_000, async () => ((await daemon!.docker.getContainer(`couchtrove-${id}`).stats({ stream: false })).memory_stats.usage > 1150 * 1048576 ? true : null));
+  await os('instance', 'resize', 'flavor', id, '2');
+  const shrunk = await idle(id);
+  assert.equal(shrunk.status, 'ACTIVE', JSON.stringify(shrunk.fault));
+  assert.equal((shrunk.flavor as J).id, '2');
+  const small = await container(id);
+  assert.notEqual(small.Id, big, 'a new container');
+  assert.equal(small.HostConfig.Memory, 1024 * 1024 * 1024);
+  assert.match(server!.log(), new RegExp(`instance ${id}: 1024 MiB refused while the container holds .*made again with the new limits`));
+  assert.equal((await readDoc(url)).n, 1);
+
   // The docker column of the feature matrix (docs/compute.md): the same table as the local and swarm drivers.
   await runFeatures(t, { driver: 'docker', api: server!.api, url: server!.url, id, couchdbUrl: url, createMs: 180_000 });
 

@@ -311,7 +311,7 @@ export class DockerDriver implements ComputeDriver {
     return this.ensureAgent({ ...inst, host: placement.host, port: h.port, agent_port: h.agentPort, epmd_port: h.epmdPort, instance_dir: h.dir }, placement);
   }
 
-  protected async createContainer(inst: Row<'instances'>, h: { port: number; agentPort: number; token: string }, lent: string[]): Promise<Docker.Container> {
+  protected async createContainer(inst: Row<'instances'>, h: { port: number; agentPort: number; token: string }, lent: string[], flavor: { ram: number; vcpus: number } = this.flavor(inst)): Promise<Docker.Container> {
     const ports = [h.port, h.agentPort];
     const container = await this.docker.createContainer({
       name: containerName(inst.id),
@@ -322,7 +322,7 @@ export class DockerDriver implements ComputeDriver {
       HostConfig: {
         PortBindings: Object.fromEntries(ports.map((p) => [`${p}/tcp`, [{ HostIp: this.options.publishAddress, HostPort: String(p) }]])),
         Mounts: this.mounts(inst.id, lent),
-        ...flavorLimits(this.flavor(inst)),
+        ...flavorLimits(flavor),
         RestartPolicy: { Name: 'no' },
         CapDrop: ['ALL'],
         CapAdd: AGENT_CAPS,
@@ -422,14 +422,23 @@ export class DockerDriver implements ComputeDriver {
    * are fixed at creation), on the same volume, so nothing lent stays reachable. CouchDB is not running yet.
    */
   async endRestore(inst: Row<'instances'>): Promise<void> {
+    const info = await this.docker.getContainer(containerName(inst.id)).inspect();
+    if (info.Mounts.some((m) => m.Type === 'bind' && m.RW === false)) await this.recreate(inst, this.flavor(inst));
+  }
+
+  /**
+   * The container made again (stopped, removed, created with `flavor`'s limits and no lent mount, on the
+   * same volume and ports, joined again to the replication networks the old one was on); its agent answers.
+   */
+  protected async recreate(inst: Row<'instances'>, flavor: { ram: number; vcpus: number }): Promise<void> {
     const c = this.docker.getContainer(containerName(inst.id));
     const info = await c.inspect();
-    if (!info.Mounts.some((m) => m.Type === 'bind' && m.RW === false)) return;
+    const joined = Object.keys(info.NetworkSettings.Networks).filter((n) => n !== info.HostConfig.NetworkMode);
     await c.stop({ t: 30 }).catch(() => undefined);
     await c.remove({ force: true, v: false });
     this.clients.delete(inst.id);
-    const h = await this.hostSide(inst);
-    await this.createContainer(inst, h, []);
+    await this.createContainer(inst, await this.hostSide(inst), [], flavor);
+    for (const n of joined) await this.docker.getNetwork(n).connect({ Container: containerName(inst.id) });
     await this.ensureAgent(inst);
   }
 
@@ -560,21 +569,22 @@ export class DockerDriver implements ComputeDriver {
 
   async resizeFlavor(inst: Row<'instances'>, flavor: { ram: number; vcpus: number }): Promise<void> {
     const c = this.docker.getContainer(containerName(inst.id));
-    // A lower memory limit is refused while the container uses more than it (its page cache too, on cgroup
-    // v1). Then CouchDB stops (the resize task restarts it next anyway) and the kernel reclaims on each try.
+    // A lower memory limit is refused while the container uses more than it (page cache and kernel memory
+    // too, on cgroup v1). Then CouchDB stops (the resize task restarts it next anyway) and the kernel
+    // reclaims on each try; what it cannot give back, a new container (a new cgroup, same volume) does not hold.
     let stopped = false;
     for (let attempt = 1; ; attempt++) {
       try {
         await c.update(flavorLimits(flavor));
         return;
       } catch (err) {
-        const busy = /unable to set memory limit/.test((err as Error).message);
-        if (busy && !stopped) {
+        if (!/unable to set memory limit/.test((err as Error).message)) throw err;
+        if (!stopped) {
           await (await this.agent(inst)).stop();
           stopped = true;
-        } else if (!busy || attempt >= 10) {
-          if (stopped) await (await this.agent(inst)).start().catch(() => undefined); // as it was, on the old flavor
-          throw new Error(busy ? `the container of instance ${inst.id} uses more memory than the flavor's ${flavor.ram} MiB even with CouchDB stopped (${await memoryUse(c)}): ${(err as Error).message}` : (err as Error).message);
+        } else if (attempt > 5) {
+          this.options.log?.(`instance ${inst.id}: ${flavor.ram} MiB refused while the container holds ${await memoryUse(c)}: it is made again with the new limits`);
+          return this.recreate(inst, flavor);
         } else {
           await sleep(1000);
         }
