@@ -343,11 +343,13 @@ export class Lifecycle {
     if (!st) return { state: 'BUILD', reason: 'waiting for prepare' };
     if (st.building) return { state: 'BUILD', reason: st.settings.restore ? `restoring backup ${st.settings.restore.backupId}` : 'preparing' };
     if (st.failure) return { state: 'FAILED', reason: st.failure };
-    if (this.c.busy === 'start' || this.c.busy === 'restart') return { state: 'BUILD', reason: `${this.c.busy}ing` };
+    // The supervisor's start after a crash says what it recovers from (the health monitor shows it).
+    if (this.c.busy === 'start' || this.c.busy === 'restart') return { state: 'BUILD', reason: this.c.busy === 'start' && this.c.restartNote ? this.c.restartNote : `${this.c.busy}ing` };
     if (st.desired === 'SHUTDOWN') return { state: 'SHUTDOWN' };
     const s = st.settings;
     // The managed settings watch asks CouchDB every 5 s: an answer within 3 of its rounds stands for /_up.
-    let up = this.c.answeredWithin(15_000);
+    // A recent answer stands for /_up only while the process lives: a killed CouchDB shows at once.
+    let up = this.c.proc?.running !== false && this.c.answeredWithin(15_000);
     if (!up && (up = await this.c.client().up(2000))) this.c.answered();
     if (up) {
       if (!this.c.version) this.c.version = await this.c.client(5000).info().then((i) => i.version, () => undefined);
@@ -377,6 +379,7 @@ export class Lifecycle {
     let upSince = 0;
     let running = false;
     let ownFailure: string | null = null;
+    let lastExit = '';
     const tick = async (): Promise<void> => {
       const st = this.c.state;
       if (!st || st.desired !== 'RUNNING' || st.building || st.restoreFailed || this.c.busy || !this.c.admin) return;
@@ -391,7 +394,7 @@ export class Lifecycle {
       upSince = 0;
       if (nextAt === 0) {
         const exit = this.c.proc?.exitInfo();
-        const how = exit?.signal ? `killed by ${exit.signal}` : exit?.code !== undefined && exit.code !== null ? `exited with code ${exit.code}` : 'is not running';
+        const how = (lastExit = exit?.signal ? `killed by ${exit.signal}` : exit?.code !== undefined && exit.code !== null ? `exited with code ${exit.code}` : 'is not running');
         const delay = Math.min(60_000, 1000 * 2 ** attempt);
         nextAt = Date.now() + delay;
         this.c.restartNote = `CouchDB ${how}; the agent starts it again in ${Math.round(delay / 1000)} s (restart ${attempt + 1})`;
@@ -401,6 +404,7 @@ export class Lifecycle {
       if (Date.now() < nextAt) return;
       nextAt = 0;
       attempt++;
+      this.c.restartNote = `CouchDB ${lastExit}; the agent is starting it again (restart ${attempt})`;
       await this.c.exclusive('start', async () => {
         const failure = await this.#startProcess(st);
         st.failure = ownFailure = failure;

@@ -96,6 +96,25 @@ export interface AgentClusterApi {
   clusterProbe(probe: ClusterProbe): Promise<{ read: number }>;
 }
 
+/** A cluster member's own view of its catch-up (src/agent/cluster-sync.ts). */
+export interface ClusterShardState {
+  /** This node's Erlang node name. */
+  node: string;
+  /** `_membership`: the nodes it is connected to (itself included), and those of the node list. */
+  allNodes: string[];
+  clusterNodes: string[];
+  /** mem3_sync's backlog on this node (`_system` internal_replication_jobs). */
+  backlog: number;
+  /** Each shard file on this node ("shards/<range>/<db>.<suffix>", the same name on every copy): doc_count + doc_del_count. */
+  shards: Record<string, number>;
+}
+
+/** Catch-up after a member was down (a rolling restart waits on it). */
+export interface AgentClusterSyncApi {
+  /** This member's shard files and backlog; `sync`: databases whose ranges CouchDB is first asked to push now. */
+  clusterShards(sync?: string[]): Promise<ClusterShardState>;
+}
+
 export interface InstanceStatus {
   state: InstanceState;
   /** Why the state is FAILED (or RESTART_REQUIRED). */

@@ -8,6 +8,7 @@ import { DATASTORE, type ControlPlane } from '../tasks/control.js';
 import { CLUSTER_TASKS, clusterMembers, clusterRootEnabled, createCluster, deleteCluster, enableClusterRoot, findCluster } from '../tasks/clusters.js';
 import { badRequest } from '../tasks/errors.js';
 import { links, troveTime } from './views.js';
+import { registerClusterActionRoute } from './cluster-actions.js';
 import * as v from './validate.js';
 
 type Req = FastifyRequest<{ Params: Record<string, string> }>;
@@ -89,4 +90,6 @@ export function registerClusterRoutes(api: FastifyInstance, plane: ControlPlane,
     return { user: { name: r.name, password: r.password } };
   });
   api.get('/clusters/:id/root', async (req: Req) => ({ rootEnabled: await clusterRootEnabled(plane, req.params.project!, req.params.id!) }));
+  // Trove's cluster actions (restart; src/api/cluster-actions.ts).
+  registerClusterActionRoute(api, plane, (req, c) => clusterView(plane, base(req), c));
 }

@@ -167,7 +167,7 @@ function clusterAgent(a: AgentApi): AgentClusterApi {
 }
 
 /** Waits until check() answers true; its last failure (or `what`) is the error at the deadline. */
-async function until(what: string, ms: number, check: () => Promise<boolean>): Promise<void> {
+export async function until(what: string, ms: number, check: () => Promise<boolean>): Promise<void> {
   const deadline = Date.now() + ms;
   let last = '';
   for (;;) {
@@ -265,12 +265,13 @@ export function registerClusterTasks(plane: ControlPlane): void {
 }
 
 /** A failure that ends a wait at once (a member that failed to build will not come back by itself). */
-class StopWaiting extends Error {}
+export class StopWaiting extends Error {}
 
 /** Trove's task ids (trove/cluster/tasks.py); ERROR is couchtrove's. */
 export const CLUSTER_TASKS: Record<ClusterTaskName, { id: number; description: string }> = {
   NONE: { id: 1, description: 'No tasks for the cluster.' },
   BUILDING_INITIAL: { id: 2, description: 'Building the initial cluster.' },
   DELETING: { id: 3, description: 'Deleting the cluster.' },
+  RESTARTING_CLUSTER: { id: 8, description: 'Restarting the cluster.' },
   ERROR: { id: 100, description: 'The last task of the cluster failed (see fault).' },
 };

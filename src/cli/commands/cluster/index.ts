@@ -1,4 +1,4 @@
-// `couchtrove cluster create|show|list|delete` against the API (docs/cluster.md).
+// `couchtrove cluster create|show|list|delete|restart` against the API (docs/cluster.md).
 import { setTimeout as sleep } from 'node:timers/promises';
 import { defineCommand, type AnyCommand, type CommandIO } from '../../command.js';
 import { ApiError, TroveApiClient, details, print, table, type JsonObject } from '../../../api/client.js';
@@ -74,6 +74,17 @@ export const clusterCommands: AnyCommand[] = [
       const rows = (await new TroveApiClient(o).get('/clusters')).clusters as JsonObject[];
       print(io, o.json, { clusters: rows }, () => table(rows.map(rowOf), ['id', 'name', 'task', 'members', 'active']));
       return 0;
+    },
+  }),
+  defineCommand({
+    path: ['cluster', 'restart'], summary: 'Restart every member, one at a time, each back and caught up before the next', required: ['clusterRef'], optional: [...API, 'wait'], positional: 'clusterRef',
+    run: async (o, io) => {
+      const c = new TroveApiClient(o);
+      const id = (await findCluster(c, o.clusterRef)).id as string;
+      let cl = (await c.request('POST', `/clusters/${encodeURIComponent(id)}`, { restart: {} })).cluster as JsonObject;
+      if (o.wait) cl = (await waitCluster(c, io, id, false)) ?? cl;
+      print(io, o.json, { cluster: cl }, () => showText(cl));
+      return o.wait && (cl.task as JsonObject).name !== 'NONE' ? 1 : 0;
     },
   }),
   defineCommand({
