@@ -6,6 +6,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Row } from '../state/index.js';
 import type { ControlPlane } from '../tasks/control.js';
 import { restartCluster } from '../tasks/cluster-restart.js';
+import { findCluster } from '../tasks/clusters.js';
 import { badRequest } from '../tasks/errors.js';
 import { notImplementedCall } from './unsupported.js';
 import * as v from './validate.js';
@@ -31,6 +32,8 @@ export function registerClusterActionRoute(
   view: (req: FastifyRequest, c: Row<'clusters'>) => Promise<Record<string, unknown>>,
 ): void {
   api.post('/clusters/:id', async (req: Req, reply: FastifyReply) => {
+    // An unknown cluster is a 404 whatever the action (clients look a name up on a 404).
+    await findCluster(plane, req.params.project!, req.params.id!);
     const body = v.obj(req.body ?? null, 'The request body');
     const keys = Object.keys(body);
     if (keys.length !== 1) throw badRequest(`A cluster action is one key naming it (one of ${[...Object.keys(CLUSTER_ACTIONS), ...NOT_YET].join(', ')}); ${keys.length} given.`);

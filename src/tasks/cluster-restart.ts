@@ -21,6 +21,8 @@ function restartAgent(a: AgentApi): RestartAgent {
   return c as RestartAgent;
 }
 
+const RESTART_FAULT = 'restart failed: ';
+
 /** Members that may be restarted: running (a pending configuration restart included). */
 const RESTARTABLE = ['ACTIVE', 'RESTART_REQUIRED'];
 
@@ -28,8 +30,10 @@ export async function restartCluster(plane: ControlPlane, projectId: string, ref
   const c = await findCluster(plane, projectId, ref);
   if (c.task_id) await plane.tasks.expireIfOverdue(c.task_id);
   const current = (await plane.store.get('clusters', c.id))!;
-  // As Trove's validate_cluster_available: only an idle cluster.
-  if (current.task_name !== 'NONE' || current.task_id !== null) throw unprocessable(`This action cannot be performed on the cluster while the current cluster task is '${current.task_name}'.`);
+  // As Trove's validate_cluster_available: only an idle cluster, or one whose last rolling restart failed
+  // (a restart is how to finish it).
+  const retry = current.task_name === 'ERROR' && (current.fault?.startsWith(RESTART_FAULT) ?? false);
+  if ((current.task_name !== 'NONE' && !retry) || current.task_id !== null) throw unprocessable(`This action cannot be performed on the cluster while the current cluster task is '${current.task_name}'.`);
   for (const m of await clusterMembers(plane, c.id)) {
     if (!RESTARTABLE.includes(m.status) || m.task_id !== null) throw unprocessable(`Cluster ${c.id}: member ${m.name} (${m.id}) is ${m.status}${m.fault ? ` (${m.fault})` : ''}; a rolling restart needs every member running.`);
   }
@@ -165,7 +169,7 @@ export function registerClusterRestartTask(plane: ControlPlane): void {
     },
     failed: async (task, reason) => {
       const { clusterId } = JSON.parse(task.params) as { clusterId: string };
-      await plane.store.update('clusters', clusterId, { task_name: 'ERROR', fault: `restart failed: ${reason}`, task_id: null, updated: now() }, { task_id: task.id });
+      await plane.store.update('clusters', clusterId, { task_name: 'ERROR', fault: `${RESTART_FAULT}${reason}`, task_id: null, updated: now() }, { task_id: task.id });
     },
   });
 }
