@@ -16,11 +16,12 @@ import type { CleanResult } from './scratch.js';
 import { Archiving } from './archiving.js';
 import { Operations } from './operations.js';
 import { ClusterMember } from './cluster.js';
+import { ClusterResize } from './cluster-resize.js';
 import { writePrivateFile } from './files.js';
 import { fileStore, ReplicationManager, ReplicationMemory } from './replication.js';
 import type { QuotaState } from './quota.js';
 import type {
-  AccessRole, AgentApi, AgentArchiveApi, AgentBackupRequest, AgentClusterApi, ClusterMembership, ClusterProbe, AgentOpsApi, AgentReplicationApi, ArchiveSettings, ArchiveStatus, ConfigurationResult,
+  AccessRole, AgentApi, AgentArchiveApi, AgentBackupRequest, AgentClusterApi, AgentResizeApi, ResizeAnswer, ResizeRequest, ClusterMembership, ClusterProbe, AgentOpsApi, AgentReplicationApi, ArchiveSettings, ArchiveStatus, ConfigurationResult,
   DatabaseRestoreRequest, DatabaseRestoreResult, DataStats, FollowPrimaryRequest, InstanceSettings, InstanceStatus, LogFileInfo, NewUser,
   ReplicationCredentials, ReplicationStatus, ReplicationSyncResult, UserInfo,
 } from './protocol.js';
@@ -31,7 +32,7 @@ export { couchUrl } from './core.js';
 export { instanceFiles, writePrivateFile } from './files.js';
 export { buildLocalIni, managedSettings, renderVmArgs } from './local-ini.js';
 
-export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentArchiveApi, AgentClusterApi {
+export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentArchiveApi, AgentClusterApi, AgentResizeApi {
   readonly #c: AgentCore;
   readonly #config: InstanceConfig;
   readonly #life: Lifecycle;
@@ -39,6 +40,7 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentA
   readonly #archiving: Archiving;
   readonly #ops: Operations;
   readonly #cluster: ClusterMember;
+  readonly #resize: ClusterResize;
   readonly #replMemory = new ReplicationMemory();
 
   private constructor(
@@ -52,6 +54,7 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentA
     this.#archiving = new Archiving(this.#c);
     this.#ops = new Operations(this.#c);
     this.#cluster = new ClusterMember(this.#c);
+    this.#resize = new ClusterResize(this.#c, (hash) => this.#config.adoptRootHash(hash));
   }
 
   /** Opens the agent's directory; adopts a CouchDB an earlier agent process left running. */
@@ -194,6 +197,10 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentA
   }
   clusterProbe(probe: ClusterProbe): Promise<{ read: number }> {
     return this.#cluster.clusterProbe(probe);
+  }
+  /** Shard moves (and root) for grow and shrink (cluster-resize.ts). */
+  clusterResize(req: ResizeRequest): Promise<ResizeAnswer> {
+    return this.#resize.run(req);
   }
 
   // --- operations (operations.ts) -------------------------------------------------------------

@@ -9,7 +9,7 @@ import { isIP } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { AgentError, HTTP_STATUS, invalid } from './errors.js';
 import type { AgentApi, AgentErrorBody, AgentErrorCode, AgentServeConfig, InstanceSettings, NewUser } from './protocol.js';
-import type { AccessRole, AgentArchiveApi, AgentClusterApi, ClusterProbe, AgentOpsApi, AgentReplicationApi, ArchiveSettings, DatabaseRestoreRequest, FollowPrimaryRequest } from './protocol.js';
+import type { AccessRole, AgentArchiveApi, AgentClusterApi, AgentResizeApi, ClusterProbe, ResizeRequest, AgentOpsApi, AgentReplicationApi, ArchiveSettings, DatabaseRestoreRequest, FollowPrimaryRequest } from './protocol.js';
 import { CouchtroveError, describeError } from '../util/errors.js';
 
 export interface AgentServerOptions {
@@ -180,6 +180,11 @@ export async function startAgentServer(opts: AgentServerOptions): Promise<Runnin
   app.post('/v1/cluster/join', async (req) => cluster().clusterJoin(bodyOf(req).nodes as string[]));
   app.post('/v1/cluster/setup', async () => ({ created: await cluster().clusterSetup() }));
   app.post('/v1/cluster/probe', async (req) => cluster().clusterProbe(bodyOf(req) as unknown as ClusterProbe));
+  app.post('/v1/cluster/resize', async (req) => {
+    const r = api as Partial<AgentResizeApi>;
+    if (!r.clusterResize) throw new AgentError('NOT_FOUND', 'this agent does not move shards');
+    return r.clusterResize(bodyOf(req) as unknown as ResizeRequest);
+  });
 
   await app.listen({ host: opts.host, port: opts.port });
   const addr = app.server.address();

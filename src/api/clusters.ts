@@ -7,6 +7,7 @@ import type { Row } from '../state/index.js';
 import { DATASTORE, type ControlPlane } from '../tasks/control.js';
 import { CLUSTER_TASKS, clusterMembers, clusterRootEnabled, createCluster, deleteCluster, enableClusterRoot, findCluster } from '../tasks/clusters.js';
 import { badRequest } from '../tasks/errors.js';
+import { registerClusterActions } from './cluster-actions.js';
 import { links, troveTime } from './views.js';
 import * as v from './validate.js';
 
@@ -89,4 +90,5 @@ export function registerClusterRoutes(api: FastifyInstance, plane: ControlPlane,
     return { user: { name: r.name, password: r.password } };
   });
   api.get('/clusters/:id/root', async (req: Req) => ({ rootEnabled: await clusterRootEnabled(plane, req.params.project!, req.params.id!) }));
+  registerClusterActions(api, plane, base);
 }

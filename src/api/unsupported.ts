@@ -33,8 +33,6 @@ export const UNSUPPORTED: readonly UnsupportedCall[] = [
   { method: 'DELETE', path: '/modules/{module}', call: 'Module delete' },
   { method: 'GET', path: '/modules/{module}/instances', call: 'Module instances' },
   { method: 'PUT', path: '/modules/{module}/instances', call: 'Module reapply' },
-  // Clusters are src/api/clusters.ts; their actions are not done yet (docs/cluster.md).
-  { method: 'POST', path: '/clusters/{cluster}', call: 'Cluster action (grow/shrink/upgrade/reset-status)' },
   { method: 'GET', path: '/mgmt/quotas/{user_project}', call: 'Quota show' },
   { method: 'PUT', path: '/mgmt/quotas/{user_project}', call: 'Quota update' },
   // The path of quotas in older Trove releases.

@@ -27,6 +27,7 @@ import { registerBackupTasks } from './backups.js';
 import { registerVerifyTasks } from './verify.js';
 import { registerUpgradeTasks } from './upgrade.js';
 import { memberNode, memberSettings, registerClusterTasks } from './clusters.js';
+import { registerClusterResizeTasks } from './cluster-resize.js';
 import { withTimeout } from '../util/concurrency.js';
 import type { BackupSummary } from '../backup/types.js';
 import { InstanceKeys, instanceKeysFor } from '../crypto/instance-keys.js';
@@ -158,6 +159,7 @@ export class ControlPlane {
     registerUpgradeTasks(this);
     registerArchiveTasks(this);
     registerClusterTasks(this);
+    registerClusterResizeTasks(this);
     this.health = new HealthMonitor(this, options.healthMs ?? this.config.healthInterval * 1000, this.log);
   }
 
