@@ -1,7 +1,7 @@
 // Trove's cluster actions, POST /clusters/{id} (trove/cluster/service.py `action`): {"grow": [{"flavorRef",
 // "volume": {"size"}}, ...]} and {"shrink": [{"id"}, ...]} answer 202 with the cluster, its task then
-// GROWING_CLUSTER / SHRINKING_CLUSTER until NONE (docs/cluster.md, "Grow and shrink"). python-troveclient
-// raises only on 400, 422 and 500 for an action, so a refusal is a 400 or 422 naming why.
+// GROWING_CLUSTER / SHRINKING_CLUSTER until NONE (docs/cluster.md, "Grow and shrink"). A refusal is a 400
+// (or 422 while the cluster is busy) naming why: the clients print the message.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ControlPlane } from '../tasks/control.js';
 import { growCluster, shrinkCluster } from '../tasks/cluster-resize.js';
