@@ -165,6 +165,11 @@ test('grow 3 -> 4 (openstack) and shrink back to 3 (couchtrove) while writes go 
     const belowTwo = await shrink(grown.slice(1).map((m) => m.id as string));
     assert.equal(belowTwo.status, 400);
     assert.match(JSON.stringify(belowTwo.json), /keeps at least 2 members/);
+    // couchtrove's grow takes the members' flavor and size unless told: another size is refused, naming them.
+    const growOther = await cli('cluster', 'grow', 'c1', '--size', '2');
+    assert.equal(growOther.code, 1);
+    assert.match(growOther.err, /"grow"\[0\]: a new member has the flavor and volume size of the others \(1, 1 GB\)\..*HTTP 400/);
+    assert.equal(((await cluster(id)).instances as J[]).length, 4, 'a refused grow makes no member');
     // The member whose CouchDB started the cluster's epmd (it runs as that member's uid) cannot leave.
     const holder = grown.find((m) => processesUnder(path.join(stateDir, 'instances', m.id as string)).some((pid) => fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'epmd'));
     assert.ok(holder && holder !== newcomer, 'the epmd of the cluster was started by one of the first members');
