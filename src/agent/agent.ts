@@ -17,11 +17,12 @@ import { Archiving } from './archiving.js';
 import { Operations } from './operations.js';
 import { ClusterMember } from './cluster.js';
 import { ClusterSync } from './cluster-sync.js';
+import { ClusterResize } from './cluster-resize.js';
 import { writePrivateFile } from './files.js';
 import { fileStore, ReplicationManager, ReplicationMemory } from './replication.js';
 import type { QuotaState } from './quota.js';
 import type {
-  AccessRole, AgentApi, AgentArchiveApi, AgentBackupRequest, AgentClusterApi, AgentClusterSyncApi, ClusterShardState, ClusterMembership, ClusterProbe, AgentOpsApi, AgentReplicationApi, ArchiveSettings, ArchiveStatus, ConfigurationResult,
+  AccessRole, AgentApi, AgentArchiveApi, AgentBackupRequest, AgentClusterApi, AgentClusterSyncApi, ClusterShardState, ClusterMembership, ClusterProbe, AgentOpsApi, AgentReplicationApi, ArchiveSettings, ArchiveStatus, ConfigurationResult, AgentResizeApi, ResizeAnswer, ResizeRequest,
   DatabaseRestoreRequest, DatabaseRestoreResult, DataStats, FollowPrimaryRequest, InstanceSettings, InstanceStatus, LogFileInfo, NewUser,
   ReplicationCredentials, ReplicationStatus, ReplicationSyncResult, UserInfo,
 } from './protocol.js';
@@ -32,7 +33,7 @@ export { couchUrl } from './core.js';
 export { instanceFiles, writePrivateFile } from './files.js';
 export { buildLocalIni, managedSettings, renderVmArgs } from './local-ini.js';
 
-export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentArchiveApi, AgentClusterApi, AgentClusterSyncApi {
+export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentArchiveApi, AgentClusterApi, AgentClusterSyncApi, AgentResizeApi {
   readonly #c: AgentCore;
   readonly #config: InstanceConfig;
   readonly #life: Lifecycle;
@@ -41,6 +42,7 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentA
   readonly #ops: Operations;
   readonly #cluster: ClusterMember;
   readonly #clusterSync: ClusterSync;
+  readonly #resize: ClusterResize;
   readonly #replMemory = new ReplicationMemory();
 
   private constructor(
@@ -55,6 +57,7 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentA
     this.#ops = new Operations(this.#c);
     this.#cluster = new ClusterMember(this.#c);
     this.#clusterSync = new ClusterSync(this.#c);
+    this.#resize = new ClusterResize(this.#c, (hash) => this.#config.adoptRootHash(hash));
   }
 
   /** Opens the agent's directory; adopts a CouchDB an earlier agent process left running. */
@@ -200,6 +203,10 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentA
   }
   clusterShards(sync?: string[]): Promise<ClusterShardState> {
     return this.#clusterSync.clusterShards(sync);
+  }
+  /** Shard moves (and root) for grow and shrink (cluster-resize.ts). */
+  clusterResize(req: ResizeRequest): Promise<ResizeAnswer> {
+    return this.#resize.run(req);
   }
 
   // --- operations (operations.ts) -------------------------------------------------------------

@@ -6,7 +6,7 @@ import type { AgentApi, AgentBackupRequest, AgentErrorCode, ConfigurationResult,
 import type { AgentArchiveApi, ArchiveSettings, ArchiveStatus, DatabaseRestoreRequest, DatabaseRestoreResult } from './protocol.js';
 import type { AgentReplicationApi, FollowPrimaryRequest, ReplicationCredentials, ReplicationStatus, ReplicationSyncResult } from './protocol.js';
 import type { AccessRole, AgentOpsApi, DataStats, LogFileInfo } from './protocol.js';
-import type { AgentClusterApi, AgentClusterSyncApi, ClusterShardState, ClusterMembership, ClusterProbe } from './protocol.js';
+import type { AgentClusterApi, AgentClusterSyncApi, ClusterShardState, ClusterMembership, ClusterProbe, AgentResizeApi, ResizeAnswer, ResizeRequest } from './protocol.js';
 import type { BackupSummary, Progress } from '../backup/types.js';
 
 export interface AgentClientOptions {
@@ -18,7 +18,7 @@ export interface AgentClientOptions {
 
 const enc = encodeURIComponent;
 
-export class AgentClient implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentArchiveApi, AgentClusterApi, AgentClusterSyncApi {
+export class AgentClient implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentArchiveApi, AgentClusterApi, AgentClusterSyncApi, AgentResizeApi {
   readonly #token: string;
   readonly #base: string;
   readonly #timeoutMs: number;
@@ -187,5 +187,8 @@ export class AgentClient implements AgentApi, AgentReplicationApi, AgentOpsApi, 
   }
   clusterShards(sync?: string[]): Promise<ClusterShardState> {
     return this.#call('POST', '/v1/cluster/shards', { sync: sync ?? [] });
+  }
+  clusterResize(req: ResizeRequest): Promise<ResizeAnswer> {
+    return this.#call('POST', '/v1/cluster/resize', req);
   }
 }

@@ -188,6 +188,16 @@ export class InstanceConfig {
     return this.c.mgr().isRootEnabled();
   }
 
+  /** A new cluster member's root: another member's hash as it is, so one password logs in on every node (docs/cluster.md). */
+  async adoptRootHash(hash: string): Promise<void> {
+    if (!HASHED_ADMIN.test(hash)) throw new CouchtroveError('the root password to adopt is not a CouchDB password hash');
+    return this.c.withConfigLock(async () => {
+      await this.c.client().putConfig('admins', ROOT_USER, hash, false);
+      await this.editIni((ini) => ini.set('admins', ROOT_USER, hash));
+      await replaceFile(instanceFiles(this.c.requireState().settings).rootSince, new Date().toISOString(), 0o600);
+    });
+  }
+
   /** Whether root is enabled and since when (null: enabled otherwise than by the agent, or by an older one). */
   async rootStatus(): Promise<{ enabled: boolean; since: string | null }> {
     const enabled = await this.c.mgr().isRootEnabled();

@@ -431,3 +431,42 @@ export interface AgentOpsApi {
   /** The log's last `lines` lines (0: the whole current file, at most 16 MiB), with secrets the agent knows masked. */
   readLog(name: string, lines: number): Promise<{ name: string; text: string; lines: number }>;
 }
+
+/**
+ * Moving shard copies between cluster members (docs/cluster.md, "Grow and shrink"), as CouchDB's "moving a
+ * shard" procedure does it through one member's own CouchDB: read and edit the shard maps (`_dbs`), hold a
+ * member out of interactive requests while its new copies fill (maintenance mode), start internal
+ * replication, count a copy's documents, drop a copy no map names on this node, and take a node off `_nodes`;
+ * a new member also takes root's password hash from another member (each node has its own [admins]).
+ */
+export type ResizeRequest =
+  | { op: 'maps' }
+  | { op: 'place'; db: string; add: Array<[range: string, node: string]>; remove: Array<[range: string, node: string]> }
+  | { op: 'copies'; db: string }
+  | { op: 'maintenance'; on: boolean }
+  | { op: 'sync'; db: string }
+  | { op: 'drop'; db: string; range: string }
+  | { op: 'forget'; node: string }
+  | { op: 'adoptRoot'; from: string };
+
+/** One database's shard map: which nodes hold a copy of each range. */
+export interface ShardMap {
+  db: string;
+  byRange: Record<string, string[]>;
+}
+
+export interface ResizeAnswer {
+  /** This member's Erlang node name. */
+  node: string;
+  /** maps: every database's map; place: the edited one. */
+  maps?: ShardMap[];
+  /** copies: this node's copies of the database, range -> documents (live and deleted); null: not made yet. */
+  copies?: Record<string, number | null>;
+  /** drop, forget: whether there was something to remove; adoptRoot: whether the other node had a root. */
+  removed?: boolean;
+  adopted?: boolean;
+}
+
+export interface AgentResizeApi {
+  clusterResize(req: ResizeRequest): Promise<ResizeAnswer>;
+}

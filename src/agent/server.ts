@@ -9,7 +9,7 @@ import { isIP } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { AgentError, HTTP_STATUS, invalid } from './errors.js';
 import type { AgentApi, AgentErrorBody, AgentErrorCode, AgentServeConfig, InstanceSettings, NewUser } from './protocol.js';
-import type { AccessRole, AgentArchiveApi, AgentClusterApi, AgentClusterSyncApi, ClusterProbe, AgentOpsApi, AgentReplicationApi, ArchiveSettings, DatabaseRestoreRequest, FollowPrimaryRequest } from './protocol.js';
+import type { AccessRole, AgentArchiveApi, AgentClusterApi, AgentClusterSyncApi, AgentResizeApi, ClusterProbe, ResizeRequest, AgentOpsApi, AgentReplicationApi, ArchiveSettings, DatabaseRestoreRequest, FollowPrimaryRequest } from './protocol.js';
 import { CouchtroveError, describeError } from '../util/errors.js';
 
 export interface AgentServerOptions {
@@ -184,6 +184,11 @@ export async function startAgentServer(opts: AgentServerOptions): Promise<Runnin
     const r = api as Partial<AgentClusterSyncApi>;
     if (!r.clusterShards) throw new AgentError('NOT_FOUND', 'this agent does not implement clusters');
     return r.clusterShards((bodyOf(req).sync as string[] | undefined) ?? []);
+  });
+  app.post('/v1/cluster/resize', async (req) => {
+    const r = api as Partial<AgentResizeApi>;
+    if (!r.clusterResize) throw new AgentError('NOT_FOUND', 'this agent does not move shards');
+    return r.clusterResize(bodyOf(req) as unknown as ResizeRequest);
   });
 
   await app.listen({ host: opts.host, port: opts.port });

@@ -90,6 +90,6 @@ export function registerClusterRoutes(api: FastifyInstance, plane: ControlPlane,
     return { user: { name: r.name, password: r.password } };
   });
   api.get('/clusters/:id/root', async (req: Req) => ({ rootEnabled: await clusterRootEnabled(plane, req.params.project!, req.params.id!) }));
-  // Trove's cluster actions (restart; src/api/cluster-actions.ts).
+  // Trove's cluster actions (restart, grow, shrink; src/api/cluster-actions.ts).
   registerClusterActionRoute(api, plane, (req, c) => clusterView(plane, base(req), c));
 }

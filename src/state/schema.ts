@@ -71,7 +71,7 @@ export interface InstancesTable {
 }
 
 /** Trove's cluster task names (trove/cluster/tasks.py), and ERROR: a create that failed (fault says why). */
-export type ClusterTaskName = 'NONE' | 'BUILDING_INITIAL' | 'DELETING' | 'RESTARTING_CLUSTER' | 'ERROR';
+export type ClusterTaskName = 'NONE' | 'BUILDING_INITIAL' | 'DELETING' | 'GROWING_CLUSTER' | 'SHRINKING_CLUSTER' | 'RESTARTING_CLUSTER' | 'ERROR';
 
 /** A CouchDB cluster (docs/cluster.md): its members are instances rows with cluster_id. */
 export interface ClustersTable {

@@ -160,7 +160,7 @@ export async function clusterRootEnabled(plane: ControlPlane, projectId: string,
   return true;
 }
 
-function clusterAgent(a: AgentApi): AgentClusterApi {
+export function clusterAgent(a: AgentApi): AgentClusterApi {
   const c = a as AgentApi & Partial<AgentClusterApi>;
   if (!c.clusterJoin || !c.clusterMembership || !c.clusterSetup || !c.clusterProbe) throw new Error('this agent cannot join a cluster');
   return c as AgentClusterApi;
@@ -184,6 +184,18 @@ export async function until(what: string, ms: number, check: () => Promise<boole
 
 const PROBE_DB = 'couchtrove-cluster-check';
 
+/** Waits until no member has a task (each instance.create done); a member that failed fails the wait, naming it. */
+export async function membersBuilt(plane: ControlPlane, clusterId: string, what: string): Promise<Row<'instances'>[]> {
+  let members: Row<'instances'>[] = [];
+  await until(what, (plane.config.couchdb.usageTimeout + 60) * 1000, async () => {
+    members = await clusterMembers(plane, clusterId);
+    const failed = members.find((m) => m.task_id === null && m.status !== 'ACTIVE');
+    if (failed) throw new StopWaiting(`member ${failed.name} (${failed.id}) is ${failed.status}: ${failed.fault ?? 'no reason given'}`);
+    return members.length > 0 && members.every((m) => m.task_id === null);
+  });
+  return members;
+}
+
 export function registerClusterTasks(plane: ControlPlane): void {
   const setCluster = async (ctx: TaskContext<{ clusterId: string }>, patch: Partial<Row<'clusters'>>): Promise<void> => {
     if (!(await plane.store.update('clusters', ctx.params.clusterId, { ...patch, updated: now() }, { task_id: ctx.task.id }))) {
@@ -196,13 +208,7 @@ export function registerClusterTasks(plane: ControlPlane): void {
     run: async (ctx) => {
       const id = ctx.params.clusterId;
       // Every member's own instance.create task first: provisioned, prepared, CouchDB running.
-      let members: Row<'instances'>[] = [];
-      await until('the members did not finish building', (plane.config.couchdb.usageTimeout + 60) * 1000, async () => {
-        members = await clusterMembers(plane, id);
-        const failed = members.find((m) => m.task_id === null && m.status !== 'ACTIVE');
-        if (failed) throw new StopWaiting(`member ${failed.name} (${failed.id}) is ${failed.status}: ${failed.fault ?? 'no reason given'}`);
-        return members.length > 0 && members.every((m) => m.task_id === null);
-      });
+      const members = await membersBuilt(plane, id, 'the members did not finish building');
       await ctx.step('members');
       const nodes = members.map(memberNode);
       const agents = await Promise.all(members.map(async (m) => clusterAgent(await plane.compute.agent(m))));
@@ -272,6 +278,8 @@ export const CLUSTER_TASKS: Record<ClusterTaskName, { id: number; description: s
   NONE: { id: 1, description: 'No tasks for the cluster.' },
   BUILDING_INITIAL: { id: 2, description: 'Building the initial cluster.' },
   DELETING: { id: 3, description: 'Deleting the cluster.' },
+  GROWING_CLUSTER: { id: 5, description: 'Increasing the size of the cluster.' },
+  SHRINKING_CLUSTER: { id: 6, description: 'Decreasing the size of the cluster.' },
   RESTARTING_CLUSTER: { id: 8, description: 'Restarting the cluster.' },
   ERROR: { id: 100, description: 'The last task of the cluster failed (see fault).' },
 };

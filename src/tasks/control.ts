@@ -28,6 +28,7 @@ import { registerVerifyTasks } from './verify.js';
 import { registerUpgradeTasks } from './upgrade.js';
 import { memberNode, memberSettings, registerClusterTasks } from './clusters.js';
 import { registerClusterRestartTask } from './cluster-restart.js';
+import { registerClusterResizeTasks } from './cluster-resize.js';
 import { withTimeout } from '../util/concurrency.js';
 import type { BackupSummary } from '../backup/types.js';
 import { InstanceKeys, instanceKeysFor } from '../crypto/instance-keys.js';
@@ -160,6 +161,7 @@ export class ControlPlane {
     registerArchiveTasks(this);
     registerClusterTasks(this);
     registerClusterRestartTask(this);
+    registerClusterResizeTasks(this);
     this.health = new HealthMonitor(this, options.healthMs ?? this.config.healthInterval * 1000, this.log);
   }
 

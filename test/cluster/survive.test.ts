@@ -155,9 +155,9 @@ test('the control plane restarts: the cluster stays ready and its members keep r
 
 test('couchtrove cluster restart: one member at a time, no write refused, every document on every node', { skip, timeout: 360_000 }, async (t) => {
   // The action's answers first: Trove's other actions are not done (501), a made-up one is refused (400).
-  const grow = await api(server!.api, 'POST', `/clusters/${clusterId}`, { grow: [{ flavorRef: '1' }] });
-  assert.equal(grow.status, 501, JSON.stringify(grow.json));
-  assert.match(JSON.stringify(grow.json), /Cluster action grow/);
+  const upgrade = await api(server!.api, 'POST', `/clusters/${clusterId}`, { upgrade: { datastore_version: '3.5' } });
+  assert.equal(upgrade.status, 501, JSON.stringify(upgrade.json));
+  assert.match(JSON.stringify(upgrade.json), /Cluster action upgrade/);
   const bogus = await api(server!.api, 'POST', `/clusters/${clusterId}`, { reboot: {} });
   assert.equal(bogus.status, 400);
   assert.match(JSON.stringify(bogus.json), /Action \\"reboot\\" not supported/);

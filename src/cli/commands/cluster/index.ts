@@ -1,4 +1,4 @@
-// `couchtrove cluster create|show|list|delete|restart` against the API (docs/cluster.md).
+// `couchtrove cluster create|show|list|delete|restart|grow|shrink` against the API (docs/cluster.md).
 import { setTimeout as sleep } from 'node:timers/promises';
 import { defineCommand, type AnyCommand, type CommandIO } from '../../command.js';
 import { ApiError, TroveApiClient, details, print, table, type JsonObject } from '../../../api/client.js';
@@ -83,6 +83,34 @@ export const clusterCommands: AnyCommand[] = [
       const id = (await findCluster(c, o.clusterRef)).id as string;
       let cl = (await c.request('POST', `/clusters/${encodeURIComponent(id)}`, { restart: {} })).cluster as JsonObject;
       if (o.wait) cl = (await waitCluster(c, io, id, false)) ?? cl;
+      print(io, o.json, { cluster: cl }, () => showText(cl));
+      return o.wait && (cl.task as JsonObject).name !== 'NONE' ? 1 : 0;
+    },
+  }),
+  defineCommand({
+    path: ['cluster', 'grow'], summary: 'Add one member to a cluster (same flavor and size as the others); shard copies move onto it',
+    required: ['clusterRef'], optional: [...API, 'flavorRef', 'volumeSize', 'wait'], positional: 'clusterRef',
+    run: async (o, io) => {
+      const c = new TroveApiClient(o);
+      const cl0 = await findCluster(c, o.clusterRef);
+      const first = ((cl0.instances as JsonObject[] | undefined) ?? [])[0];
+      const flavor = o.flavorRef ?? ((first?.flavor as JsonObject | undefined)?.id as string | undefined);
+      const size = o.volumeSize ?? ((first?.volume as JsonObject | undefined)?.size as number | undefined);
+      const member: JsonObject = { flavorRef: flavor ?? '', ...(size !== undefined ? { volume: { size } } : {}) };
+      let cl = (await c.request('POST', `/clusters/${cl0.id as string}`, { grow: [member] })).cluster as JsonObject;
+      if (o.wait) cl = (await waitCluster(c, io, cl.id as string, false)) ?? cl;
+      print(io, o.json, { cluster: cl }, () => showText(cl));
+      return o.wait && (cl.task as JsonObject).name !== 'NONE' ? 1 : 0;
+    },
+  }),
+  defineCommand({
+    path: ['cluster', 'shrink'], summary: 'Remove a member from a cluster after moving its shard copies to the others',
+    required: ['clusterRef', 'instanceRef'], optional: [...API, 'wait'], positional: 'clusterRef',
+    run: async (o, io) => {
+      const c = new TroveApiClient(o);
+      const cl0 = await findCluster(c, o.clusterRef);
+      let cl = (await c.request('POST', `/clusters/${cl0.id as string}`, { shrink: [{ id: o.instanceRef }] })).cluster as JsonObject;
+      if (o.wait) cl = (await waitCluster(c, io, cl.id as string, false)) ?? cl;
       print(io, o.json, { cluster: cl }, () => showText(cl));
       return o.wait && (cl.task as JsonObject).name !== 'NONE' ? 1 : 0;
     },
