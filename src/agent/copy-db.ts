@@ -22,7 +22,7 @@ export interface CopyStats {
 export interface CopyOptions {
   /** Batches in flight (default 4). */
   parallel?: number;
-  /** Leaf revisions in the first batch (default 100); later ones are sized to about `batchBytes`. */
+  /** Leaf revisions in the first batch (default 10), alone in flight; later ones are sized to about `batchBytes`. */
   batch?: number;
   /** Bytes of JSON aimed at per batch (default 4 MiB): memory is bounded by parallel × this, not by the database. */
   batchBytes?: number;
@@ -114,7 +114,10 @@ async function attachmentMd5(c: CouchClient, db: string, id: string, rev: string
 export async function copyDatabase(src: CouchClient, srcDb: string, dst: CouchClient, dstDb: string, o: CopyOptions = {}): Promise<CopyStats> {
   const parallel = o.parallel ?? 4;
   const batchBytes = o.batchBytes ?? 4 * 2 ** 20;
-  let batchSize = o.batch ?? 100;
+  let batchSize = o.batch ?? 10;
+  // Until one batch has shown how big this database's documents are, one batch at a time: documents with
+  // attachments of megabytes each (inline, base64) would otherwise hold parallel x 10 of them at once.
+  let sized = false;
   const info = await src.json<{ doc_count: number; doc_del_count?: number; props?: { partitioned?: boolean } }>('GET', `/${enc(srcDb)}`);
   const created = await dst.raw('PUT', `/${enc(dstDb)}`, info.props?.partitioned ? { query: { partitioned: true } } : {});
   if (created.status !== 201 && created.status !== 202) throw new AgentError('COUCHDB_ERROR', `cannot create ${dstDb}: ${created.status} ${JSON.stringify(created.body).slice(0, 200)}`);
@@ -147,8 +150,10 @@ export async function copyDatabase(src: CouchClient, srcDb: string, dst: CouchCl
     }
     const body = JSON.stringify({ new_edits: false, docs });
     stats.bytes += body.length;
-    // Next batches aim at batchBytes (documents of this database are about this size).
-    batchSize = Math.max(10, Math.min(2000, Math.round((batchBytes * docs.length) / Math.max(1, body.length))));
+    // Next batches aim at batchBytes (documents of this database are about this size); one document of a
+    // batch is the least, so memory grows with the largest document only, never with the database.
+    batchSize = Math.max(1, Math.min(2000, Math.round((batchBytes * docs.length) / Math.max(1, body.length))));
+    sized = true;
     const put = await dst.raw<{ id?: string; error?: string; reason?: string }[]>('POST', `/${enc(dstDb)}/_bulk_docs`, { rawBody: body });
     if (put.status !== 201) throw new AgentError('COUCHDB_ERROR', `writing into ${dstDb}: ${put.status} ${JSON.stringify(put.body).slice(0, 300)}`);
     const refused = (put.body ?? []).filter((r) => r.error);
@@ -209,24 +214,27 @@ export async function copyDatabase(src: CouchClient, srcDb: string, dst: CouchCl
     );
     running.add(p);
   };
+  const pending: Change[] = [];
+  /** Launches batches cut at the size known when a slot is free (the first batch may change it); `all`: the rest too. */
+  const drain = async (all: boolean): Promise<void> => {
+    while (!failed && (pending.length >= batchSize || (all && pending.length > 0))) {
+      while ((running.size >= parallel || (!sized && running.size > 0)) && !failed) await Promise.race(running);
+      if (!failed) launch(pending.splice(0, batchSize));
+    }
+  };
   let since: string | number = 0;
-  let pending: Change[] = [];
   for (;;) {
     const page: { results: Change[]; last_seq: string | number } = await src.json('GET', `/${enc(srcDb)}/_changes`, { query: { style: 'all_docs', since, limit: 2000 } });
     for (const c of page.results) {
       if (c.id.startsWith('_local/')) continue;
       pending.push(c);
-      if (pending.length >= batchSize) {
-        while (running.size >= parallel && !failed) await Promise.race(running);
-        if (failed) break;
-        launch(pending);
-        pending = [];
-      }
+      await drain(false);
+      if (failed) break;
     }
     if (failed || page.results.length === 0) break;
     since = page.last_seq;
   }
-  if (pending.length && !failed) launch(pending);
+  await drain(true);
   await Promise.all(running);
   if (failed) throw failed;
 
