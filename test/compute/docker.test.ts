@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { repoRoot } from '../support/postgres.js';
-import { startServer, tempDir, api, waitStatus, killUnder, basicAuth, within, createInstance, type J, type RealServer } from '../support/server.js';
+import { startServer, tempDir, api, waitStatus, killUnder, basicAuth, within, createInstance, backupOf, type J, type RealServer } from '../support/server.js';
 import { clientsSkip, troveClients } from '../support/trove-clients.js';
 import { buildTestImage, connectsFrom, dockerSkip, execIn, startDockerd, type TestDaemon } from '../support/docker.js';
 import { AGENT_CAPS, INSTANCE_KEY, LABEL, STORAGE_CREDENTIALS, VOLUME_MOUNT } from '../../src/compute/docker/driver.js';
@@ -427,15 +427,6 @@ async function readN(url: string, doc: string): Promise<unknown> {
   const r = await fetch(`${url}/payroll/${doc}`, { headers: { authorization: basicAuth('alice', 'secret-1') } });
   assert.equal(r.status, 200, `GET ${url}/payroll/${doc}: ${r.status}`);
   return ((await r.json()) as J).n;
-}
-
-/** A backup through the API (incremental on the last one when asked), waited for: its row. */
-async function backupOf(base: string, id: string, name: string, incremental = false): Promise<J> {
-  const b = await api(base, 'POST', '/backups', { backup: { name, instance: id, ...(incremental ? { incremental: 1 } : {}) } });
-  assert.equal(b.status, 202, JSON.stringify(b.json));
-  const done = await waitStatus(base, 'backups', (b.json.backup as J).id as string, ['COMPLETED', 'FAILED'], 180_000);
-  assert.equal(done.status, 'COMPLETED', JSON.stringify(done));
-  return done;
 }
 
 /**

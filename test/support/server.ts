@@ -1,5 +1,6 @@
 // A real `couchtrove server` child process (real agents, development engine or COUCHDB_HOME) on a free
 // loopback port with a private state directory. Tests kill it and clean up every process it started.
+import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -155,6 +156,15 @@ export async function createInstance(base: string, stateDir: string, name: strin
   const instanceDir = path.join(stateDir, 'instances', id);
   const placement = JSON.parse(fs.readFileSync(path.join(instanceDir, 'placement.json'), 'utf8')) as { uid?: number };
   return { id, url: inst.couchdb_url as string, uid: placement.uid ?? null, instanceDir };
+}
+
+/** A backup through the API (incremental on the last one when asked), waited for: its row. */
+export async function backupOf(base: string, id: string, name: string, incremental = false): Promise<J> {
+  const b = await api(base, 'POST', '/backups', { backup: { name, instance: id, ...(incremental ? { incremental: 1 } : {}) } });
+  assert.equal(b.status, 202, JSON.stringify(b.json));
+  const done = await waitStatus(base, 'backups', (b.json.backup as J).id as string, ['COMPLETED', 'FAILED'], 180_000);
+  assert.equal(done.status, 'COMPLETED', JSON.stringify(done));
+  return done;
 }
 
 /** Polls f until it gives something other than null; throws naming what after ms. */

@@ -193,7 +193,9 @@ export class SwarmDriver extends DockerDriver {
     const node = nodes.find((n) => n.ID === t.NodeID);
     if (node && node.Status.State !== 'ready') return `node ${node.Description.Hostname} (${node.ID}) is ${node.Status.State}${node.Status.Message ? `: ${node.Status.Message}` : ''}; recover with create --backup on another node`;
     if (t.Status.State === 'running') return null;
-    if (['new', 'pending', 'assigned', 'accepted', 'preparing', 'starting', 'ready'].includes(t.Status.State) && t.DesiredState === 'running') return null;
+    // A service update's new task waits with desired state `ready` until the old one has stopped (its
+    // host-mode ports are in use until then): being scheduled, not a fault.
+    if (['new', 'pending', 'assigned', 'accepted', 'preparing', 'starting', 'ready'].includes(t.Status.State) && ['running', 'ready'].includes(t.DesiredState)) return null;
     return `task ${t.ID} of service ${containerName(inst.id)} is ${t.Status.State}${t.Status.Err ? `: ${t.Status.Err}` : ''} since ${t.Status.Timestamp}`;
   }
 
@@ -311,10 +313,15 @@ export class SwarmDriver extends DockerDriver {
     }
     const nets = (spec.TaskTemplate as { Networks?: Array<{ Target?: string }> } | undefined)?.Networks ?? [];
     const mine = (n: { Target?: string }) => n.Target === netId || n.Target === name;
-    if (nets.some(mine) === on) return;
+    // Joining a source's overlay also leaves a former source's (promote, eject): one new task, not two.
+    const ownName = containerName(inst.id);
+    const ownId = ((await this.docker.getNetwork(ownName).inspect().catch(() => ({ Id: ownName }))) as { Id: string }).Id;
+    const own = (n: { Target?: string }) => n.Target === ownId || n.Target === ownName;
+    if (on ? nets.some(mine) && nets.every((n) => mine(n) || own(n)) : !nets.some(mine)) return;
+    const next = on ? [...nets.filter(own), { Target: netId }] : nets.filter((n) => !mine(n));
     await this.replaceTask(inst, on ? `on the network ${name}` : `off the network ${name}`, (s) => {
       const t = s.TaskTemplate as { Networks?: Array<{ Target?: string }> } | undefined;
-      if (t) t.Networks = on ? [...nets, { Target: netId }] : nets.filter((n) => !mine(n));
+      if (t) t.Networks = next;
     });
     // CouchDB comes back with the new task (the agent starts it from the volume): followPrimary needs it.
     const until = Date.now() + (this.options.agentStartMs ?? 120_000);
