@@ -236,9 +236,16 @@ export const FEATURES: Feature[] = [
   {
     name: 'metrics',
     async run(c) {
-      const text = await (await fetch(`${c.url}/metrics`)).text();
-      assert.match(text, new RegExp(`couchtrove_instance_status\\{[^}]*instance_id="${c.id}"[^}]*status="ACTIVE"[^}]*\\} 1`));
-      assert.match(text, new RegExp(`couchtrove_volume_used_bytes\\{[^}]*instance_id="${c.id}"`));
+      const status = new RegExp(`couchtrove_instance_status\\{[^}]*instance_id="${c.id}"[^}]*status="ACTIVE"[^}]*\\} 1`);
+      const used = new RegExp(`couchtrove_volume_used_bytes\\{[^}]*instance_id="${c.id}"`);
+      // Volume use comes from the health monitor's rounds: after a task (a resize) it is back at the next one.
+      let text = '';
+      for (const end = Date.now() + 60_000; Date.now() < end; await sleep(500)) {
+        text = await (await fetch(`${c.url}/metrics`)).text();
+        if (status.test(text) && used.test(text)) break;
+      }
+      assert.match(text, status);
+      assert.match(text, used);
     },
   },
   {
