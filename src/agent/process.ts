@@ -130,7 +130,7 @@ export class CouchProcess {
  * The process's start time in clock ticks since boot (/proc/<pid>/stat, field 22), or null without /proc.
  * A thread id answers kill(0) too, but only a process's own start time matches the one recorded.
  */
-export function processStart(pid: number): string | null {
+function processStart(pid: number): string | null {
   let stat: string;
   try {
     stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
