@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { startServer, tempDir, api, waitStatus, killUnder, basicAuth, within, backupOf, type J, type RealServer } from '../support/server.js';
+import { startServer, tempDir, api, waitStatus, killUnder, basicAuth, within, fullAndIncremental, type J, type RealServer } from '../support/server.js';
 import { rawSwiftNames, startSwift, swiftAvailable } from '../support/swift.js';
 import { clientsSkip, troveClients } from '../support/trove-clients.js';
 import { buildTestImage, connectsFrom, dockerSkip, execIn, startDockerd, type TestDaemon } from '../support/docker.js';
@@ -343,12 +343,7 @@ test("swarm driver: swift:// and s3:// from tasks: the credentials a secret of t
     assert.deepEqual(JSON.parse((await execIn(ta.d.docker, ta.container, '0:0', ['cat', STORAGE_CREDENTIALS])).out), { ...swift.swiftEnv(), ST_AUTH: `http://${proxy}/auth/v1.0` });
 
     // swift://: a full backup and an incremental on it, written by the agent in the task; restored into a new instance.
-    const full = await backupOf(s.api, a.id, 'sw-swift-full');
-    await put(a.url, 'd2', 2);
-    const inc = await backupOf(s.api, a.id, 'sw-swift-inc', true);
-    assert.equal(inc.parent_id, full.id);
-    const names = await rawSwiftNames(swift, 'ct-swarm', 'p/');
-    for (const b of [full, inc]) assert.ok(names.some((n) => n.includes(b.id as string)), `no object of backup ${String(b.id)} in Swift: ${names.slice(0, 5).join(', ')}`);
+    const [, inc] = await fullAndIncremental(s.api, a.id, ['sw-swift-full', 'sw-swift-inc'], () => put(a.url, 'd2', 2), () => rawSwiftNames(swift, 'ct-swarm', 'p/'));
     const b = await make(s, 'sw-swift-b', { restorePoint: { backupRef: inc.id } });
     assert.deepEqual([await readN(b.url, 'd1'), await readN(b.url, 'd2')], [1, 2]);
     console.log(`swift:// from swarm tasks (create, full + incremental backup, create --backup): ${((Date.now() - t0) / 1000).toFixed(1)} s`);
@@ -366,13 +361,7 @@ test("swarm driver: swift:// and s3:// from tasks: the credentials a secret of t
     assert.equal(s3creds.AWS_ENDPOINT_URL, `http://${proxy}/`);
     assert.equal(JSON.stringify(await tc.d.docker.getContainer(tc.container).inspect()).includes(swift.secretAccessKey), false, 'the S3 secret key shows in docker inspect');
     await put(c.url, 'd3', 3);
-    const s3full = await backupOf(s.api, c.id, 'sw-s3-full');
-    assert.equal(s3full.parent_id ?? null, null);
-    await put(c.url, 'd4', 4);
-    const s3inc = await backupOf(s.api, c.id, 'sw-s3-inc', true);
-    assert.equal(s3inc.parent_id, s3full.id);
-    const s3names = await rawSwiftNames(swift, 'ct-swarm-s3', 'p/');
-    for (const x of [s3full, s3inc]) assert.ok(s3names.some((n) => n.includes(x.id as string)), `no object of backup ${String(x.id)} in the S3 bucket`);
+    await fullAndIncremental(s.api, c.id, ['sw-s3-full', 'sw-s3-inc'], () => put(c.url, 'd4', 4), () => rawSwiftNames(swift, 'ct-swarm-s3', 'p/'));
     // Restoring from s3:// runs the same agent code as from swift:// (above) and from containers (docker.test).
     console.log(`s3:// from swarm tasks (create, full + incremental backup): ${((Date.now() - t1) / 1000).toFixed(1)} s`);
     await removeAll(s, [c.id]);

@@ -167,6 +167,21 @@ export async function backupOf(base: string, id: string, name: string, increment
   return done;
 }
 
+/**
+ * A full backup, `between` (a write), then an incremental on it (its parent the full), both found among the names
+ * the repository `stored` (what the agent wrote, read back from the object store itself).
+ */
+export async function fullAndIncremental(base: string, id: string, names: [string, string], between: () => Promise<void>, stored: () => Promise<string[]>): Promise<[J, J]> {
+  const full = await backupOf(base, id, names[0]);
+  assert.equal(full.parent_id ?? null, null);
+  await between();
+  const inc = await backupOf(base, id, names[1], true);
+  assert.equal(inc.parent_id, full.id);
+  const objects = await stored();
+  for (const b of [full, inc]) assert.ok(objects.some((n) => n.includes(b.id as string)), `no object of backup ${String(b.id)} in the repository: ${objects.slice(0, 5).join(', ')}`);
+  return [full, inc];
+}
+
 /** Polls f until it gives something other than null; throws naming what after ms. */
 export async function within<T>(what: string, ms: number, f: () => Promise<T | null> | T | null): Promise<T> {
   const end = Date.now() + ms;
