@@ -1,8 +1,9 @@
 // The restores users reach for when something went wrong (issue 24, targets 1 and 2), each measured side
 // by side against a full restore in one run, the contenders alternating round by round, medians:
 //  one-db: one ~DB_MB MB database out of an ~INSTANCE_MB MB real CouchDB instance back (`database restore`:
-//          its shard files and the shard maps into a scratch CouchDB, copied and checked by the agent)
-//          against a whole restore of that instance into a new one (prepare: restore, start, check);
+//          its shard files and the shard maps into a scratch CouchDB, then the files placed under the live
+//          node, and for comparison copied document by document) against a whole restore of that instance
+//          into a new one (prepare: restore, start, check);
 //  pitr:   a restore to the newest point of an archive stream of a PITR_MB MB tree with CUTS cuts after its
 //          base against a full backup of the same tree.
 // Usage: npm run build && COUCHDB_HOME=/opt/couchdb node dist/bench/restore.js [--part one-db|pitr|all]
@@ -88,6 +89,7 @@ async function oneDatabase(): Promise<void> {
 
     const whole: number[] = [];
     const one: DatabaseRestoreResult[] = [];
+    const copied: DatabaseRestoreResult[] = [];
     const runWhole = async (i: number) => {
       const w = await instance(`whole-${i}`);
       execFileSync('sync');
@@ -102,6 +104,9 @@ async function oneDatabase(): Promise<void> {
       execFileSync('sync');
       one.push(await src.agent.restoreDatabase({ database: 'shop', storage: repo, keyFile, backupId: 'whole', as: `shop_r${i}` }));
       await req('DELETE', `/shop_r${i}`);
+      execFileSync('sync');
+      copied.push(await src.agent.restoreDatabase({ database: 'shop', storage: repo, keyFile, backupId: 'whole', as: `shop_c${i}`, copy: true }));
+      await req('DELETE', `/shop_c${i}`);
     };
     for (let i = 0; i < runs; i++) {
       loads.push(load());
@@ -112,12 +117,13 @@ async function oneDatabase(): Promise<void> {
         await runOne(i);
         await runWhole(i);
       }
-      console.log(`one-db run ${i}: whole ${s2(whole[i]!)} s, one ${s2(one[i]!.totalMs)} s (scratch ${s2(one[i]!.restoreMs)}, copy ${s2(one[i]!.copyMs)})`);
+      console.log(`one-db run ${i}: whole ${s2(whole[i]!)} s, one ${s2(one[i]!.totalMs)} s (${one[i]!.method}; scratch ${s2(one[i]!.restoreMs)}, then ${s2(one[i]!.copyMs)}), copied ${s2(copied[i]!.totalMs)} s`);
     }
     const mid = median(one.map((r) => r.totalMs));
     const r = one.find((x) => x.totalMs === mid)!;
     const wholeMs = median(whole);
     const rate = (shop.sizes.external / 1e6) / (r.copyMs / 1000);
+    const c = copied.find((x) => x.totalMs === median(copied.map((y) => y.totalMs)))!;
     sections.push(`**One database back** (target 1): database \`shop\`, ${shop.doc_count} documents of 10 KB, ${mib(shop.sizes.file)} on disk
 (${(shop.sizes.external / 1e6).toFixed(1)} MB of documents), out of a ${mib(wholeBytes)} instance (the rest: 1 MiB attachments in another
 database); real Apache CouchDB at /opt/couchdb, encrypted backup (generated key), zstd-1, \`file://\` repository on the same disk.
@@ -125,13 +131,15 @@ database); real Apache CouchDB at /opt/couchdb, encrypted backup (generated key)
 | | median of ${runs} | runs |
 |---|---|---|
 | \`database restore\`: shard files and shard maps restored, scratch CouchDB started | ${s2(r.restoreMs)} s | ${one.map((x) => s2(x.restoreMs)).join(', ')} |
-| copy into the live instance (attachments and conflicts read back and compared, every leaf checked by revision), _security, counts | ${s2(r.copyMs)} s | ${one.map((x) => s2(x.copyMs)).join(', ')} |
+| ${r.method === 'placed' ? 'scratch stopped, its shard files placed under the live node with a shard map, counts and _security checked' : 'copied'} | ${s2(r.copyMs)} s | ${one.map((x) => s2(x.copyMs)).join(', ')} |
 | **total** (scratch removed) | **${s2(mid)} s** | ${one.map((x) => s2(x.totalMs)).join(', ')} |
+| the same, copied document by document instead (\`copy: true\`: every leaf written, attachments and conflicts read back): copy | ${s2(c.copyMs)} s | ${copied.map((x) => s2(x.copyMs)).join(', ')} |
+| the same, copied: total | ${s2(c.totalMs)} s | ${copied.map((x) => s2(x.totalMs)).join(', ')} |
 | whole restore of the instance into a new one (prepare: restore, start, check) | ${s2(wholeMs)} s | ${whole.map(s2).join(', ')} |
 
-- ratio **${(mid / wholeMs).toFixed(2)}×** the whole restore (target ≤ 0.5); copy rate **${rate.toFixed(1)} MB/s** of documents
-  (${((r.copiedBytes / 1e6) / (r.copyMs / 1000)).toFixed(1)} MB/s of JSON written; target ≥ 20); checked: ${r.docCount} documents, ${r.docDelCount} deleted,
-  ${r.conflicts} conflicts, ${r.attachments} attachments.`);
+- ratio **${(mid / wholeMs).toFixed(2)}×** the whole restore (target ≤ 0.5; copied: ${(c.totalMs / wholeMs).toFixed(2)}×); rate **${rate.toFixed(1)} MB/s** of documents
+  in the step after the scratch is up, to the database served and checked (${((r.copiedBytes / 1e6) / (r.copyMs / 1000)).toFixed(1)} MB/s of shard files; copied: ${((shop.sizes.external / 1e6) / (c.copyMs / 1000)).toFixed(1)} MB/s; target ≥ 20);
+  checked: ${r.docCount} documents, ${r.docDelCount} deleted (copied: ${c.conflicts} conflicts, ${c.attachments} attachments).`);
   } finally {
     await stopInstances(running);
   }

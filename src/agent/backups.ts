@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { AgentError, invalid } from './errors.js';
-import { CouchClient, CouchUnreachableError, type Credentials } from './couchdb.js';
+import { CouchClient, CouchUnreachableError, enc, type Credentials } from './couchdb.js';
 import { instanceFiles } from './files.js';
 import { checkBackupId, checkStorageUrl } from './validate.js';
 import type { AgentBackupRequest, DatabaseRestoreRequest, DatabaseRestoreResult, InstanceSettings, InstanceStatus } from './protocol.js';
@@ -16,6 +16,7 @@ import { describeError } from '../util/errors.js';
 import { AgentCore, couchUrl, freeLoopbackPort } from './core.js';
 import type { AgentOptions } from './core.js';
 import { copyDatabase } from './copy-db.js';
+import { findPlacement, moveShards, removePlaced, shardMapFor } from './place-db.js';
 import { claimScratch, cleanScratches, clearMark, markCopy, removeScratchDir, stopScratchProcesses, type CleanResult } from './scratch.js';
 
 /** The scratch instance a one-database restore runs (an Agent of its own). */
@@ -123,6 +124,7 @@ export class Backups {
     const claim = claimScratch(scratchDir);
     let marked = false;
     let verified = false;
+    const placed: string[] = [];
     let scratch: ScratchAgent;
     try {
       // The scratch directory is the agent's (the instance may pass through it); only its data is the instance's.
@@ -162,28 +164,51 @@ export class Backups {
       const info = await src.dbInfo(req.database);
       if (!info) throw new AgentError('NOT_FOUND', `database ${req.database} is not in the backup${req.time ? ` as of ${req.time}` : ''}`);
       const t1 = performance.now();
-      // From here until verified, `as` holds an unverified copy: marked, so that whoever finds the marker
-      // (this restore's failure, the next agent's start, the next restore) deletes it.
-      await markCopy(scratchDir, as);
-      marked = true;
-      if (exists) await live.deleteDb(as);
-      // Streamed by the agent (copy-db.ts): every leaf revision with its history and attachments, each
-      // batch read back from the live CouchDB and compared; then the counts.
-      const copied = await copyDatabase(src, req.database, new CouchClient(couchUrl(s), this.c.admin!, 600_000), as);
-      await live.putSecurity(as, await src.getSecurity(req.database));
+      // The restored shard files become the database where they can (place-db.ts); copied where not.
+      const placement = s.cluster || req.copy ? null : await findPlacement(src, path.join(scratchDir, 'data'), req.database);
+      let done: Omit<DatabaseRestoreResult, 'database' | 'as' | 'from' | 'restoreMs' | 'copyMs' | 'totalMs'>;
+      if (placement) {
+        const security = await src.getSecurity(req.database);
+        // Nothing may hold the files open or write them: the scratch goes before they move.
+        await scratch.stop();
+        await stopScratchProcesses(scratchDir);
+        // From here until verified, `as` holds an unverified copy: marked, so that whoever finds the marker
+        // (this restore's failure, the next agent's start, the next restore) deletes it.
+        await markCopy(scratchDir, as);
+        marked = true;
+        const replaced = exists ? await live.raw<{ shard_suffix?: number[] }>('GET', `/_node/_local/_dbs/${enc(as)}`) : null;
+        if (exists) await live.deleteDb(as);
+        const moved = await moveShards(placement, s.dataDir, as, s.runAs, async (file) => {
+          placed.push(file);
+          await markCopy(scratchDir, as, placed);
+        }, replaced?.body?.shard_suffix ? String.fromCharCode(...replaced.body.shard_suffix) : undefined);
+        await live.putNodeLocalDoc('_dbs', shardMapFor(as, await live.nodeName(), placement.files.map((f) => f.range), moved.suffix, placement.props));
+        const got = await live.dbInfo(as);
+        const counts = (x: { doc_count: number; doc_del_count?: number } | null) => `${x?.doc_count} documents, ${x?.doc_del_count} deleted`;
+        if (counts(got) !== counts(info)) throw new AgentError('BACKUP_FAILED', `the placed database ${as} holds ${counts(got)}, the backup's ${counts(info)}`);
+        if (JSON.stringify(await live.getSecurity(as)) !== JSON.stringify(security)) throw new AgentError('BACKUP_FAILED', `the placed database ${as} does not hold the backup's _security`);
+        let bytes = 0;
+        for (const f of moved.files) bytes += (await fsp.lstat(f)).size;
+        done = { method: 'placed', docCount: info.doc_count, docDelCount: info.doc_del_count ?? 0, conflicts: null, attachments: null, copiedBytes: bytes };
+      } else {
+        await markCopy(scratchDir, as);
+        marked = true;
+        if (exists) await live.deleteDb(as);
+        // Streamed by the agent (copy-db.ts): every leaf revision with its history and attachments, each
+        // batch read back from the live CouchDB and compared; then the counts.
+        const copied = await copyDatabase(src, req.database, new CouchClient(couchUrl(s), this.c.admin!, 600_000), as);
+        await live.putSecurity(as, await src.getSecurity(req.database));
+        done = { method: 'copied', docCount: copied.docs, docDelCount: copied.deleted, conflicts: copied.conflicts, attachments: copied.attachments, copiedBytes: copied.bytes };
+      }
       await clearMark(scratchDir);
       verified = true;
       const copyMs = performance.now() - t1;
-      this.c.log(`database ${req.database} restored as ${as} from ${req.time ? `archive ${stream} at ${req.time}` : `backup ${req.backupId}`}: ${copied.docs} documents, ${copied.deleted} deleted, ${copied.conflicts} conflicts, ${copied.attachments} attachments`);
+      this.c.log(`database ${req.database} restored as ${as} from ${req.time ? `archive ${stream} at ${req.time}` : `backup ${req.backupId}`} (${done.method}): ${done.docCount} documents, ${done.docDelCount} deleted${done.method === 'copied' ? `, ${done.conflicts} conflicts, ${done.attachments} attachments` : `, ${done.copiedBytes} bytes of shard files`}`);
       return {
         database: req.database,
         as,
         from: req.backupId ?? `${stream}@${req.time}`,
-        docCount: copied.docs,
-        docDelCount: copied.deleted,
-        conflicts: copied.conflicts,
-        attachments: copied.attachments,
-        copiedBytes: copied.bytes,
+        ...done,
         restoreMs,
         copyMs,
         totalMs: performance.now() - t0,
@@ -192,7 +217,7 @@ export class Backups {
       if (marked && !verified) {
         // A copy that failed is not left to pass for the database: removed (the marker stays if CouchDB
         // does not answer now, for the next clean).
-        if (await live.deleteDb(as).then(() => true, () => false)) await clearMark(scratchDir);
+        if (await live.deleteDb(as).then(() => true, () => false) && (await removePlaced(placed, st.settings.runAs).then(() => true, () => false))) await clearMark(scratchDir);
       }
       await scratch.stop().catch(() => undefined);
       // Whatever the scratch's stop left (its epmd, a CouchDB that did not stop in time).
@@ -210,8 +235,9 @@ export class Backups {
   async recoverRestores(): Promise<CleanResult> {
     const st = this.c.state;
     if (!st) return { scratches: [], deleted: [], kept: [] };
-    return cleanScratches(st.settings.instanceDir, async (db) => {
+    return cleanScratches(st.settings.instanceDir, async (db, files) => {
       await this.c.client().deleteDb(db);
+      await removePlaced(files, st.settings.runAs);
     }, (m) => this.c.log(m));
   }
 }

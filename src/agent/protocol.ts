@@ -367,6 +367,8 @@ export interface DatabaseRestoreRequest {
   as?: string;
   /** Replace the live database of that name (deleted, then copied). */
   replace?: boolean;
+  /** Copy document by document even where the restored files could become the database (slower; to compare). */
+  copy?: boolean;
 }
 
 export interface DatabaseRestoreResult {
@@ -376,11 +378,17 @@ export interface DatabaseRestoreResult {
   from: string;
   docCount: number;
   docDelCount: number;
-  /** Live leaf revisions besides the winners, attachments (each checked by digest), JSON bytes copied. */
-  conflicts: number;
-  attachments: number;
+  /**
+   * `placed`: the restored shard files became the database (place-db.ts); `copied`: document by document
+   * (copy-db.ts: the development engine, a cluster member).
+   */
+  method: 'placed' | 'copied';
+  /** Copied only: live leaf revisions besides the winners, attachments (each checked by digest). */
+  conflicts: number | null;
+  attachments: number | null;
+  /** Bytes of shard files placed, or of JSON copied. */
   copiedBytes: number;
-  /** Milliseconds: restoring into the scratch CouchDB, copying, in all. */
+  /** Milliseconds: restoring into the scratch CouchDB, placing or copying, in all. */
   restoreMs: number;
   copyMs: number;
   totalMs: number;

@@ -22,6 +22,8 @@ export interface RestoreMarker {
   /** The live database the restore copies into (deleted when the copy was not verified). */
   database: string;
   started: string;
+  /** Shard files placed under the live data directory for it (place-db.ts), perhaps before any shard map names them. */
+  files?: string[];
 }
 
 export const markerFile = (scratchDir: string): string => `${scratchDir}.restore.json`;
@@ -33,8 +35,8 @@ export function claimScratch(scratchDir: string): { release: () => void } {
 }
 
 /** Records, before the live database is deleted or created, that it holds an unverified copy until cleared. */
-export async function markCopy(scratchDir: string, database: string): Promise<void> {
-  const body: RestoreMarker = { database, started: new Date().toISOString() };
+export async function markCopy(scratchDir: string, database: string, files?: string[]): Promise<void> {
+  const body: RestoreMarker = { database, started: new Date().toISOString(), ...(files ? { files } : {}) };
   // Created afresh (a leftover of the same name is removed first), never followed through a link.
   await fsp.rm(markerFile(scratchDir), { force: true });
   const fh = await fsp.open(markerFile(scratchDir), fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
@@ -56,7 +58,8 @@ async function readMarker(file: string): Promise<RestoreMarker | null> {
     const fh = await fsp.open(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
     try {
       const v = JSON.parse(await fh.readFile('utf8')) as Partial<RestoreMarker>;
-      return typeof v.database === 'string' && DB_NAME.test(v.database) ? { database: v.database, started: String(v.started) } : null;
+      const files = Array.isArray(v.files) ? v.files.filter((f): f is string => typeof f === 'string' && path.isAbsolute(f) && f.endsWith('.couch')) : [];
+      return typeof v.database === 'string' && DB_NAME.test(v.database) ? { database: v.database, started: String(v.started), files } : null;
     } finally {
       await fh.close();
     }
@@ -120,9 +123,10 @@ export interface CleanResult {
 
 /**
  * Cleans what dead restores left under instanceDir. `deleteDb` removes a live database (a missing one is
- * not an error); when it fails (CouchDB not up yet) the marker stays for the next clean.
+ * not an error) and the shard files the restore had placed for it; when it fails (CouchDB not up yet) the
+ * marker stays for the next clean.
  */
-export async function cleanScratches(instanceDir: string, deleteDb: (name: string) => Promise<void>, log: (m: string) => void): Promise<CleanResult> {
+export async function cleanScratches(instanceDir: string, deleteDb: (name: string, files: string[]) => Promise<void>, log: (m: string) => void): Promise<CleanResult> {
   const out: CleanResult = { scratches: [], deleted: [], kept: [] };
   let names: string[];
   try {
@@ -147,7 +151,7 @@ export async function cleanScratches(instanceDir: string, deleteDb: (name: strin
     const marker = await readMarker(file);
     if (marker) {
       try {
-        await deleteDb(marker.database);
+        await deleteDb(marker.database, marker.files ?? []);
         out.deleted.push(marker.database);
         log(`database restore: deleted ${marker.database}, an unverified partial copy of a restore started ${marker.started} that did not finish`);
       } catch (err) {

@@ -55,9 +55,12 @@ describe(`database restore killed with its agent [${couch.label}]`, () => {
   const scratches = (): string[] => fs.readdirSync(src.settings.instanceDir).filter((n) => /^scratch-[0-9a-f]{8}$/.test(n));
   const markers = (): string[] => fs.readdirSync(src.settings.instanceDir).filter((n) => n.endsWith('.restore.json'));
 
-  /** Starts a restore into `as` in another agent process and kills it (-9) once the copy has begun; returns the scratch left. */
+  /**
+   * Starts a restore into `as` in another agent process, copying document by document (where the files are
+   * placed instead, see the last test), and kills it (-9) once the copy has begun; returns the scratch left.
+   */
   async function killMidCopy(as: string): Promise<string> {
-    const child = spawn(process.execPath, [CHILD, path.join(h.root, 'src', 'agent'), JSON.stringify({ database: 'shop', storage, backupId: 'shop-backup', as })], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [CHILD, path.join(h.root, 'src', 'agent'), JSON.stringify({ database: 'shop', storage, backupId: 'shop-backup', as, copy: true })], { stdio: ['ignore', 'pipe', 'pipe'] });
     children.push(child);
     let out = '';
     child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
@@ -106,6 +109,24 @@ describe(`database restore killed with its agent [${couch.label}]`, () => {
     assert.equal(fs.existsSync(dir), false);
     assert.deepEqual(markers(), []);
     assert.equal((await http(src.url, 'GET', '/shop_again', { auth: admin })).status, 404, 'the unverified copy is gone');
+    assert.equal((await http(src.url, 'GET', '/shop', { auth: admin })).status, 200, 'the live database is untouched');
+  });
+
+  test('a restore killed after placing shard files, before a shard map named them: the next start removes the files', async () => {
+    // The state such a kill leaves (place-db.ts): files under the live data directory, the instance's, that no
+    // database owns, and the marker naming them (the window is too short to hit with a kill).
+    const dir = path.join(src.settings.dataDir, 'shards', '00000000-7fffffff');
+    fs.mkdirSync(dir, { recursive: true });
+    const files = [path.join(dir, 'shop_orphan.1700000000.couch'), path.join(dir, 'shop_orphan.1700000001.couch')];
+    for (const f of files) {
+      fs.writeFileSync(f, 'x'.repeat(4096), { mode: 0o644 });
+      if (src.settings.runAs) fs.chownSync(f, src.settings.runAs.uid, src.settings.runAs.gid);
+    }
+    fs.writeFileSync(path.join(src.settings.instanceDir, 'scratch-0badf00d.restore.json'), JSON.stringify({ database: 'shop_orphan', started: new Date().toISOString(), files }), { mode: 0o600 });
+    const r = await (await h.open('src')).recoverRestores();
+    assert.deepEqual(r.deleted, ['shop_orphan']);
+    assert.deepEqual(files.filter((f) => fs.existsSync(f)), [], 'the placed files are removed');
+    assert.deepEqual(markers(), []);
     assert.equal((await http(src.url, 'GET', '/shop', { auth: admin })).status, 200, 'the live database is untouched');
   });
 });
