@@ -1,14 +1,16 @@
 // Trove's cluster actions: POST /clusters/{id} with one key naming the action (trove/cluster/service.py
 // action(), trove/cluster/models.py Cluster.action()), answered 202 with the cluster. couchtrove does
 // "restart" (a rolling restart, src/tasks/cluster-restart.ts), "grow" ({"grow": [{"flavorRef", "volume":
-// {"size"}}, ...]}) and "shrink" ({"shrink": [{"id"}, ...]}, src/tasks/cluster-resize.ts); Trove's other
-// actions answer 501 naming them, and a key Trove does not know answers 400 as Trove's does. A refusal is a
-// 400 (or 422 while the cluster is busy) naming why: the clients print the message.
+// {"size"}}, ...]}), "shrink" ({"shrink": [{"id"}, ...]}, src/tasks/cluster-resize.ts) and "reset-status"
+// (src/tasks/cluster-reset.ts); Trove's other actions answer 501 naming them, and a key Trove does not know
+// answers 400 as Trove's does. A refusal is a 400 (or 422 while the cluster is busy) naming why: the clients
+// print the message.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Row } from '../state/index.js';
 import type { ControlPlane } from '../tasks/control.js';
 import { restartCluster } from '../tasks/cluster-restart.js';
 import { growCluster, shrinkCluster } from '../tasks/cluster-resize.js';
+import { resetClusterStatus } from '../tasks/cluster-reset.js';
 import { findCluster } from '../tasks/clusters.js';
 import { badRequest } from '../tasks/errors.js';
 import { notImplementedCall } from './unsupported.js';
@@ -40,14 +42,18 @@ export const CLUSTER_ACTIONS: Record<string, ClusterAction> = {
     });
     return growCluster(plane, projectId, ref, instances);
   },
+  'reset-status': async (plane, projectId, ref, param) => {
+    if (param !== null && param !== undefined) v.obj(param, '"reset-status"');
+    return resetClusterStatus(plane, projectId, ref);
+  },
   shrink: async (plane, projectId, ref, param) => {
     const ids = v.arr(param, '"shrink"').map((x, i) => v.ref(v.obj(x, `"shrink"[${i}]`).id, `"shrink"[${i}]."id"`));
     return shrinkCluster(plane, projectId, ref, ids);
   },
 };
 
-/** Trove's other cluster actions (python-troveclient also sends upgrade and reset-status). */
-const NOT_YET = ['upgrade', 'reset-status', 'add_shard', 'configuration_attach', 'configuration_detach'];
+/** Trove's other cluster actions (python-troveclient also sends upgrade). */
+const NOT_YET = ['upgrade', 'add_shard', 'configuration_attach', 'configuration_detach'];
 
 export function registerClusterActionRoute(
   api: FastifyInstance,

@@ -17,6 +17,9 @@ import { agentCall, DATASTORE, type ControlPlane } from './control.js';
 import { badRequest, notFound, unprocessable } from './errors.js';
 import type { TaskContext } from './manager.js';
 
+/** How a cluster's fault begins when it never became ready (cluster-reset.ts leaves such a cluster ERROR). */
+export const CREATE_FAILED = 'create failed: ';
+
 /** Members a cluster may have on one host (the local driver). */
 export const CLUSTER_SIZE = { min: 2, max: 9 } as const;
 
@@ -112,7 +115,7 @@ export async function createCluster(plane: ControlPlane, projectId: string, req:
   } catch (err) {
     // Checked above, so unlikely; the members already made go with `cluster delete`.
     await plane.tasks.discard(task.id);
-    await plane.store.update('clusters', id, { task_name: 'ERROR', fault: `create failed: ${describeError(err)}`, task_id: null, updated: now() });
+    await plane.store.update('clusters', id, { task_name: 'ERROR', fault: `${CREATE_FAILED}${describeError(err)}`, task_id: null, updated: now() });
     throw err;
   }
   plane.tasks.start(task);
@@ -239,7 +242,7 @@ export function registerClusterTasks(plane: ControlPlane): void {
     },
     failed: async (task, reason) => {
       const { clusterId } = JSON.parse(task.params) as { clusterId: string };
-      await plane.store.update('clusters', clusterId, { task_name: 'ERROR', fault: `create failed: ${reason}`, task_id: null, updated: now() }, { task_id: task.id });
+      await plane.store.update('clusters', clusterId, { task_name: 'ERROR', fault: `${CREATE_FAILED}${reason}`, task_id: null, updated: now() }, { task_id: task.id });
     },
   });
 

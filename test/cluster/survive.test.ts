@@ -181,6 +181,10 @@ test('couchtrove cluster restart: one member at a time, no write refused, every 
   const again = await api(server!.api, 'POST', `/clusters/${clusterId}`, { restart: {} });
   assert.equal(again.status, 422);
   assert.match(JSON.stringify(again.json), /RESTARTING_CLUSTER/);
+  // Nor is a running task cut short by reset-status (what `cluster force delete` sends first).
+  const reset = await api(server!.api, 'POST', `/clusters/${clusterId}`, { 'reset-status': {} });
+  assert.equal(reset.status, 422, JSON.stringify(reset.json));
+  assert.match(JSON.stringify(reset.json), /is not reset/);
   const r = await restart;
   t.diagnostic(`rolling restart of 3 members: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   assert.equal(r.code, 0, r.err);

@@ -52,7 +52,20 @@ export async function startServer(stateDir: string, env: Record<string, string> 
   fs.closeSync(out);
   const url = await new Promise<string>((resolve, reject) => {
     let buf = '';
-    const timer = setTimeout(() => reject(new Error(`server did not start: ${fs.readFileSync(logFile, 'utf8')}`)), 30_000);
+    const logText = (): string => {
+      try {
+        return fs.readFileSync(logFile, 'utf8');
+      } catch {
+        return '(no log)';
+      }
+    };
+    // A server's start is a node process reading its state: seconds, but minutes on a machine shared with much
+    // else. One that does not start goes, rather than outliving its test.
+    const timer = setTimeout(() => {
+      proc.removeAllListeners('exit');
+      proc.kill('SIGKILL');
+      reject(new Error(`server did not start in 120 s: ${logText()}`));
+    }, 120_000);
     proc.stdout!.on('data', (d: Buffer) => {
       buf += d.toString();
       const m = /listening on (http:\/\/\S+)/.exec(buf);
@@ -63,7 +76,7 @@ export async function startServer(stateDir: string, env: Record<string, string> 
     });
     proc.once('exit', (code) => {
       clearTimeout(timer);
-      reject(new Error(`server exited ${code}: ${fs.readFileSync(logFile, 'utf8')}`));
+      reject(new Error(`server exited ${code}: ${logText()}`));
     });
   });
   proc.stdout!.resume();
