@@ -608,8 +608,9 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
       // couchtrove extension: "cluster" backs up a whole cluster (src/tasks/cluster-backup.ts).
       if (b.cluster !== undefined && b.cluster !== null) {
         if (b.instance !== undefined && b.instance !== null) throw badRequest('Give "instance" or "cluster", not both.');
-        if (parent !== null || inc === 1 || inc === true) throw badRequest('A cluster backup is a full backup: "parent_id" and "incremental" are not supported for clusters yet.');
-        const row = await createClusterBackup(plane, req.params.project!, { name: v.displayName(b.name, '"name"'), clusterRef: v.ref(b.cluster, '"cluster"'), description: v.optional(b.description, (x) => v.text(x, '"description"')) });
+        const row = await createClusterBackup(plane, req.params.project!, {
+          name: v.displayName(b.name, '"name"'), clusterRef: v.ref(b.cluster, '"cluster"'), description: v.optional(b.description, (x) => v.text(x, '"description"')), parentId: parent, incremental: inc === 1 || inc === true,
+        });
         return reply.code(202).send({ backup: backupView(base(req), row) });
       }
       const row = await createBackup(plane, req.params.project!, {

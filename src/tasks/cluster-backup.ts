@@ -14,6 +14,7 @@ import { withTimeout } from '../util/concurrency.js';
 import { describeError } from '../util/errors.js';
 import { agentCall, type ControlPlane } from './control.js';
 import { badRequest, unprocessable } from './errors.js';
+import { resolveParent } from './incremental.js';
 import { clusterMembers, findCluster, memberNode, until } from './clusters.js';
 
 /** One member's part: an ordinary backup of its copies of `shards`. */
@@ -58,11 +59,21 @@ export function storedBackups(plane: ControlPlane, b: Row<'backups'>): Array<{ l
   return b.cluster_id ? [] : [{ location: b.location ?? plane.config.repository, id: b.id }];
 }
 
-export async function createClusterBackup(plane: ControlPlane, projectId: string, req: { name: string; clusterRef: string; description: string | null }): Promise<Row<'backups'>> {
+export interface CreateClusterBackupRequest {
+  name: string;
+  clusterRef: string;
+  description: string | null;
+  /** Incremental: on this cluster backup, or (incremental without it) on the cluster's latest. */
+  parentId: string | null;
+  incremental: boolean;
+}
+
+export async function createClusterBackup(plane: ControlPlane, projectId: string, req: CreateClusterBackupRequest): Promise<Row<'backups'>> {
   const c = await findCluster(plane, projectId, req.clusterRef);
   if (c.task_name !== 'NONE' || c.task_id !== null) throw unprocessable(`Cluster ${c.id} is busy (task ${c.task_name}): a backup needs task NONE.`);
+  const parent = await resolveParent(plane.store, projectId, { cluster_id: c.id }, req.parentId, req.incremental);
   const id = randomUUID();
-  const task = await plane.tasks.create({ kind: 'cluster.backup', projectId, backupId: id, params: { clusterId: c.id }, timeout: plane.config.backupTimeout });
+  const task = await plane.tasks.create({ kind: 'cluster.backup', projectId, backupId: id, params: { clusterId: c.id, parent }, timeout: plane.config.backupTimeout });
   // The cluster is held while its parts are taken: no shard moves, restarts or other backups meanwhile.
   if (!(await plane.store.update('clusters', c.id, { task_name: 'BACKING_UP', task_id: task.id, updated: now() }, { task_id: null, task_name: 'NONE' }))) {
     await plane.tasks.discard(task.id);
@@ -70,7 +81,7 @@ export async function createClusterBackup(plane: ControlPlane, projectId: string
   }
   const t = now();
   const row: Row<'backups'> = {
-    id, project_id: projectId, instance_id: null, cluster_id: c.id, cluster: null, name: req.name, description: req.description, status: 'NEW', parent_id: null,
+    id, project_id: projectId, instance_id: null, cluster_id: c.id, cluster: null, name: req.name, description: req.description, status: 'NEW', parent_id: parent,
     location: plane.config.repository, size_bytes: null, data_bytes: null, files: null, checksum: null, datastore: c.datastore,
     datastore_version: c.datastore_version, progress: null, fail_reason: null, task_id: task.id, created: t, updated: t, verified_at: null, verify_result: null,
   };
@@ -167,7 +178,7 @@ export function registerClusterBackupTasks(plane: ControlPlane): void {
     await plane.store.update('clusters', clusterId, { task_name: 'NONE', task_id: null, updated: now() }, { task_id: taskId });
   };
 
-  plane.tasks.register<{ clusterId: string }>('cluster.backup', {
+  plane.tasks.register<{ clusterId: string; parent?: string | null }>('cluster.backup', {
     resumable: false,
     run: async (ctx) => {
       const backupId = ctx.task.backup_id!;
@@ -198,6 +209,11 @@ export function registerClusterBackupTasks(plane: ControlPlane): void {
       }).catch((err: unknown) => plane.log(`cluster backup ${backupId}: ${describeError(err)}; taking the fullest copies`));
       const states = await Promise.all(up.map((u) => agentCall(withTimeout(u.a.clusterShards(), 30_000))));
       const given = chooseCopies(maps, states);
+      // Incremental: each member's part builds on its part of the parent (same member: same key and
+      // repository); a member without one there gives a full part (the engine copies what its parent lacks).
+      const parentRow = ctx.params.parent ? await plane.store.get('backups', ctx.params.parent) : undefined;
+      const parentParts = new Map((parentRow ? clusterRecord(parentRow)?.parts ?? [] : []).map((p) => [p.instanceId, p.id]));
+      if (ctx.params.parent && !parentRow) throw new Error(`the parent backup ${ctx.params.parent} is gone`);
       await plane.store.update('backups', backupId, { status: 'SAVING', updated: now() }, { task_id: ctx.task.id });
       type Written = ClusterBackupPart & { bytes: number; files: number };
       const results = await Promise.allSettled(up.map(async (u, i): Promise<Written | null> => {
@@ -206,7 +222,8 @@ export function registerClusterBackupTasks(plane: ControlPlane): void {
         const id = partId(backupId, u.k);
         const location = plane.repositoryOf(u.m.id);
         const labels = { cluster_id: c.id, cluster_backup: backupId, instance_id: u.m.id, project_id: u.m.project_id };
-        const s = await agentCall(u.a.backup({ storage: location, id, labels, shards, ...(await plane.ownKey(u.m)) }));
+        const parent = parentParts.get(u.m.id);
+        const s = await agentCall(u.a.backup({ storage: location, id, labels, shards, ...(parent ? { parent } : {}), ...(await plane.ownKey(u.m)) }));
         return { id, instanceId: u.m.id, node: states[i]!.node, location, checksum: s.checksum, size: s.size, shards, bytes: s.totalBytes, files: s.files };
       }));
       const failed = results.find((x): x is PromiseRejectedResult => x.status === 'rejected');

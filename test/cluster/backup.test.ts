@@ -3,7 +3,7 @@
 // is gone) while `couchtrove backup create --cluster` runs. The backup holds one copy of every range, taken
 // from members 1 and 2 only (about one member's share of bytes, not three); the cluster is then deleted and
 // the backup restored into a new 3-member cluster (`cluster create --backup`) and into a single instance
-// (`instance create --backup`): every document acknowledged before the backup began is there, and the
+// (`instance create --backup`, from an incremental cluster backup taken after member 3 came back): every document acknowledged before the backup began is there, and the
 // _security object, a design document and a user (who can log in) come back. The shard map rules (hostile
 // maps refused, placement on the new nodes) are checked without CouchDB too. Without COUCHDB_HOME the cluster
 // part is skipped with that reason: the development engine cannot play a cluster.
@@ -175,6 +175,21 @@ test('cluster backup with writes going on and a member down; restored into a new
   const listed = await cli('backup', 'list', '--json');
   assert.ok((JSON.parse(listed.out).backups as J[]).some((x) => x.id === b.id && x.cluster_id === c1), 'backup list shows it with its cluster');
 
+  assert.equal((await cli('backup', 'verify', 'cb', '--wait')).code, 0, 'every part reads back whole under its member\'s key');
+
+  // An incremental cluster backup on it (member 3 back meanwhile): each member's part builds on its part of cb.
+  const second = Array.from({ length: 100 }, (_, i) => ({ _id: `second-${i}`, i }));
+  assert.equal((await couch(m1.url, 'POST', '/orders/_bulk_docs', { docs: second })).status, 201);
+  const acknowledged2 = [...written, ...second.map((d) => d._id)];
+  const r2 = await cli('backup', 'create', '--cluster', 'c1', '--name', 'cb2', '--parent', 'latest', '--wait', '--json');
+  assert.equal(r2.code, 0, r2.err + r2.out);
+  const b2 = JSON.parse(r2.out).backup as J;
+  assert.equal(b2.parent_id, b.id, 'cb2 builds on cb');
+  t.diagnostic(`incremental backup: ${String(b2.size_bytes)} bytes stored (full: ${String(b.size_bytes)}), parts ${JSON.stringify(b2.cluster_parts)}`);
+  const refused = await cli('backup', 'delete', 'cb');
+  assert.notEqual(refused.code, 0, 'cb stays while cb2 builds on it');
+  assert.match(refused.err, new RegExp(`incremental backup ${String(b2.id)} depends on it`));
+
   // The cluster goes: the backup alone brings the data back.
   assert.equal((await cli('cluster', 'delete', 'c1')).code, 0);
   await within('cluster c1 to be deleted', 120_000, async () => ((await api(server!.api, 'GET', `/clusters/${c1}`)).status === 404 ? true : null));
@@ -191,12 +206,12 @@ test('cluster backup with writes going on and a member down; restored into a new
   for (const m of restored) await checkRestored(couch2, m.url, acknowledged, `cluster c2 through ${m.id}`);
   assert.equal((await cli('cluster', 'delete', 'c2')).code, 0);
 
-  const s1r = await cli('instance', 'create', 's1', '--backup', 'cb', '--flavor', '1', '--size', '1', '--wait', '--json');
+  const s1r = await cli('instance', 'create', 's1', '--backup', 'cb2', '--flavor', '1', '--size', '1', '--wait', '--json');
   assert.equal(s1r.code, 0, s1r.err + s1r.out);
   const s1 = JSON.parse(s1r.out).instance as J;
   uids.push((JSON.parse(fs.readFileSync(path.join(stateDir, 'instances', s1.id as string, 'placement.json'), 'utf8')) as { uid: number }).uid);
   const pw3 = ((await api(server.api, 'POST', `/instances/${String(s1.id)}/root`, {})).json.user as J).password as string;
   const couch3 = couchAs(basicAuth('root', pw3));
   const url = ((await api(server.api, 'GET', `/instances/${String(s1.id)}`)).json.instance as J).couchdb_url as string;
-  await checkRestored(couch3, url, acknowledged, 'single instance s1');
+  await checkRestored(couch3, url, acknowledged2, 'single instance s1 (from the incremental cb2)');
 });
