@@ -142,10 +142,10 @@ export interface BackupsTable {
   verified_at: string | null;
   /** 'running', 'ok', or 'failed: <what was found, naming the object>'; null: never verified. */
   verify_result: string | null;
-  /** A cluster backup's cluster (0007); null or absent: an instance's backup. */
-  cluster_id?: string | null;
+  /** A cluster backup's cluster (0007); null: an instance's backup. */
+  cluster_id: string | null;
   /** JSON: a cluster backup's record (src/tasks/cluster-backup.ts): its shard maps and per-member parts. */
-  cluster?: string | null;
+  cluster: string | null;
 }
 
 export type TaskStatus = 'NEW' | 'RUNNING' | 'COMPLETED' | 'FAILED';

@@ -50,7 +50,7 @@ export async function createBackup(plane: ControlPlane, projectId: string, req: 
   const row: Row<'backups'> = {
     id, project_id: projectId, instance_id: inst.id, name: req.name, description: req.description, status: 'NEW', parent_id: parent,
     location: plane.repositoryOf(inst.id), size_bytes: null, data_bytes: null, files: null, checksum: null, datastore: inst.datastore,
-    datastore_version: inst.datastore_version, progress: null, fail_reason: null, task_id: task.id, created: t, updated: t, verified_at: null, verify_result: null,
+    datastore_version: inst.datastore_version, progress: null, fail_reason: null, task_id: task.id, created: t, updated: t, verified_at: null, verify_result: null, cluster_id: null, cluster: null,
   };
   await plane.store.insert('backups', row);
   plane.tasks.start(task);

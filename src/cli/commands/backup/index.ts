@@ -66,7 +66,7 @@ export const backupCommands: AnyCommand[] = [
       parent: { parse: BACKUP_BY_NAME.parse, description: "Take an incremental backup on top of this backup (name or id; 'latest': the instance's latest completed backup): only what each file gained since is stored" },
     },
     run: async (o, io) => {
-      if ((o.instanceRef === undefined) === (o.clusterRef === undefined)) throw Object.assign(new Error('give an instance or --cluster ID, not both'), { name: 'UsageError' });
+      if ((o.instanceRef === undefined) === (o.clusterRef === undefined)) throw Object.assign(new Error(o.clusterRef === undefined ? 'give the instance to back up (or --cluster ID)' : 'give an instance or --cluster ID, not both'), { name: 'UsageError' });
       const c = new TroveApiClient(o);
       const target: JsonObject = o.clusterRef !== undefined ? { cluster: (await findCluster(c, o.clusterRef)).id as string } : { instance: await c.instanceId(o.instanceRef!) };
       const backup: JsonObject = { name: o.resourceName, ...target, ...(o.description !== undefined ? { description: o.description } : {}) };
