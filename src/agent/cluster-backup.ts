@@ -6,8 +6,8 @@
 // - `shardFiles` (for the agent's backup): the file of each asked range as this node's map names it, only
 //   when the map places a copy here;
 // - `restoreFiles`: shard files of backups placed in the data directory before any map names them here
-//   (mem3 opens an existing file rather than creating one: `mem3_shards:create_if_missing`), never over an
-//   existing file nor through a link;
+//   (mem3 opens an existing file rather than creating one: `mem3_shards:create_if_missing`), moved in as the
+//   instance's uid (the data directory is the tenant's: place-db.ts) and never over an existing file;
 // - `restoreMaps`: the rewritten maps written through this node (mem3 spreads `_dbs` to every node), and
 //   the wait until every database opens here.
 import { randomBytes } from 'node:crypto';
@@ -20,6 +20,7 @@ import type { AgentCore } from './core.js';
 import type { ClusterBackupAnswer, ClusterBackupRequest, ShardFilesPart, ShardMapRecord, ShardRef } from './protocol.js';
 import { checkBackupId, checkStorageUrl, DATABASE_NAME_RE } from './validate.js';
 import { SYSTEM_DATABASES } from './manage.js';
+import { placeFile } from './place-db.js';
 import { restoreBackup } from '../backup/index.js';
 import { isSafeRelativePath } from '../backup/format.js';
 import { readKeyFile } from '../crypto/keys.js';
@@ -126,30 +127,14 @@ export class ClusterBackup {
       if (await fsp.lstat(path.join(s.dataDir, f)).then(() => true, () => false)) throw new AgentError('ALREADY_EXISTS', `${f} exists in the data directory already`);
     }
     const storage = await openStorage(checkStorageUrl(p.storage)).catch((err: unknown) => Promise.reject(new AgentError('STORAGE_ERROR', `cannot open backup storage: ${describeError(err)}`)));
-    // Restored beside the live files (the same file system: moved in by link), then moved one by one.
+    // Restored beside the live files (the same file system: each move is a rename), then moved one by one.
     const stage = path.join(s.dataDir, `.couchtrove-shards-${randomBytes(6).toString('hex')}`);
     try {
       const key = p.keyFile ? await readKeyFile(p.keyFile) : undefined;
       await restoreBackup({ storage, id, dataDir: stage, key, files: p.files });
-      const made = new Set<string>();
-      for (const f of p.files) {
-        const parts = f.split('/');
-        let dir = s.dataDir;
-        for (const part of parts.slice(0, -1)) {
-          dir = path.join(dir, part);
-          const st = await fsp.lstat(dir).catch(() => null);
-          if (st && !st.isDirectory()) throw new AgentError('CONFLICT', `${dir} is not a directory`);
-          if (!st) {
-            await fsp.mkdir(dir, { mode: 0o755 });
-            made.add(dir);
-            if (s.runAs) await this.c.privileged.give(dir, s.runAs, false);
-          }
-        }
-        const to = path.join(s.dataDir, f);
-        // link: never over a file that appeared meanwhile (EEXIST), unlike rename.
-        await fsp.link(path.join(stage, f), to);
-        if (s.runAs) await this.c.privileged.give(to, s.runAs, false);
-      }
+      // Given to the instance's uid, then moved in as that uid: the live data directory is the tenant's.
+      if (s.runAs) await this.c.privileged.give(stage, s.runAs, true);
+      for (const f of p.files) await placeFile(path.join(stage, f), path.join(s.dataDir, f), s.dataDir, { timeout: 600_000, ...(s.runAs ?? {}) });
       for (const dir of new Set(p.files.map((f) => path.dirname(path.join(s.dataDir, f))))) await syncDir(dir);
       this.c.log(`cluster restore: ${p.files.length} shard files of backup ${id} placed`);
       return p.files.length;
