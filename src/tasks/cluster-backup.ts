@@ -45,9 +45,6 @@ function backupAgent(a: AgentApi): BackupAgent {
 /** The part of member k (1-based, in member order): an id of its own in the repository. */
 const partId = (backupId: string, k: number): string => `${backupId}-part-${k}`;
 
-/** A single instance's node name (control.ts settings()). */
-const SINGLE_NODE = 'couchdb@127.0.0.1';
-
 export function clusterRecord(b: Row<'backups'>): ClusterBackupRecord | null {
   return b.cluster ? (JSON.parse(b.cluster) as ClusterBackupRecord) : null;
 }
@@ -144,11 +141,12 @@ export async function checkClusterRestore(plane: ControlPlane, b: Row<'backups'>
 export async function restoreClusterBackup(plane: ControlPlane, b: Row<'backups'>, targets: Row<'instances'>[]): Promise<void> {
   const r = clusterRecord(b);
   if (!r) throw new Error(`backup ${b.id} is not a cluster backup`);
-  const nodes = targets.map((t) => (t.cluster_id ? memberNode(t) : SINGLE_NODE));
+  const agents = await Promise.all(targets.map(async (t) => backupAgent(await plane.compute.agent(t))));
+  // Each node's own name, as its CouchDB says it.
+  const nodes = await Promise.all(agents.map(async (a) => (await agentCall(a.clusterBackup({ op: 'maps' }))).node));
   const maps = placeMaps(r.maps, nodes);
   const part = new Map<string, ClusterBackupPart>();
   for (const p of r.parts) for (const s of p.shards) part.set(`${s.db} ${s.range}`, p);
-  const agents = await Promise.all(targets.map(async (t) => backupAgent(await plane.compute.agent(t))));
   // Every node's files first: a map written before its files are in place would make them empty.
   await Promise.all(targets.map(async (t, i) => {
     const wanted = new Map<ClusterBackupPart, string[]>();
