@@ -15,6 +15,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { BIN, call, machine, serverUrl, writeSection, type J } from './lib.js';
 import { couchAs } from '../test/support/cluster-load.js';
+import { killUnder } from '../test/support/server.js';
 import { processesOf } from '../src/compute/local.js';
 
 const { values } = parseArgs({ options: { mb: { type: 'string', default: '100' } } });
@@ -81,8 +82,10 @@ try {
 } finally {
   proc.kill('SIGTERM');
   await new Promise((r) => proc.once('exit', r));
+  // The agents (root) and the members' CouchDBs (their uids) go with the server's state directory.
+  killUnder(root);
   for (const u of uids) for (const pid of processesOf(u)) process.kill(pid, 'SIGKILL');
-  fs.rmSync(root, { recursive: true, force: true });
+  fs.rmSync(root, { recursive: true, force: true, maxRetries: 5, retryDelay: 500 });
 }
 
 const MiB = (n: number): string => `${(n / 2 ** 20).toFixed(1)} MiB`;
