@@ -102,6 +102,9 @@ documents (4 KiB of random text each, so compression gains little), ${new Date()
 | a backup of each of the 3 members (the three at once) | ${out.members.seconds.toFixed(1)} s | ${MiB(out.members.data)} | ${MiB(out.members.stored)} |
 | the cluster backup restored into a new 3-member cluster (request → task \`NONE\`, members' creation included) | ${out.restore.seconds.toFixed(1)} s | | |
 
+The cluster backup stores one copy of each range (a third of what the three member backups store); its
+time includes what the member backups do not do: internal replication asked to push and waited for until
+idle, the shard maps and every member's copy counts read (docs/cluster.md, "Cluster backups").
 Machine: ${machine()}; load average at the end ${load} (the machine is shared with other work running in
 parallel: every figure is slower than on an idle machine). Command: \`npm run build && COUCHDB_HOME=/opt/couchdb node dist/bench/cluster-backup.js --mb ${mb}\`.
 `);
