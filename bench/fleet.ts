@@ -94,7 +94,7 @@ async function main(): Promise<void> {
       backups.push({
         id, project_id: 'local', instance_id: inst, name: `seed-${j}`, description: null, status: 'COMPLETED', parent_id: null, location: 'file:///sim',
         size_bytes: 4096, data_bytes: 8192, files: 3, checksum: 'x'.repeat(64), datastore: 'couchdb', datastore_version: '3.5', progress: null, fail_reason: null,
-        task_id: null, created: new Date(Date.parse(now) - (M - j) * 60_000).toISOString(), updated: now, verified_at: null, verify_result: null,
+        task_id: null, created: new Date(Date.parse(now) - (M - j) * 60_000).toISOString(), updated: now, verified_at: null, verify_result: null, cluster_id: null, cluster: null,
       });
       sim.repo.set(id, { instance: inst, checksum: 'x'.repeat(64) });
     }

@@ -18,11 +18,12 @@ import { Operations } from './operations.js';
 import { ClusterMember } from './cluster.js';
 import { ClusterSync } from './cluster-sync.js';
 import { ClusterResize } from './cluster-resize.js';
+import { ClusterBackup } from './cluster-backup.js';
 import { writePrivateFile } from './files.js';
 import { fileStore, ReplicationManager, ReplicationMemory } from './replication.js';
 import type { QuotaState } from './quota.js';
 import type {
-  AccessRole, AgentApi, AgentArchiveApi, AgentBackupRequest, AgentClusterApi, AgentClusterSyncApi, ClusterShardState, ClusterMembership, ClusterProbe, AgentOpsApi, AgentReplicationApi, ArchiveSettings, ArchiveStatus, ConfigurationResult, AgentResizeApi, ResizeAnswer, ResizeRequest,
+  AccessRole, AgentApi, AgentArchiveApi, AgentBackupRequest, AgentClusterApi, AgentClusterSyncApi, ClusterShardState, ClusterMembership, ClusterProbe, AgentOpsApi, AgentReplicationApi, ArchiveSettings, ArchiveStatus, ConfigurationResult, AgentResizeApi, ResizeAnswer, ResizeRequest, AgentClusterBackupApi, ClusterBackupAnswer, ClusterBackupRequest,
   DatabaseRestoreRequest, DatabaseRestoreResult, DataStats, FollowPrimaryRequest, InstanceSettings, InstanceStatus, LogFileInfo, NewUser,
   ReplicationCredentials, ReplicationStatus, ReplicationSyncResult, UserInfo,
 } from './protocol.js';
@@ -33,7 +34,7 @@ export { couchUrl } from './core.js';
 export { instanceFiles, writePrivateFile } from './files.js';
 export { buildLocalIni, managedSettings, renderVmArgs } from './local-ini.js';
 
-export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentArchiveApi, AgentClusterApi, AgentClusterSyncApi, AgentResizeApi {
+export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentArchiveApi, AgentClusterApi, AgentClusterSyncApi, AgentResizeApi, AgentClusterBackupApi {
   readonly #c: AgentCore;
   readonly #config: InstanceConfig;
   readonly #life: Lifecycle;
@@ -43,6 +44,7 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentA
   readonly #cluster: ClusterMember;
   readonly #clusterSync: ClusterSync;
   readonly #resize: ClusterResize;
+  readonly #clusterBackup: ClusterBackup;
   readonly #replMemory = new ReplicationMemory();
 
   private constructor(
@@ -52,7 +54,8 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentA
     this.#c = new AgentCore(agentDir, options);
     this.#config = new InstanceConfig(this.#c);
     this.#life = new Lifecycle(this.#c, this.#config);
-    this.#backups = new Backups(this.#c, (dir, o) => Agent.open(dir, o));
+    this.#clusterBackup = new ClusterBackup(this.#c);
+    this.#backups = new Backups(this.#c, (dir, o) => Agent.open(dir, o), this.#clusterBackup);
     this.#archiving = new Archiving(this.#c);
     this.#ops = new Operations(this.#c);
     this.#cluster = new ClusterMember(this.#c);
@@ -207,6 +210,10 @@ export class Agent implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentA
   /** Shard moves (and root) for grow and shrink (cluster-resize.ts). */
   clusterResize(req: ResizeRequest): Promise<ResizeAnswer> {
     return this.#resize.run(req);
+  }
+  /** Shard maps and shard files for cluster backups and their restore (cluster-backup.ts). */
+  clusterBackup(req: ClusterBackupRequest): Promise<ClusterBackupAnswer> {
+    return this.#clusterBackup.run(req);
   }
 
   // --- operations (operations.ts) -------------------------------------------------------------

@@ -17,6 +17,7 @@ import { AgentCore, couchUrl, freeLoopbackPort } from './core.js';
 import type { AgentOptions } from './core.js';
 import { copyDatabase } from './copy-db.js';
 import { findPlacement, moveShards, removePlaced, shardMapFor } from './place-db.js';
+import type { ClusterBackup } from './cluster-backup.js';
 import { claimScratch, cleanScratches, clearMark, markCopy, removeScratchDir, stopScratchProcesses, type CleanResult } from './scratch.js';
 
 /** The scratch instance a one-database restore runs (an Agent of its own). */
@@ -30,6 +31,7 @@ export class Backups {
   constructor(
     private readonly c: AgentCore,
     private readonly openScratch: (dir: string, options: AgentOptions) => Promise<ScratchAgent>,
+    private readonly cluster: ClusterBackup,
   ) {}
 
   async backup(request: AgentBackupRequest): Promise<BackupSummary & { location: string }> {
@@ -59,13 +61,15 @@ export class Backups {
       }
       this.c.progress = { phase: 'backup', bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: 0 };
       try {
+        // A member's part of a cluster backup: its copies of the ranges asked, named by its own shard maps.
+        const files = request.shards !== undefined ? await this.cluster.shardFiles(request.shards) : undefined;
         const key = request.keyFile ? await readKeyFile(request.keyFile, request.keyId).catch((err: unknown) => Promise.reject(invalid(describeError(err)))) : undefined;
         const summary = await createBackup({
           dataDir: st.settings.dataDir,
           storage,
           key,
           compression: request.compression,
-          configDir: instanceFiles(st.settings).etcDir,
+          ...(files ? { files } : { configDir: instanceFiles(st.settings).etcDir }),
           couchdb: { url: couchUrl(st.settings), username: this.c.admin!.username, password: this.c.admin!.password },
           id,
           labels,

@@ -6,7 +6,7 @@ import type { AgentApi, AgentBackupRequest, AgentErrorCode, ConfigurationResult,
 import type { AgentArchiveApi, ArchiveSettings, ArchiveStatus, DatabaseRestoreRequest, DatabaseRestoreResult } from './protocol.js';
 import type { AgentReplicationApi, FollowPrimaryRequest, ReplicationCredentials, ReplicationStatus, ReplicationSyncResult } from './protocol.js';
 import type { AccessRole, AgentOpsApi, DataStats, LogFileInfo } from './protocol.js';
-import type { AgentClusterApi, AgentClusterSyncApi, ClusterShardState, ClusterMembership, ClusterProbe, AgentResizeApi, ResizeAnswer, ResizeRequest } from './protocol.js';
+import type { AgentClusterApi, AgentClusterSyncApi, ClusterShardState, ClusterMembership, ClusterProbe, AgentResizeApi, ResizeAnswer, ResizeRequest, AgentClusterBackupApi, ClusterBackupAnswer, ClusterBackupRequest } from './protocol.js';
 import type { BackupSummary, Progress } from '../backup/types.js';
 
 export interface AgentClientOptions {
@@ -18,7 +18,7 @@ export interface AgentClientOptions {
 
 const enc = encodeURIComponent;
 
-export class AgentClient implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentArchiveApi, AgentClusterApi, AgentClusterSyncApi, AgentResizeApi {
+export class AgentClient implements AgentApi, AgentReplicationApi, AgentOpsApi, AgentArchiveApi, AgentClusterApi, AgentClusterSyncApi, AgentResizeApi, AgentClusterBackupApi {
   readonly #token: string;
   readonly #base: string;
   readonly #timeoutMs: number;
@@ -190,5 +190,8 @@ export class AgentClient implements AgentApi, AgentReplicationApi, AgentOpsApi, 
   }
   clusterResize(req: ResizeRequest): Promise<ResizeAnswer> {
     return this.#call('POST', '/v1/cluster/resize', req);
+  }
+  clusterBackup(req: ClusterBackupRequest): Promise<ClusterBackupAnswer> {
+    return this.#call('POST', '/v1/cluster/backup', req);
   }
 }

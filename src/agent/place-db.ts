@@ -72,18 +72,26 @@ export async function moveShards(p: Placement, dataDir: string, as: string, runA
   const files: string[] = [];
   for (const f of p.files) {
     const to = shardFile(dataDir, f.range, as, suffix);
-    await run('mkdir', ['-p', '--', path.dirname(to)], opts);
     // Recorded before the move, so that a restore dying in the middle leaves nothing unnamed.
-    await placed(to);
-    // --no-clobber: a file of that name is never replaced; -T: never into a directory of that name. A copy
-    // when the scratch is on another filesystem (a container's volume), a rename otherwise.
-    await run('mv', ['--no-clobber', '-T', '--', f.file, to], opts);
-    const st = await fsp.lstat(to).catch(() => null);
-    const left = await fsp.lstat(f.file).then(() => true, () => false);
-    if (!st?.isFile() || left) throw new AgentError('BACKUP_FAILED', `shard file ${path.relative(dataDir, to)} was not placed (a file of that name exists, or the move failed)`);
+    await placeFile(f.file, to, dataDir, opts, () => placed(to));
     files.push(to);
   }
   return { suffix, files };
+}
+
+/**
+ * Moves one file to `to` under the live data directory as `opts`' uid (the tenant's tree: never more than
+ * its rights there), never over an existing file; `before` runs once the directory is made.
+ */
+export async function placeFile(from: string, to: string, dataDir: string, opts: { timeout: number; uid?: number; gid?: number }, before?: () => Promise<void>): Promise<void> {
+  await run('mkdir', ['-p', '--', path.dirname(to)], opts);
+  await before?.();
+  // --no-clobber: a file of that name is never replaced; -T: never into a directory of that name. A copy
+  // when the source is on another filesystem (a container's volume), a rename otherwise.
+  await run('mv', ['--no-clobber', '-T', '--', from, to], opts);
+  const st = await fsp.lstat(to).catch(() => null);
+  const left = await fsp.lstat(from).then(() => true, () => false);
+  if (!st?.isFile() || left) throw new AgentError('BACKUP_FAILED', `shard file ${path.relative(dataDir, to)} was not placed (a file of that name exists, or the move failed)`);
 }
 
 /** The shard map that makes the live node open the placed files as `as`. */

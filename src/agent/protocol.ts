@@ -162,6 +162,17 @@ export interface AgentBackupRequest {
   labels?: Record<string, string>;
   /** Parent backup id (in the same storage): an incremental backup on top of it. */
   parent?: string;
+  /**
+   * A cluster member's part of a cluster backup (docs/cluster.md, "Cluster backups"): only this node's
+   * copies of these shard ranges (their shard files, named by this node's own shard maps), no configuration.
+   */
+  shards?: ShardRef[];
+}
+
+/** One shard range of one database. */
+export interface ShardRef {
+  db: string;
+  range: string;
 }
 
 export interface AgentApi {
@@ -477,4 +488,44 @@ export interface ResizeAnswer {
 
 export interface AgentResizeApi {
   clusterResize(req: ResizeRequest): Promise<ResizeAnswer>;
+}
+
+/** A shard map as `_dbs` holds it (by_range, by_node, changelog, shard_suffix, props), checked by the agent that read it. */
+export interface ShardMapRecord {
+  _id: string;
+  by_range: Record<string, string[]>;
+  by_node: Record<string, string[]>;
+  changelog: unknown[];
+  shard_suffix: number[];
+  props?: { partitioned: true };
+}
+
+/** One backup's shard files to restore into this node's data directory (a part of a cluster backup). */
+export interface ShardFilesPart {
+  storage: string;
+  backupId: string;
+  keyFile?: string;
+  files: string[];
+}
+
+/**
+ * Cluster backups and their restore (src/agent/cluster-backup.ts): read every shard map; place shard files
+ * from backups into the data directory (before any map names them here); write shard maps (one node does,
+ * mem3 spreads them) and wait until every database opens through this node.
+ */
+export type ClusterBackupRequest =
+  | { op: 'maps' }
+  | { op: 'restoreFiles'; parts: ShardFilesPart[] }
+  | { op: 'restoreMaps'; maps: ShardMapRecord[]; write: boolean };
+
+export interface ClusterBackupAnswer {
+  node: string;
+  maps?: ShardMapRecord[];
+  /** restoreFiles: files placed; restoreMaps: documents of every database, as this node answers. */
+  files?: number;
+  docs?: Record<string, number>;
+}
+
+export interface AgentClusterBackupApi {
+  clusterBackup(req: ClusterBackupRequest): Promise<ClusterBackupAnswer>;
 }

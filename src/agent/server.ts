@@ -9,7 +9,7 @@ import { isIP } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { AgentError, HTTP_STATUS, invalid } from './errors.js';
 import type { AgentApi, AgentErrorBody, AgentErrorCode, AgentServeConfig, InstanceSettings, NewUser } from './protocol.js';
-import type { AccessRole, AgentArchiveApi, AgentClusterApi, AgentClusterSyncApi, AgentResizeApi, ClusterProbe, ResizeRequest, AgentOpsApi, AgentReplicationApi, ArchiveSettings, DatabaseRestoreRequest, FollowPrimaryRequest } from './protocol.js';
+import type { AccessRole, AgentArchiveApi, AgentClusterApi, AgentClusterSyncApi, AgentResizeApi, AgentClusterBackupApi, ClusterBackupRequest, ClusterProbe, ResizeRequest, AgentOpsApi, AgentReplicationApi, ArchiveSettings, DatabaseRestoreRequest, FollowPrimaryRequest } from './protocol.js';
 import { CouchtroveError, describeError } from '../util/errors.js';
 
 export interface AgentServerOptions {
@@ -189,6 +189,11 @@ export async function startAgentServer(opts: AgentServerOptions): Promise<Runnin
     const r = api as Partial<AgentResizeApi>;
     if (!r.clusterResize) throw new AgentError('NOT_FOUND', 'this agent does not move shards');
     return r.clusterResize(bodyOf(req) as unknown as ResizeRequest);
+  });
+  app.post('/v1/cluster/backup', async (req) => {
+    const r = api as Partial<AgentClusterBackupApi>;
+    if (!r.clusterBackup) throw new AgentError('NOT_FOUND', 'this agent does not back up clusters');
+    return r.clusterBackup(bodyOf(req) as unknown as ClusterBackupRequest);
   });
 
   await app.listen({ host: opts.host, port: opts.port });

@@ -66,11 +66,22 @@ export function registerClusterRoutes(api: FastifyInstance, plane: ControlPlane,
       const size = volume?.size === undefined || volume.size === null ? null : v.integer(typeof volume.size === 'string' && /^\d+$/.test(volume.size) ? Number(volume.size) : volume.size, `"instances"[${i}]."volume"."size"`, 1, 1 << 20);
       return { flavorRef: v.ref(o.flavorRef, `"instances"[${i}]."flavorRef"`), volumeSize: size };
     });
+    // couchtrove extension: a cluster backup to start from, as "restorePoint" of the cluster or of every
+    // instance (as an instance's restorePoint is sent): one backup for all.
+    const refs = new Set<string>();
+    for (const [where, x] of [['"restorePoint"', b.restorePoint], ...v.arr(b.instances, '"instances"').map((o, i) => [`"instances"[${i}]."restorePoint"`, (o as Record<string, unknown>).restorePoint] as const)] as const) {
+      if (x === undefined || x === null) continue;
+      const rp = v.obj(x, where);
+      v.noUnknown(rp, ['backupRef'], where);
+      refs.add(v.ref(rp.backupRef, `${where}."backupRef"`));
+    }
+    if (refs.size > 1) throw badRequest('Every "restorePoint" of a cluster names the same backup.');
     if (plane.config.couchdb.volumeSupport && instances.some((m) => m.volumeSize === null)) throw badRequest('Every cluster instance needs a volume size: the couchdb datastore has volume_support = true.');
     const c = await createCluster(plane, req.params.project!, {
       name: v.displayName(b.name, '"name"'),
       datastoreVersion: v.optional(ds.version, (x) => v.ref(x, '"datastore"."version"')),
       instances,
+      backupRef: [...refs][0] ?? null,
     });
     return { cluster: await clusterView(plane, base(req), c) };
   });

@@ -24,6 +24,7 @@ import { archiveStatusView, archiveView, restoreDatabase, setArchive } from '../
 import { createConfiguration, deleteConfiguration, setConfiguration, updateConfiguration } from '../tasks/configurations.js';
 import { type UserAccess, changePasswords, createDatabases, createUsers, deleteDatabase, deleteUser, disableRoot, enableRoot, getUser, grantAccess, listDatabases, listUsers, revokeAccess, rootEnabled } from '../tasks/access.js';
 import { createBackup, deleteBackup } from '../tasks/backups.js';
+import { createClusterBackup } from '../tasks/cluster-backup.js';
 import { requestVerify } from '../tasks/verify.js';
 import { instanceFacts } from '../tasks/facts.js';
 import { upgradeInstance } from '../tasks/upgrade.js';
@@ -604,6 +605,14 @@ export async function buildApi(options: ApiOptions): Promise<FastifyInstance> {
       const inc = b.incremental;
       const parent = v.optional(b.parent_id, (x) => v.ref(x, '"parent_id"'));
       if (inc !== undefined && inc !== null && inc !== 0 && inc !== false && inc !== 1 && inc !== true) throw badRequest('"incremental" must be 0 or 1.');
+      // couchtrove extension: "cluster" backs up a whole cluster (src/tasks/cluster-backup.ts).
+      if (b.cluster !== undefined && b.cluster !== null) {
+        if (b.instance !== undefined && b.instance !== null) throw badRequest('Give "instance" or "cluster", not both.');
+        const row = await createClusterBackup(plane, req.params.project!, {
+          name: v.displayName(b.name, '"name"'), clusterRef: v.ref(b.cluster, '"cluster"'), description: v.optional(b.description, (x) => v.text(x, '"description"')), parentId: parent, incremental: inc === 1 || inc === true,
+        });
+        return reply.code(202).send({ backup: backupView(base(req), row) });
+      }
       const row = await createBackup(plane, req.params.project!, {
         name: v.displayName(b.name, '"name"'),
         instanceId: v.ref(b.instance, '"instance"'),

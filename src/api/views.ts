@@ -130,6 +130,8 @@ export function backupView(base: string, b: Row<'backups'>): Record<string, unkn
     description: b.description,
     status: b.status,
     instance_id: b.instance_id,
+    // couchtrove extension: a cluster backup names its cluster (instance_id is then null).
+    cluster_id: b.cluster_id ?? null,
     parent_id: b.parent_id,
     // Where the backup's objects are: the repository's backups/<id>/ (docs/backup-format.md), not <repository>/<id>.
     locationRef: b.status === 'COMPLETED' && b.location ? `${b.location.replace(/\/$/, '')}/${repoKeys.dir(b.id)}` : null,
@@ -152,6 +154,8 @@ export function backupView(base: string, b: Row<'backups'>): Record<string, unkn
       // no progress
     }
   }
+  const parts = b.cluster ? (JSON.parse(b.cluster) as { parts: Array<{ id: string; node: string; shards: unknown[] }> }).parts : null;
+  if (parts) v.cluster_parts = parts.map((p) => ({ id: p.id, node: p.node, ranges: p.shards.length }));
   if (b.fail_reason && (b.status === 'FAILED' || b.status === 'DELETE_FAILED')) v.fail_reason = b.fail_reason;
   // Verify (src/tasks/verify.ts): null until the backup was first verified.
   v.verified_at = b.verified_at ? troveTime(b.verified_at) : null;

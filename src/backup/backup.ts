@@ -85,7 +85,7 @@ export async function writeBackup(opts: BackupOptions & CutOptions): Promise<Wri
   const lock = opts.noLock ? { written: Promise.resolve(), release: async () => undefined, stop: async () => undefined } : newLock(storage, id, parent ? [parent.manifest.body.id, ...parent.manifest.body.depends] : [], opts.heartbeatMs);
   try {
     let cutStart = Date.now();
-    snapshot = await measure(opts.dataDir, opts.configDir, { followSymlinks: opts.followSymlinks === true });
+    snapshot = await measure(opts.dataDir, opts.configDir, { followSymlinks: opts.followSymlinks === true, ...(opts.files ? { only: new Set(opts.files) } : {}) });
     let cutEnd = Date.now();
     if (opts.couchdbReuse) {
       const d = opts.couchdbReuse.dbs;
@@ -97,7 +97,7 @@ export async function writeBackup(opts: BackupOptions & CutOptions): Promise<Wri
         snapshot.close();
         couchdb = opts.couchdb ? await readCouchdbMetadata(opts.couchdb) : null;
         cutStart = Date.now();
-        snapshot = await measure(opts.dataDir, opts.configDir, { followSymlinks: opts.followSymlinks === true });
+        snapshot = await measure(opts.dataDir, opts.configDir, { followSymlinks: opts.followSymlinks === true, ...(opts.files ? { only: new Set(opts.files) } : {}) });
         cutEnd = Date.now();
       }
     }

@@ -2,7 +2,7 @@
 // with their shard maps when the backup began (a restore brings back exactly that set).
 import { CouchtroveError } from '../util/errors.js';
 import { mapLimit } from '../util/concurrency.js';
-import type { CouchdbMetadata, CouchdbDatabase } from './format.js';
+import { dirsOnWay, type CouchdbMetadata, type CouchdbDatabase } from './format.js';
 import type { CouchdbSource } from './types.js';
 
 async function getJson(src: CouchdbSource, path: string): Promise<unknown> {
@@ -60,7 +60,6 @@ export function databaseFiles<E extends { path: string; type: string; root: stri
   const shard = new RegExp(`^shards/[0-9a-f]+-[0-9a-f]+/(?:${databases.map(escapeRe).join('|')})\\.[0-9]+\\.couch$`);
   const wanted = new Set(data.filter((e) => e.type === 'file' && (e.path === '_dbs.couch' || shard.test(e.path))).map((e) => e.path));
   // The directories on the way to those files, and nothing else of the tree.
-  const dirs = new Set<string>();
-  for (const p of wanted) for (let i = p.indexOf('/'); i > 0; i = p.indexOf('/', i + 1)) dirs.add(p.slice(0, i));
+  const dirs = dirsOnWay(wanted);
   return data.filter((e) => (e.type === 'file' ? wanted.has(e.path) : dirs.has(e.path)));
 }

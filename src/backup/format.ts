@@ -164,6 +164,13 @@ export function sha256Hex(data: string | Uint8Array): string {
 }
 
 /** A path from a catalog may be written under a target directory only if it cannot escape it. */
+/** The directories on the way to these relative paths ("a/b/c" gives "a" and "a/b"). */
+export function dirsOnWay(paths: Iterable<string>): Set<string> {
+  const dirs = new Set<string>();
+  for (const p of paths) for (let i = p.indexOf('/'); i > 0; i = p.indexOf('/', i + 1)) dirs.add(p.slice(0, i));
+  return dirs;
+}
+
 export function isSafeRelativePath(p: string): boolean {
   if (typeof p !== 'string' || p === '' || p.length > 4096 || p.includes('\0') || p.includes('\\')) return false;
   if (p.startsWith('/')) return false;

@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { CouchtroveError } from '../util/errors.js';
 import { chownTree, syncDir } from '../util/fs.js';
-import { isSafeRelativePath, type DirEntry, type FileEntry } from './format.js';
+import { dirsOnWay, isSafeRelativePath, type DirEntry, type FileEntry } from './format.js';
 import { DataDecoder, type FileSink } from './reader.js';
 import { openBackup } from './repository.js';
 import type { RestoreOptions, RestoreResult } from './types.js';
@@ -37,7 +37,7 @@ async function restoreWith(decoder: DataDecoder, opts: RestoreOptions): Promise<
   const target = path.resolve(opts.dataDir);
   const opened = await openBackup(storage, id, opts.key, opts.chainHint);
   const { catalog } = opened;
-  const entries = (opts.databases && databaseFiles(catalog.entries, opts.databases)) || catalog.entries;
+  const entries = opts.files ? onlyFiles(catalog.entries, opts.files) : (opts.databases && databaseFiles(catalog.entries, opts.databases)) || catalog.entries;
   for (const e of catalog.entries) {
     if (!isSafeRelativePath(e.path) || (e.type !== 'file' && e.type !== 'dir') || (e.root !== 'data' && e.root !== 'config')) {
       throw new CouchtroveError(`backup ${id} holds an unsafe entry ${JSON.stringify(e.path)} (${String(e.type)}): refusing to restore it`);
@@ -121,6 +121,19 @@ async function restoreWith(decoder: DataDecoder, opts: RestoreOptions): Promise<
     await fs.rm(stage, { recursive: true, force: true }).catch(() => undefined);
     throw err;
   }
+}
+
+/** The data files named (every one must be in the backup) and the directories on their way. */
+function onlyFiles<E extends { path: string; type: string; root: string }>(entries: E[], files: string[]): E[] {
+  const wanted = new Set(files);
+  const data = entries.filter((e) => e.root === 'data');
+  const found = data.filter((e) => e.type === 'file' && wanted.has(e.path));
+  if (found.length !== wanted.size) {
+    const have = new Set(found.map((e) => e.path));
+    throw new CouchtroveError(`the backup does not hold ${files.filter((f) => !have.has(f)).slice(0, 3).join(', ')}`);
+  }
+  const dirs = dirsOnWay(wanted);
+  return data.filter((e) => (e.type === 'file' ? wanted.has(e.path) : dirs.has(e.path)));
 }
 
 /** rw for the owner, never writable by others, no set-id bits. */

@@ -8,7 +8,7 @@ import { closeSync, constants as fsc, fstatSync, lstatSync, openSync, readdirSyn
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { CouchtroveError } from '../util/errors.js';
-import type { DirEntry } from './format.js';
+import { dirsOnWay, type DirEntry } from './format.js';
 
 export interface MeasuredFile {
   root: 'data' | 'config';
@@ -113,7 +113,7 @@ function walk(root: 'data' | 'config', base: string, out: Walked, followSymlinks
   visit(base, '', new Set([`${top.dev}:${top.ino}`]));
 }
 
-export async function measure(dataDir: string, configDir?: string, opts: { followSymlinks?: boolean } = {}): Promise<Snapshot> {
+export async function measure(dataDir: string, configDir?: string, opts: { followSymlinks?: boolean; only?: ReadonlySet<string> } = {}): Promise<Snapshot> {
   const st = await fs.stat(dataDir).catch((err: NodeJS.ErrnoException) => {
     throw new CouchtroveError(`data directory ${dataDir}: ${err.code === 'ENOENT' ? 'does not exist' : err.message}`);
   });
@@ -133,7 +133,16 @@ export async function measure(dataDir: string, configDir?: string, opts: { follo
         'Move the data back, or give --follow-symlinks to back up what they point to',
     );
   }
-  const { dirs, files: candidates, skipped, followed } = out;
+  const { skipped, followed } = out;
+  let { dirs, files: candidates } = out;
+  // An allow-list (a cluster member's part of a cluster backup): those data files and the directories on
+  // their way, nothing else; the walk's rules (no links) still hold for the whole tree.
+  if (opts.only) {
+    const only = opts.only;
+    candidates = candidates.filter((c) => c.root === 'data' && only.has(c.rel));
+    const onWay = dirsOnWay(candidates.map((c) => c.rel));
+    dirs = dirs.filter((d) => d.root === 'data' && onWay.has(d.path));
+  }
   candidates.sort((a, b) => passRank(a.root, a.rel) - passRank(b.root, b.rel) || (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
 
   const files: MeasuredFile[] = [];

@@ -45,6 +45,8 @@ export interface BackupOptions {
   followSymlinks?: boolean;
   /** Test hook: how often the in-progress lock is rewritten (default 30 s). */
   heartbeatMs?: number;
+  /** Only these data files (paths relative to dataDir): a cluster member's share of a cluster backup. */
+  files?: string[];
 }
 
 export interface BackupSummary {
@@ -88,6 +90,8 @@ export interface RestoreOptions {
    * shard maps; the whole tree when it is not a CouchDB 3 layout (couchdb.ts, databaseFiles).
    */
   databases?: string[];
+  /** Only these data files (paths relative to the data directory) and the directories on their way. */
+  files?: string[];
 }
 
 export interface RestoreResult {

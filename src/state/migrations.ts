@@ -229,4 +229,15 @@ export const migrations: Record<string, Migration> = {
       await db.schema.dropTable('clusters').ifExists().execute();
     },
   },
+  // Cluster backups (issue 27): a backup of a cluster names it and keeps its record (shard maps, parts).
+  '0007_cluster_backups': {
+    async up(db: Kysely<unknown>): Promise<void> {
+      await db.schema.alterTable('backups').addColumn('cluster_id', text).execute();
+      await db.schema.alterTable('backups').addColumn('cluster', text).execute();
+    },
+    async down(db: Kysely<unknown>): Promise<void> {
+      await db.schema.alterTable('backups').dropColumn('cluster').execute();
+      await db.schema.alterTable('backups').dropColumn('cluster_id').execute();
+    },
+  },
 };

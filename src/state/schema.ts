@@ -71,7 +71,7 @@ export interface InstancesTable {
 }
 
 /** Trove's cluster task names (trove/cluster/tasks.py), and ERROR: a create that failed (fault says why). */
-export type ClusterTaskName = 'NONE' | 'BUILDING_INITIAL' | 'DELETING' | 'GROWING_CLUSTER' | 'SHRINKING_CLUSTER' | 'RESTARTING_CLUSTER' | 'ERROR';
+export type ClusterTaskName = 'NONE' | 'BUILDING_INITIAL' | 'DELETING' | 'GROWING_CLUSTER' | 'SHRINKING_CLUSTER' | 'RESTARTING_CLUSTER' | 'BACKING_UP' | 'ERROR';
 
 /** A CouchDB cluster (docs/cluster.md): its members are instances rows with cluster_id. */
 export interface ClustersTable {
@@ -142,6 +142,10 @@ export interface BackupsTable {
   verified_at: string | null;
   /** 'running', 'ok', or 'failed: <what was found, naming the object>'; null: never verified. */
   verify_result: string | null;
+  /** A cluster backup's cluster (0007); null: an instance's backup. */
+  cluster_id: string | null;
+  /** JSON: a cluster backup's record (src/tasks/cluster-backup.ts): its shard maps and per-member parts. */
+  cluster: string | null;
 }
 
 export type TaskStatus = 'NEW' | 'RUNNING' | 'COMPLETED' | 'FAILED';

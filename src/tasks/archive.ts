@@ -159,6 +159,7 @@ export async function restoreDatabase(plane: ControlPlane, projectId: string, id
   if (req.backup !== null) {
     const b = await plane.backup(projectId, req.backup);
     if (b.status !== 'COMPLETED') throw unprocessable(`Backup ${b.id} is not COMPLETED (status ${b.status}).`);
+    if (b.cluster_id) throw unprocessable(`Backup ${b.id} is a cluster backup: restore it into a new cluster or instance (cluster create --backup, instance create --backup); one database back from it is not done yet.`);
     const own = storage;
     storage = b.location ?? plane.config.repository;
     // A container reaches its own part of the repository only (docs/compute.md).

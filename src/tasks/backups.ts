@@ -12,6 +12,7 @@ import { STALE_MS } from '../backup/lock.js';
 import { ServiceError, unprocessable } from './errors.js';
 import { refuseIfDepended, resolveParent } from './incremental.js';
 import { readManifest } from '../backup/repository.js';
+import { storedBackups } from './cluster-backup.js';
 
 export interface CreateBackupRequest {
   name: string;
@@ -49,7 +50,7 @@ export async function createBackup(plane: ControlPlane, projectId: string, req: 
   const row: Row<'backups'> = {
     id, project_id: projectId, instance_id: inst.id, name: req.name, description: req.description, status: 'NEW', parent_id: parent,
     location: plane.repositoryOf(inst.id), size_bytes: null, data_bytes: null, files: null, checksum: null, datastore: inst.datastore,
-    datastore_version: inst.datastore_version, progress: null, fail_reason: null, task_id: task.id, created: t, updated: t, verified_at: null, verify_result: null,
+    datastore_version: inst.datastore_version, progress: null, fail_reason: null, task_id: task.id, created: t, updated: t, verified_at: null, verify_result: null, cluster_id: null, cluster: null,
   };
   await plane.store.insert('backups', row);
   plane.tasks.start(task);
@@ -227,7 +228,8 @@ export function registerBackupTasks(plane: ControlPlane): void {
     run: async (ctx) => {
       const b = await plane.store.get('backups', ctx.task.backup_id!);
       if (!b) return;
-      await plane.backups.delete(b.location ?? plane.config.repository, b.id, plane.backupKeyFile);
+      // A cluster backup's objects are its parts (./cluster-backup.ts).
+      for (const o of storedBackups(plane, b)) await plane.backups.delete(o.location, o.id, plane.backupKeyFile);
       await plane.store.remove('backups', b.id, { task_id: ctx.task.id });
     },
     failed: async (task, reason) => {

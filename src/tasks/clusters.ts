@@ -16,6 +16,7 @@ import { describeError } from '../util/errors.js';
 import { agentCall, DATASTORE, type ControlPlane } from './control.js';
 import { badRequest, notFound, unprocessable } from './errors.js';
 import type { TaskContext } from './manager.js';
+import { checkClusterRestore, restoreClusterBackup } from './cluster-backup.js';
 
 /** How a cluster's fault begins when it never became ready (cluster-reset.ts leaves such a cluster ERROR). */
 export const CREATE_FAILED = 'create failed: ';
@@ -73,6 +74,8 @@ export interface CreateClusterRequest {
   name: string;
   datastoreVersion: string | null;
   instances: Array<{ flavorRef: string; volumeSize: number | null }>;
+  /** A cluster backup to restore into the new cluster (./cluster-backup.ts). */
+  backupRef?: string | null;
 }
 
 export async function createCluster(plane: ControlPlane, projectId: string, req: CreateClusterRequest): Promise<Row<'clusters'>> {
@@ -91,6 +94,8 @@ export async function createCluster(plane: ControlPlane, projectId: string, req:
   const version = await plane.datastoreVersion(req.datastoreVersion);
   if (!version.couchdb_home && plane.compute.engine.kind !== 'couchdb') throw badRequest('The development engine cannot play a cluster.');
   if ((await plane.store.find('clusters', { project_id: projectId, name: req.name })).length > 0) throw badRequest(`A cluster named ${req.name} exists already.`);
+  const restore = req.backupRef ? await plane.backup(projectId, req.backupRef) : null;
+  if (restore) await checkClusterRestore(plane, restore, count, first.volumeSize ?? 0);
   await plane.ensureProject(projectId);
   const id = randomUUID();
   const file = secretsFile(plane, id);
@@ -98,7 +103,7 @@ export async function createCluster(plane: ControlPlane, projectId: string, req:
   const secrets: ClusterSecrets = { cookie: randomBytes(32).toString('hex'), authSecret: randomBytes(16).toString('hex'), uuid: randomUUID().replaceAll('-', '') };
   fs.writeFileSync(file, JSON.stringify(secrets), { mode: 0o600, flag: 'wx' });
   const { n, q } = clusterDefaults(count);
-  const task = await plane.tasks.create({ kind: 'cluster.create', projectId, params: { clusterId: id }, timeout: plane.config.couchdb.usageTimeout + 300 });
+  const task = await plane.tasks.create({ kind: 'cluster.create', projectId, params: { clusterId: id, ...(restore ? { restore: restore.id } : {}) }, timeout: plane.config.couchdb.usageTimeout + 300 });
   const t = now();
   const row: Row<'clusters'> = {
     id, project_id: projectId, name: req.name, task_name: 'BUILDING_INITIAL', datastore: DATASTORE, datastore_version: version.name,
@@ -206,7 +211,7 @@ export function registerClusterTasks(plane: ControlPlane): void {
     }
   };
 
-  plane.tasks.register<{ clusterId: string }>('cluster.create', {
+  plane.tasks.register<{ clusterId: string; restore?: string }>('cluster.create', {
     resumable: true,
     run: async (ctx) => {
       const id = ctx.params.clusterId;
@@ -226,6 +231,12 @@ export function registerClusterTasks(plane: ControlPlane): void {
         return true;
       });
       await ctx.step('joined');
+      // A backup's databases (system databases among them) before the setup makes any.
+      const backup = ctx.params.restore && !['restored', 'setup'].includes(ctx.task.step ?? '') ? await plane.store.get('backups', ctx.params.restore) : undefined;
+      if (backup) {
+        await restoreClusterBackup(plane, backup, members);
+        await ctx.step('restored');
+      }
       await until('the system databases could not be made', 60_000, async () => {
         await agents[0]!.clusterSetup();
         for (const a of agents) if ((await a.clusterMembership()).systemDatabases.length < 2) return false;
@@ -284,5 +295,7 @@ export const CLUSTER_TASKS: Record<ClusterTaskName, { id: number; description: s
   GROWING_CLUSTER: { id: 5, description: 'Increasing the size of the cluster.' },
   SHRINKING_CLUSTER: { id: 6, description: 'Decreasing the size of the cluster.' },
   RESTARTING_CLUSTER: { id: 8, description: 'Restarting the cluster.' },
+  // couchtrove's: Trove has no cluster backup.
+  BACKING_UP: { id: 101, description: 'Backing up the cluster.' },
   ERROR: { id: 100, description: 'The last task of the cluster failed (see fault).' },
 };

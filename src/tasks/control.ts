@@ -29,6 +29,7 @@ import { registerUpgradeTasks } from './upgrade.js';
 import { memberNode, memberSettings, registerClusterTasks } from './clusters.js';
 import { registerClusterRestartTask } from './cluster-restart.js';
 import { registerClusterResizeTasks } from './cluster-resize.js';
+import { checkClusterRestore, registerClusterBackupTasks, restoreClusterBackup } from './cluster-backup.js';
 import { withTimeout } from '../util/concurrency.js';
 import type { BackupSummary } from '../backup/types.js';
 import { InstanceKeys, instanceKeysFor } from '../crypto/instance-keys.js';
@@ -88,6 +89,8 @@ interface CreateParams {
   databases: string[];
   users: Array<{ name: string; databases: string[]; adminOf?: string[] }>;
   restore: string | null;
+  /** A cluster backup, restored once CouchDB runs (./cluster-backup.ts). */
+  clusterRestore?: string;
   /** Point in time: the archive stream and the time (the cut is chosen again by the agent, the same one). */
   pitr?: { stream: string; time: string; cut: string } | null;
 }
@@ -162,6 +165,7 @@ export class ControlPlane {
     registerClusterTasks(this);
     registerClusterRestartTask(this);
     registerClusterResizeTasks(this);
+    registerClusterBackupTasks(this);
     this.health = new HealthMonitor(this, options.healthMs ?? this.config.healthInterval * 1000, this.log);
   }
 
@@ -359,14 +363,15 @@ export class ControlPlane {
       if (this.config.couchdb.volumeSupport && need > size * GiB) {
         throw unprocessable(`Backup ${restore.id} holds ${(need / GiB).toFixed(3)} GB of data: it does not fit a volume of ${size} GB.`);
       }
-      let stored: string;
-      try {
+      let stored: string | undefined;
+      if (restore.cluster_id) await checkClusterRestore(this, restore, 1, size);
+      else try {
         // The master key file: the engine derives the backup's instance key from it (the key id in its manifest).
         stored = await this.backups.storedChecksum(restore.location ?? this.config.repository, restore.id, this.keyFile);
       } catch (err) {
         throw unprocessable(`Backup ${restore.id} cannot be read from ${restore.location ?? this.config.repository}: ${describeError(err)}`);
       }
-      if (stored !== restore.checksum) throw unprocessable(`Backup ${restore.id}: the stored checksum ${stored} does not match the recorded ${restore.checksum ?? '(none)'}.`);
+      if (!restore.cluster_id && stored !== restore.checksum) throw unprocessable(`Backup ${restore.id}: the stored checksum ${stored} does not match the recorded ${restore.checksum ?? '(none)'}.`);
     }
     if (req.restoreTime && !req.instanceRef) {
       // The older form: a backup names the instance whose archive is read.
@@ -389,7 +394,7 @@ export class ControlPlane {
     const id = randomUUID();
     const task = await this.tasks.create({
       kind: 'instance.create', projectId, instanceId: id, timeout: this.config.couchdb.usageTimeout,
-      params: { databases: req.databases, users: req.users.map((u) => ({ name: u.name, databases: u.databases, ...(u.adminOf?.length ? { adminOf: u.adminOf } : {}) })), restore: restore?.id ?? null, pitr } satisfies CreateParams,
+      params: { databases: req.databases, users: req.users.map((u) => ({ name: u.name, databases: u.databases, ...(u.adminOf?.length ? { adminOf: u.adminOf } : {}) })), restore: restore && !restore.cluster_id ? restore.id : null, ...(restore?.cluster_id ? { clusterRestore: restore.id } : {}), pitr } satisfies CreateParams,
     });
     this.writeSecrets(task.id, Object.fromEntries(req.users.map((u) => [u.name, u.password])));
     const t = now();
@@ -702,6 +707,8 @@ export class ControlPlane {
           if (this.compute.endRestore) await this.compute.endRestore(inst);
           const s = await agentCall(agent.start());
           if (s.state !== 'RUNNING') throw new Error(`CouchDB did not start: ${s.state}${s.reason ? `: ${s.reason}` : ''}`);
+          const whole = ctx.params.clusterRestore ? await this.store.get('backups', ctx.params.clusterRestore) : undefined;
+          if (whole) await restoreClusterBackup(this, whole, [inst]);
         }
         await ctx.step('started');
         const dbs = new Set(await agentCall(agent.listDatabases()));

@@ -8,17 +8,23 @@ import { badRequest, notFound, unprocessable } from './errors.js';
  * `incremental` the instance's latest COMPLETED backup (null when it has none: a full backup, as Trove
  * does).
  */
-export async function resolveParent(store: StateStore, projectId: string, instanceId: string, parentId: string | null, incremental: boolean): Promise<string | null> {
+/** Whose backups a parent is looked for among: an instance's, or a cluster's (./cluster-backup.ts). */
+export type BackupOwner = { instance_id: string } | { cluster_id: string };
+
+export async function resolveParent(store: StateStore, projectId: string, owner: BackupOwner | string, parentId: string | null, incremental: boolean): Promise<string | null> {
+  const of: BackupOwner = typeof owner === 'string' ? { instance_id: owner } : owner;
+  const [key, id] = 'instance_id' in of ? (['instance_id', of.instance_id] as const) : (['cluster_id', of.cluster_id] as const);
+  const kind = key === 'instance_id' ? 'instance' : 'cluster';
   if (parentId !== null) {
     const p = await store.get('backups', parentId);
     if (!p || p.project_id !== projectId) throw notFound(`Backup ${parentId} could not be found.`);
-    if (p.instance_id !== instanceId) throw badRequest(`Parent backup ${p.id} is of instance ${p.instance_id ?? '(deleted)'}, not ${instanceId}: an incremental backup builds on a backup of the same instance.`);
+    if ((p[key] ?? null) !== id) throw badRequest(`Parent backup ${p.id} is of ${p.cluster_id ? `cluster ${p.cluster_id}` : `instance ${p.instance_id ?? '(deleted)'}`}, not ${kind} ${id}: an incremental backup builds on a backup of the same ${kind}.`);
     if (p.status !== 'COMPLETED') throw unprocessable(`Parent backup ${p.id} is not COMPLETED (status ${p.status}): an incremental backup needs a COMPLETED parent.`);
     await refuseIfBeingDeleted(store, p);
     return p.id;
   }
   if (!incremental) return null;
-  const done = await store.find('backups', { project_id: projectId, instance_id: instanceId, status: 'COMPLETED' });
+  const done = await store.find('backups', { project_id: projectId, [key]: id, status: 'COMPLETED' });
   for (const b of [...done].reverse()) {
     if (await beingDeleted(store, b)) continue;
     return b.id;

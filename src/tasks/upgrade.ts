@@ -53,7 +53,7 @@ export async function upgradeInstance(plane: ControlPlane, projectId: string, id
   await plane.store.insert('backups', {
     id: backupId, project_id: projectId, instance_id: inst.id, name: `pre-upgrade-${target.name}`, description: `taken before the upgrade from ${DATASTORE} ${inst.datastore_version} to ${target.name}`,
     status: 'NEW', parent_id: null, location: plane.repositoryOf(inst.id), size_bytes: null, data_bytes: null, files: null, checksum: null,
-    datastore: inst.datastore, datastore_version: inst.datastore_version, progress: null, fail_reason: null, task_id: task.id, created: t, updated: t, verified_at: null, verify_result: null,
+    datastore: inst.datastore, datastore_version: inst.datastore_version, progress: null, fail_reason: null, task_id: task.id, created: t, updated: t, verified_at: null, verify_result: null, cluster_id: null, cluster: null,
   });
   plane.tasks.start(task);
 }

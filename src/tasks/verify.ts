@@ -6,6 +6,7 @@
 // (verified_at, verify_result: ok, or what was found, naming the object) so that an operator knows a backup
 // restores before needing it. Nothing is written to the repository and the instance is not held: an
 // instance may back up, restore or be deleted while its backups are verified.
+import { clusterRecord } from './cluster-backup.js';
 import { InstanceKeys } from '../crypto/instance-keys.js';
 import { now, type Row } from '../state/index.js';
 import type { ControlPlane } from './control.js';
@@ -52,9 +53,13 @@ export function registerVerifyTasks(plane: ControlPlane): void {
       const b = await plane.store.get('backups', ctx.task.backup_id!);
       if (!b || b.status !== 'COMPLETED') return; // deleted since
       if (!plane.backups.verify) throw new Error('this backup engine cannot verify backups');
-      const r = await plane.backups.verify(b.location ?? plane.config.repository, b.id, plane.backupKeyFile);
-      const wrong = mismatch(plane, b, r);
-      if (wrong) throw new Error(wrong);
+      // A cluster backup is read back part by part, each against its member's key and recorded checksum.
+      const parts = clusterRecord(b)?.parts.map((p) => ({ ...b, id: p.id, location: p.location, instance_id: p.instanceId, checksum: p.checksum })) ?? [b];
+      for (const x of parts) {
+        const r = await plane.backups.verify(x.location ?? plane.config.repository, x.id, plane.backupKeyFile);
+        const wrong = mismatch(plane, x, r);
+        if (wrong) throw new Error(wrong);
+      }
       await plane.store.update('backups', b.id, { verified_at: now(), verify_result: 'ok' }, { status: 'COMPLETED' });
     },
     failed: async (task, reason) => {

@@ -94,7 +94,7 @@ test('a taken port: exit status 1 with a clear message, and no task recovered', 
   await store.insert('tasks', { id: taskId, project_id: 'local', kind: 'backup.create', instance_id: null, backup_id: backupId, status: 'RUNNING', params: '{}', step: null, error: null, attempts: 1, deadline: null, heartbeat: t, owner: null, lease_until: null, created: t, updated: t });
   await store.insert('backups', {
     id: backupId, project_id: 'local', instance_id: null, name: 'interrupted', description: null, status: 'BUILDING', parent_id: null, location: null, size_bytes: null, data_bytes: null,
-    files: null, checksum: null, datastore: 'couchdb', datastore_version: '3.5', progress: null, fail_reason: null, task_id: taskId, created: t, updated: t, verified_at: null, verify_result: null,
+    files: null, checksum: null, datastore: 'couchdb', datastore_version: '3.5', progress: null, fail_reason: null, task_id: taskId, created: t, updated: t, verified_at: null, verify_result: null, cluster_id: null, cluster: null,
   });
   await store.close();
 

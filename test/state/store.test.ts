@@ -62,7 +62,7 @@ forEachBackend('state store', (backend) => {
     const b: Row<'backups'> = {
       id: 'b1', project_id: 'p1', instance_id: null, name: "odd 'name' \"quoted\" ☃ \\ ; DROP TABLE backups; --", description: null,
       status: 'NEW', parent_id: null, location: null, size_bytes: 5 * 1024 ** 4, data_bytes: 0, files: 0, checksum: null,
-      datastore: 'couchdb', datastore_version: '3.5', progress: null, fail_reason: null, task_id: null, verified_at: null, verify_result: null,
+      datastore: 'couchdb', datastore_version: '3.5', progress: null, fail_reason: null, task_id: null, verified_at: null, verify_result: null, cluster_id: null, cluster: null,
       created: '2024-01-01T00:00:00.000Z', updated: '2024-01-01T00:00:00.000Z',
     };
     await store.insert('backups', b);

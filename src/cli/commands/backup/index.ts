@@ -4,8 +4,9 @@ import { TroveApiClient, details, label, moreHint, print, table, waitFor, type J
 import { CouchtroveError } from '../../../util/errors.js';
 import { formatBytes } from '../../progress.js';
 import { API, BACKUP_BY_NAME } from '../api.js';
+import { findCluster } from '../cluster/index.js';
 // The checksum stays in `show` and --json: 64 hex digits crowd a listing out of a terminal.
-const COLS = ['id', 'name', 'status', 'instance_id', 'parent_id', 'size', 'created', 'verify_result'];
+const COLS = ['id', 'name', 'status', 'instance_id', 'cluster_id', 'parent_id', 'size', 'created', 'verify_result'];
 
 /** Newest first, as operators look for the latest backup; ties (same second) by id for a stable order. */
 function newestFirst(rows: JsonObject[]): JsonObject[] {
@@ -58,16 +59,17 @@ export const backupCommands: AnyCommand[] = [
     },
   }),
   defineCommand({
-    path: ['backup', 'create'], summary: 'Back up an instance (--incremental or --parent NAME, ID or latest: only what changed since the parent)', required: ['instanceRef', 'resourceName'], optional: [...API, 'description', 'incremental', 'parent', 'wait'], positional: 'instanceRef',
+    path: ['backup', 'create'], summary: 'Back up an instance (--incremental or --parent NAME, ID or latest: only what changed since the parent), or a whole cluster (--cluster: one copy of every shard range)', required: ['resourceName'], optional: [...API, 'instanceRef', 'clusterRef', 'description', 'incremental', 'parent', 'wait'], positional: 'instanceRef',
     specialise: {
       resourceName: { description: 'Name of the new backup' },
       description: { description: 'Description of the new backup' },
       parent: { parse: BACKUP_BY_NAME.parse, description: "Take an incremental backup on top of this backup (name or id; 'latest': the instance's latest completed backup): only what each file gained since is stored" },
     },
     run: async (o, io) => {
+      if ((o.instanceRef === undefined) === (o.clusterRef === undefined)) throw Object.assign(new Error(o.clusterRef === undefined ? 'give the instance to back up (or --cluster ID)' : 'give an instance or --cluster ID, not both'), { name: 'UsageError' });
       const c = new TroveApiClient(o);
-      const id = await c.instanceId(o.instanceRef);
-      const backup: JsonObject = { name: o.resourceName, instance: id, ...(o.description !== undefined ? { description: o.description } : {}) };
+      const target: JsonObject = o.clusterRef !== undefined ? { cluster: (await findCluster(c, o.clusterRef)).id as string } : { instance: await c.instanceId(o.instanceRef!) };
+      const backup: JsonObject = { name: o.resourceName, ...target, ...(o.description !== undefined ? { description: o.description } : {}) };
       // 'latest' is the API's incremental: on the instance's latest COMPLETED backup.
       if (o.parent !== undefined && o.parent !== 'latest') backup.parent_id = await c.resolve('backup', o.parent);
       else if (o.incremental || o.parent === 'latest') backup.incremental = 1;

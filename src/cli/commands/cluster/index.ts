@@ -2,7 +2,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { defineCommand, type AnyCommand, type CommandIO } from '../../command.js';
 import { ApiError, TroveApiClient, details, print, table, type JsonObject } from '../../../api/client.js';
-import { API } from '../api.js';
+import { API, BACKUP_BY_NAME } from '../api.js';
 
 /** One line per row: the cluster's task, members and where to connect. */
 function rowOf(c: JsonObject): JsonObject {
@@ -18,7 +18,7 @@ function showText(c: JsonObject): string {
 }
 
 /** By id, else by name through the list (the API also takes a name, as the clients send it). */
-async function findCluster(c: TroveApiClient, ref: string): Promise<JsonObject> {
+export async function findCluster(c: TroveApiClient, ref: string): Promise<JsonObject> {
   return (await c.get(`/clusters/${encodeURIComponent(ref)}`)).cluster as JsonObject;
 }
 
@@ -48,12 +48,12 @@ async function waitCluster(c: TroveApiClient, io: CommandIO, id: string, gone: b
 export const clusterCommands: AnyCommand[] = [
   defineCommand({
     path: ['cluster', 'create'], summary: 'Create a CouchDB cluster of --nodes members (local driver, Apache CouchDB)',
-    required: ['resourceName', 'clusterNodes', 'flavorRef'], optional: [...API, 'volumeSize', 'datastoreVersion', 'wait'], positional: 'resourceName',
-    specialise: { resourceName: { description: 'Name of the new cluster' } },
+    required: ['resourceName', 'clusterNodes', 'flavorRef'], optional: [...API, 'volumeSize', 'datastoreVersion', 'backupId', 'wait'], positional: 'resourceName',
+    specialise: { resourceName: { description: 'Name of the new cluster' }, backupId: { ...BACKUP_BY_NAME, description: 'Restore this cluster backup (name or id) into the new cluster: its databases, users, _security and design documents' } },
     run: async (o, io) => {
       const c = new TroveApiClient(o);
       const member: JsonObject = { flavorRef: o.flavorRef, ...(o.volumeSize !== undefined ? { volume: { size: o.volumeSize } } : {}) };
-      const body = { name: o.resourceName, datastore: { type: 'couchdb', ...(o.datastoreVersion ? { version: o.datastoreVersion } : {}) }, instances: Array.from({ length: o.clusterNodes }, () => member) };
+      const body = { name: o.resourceName, datastore: { type: 'couchdb', ...(o.datastoreVersion ? { version: o.datastoreVersion } : {}) }, instances: Array.from({ length: o.clusterNodes }, () => member), ...(o.backupId ? { restorePoint: { backupRef: await c.resolve('backup', o.backupId) } } : {}) };
       let cl = (await c.request('POST', '/clusters', { cluster: body })).cluster as JsonObject;
       if (o.wait) cl = (await waitCluster(c, io, cl.id as string, false)) ?? cl;
       print(io, o.json, { cluster: cl }, () => showText(cl));
