@@ -17,7 +17,7 @@ test('n = min(3, nodes); q grows with the size', () => {
   assert.deepEqual([2, 3, 4, 6, 7, 9].map((k) => clusterDefaults(k)), [
     { n: 2, q: 2 }, { n: 3, q: 2 }, { n: 3, q: 4 }, { n: 3, q: 4 }, { n: 3, q: 8 }, { n: 3, q: 8 },
   ]);
-  assert.equal(memberNode({ id: '0f0e4a52-1b1c-4c1d-9e1f-000000000001' }), base.nodeName);
+  assert.equal(memberNode({ id: '0f0e4a52-1b1c-4c1d-9e1f-000000000001' }, {}), base.nodeName);
 });
 
 test("a member listens for its peers on its one distribution port, on loopback; a single node's vm.args is unchanged", () => {
