@@ -8,14 +8,12 @@
 // delete leaves no container, volume or network. One cluster for the file; needs Apache CouchDB (COUCHDB_HOME).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { repoRoot } from '../support/postgres.js';
 import { api, killUnder, startServer, tempDir, within, basicAuth, waitStatus, type J, type RealServer } from '../support/server.js';
 import { clientBudget, clientsSkip, troveClients } from '../support/trove-clients.js';
-import { buildTestImage, connectsFrom, dockerSkip, execIn, startDockerd, type TestDaemon } from '../support/docker.js';
+import { connectsFrom, dockerSkip, execIn, startDockerHost, type TestDockerHost } from '../support/docker.js';
 import { couchAs, startWriter, type Couch } from '../support/cluster-load.js';
 import { CLUSTER_SECRETS, clusterAlias, clusterNetwork, LABEL } from '../../src/compute/docker/driver.js';
 import { CONTAINER_DIST_PORT } from '../../src/compute/driver.js';
@@ -25,39 +23,20 @@ if (skip) console.log(`docker cluster test skipped: ${skip}`);
 
 const root = tempDir('couchtrove-dkcluster-');
 const stateDir = path.join(root, 'state');
-const IMAGE = 'couchtrove-guest:cluster';
-const netns = path.join(repoRoot, 'scripts', 'docker', 'netns.sh');
-const tag = `c${process.pid % 10000}`;
-const prefix = `10.216.${process.pid % 250}`;
-const PUBLISH = `${prefix}.2`;
-let netUp = false;
-let daemon: TestDaemon | undefined;
+let host: TestDockerHost | undefined;
 let server: RealServer | undefined;
 
 before(async () => {
   if (skip) return;
-  execFileSync('bash', [netns, 'up', tag, prefix]);
-  netUp = true;
-  const ns = execFileSync('bash', [netns, 'add', tag, '1', prefix]).toString().trim();
-  daemon = await startDockerd(path.join(root, 'dockerd'), ns, { iptables: true });
-  const built = await buildTestImage(daemon.docker, IMAGE);
-  console.log(`guest image ${built.tag} (${built.engine}): base imported in ${built.baseSeconds.toFixed(1)} s, built in ${built.seconds.toFixed(1)} s`);
-  server = await startServer(stateDir, {
-    COUCHTROVE_COMPUTE_DRIVER: 'docker', COUCHTROVE_DOCKER_HOST: daemon.host, COUCHTROVE_DOCKER_IMAGE: IMAGE, COUCHTROVE_HEALTH_INTERVAL: '1',
-    COUCHTROVE_DOCKER_PUBLISH_ADDRESS: PUBLISH, COUCHTROVE_COUCHDB_TCP_PORTS: '22000-22099',
-  });
+  host = await startDockerHost(root, `c${process.pid % 10000}`, `10.216.${process.pid % 250}`, 'couchtrove-guest:cluster', '22000-22099');
+  server = await startServer(stateDir, host.env);
 }, { timeout: 900_000 });
 
 after(async () => {
   await server?.kill('SIGKILL');
   try {
-    if (daemon) {
-      for (const c of await daemon.docker.listContainers({ all: true }).catch(() => [])) await daemon.docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
-      for (const n of await daemon.docker.listNetworks().catch(() => [])) if (n.Name.startsWith('couchtrove-')) await daemon.docker.getNetwork(n.Id).remove().catch(() => undefined);
-      await daemon.stop();
-    }
+    await host?.stop();
   } finally {
-    if (netUp) execFileSync('bash', [netns, 'down', tag, '1']);
     killUnder(root);
     fs.rmSync(root, { recursive: true, force: true });
   }
@@ -68,7 +47,7 @@ const osJson = async (...args: string[]): Promise<J> => JSON.parse(await os(...a
 const name = (id: string) => `couchtrove-${id}`;
 
 test('docker driver: a 3-member cluster over its own network, a member killed, delete leaves nothing', { skip, timeout: clientBudget(8, 900_000) }, async (t) => {
-  const d = daemon!.docker;
+  const d = host!.daemon.docker;
   const t0 = Date.now();
   const one = ['--instance', 'flavor=1,volume=1'];
   const id = (await osJson('cluster', 'create', 'c1', 'couchdb', '3.5', ...one, ...one, ...one)).id as string;

@@ -411,14 +411,7 @@ export class DockerDriver implements ComputeDriver {
 
   /** The cluster's network, once its members are gone (anything still on it is taken off). */
   async destroyCluster(clusterId: string): Promise<void> {
-    const net = this.docker.getNetwork(clusterNetwork(clusterId));
-    try {
-      const info = (await net.inspect()) as { Containers?: Record<string, { Name: string }> };
-      for (const id of Object.keys(info.Containers ?? {})) await net.disconnect({ Container: id, Force: true }).catch(() => undefined);
-      await net.remove();
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
-    }
+    await this.removeNetworkForce(clusterNetwork(clusterId));
   }
 
   /**
@@ -491,7 +484,12 @@ export class DockerDriver implements ComputeDriver {
 
   /** Removes a source's replication network, taking off whatever is still on it. */
   protected async removeReplicationNetwork(sourceId: string): Promise<void> {
-    const net = this.docker.getNetwork(replicationNetwork(sourceId));
+    await this.removeNetworkForce(replicationNetwork(sourceId));
+  }
+
+  /** Removes a network, taking off whatever is still on it; gone already is fine. */
+  private async removeNetworkForce(name: string): Promise<void> {
+    const net = this.docker.getNetwork(name);
     try {
       const info = (await net.inspect()) as { Containers?: Record<string, { Name: string }> };
       for (const id of Object.keys(info.Containers ?? {})) await net.disconnect({ Container: id, Force: true }).catch(() => undefined);
