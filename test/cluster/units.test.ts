@@ -30,6 +30,19 @@ test("a member listens for its peers on its one distribution port, on loopback; 
   assert.doesNotMatch(renderVmArgs(base), /inet_dist_listen/);
 });
 
+test('a containerised member: no epmd, every member on the one port, on the container\'s addresses', () => {
+  const boxed: InstanceSettings = { ...member, nodeName: 'couchdb@couchtrove-i1.cluster', cluster: { ...member.cluster!, epmdless: true } };
+  const args = renderVmArgs(boxed);
+  assert.match(args, /^-start_epmd false$/m);
+  assert.match(args, /^-erl_epmd_port 9100$/m);
+  assert.match(args, /^-kernel inet_dist_listen_min 9100$/m);
+  assert.doesNotMatch(args, /inet_dist_use_interface/);
+  assert.doesNotMatch(renderVmArgs(member), /start_epmd|erl_epmd_port/, 'a local member keeps the cluster\'s epmd');
+  assert.equal(checkSettings(boxed).cluster?.epmdless, true);
+  assert.throws(() => checkSettings({ ...base, cluster: { ...member.cluster, epmdless: 'yes' } }), /cluster\.epmdless/);
+  assert.equal(memberNode({ id: 'i1' }, { clusterNode: (i) => `couchdb@couchtrove-${i.id}.cluster` }), boxed.nodeName);
+});
+
 test("a member's local.ini: not single_node, the cluster's n and q and auth secret, whatever was found", () => {
   const found = IniFile.parse('[cluster]\nn = 1\nq = 16\n[couchdb]\nsingle_node = true\n[chttpd_auth]\nsecret = ownsecret0123456789\n');
   const { text } = buildLocalIni({ settings: member, uuid: member.cluster!.uuid, agentAdmin: { username: 'couchtrove', password: 'pw' }, overrides: [], existing: found, authSecret: 'clustersecret0123456789' });

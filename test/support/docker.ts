@@ -63,8 +63,8 @@ const cacheDir = process.env.COUCHTROVE_TEST_CACHE ?? '/var/cache/couchtrove-tes
 
 /**
  * What the guest image is made of here (the image build's context, the CouchDB release, this node): the
- * Dockerfile, package files and lock, and every file of bin/, dist/ (the agent) and devengine/ by size and
- * time. One build of a test run then serves every test file that needs the image.
+ * Dockerfile, package files and lock, and every file of bin/, dist/ (the agent) and devengine/ (their
+ * contents: a build that writes the same files again keeps the key). One build then serves every test file.
  */
 function guestKey(home: string | undefined): string {
   const h = createHash('sha256');
@@ -76,7 +76,7 @@ function guestKey(home: string | undefined): string {
     if (st.isDirectory()) {
       for (const c of fs.readdirSync(full).sort()) if (rel !== 'dist' || (c !== 'test' && c !== 'bench')) walk(path.join(rel, c));
     } else {
-      h.update(`${rel}|${st.size}|${st.mtimeMs}\n`);
+      h.update(`${rel}\0`).update(fs.readFileSync(full));
     }
   };
   for (const d of ['bin', 'dist', 'devengine']) walk(d);
@@ -100,7 +100,8 @@ export async function buildTestImage(docker: Docker, tag: string, log: (l: strin
       fs.closeSync(fs.openSync(lock, 'wx'));
     } catch {
       // Another test file builds it: its image is taken once saved (a lock older than 15 minutes is a dead one's).
-      if (waited > 1800 || Date.now() - fs.statSync(lock, { throwIfNoEntry: false })!.mtimeMs > 900_000) fs.rmSync(lock, { force: true });
+      const held = fs.statSync(lock, { throwIfNoEntry: false });
+      if (waited > 1800 || (held && Date.now() - held.mtimeMs > 900_000)) fs.rmSync(lock, { force: true });
       await new Promise((r) => setTimeout(r, 500));
       continue;
     }
