@@ -123,8 +123,10 @@ export function renderVmArgs(s: InstanceSettings): string {
     `-name ${s.nodeName}`,
     '-kernel error_logger silent',
     '-sasl sasl_error_logger false',
-    '# Erlang distribution on loopback only.',
-    '-kernel inet_dist_use_interface {127,0,0,1}',
+    // Erlang distribution on loopback only; a containerised member's on the container's addresses, of which
+    // only its cluster's network reaches another container (the port is never published).
+    ...(s.cluster?.epmdless ? ['# Erlang distribution on the cluster\'s network; no epmd: every member listens on the one port.', '-start_epmd false', `-erl_epmd_port ${s.cluster.distPort}`]
+      : ['# Erlang distribution on loopback only.', '-kernel inet_dist_use_interface {127,0,0,1}']),
     // A cluster member listens for its peers on one fixed port (epmd tells them which).
     ...(s.cluster ? [`-kernel inet_dist_listen_min ${s.cluster.distPort}`, `-kernel inet_dist_listen_max ${s.cluster.distPort}`] : []),
     '+K true',

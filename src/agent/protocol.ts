@@ -62,6 +62,12 @@ export interface ClusterMemberSettings {
    * cluster's Erlang cookie and [chttpd_auth] secret, the same on every member. Never in the settings themselves.
    */
   secretsFile: string;
+  /**
+   * Members are containers (docs/cluster.md, "On containers"): no epmd; every member listens for its peers on
+   * distPort on the container's addresses (only its cluster's network reaches another member) and finds
+   * them on that same port (-erl_epmd_port). Absent: loopback and the cluster's epmd (local processes).
+   */
+  epmdless?: boolean;
 }
 
 /** What GET /_membership says of this node's view of the cluster. */

@@ -127,6 +127,10 @@ export function checkSettings(s: unknown): InstanceSettings {
     if (!c || typeof c !== 'object' || Array.isArray(c)) throw invalid('cluster must be {distPort, n, q, uuid, secretsFile}');
     if (typeof c.uuid !== 'string' || !/^[0-9a-f]{32}$/.test(c.uuid)) throw invalid('cluster.uuid must be 32 hexadecimal digits');
     out.cluster = { distPort: int(c.distPort, 1, 65535, 'cluster.distPort'), n: int(c.n, 1, 9, 'cluster.n'), q: int(c.q, 1, 64, 'cluster.q'), uuid: c.uuid, secretsFile: absPath(c.secretsFile, 'cluster.secretsFile') };
+    if (c.epmdless !== undefined) {
+      if (typeof c.epmdless !== 'boolean') throw invalid('cluster.epmdless must be true or false');
+      if (c.epmdless) out.cluster.epmdless = true;
+    }
     if ([port, epmdPort].includes(out.cluster.distPort)) throw invalid('cluster.distPort must differ from port and epmdPort');
   }
   if (o.volumeBytes !== undefined) out.volumeBytes = int(o.volumeBytes, 1, Number.MAX_SAFE_INTEGER, 'volumeBytes');

@@ -1,5 +1,6 @@
 // Compute drivers place instances: where each CouchDB runs, its agent, its volume. The control plane
 // talks to CouchDB only through the instance's agent (AgentApi).
+import * as path from 'node:path';
 import type { AgentApi } from '../agent/protocol.js';
 import type { Row } from '../state/index.js';
 import { withTimeout } from '../util/concurrency.js';
@@ -18,7 +19,7 @@ export interface Placement {
   port: number;
   agentPort: number;
   epmdPort: number;
-  /** A cluster member's fixed Erlang distribution port (local driver); absent for a single instance. */
+  /** A cluster member's fixed Erlang distribution port; absent for a single instance. */
   distPort?: number;
   agentPid: number | null;
   instanceDir: string;
@@ -37,7 +38,21 @@ export interface InstancePaths {
   couchdbHome?: string;
   /** The instance's own backup key file, as the agent sees it (a container's copy); absent: the host's file. */
   keyFile?: string;
+  /** A cluster member's copy of its cluster's secrets (a container's, root's 0400); absent: the control plane's file. */
+  clusterSecretsFile?: string;
 }
+
+/**
+ * A cluster's secrets on the control plane's host (0600 JSON: the Erlang cookie, [chttpd_auth] secret and
+ * uuid; tasks/clusters.ts writes it), which container drivers copy into each member.
+ */
+export function clusterSecretsFile(stateDir: string, clusterId: string): string {
+  if (!/^[0-9a-f-]{36}$/.test(clusterId)) throw new Error(`invalid cluster id ${JSON.stringify(clusterId)}`);
+  return path.join(stateDir, 'clusters', clusterId, 'secrets.json');
+}
+
+/** The Erlang distribution port every containerised cluster member listens on (on its cluster's network only). */
+export const CONTAINER_DIST_PORT = 9100;
 
 export interface ComputeDriver {
   readonly name: string;
@@ -96,6 +111,15 @@ export interface ComputeDriver {
    * network, which goes with the source's last follower. Idempotent; the source may be gone.
    */
   unlinkReplica?(sourceId: string, follower: Row<'instances'>): Promise<void>;
+  /**
+   * A cluster member's Erlang node name when members are containers (docs/cluster.md, "On containers"): a name
+   * the other members resolve on the cluster's network, the same across restarts and re-creation. Members then
+   * run no epmd and listen for their peers on CONTAINER_DIST_PORT. Absent: local processes
+   * (couchdb-<id>@127.0.0.1, the cluster's epmd on loopback).
+   */
+  clusterNode?(instance: Pick<Row<'instances'>, 'id'>): string;
+  /** Removes what a cluster's members shared (its network) once they are all gone. Idempotent. */
+  destroyCluster?(clusterId: string): Promise<void>;
   /** Pids of processes this driver started that still run (tests check nothing is left). */
   livePids(instance: Row<'instances'>): number[];
 }

@@ -228,7 +228,7 @@ export function registerClusterBackupTasks(plane: ControlPlane): void {
       if (failed) throw failed.reason instanceof Error ? failed.reason : new Error(String(failed.reason));
       const parts = results.map((x) => (x as PromiseFulfilledResult<Written | null>).value).filter((p) => p !== null);
       const record: ClusterBackupRecord = {
-        cluster: { id: c.id, name: c.name, n: c.n, q: c.q, nodes: members.map(memberNode) },
+        cluster: { id: c.id, name: c.name, n: c.n, q: c.q, nodes: members.map((m) => memberNode(m, plane.compute)) },
         maps,
         parts: parts.map(({ bytes: _b, files: _f, ...p }) => p),
       };

@@ -174,10 +174,10 @@ export async function shrinkCluster(plane: ControlPlane, projectId: string, ref:
   await requireAllActive(c, members);
   // Every database's own copies too (a client may have created one with ?n=).
   const maps = (await shards(plane, remaining[0]!, { op: 'maps' })).maps ?? [];
-  const nodes = remaining.map(memberNode);
+  const nodes = remaining.map((x) => memberNode(x, plane.compute));
   for (const m of maps) {
     try {
-      planShrink(m, nodes, leaving.map(memberNode));
+      planShrink(m, nodes, leaving.map((x) => memberNode(x, plane.compute)));
     } catch (err) {
       throw badRequest(`Cannot shrink cluster ${c.name} to ${remaining.length} members: ${(err as Error).message}.`);
     }
@@ -238,7 +238,7 @@ export function registerClusterResizeTasks(plane: ControlPlane): void {
         const want = new Map(mine.map((m) => [m.range, Math.max(0, ...[...before.values()].map((c) => c[m.range] ?? 0))]));
         await shards(plane, target, { op: 'place', db, add: mine.map((m) => [m.range, m.to]), remove: [] });
         let synced = 0;
-        await until(`the new copies of ${db} on ${memberNode(target)} were not filled by internal replication`, plane.config.taskTimeout * 1000, async () => {
+        await until(`the new copies of ${db} on ${memberNode(target, plane.compute)} were not filled by internal replication`, plane.config.taskTimeout * 1000, async () => {
           if (Date.now() - synced > 5000) {
             await shards(plane, target, { op: 'sync', db });
             synced = Date.now();
@@ -256,13 +256,13 @@ export function registerClusterResizeTasks(plane: ControlPlane): void {
       const replaced = moves.filter((m) => m.db === db && m.from !== null);
       if (replaced.length === 0) continue;
       let synced = 0;
-      await until(`the new copies of ${db} on ${memberNode(target)} did not catch up with the copies they replace`, plane.config.taskTimeout * 1000, async () => {
+      await until(`the new copies of ${db} on ${memberNode(target, plane.compute)} did not catch up with the copies they replace`, plane.config.taskTimeout * 1000, async () => {
         if (Date.now() - synced > 5000) {
           await shards(plane, target, { op: 'sync', db });
           synced = Date.now();
         }
         const now = await holders(db);
-        const have = now.get(memberNode(target)) ?? {};
+        const have = now.get(memberNode(target, plane.compute)) ?? {};
         return replaced.every((m) => (have[m.range] ?? -1) >= (now.get(m.from!)?.[m.range] ?? 0));
       });
       await shards(plane, target, { op: 'place', db, add: [], remove: replaced.map((m) => [m.range, m.from!]) });
@@ -276,7 +276,7 @@ export function registerClusterResizeTasks(plane: ControlPlane): void {
   };
 
   const moveAll = async (ctx: TaskContext<unknown>, members: Row<'instances'>[], moves: ShardMove[], leaving: Set<string>): Promise<number> => {
-    const byNode = new Map(members.map((m) => [memberNode(m), m]));
+    const byNode = new Map(members.map((m) => [memberNode(m, plane.compute), m]));
     // One target at a time: at most one copy of any range is held out of requests.
     for (const to of [...new Set(moves.map((m) => m.to))]) await moveOnto(ctx, byNode, byNode.get(to)!, moves.filter((m) => m.to === to), leaving);
     return moves.length;
@@ -294,7 +294,7 @@ export function registerClusterResizeTasks(plane: ControlPlane): void {
       const members = await membersBuilt(plane, id, 'the new members did not finish building');
       await ctx.step('members');
       if (ctx.resumed) await noMaintenance(members);
-      const nodes = members.map(memberNode);
+      const nodes = members.map((x) => memberNode(x, plane.compute));
       // The node list of an existing member names the new nodes; mem3 gives them _nodes and _dbs.
       await agentCall(clusterAgent(await plane.compute.agent(members[0]!)).clusterJoin(nodes));
       await membershipIs(members, nodes);
@@ -308,7 +308,7 @@ export function registerClusterResizeTasks(plane: ControlPlane): void {
         return true;
       });
       // Root (each node's own [admins]) as on the others: the hash read from member 1 by the new member's CouchDB.
-      for (const m of members) if (fresh.includes(memberNode(m))) await shards(plane, m, { op: 'adoptRoot', from: memberNode(coordinator) });
+      for (const m of members) if (fresh.includes(memberNode(m, plane.compute))) await shards(plane, m, { op: 'adoptRoot', from: memberNode(coordinator, plane.compute) });
       await ctx.step('joined');
       const moves = fresh.length === 0 ? [] : maps.flatMap((m) => planGrow(m, nodes, fresh));
       const moved = await moveAll(ctx, members, moves, new Set());
@@ -325,10 +325,10 @@ export function registerClusterResizeTasks(plane: ControlPlane): void {
       const members = await clusterMembers(plane, id);
       const leaving = members.filter((m) => ctx.params.leaving.includes(m.id));
       const remaining = members.filter((m) => !ctx.params.leaving.includes(m.id));
-      const leavingNodes = leaving.map(memberNode);
+      const leavingNodes = leaving.map((x) => memberNode(x, plane.compute));
       if (ctx.resumed) await noMaintenance(members);
       const maps = (await shards(plane, remaining[0]!, { op: 'maps' })).maps ?? [];
-      const moves = maps.flatMap((m) => planShrink(m, remaining.map(memberNode), leavingNodes));
+      const moves = maps.flatMap((m) => planShrink(m, remaining.map((x) => memberNode(x, plane.compute)), leavingNodes));
       const moved = await moveAll(ctx, members, moves, new Set(leavingNodes));
       await ctx.step('moved');
       // No copy is left on the leaving nodes (in every remaining node's map): off the node list, then deleted.
@@ -340,7 +340,7 @@ export function registerClusterResizeTasks(plane: ControlPlane): void {
         return true;
       });
       for (const n of leavingNodes) await shards(plane, remaining[0]!, { op: 'forget', node: n });
-      await membershipIs(remaining, remaining.map(memberNode));
+      await membershipIs(remaining, remaining.map((x) => memberNode(x, plane.compute)));
       await ctx.step('forgotten');
       for (const m of leaving) await plane.deleteInstance(m.project_id, m.id, { cluster: true });
       await until('the leaving members were not deleted', plane.config.taskTimeout * 1000, async () => {

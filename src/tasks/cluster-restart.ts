@@ -101,7 +101,7 @@ export function registerClusterRestartTask(plane: ControlPlane): void {
   /** Every member running, idle and connected to every node: the state a member may be taken down in. */
   const whole = async (clusterId: string): Promise<void> => {
     const members = await clusterMembers(plane, clusterId);
-    const nodes = members.map(memberNode);
+    const nodes = members.map((x) => memberNode(x, plane.compute));
     await until('the cluster is not whole (every member running and connected to every node)', plane.config.taskTimeout * 1000, async () => {
       for (const m of await clusterMembers(plane, clusterId)) {
         if (m.task_id === null && !RESTARTABLE.includes(m.status)) throw new StopWaiting(`member ${m.name} (${m.id}) is ${m.status}: ${m.fault ?? 'no reason given'}`);
@@ -126,7 +126,7 @@ export function registerClusterRestartTask(plane: ControlPlane): void {
       let askedAlready = last?.[1] === 'restart';
       for (let i = first; i < members.length; i++, askedAlready = false) {
         const m = members[i]!;
-        const node = memberNode(m);
+        const node = memberNode(m, plane.compute);
         const t0 = Date.now();
         if (!askedAlready) {
           await whole(id);
@@ -143,7 +143,7 @@ export function registerClusterRestartTask(plane: ControlPlane): void {
         const back = Date.now();
         const peers = await Promise.all(members.filter((p) => p.id !== m.id).map(agentOf));
         const agent = await agentOf(m);
-        const nodes = members.map(memberNode);
+        const nodes = members.map((x) => memberNode(x, plane.compute));
         let clean = 0;
         let lastState = '';
         let sync: string[] = [];

@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AgentApi, AgentClusterApi, ClusterMemberSettings } from '../agent/protocol.js';
+import { clusterSecretsFile, type ComputeDriver } from '../compute/driver.js';
 import { freePort } from '../compute/local.js';
 import { now, type ClusterTaskName, type Row } from '../state/index.js';
 import { describeError } from '../util/errors.js';
@@ -29,9 +30,12 @@ export function clusterDefaults(nodes: number): { n: number; q: number } {
   return { n: Math.min(3, nodes), q: nodes <= 3 ? 2 : nodes <= 6 ? 4 : 8 };
 }
 
-/** A member's Erlang node name: stable for the instance's life (its id), distinct on the host. */
-export function memberNode(inst: Pick<Row<'instances'>, 'id'>): string {
-  return `couchdb-${inst.id}@127.0.0.1`;
+/**
+ * A member's Erlang node name: stable for the instance's life (its id), distinct on the host; a container
+ * driver's names one its peers resolve on the cluster's network (ComputeDriver.clusterNode).
+ */
+export function memberNode(inst: Pick<Row<'instances'>, 'id'>, compute: Pick<ComputeDriver, 'clusterNode'>): string {
+  return compute.clusterNode ? compute.clusterNode(inst) : `couchdb-${inst.id}@127.0.0.1`;
 }
 
 interface ClusterSecrets {
@@ -41,8 +45,7 @@ interface ClusterSecrets {
 }
 
 function secretsFile(plane: ControlPlane, clusterId: string): string {
-  if (!/^[0-9a-f-]{36}$/.test(clusterId)) throw new Error(`invalid cluster id ${JSON.stringify(clusterId)}`);
-  return path.join(plane.config.stateDir, 'clusters', clusterId, 'secrets.json');
+  return clusterSecretsFile(plane.config.stateDir, clusterId);
 }
 
 function readSecrets(plane: ControlPlane, clusterId: string): ClusterSecrets {
@@ -54,7 +57,12 @@ export async function memberSettings(plane: ControlPlane, inst: Row<'instances'>
   const c = await plane.store.get('clusters', inst.cluster_id ?? '');
   if (!c) throw new Error(`the cluster ${inst.cluster_id} of instance ${inst.id} is gone`);
   if (!inst.dist_port) throw new Error(`cluster member ${inst.id} has no distribution port yet`);
-  return { distPort: inst.dist_port, n: c.n, q: c.q, uuid: readSecrets(plane, c.id).uuid, secretsFile: secretsFile(plane, c.id) };
+  // Containers read their own copy of the secrets, and meet their peers without epmd.
+  const copy = plane.compute.paths(inst).clusterSecretsFile;
+  return {
+    distPort: inst.dist_port, n: c.n, q: c.q, uuid: readSecrets(plane, c.id).uuid, secretsFile: copy ?? secretsFile(plane, c.id),
+    ...(plane.compute.clusterNode ? { epmdless: true } : {}),
+  };
 }
 
 export async function findCluster(plane: ControlPlane, projectId: string, ref: string): Promise<Row<'clusters'>> {
@@ -79,7 +87,7 @@ export interface CreateClusterRequest {
 }
 
 export async function createCluster(plane: ControlPlane, projectId: string, req: CreateClusterRequest): Promise<Row<'clusters'>> {
-  if (plane.compute.name !== 'local') throw badRequest(`Clusters are not supported by the ${plane.compute.name} compute driver yet: only by the local driver (docs/cluster.md).`);
+  if (plane.compute.name !== 'local' && !plane.compute.clusterNode) throw badRequest(`Clusters are not supported by the ${plane.compute.name} compute driver (docs/cluster.md).`);
   if (plane.compute.engine.kind === 'devengine') throw badRequest('The development engine cannot play a cluster: set COUCHDB_HOME to an Apache CouchDB 3.x release to create clusters.');
   const count = req.instances.length;
   if (count < CLUSTER_SIZE.min || count > CLUSTER_SIZE.max) throw badRequest(`A cluster has ${CLUSTER_SIZE.min} to ${CLUSTER_SIZE.max} instances; ${count} given.`);
@@ -218,7 +226,7 @@ export function registerClusterTasks(plane: ControlPlane): void {
       // Every member's own instance.create task first: provisioned, prepared, CouchDB running.
       const members = await membersBuilt(plane, id, 'the members did not finish building');
       await ctx.step('members');
-      const nodes = members.map(memberNode);
+      const nodes = members.map((m) => memberNode(m, plane.compute));
       const agents = await Promise.all(members.map(async (m) => clusterAgent(await plane.compute.agent(m))));
       const everyNode = (xs: string[]): boolean => nodes.every((n) => xs.includes(n));
       // The node list of member 1 names every node; mem3 copies it (and _dbs) to each node it names.
@@ -274,6 +282,7 @@ export function registerClusterTasks(plane: ControlPlane): void {
         if (stuck) throw new StopWaiting(`member ${stuck.name} (${stuck.id}): ${stuck.fault}`);
         return left.length === 0;
       });
+      await plane.compute.destroyCluster?.(id);
       fs.rmSync(path.dirname(secretsFile(plane, id)), { recursive: true, force: true });
       await plane.store.remove('clusters', id, { task_id: ctx.task.id });
     },

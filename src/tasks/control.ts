@@ -564,7 +564,7 @@ export class ControlPlane {
       bindAddress: where.bindAddress ?? inst.host ?? '127.0.0.1',
       dataDir,
       instanceDir: agentDir,
-      nodeName: inst.cluster_id ? memberNode(inst) : 'couchdb@127.0.0.1',
+      nodeName: inst.cluster_id ? memberNode(inst, this.compute) : 'couchdb@127.0.0.1',
       epmdPort: inst.epmd_port ?? 0,
       couchdbHome: home,
       flavor: { ramMb: flavor.ram, vcpus: flavor.vcpus },

@@ -17,7 +17,7 @@ test('n = min(3, nodes); q grows with the size', () => {
   assert.deepEqual([2, 3, 4, 6, 7, 9].map((k) => clusterDefaults(k)), [
     { n: 2, q: 2 }, { n: 3, q: 2 }, { n: 3, q: 4 }, { n: 3, q: 4 }, { n: 3, q: 8 }, { n: 3, q: 8 },
   ]);
-  assert.equal(memberNode({ id: '0f0e4a52-1b1c-4c1d-9e1f-000000000001' }), base.nodeName);
+  assert.equal(memberNode({ id: '0f0e4a52-1b1c-4c1d-9e1f-000000000001' }, {}), base.nodeName);
 });
 
 test("a member listens for its peers on its one distribution port, on loopback; a single node's vm.args is unchanged", () => {
@@ -28,6 +28,19 @@ test("a member listens for its peers on its one distribution port, on loopback; 
   assert.match(args, new RegExp(`^-name ${member.nodeName}$`, 'm'));
   assert.doesNotMatch(args, /setcookie/);
   assert.doesNotMatch(renderVmArgs(base), /inet_dist_listen/);
+});
+
+test('a containerised member: no epmd, every member on the one port, on the container\'s addresses', () => {
+  const boxed: InstanceSettings = { ...member, nodeName: 'couchdb@couchtrove-i1.cluster', cluster: { ...member.cluster!, epmdless: true } };
+  const args = renderVmArgs(boxed);
+  assert.match(args, /^-start_epmd false$/m);
+  assert.match(args, /^-erl_epmd_port 9100$/m);
+  assert.match(args, /^-kernel inet_dist_listen_min 9100$/m);
+  assert.doesNotMatch(args, /inet_dist_use_interface/);
+  assert.doesNotMatch(renderVmArgs(member), /start_epmd|erl_epmd_port/, 'a local member keeps the cluster\'s epmd');
+  assert.equal(checkSettings(boxed).cluster?.epmdless, true);
+  assert.throws(() => checkSettings({ ...base, cluster: { ...member.cluster, epmdless: 'yes' } }), /cluster\.epmdless/);
+  assert.equal(memberNode({ id: 'i1' }, { clusterNode: (i) => `couchdb@couchtrove-${i.id}.cluster` }), boxed.nodeName);
 });
 
 test("a member's local.ini: not single_node, the cluster's n and q and auth secret, whatever was found", () => {

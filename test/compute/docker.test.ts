@@ -8,12 +8,10 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { execFileSync } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { repoRoot } from '../support/postgres.js';
 import { startServer, tempDir, api, waitStatus, killUnder, basicAuth, within, createInstance, fullAndIncremental, type J, type RealServer } from '../support/server.js';
 import { clientsSkip, troveClients } from '../support/trove-clients.js';
-import { buildTestImage, connectsFrom, dockerSkip, execIn, startDockerd, type TestDaemon } from '../support/docker.js';
+import { connectsFrom, dockerSkip, execIn, startDockerHost, type TestDaemon, type TestDockerHost } from '../support/docker.js';
 import { AGENT_CAPS, INSTANCE_KEY, LABEL, STORAGE_CREDENTIALS, VOLUME_MOUNT } from '../../src/compute/docker/driver.js';
 import { rawSwiftNames, startSwift, swiftAvailable } from '../support/swift.js';
 import { readManifest } from '../../src/backup/repository.js';
@@ -26,46 +24,27 @@ if (skip) console.log(`docker tests skipped: ${skip}`);
 const root = tempDir('couchtrove-docker-');
 const stateDir = path.join(root, 'state');
 const IMAGE = 'couchtrove-guest:test';
-// The daemon runs in a network namespace of its own, where it may write iptables rules (Docker's isolation
-// of networks, as in production) without touching the host's; the test reaches it over a bridge of its own.
-const netns = path.join(repoRoot, 'scripts', 'docker', 'netns.sh');
-const tag = `k${process.pid % 10000}`;
+// The daemon runs in a network namespace of its own (startDockerHost); the test reaches it over a bridge of its own.
 const prefix = `10.215.${process.pid % 250}`;
 const PUBLISH = `${prefix}.2`;
-let netUp = false;
+let host: TestDockerHost | undefined;
 let daemon: TestDaemon | undefined;
 let server: RealServer | undefined;
 let env: Record<string, string> = {};
 
 before(async () => {
   if (skip) return;
-  execFileSync('bash', [netns, 'up', tag, prefix]);
-  netUp = true;
-  const ns = execFileSync('bash', [netns, 'add', tag, '1', prefix]).toString().trim();
-  daemon = await startDockerd(path.join(root, 'dockerd'), ns, { iptables: true });
-  const built = await buildTestImage(daemon.docker, IMAGE);
-  console.log(`guest image ${built.tag} (${built.engine}): base imported in ${built.baseSeconds.toFixed(1)} s, built in ${built.seconds.toFixed(1)} s`);
-  env = {
-    COUCHTROVE_COMPUTE_DRIVER: 'docker', COUCHTROVE_DOCKER_HOST: daemon.host, COUCHTROVE_DOCKER_IMAGE: IMAGE, COUCHTROVE_HEALTH_INTERVAL: '1',
-    // The namespace's address: its ports are free whatever the host uses, so a range needs no probing.
-    COUCHTROVE_DOCKER_PUBLISH_ADDRESS: PUBLISH, COUCHTROVE_COUCHDB_TCP_PORTS: '21000-21099',
-  };
+  host = await startDockerHost(root, `k${process.pid % 10000}`, prefix, IMAGE, '21000-21099');
+  daemon = host.daemon;
+  env = host.env;
   server = await startServer(stateDir, env);
 }, { timeout: 900_000 });
 
 after(async () => {
   await server?.kill('SIGKILL');
   try {
-    if (daemon) {
-      // Whatever a failed test left: the daemon's stop removes its whole data root anyway.
-      for (const c of await daemon.docker.listContainers({ all: true }).catch(() => [])) await daemon.docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
-      // Their networks' bridges live in the host's namespace: removed through the daemon.
-      for (const n of await daemon.docker.listNetworks({ filters: JSON.stringify({ label: [LABEL] }) }).catch(() => [])) await daemon.docker.getNetwork(n.Id).remove().catch(() => undefined);
-      await daemon.stop();
-      assert.equal(fs.existsSync(daemon.dir), false, 'the test dockerd left its directory');
-    }
+    await host?.stop();
   } finally {
-    if (netUp) execFileSync('bash', [netns, 'down', tag, '1']);
     killUnder(root);
     fs.rmSync(root, { recursive: true, force: true });
   }

@@ -8,16 +8,13 @@
 // Everything is removed after: services, daemons (by pid), namespaces, bridge.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { startServer, tempDir, api, waitStatus, killUnder, basicAuth, within, fullAndIncremental, type J, type RealServer } from '../support/server.js';
 import { rawSwiftNames, startSwift, swiftAvailable } from '../support/swift.js';
 import { clientsSkip, troveClients } from '../support/trove-clients.js';
-import { buildTestImage, connectsFrom, dockerSkip, execIn, startDockerd, type TestDaemon } from '../support/docker.js';
-import { followProgress } from '../../src/compute/docker/connect.js';
+import { connectsFrom, dockerSkip, execIn, startSwarm, type TestDaemon, type TestSwarm } from '../support/docker.js';
 import { LABEL, STORAGE_CREDENTIALS } from '../../src/compute/docker/driver.js';
-import { repoRoot } from '../support/postgres.js';
 import { runFeatures } from './features.js';
 
 const skip = dockerSkip || clientsSkip;
@@ -26,54 +23,25 @@ if (skip) console.log(`swarm tests skipped: ${skip}`);
 const root = tempDir('couchtrove-swarm-');
 const stateDir = path.join(root, 'state');
 const IMAGE = 'couchtrove-guest:swarm';
-const netns = path.join(repoRoot, 'scripts', 'docker', 'netns.sh');
-const tag = `${process.pid % 100000}`;
 const prefix = `10.214.${process.pid % 250}`;
+let swarm: TestSwarm | undefined;
 const daemons: TestDaemon[] = [];
 const nodeIds: string[] = [];
 let server: RealServer | undefined;
-let netUp = false;
 
 before(async () => {
   if (skip) return;
-  execFileSync('bash', [netns, 'up', tag, prefix]);
-  netUp = true;
-  for (const n of [1, 2]) {
-    const ns = execFileSync('bash', [netns, 'add', tag, String(n), prefix]).toString().trim();
-    daemons.push(await startDockerd(path.join(root, `dockerd-${n}`), ns, { iptables: true }));
-  }
-  const [d1, d2] = daemons as [TestDaemon, TestDaemon];
-  const built = await buildTestImage(d1.docker, IMAGE);
-  console.log(`guest image ${built.tag} (${built.engine}) built in ${built.seconds.toFixed(1)} s`);
-  const t0 = Date.now();
-  await followProgress(d2.docker, await d2.docker.loadImage(await d1.docker.getImage(IMAGE).get()));
-  console.log(`image copied to the second node in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-  await d1.docker.swarmInit({ ListenAddr: `${prefix}.2:2377`, AdvertiseAddr: `${prefix}.2` });
-  const tokens = ((await d1.docker.swarmInspect()) as { JoinTokens: { Worker: string } }).JoinTokens;
-  await d2.docker.swarmJoin({ ListenAddr: `${prefix}.3:2377`, AdvertiseAddr: `${prefix}.3`, RemoteAddrs: [`${prefix}.2:2377`], JoinToken: tokens.Worker });
-  for (const d of daemons) nodeIds.push(((await d.docker.info()) as { Swarm: { NodeID: string } }).Swarm.NodeID);
-  const end = Date.now() + 60_000;
-  while (((await d1.docker.listNodes()) as Array<{ Status: { State: string } }>).filter((n) => n.Status.State === 'ready').length < 2) {
-    if (Date.now() > end) throw new Error('the second node never became ready');
-    await new Promise((r) => setTimeout(r, 500));
-  }
-  server = await startServer(stateDir, {
-    COUCHTROVE_COMPUTE_DRIVER: 'swarm', COUCHTROVE_DOCKER_HOST: d1.host, COUCHTROVE_DOCKER_IMAGE: IMAGE, COUCHTROVE_HEALTH_INTERVAL: '1',
-    COUCHTROVE_SWARM_NODE_HOSTS: daemons.map((d, i) => `${nodeIds[i]}=${d.host}`).join(','),
-  });
+  swarm = await startSwarm(root, 2, `${process.pid % 100000}`, prefix, IMAGE);
+  daemons.push(...swarm.daemons);
+  nodeIds.push(...swarm.nodeIds);
+  server = await startServer(stateDir, swarm.env);
 }, { timeout: 900_000 });
 
 after(async () => {
   await server?.kill('SIGKILL');
   try {
-    for (const d of daemons.reverse()) {
-      if (!fs.existsSync(d.dir)) continue;
-      await d.docker.swarmLeave({ force: true }).catch(() => undefined);
-      await d.stop();
-    }
+    await swarm?.stop();
   } finally {
-    // The namespaces and the bridge go whatever happened to the daemons.
-    if (netUp) execFileSync('bash', [netns, 'down', tag, '1', '2']);
     killUnder(root);
     fs.rmSync(root, { recursive: true, force: true });
   }
@@ -295,10 +263,7 @@ test("swarm driver: swift:// and s3:// from tasks: the credentials a secret of t
   const swift = await startSwift({ proxyIp: '0.0.0.0' });
   const hostAddress = `${prefix}.1`;
   const proxy = `${hostAddress}:${swift.ports.proxy}`;
-  const base = {
-    COUCHTROVE_COMPUTE_DRIVER: 'swarm', COUCHTROVE_DOCKER_HOST: d1.host, COUCHTROVE_DOCKER_IMAGE: IMAGE, COUCHTROVE_HEALTH_INTERVAL: '1',
-    COUCHTROVE_SWARM_NODE_HOSTS: daemons.map((d, i) => `${nodeIds[i]}=${d.host}`).join(','), COUCHTROVE_DOCKER_STORAGE_ADDRESS: hostAddress,
-  };
+  const base = { ...swarm!.env, COUCHTROVE_DOCKER_STORAGE_ADDRESS: hostAddress };
   const alice = basicAuth('alice', 'secret-1');
   const put = async (url: string, doc: string, n: number) => {
     const r = await fetch(`${url}/payroll/${doc}`, { method: 'PUT', headers: { authorization: alice, 'content-type': 'application/json' }, body: JSON.stringify({ n }) });

@@ -26,7 +26,7 @@ import type Docker from 'dockerode';
 import type { AgentApi, AgentServeConfig } from '../../agent/protocol.js';
 import type { Row } from '../../state/index.js';
 import type { FlavorConfig, PortRange } from '../../config/server.js';
-import { agentAnswers, type ComputeDriver, type EngineInfo, type InstancePaths, type Placement } from '../driver.js';
+import { agentAnswers, clusterSecretsFile, CONTAINER_DIST_PORT, type ComputeDriver, type EngineInfo, type InstancePaths, type Placement } from '../driver.js';
 import { defaultAgentFactory, freePort, type AgentFactory } from '../local.js';
 import { connectDocker } from './connect.js';
 import { packFiles, type MemoryFile } from './tar.js';
@@ -41,6 +41,8 @@ const AGENT_TOKEN = '/etc/couchtrove/agent.token';
 /** The instance's own backup key in its container (root, 0400); another instance's, lent for one restore. */
 export const INSTANCE_KEY = '/etc/couchtrove/backup.key';
 export const RESTORE_KEY = '/etc/couchtrove/restore.key';
+/** A cluster member's copy of its cluster's secrets (the Erlang cookie among them; root, 0400). */
+export const CLUSTER_SECRETS = '/etc/couchtrove/cluster.json';
 /** A swift:// or s3:// repository's credentials (JSON of the storage driver's variables, root, 0400; src/storage/credentials.ts). */
 export const STORAGE_CREDENTIALS = '/etc/couchtrove/storage.json';
 const MiB = 1024 * 1024;
@@ -93,6 +95,16 @@ export function volumeName(id: string): string {
 /** The network a source shares with its replicas (docker driver; the swarm driver uses the source's overlay). */
 export function replicationNetwork(sourceId: string): string {
   return `couchtrove-${sourceId}-replication`;
+}
+
+/** The network a cluster's members share, and only they (docker: bridge, internal; swarm: overlay). */
+export function clusterNetwork(clusterId: string): string {
+  return `couchtrove-cluster-${clusterId}`;
+}
+
+/** A cluster member's name on its cluster's network (docker driver; see clusterNode). */
+export function clusterAlias(id: string): string {
+  return `${containerName(id)}.cluster`;
 }
 
 /** Container limits of a flavor: RAM without swap, vCPUs as CPU time. */
@@ -156,11 +168,27 @@ export class DockerDriver implements ComputeDriver {
     return path.join(this.options.stateDir, 'instances', id);
   }
 
-  paths(): InstancePaths {
+  paths(inst?: Pick<Row<'instances'>, 'cluster_id'>): InstancePaths {
     return {
       dataDir: `${VOLUME_MOUNT}/data`, agentDir: `${VOLUME_MOUNT}/agent`, bindAddress: '0.0.0.0', couchdbHome: this.engine.home, runAs: { uid: GUEST_UID, gid: GUEST_UID },
       ...(this.options.instanceKeys ? { keyFile: INSTANCE_KEY } : {}),
+      ...(inst?.cluster_id ? { clusterSecretsFile: CLUSTER_SECRETS } : {}),
     };
+  }
+
+  /**
+   * A member's node is named after its alias on the cluster's network (couchtrove-<id>.cluster), which Docker's
+   * DNS resolves for the other members there whatever address a restart or re-creation gives it. Erlang's long
+   * names need a dot in the host part: a bare container name is refused as a peer's host.
+   */
+  clusterNode(inst: Pick<Row<'instances'>, 'id'>): string {
+    return `couchdb@${clusterAlias(inst.id)}`;
+  }
+
+  /** A cluster member's copy of its cluster's secrets file, as a putArchive file (root, 0400); none for another instance. */
+  protected clusterSecretFiles(inst: Row<'instances'>): MemoryFile[] {
+    if (!inst.cluster_id) return [];
+    return [{ name: CLUSTER_SECRETS.slice(1), content: fs.readFileSync(clusterSecretsFile(this.options.stateDir, inst.cluster_id)), uid: 0, gid: 0, mode: 0o400 }];
   }
 
   protected flavor(inst: Row<'instances'>): FlavorConfig {
@@ -185,7 +213,7 @@ export class DockerDriver implements ComputeDriver {
   }
 
   /** The host side of an instance: its ports (placement.json) and the agent's token, 0600. */
-  protected async hostSide(inst: Row<'instances'>): Promise<{ dir: string; port: number; agentPort: number; epmdPort: number; token: string }> {
+  protected async hostSide(inst: Row<'instances'>): Promise<{ dir: string; port: number; agentPort: number; epmdPort: number; distPort?: number; token: string }> {
     const dir = this.dir(inst.id);
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     const file = path.join(dir, 'placement.json');
@@ -202,7 +230,8 @@ export class DockerDriver implements ComputeDriver {
     fs.writeFileSync(file, JSON.stringify({ port, agentPort, epmdPort }) + '\n', { mode: 0o600 });
     const tokenFile = path.join(dir, 'agent.token');
     if (!fs.existsSync(tokenFile)) fs.writeFileSync(tokenFile, randomBytes(32).toString('hex') + '\n', { mode: 0o600 });
-    return { dir, port, agentPort, epmdPort, token: fs.readFileSync(tokenFile, 'utf8').trim() };
+    // A cluster member's peers reach it on one port inside the cluster's network (never published): the same on every member.
+    return { dir, port, agentPort, epmdPort, ...(inst.cluster_id ? { distPort: CONTAINER_DIST_PORT } : {}), token: fs.readFileSync(tokenFile, 'utf8').trim() };
   }
 
   /** The agent's serve configuration in the container. */
@@ -307,7 +336,9 @@ export class DockerDriver implements ComputeDriver {
       exists = false;
     }
     if (!exists) container = await this.createContainer(inst, h, lent);
-    const placement: Placement = { host: this.options.publishAddress, port: h.port, agentPort: h.agentPort, epmdPort: h.epmdPort, agentPid: null, instanceDir: h.dir, engine: this.engine.kind };
+    const placement: Placement = {
+      host: this.options.publishAddress, port: h.port, agentPort: h.agentPort, epmdPort: h.epmdPort, ...(h.distPort ? { distPort: h.distPort } : {}), agentPid: null, instanceDir: h.dir, engine: this.engine.kind,
+    };
     return this.ensureAgent({ ...inst, host: placement.host, port: h.port, agent_port: h.agentPort, epmd_port: h.epmdPort, instance_dir: h.dir }, placement);
   }
 
@@ -333,8 +364,54 @@ export class DockerDriver implements ComputeDriver {
         NetworkMode: await this.ensureNetwork(inst),
       },
     });
-    await container.putArchive(packFiles(this.secretFiles(h.agentPort, h.token, await this.options.instanceKeys?.text(inst.id))), { path: '/' });
+    await container.putArchive(packFiles([...this.secretFiles(h.agentPort, h.token, await this.options.instanceKeys?.text(inst.id)), ...this.clusterSecretFiles(inst)]), { path: '/' });
+    // A cluster member also joins its cluster's network, before its first start (Erlang distribution, CouchDB's peers).
+    if (inst.cluster_id) await this.docker.getNetwork(await this.ensureClusterNetwork(inst)).connect({ Container: containerName(inst.id), EndpointConfig: { Aliases: [clusterAlias(inst.id)] } });
     return container;
+  }
+
+  /**
+   * A cluster's own bridge network, couchtrove-cluster-<cluster id>: internal (no gateway: nothing leaves
+   * through it, the members' default route and published ports stay on their own networks), inter-container
+   * traffic on, and only the cluster's members on it. Their Erlang distribution port (CONTAINER_DIST_PORT) is
+   * never published: another member reaches it here and nowhere else reaches it from another container.
+   */
+  protected async ensureClusterNetwork(inst: Row<'instances'>): Promise<string> {
+    const name = clusterNetwork(inst.cluster_id!);
+    // Members are provisioned at once: one creation (Docker's duplicate check is not atomic).
+    return this.serial(() => this.createClusterNetwork(inst, name));
+  }
+
+  /** Runs fn after every fn given before it has ended (this process's placement decisions, one at a time). */
+  protected serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private queue: Promise<unknown> = Promise.resolve();
+
+  /** The kind of network a cluster's members share: a bridge on one host, an overlay across a swarm. */
+  protected readonly clusterNetworkDriver: string = 'bridge';
+
+  protected async createClusterNetwork(inst: Row<'instances'>, name: string): Promise<string> {
+    try {
+      await this.docker.getNetwork(name).inspect();
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      await this.docker.createNetwork({
+        Name: name, Driver: this.clusterNetworkDriver, Internal: true, CheckDuplicate: true,
+        Labels: { 'org.couchtrove.cluster': inst.cluster_id!, 'org.couchtrove.project': inst.project_id },
+      }).catch((e: unknown) => {
+        if ((e as { statusCode?: number }).statusCode !== 409) throw e; // made meanwhile by another member
+      });
+    }
+    return name;
+  }
+
+  /** The cluster's network, once its members are gone (anything still on it is taken off). */
+  async destroyCluster(clusterId: string): Promise<void> {
+    await this.removeNetworkForce(clusterNetwork(clusterId));
   }
 
   /**
@@ -407,7 +484,12 @@ export class DockerDriver implements ComputeDriver {
 
   /** Removes a source's replication network, taking off whatever is still on it. */
   protected async removeReplicationNetwork(sourceId: string): Promise<void> {
-    const net = this.docker.getNetwork(replicationNetwork(sourceId));
+    await this.removeNetworkForce(replicationNetwork(sourceId));
+  }
+
+  /** Removes a network, taking off whatever is still on it; gone already is fine. */
+  private async removeNetworkForce(name: string): Promise<void> {
+    const net = this.docker.getNetwork(name);
     try {
       const info = (await net.inspect()) as { Containers?: Record<string, { Name: string }> };
       for (const id of Object.keys(info.Containers ?? {})) await net.disconnect({ Container: id, Force: true }).catch(() => undefined);
@@ -433,7 +515,8 @@ export class DockerDriver implements ComputeDriver {
   protected async recreate(inst: Row<'instances'>, flavor: { ram: number; vcpus: number }): Promise<void> {
     const c = this.docker.getContainer(containerName(inst.id));
     const info = await c.inspect();
-    const joined = Object.keys(info.NetworkSettings.Networks).filter((n) => n !== info.HostConfig.NetworkMode);
+    // The cluster's network is joined again by createContainer.
+    const joined = Object.keys(info.NetworkSettings.Networks).filter((n) => n !== info.HostConfig.NetworkMode && !(inst.cluster_id && n === clusterNetwork(inst.cluster_id)));
     await c.stop({ t: 30 }).catch(() => undefined);
     await c.remove({ force: true, v: false });
     this.clients.delete(inst.id);

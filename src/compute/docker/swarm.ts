@@ -11,7 +11,8 @@ import type Docker from 'dockerode';
 import type { Row } from '../../state/index.js';
 import type { Placement } from '../driver.js';
 import { connectDocker } from './connect.js';
-import { AGENT_CAPS, AGENT_CONFIG, containerName, DockerDriver, flavorLimits, INSTANCE_KEY, LABEL, STORAGE_CREDENTIALS, VOLUME_MOUNT, volumeName, type DockerDriverOptions } from './driver.js';
+import { AGENT_CAPS, AGENT_CONFIG, CLUSTER_SECRETS, clusterNetwork, containerName, DockerDriver, flavorLimits, INSTANCE_KEY, LABEL, STORAGE_CREDENTIALS, VOLUME_MOUNT, volumeName, type DockerDriverOptions } from './driver.js';
+import { clusterSecretsFile } from '../driver.js';
 import * as fs from 'node:fs';
 
 export interface SwarmDriverOptions extends DockerDriverOptions {
@@ -68,22 +69,27 @@ export class SwarmDriver extends DockerDriver {
     return all.sort((a, b) => b.CreatedAt.localeCompare(a.CreatedAt));
   }
 
-  /** The ready, active node with the most memory not promised to instances; ties: the fewest instances. */
-  private async chooseNode(ram: number): Promise<SwarmNode> {
+  /**
+   * The ready, active node with the most memory not promised to instances; ties: the fewest instances. A
+   * cluster member goes first to a node with the fewest members of its cluster (one per node while there are
+   * enough nodes: a node lost then takes one copy of each range at most).
+   */
+  private async chooseNode(ram: number, clusterId: string | null = null): Promise<SwarmNode> {
     const services = await this.docker.listServices({ filters: JSON.stringify({ label: [LABEL] }) });
-    const promised = new Map<string, { bytes: number; count: number }>();
+    const promised = new Map<string, { bytes: number; count: number; members: number }>();
     for (const s of services) {
       const node = s.Spec?.Labels?.['org.couchtrove.node'];
       if (!node) continue;
-      const p = promised.get(node) ?? { bytes: 0, count: 0 };
+      const p = promised.get(node) ?? { bytes: 0, count: 0, members: 0 };
       p.bytes += s.Spec?.TaskTemplate?.Resources?.Reservations?.MemoryBytes ?? 0;
       p.count += 1;
+      if (clusterId && s.Spec?.Labels?.['org.couchtrove.cluster'] === clusterId) p.members += 1;
       promised.set(node, p);
     }
     const ready = (await this.nodes()).filter((n) => n.Status.State === 'ready' && n.Spec.Availability === 'active');
-    const scored = ready.map((n) => ({ n, free: n.Description.Resources.MemoryBytes - (promised.get(n.ID)?.bytes ?? 0), count: promised.get(n.ID)?.count ?? 0 }))
+    const scored = ready.map((n) => ({ n, free: n.Description.Resources.MemoryBytes - (promised.get(n.ID)?.bytes ?? 0), count: promised.get(n.ID)?.count ?? 0, members: promised.get(n.ID)?.members ?? 0 }))
       .filter((x) => x.free >= ram)
-      .sort((a, b) => b.free - a.free || a.count - b.count || a.n.ID.localeCompare(b.n.ID));
+      .sort((a, b) => a.members - b.members || b.free - a.free || a.count - b.count || a.n.ID.localeCompare(b.n.ID));
     if (!scored[0]) throw new Error(`no ready swarm node has ${ram / 1024 / 1024} MiB free`);
     return scored[0].n;
   }
@@ -111,6 +117,16 @@ export class SwarmDriver extends DockerDriver {
   override async provision(inst: Row<'instances'>, options: { readOnly?: string[] } = {}): Promise<Placement> {
     const h = await this.hostSide(inst);
     const lent = this.lentDirs(options.readOnly);
+    // Cluster members are placed one at a time, each seeing where the others went (chooseNode).
+    const node = inst.cluster_id ? await this.serial(() => this.ensureService(inst, h, lent)) : await this.ensureService(inst, h, lent);
+    const placement: Placement = {
+      host: node.Status.Addr, port: h.port, agentPort: h.agentPort, epmdPort: h.epmdPort, ...(h.distPort ? { distPort: h.distPort } : {}), agentPid: null, instanceDir: h.dir, engine: this.engine.kind,
+    };
+    return this.ensureAgent({ ...inst, host: placement.host, port: h.port, agent_port: h.agentPort, epmd_port: h.epmdPort, instance_dir: h.dir }, placement);
+  }
+
+  /** The instance's service, made unless it exists; the node it is pinned to. */
+  private async ensureService(inst: Row<'instances'>, h: Awaited<ReturnType<DockerDriver['hostSide']>>, lent: string[]): Promise<SwarmNode> {
     const name = containerName(inst.id);
     const flavor = this.flavor(inst);
     const limits = flavorLimits(flavor);
@@ -125,7 +141,7 @@ export class SwarmDriver extends DockerDriver {
     } catch (err) {
       if (!isNotFound(err)) throw err;
       service = null;
-      node = await this.chooseNode(limits.Memory);
+      node = await this.chooseNode(limits.Memory, inst.cluster_id ?? null);
     }
     if (!service) {
       const owner = { UID: '0', GID: '0', Mode: 0o400 };
@@ -138,13 +154,21 @@ export class SwarmDriver extends DockerDriver {
         secrets.push({ SecretID: keyId, SecretName: `${name}-key`, File: { Name: INSTANCE_KEY, ...owner } });
       }
       secrets.push(...(await this.storageSecret(name, labels)));
+      // A cluster member's copy of the cluster's secrets (the Erlang cookie), a secret of its own, and the
+      // cluster's overlay, which only the cluster's members join (see createClusterNetwork).
+      const networks: Array<{ Target: string }> = [];
+      if (inst.cluster_id) {
+        const cid = await this.ensureSecret(`${name}-cluster`, fs.readFileSync(clusterSecretsFile(this.options.stateDir, inst.cluster_id)), labels);
+        secrets.push({ SecretID: cid, SecretName: `${name}-cluster`, File: { Name: CLUSTER_SECRETS, ...owner } });
+        networks.push({ Target: await this.createClusterNetwork(inst, clusterNetwork(inst.cluster_id)) });
+      }
       // As the docker driver: its own part of a file:// repository (the directory every node mounts at the
       // same path), another instance's read-only while it restores from it (endRestore).
       const part = this.partDir(inst.id);
       if (part) fs.mkdirSync(part, { recursive: true, mode: 0o700 });
       await this.docker.createService({
         Name: name,
-        Labels: { ...labels, 'org.couchtrove.node': node.ID },
+        Labels: { ...labels, 'org.couchtrove.node': node.ID, ...(inst.cluster_id ? { 'org.couchtrove.cluster': inst.cluster_id } : {}) },
         TaskTemplate: {
           ContainerSpec: {
             Image: this.imageRef,
@@ -164,7 +188,7 @@ export class SwarmDriver extends DockerDriver {
           } as Docker.ContainerSpec,
           // Alone on an overlay network of its own: no other instance's task shares a link with it (see ensureNetwork).
           // A replica also joins its source's overlay, to follow it there (linkReplica).
-          Networks: [{ Target: await this.ensureNetwork(inst) }, ...(await this.sourceNetwork(inst))],
+          Networks: [{ Target: await this.ensureNetwork(inst) }, ...(await this.sourceNetwork(inst)), ...networks],
           Resources: { Limits: { MemoryBytes: limits.Memory, NanoCPUs: limits.NanoCpus }, Reservations: { MemoryBytes: limits.Memory } },
           RestartPolicy: { Condition: 'none' },
           Placement: { Constraints: [`node.id == ${node.ID}`] },
@@ -175,8 +199,23 @@ export class SwarmDriver extends DockerDriver {
         },
       });
     }
-    const placement: Placement = { host: node.Status.Addr, port: h.port, agentPort: h.agentPort, epmdPort: h.epmdPort, agentPid: null, instanceDir: h.dir, engine: this.engine.kind };
-    return this.ensureAgent({ ...inst, host: placement.host, port: h.port, agent_port: h.agentPort, epmd_port: h.epmdPort, instance_dir: h.dir }, placement);
+    return node;
+  }
+
+  /**
+   * A member's node is named after its task's name in the swarm's DNS (tasks.<service>: the task's own address
+   * on the cluster's overlay, whatever node or task it runs as; the service name would give a virtual IP, which
+   * needs IPVS).
+   */
+  override clusterNode(inst: Pick<Row<'instances'>, 'id'>): string {
+    return `couchdb@tasks.${containerName(inst.id)}`;
+  }
+
+  protected override readonly clusterNetworkDriver = 'overlay';
+
+  /** The cluster's overlay goes once its members' tasks have left it (the manager refuses, 409, until then). */
+  override async destroyCluster(clusterId: string): Promise<void> {
+    await this.removeOverlay(clusterNetwork(clusterId), `cluster ${clusterId}`);
   }
 
   override async diagnose(inst: Row<'instances'>): Promise<string | null> {
@@ -380,14 +419,18 @@ export class SwarmDriver extends DockerDriver {
 
   /** The overlay goes once its task has: the manager refuses (409) while a task is still attached. */
   private async removeNetwork(inst: Row<'instances'>): Promise<void> {
+    await this.removeOverlay(containerName(inst.id), `instance ${inst.id}`);
+  }
+
+  private async removeOverlay(name: string, owner: string): Promise<void> {
     for (const until = Date.now() + 60_000; ; await sleep(500)) {
       try {
-        await this.docker.getNetwork(containerName(inst.id)).remove();
+        await this.docker.getNetwork(name).remove();
         return;
       } catch (err) {
         if (isNotFound(err)) return;
         if (Date.now() > until) {
-          this.options.log?.(`instance ${inst.id}: its network ${containerName(inst.id)} could not be removed: ${(err as Error).message}`);
+          this.options.log?.(`${owner}: its network ${name} could not be removed: ${(err as Error).message}`);
           return;
         }
       }
@@ -411,7 +454,7 @@ export class SwarmDriver extends DockerDriver {
     } catch (err) {
       if (!isNotFound(err)) throw err;
     }
-    for (const s of [`${name}-token`, `${name}-key`, `${name}-storage`]) await this.docker.getSecret(s).remove().catch(() => undefined);
+    for (const s of [`${name}-token`, `${name}-key`, `${name}-storage`, `${name}-cluster`]) await this.docker.getSecret(s).remove().catch(() => undefined);
     await this.removeNetwork(inst);
     await this.docker.getConfig(`${name}-agent`).remove().catch(() => undefined);
     // The volume is on its node, removable once the task's container is gone, through that node's API.
