@@ -6,14 +6,14 @@
 // (n = 3) written through member 1 and read through member 3; member 2's container killed while a writer writes
 // through members 1 and 3 (no write refused), started again by the health monitor, rejoined and caught up;
 // delete leaves no container, volume or network. One cluster for the file; needs Apache CouchDB (COUCHDB_HOME).
-import { test, before, after } from 'node:test';
+import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { api, killUnder, startServer, tempDir, within, basicAuth, waitStatus, type J, type RealServer } from '../support/server.js';
+import { api, startServer, tempDir, within, basicAuth, waitStatus, type J, type RealServer } from '../support/server.js';
 import { clientBudget, clientsSkip, troveClients } from '../support/trove-clients.js';
-import { connectsFrom, dockerSkip, execIn, startDockerHost, type TestDockerHost } from '../support/docker.js';
+import { connectsFrom, dockerSkip, execIn, startDockerHost, type TestDockerHost, tearDownAfter } from '../support/docker.js';
 import { couchAs, startWriter, type Couch } from '../support/cluster-load.js';
 import { CLUSTER_SECRETS, clusterAlias, clusterNetwork, LABEL } from '../../src/compute/docker/driver.js';
 import { CONTAINER_DIST_PORT } from '../../src/compute/driver.js';
@@ -32,15 +32,7 @@ before(async () => {
   server = await startServer(stateDir, host.env);
 }, { timeout: 900_000 });
 
-after(async () => {
-  await server?.kill('SIGKILL');
-  try {
-    await host?.stop();
-  } finally {
-    killUnder(root);
-    fs.rmSync(root, { recursive: true, force: true });
-  }
-}, { timeout: 900_000 });
+tearDownAfter(root, () => ({ server, host: host }));
 
 const { os } = troveClients(path.join(root, 'home'), () => server!);
 const osJson = async (...args: string[]): Promise<J> => JSON.parse(await os(...args, '-f', 'json')) as J;

@@ -5,14 +5,14 @@
 // database (n = 3) written through member 1 and read through member 3; then the daemon of a worker node holding a
 // member is stopped (its containers die with it): reads and writes through the other two members go on. Delete
 // removes every service, secret and the overlay. Needs Apache CouchDB (COUCHDB_HOME).
-import { test, before, after } from 'node:test';
+import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { api, killUnder, startServer, tempDir, within, basicAuth, type J, type RealServer } from '../support/server.js';
+import { api, startServer, tempDir, within, basicAuth, type J, type RealServer } from '../support/server.js';
 import { clientBudget, clientsSkip, troveClients } from '../support/trove-clients.js';
-import { dockerSkip, startSwarm, type TestSwarm } from '../support/docker.js';
+import { dockerSkip, startSwarm, type TestSwarm, tearDownAfter } from '../support/docker.js';
 import { couchAs, startWriter, type Couch } from '../support/cluster-load.js';
 import { CLUSTER_SECRETS, clusterNetwork } from '../../src/compute/docker/driver.js';
 
@@ -30,15 +30,7 @@ before(async () => {
   server = await startServer(stateDir, swarm.env);
 }, { timeout: 900_000 });
 
-after(async () => {
-  await server?.kill('SIGKILL');
-  try {
-    await swarm?.stop();
-  } finally {
-    killUnder(root);
-    fs.rmSync(root, { recursive: true, force: true });
-  }
-}, { timeout: 900_000 });
+tearDownAfter(root, () => ({ server, host: swarm }));
 
 const { os } = troveClients(path.join(root, 'home'), () => server!);
 const osJson = async (...args: string[]): Promise<J> => JSON.parse(await os(...args, '-f', 'json')) as J;

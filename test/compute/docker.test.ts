@@ -3,15 +3,15 @@
 // --backup -> resize flavor (the container's limits change, data kept) -> a killed container shows in
 // ERROR with the reason -> restart -> the control plane restarts and picks the containers up -> delete,
 // no container or volume left. Apache CouchDB when COUCHDB_HOME is set, the development engine otherwise.
-import { test, before, after } from 'node:test';
+import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startServer, tempDir, api, waitStatus, killUnder, basicAuth, within, createInstance, fullAndIncremental, type J, type RealServer } from '../support/server.js';
+import { startServer, tempDir, api, waitStatus, basicAuth, within, createInstance, fullAndIncremental, type J, type RealServer } from '../support/server.js';
 import { clientsSkip, troveClients } from '../support/trove-clients.js';
-import { connectsFrom, dockerSkip, execIn, startDockerHost, type TestDaemon, type TestDockerHost } from '../support/docker.js';
+import { connectsFrom, dockerSkip, execIn, startDockerHost, type TestDaemon, type TestDockerHost, tearDownAfter } from '../support/docker.js';
 import { AGENT_CAPS, INSTANCE_KEY, LABEL, STORAGE_CREDENTIALS, VOLUME_MOUNT } from '../../src/compute/docker/driver.js';
 import { rawSwiftNames, startSwift, swiftAvailable } from '../support/swift.js';
 import { readManifest } from '../../src/backup/repository.js';
@@ -40,15 +40,7 @@ before(async () => {
   server = await startServer(stateDir, env);
 }, { timeout: 900_000 });
 
-after(async () => {
-  await server?.kill('SIGKILL');
-  try {
-    await host?.stop();
-  } finally {
-    killUnder(root);
-    fs.rmSync(root, { recursive: true, force: true });
-  }
-}, { timeout: 900_000 });
+tearDownAfter(root, () => ({ server, host: host }));
 
 const home = path.join(root, 'home');
 const { os } = troveClients(home, () => server!);

@@ -6,14 +6,13 @@
 // instance ERROR with the node's state as the reason. Then swift:// and s3:// backups from tasks to a Swift on
 // this host (reached through each node's masquerade: the daemons write iptables rules in their namespaces).
 // Everything is removed after: services, daemons (by pid), namespaces, bridge.
-import { test, before, after } from 'node:test';
+import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { startServer, tempDir, api, waitStatus, killUnder, basicAuth, within, fullAndIncremental, type J, type RealServer } from '../support/server.js';
+import { startServer, tempDir, api, waitStatus, basicAuth, within, fullAndIncremental, type J, type RealServer } from '../support/server.js';
 import { rawSwiftNames, startSwift, swiftAvailable } from '../support/swift.js';
 import { clientsSkip, troveClients } from '../support/trove-clients.js';
-import { connectsFrom, dockerSkip, execIn, startSwarm, type TestDaemon, type TestSwarm } from '../support/docker.js';
+import { connectsFrom, dockerSkip, execIn, startSwarm, type TestDaemon, type TestSwarm, tearDownAfter } from '../support/docker.js';
 import { LABEL, STORAGE_CREDENTIALS } from '../../src/compute/docker/driver.js';
 import { runFeatures } from './features.js';
 
@@ -37,15 +36,7 @@ before(async () => {
   server = await startServer(stateDir, swarm.env);
 }, { timeout: 900_000 });
 
-after(async () => {
-  await server?.kill('SIGKILL');
-  try {
-    await swarm?.stop();
-  } finally {
-    killUnder(root);
-    fs.rmSync(root, { recursive: true, force: true });
-  }
-}, { timeout: 900_000 });
+tearDownAfter(root, () => ({ server, host: swarm }));
 
 const { os } = troveClients(path.join(root, 'home'), () => server!);
 const osJson = async (...args: string[]): Promise<J> => JSON.parse(await os(...args, '-f', 'json')) as J;

@@ -11,7 +11,9 @@ import type Docker from 'dockerode';
 import { connectDocker, followProgress } from '../../src/compute/docker/connect.js';
 import { buildGuestImage, type ImageBuildResult } from '../../src/compute/docker/image.js';
 import { demux } from '../../src/compute/docker/driver.js';
+import { after } from 'node:test';
 import { repoRoot } from './postgres.js';
+import { killUnder, type RealServer } from './server.js';
 
 const run = promisify(execFile);
 const script = path.join(repoRoot, 'scripts', 'docker', 'test-dockerd.sh');
@@ -276,4 +278,18 @@ export async function startDockerHost(root: string, tag: string, prefix: string,
     await stop().catch(() => undefined);
     throw err;
   }
+}
+
+/** After a docker or swarm test file: its server, then its daemons, then whatever still runs under root, and root. */
+export function tearDownAfter(root: string, parts: () => { server?: RealServer; host?: { stop(): Promise<void> } }): void {
+  after(async () => {
+    const { server, host } = parts();
+    await server?.kill('SIGKILL');
+    try {
+      await host?.stop();
+    } finally {
+      killUnder(root);
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  }, { timeout: 900_000 });
 }
