@@ -67,6 +67,8 @@ before(async () => {
 });
 
 after(async () => {
+  watching = false;
+  for (const w of writers.splice(0)) await w.stop().catch(() => undefined);
   await server?.kill('SIGKILL');
   if (process.env.DEBUG_SURVIVE) fs.cpSync(root, '/tmp/survive-debug', { recursive: true });
   // The members' agents and CouchDBs run as their own uids, with the state directory in their command lines.
@@ -76,7 +78,14 @@ after(async () => {
 });
 
 const beamOfMember = (m: Member): number | null => beamOf(m.uid);
-const writer = (prefix: string, urls: string[], opts: Omit<WriterOptions, 'db'>): ReturnType<typeof startWriter> => startWriter(couch, prefix, urls, { db: 'orders', ...opts }, written);
+// Every writer started, so that a test that fails before it stops its own leaves none writing (the file would never end).
+const writers: Array<ReturnType<typeof startWriter>> = [];
+const writer = (prefix: string, urls: string[], opts: Omit<WriterOptions, 'db'>): ReturnType<typeof startWriter> => {
+  const w = startWriter(couch, prefix, urls, { db: 'orders', ...opts }, written);
+  writers.push(w);
+  return w;
+};
+let watching = false;
 
 const missingOn = async (m: Member): Promise<string[]> => {
   const { shards, ids } = await localIds(couch, m.url, 'orders');
@@ -166,7 +175,7 @@ test('couchtrove cluster restart: one member at a time, no write refused, every 
   const beams = members.map(beamOfMember);
   const w = writer('roll', members.map((m) => m.url), { rate: 100, loops: 6, failover: true, readBack: false });
   const seen = new Set<string>();
-  let watching = true;
+  watching = true;
   const watch = (async () => {
     while (watching) {
       seen.add(await clusterTask());

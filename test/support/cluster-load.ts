@@ -71,7 +71,7 @@ export function startWriter(couch: Couch, prefix: string, urls: string[], opts: 
           last = `${url}: ${cause ? String(cause) : (err as Error).message}`;
           if (opts.failover) {
             failovers++;
-            await sleep(50);
+            await sleep(50, undefined, { ref: false });
           }
         }
       }
@@ -90,7 +90,8 @@ export function startWriter(couch: Couch, prefix: string, urls: string[], opts: 
         }
       }
       const wait = interval - (Date.now() - started);
-      if (wait > 0) await sleep(wait);
+      // Unref'd: a writer a failed test never stopped does not keep its test file running for ever.
+      if (wait > 0) await sleep(wait, undefined, { ref: false });
     }
   };
   const loops = Array.from({ length: opts.loops }, (_, k) => loop(k));
