@@ -18,7 +18,8 @@ import { AgentError, invalid } from './errors.js';
 import { enc, type CouchClient, type ShardMapDoc } from './couchdb.js';
 import type { AgentCore } from './core.js';
 import type { ClusterBackupAnswer, ClusterBackupRequest, ShardFilesPart, ShardMapRecord, ShardRef } from './protocol.js';
-import { checkBackupId, checkStorageUrl, DATABASE_NAME_RE } from './validate.js';
+import { checkBackupId, checkStorageUrl } from './validate.js';
+import { checkShardMap, shardFile } from './shard-map.js';
 import { SYSTEM_DATABASES } from './manage.js';
 import { placeFile } from './place-db.js';
 import { restoreBackup } from '../backup/index.js';
@@ -28,51 +29,8 @@ import { openStorage } from '../storage/index.js';
 import { syncDir } from '../util/fs.js';
 import { describeError } from '../util/errors.js';
 
-const RANGE = /^([0-9a-f]{8})-([0-9a-f]{8})$/;
-const NODE = /^[A-Za-z0-9_-]+@[A-Za-z0-9_.-]+$/;
-const SUFFIX = /^\.[0-9]{1,20}$/;
 /** A shard file as CouchDB names it: shards/<range>/<database><suffix>.couch (a database name may hold '/'). */
 const SHARD_FILE = /^shards\/[0-9a-f]{8}-[0-9a-f]{8}\/(?:_users|_replicator|[a-z][a-z0-9_$()+-]*(?:\/[a-z0-9_$()+-]+)*)\.[0-9]{1,20}\.couch$/;
-
-const isDbName = (x: unknown): x is string => typeof x === 'string' && x.length <= 238 && (SYSTEM_DATABASES.includes(x) || DATABASE_NAME_RE.test(x));
-
-/** The shard file of `range` of the map's database. */
-export function shardFile(m: Pick<ShardMapRecord, '_id' | 'shard_suffix'>, range: string): string {
-  return `shards/${range}/${m._id}${String.fromCharCode(...m.shard_suffix)}.couch`;
-}
-
-/** A map as CouchDB writes one, normalised; an error naming what is wrong otherwise. */
-export function checkShardMap(doc: ShardMapDoc): ShardMapRecord {
-  const bad = (why: string): AgentError => new AgentError('CONFLICT', `the shard map of ${JSON.stringify(String(doc._id).slice(0, 80))} is not usable: ${why}`);
-  if (!isDbName(doc._id)) throw bad('not a database name');
-  const s = doc.shard_suffix;
-  if (!Array.isArray(s) || !s.every((c) => Number.isInteger(c)) || !SUFFIX.test(String.fromCharCode(...(s as number[])))) throw bad('no valid shard_suffix');
-  const r = doc.by_range;
-  if (!r || typeof r !== 'object' || Array.isArray(r)) throw bad('no by_range');
-  const ranges = Object.keys(r).sort();
-  if (ranges.length === 0 || ranges.length > 4096) throw bad(`${ranges.length} ranges`);
-  // The ranges cover the hash space 00000000-ffffffff once: sorted, each begins where the last ended.
-  let next = 0;
-  for (const k of ranges) {
-    const m = RANGE.exec(k);
-    const nodes = (r as Record<string, unknown>)[k];
-    if (!m || parseInt(m[1]!, 16) !== next || parseInt(m[2]!, 16) < next) throw bad(`range ${JSON.stringify(k.slice(0, 40))} does not continue the ranges before it`);
-    if (!Array.isArray(nodes) || nodes.length === 0 || nodes.length > 64 || !nodes.every((n) => typeof n === 'string' && NODE.test(n))) throw bad(`range ${k} names no valid nodes`);
-    next = parseInt(m[2]!, 16) + 1;
-  }
-  if (next !== 0x1_0000_0000) throw bad('the ranges do not reach ffffffff');
-  const byRange = Object.fromEntries(ranges.map((k) => [k, [...(r as Record<string, string[]>)[k]!]]));
-  const out: ShardMapRecord = { _id: doc._id, by_range: byRange, by_node: byNodeOf(byRange), changelog: [], shard_suffix: [...(s as number[])] };
-  if ((doc.props as { partitioned?: unknown } | undefined)?.partitioned === true) out.props = { partitioned: true };
-  return out;
-}
-
-export function byNodeOf(byRange: Record<string, string[]>): Record<string, string[]> {
-  const byNode: Record<string, string[]> = {};
-  for (const [range, nodes] of Object.entries(byRange)) for (const n of nodes) (byNode[n] ??= []).push(range);
-  for (const ranges of Object.values(byNode)) ranges.sort();
-  return byNode;
-}
 
 export class ClusterBackup {
   constructor(private readonly c: AgentCore) {}

@@ -10,20 +10,12 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { AgentError, invalid } from './errors.js';
-import { enc, type CouchClient } from './couchdb.js';
+import { enc, type CouchClient, type ShardMapDoc } from './couchdb.js';
+import type { ShardMapRecord } from './protocol.js';
+import { checkShardMap, shardFile } from './shard-map.js';
+import { DATABASE_NAME_RE } from './validate.js';
 
 const run = promisify(execFile);
-const RANGE = /^[0-9a-f]{8}-[0-9a-f]{8}$/;
-const SUFFIX = /^\.[0-9]{1,20}$/;
-/** CouchDB's database names: no `.`, so a name never climbs out of `shards/<range>/` (a `/` makes a directory). */
-const DB_NAME = /^[a-z][a-z0-9_$()+/-]*$/;
-
-/** A database's shard map in `_dbs` (mem3), as much of it as placing needs. */
-interface ShardMap {
-  shard_suffix: number[];
-  by_range: Record<string, string[]>;
-  props?: Record<string, unknown>;
-}
 
 export interface Placement {
   /** The scratch's shard files of the database, by range. */
@@ -31,28 +23,28 @@ export interface Placement {
   props: Record<string, unknown>;
 }
 
-export const shardFile = (dataDir: string, range: string, db: string, suffix: string): string => path.join(dataDir, 'shards', range, `${db}${suffix}.couch`);
-
 /**
- * The database's shard files in the scratch server's data directory, when the scratch serves them as plain
- * shard files of its own node (read from its shard map; ranges and suffix checked, since the backup is the
- * tenant's data); null when the database cannot be placed (no shard map: the development engine).
+ * The database's shard files in the scratch server's data directory, when its shard map is one CouchDB
+ * writes (shard-map.ts: the backup is the tenant's data) and every file it names is a plain file there;
+ * null when the database cannot be placed (no shard map: the development engine).
  */
 export async function findPlacement(scratch: CouchClient, scratchData: string, db: string): Promise<Placement | null> {
-  const r = await scratch.raw<ShardMap>('GET', `/_node/_local/_dbs/${enc(db)}`);
-  if (r.status !== 200 || !r.body || !Array.isArray(r.body.shard_suffix) || typeof r.body.by_range !== 'object') return null;
-  const suffix = String.fromCharCode(...r.body.shard_suffix.filter((c) => Number.isInteger(c)));
-  const ranges = Object.keys(r.body.by_range);
-  if (!SUFFIX.test(suffix) || ranges.length === 0 || !ranges.every((x) => RANGE.test(x))) return null;
+  const r = await scratch.raw<ShardMapDoc>('GET', `/_node/_local/_dbs/${enc(db)}`);
+  if (r.status !== 200 || !r.body) return null;
+  let map: ShardMapRecord;
+  try {
+    map = checkShardMap(r.body);
+  } catch {
+    return null;
+  }
   const files: Placement['files'] = [];
-  for (const range of ranges) {
-    const file = shardFile(scratchData, range, db, suffix);
+  for (const range of Object.keys(map.by_range)) {
+    const file = path.join(scratchData, shardFile(map, range));
     const st = await fsp.lstat(file).catch(() => null);
     if (!st?.isFile()) return null;
     files.push({ range, file });
   }
-  const props = r.body.props && typeof r.body.props === 'object' && !Array.isArray(r.body.props) ? r.body.props : {};
-  return { files, props };
+  return { files, props: map.props ?? {} };
 }
 
 /**
@@ -65,13 +57,14 @@ export async function findPlacement(scratch: CouchClient, scratchData: string, d
  * checkpoint) for theirs, but starts such a changes feed over (restore-database.test.ts).
  */
 export async function moveShards(p: Placement, dataDir: string, as: string, runAs: { uid: number; gid: number } | undefined, placed: (file: string) => Promise<void>, notSuffix?: string): Promise<{ suffix: string; files: string[] }> {
-  if (!DB_NAME.test(as)) throw invalid(`${JSON.stringify(as)} is not a CouchDB database name`);
+  // CouchDB's names hold no `.`: one never climbs out of `shards/<range>/` (a `/` makes a directory).
+  if (!DATABASE_NAME_RE.test(as)) throw invalid(`${JSON.stringify(as)} is not a CouchDB database name`);
   let suffix = `.${Math.floor(Date.now() / 1000)}`;
   if (suffix === notSuffix) suffix = `.${Math.floor(Date.now() / 1000) + 1}`;
   const opts = { timeout: 600_000, ...(runAs ?? {}) };
   const files: string[] = [];
   for (const f of p.files) {
-    const to = shardFile(dataDir, f.range, as, suffix);
+    const to = path.join(dataDir, shardFile({ _id: as, shard_suffix: [...suffix].map((c) => c.charCodeAt(0)) }, f.range));
     // Recorded before the move, so that a restore dying in the middle leaves nothing unnamed.
     await placeFile(f.file, to, dataDir, opts, () => placed(to));
     files.push(to);

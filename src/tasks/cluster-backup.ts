@@ -8,7 +8,7 @@
 // the maps through one node (mem3 spreads `_dbs`).
 import { createHash, randomUUID } from 'node:crypto';
 import type { AgentApi, AgentClusterBackupApi, AgentClusterSyncApi, ClusterShardState, ShardMapRecord, ShardRef } from '../agent/protocol.js';
-import { byNodeOf, shardFile } from '../agent/cluster-backup.js';
+import { byNodeOf, shardFile } from '../agent/shard-map.js';
 import { now, type Row } from '../state/index.js';
 import { withTimeout } from '../util/concurrency.js';
 import { describeError } from '../util/errors.js';

@@ -15,7 +15,7 @@ import { api, basicAuth, killUnder, processesUnder, startServer, tempDir, within
 import { apiCli } from '../support/cli.js';
 import { processesOf } from '../../src/compute/local.js';
 import { beamOf, couchAs, startWriter, type Couch } from '../support/cluster-load.js';
-import { checkShardMap } from '../../src/agent/cluster-backup.js';
+import { checkShardMap } from '../../src/agent/shard-map.js';
 import { chooseCopies, placeMaps } from '../../src/tasks/cluster-backup.js';
 import type { ShardMapDoc } from '../../src/agent/couchdb.js';
 
