@@ -174,6 +174,7 @@ test('cluster backup with writes going on and a member down; restored into a new
   assert.ok((b.data_bytes as number) <= oneMember * 1.25, `${String(b.data_bytes)} bytes backed up, one member holds ${oneMember}`);
   const listed = await cli('backup', 'list', '--json');
   assert.ok((JSON.parse(listed.out).backups as J[]).some((x) => x.id === b.id && x.cluster_id === c1), 'backup list shows it with its cluster');
+  assert.match((await cli('backup', 'list')).out.split('\n')[0]!, /\bCLUSTER_ID\b/, 'the table has a cluster column once a cluster backup is listed');
 
   assert.equal((await cli('backup', 'verify', 'cb', '--wait')).code, 0, 'every part reads back whole under its member\'s key');
 

@@ -6,7 +6,9 @@ import { formatBytes } from '../../progress.js';
 import { API, BACKUP_BY_NAME } from '../api.js';
 import { findCluster } from '../cluster/index.js';
 // The checksum stays in `show` and --json: 64 hex digits crowd a listing out of a terminal.
+// CLUSTER_ID only when a listed backup is a cluster's: most projects have none.
 const COLS = ['id', 'name', 'status', 'instance_id', 'cluster_id', 'parent_id', 'size', 'created', 'verify_result'];
+const columns = (rows: JsonObject[]): string[] => (rows.some((r) => r.cluster_id) ? COLS : COLS.filter((c) => c !== 'cluster_id'));
 
 /** Newest first, as operators look for the latest backup; ties (same second) by id for a stable order. */
 function newestFirst(rows: JsonObject[]): JsonObject[] {
@@ -44,7 +46,7 @@ export const backupCommands: AnyCommand[] = [
       const rows = all.slice(start, o.pageLimit ? start + o.pageLimit : undefined);
       const next = o.pageLimit && start + o.pageLimit < all.length ? (rows[rows.length - 1]!.id as string) : undefined;
       // Human sizes in the table (as `agent list`); --json keeps the API's raw numbers.
-      print(io, o.json, { backups: rows }, () => table(rows.map(readable), COLS));
+      print(io, o.json, { backups: rows }, () => table(rows.map(readable), columns(rows)));
       moreHint(io, next);
       return 0;
     },
