@@ -16,7 +16,8 @@ import { describeError } from '../util/errors.js';
 import { AgentCore, couchUrl, freeLoopbackPort } from './core.js';
 import type { AgentOptions } from './core.js';
 import { copyDatabase } from './copy-db.js';
-import { findPlacement, moveShards, removePlaced, shardMapFor } from './place-db.js';
+import { findPlacement, moveShards, removePlaced } from './place-db.js';
+import { placeMaps, suffixCodes, suffixOf } from './shard-map.js';
 import type { ClusterBackup } from './cluster-backup.js';
 import { claimScratch, cleanScratches, clearMark, markCopy, removeScratchDir, stopScratchProcesses, type CleanResult } from './scratch.js';
 
@@ -171,22 +172,26 @@ export class Backups {
       // The restored shard files become the database where they can (place-db.ts); copied where not.
       const placement = s.cluster || req.copy ? null : await findPlacement(src, path.join(scratchDir, 'data'), req.database);
       let done: Omit<DatabaseRestoreResult, 'database' | 'as' | 'from' | 'restoreMs' | 'copyMs' | 'totalMs'>;
+      const security = await src.getSecurity(req.database);
       if (placement) {
-        const security = await src.getSecurity(req.database);
         // Nothing may hold the files open or write them: the scratch goes before they move.
         await scratch.stop();
         await stopScratchProcesses(scratchDir);
-        // From here until verified, `as` holds an unverified copy: marked, so that whoever finds the marker
-        // (this restore's failure, the next agent's start, the next restore) deletes it.
-        await markCopy(scratchDir, as);
-        marked = true;
-        const replaced = exists ? await live.raw<{ shard_suffix?: number[] }>('GET', `/_node/_local/_dbs/${enc(as)}`) : null;
-        if (exists) await live.deleteDb(as);
+      }
+      // The placed files take a suffix the replaced database's is not (place-db.ts).
+      const replaced = placement && exists ? await live.raw<{ shard_suffix?: number[] }>('GET', `/_node/_local/_dbs/${enc(as)}`) : null;
+      // From here until verified, `as` holds an unverified copy: marked, so that whoever finds the marker
+      // (this restore's failure, the next agent's start, the next restore) deletes it.
+      await markCopy(scratchDir, as);
+      marked = true;
+      if (exists) await live.deleteDb(as);
+      if (placement) {
         const moved = await moveShards(placement, s.dataDir, as, s.runAs, async (file) => {
           placed.push(file);
           await markCopy(scratchDir, as, placed);
-        }, replaced?.body?.shard_suffix ? String.fromCharCode(...replaced.body.shard_suffix) : undefined);
-        await live.putNodeLocalDoc('_dbs', shardMapFor(as, await live.nodeName(), placement.files.map((f) => f.range), moved.suffix, placement.props));
+        }, replaced?.body?.shard_suffix ? suffixOf({ shard_suffix: replaced.body.shard_suffix }) : undefined);
+        // The backup's map, on this node alone, naming the placed files.
+        await live.putNodeLocalDoc('_dbs', placeMaps([{ ...placement.map, _id: as, shard_suffix: suffixCodes(moved.suffix) }], [await live.nodeName()])[0]!);
         const got = await live.dbInfo(as);
         const counts = (x: { doc_count: number; doc_del_count?: number } | null) => `${x?.doc_count} documents, ${x?.doc_del_count} deleted`;
         if (counts(got) !== counts(info)) throw new AgentError('BACKUP_FAILED', `the placed database ${as} holds ${counts(got)}, the backup's ${counts(info)}`);
@@ -195,13 +200,10 @@ export class Backups {
         for (const f of moved.files) bytes += (await fsp.lstat(f)).size;
         done = { method: 'placed', docCount: info.doc_count, docDelCount: info.doc_del_count ?? 0, conflicts: null, attachments: null, copiedBytes: bytes };
       } else {
-        await markCopy(scratchDir, as);
-        marked = true;
-        if (exists) await live.deleteDb(as);
         // Streamed by the agent (copy-db.ts): every leaf revision with its history and attachments, each
         // batch read back from the live CouchDB and compared; then the counts.
         const copied = await copyDatabase(src, req.database, new CouchClient(couchUrl(s), this.c.admin!, 600_000), as);
-        await live.putSecurity(as, await src.getSecurity(req.database));
+        await live.putSecurity(as, security);
         done = { method: 'copied', docCount: copied.docs, docDelCount: copied.deleted, conflicts: copied.conflicts, attachments: copied.attachments, copiedBytes: copied.bytes };
       }
       await clearMark(scratchDir);

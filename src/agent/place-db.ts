@@ -12,15 +12,15 @@ import { promisify } from 'node:util';
 import { AgentError, invalid } from './errors.js';
 import { enc, type CouchClient, type ShardMapDoc } from './couchdb.js';
 import type { ShardMapRecord } from './protocol.js';
-import { checkShardMap, shardFile } from './shard-map.js';
+import { checkShardMap, shardFile, suffixCodes } from './shard-map.js';
 import { DATABASE_NAME_RE } from './validate.js';
 
 const run = promisify(execFile);
 
 export interface Placement {
-  /** The scratch's shard files of the database, by range. */
+  /** The scratch's shard map of the database, checked, and its shard files, by range. */
+  map: ShardMapRecord;
   files: Array<{ range: string; file: string }>;
-  props: Record<string, unknown>;
 }
 
 /**
@@ -44,7 +44,7 @@ export async function findPlacement(scratch: CouchClient, scratchData: string, d
     if (!st?.isFile()) return null;
     files.push({ range, file });
   }
-  return { files, props: map.props ?? {} };
+  return { map, files };
 }
 
 /**
@@ -64,7 +64,7 @@ export async function moveShards(p: Placement, dataDir: string, as: string, runA
   const opts = { timeout: 600_000, ...(runAs ?? {}) };
   const files: string[] = [];
   for (const f of p.files) {
-    const to = path.join(dataDir, shardFile({ _id: as, shard_suffix: [...suffix].map((c) => c.charCodeAt(0)) }, f.range));
+    const to = path.join(dataDir, shardFile({ _id: as, shard_suffix: suffixCodes(suffix) }, f.range));
     // Recorded before the move, so that a restore dying in the middle leaves nothing unnamed.
     await placeFile(f.file, to, dataDir, opts, () => placed(to));
     files.push(to);
@@ -85,18 +85,6 @@ export async function placeFile(from: string, to: string, dataDir: string, opts:
   const st = await fsp.lstat(to).catch(() => null);
   const left = await fsp.lstat(from).then(() => true, () => false);
   if (!st?.isFile() || left) throw new AgentError('BACKUP_FAILED', `shard file ${path.relative(dataDir, to)} was not placed (a file of that name exists, or the move failed)`);
-}
-
-/** The shard map that makes the live node open the placed files as `as`. */
-export function shardMapFor(as: string, node: string, ranges: string[], suffix: string, props: Record<string, unknown>): { _id: string; [k: string]: unknown } {
-  return {
-    _id: as,
-    shard_suffix: [...suffix].map((c) => c.charCodeAt(0)),
-    changelog: ranges.map((r) => ['add', r, node]),
-    by_node: { [node]: ranges },
-    by_range: Object.fromEntries(ranges.map((r) => [r, [node]])),
-    props,
-  };
 }
 
 /** Removes placed files a failed or killed restore left, as the instance's uid (never root in the tenant's tree). */

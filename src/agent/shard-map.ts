@@ -14,9 +14,13 @@ const SUFFIX = /^\.[0-9]{1,20}$/;
 
 const isDbName = (x: unknown): x is string => typeof x === 'string' && x.length <= 238 && (SYSTEM_DATABASES.includes(x) || DATABASE_NAME_RE.test(x));
 
+/** The shard files' suffix (".1733581234"): `shard_suffix` holds its characters' codes. */
+export const suffixOf = (m: Pick<ShardMapRecord, 'shard_suffix'>): string => String.fromCharCode(...m.shard_suffix);
+export const suffixCodes = (suffix: string): number[] => [...suffix].map((c) => c.charCodeAt(0));
+
 /** The shard file of `range` of the map's database. */
 export function shardFile(m: Pick<ShardMapRecord, '_id' | 'shard_suffix'>, range: string): string {
-  return `shards/${range}/${m._id}${String.fromCharCode(...m.shard_suffix)}.couch`;
+  return `shards/${range}/${m._id}${suffixOf(m)}.couch`;
 }
 
 /** A map as CouchDB writes one, normalised; an error naming what is wrong otherwise. */
@@ -50,4 +54,18 @@ export function byNodeOf(byRange: Record<string, string[]>): Record<string, stri
   for (const [range, nodes] of Object.entries(byRange)) for (const n of nodes) (byNode[n] ??= []).push(range);
   for (const ranges of Object.values(byNode)) ranges.sort();
   return byNode;
+}
+
+/** The maps rewritten for `nodes`: each range on min(3, nodes) of them, spread as CouchDB spreads new databases. */
+export function placeMaps(maps: ShardMapRecord[], nodes: string[]): ShardMapRecord[] {
+  const n = Math.min(3, nodes.length);
+  return maps.map((m, i) => {
+    const byRange: Record<string, string[]> = {};
+    const changelog: unknown[] = [];
+    for (const [j, range] of Object.keys(m.by_range).sort().entries()) {
+      byRange[range] = Array.from({ length: n }, (_, k) => nodes[(i + j + k) % nodes.length]!).sort();
+      for (const node of byRange[range]) changelog.push(['add', range, node]);
+    }
+    return { ...m, by_range: byRange, by_node: byNodeOf(byRange), changelog };
+  });
 }

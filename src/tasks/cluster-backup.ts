@@ -8,7 +8,7 @@
 // the maps through one node (mem3 spreads `_dbs`).
 import { createHash, randomUUID } from 'node:crypto';
 import type { AgentApi, AgentClusterBackupApi, AgentClusterSyncApi, ClusterShardState, ShardMapRecord, ShardRef } from '../agent/protocol.js';
-import { byNodeOf, shardFile } from '../agent/shard-map.js';
+import { placeMaps, shardFile } from '../agent/shard-map.js';
 import { now, type Row } from '../state/index.js';
 import { withTimeout } from '../util/concurrency.js';
 import { describeError } from '../util/errors.js';
@@ -104,20 +104,6 @@ export function chooseCopies(maps: ShardMapRecord[], states: ClusterShardState[]
     }
   }
   return given;
-}
-
-/** The maps rewritten for `nodes`: each range on min(3, nodes) of them, spread as CouchDB spreads new databases. */
-export function placeMaps(maps: ShardMapRecord[], nodes: string[]): ShardMapRecord[] {
-  const n = Math.min(3, nodes.length);
-  return maps.map((m, i) => {
-    const byRange: Record<string, string[]> = {};
-    const changelog: unknown[] = [];
-    for (const [j, range] of Object.keys(m.by_range).sort().entries()) {
-      byRange[range] = Array.from({ length: n }, (_, k) => nodes[(i + j + k) % nodes.length]!).sort();
-      for (const node of byRange[range]) changelog.push(['add', range, node]);
-    }
-    return { ...m, by_range: byRange, by_node: byNodeOf(byRange), changelog };
-  });
 }
 
 /**

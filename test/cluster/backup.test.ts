@@ -15,8 +15,8 @@ import { api, basicAuth, killUnder, processesUnder, startServer, tempDir, within
 import { apiCli } from '../support/cli.js';
 import { processesOf } from '../../src/compute/local.js';
 import { beamOf, couchAs, startWriter, type Couch } from '../support/cluster-load.js';
-import { checkShardMap } from '../../src/agent/shard-map.js';
-import { chooseCopies, placeMaps } from '../../src/tasks/cluster-backup.js';
+import { chooseCopies } from '../../src/tasks/cluster-backup.js';
+import { checkShardMap, placeMaps } from '../../src/agent/shard-map.js';
 import type { ShardMapDoc } from '../../src/agent/couchdb.js';
 
 const skip: string | false = process.env.COUCHDB_HOME ? false : 'the development engine cannot play a cluster (set COUCHDB_HOME to an Apache CouchDB 3.x release)';
