@@ -395,18 +395,23 @@ export class DockerDriver implements ComputeDriver {
   protected readonly clusterNetworkDriver: string = 'bridge';
 
   protected async createClusterNetwork(inst: Row<'instances'>, name: string): Promise<string> {
+    await this.ensureNamedNetwork({
+      Name: name, Driver: this.clusterNetworkDriver, Internal: true,
+      Labels: { 'org.couchtrove.cluster': inst.cluster_id!, 'org.couchtrove.project': inst.project_id },
+    });
+    return name;
+  }
+
+  /** The network of that name, made if it is missing (one made meanwhile by another caller is taken: 409). */
+  protected async ensureNamedNetwork(spec: Docker.NetworkCreateOptions): Promise<void> {
     try {
-      await this.docker.getNetwork(name).inspect();
+      await this.docker.getNetwork(spec.Name).inspect();
     } catch (err) {
       if (!isNotFound(err)) throw err;
-      await this.docker.createNetwork({
-        Name: name, Driver: this.clusterNetworkDriver, Internal: true, CheckDuplicate: true,
-        Labels: { 'org.couchtrove.cluster': inst.cluster_id!, 'org.couchtrove.project': inst.project_id },
-      }).catch((e: unknown) => {
-        if ((e as { statusCode?: number }).statusCode !== 409) throw e; // made meanwhile by another member
+      await this.docker.createNetwork({ ...spec, CheckDuplicate: true }).catch((e: unknown) => {
+        if ((e as { statusCode?: number }).statusCode !== 409) throw e;
       });
     }
-    return name;
   }
 
   /** The cluster's network, once its members are gone (anything still on it is taken off). */
@@ -421,16 +426,11 @@ export class DockerDriver implements ComputeDriver {
    */
   protected async ensureNetwork(inst: Row<'instances'>): Promise<string> {
     const name = containerName(inst.id);
-    try {
-      await this.docker.getNetwork(name).inspect();
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
-      await this.docker.createNetwork({
-        Name: name, Driver: 'bridge', CheckDuplicate: true,
-        Labels: { [LABEL]: inst.id, 'org.couchtrove.project': inst.project_id },
-        Options: { 'com.docker.network.bridge.enable_icc': 'false' },
-      });
-    }
+    await this.ensureNamedNetwork({
+      Name: name, Driver: 'bridge',
+      Labels: { [LABEL]: inst.id, 'org.couchtrove.project': inst.project_id },
+      Options: { 'com.docker.network.bridge.enable_icc': 'false' },
+    });
     return name;
   }
 
@@ -446,17 +446,10 @@ export class DockerDriver implements ComputeDriver {
   async linkReplica(source: Row<'instances'>, follower: Row<'instances'>): Promise<string> {
     if (!source.port) throw new Error(`the source instance ${source.id} has no CouchDB port yet`);
     const name = replicationNetwork(source.id);
-    try {
-      await this.docker.getNetwork(name).inspect();
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
-      await this.docker.createNetwork({
-        Name: name, Driver: 'bridge', Internal: true, CheckDuplicate: true,
-        Labels: { [LABEL]: source.id, 'org.couchtrove.project': source.project_id, 'org.couchtrove.replication': 'true' },
-      }).catch((e: unknown) => {
-        if ((e as { statusCode?: number }).statusCode !== 409) throw e; // made meanwhile by another follower's link
-      });
-    }
+    await this.ensureNamedNetwork({
+      Name: name, Driver: 'bridge', Internal: true,
+      Labels: { [LABEL]: source.id, 'org.couchtrove.project': source.project_id, 'org.couchtrove.replication': 'true' },
+    });
     for (const id of [source.id, follower.id]) {
       const info = await this.docker.getContainer(containerName(id)).inspect();
       if (!info.NetworkSettings.Networks[name]) await this.docker.getNetwork(name).connect({ Container: containerName(id) });
