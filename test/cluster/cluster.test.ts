@@ -111,7 +111,8 @@ test('openstack database cluster create/show/list/list instances, root enable, d
   }
   assert.equal((await couch(urls[0]!, auth, 'PUT', '/orders')).status, 201);
   const docs = Array.from({ length: 200 }, (_, i) => ({ _id: `order-${String(i).padStart(3, '0')}`, n: i }));
-  const bulk = await couch(urls[0]!, auth, 'POST', '/orders/_bulk_docs', { docs });
+  // w = 3: the 201 waits for every copy, so the read through member 3 below cannot miss one still replicating.
+  const bulk = await couch(urls[0]!, auth, 'POST', '/orders/_bulk_docs?w=3', { docs });
   assert.equal(bulk.status, 201);
   const info = await couch(urls[2]!, auth, 'GET', '/orders');
   assert.deepEqual(info.json.cluster, { q: 2, n: 3, w: 2, r: 2 });

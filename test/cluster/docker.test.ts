@@ -89,10 +89,10 @@ test('docker driver: a 3-member cluster over its own network, a member killed, d
   assert.equal(await connectsFrom(d, name(other), '5984:5984', clusterAlias(m1.id), CONTAINER_DIST_PORT), false);
   await os('instance', 'delete', other);
 
-  // A database with n = 3: written through member 1, read through member 3.
+  // A database with n = 3: written through member 1 (w = 3: every copy before the 201), read through member 3.
   assert.equal((await couch(m1.url, 'PUT', '/orders?n=3')).status, 201);
   const docs = Array.from({ length: 200 }, (_, i) => ({ _id: `order-${String(i).padStart(3, '0')}`, n: i }));
-  assert.equal((await couch(m1.url, 'POST', '/orders/_bulk_docs', { docs })).status, 201);
+  assert.equal((await couch(m1.url, 'POST', '/orders/_bulk_docs?w=3', { docs })).status, 201);
   assert.deepEqual((await couch(m3.url, 'GET', '/orders')).json.cluster, { q: 2, n: 3, w: 2, r: 2 });
   const all = await couch(m3.url, 'GET', '/orders/_all_docs');
   assert.equal((all.json.rows as J[]).length, 200);
