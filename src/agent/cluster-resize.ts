@@ -9,24 +9,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { AgentError, invalid, notFound } from './errors.js';
 import { enc, type ShardMapDoc } from './couchdb.js';
 import type { AgentCore } from './core.js';
-import type { ResizeAnswer, ShardMap, ResizeRequest } from './protocol.js';
+import type { ResizeAnswer, ShardMap, ResizeRequest, ShardMapRecord } from './protocol.js';
+import { byNodeOf, checkShardMap, NODE, RANGE, shardName } from './shard-map.js';
 
-const RANGE = /^[0-9a-f]{8}-[0-9a-f]{8}$/;
-const NODE = /^[A-Za-z0-9_-]+@[A-Za-z0-9_.-]+$/;
-
-/** A map's by_range when it is one (range -> node names); null for anything else. */
-function byRangeOf(doc: ShardMapDoc): Record<string, string[]> | null {
-  const r = doc.by_range;
-  if (!r || typeof r !== 'object' || Array.isArray(r)) return null;
-  for (const [k, v] of Object.entries(r)) if (!RANGE.test(k) || !Array.isArray(v) || !v.every((n) => typeof n === 'string')) return null;
-  return r;
-}
-
-/** The shard files' suffix (".1733581234"): shard_suffix holds its characters' codes. */
-function suffixOf(doc: ShardMapDoc): string {
-  const s = doc.shard_suffix;
-  if (!Array.isArray(s) || s.length === 0 || s.length > 32 || !s.every((c) => typeof c === 'number' && c >= 0x2e && c <= 0x39)) throw new AgentError('CONFLICT', `the shard map of ${doc._id} has no valid shard_suffix`);
-  return String.fromCharCode(...(s as number[]));
+/** Every database's map on this node, each checked (a tenant may write `_dbs`): one that is not usable fails the move, naming it. */
+async function allMaps(c: AgentCore): Promise<ShardMapRecord[]> {
+  return (await c.client().nodeLocalDocs<ShardMapDoc>('_dbs')).filter((d) => !d._id.startsWith('_design/')).map(checkShardMap);
 }
 
 export class ClusterResize {
@@ -41,23 +29,16 @@ export class ClusterResize {
     const couch = this.c.client();
     const node = await couch.nodeName();
     switch (req.op) {
-      case 'maps': {
-        const maps: ShardMap[] = [];
-        for (const doc of await couch.nodeLocalDocs<ShardMapDoc>('_dbs')) {
-          const byRange = byRangeOf(doc);
-          if (byRange) maps.push({ db: doc._id, byRange });
-        }
-        return { node, maps };
-      }
+      case 'maps':
+        return { node, maps: (await allMaps(this.c)).map((m) => ({ db: m._id, byRange: m.by_range })) };
       case 'place':
         return { node, maps: [await this.#place(req.db, req.add, req.remove)] };
       case 'copies': {
-        const doc = await this.#map(req.db);
-        const suffix = suffixOf(doc);
+        const { map } = await this.#map(req.db);
         const copies: Record<string, number | null> = {};
-        for (const [range, nodes] of Object.entries(byRangeOf(doc) ?? {})) {
+        for (const [range, nodes] of Object.entries(map.by_range)) {
           if (!nodes.includes(node)) continue;
-          const r = await couch.raw<{ doc_count?: number; doc_del_count?: number }>('GET', `/_node/_local/${enc(`shards/${range}/${req.db}${suffix}`)}`);
+          const r = await couch.raw<{ doc_count?: number; doc_del_count?: number }>('GET', `/_node/_local/${enc(shardName(map, range))}`);
           if (r.status === 404) copies[range] = null;
           else if (r.status === 200 && typeof r.body?.doc_count === 'number') copies[range] = r.body.doc_count + (r.body.doc_del_count ?? 0);
           else throw new AgentError('CONFLICT', `the copy of ${req.db} ${range} here answered ${r.status}`);
@@ -75,9 +56,9 @@ export class ClusterResize {
         return { node };
       case 'drop': {
         if (typeof req.range !== 'string' || !RANGE.test(req.range)) throw invalid(`invalid shard range ${JSON.stringify(req.range)}`);
-        const doc = await this.#map(req.db);
-        if ((byRangeOf(doc)?.[req.range] ?? []).includes(node)) throw new AgentError('CONFLICT', `the shard map of ${req.db} still names ${node} for ${req.range} here: its copy stays`);
-        const p = `/_node/_local/${enc(`shards/${req.range}/${req.db}${suffixOf(doc)}`)}`;
+        const { map } = await this.#map(req.db);
+        if ((map.by_range[req.range] ?? []).includes(node)) throw new AgentError('CONFLICT', `the shard map of ${req.db} still names ${node} for ${req.range} here: its copy stays`);
+        const p = `/_node/_local/${enc(shardName(map, req.range))}`;
         const r = await couch.raw('DELETE', p);
         if (r.status !== 200 && r.status !== 202 && r.status !== 404) throw new AgentError('CONFLICT', `dropping the copy of ${req.db} ${req.range} answered ${r.status}`);
         return { node, removed: r.status !== 404 };
@@ -85,8 +66,8 @@ export class ClusterResize {
       case 'forget': {
         if (typeof req.node !== 'string' || !NODE.test(req.node)) throw invalid(`invalid node name ${JSON.stringify(req.node)}`);
         if (req.node === node) throw invalid('a node does not take itself off the node list');
-        for (const doc of await couch.nodeLocalDocs<ShardMapDoc>('_dbs')) {
-          if (Object.values(byRangeOf(doc) ?? {}).some((ns) => ns.includes(req.node))) throw new AgentError('CONFLICT', `${req.node} still holds copies of ${doc._id}`);
+        for (const m of await allMaps(this.c)) {
+          if (Object.values(m.by_range).some((ns) => ns.includes(req.node))) throw new AgentError('CONFLICT', `${req.node} still holds copies of ${m._id}`);
         }
         return { node, removed: await couch.deleteNodeLocalDoc('_nodes', req.node) };
       }
@@ -105,13 +86,13 @@ export class ClusterResize {
     }
   }
 
-  async #map(db: unknown): Promise<ShardMapDoc> {
+  /** The database's map as stored (to write back, with its _rev and changelog), and checked. */
+  async #map(db: unknown): Promise<{ doc: ShardMapDoc; map: ShardMapRecord }> {
     if (typeof db !== 'string' || db === '' || db.length > 256) throw invalid('"db" must be a database name');
     const r = await this.c.client().raw<ShardMapDoc>('GET', `/_node/_local/_dbs/${enc(db)}`);
     if (r.status === 404 || !r.body) throw notFound(`database ${db} has no shard map on this node`);
     if (r.status !== 200) throw new AgentError('CONFLICT', `the shard map of ${db} answered ${r.status}`);
-    if (!byRangeOf(r.body)) throw new AgentError('CONFLICT', `the shard map of ${db} has no valid by_range`);
-    return r.body;
+    return { doc: r.body, map: checkShardMap(r.body) };
   }
 
   /** Adds and removes copies in one map (by_range, by_node, changelog), as the documented procedure edits it. */
@@ -129,8 +110,8 @@ export class ClusterResize {
     const known = new Set((await couch.nodeLocalDocs<{ _id: string }>('_nodes')).map((d) => d._id));
     for (const [, n] of adds) if (!known.has(n)) throw invalid(`${n} is not in the node list: it cannot hold a copy`);
     for (let attempt = 0; ; attempt++) {
-      const doc = await this.#map(db);
-      const byRange = structuredClone(byRangeOf(doc)!);
+      const { doc, map } = await this.#map(db);
+      const byRange = structuredClone(map.by_range);
       const changelog = Array.isArray(doc.changelog) ? [...doc.changelog] : [];
       for (const [range, n] of adds) {
         const nodes = byRange[range];
@@ -147,13 +128,8 @@ export class ClusterResize {
         nodes.splice(nodes.indexOf(n), 1);
         changelog.push(['remove', range, n]);
       }
-      const byNode: Record<string, string[]> = {};
-      for (const [range, nodes] of Object.entries(byRange)) {
-        nodes.sort();
-        for (const n of nodes) (byNode[n] ??= []).push(range);
-      }
-      for (const ranges of Object.values(byNode)) ranges.sort();
-      const r = await couch.raw('PUT', `/_node/_local/_dbs/${enc(db)}`, { body: { ...doc, by_node: byNode, by_range: byRange, changelog } });
+      for (const nodes of Object.values(byRange)) nodes.sort();
+      const r = await couch.raw('PUT', `/_node/_local/_dbs/${enc(db)}`, { body: { ...doc, by_node: byNodeOf(byRange), by_range: byRange, changelog } });
       if (r.status === 201 || r.status === 202) return { db, byRange };
       // Edited meanwhile (mem3 brought another node's change): read it again.
       if (r.status !== 409 || attempt >= 5) throw new AgentError('CONFLICT', `writing the shard map of ${db} answered ${r.status}: ${JSON.stringify(r.body)}`);

@@ -1,15 +1,15 @@
 // A database's shard map (a document of the node-local `_dbs`, mem3's) as CouchDB itself writes one. A
 // tenant may be CouchDB's admin and write anything there, so a map is used only when its database name,
 // node names, suffix and ranges are what CouchDB writes (the ranges cover the hash space once, without
-// overlap); used by cluster backups and by one database placed back (place-db.ts).
+// overlap); used by cluster backups, shard moves (cluster-resize.ts) and one database placed back (place-db.ts).
 import { AgentError } from './errors.js';
 import type { ShardMapDoc } from './couchdb.js';
 import type { ShardMapRecord } from './protocol.js';
 import { DATABASE_NAME_RE } from './validate.js';
 import { SYSTEM_DATABASES } from './manage.js';
 
-const RANGE = /^([0-9a-f]{8})-([0-9a-f]{8})$/;
-const NODE = /^[A-Za-z0-9_-]+@[A-Za-z0-9_.-]+$/;
+export const RANGE = /^([0-9a-f]{8})-([0-9a-f]{8})$/;
+export const NODE = /^[A-Za-z0-9_-]+@[A-Za-z0-9_.-]+$/;
 const SUFFIX = /^\.[0-9]{1,20}$/;
 
 const isDbName = (x: unknown): x is string => typeof x === 'string' && x.length <= 238 && (SYSTEM_DATABASES.includes(x) || DATABASE_NAME_RE.test(x));
@@ -18,10 +18,13 @@ const isDbName = (x: unknown): x is string => typeof x === 'string' && x.length 
 export const suffixOf = (m: Pick<ShardMapRecord, 'shard_suffix'>): string => String.fromCharCode(...m.shard_suffix);
 export const suffixCodes = (suffix: string): number[] => [...suffix].map((c) => c.charCodeAt(0));
 
-/** The shard file of `range` of the map's database. */
-export function shardFile(m: Pick<ShardMapRecord, '_id' | 'shard_suffix'>, range: string): string {
-  return `shards/${range}/${m._id}${suffixOf(m)}.couch`;
+/** The shard of `range` of the map's database as CouchDB names it (`/_node/_local/<shard>` opens it). */
+export function shardName(m: Pick<ShardMapRecord, '_id' | 'shard_suffix'>, range: string): string {
+  return `shards/${range}/${m._id}${suffixOf(m)}`;
 }
+
+/** Its file, under the data directory. */
+export const shardFile = (m: Pick<ShardMapRecord, '_id' | 'shard_suffix'>, range: string): string => `${shardName(m, range)}.couch`;
 
 /** A map as CouchDB writes one, normalised; an error naming what is wrong otherwise. */
 export function checkShardMap(doc: ShardMapDoc): ShardMapRecord {

@@ -122,15 +122,11 @@ export class TroveApiClient {
     return this.resolve('instance', ref);
   }
 
-  /** A schedule of an instance by id or name (schedules are listed per instance only). */
-  async findSchedule(instanceId: string, ref: string): Promise<Named> {
-    const rows = ((await this.get(`/instances/${encodeURIComponent(instanceId)}/schedules`)).schedules ?? []) as JsonObject[];
+  /** A schedule by id or name among those listed at `at` (an instance's or a cluster's schedules endpoint). */
+  async findSchedule(at: string, ref: string): Promise<Named> {
+    const rows = ((await this.get(at)).schedules ?? []) as JsonObject[];
     const byId = rows.find((s) => s.id === ref);
     return named(byId ?? pick('schedule', ref, rows, new ApiError(404, `Schedule ${ref} could not be found. (HTTP 404)`)));
-  }
-
-  async scheduleId(instanceId: string, ref: string): Promise<string> {
-    return (await this.findSchedule(instanceId, ref)).id;
   }
 }
 

@@ -1,8 +1,9 @@
 // couchtrove's backup schedule endpoints (Trove keeps schedules in Mistral, which couchtrove does not
-// speak): /v1.0/{project}/instances/{id}/schedules. Registered inside the Trove API's project scope.
+// speak): /v1.0/{project}/instances/{id}/schedules, and the same under /clusters/{id}/schedules for cluster
+// backups. Registered inside the Trove API's project scope.
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ControlPlane } from '../tasks/control.js';
-import { createSchedule, deleteSchedule, getSchedule, listSchedules, pauseSchedule, scheduleView } from '../tasks/schedules.js';
+import { createSchedule, deleteSchedule, getSchedule, listSchedules, pauseSchedule, scheduleView, type ScheduleOwner } from '../tasks/schedules.js';
 import { badRequest } from '../tasks/errors.js';
 import * as v from './validate.js';
 
@@ -15,13 +16,19 @@ function keep(x: unknown, where: string): number | null {
 }
 
 export function registerScheduleRoutes(api: FastifyInstance, plane: ControlPlane): void {
-  api.get('/instances/:id/schedules', async (req: Req) => ({
-    schedules: (await listSchedules(plane, req.params.project!, req.params.id!)).map(scheduleView),
+  for (const kind of ['instance', 'cluster'] as const) scheduleRoutes(api, plane, kind);
+}
+
+function scheduleRoutes(api: FastifyInstance, plane: ControlPlane, kind: ScheduleOwner['kind']): void {
+  const at = `/${kind}s/:id/schedules`;
+  const owner = (req: Req): ScheduleOwner => ({ kind, ref: req.params.id! });
+  api.get(at, async (req: Req) => ({
+    schedules: (await listSchedules(plane, req.params.project!, owner(req))).map(scheduleView),
   }));
-  api.get('/instances/:id/schedules/:sid', async (req: Req) => ({
-    schedule: scheduleView(await getSchedule(plane, req.params.project!, req.params.id!, req.params.sid!)),
+  api.get(`${at}/:sid`, async (req: Req) => ({
+    schedule: scheduleView(await getSchedule(plane, req.params.project!, owner(req), req.params.sid!)),
   }));
-  api.post('/instances/:id/schedules', async (req: Req, reply) => {
+  api.post(at, async (req: Req, reply) => {
     const b = v.obj(v.obj(req.body ?? null, 'The request body').schedule, '"schedule"');
     v.noUnknown(b, KEYS, '"schedule"');
     if (typeof b.pattern !== 'string') throw badRequest('"pattern" is required: a 5-field cron pattern such as "0 3 * * *" (UTC).');
@@ -29,7 +36,7 @@ export function registerScheduleRoutes(api: FastifyInstance, plane: ControlPlane
     if (inc !== undefined && inc !== null && inc !== 0 && inc !== 1 && inc !== true && inc !== false) throw badRequest('"incremental" must be 0 or 1.');
     const ver = b.verify;
     if (ver !== undefined && ver !== null && ver !== 0 && ver !== 1 && ver !== true && ver !== false) throw badRequest('"verify" must be 0 or 1.');
-    const s = await createSchedule(plane, req.params.project!, req.params.id!, {
+    const s = await createSchedule(plane, req.params.project!, owner(req), {
       name: v.displayName(b.name, '"name"'),
       description: v.optional(b.description, (x) => v.text(x, '"description"')),
       pattern: v.text(b.pattern, '"pattern"', 200),
@@ -42,14 +49,14 @@ export function registerScheduleRoutes(api: FastifyInstance, plane: ControlPlane
     return reply.code(201).send({ schedule: scheduleView(s) });
   });
   // couchtrove extension: {"schedule": {"paused": true|false}} pauses or resumes a schedule.
-  api.patch('/instances/:id/schedules/:sid', async (req: Req) => {
+  api.patch(`${at}/:sid`, async (req: Req) => {
     const b = v.obj(v.obj(req.body ?? null, 'The request body').schedule, '"schedule"');
     v.noUnknown(b, ['paused'], '"schedule"');
     if (typeof b.paused !== 'boolean') throw badRequest('"schedule"."paused" must be true or false.');
-    return { schedule: scheduleView(await pauseSchedule(plane, req.params.project!, req.params.id!, req.params.sid!, b.paused)) };
+    return { schedule: scheduleView(await pauseSchedule(plane, req.params.project!, owner(req), req.params.sid!, b.paused)) };
   });
-  api.delete('/instances/:id/schedules/:sid', async (req: Req, reply) => {
-    await deleteSchedule(plane, req.params.project!, req.params.id!, req.params.sid!);
+  api.delete(`${at}/:sid`, async (req: Req, reply) => {
+    await deleteSchedule(plane, req.params.project!, owner(req), req.params.sid!);
     return reply.code(202).send();
   });
 }

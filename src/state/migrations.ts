@@ -240,4 +240,13 @@ export const migrations: Record<string, Migration> = {
       await db.schema.alterTable('backups').dropColumn('cluster_id').execute();
     },
   },
+  // Backup schedules on a cluster (issue 27): cluster_id marks a cluster's schedule.
+  '0008_cluster_schedules': {
+    async up(db: Kysely<unknown>): Promise<void> {
+      await db.schema.alterTable('backup_schedules').addColumn('cluster_id', text).execute();
+    },
+    async down(db: Kysely<unknown>): Promise<void> {
+      await db.schema.alterTable('backup_schedules').dropColumn('cluster_id').execute();
+    },
+  },
 };

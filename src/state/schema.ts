@@ -196,11 +196,14 @@ export interface ConfigurationsTable {
   updated: string;
 }
 
-/** A per-instance backup schedule (src/tasks/schedules.ts). */
+/** A backup schedule of an instance or a cluster (src/tasks/schedules.ts). */
 export interface BackupSchedulesTable {
   id: string;
   project_id: string;
+  /** What it backs up: the instance's id, or the cluster's (then cluster_id is set too: the column is older than clusters, and NOT NULL). */
   instance_id: string;
+  /** A cluster's schedule: the cluster's id (null: an instance's; written before 0008). */
+  cluster_id: string | null;
   name: string;
   description: string | null;
   /** 5-field cron pattern, UTC. */

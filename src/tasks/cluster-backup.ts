@@ -8,13 +8,14 @@
 // the maps through one node (mem3 spreads `_dbs`).
 import { createHash, randomUUID } from 'node:crypto';
 import type { AgentApi, AgentClusterBackupApi, AgentClusterSyncApi, ClusterShardState, ShardMapRecord, ShardRef } from '../agent/protocol.js';
-import { placeMaps, shardFile } from '../agent/shard-map.js';
+import { placeMaps, shardFile, shardName } from '../agent/shard-map.js';
 import { now, type Row } from '../state/index.js';
 import { withTimeout } from '../util/concurrency.js';
 import { describeError } from '../util/errors.js';
 import { agentCall, type ControlPlane } from './control.js';
 import { badRequest, unprocessable } from './errors.js';
 import { resolveParent } from './incremental.js';
+import { backupTaskId } from './backups.js';
 import { clusterMembers, findCluster, memberNode, until } from './clusters.js';
 
 /** One member's part: an ordinary backup of its copies of `shards`. */
@@ -63,14 +64,23 @@ export interface CreateClusterBackupRequest {
   /** Incremental: on this cluster backup, or (incremental without it) on the cluster's latest. */
   parentId: string | null;
   incremental: boolean;
+  /** A schedule's run: the backup id its slot gives (the task's id then follows from it, as for an instance's). */
+  id?: string;
 }
 
 export async function createClusterBackup(plane: ControlPlane, projectId: string, req: CreateClusterBackupRequest): Promise<Row<'backups'>> {
   const c = await findCluster(plane, projectId, req.clusterRef);
   if (c.task_name !== 'NONE' || c.task_id !== null) throw unprocessable(`Cluster ${c.id} is busy (task ${c.task_name}): a backup needs task NONE.`);
   const parent = await resolveParent(plane.store, projectId, { cluster_id: c.id }, req.parentId, req.incremental);
-  const id = randomUUID();
-  const task = await plane.tasks.create({ kind: 'cluster.backup', projectId, backupId: id, params: { clusterId: c.id, parent }, timeout: plane.config.backupTimeout });
+  const id = req.id ?? randomUUID();
+  let task: Row<'tasks'>;
+  try {
+    task = await plane.tasks.create({ kind: 'cluster.backup', ...(req.id ? { id: backupTaskId(id) } : {}), projectId, backupId: id, params: { clusterId: c.id, parent }, timeout: plane.config.backupTimeout });
+  } catch (err) {
+    // Another run of the same slot (taken over while this one still ran) requested it first.
+    if (req.id && (await plane.store.get('tasks', backupTaskId(id)))) throw unprocessable(`Backup ${id} was already requested.`);
+    throw err;
+  }
   // The cluster is held while its parts are taken: no shard moves, restarts or other backups meanwhile.
   if (!(await plane.store.update('clusters', c.id, { task_name: 'BACKING_UP', task_id: task.id, updated: now() }, { task_id: null, task_name: 'NONE' }))) {
     await plane.tasks.discard(task.id);
@@ -96,10 +106,10 @@ export function chooseCopies(maps: ShardMapRecord[], states: ClusterShardState[]
   const given = new Map<string, ShardRef[]>(states.map((s) => [s.node, []]));
   for (const m of maps) {
     for (const [range, nodes] of Object.entries(m.by_range)) {
-      const file = shardFile(m, range).replace(/\.couch$/, '');
-      const holders = states.filter((s) => nodes.includes(s.node) && s.shards[file] !== undefined);
+      const shard = shardName(m, range);
+      const holders = states.filter((s) => nodes.includes(s.node) && s.shards[shard] !== undefined);
       if (holders.length === 0) throw new Error(`no member that answers holds a copy of ${m._id} ${range} (its copies are on ${nodes.join(', ')})`);
-      holders.sort((a, b) => b.shards[file]! - a.shards[file]! || given.get(a.node)!.length - given.get(b.node)!.length);
+      holders.sort((a, b) => b.shards[shard]! - a.shards[shard]! || given.get(a.node)!.length - given.get(b.node)!.length);
       given.get(holders[0]!.node)!.push({ db: m._id, range });
     }
   }

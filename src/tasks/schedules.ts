@@ -1,6 +1,6 @@
-// Per-instance backup schedules (Trove's schedule-create/list/delete): a 5-field cron pattern (UTC), full
-// or incremental, and an optional retention policy applied to the schedule's own backups after each
-// successful run. Schedules live in the state store (backup_schedules); the scheduler wakes every
+// Backup schedules of an instance (Trove's schedule-create/list/delete) or of a cluster (cluster backups,
+// docs/cluster.md): a 5-field cron pattern (UTC), full or incremental, and an optional retention policy
+// applied to the schedule's own backups after each successful run. Schedules live in the state store (backup_schedules); the scheduler wakes every
 // tickMs and runs each schedule whose next_run has passed. A run missed while the server was down runs
 // ONCE at the next start (not once per missed slot); next_run then moves to the first slot after now.
 // Every control-plane process ticks (issue 18). A slot fires once across them: its run is a durable
@@ -18,7 +18,9 @@ import { describeError } from '../util/errors.js';
 import type { ControlPlane } from './control.js';
 import { backupTaskId, createBackup, deleteBackup } from './backups.js';
 import { badRequest, notFound, ServiceError } from './errors.js';
-import { stableId } from './control.js';
+import { RUNNING_BACKUP, stableId } from './control.js';
+import { findCluster } from './clusters.js';
+import { createClusterBackup } from './cluster-backup.js';
 import type { TaskContext } from './manager.js';
 import { ancestors } from './incremental.js';
 import { archiveExpireTaskId } from './archive.js';
@@ -51,12 +53,25 @@ export function nextRun(pattern: string, after: Date): string {
   }
 }
 
-export async function createSchedule(plane: ControlPlane, projectId: string, instanceId: string, req: ScheduleRequest, at: Date = new Date()): Promise<Row<'backup_schedules'>> {
-  const inst = await plane.instance(projectId, instanceId);
+/** What a schedule backs up: an instance, or a whole cluster (one cluster backup a run), by id or name. */
+export interface ScheduleOwner {
+  kind: 'instance' | 'cluster';
+  ref: string;
+}
+
+const ownerId = async (plane: ControlPlane, projectId: string, owner: ScheduleOwner): Promise<string> =>
+  (owner.kind === 'cluster' ? await findCluster(plane, projectId, owner.ref) : await plane.instance(projectId, owner.ref)).id;
+
+/** The backups of a schedule's instance or cluster. */
+const ownerBackups = (s: Row<'backup_schedules'>): { project_id: string; cluster_id: string } | { project_id: string; instance_id: string } =>
+  (s.cluster_id ? { project_id: s.project_id, cluster_id: s.cluster_id } : { project_id: s.project_id, instance_id: s.instance_id });
+
+export async function createSchedule(plane: ControlPlane, projectId: string, owner: ScheduleOwner, req: ScheduleRequest, at: Date = new Date()): Promise<Row<'backup_schedules'>> {
+  const id = await ownerId(plane, projectId, owner);
   const next = nextRun(req.pattern, at);
   const t = now();
   const row: Row<'backup_schedules'> = {
-    id: randomUUID(), project_id: projectId, instance_id: inst.id, name: req.name, description: req.description,
+    id: randomUUID(), project_id: projectId, instance_id: id, cluster_id: owner.kind === 'cluster' ? id : null, name: req.name, description: req.description,
     pattern: req.pattern.trim().split(/\s+/).join(' '), incremental: req.incremental ? 1 : 0,
     keep_last: req.keepLast, keep_daily: req.keepDaily, keep_weekly: req.keepWeekly,
     next_run: next, last_run: null, last_result: null, verify: req.verify ? 1 : 0, created: t, updated: t,
@@ -65,22 +80,21 @@ export async function createSchedule(plane: ControlPlane, projectId: string, ins
   return row;
 }
 
-export async function listSchedules(plane: ControlPlane, projectId: string, instanceId: string): Promise<Row<'backup_schedules'>[]> {
-  const inst = await plane.instance(projectId, instanceId);
-  const rows = await plane.store.find('backup_schedules', { project_id: projectId, instance_id: inst.id });
+export async function listSchedules(plane: ControlPlane, projectId: string, owner: ScheduleOwner): Promise<Row<'backup_schedules'>[]> {
+  const rows = await plane.store.find('backup_schedules', { project_id: projectId, instance_id: await ownerId(plane, projectId, owner) });
   return rows.sort((a, b) => (a.created < b.created ? -1 : a.created > b.created ? 1 : a.id.localeCompare(b.id)));
 }
 
-export async function getSchedule(plane: ControlPlane, projectId: string, instanceId: string, id: string): Promise<Row<'backup_schedules'>> {
-  const inst = await plane.instance(projectId, instanceId);
+export async function getSchedule(plane: ControlPlane, projectId: string, owner: ScheduleOwner, id: string): Promise<Row<'backup_schedules'>> {
+  const of = await ownerId(plane, projectId, owner);
   const s = await plane.store.get('backup_schedules', id);
-  if (!s || s.project_id !== projectId || s.instance_id !== inst.id) throw notFound(`Schedule ${id} could not be found on instance ${instanceId}.`);
+  if (!s || s.project_id !== projectId || s.instance_id !== of) throw notFound(`Schedule ${id} could not be found on ${owner.kind} ${owner.ref}.`);
   return s;
 }
 
 /** Deletes the schedule (its backups stay). */
-export async function deleteSchedule(plane: ControlPlane, projectId: string, instanceId: string, id: string): Promise<void> {
-  const s = await getSchedule(plane, projectId, instanceId, id);
+export async function deleteSchedule(plane: ControlPlane, projectId: string, owner: ScheduleOwner, id: string): Promise<void> {
+  const s = await getSchedule(plane, projectId, owner, id);
   await plane.store.remove('backup_schedules', s.id);
   for (const r of await plane.store.find('backup_schedule_runs', { schedule_id: s.id })) await plane.store.remove('backup_schedule_runs', r.id);
 }
@@ -88,7 +102,7 @@ export async function deleteSchedule(plane: ControlPlane, projectId: string, ins
 export function scheduleView(s: Row<'backup_schedules'>): Record<string, unknown> {
   const paused = s.next_run === PAUSED;
   return {
-    id: s.id, name: s.name, description: s.description, instance_id: s.instance_id, pattern: s.pattern,
+    id: s.id, name: s.name, description: s.description, instance_id: s.cluster_id ? null : s.instance_id, cluster_id: s.cluster_id, pattern: s.pattern,
     incremental: s.incremental === 1, keep_last: s.keep_last, keep_daily: s.keep_daily, keep_weekly: s.keep_weekly,
       verify: s.verify === 1, paused, next_run: paused ? null : s.next_run, last_run: s.last_run, last_result: s.last_result, created: s.created, updated: s.updated,
   };
@@ -101,9 +115,9 @@ export function scheduleView(s: Row<'backup_schedules'>): Record<string, unknown
 export const PAUSED = '9999-12-31T23:59:59.999Z';
 
 /** Pause (no run falls due) or resume (the next slot after now; a slot missed while paused does not run). */
-export async function pauseSchedule(plane: ControlPlane, projectId: string, instanceId: string, id: string, paused: boolean, at: Date = new Date()): Promise<Row<'backup_schedules'>> {
+export async function pauseSchedule(plane: ControlPlane, projectId: string, owner: ScheduleOwner, id: string, paused: boolean, at: Date = new Date()): Promise<Row<'backup_schedules'>> {
   for (;;) {
-    const s = await getSchedule(plane, projectId, instanceId, id);
+    const s = await getSchedule(plane, projectId, owner, id);
     if ((s.next_run === PAUSED) === paused) return s;
     const patch = { next_run: paused ? PAUSED : nextRun(s.pattern, at), updated: now() };
     // Guarded by next_run: a run that moved it meanwhile makes this read the schedule again.
@@ -272,7 +286,7 @@ export class BackupScheduler {
   }
 
   private async skip(s: Row<'backup_schedules'>, why: string): Promise<void> {
-    this.log(`schedule ${s.id} (${s.name}) on instance ${s.instance_id}: run skipped: ${why}`);
+    this.log(`schedule ${s.id} (${s.name}) on ${s.cluster_id ? 'cluster' : 'instance'} ${s.instance_id}: run skipped: ${why}`);
     await this.result(s, `skipped: ${why}`);
   }
 
@@ -284,31 +298,47 @@ export class BackupScheduler {
     // the row was written). Taking it again would request a second backup under the same id: a slot fires once.
     const requested = await this.store.get('tasks', backupTaskId(backupId));
     if (requested) return this.result(s, `backup ${backupId} was requested already (task ${requested.status}) and is gone: not taken again`);
-    const inst = await this.store.get('instances', s.instance_id);
-    if (!inst) {
-      this.log(`schedule ${s.id}: instance ${s.instance_id} is gone: the schedule is deleted`);
-      await this.store.remove('backup_schedules', s.id);
-      return;
-    }
-    const running = await this.store.find('backups', { instance_id: inst.id, status: ['NEW', 'BUILDING', 'SAVING'] });
-    if (running.length > 0) return this.skip(s, `backup ${running[0]!.id} of the instance is running`);
-    if (inst.status !== 'ACTIVE' || inst.task_id !== null) {
-      const t = inst.task_id ? await this.store.get('tasks', inst.task_id) : undefined;
-      return this.skip(s, `the instance is ${inst.status}${t ? ` (its ${t.kind} task ${t.id} runs)` : ''}`);
-    }
-    let b: Row<'backups'>;
+    let b: Row<'backups'> | string | null;
     try {
-      b = await createBackup(this.plane, s.project_id, {
-        name: `${s.name} ${at.toISOString().slice(0, 16)}Z`, instanceId: inst.id, description: s.description ?? `schedule ${s.id}`,
-        parentId: null, incremental: s.incremental === 1, id: backupId,
-      });
+      b = await this.startBackup(s, at, backupId);
     } catch (err) {
       if (err instanceof ServiceError) return this.skip(s, err.message);
       throw err;
     }
+    if (b === null) {
+      this.log(`schedule ${s.id}: ${s.cluster_id ? 'cluster' : 'instance'} ${s.instance_id} is gone: the schedule is deleted`);
+      await this.store.remove('backup_schedules', s.id);
+      return;
+    }
+    if (typeof b === 'string') return this.skip(s, b);
     this.log(`schedule ${s.id} (${s.name}): ${b.parent_id ? `incremental backup on ${b.parent_id}` : 'full backup'} ${b.id} started`);
     await this.result(s, `backup ${b.id} started`);
     return this.finish(s, b, signal);
+  }
+
+  /**
+   * Starts the slot's backup of the schedule's instance (an instance backup) or cluster (a cluster backup:
+   * one copy of every shard range); a string says why not now; null: the instance or cluster is gone.
+   */
+  private async startBackup(s: Row<'backup_schedules'>, at: Date, id: string): Promise<Row<'backups'> | string | null> {
+    const req = { name: `${s.name} ${at.toISOString().slice(0, 16)}Z`, description: s.description ?? `schedule ${s.id}`, parentId: null, incremental: s.incremental === 1, id };
+    const what = s.cluster_id ? 'cluster' : 'instance';
+    const running = await this.store.find('backups', { ...ownerBackups(s), status: [...RUNNING_BACKUP] });
+    if (s.cluster_id) {
+      const c = await this.store.get('clusters', s.cluster_id);
+      if (!c) return null;
+      if (running.length > 0) return `backup ${running[0]!.id} of the ${what} is running`;
+      if (c.task_name !== 'NONE' || c.task_id !== null) return `the cluster is busy (task ${c.task_name})`;
+      return createClusterBackup(this.plane, s.project_id, { ...req, clusterRef: c.id });
+    }
+    const inst = await this.store.get('instances', s.instance_id);
+    if (!inst) return null;
+    if (running.length > 0) return `backup ${running[0]!.id} of the ${what} is running`;
+    if (inst.status !== 'ACTIVE' || inst.task_id !== null) {
+      const t = inst.task_id ? await this.store.get('tasks', inst.task_id) : undefined;
+      return `the instance is ${inst.status}${t ? ` (its ${t.kind} task ${t.id} runs)` : ''}`;
+    }
+    return createBackup(this.plane, s.project_id, { ...req, instanceId: inst.id });
   }
 
   /** Waits for the run's backup, then applies retention. */
@@ -336,7 +366,7 @@ export class BackupScheduler {
    */
   private async verifySample(s: Row<'backup_schedules'>, newest: string): Promise<string[]> {
     const runs = new Set((await this.store.find('backup_schedule_runs', { schedule_id: s.id })).map((r) => r.id));
-    const older = (await this.store.find('backups', { project_id: s.project_id, instance_id: s.instance_id, status: 'COMPLETED' }))
+    const older = (await this.store.find('backups', { ...ownerBackups(s), status: 'COMPLETED' }))
       .filter((b) => runs.has(b.id) && b.id !== newest)
       .sort((a, b) => (a.verified_at ?? '').localeCompare(b.verified_at ?? '') || a.created.localeCompare(b.created))[0];
     const started: string[] = [];
@@ -367,7 +397,7 @@ export class BackupScheduler {
    */
   async applyRetention(s: Row<'backup_schedules'>): Promise<string[]> {
     const runs = new Set((await this.store.find('backup_schedule_runs', { schedule_id: s.id })).map((r) => r.id));
-    const all = await this.store.find('backups', { project_id: s.project_id, instance_id: s.instance_id });
+    const all = await this.store.find('backups', ownerBackups(s));
     const byId = new Map(all.map((b) => [b.id, b]));
     const mine = all.filter((b) => runs.has(b.id) && b.status === 'COMPLETED');
     const bodies = mine.map((b) => ({ id: b.id, created: b.created, depends: ancestors(b.id, byId) }) as Pick<ManifestBody, 'id' | 'created' | 'depends'>);

@@ -45,6 +45,11 @@ forEachBackend('schedules', (backend) => {
       assert.equal(bad.status, 400);
       const missing = await call(p, 'POST', '/instances/no-such-instance/schedules', { schedule: { name: 's', pattern: '* * * * *' } });
       assert.equal(missing.status, 404);
+      const noCluster = await call(p, 'POST', '/clusters/no-such-cluster/schedules', { schedule: { name: 's', pattern: '* * * * *' } });
+      assert.equal(noCluster.status, 404);
+      assert.match(JSON.stringify(noCluster.json), /Cluster no-such-cluster could not be found/);
+      // An instance's schedule is not found through a cluster's endpoint of the same id, nor the other way.
+      assert.equal((await call(p, 'GET', `/clusters/${id}/schedules`)).status, 404);
       const c = await call(p, 'POST', `/instances/${id}/schedules`, { schedule: { name: 'nightly', pattern: '0 3 * * *', description: 'd', incremental: 1, keep_daily: 7 } });
       assert.equal(c.status, 201, JSON.stringify(c.json));
       const s = c.json.schedule as J;

@@ -36,6 +36,13 @@ test('a verb refuses the options of another verb', async () => {
   const missing = await cli('instance', 'resize-volume', 'x');
   assert.equal(missing.code, 2);
   assert.match(missing.err, /missing required option --size/);
+  // A schedule belongs to an instance or a cluster: one of them, named.
+  const neither = await cli('schedule', 'list');
+  assert.equal(neither.code, 2);
+  assert.match(neither.err, /give the instance \(or --cluster ID\)/);
+  const both = await cli('schedule', 'list', 'x', '--cluster', 'c');
+  assert.equal(both.code, 2);
+  assert.match(both.err, /give an instance or --cluster ID, not both/);
 });
 
 test('instance, backup and configuration by positional NAME or ID; flags still work; both and different is a usage error', async () => {

@@ -131,7 +131,7 @@ async function checkRestored(couch: Couch, url: string, acknowledged: string[], 
   assert.equal(((await session.json()) as J & { userCtx: J }).userCtx.name, 'alice', `${what}: user alice logs in`);
 }
 
-test('cluster backup with writes going on and a member down; restored into a new cluster and into a single instance', { skip, timeout: 600_000 }, async (t) => {
+test('cluster backup with writes going on and a member down, and on a schedule; restored into a new cluster and into a single instance', { skip, timeout: 900_000 }, async (t) => {
   server = await startServer(stateDir, { COUCHTROVE_HEALTH_INTERVAL: '1' });
   const one = { flavorRef: '1', volume: { size: 1 } };
   const made = await api(server.api, 'POST', '/clusters', { cluster: { name: 'c1', datastore: { type: 'couchdb', version: '3.5' }, instances: [one, one, one] } });
@@ -190,6 +190,26 @@ test('cluster backup with writes going on and a member down; restored into a new
   const refused = await cli('backup', 'delete', 'cb');
   assert.notEqual(refused.code, 0, 'cb stays while cb2 builds on it');
   assert.match(refused.err, new RegExp(`incremental backup ${String(b2.id)} depends on it`));
+
+  // A schedule on the cluster: every minute, full, keep_last 1. Its second run's retention deletes its first
+  // backup (parts and all); cb and cb2, not the schedule's, stay.
+  const sc = await cli('schedule', 'create', '--cluster', 'c1', '--name', 'minutely', '--pattern', '* * * * *', '--keep-last', '1', '--json');
+  assert.equal(sc.code, 0, sc.err + sc.out);
+  const sched = JSON.parse(sc.out).schedule as J;
+  assert.deepEqual([sched.cluster_id, sched.instance_id], [c1, null]);
+  const shown = await within('the schedule\'s second run to complete and remove the first', 300_000, async () => {
+    const r = JSON.parse((await cli('schedule', 'show', '--cluster', 'c1', '--schedule', 'minutely', '--json')).out).schedule as J;
+    return /COMPLETED; retention removed 1: /.test(String(r.last_result)) ? r : null;
+  });
+  const [, kept, gone] = /^backup (\S+) COMPLETED; retention removed 1: (\S+)$/.exec(String(shown.last_result)) ?? [];
+  t.diagnostic(`cluster schedule: ${String(shown.last_result)}`);
+  assert.equal((await api(server!.api, 'GET', `/backups/${gone!}`)).status, 404, 'the first run\'s backup is deleted');
+  const run = (await api(server!.api, 'GET', `/backups/${kept!}`)).json.backup as J;
+  assert.deepEqual([run.status, run.cluster_id, (run.cluster_parts as J[]).length > 0], ['COMPLETED', c1, true], JSON.stringify(run));
+  assert.match(String(run.name), /^minutely /);
+  for (const b of ['cb', 'cb2']) assert.equal((await cli('backup', 'show', b)).code, 0, `${b} stays`);
+  assert.equal((await cli('schedule', 'delete', '--cluster', 'c1', '--schedule', 'minutely')).code, 0);
+  await within('cluster c1 to be idle', 120_000, async () => (((await clusterOf(c1)).task as J).name === 'NONE' ? true : null));
 
   // The cluster goes: the backup alone brings the data back.
   assert.equal((await cli('cluster', 'delete', 'c1')).code, 0);
