@@ -40,7 +40,6 @@ const instanceMb = Number(values['instance-mb']);
 const pitrMb = Number(values['pitr-mb']);
 const cutsWanted = Number(values.cuts);
 const work = path.resolve(values.work!, 'restore');
-const command = `npm run build && COUCHDB_HOME=/opt/couchdb node dist/bench/restore.js --part ${part} --runs ${runs} --db-mb ${dbMb} --instance-mb ${instanceMb} --pitr-mb ${pitrMb} --cuts ${cutsWanted}`;
 await fs.rm(work, { recursive: true, force: true });
 await fs.mkdir(work, { recursive: true });
 const keyFile = await benchKey(path.join(work, 'bench.key'));
@@ -49,11 +48,23 @@ const started = new Date().toISOString();
 const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
 const s2 = (ms: number) => (ms / 1000).toFixed(2);
 const load = () => os.loadavg()[0]!.toFixed(1);
-const loads: string[] = [];
-const sections: string[] = [];
+
+/** Each part has a section of its own (a run of one part leaves the other's as it was). */
+async function write(name: 'one-db' | 'pitr', title: string, loads: string[], options: string, body: string): Promise<void> {
+  await writeSection(`restore-${name}`, `## ${title}
+
+Measured ${started.slice(0, 10)} on ${machine()}, load average at the start of each round: ${loads.join(', ')}
+(the machine may be shared with other work: read the ratios, each contender measured beside the other, round
+by round, the order reversed every round, not the absolute times). Page cache warm, \`sync\` before every restore.
+Command: \`npm run build && COUCHDB_HOME=/opt/couchdb node dist/bench/restore.js --part ${name} --runs ${runs} ${options}\` (bench/restore.ts).
+
+${body}
+`);
+}
 
 // ---- one database -----------------------------------------------------------------------------------
 async function oneDatabase(): Promise<void> {
+  const loads: string[] = [];
   const couch = testCouchdb();
   if (couch.kind !== 'real') throw new Error('set COUCHDB_HOME to an Apache CouchDB 3.x release: the one-db part needs a real CouchDB');
   const running: Started = { agents: [], pids: [] };
@@ -124,7 +135,7 @@ async function oneDatabase(): Promise<void> {
     const wholeMs = median(whole);
     const rate = (shop.sizes.external / 1e6) / (r.copyMs / 1000);
     const c = copied.find((x) => x.totalMs === median(copied.map((y) => y.totalMs)))!;
-    sections.push(`**One database back** (target 1): database \`shop\`, ${shop.doc_count} documents of 10 KB, ${mib(shop.sizes.file)} on disk
+    await write('one-db', 'One database back (issue 24, target 1)', loads, `--db-mb ${dbMb} --instance-mb ${instanceMb}`, `Database \`shop\`, ${shop.doc_count} documents of 10 KB, ${mib(shop.sizes.file)} on disk
 (${(shop.sizes.external / 1e6).toFixed(1)} MB of documents), out of a ${mib(wholeBytes)} instance (the rest: 1 MiB attachments in another
 database); real Apache CouchDB at /opt/couchdb, encrypted backup (generated key), zstd-1, \`file://\` repository on the same disk.
 
@@ -147,6 +158,7 @@ database); real Apache CouchDB at /opt/couchdb, encrypted backup (generated key)
 
 // ---- point in time ----------------------------------------------------------------------------------
 async function pointInTime(): Promise<void> {
+  const loads: string[] = [];
   const data = path.join(work, 'datadir-pitr');
   const total = await buildDatadir(data, pitrMb * 2 ** 20);
   const storage = await openStorage(`file://${path.join(work, 'repo-pitr')}`);
@@ -184,7 +196,7 @@ async function pointInTime(): Promise<void> {
       await fs.rm(path.join(work, `full-${i}`), { recursive: true, force: true });
       console.log(`pitr run ${i}: pitr ${s2(pitr[i]!)} s, full ${s2(full[i]!)} s`);
     }
-    sections.push(`**Point-in-time restore** (target 2): ${mib(total)} data directory from the CouchDB 3.5 benchmark fixture, an archive
+    await write('pitr', 'Point-in-time restore (issue 24, target 2)', loads, `--pitr-mb ${pitrMb} --cuts ${cutsWanted}`, `A ${mib(total)} data directory from the CouchDB 3.5 benchmark fixture, an archive
 stream with ${cutsWanted} cuts after its base (each appended 3 × 4 KiB to shards, ${mib(appended)} in all; taking them took
 ${cutsSeconds.toFixed(1)} s), engine only, encrypted, zstd-1, \`file://\` repository on the same disk.
 
@@ -201,16 +213,4 @@ ${cutsSeconds.toFixed(1)} s), engine only, encrypted, zstd-1, \`file://\` reposi
 
 if (part === 'one-db' || part === 'all') await oneDatabase();
 if (part === 'pitr' || part === 'all') await pointInTime();
-await writeSection(
-  'restore',
-  `## One database back, point-in-time restore (issue 24, targets 1 and 2)
-
-Measured ${started.slice(0, 10)} on ${machine()}, **shared with other work** (load average at the start of
-each round: ${loads.join(', ')}): read the ratios (each contender measured beside the other, round by round,
-the order reversed every round), not the absolute times. Page cache warm, \`sync\` before every restore.
-Command: \`${command}\` (bench/restore.ts).
-
-${sections.join('\n\n')}
-`,
-);
 console.log('written to docs/benchmarks.md');

@@ -2,9 +2,11 @@
 // writing through members 1 and 2 all along, member 3 down (its CouchDB killed, its agent frozen: a host that
 // is gone) while `couchtrove backup create --cluster` runs. The backup holds one copy of every range, taken
 // from members 1 and 2 only (about one member's share of bytes, not three); the cluster is then deleted and
-// the backup restored into a new 3-member cluster (`cluster create --backup`) and into a single instance
-// (`instance create --backup`, from an incremental cluster backup taken after member 3 came back): every document acknowledged before the backup began is there, and the
-// _security object, a design document and a user (who can log in) come back. The shard map rules (hostile
+// the backup restored into a new 3-member cluster (`cluster create --backup`), and an incremental cluster backup
+// taken after member 3 came back into a new 5-member cluster and into a single instance (`instance create
+// --backup`): every document acknowledged before the backup began is there, and the
+// _security object, a design document and a user (who can log in) come back. Before the cluster goes, a
+// schedule on it runs twice (one cluster backup a minute; its retention removes its first). The shard map rules (hostile
 // maps refused, placement on the new nodes) are checked without CouchDB too. Without COUCHDB_HOME the cluster
 // part is skipped with that reason: the development engine cannot play a cluster.
 import { test, after } from 'node:test';
@@ -131,7 +133,7 @@ async function checkRestored(couch: Couch, url: string, acknowledged: string[], 
   assert.equal(((await session.json()) as J & { userCtx: J }).userCtx.name, 'alice', `${what}: user alice logs in`);
 }
 
-test('cluster backup with writes going on and a member down, and on a schedule; restored into a new cluster and into a single instance', { skip, timeout: 900_000 }, async (t) => {
+test('cluster backup with writes going on and a member down, and on a schedule; restored into new clusters of 3 and 5 members and into a single instance', { skip, timeout: 900_000 }, async (t) => {
   server = await startServer(stateDir, { COUCHTROVE_HEALTH_INTERVAL: '1' });
   const one = { flavorRef: '1', volume: { size: 1 } };
   const made = await api(server.api, 'POST', '/clusters', { cluster: { name: 'c1', datastore: { type: 'couchdb', version: '3.5' }, instances: [one, one, one] } });
@@ -226,6 +228,19 @@ test('cluster backup with writes going on and a member down, and on a schedule; 
   for (const holders of Object.values(map.by_range)) assert.deepEqual([...holders].sort(), [...nodes].sort(), 'every range of orders on the 3 new nodes');
   for (const m of restored) await checkRestored(couch2, m.url, acknowledged, `cluster c2 through ${m.id}`);
   assert.equal((await cli('cluster', 'delete', 'c2')).code, 0);
+
+  // The incremental cb2 into 5 members: each range on 3 of the 5 new nodes, every document through each.
+  const c3r = await cli('cluster', 'create', 'c3', '--backup', 'cb2', '--nodes', '5', '--flavor', '1', '--size', '1', '--wait', '--json');
+  assert.equal(c3r.code, 0, c3r.err + c3r.out);
+  const c3 = (JSON.parse(c3r.out).cluster as J).id as string;
+  const five = await built(c3);
+  assert.equal(five.length, 5);
+  const couch5 = couchAs(basicAuth('root', ((await api(server.api, 'POST', `/clusters/${c3}/root`, {})).json.user as J).password as string));
+  const nodes5 = five.map((m) => `couchdb-${m.id}@127.0.0.1`);
+  const map5 = (await couch5(five[0]!.url, 'GET', '/_node/_local/_dbs/orders')).json as J & { by_range: Record<string, string[]> };
+  for (const holders of Object.values(map5.by_range)) assert.ok(new Set(holders).size === 3 && holders.every((h) => nodes5.includes(h)), `a range of orders on 3 of the 5 new nodes: ${JSON.stringify(holders)}`);
+  for (const m of five) await checkRestored(couch5, m.url, acknowledged2, `cluster c3 (5 members, from the incremental cb2) through ${m.id}`);
+  assert.equal((await cli('cluster', 'delete', 'c3')).code, 0);
 
   const s1r = await cli('instance', 'create', 's1', '--backup', 'cb2', '--flavor', '1', '--size', '1', '--wait', '--json');
   assert.equal(s1r.code, 0, s1r.err + s1r.out);
