@@ -2,9 +2,10 @@
 // (zstd-1 + AES-256-GCM + SHA-256, streamed; SLO past the segment size) against python-swiftclient with
 // `tar cf - DIR | zstd -1 -T0` to a file, then `swift upload --use-slo --segment-size S`, and restore against
 // `swift download` + `zstd -d | tar x`. Both against the same private Swift all-in-one on loopback
-// (scripts/swift/swift-aio.sh), end to end, with the peak RSS of the largest process (GNU time).
+// (scripts/swift/swift-aio.sh), end to end, with the peak RSS of the largest process (GNU time). With --s3,
+// also couchtrove's backup and restore through the same Swift's S3 API (s3api: multipart uploads, ranged GETs).
 // Not a test. Usage:
-//   node dist/bench/swift.js [DATA_DIR] [--size GIB] [--segment-sizes 1GiB,64MiB] [--runs N] [--work DIR] [--write]
+//   node dist/bench/swift.js [DATA_DIR] [--size GIB] [--segment-sizes 1GiB,64MiB] [--runs N] [--work DIR] [--s3] [--write]
 // Without DATA_DIR, builds one of --size GiB (default 1) like bench/backup.ts. --write puts a section in
 // docs/benchmarks.md.
 import { execFileSync } from 'node:child_process';
@@ -22,6 +23,7 @@ const { values, positionals } = parseArgs({
     runs: { type: 'string', default: '1' },
     work: { type: 'string', default: path.join(ROOT, 'bench/work') },
     write: { type: 'boolean', default: false },
+    s3: { type: 'boolean', default: false },
   },
 });
 const GiB = 2 ** 30;
@@ -49,8 +51,9 @@ const stopSwift = (): void => {
   }
 };
 process.on('exit', stopSwift);
-const info = JSON.parse(await fs.readFile(path.join(swiftDir, 'swift.json'), 'utf8')) as { authUrl: string; user: string; key: string };
+const info = JSON.parse(await fs.readFile(path.join(swiftDir, 'swift.json'), 'utf8')) as { authUrl: string; user: string; key: string; s3Endpoint: string; region: string; accessKeyId: string; secretAccessKey: string };
 const swiftEnv = { ST_AUTH: info.authUrl, ST_USER: info.user, ST_KEY: info.key };
+const s3Env = { AWS_ENDPOINT_URL: info.s3Endpoint, AWS_REGION: info.region, AWS_ACCESS_KEY_ID: info.accessKeyId, AWS_SECRET_ACCESS_KEY: info.secretAccessKey, COUCHTROVE_S3_FORCE_PATH_STYLE: 'true' };
 
 const key = await benchKey(path.join(work, 'bench-swift.key'));
 
@@ -113,6 +116,18 @@ for (const segText of values['segment-sizes']!.split(',')) {
   rows.push(`| | couchtrove restore ← Swift | ${oursRestore.seconds.toFixed(2)} s | ${(mb / oursRestore.seconds).toFixed(0)} MB/s | | ${oursRestore.maxRssMiB.toFixed(0)} MiB |`);
   rows.push(`| | \`swift download\` + \`zstd -d \\| tar x\` | ${baseRestore.seconds.toFixed(2)} s | ${(mb / baseRestore.seconds).toFixed(0)} MB/s | | ${baseRestore.maxRssMiB.toFixed(0)} MiB |`);
   notes.push(`- segments ${segText}: backup at ${(base.seconds / ours.seconds).toFixed(2)}× the baseline's throughput (target ≥ 0.8), restore at ${(baseRestore.seconds / oursRestore.seconds).toFixed(2)}×; peak RSS ${ours.maxRssMiB.toFixed(0)} / ${oursRestore.maxRssMiB.toFixed(0)} MiB.`);
+}
+
+if (values.s3) {
+  const url = 's3://bench-s3/ours';
+  const out = path.join(work, 'last-backup.json');
+  const ours = best('couchtrove backup → S3', `node ${q(BIN)} agent backup --data-dir ${q(data)} --storage ${url} --key-file ${q(key)} --json > ${q(out)}`, s3Env);
+  const { id, size } = JSON.parse(await fs.readFile(out, 'utf8')) as { id: string; size: number };
+  const back = best('couchtrove restore ← S3', `node ${q(BIN)} agent restore --storage ${url} --backup ${id} --data-dir ${q(restored)} --key-file ${q(key)} --force --json > /dev/null`, s3Env, resetDir(restored));
+  if (!sameTree(data, restored)) notes.push('- S3: restored tree differs from the source!');
+  rows.push(`| S3 (s3api) | couchtrove backup → S3 (multipart) | ${ours.seconds.toFixed(2)} s | ${(mb / ours.seconds).toFixed(0)} MB/s | ${(size / 1e6).toFixed(0)} MB | ${ours.maxRssMiB.toFixed(0)} MiB |`);
+  rows.push(`| | couchtrove restore ← S3 | ${back.seconds.toFixed(2)} s | ${(mb / back.seconds).toFixed(0)} MB/s | | ${back.maxRssMiB.toFixed(0)} MiB |`);
+  notes.push(`- S3 through the same Swift's s3api: peak RSS ${ours.maxRssMiB.toFixed(0)} / ${back.maxRssMiB.toFixed(0)} MiB (backup / restore).`);
 }
 
 const section = `## Backup to and restore from OpenStack Swift (issue 3)
