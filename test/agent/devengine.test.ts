@@ -123,8 +123,13 @@ describe(`CouchDB behaviour the agent relies on [${couch.label}]`, () => {
     assert.match(text, /^; test instance$/m, 'comments are kept');
     const uuid = /^uuid = (\S+)$/m.exec(text)?.[1];
     assert.equal(uuid, root_.uuid, 'the generated uuid is persisted');
-    const dbs = (await http(server!.url, 'GET', '/_all_dbs', { auth: admin })).body as string[];
-    assert.ok(dbs.includes('_users') && dbs.includes('_replicator'), JSON.stringify(dbs));
+    // CouchDB creates them just after it answers (_replicator a moment after _users: seen on a busy machine).
+    let dbs: string[] = [];
+    const both = await eventually(async () => {
+      dbs = (await http(server!.url, 'GET', '/_all_dbs', { auth: admin })).body as string[];
+      return dbs.includes('_users') && dbs.includes('_replicator');
+    }, 30_000);
+    assert.ok(both, JSON.stringify(dbs));
   });
 
   test('_all_dbs and database creation need an admin once one exists', async () => {
