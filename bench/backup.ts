@@ -1,13 +1,15 @@
 // Backup and restore throughput and memory of `couchtrove agent backup|restore` against the pipelines
 // Trove used and plain tar+zstd, on the same data in one run (issue 2). Not a test: it writes
 // docs/benchmarks.md. Usage: npm run bench -- [--sizes 1,4] [--runs 3] [--warmup 1] [--work DIR]
+// With --one-file: a data directory that is one file of each size (the benchmark shards concatenated),
+// against the same pipelines made durable (`sync -f` after each), in a section of its own (issue 24).
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { benchKey, BIN, buildDatadir, machine, median, ROOT, timed, writeSection, type Timed } from './lib.js';
+import { benchKey, BIN, buildDatadir, buildOneFile, machine, median, ROOT, timed, writeSection, type Timed } from './lib.js';
 
-const { values } = parseArgs({ options: { sizes: { type: 'string', default: '1,4' }, runs: { type: 'string', default: '3' }, warmup: { type: 'string', default: '1' }, work: { type: 'string', default: path.join(ROOT, 'bench/work') } } });
+const { values } = parseArgs({ options: { sizes: { type: 'string', default: '1,4' }, runs: { type: 'string', default: '3' }, warmup: { type: 'string', default: '1' }, work: { type: 'string', default: path.join(ROOT, 'bench/work') }, 'one-file': { type: 'boolean', default: false } } });
 const GiB = 2 ** 30;
 const runs = Number(values.runs);
 const warmups = Number(values.warmup);
@@ -61,8 +63,13 @@ async function rounds(groups: Contender[][]): Promise<Map<string, Result>> {
 await fs.mkdir(work, { recursive: true });
 const key = await benchKey(path.join(work, 'bench.key'));
 const pass = 'trove-style-benchmark-passphrase';
+const sizes = values.sizes!.split(',').map(Number);
+if (values['one-file']) {
+  await oneFile();
+  process.exit(0);
+}
 
-for (const gib of values.sizes!.split(',').map(Number)) {
+for (const gib of sizes) {
   const data = path.join(work, `datadir-${gib}g`);
   const bytes = await buildDatadir(data, gib * GiB);
   const mb = bytes / 1e6;
@@ -152,3 +159,84 @@ ${notes.join('\n')}
 `,
 );
 console.error('wrote docs/benchmarks.md');
+
+/**
+ * One file of `gib` GiB: couchtrove backup and restore against `tar | zstd -1 -T0` and `zstd -d | tar x`,
+ * each followed by `sync -f` so that both sides end durable, as ours does (its repository fdatasyncs the
+ * data object; its restore every file).
+ */
+async function oneFile(): Promise<void> {
+  const lines: string[] = [];
+  const summary: string[] = [];
+  for (const gib of sizes) {
+    const data = path.join(work, `onefile-${gib}g`);
+    const bytes = await buildOneFile(data, path.join(work, `datadir-${gib}g`), gib * GiB);
+    const mb = bytes / 1e6;
+    const out = path.join(work, 'out');
+    const repo = path.join(work, 'repo');
+    const restoreDir = path.join(work, 'restored');
+    const cleanRestore = async () => {
+      await fs.rm(restoreDir, { recursive: true, force: true });
+      await fs.mkdir(restoreDir, { recursive: true });
+    };
+    await fs.mkdir(out, { recursive: true });
+    console.error(`one-file data directory: ${data}, ${bytes} bytes`);
+    let backupId = '';
+    const L = { ours: 'couchtrove backup', tar: 'tar | zstd; sync -f', ourRestore: 'couchtrove restore', untar: 'zstd -d | tar x; sync -f', untarNoSync: 'zstd -d | tar x' };
+    const results = await rounds([
+      [
+        { label: L.ours, cmd: () => `node ${BIN} agent backup --data-dir ${data} --storage file://${repo} --key-file ${key} --json > ${out}/summary.json`, setup: () => fs.rm(repo, { recursive: true, force: true }) },
+        { label: L.tar, cmd: () => `tar cf - -C ${data} . | zstd -1 -T0 -q > ${out}/data.tar.zst && sync -f ${out}/data.tar.zst`, setup: () => fs.rm(path.join(out, 'data.tar.zst'), { force: true }) },
+      ],
+      [
+        {
+          label: L.ourRestore,
+          cmd: () => `node ${BIN} agent restore --storage file://${repo} --backup ${backupId} --key-file ${key} --data-dir ${restoreDir} --json > /dev/null`,
+          setup: async () => {
+            backupId = (JSON.parse(await fs.readFile(path.join(out, 'summary.json'), 'utf8')) as { id: string }).id;
+            await cleanRestore();
+          },
+        },
+        { label: L.untar, cmd: () => `zstd -d -q -c ${out}/data.tar.zst | tar xf - -C ${restoreDir} && sync -f ${restoreDir}`, setup: cleanRestore },
+        { label: L.untarNoSync, cmd: () => `zstd -d -q -c ${out}/data.tar.zst | tar xf - -C ${restoreDir}`, setup: cleanRestore },
+      ],
+    ]);
+    // Whichever restore ran last, its file is the original, byte for byte.
+    execFileSync('cmp', [path.join(data, 'big.couch'), path.join(restoreDir, 'big.couch')]);
+    await cleanRestore();
+    const [ours, tar, ourRestore, untar, untarNoSync] = [L.ours, L.tar, L.ourRestore, L.untar, L.untarNoSync].map((l) => results.get(l)!) as [Result, Result, Result, Result, Result];
+    const rate = (t: Timed) => `${(mb / t.seconds).toFixed(0)} MB/s`;
+    const ratio = (ours: Timed, theirs: Timed) => (theirs.seconds / ours.seconds).toFixed(2);
+    const row = (what: string, t: Result, first = false) => `| ${first ? `${gib} GiB, one file (${mb.toFixed(0)} MB)` : ''} | ${what} | ${t.seconds.toFixed(2)} s | ${rate(t)} | ${t.all.join(', ')} | ${t.maxRssMiB.toFixed(0)} MiB |`;
+    lines.push(
+      row('couchtrove backup, zstd-1 + AES-256-GCM + SHA-256 (data object fdatasynced)', ours, true),
+      row('`tar cf - DIR \\| zstd -1 -T0 > out` then `sync -f out`', tar),
+      row('couchtrove restore (decrypt, decompress, SHA-256 check, fdatasync)', ourRestore),
+      row('`zstd -d \\| tar x` then `sync -f`', untar),
+      row('`zstd -d \\| tar x` (not durable, for reference)', untarNoSync),
+    );
+    summary.push(
+      `- ${gib} GiB in one file: **backup at ${ratio(ours, tar)}×** the throughput of \`tar | zstd -1 -T0; sync -f\` (target ≥ 1.0), **restore at ${ratio(ourRestore, untar)}×** \`zstd -d | tar x; sync -f\` (target ≥ 1.0; ${ratio(ourRestore, untarNoSync)}× without its \`sync -f\`); peak RSS ${ours.maxRssMiB.toFixed(0)} MiB backup, ${ourRestore.maxRssMiB.toFixed(0)} MiB restore (target ≤ 150). Warm-up, not counted: backup ${ours.warmups.join(', ')} against ${tar.warmups.join(', ')}, restore ${ourRestore.warmups.join(', ')} against ${untar.warmups.join(', ')}.`,
+    );
+  }
+  const load = (await fs.readFile('/proc/loadavg', 'utf8')).split(' ').slice(0, 3).join(' ');
+  await writeSection(
+    'backup-one-file',
+    `## One huge file (issue 24)
+
+Measured ${new Date().toISOString().slice(0, 10)} on ${machine()}; load average at the end ${load}.
+Command: \`npm run build && node dist/bench/backup.js --one-file --sizes ${values.sizes} --runs ${runs} --warmup ${warmups}\` (bench/backup.ts).
+Data: a data directory holding one file, \`big.couch\`: the \`.couch\` shards of the benchmark data directory above
+concatenated until it is at least the size given. Both sides end durable: ours fdatasyncs the data object (backup) and every
+file (restore), the pipelines are followed by \`sync -f\`. Page cache warm, \`sync\` before every run; contenders take turns
+round by round after ${warmups} warm-up round${warmups === 1 ? '' : 's'}; times are medians of ${runs} runs; RSS is the peak of the largest process (GNU time).
+
+| data | what | time | throughput | runs (s) | peak RSS |
+|---|---|---|---|---|---|
+${lines.join('\n')}
+
+${summary.join('\n')}
+`,
+  );
+  console.error('wrote docs/benchmarks.md');
+}

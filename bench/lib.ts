@@ -74,6 +74,37 @@ export async function buildDatadir(dir: string, bytes: number): Promise<number> 
   return total;
 }
 
+/**
+ * A data directory holding one file, `big.couch`, of at least `bytes`: the .couch shards of the benchmark
+ * data directory `from` (built by buildDatadir) concatenated, in order, as often as needed.
+ */
+export async function buildOneFile(dir: string, from: string, bytes: number): Promise<number> {
+  // Not in the directory: it would be a second file to back up.
+  const marker = `${dir}.bench-size`;
+  const have = await fs.readFile(marker, 'utf8').catch(() => '');
+  if (have && Number(have) >= bytes) return Number(have);
+  await buildDatadir(from, bytes);
+  await fs.rm(dir, { recursive: true, force: true });
+  await fs.mkdir(dir, { recursive: true });
+  const shards = (await listFiles(from)).filter((f) => f.endsWith('.couch')).sort();
+  const big = await fs.open(path.join(dir, 'big.couch'), 'wx');
+  let total = 0;
+  try {
+    while (total < bytes) {
+      for (const s of shards) {
+        if (total >= bytes) break;
+        const content = await fs.readFile(s);
+        await big.write(content, 0, content.length, total);
+        total += content.length;
+      }
+    }
+  } finally {
+    await big.close();
+  }
+  await fs.writeFile(marker, String(total));
+  return total;
+}
+
 export function machine(): string {
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
   const zstd = /v[\d.]+/.exec(execFileSync('zstd', ['--version'], { encoding: 'utf8' }))?.[0] ?? '?';

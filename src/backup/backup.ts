@@ -1,7 +1,7 @@
 // Full physical backup of a (running) CouchDB data directory: measure, then stream every file's
 // measured prefix as records through the worker pool into one data object, then the catalog, then
 // the manifest, which is the commit point.
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash, randomUUID, type Hash } from 'node:crypto';
 import { hostname } from 'node:os';
 import { closeSync } from 'node:fs';
 import type { Backend } from '../storage/backend.js';
@@ -13,11 +13,10 @@ import { encodeCatalog, ensureRepository, openBackup, openManifest, putBuffer, r
 import { newLock } from './lock.js';
 import { extentsMatch, Fingerprint, fingerprint } from './fingerprint.js';
 import { checkLevel, DEFAULT_LEVEL, DEFAULT_RECORD_SIZE, maxRecordBytes, MAX_RECORD_SIZE } from './records.js';
-import { RecordPool } from './pool.js';
+import { RecordPool, RecordTaskError } from './pool.js';
 import { measure, openMeasured, type MeasuredFile } from './snapshot.js';
 import { readCouchdbMetadata } from './couchdb.js';
 import { recordDone } from '../util/gc.js';
-import { readAt, readAtSync } from '../util/fs.js';
 import type { BackupOptions, BackupSummary } from './types.js';
 
 export async function createBackup(opts: BackupOptions): Promise<BackupSummary> {
@@ -264,7 +263,6 @@ interface WriteContext {
 }
 
 const INLINE_BYTES = 32 << 20;
-const SYNC_READ_MAX = 256 << 10;
 
 /** The parent's file and this one are the same file, not shrunk: device, inode AND birth time (inodes are reused). */
 function sameFile(prev: FileEntry, f: MeasuredFile): boolean {
@@ -300,36 +298,74 @@ async function writeData(
   ctx: WriteContext,
 ): Promise<{ entries: FileEntry[]; size: number; copied: number }> {
   const writer = await createObject(storage, keys.data(id), { sizeHint: ctx.total, metadata: { 'couchtrove-backup-id': id } });
-  // Reads from this thread cost less than a thread-pool round trip (see the file driver's open()), but
-  // a driver without its own writer uploads on the event loop, which a blocking read holds up: with
-  // Swift, reading synchronously raised the peak RSS from 168-175 to 197-203 MiB. Small reads (an
-  // incremental's new tails) are synchronous either way.
-  const syncReads = storage.create !== undefined;
   let offset = 0;
   let recordIndex = 0;
   let bytesDone = 0;
   let filesDone = 0;
   let copied = 0;
 
-  // Encoded records in submission order. A file's extent offset and length are filled in as its
-  // records are written, so small files do not stall the pipeline. Plain-text and output buffers come
-  // back from the workers and are reused; they are allocated as the pipeline fills (encoding on this
-  // thread, as an incremental does, takes one pair).
+  /** A file being copied: its entry is completed when its last record comes back. */
+  interface Copying {
+    f: MeasuredFile;
+    fd: number;
+    owned: boolean;
+    prev: FileEntry | undefined;
+    hash: Hash;
+    fp: Fingerprint;
+    extent: Extent;
+    entry: FileEntry;
+    /** Records submitted and not yet back; `submitted` once the last one is. */
+    pending: number;
+    submitted: boolean;
+  }
+  const open = new Set<Copying>();
+  const finish = (c: Copying) => {
+    const { extent } = c;
+    extent.sha256 = c.hash.digest('hex');
+    copied += extent.bytes;
+    filesDone++;
+    // Copied whole, the extent's hash is the file's; on top of a parent's prefix each extent keeps its own.
+    c.entry.sha256 = c.prev ? null : extent.sha256;
+    c.entry.fingerprint = c.fp.digest();
+    c.entry.extents = [...(c.prev?.extents ?? []), ...(extent.records > 0 ? [extent] : [])];
+    open.delete(c);
+    if (c.owned) closeSync(c.fd);
+  };
+
+  // Encoded records in submission order. The workers read each record's bytes from the file and encode
+  // them, and hand the plain text back: this thread hashes it (SHA-256 is sequential) and feeds the
+  // fingerprint, in order, and writes the record out. Its extent's offset and length are filled in as
+  // its records are written, so small files do not stall the pipeline. Plain-text and output buffers
+  // come back from the workers and are reused; they are allocated as the pipeline fills (encoding on
+  // this thread, as an incremental does, takes one pair).
   const free: Buffer[] = [];
   const outs: Buffer[] = [];
   let pairs = 0;
-  const inflight: { record: ReturnType<RecordPool['encode']>; extent: Extent; first: boolean }[] = [];
+  const inflight: { record: ReturnType<RecordPool['encode']>; file: Copying; pos: number; n: number; first: boolean }[] = [];
   const flushOne = async () => {
     const item = inflight.shift()!;
-    const done = await item.record;
+    const { file } = item;
+    const { extent } = file;
+    let done;
+    try {
+      done = await item.record;
+    } catch (err) {
+      if (!(err instanceof RecordTaskError)) throw err;
+      if (err.kind === 'short') throw new CouchtroveError(`${file.f.path} shrank while being copied: measured ${file.f.size} bytes, only ${item.pos + Number(err.message)} could be read`);
+      throw new CouchtroveError(`cannot copy ${file.f.path}: ${err.message}`);
+    }
     recordDone();
+    const plain = Buffer.from(done.plain.buffer).subarray(0, item.n);
+    file.hash.update(plain);
+    file.fp.feed(plain, item.pos);
     free.push(Buffer.from(done.plain.buffer));
-    if (item.first) item.extent.offset = offset;
+    if (item.first) extent.offset = offset;
     const record = Buffer.from(done.out.buffer);
     await writer.write(record.subarray(0, done.length));
     outs.push(record);
     offset += done.length;
-    item.extent.length = offset - item.extent.offset;
+    extent.length = offset - extent.offset;
+    if (--file.pending === 0 && file.submitted) finish(file);
   };
 
   const entries: FileEntry[] = [];
@@ -343,55 +379,43 @@ async function writeData(
         turn = performance.now();
       }
       const { fd, owned } = openMeasured(f);
+      let file: Copying;
       try {
         const prev = await reusable(f, fd, ctx);
         const from = prev?.size ?? 0;
         bytesDone += from;
-        const hash = createHash('sha256');
         // The new fingerprint comes from the bytes copied, and from the file only for the parent's part.
         const fp = new Fingerprint(fd, f.size).readUntil(from);
         const extent: Extent = { backup: id, offset: 0, length: 0, record: recordIndex, records: 0, bytes: f.size - from, sha256: '' };
-        for (let pos = from; pos < f.size; ) {
-          if (free.length === 0 && pairs <= ctx.pool.depth) {
-            free.push(Buffer.allocUnsafeSlow(ctx.recordSize));
-            outs.push(Buffer.allocUnsafeSlow(maxRecordBytes(ctx.recordSize)));
-            pairs++;
-          }
-          if (free.length === 0) await flushOne();
-          const n = Math.min(ctx.recordSize, f.size - pos);
-          const buf = free.pop()!.subarray(0, n);
-          const got = (syncReads || n <= SYNC_READ_MAX ? readAtSync(fd, buf, pos) : await readAt(fd, buf, pos)).length;
-          if (got < n) throw new CouchtroveError(`${f.path} shrank while being copied: measured ${f.size} bytes, only ${pos + got} could be read`);
-          hash.update(buf);
-          fp.feed(buf, pos);
-          const record = ctx.pool.encode({ codec: ctx.codec, level: ctx.level, key: ctx.keys?.data ?? null, index: recordIndex++, plain: buf, out: outs.pop()! });
-          record.catch(() => undefined);
-          inflight.push({ record, extent, first: extent.records === 0 });
-          extent.records++;
-          pos += n;
-          bytesDone += n;
-          if (inflight.length >= ctx.pool.depth) await flushOne();
-          ctx.progress?.({ phase: 'backup', bytesDone, bytesTotal: ctx.total, filesDone, filesTotal: files.length });
-        }
-        extent.sha256 = hash.digest('hex');
-        copied += extent.bytes;
-        filesDone++;
-        entries.push({
-          type: 'file',
-          root: f.root,
-          path: f.path,
-          mode: f.mode,
-          mtimeMs: f.mtimeMs,
-          size: f.size,
-          // Copied whole, the extent's hash is the file's; on top of a parent's prefix each extent keeps its own.
-          sha256: prev ? null : extent.sha256,
-          fingerprint: fp.digest(),
-          extents: [...(prev?.extents ?? []), ...(extent.records > 0 ? [extent] : [])],
-          source: { dev: f.dev, ino: f.ino, birthtimeMs: f.birthtimeMs },
-        });
-      } finally {
+        const entry: FileEntry = { type: 'file', root: f.root, path: f.path, mode: f.mode, mtimeMs: f.mtimeMs, size: f.size, sha256: null, fingerprint: '', extents: [], source: { dev: f.dev, ino: f.ino, birthtimeMs: f.birthtimeMs } };
+        file = { f, fd, owned, prev, hash: createHash('sha256'), fp, extent, entry, pending: 0, submitted: false };
+      } catch (err) {
         if (owned) closeSync(fd);
+        throw err;
       }
+      // Open until its last record is back: the workers read through it, the fingerprint may too.
+      open.add(file);
+      entries.push(file.entry);
+      for (let pos = f.size - file.extent.bytes; pos < f.size; ) {
+        if (free.length === 0 && pairs <= ctx.pool.depth) {
+          free.push(Buffer.allocUnsafeSlow(ctx.recordSize));
+          outs.push(Buffer.allocUnsafeSlow(maxRecordBytes(ctx.recordSize)));
+          pairs++;
+        }
+        if (free.length === 0) await flushOne();
+        const n = Math.min(ctx.recordSize, f.size - pos);
+        const record = ctx.pool.encode({ codec: ctx.codec, level: ctx.level, key: ctx.keys?.data ?? null, index: recordIndex++, plain: free.pop()!.subarray(0, n), out: outs.pop()!, read: { fd, position: pos } });
+        record.catch(() => undefined);
+        inflight.push({ record, file, pos, n, first: file.extent.records === 0 });
+        file.extent.records++;
+        file.pending++;
+        pos += n;
+        bytesDone += n;
+        if (inflight.length >= ctx.pool.depth) await flushOne();
+        ctx.progress?.({ phase: 'backup', bytesDone, bytesTotal: ctx.total, filesDone, filesTotal: files.length });
+      }
+      file.submitted = true;
+      if (file.pending === 0) finish(file);
     }
     while (inflight.length) await flushOne();
     ctx.progress?.({ phase: 'backup', bytesDone, bytesTotal: ctx.total, filesDone, filesTotal: files.length });
@@ -399,6 +423,9 @@ async function writeData(
     await writer.abort();
     await Promise.allSettled(inflight.map((i) => i.record));
     throw err;
+  } finally {
+    // Only once no worker reads through them (a failure waited for the records in flight above).
+    for (const c of open) if (c.owned) closeSync(c.fd);
   }
   const info = await writer.commit();
   if (info.size !== offset) throw new CouchtroveError(`storage stored ${info.size} bytes of ${keys.data(id)}, ${offset} were sent`);

@@ -16,6 +16,8 @@ import { chainObjects } from './chain.js';
 import { databaseFiles } from './couchdb.js';
 
 const STAGING_PREFIX = '.couchtrove-restore-';
+/** While a file is written, it is flushed to disk every this many bytes (measured: docs/benchmarks.md, "One huge file"). */
+const FLUSH_EVERY = 64 << 20;
 /** A staging directory's name: the prefix and a backup id (format.ts). */
 const STAGING_NAME = /^\.couchtrove-restore-[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 /** Written first into a staging directory: who restores into it. */
@@ -24,7 +26,7 @@ const WRITER_FILE = 'writer.json';
 const STAGING_CONTENT = new Set(['data', 'config', WRITER_FILE]);
 
 export async function restoreBackup(opts: RestoreOptions): Promise<RestoreResult> {
-  const decoder = new DataDecoder(opts.storage);
+  const decoder = new DataDecoder(opts.storage, opts.workers);
   try {
     return await restoreWith(decoder, opts);
   } finally {
@@ -68,9 +70,12 @@ async function restoreWith(decoder: DataDecoder, opts: RestoreOptions): Promise<
     // fdatasync runs in the background while the next files are written, and all of them complete
     // before anything is moved into place. fdatasync, not fsync: it still makes the data and the size
     // durable, and skipping the timestamps (set again below anyway) made a 1 GiB restore ~25% faster
-    // here (docs/benchmarks.md). Directory entries are synced further down.
+    // here (docs/benchmarks.md). Directory entries are synced further down. A big file is also flushed
+    // every FLUSH_EVERY bytes while it is written: its bytes then go to the disk while the next ones
+    // are decoded, instead of all at its end (the kernel's own writeback starts only at 10% of RAM dirty).
     const open = new Map<FileEntry, fs.FileHandle>();
     const syncing = new Set<Promise<void>>();
+    const early = new Map<FileEntry, { at: number; running: Promise<void> | null; error: unknown }>();
     const sink: FileSink = {
       begin: async (f) => {
         const p = path.join(rootDir(f.root), ...f.path.split('/'));
@@ -80,8 +85,24 @@ async function restoreWith(decoder: DataDecoder, opts: RestoreOptions): Promise<
         open.set(f, handle);
         return handle.fd;
       },
+      written: (f, bytes) => {
+        const handle = open.get(f);
+        let e = early.get(f);
+        if (!handle || bytes - (e?.at ?? 0) < FLUSH_EVERY || e?.running) return;
+        if (!e) early.set(f, (e = { at: 0, running: null, error: null }));
+        const state = e;
+        state.at = bytes;
+        state.running = handle.datasync().then(
+          () => void (state.running = null),
+          (err: unknown) => void ((state.error ??= err), (state.running = null)),
+        );
+      },
       end: async (f) => {
         const handle = open.get(f)!;
+        const e = early.get(f);
+        early.delete(f);
+        await e?.running;
+        if (e?.error) throw e.error;
         open.delete(f);
         while (syncing.size >= 8) await Promise.race(syncing);
         const p = handle.datasync().finally(() => handle.close());
@@ -94,7 +115,7 @@ async function restoreWith(decoder: DataDecoder, opts: RestoreOptions): Promise<
       await decoder.run(files, sink, opts.progress, 'restore');
       await Promise.all(syncing);
     } finally {
-      await Promise.allSettled(syncing);
+      await Promise.allSettled([...syncing, ...[...early.values()].map((e) => e.running)]);
       await Promise.all([...open.values()].map((h) => h.close()));
     }
     // Times and modes after the content: writing would change them again.

@@ -92,6 +92,8 @@ export interface RestoreOptions {
   databases?: string[];
   /** Only these data files (paths relative to the data directory) and the directories on their way. */
   files?: string[];
+  /** Worker threads that decode records: by default one per core (at most 8). */
+  workers?: number;
 }
 
 export interface RestoreResult {

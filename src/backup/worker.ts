@@ -1,6 +1,6 @@
 // Worker thread: encodes (compress + encrypt) and decodes records, so both cores work on the data.
 // Buffers it is given are handed back with the reply, for the caller to reuse.
-import { parentPort } from 'node:worker_threads';
+import { parentPort, workerData } from 'node:worker_threads';
 import { runTask, type WorkerTask } from './pool.js';
 import { recordDone } from '../util/gc.js';
 
@@ -9,4 +9,6 @@ parentPort!.on('message', (task: WorkerTask) => {
   const { reply, transfer } = runTask(task);
   parentPort!.postMessage(reply, transfer);
 });
+// The caller may see this before the message below (pool.ts, run()).
+Atomics.store((workerData as { started: Int32Array }).started, 0, 1);
 parentPort!.postMessage('ready');

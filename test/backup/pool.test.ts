@@ -39,7 +39,7 @@ for (const workers of [0, 2]) {
           const r = f.recs[i];
           if (!r) return;
           const lane = n % pool.lanes;
-          replies[n]!.push(pool.decode(lane, { codec: 'zstd', key, index: n * 100 + i, header: r.header, payload: r.payload, hash: { stream: 1000 + n, final: i === f.recs.length - 1 }, write: { fd: fds[n]!, position: positions[n]! } }));
+          replies[n]!.push(pool.decode(lane, { codec: 'zstd', key, index: n * 100 + i, header: r.header, payload: r.payload, plain: null, hash: { stream: 1000 + n, final: i === f.recs.length - 1 }, write: { fd: fds[n]!, position: positions[n]! } }));
           positions[n]! += r.length;
         });
       }
@@ -64,12 +64,12 @@ test('pool: a wrong key fails as auth, a descriptor that cannot be written as io
   try {
     const key = randomBytes(32);
     const [r] = records(randomBytes(1000), key, 0);
-    const wrong = pool.decode(0, { codec: 'zstd', key: randomBytes(32), index: 0, header: r!.header, payload: Buffer.from(r!.payload), hash: { stream: 1, final: true }, write: null });
+    const wrong = pool.decode(0, { codec: 'zstd', key: randomBytes(32), index: 0, header: r!.header, payload: Buffer.from(r!.payload), plain: null, hash: { stream: 1, final: true }, write: null });
     await assert.rejects(wrong, (err: unknown) => err instanceof RecordTaskError && err.kind === 'auth');
     const file = path.join(dir, 'read-only');
     await fs.writeFile(file, '');
     const fd = openSync(file, 'r');
-    const unwritable = pool.decode(0, { codec: 'zstd', key, index: 0, header: r!.header, payload: Buffer.from(r!.payload), hash: { stream: 2, final: true }, write: { fd, position: 0 } });
+    const unwritable = pool.decode(0, { codec: 'zstd', key, index: 0, header: r!.header, payload: Buffer.from(r!.payload), plain: null, hash: { stream: 2, final: true }, write: { fd, position: 0 } });
     await assert.rejects(unwritable, (err: unknown) => err instanceof RecordTaskError && err.kind === 'io' && /EBADF/.test(err.message));
     closeSync(fd);
   } finally {
