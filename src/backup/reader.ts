@@ -1,10 +1,9 @@
-// Decoding the data stream. Files are spread, one after another, over every worker at once: each record
-// is decrypted, decompressed and written at its position by any free worker, and the caller's thread
-// hashes the plain text in order as the workers hand it back. Only with a driver that streams (no reads
-// at positions), files up to one lane's share are instead shared out among lanes, one per worker thread,
-// balanced by size; each lane's worker decodes, hashes and writes its files' records. Records are read
-// from storage with one ranged read per contiguous run. Every file's size and SHA-256 are checked
-// before it is done.
+// Decoding the data stream. Files up to one lane's share are shared out among lanes, one per worker
+// thread, balanced by size; each lane's worker decodes, hashes and writes its files' records, so the
+// files hash in parallel. A file bigger than that is spread over every worker at once: each record is
+// decrypted, decompressed and written at its position by any free worker, and the caller's thread
+// hashes the plain text in order as the workers hand it back. Records are read from storage with one
+// ranged read per contiguous run. Every file's size and SHA-256 are checked before it is done.
 import { createHash, type Hash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { ObjectNotFoundError, type Backend, type ObjectHandle } from '../storage/backend.js';
@@ -245,12 +244,12 @@ export class DataDecoder {
     const recordSize = Math.max(...[...this.objects.values()].map((o) => o.recordSize));
     // The first failure is the one reported; it stops the other lanes at their next record.
     const state: LaneState = { failure: null, done: { bytes: 0, files: 0 }, report };
-    // One file more than a lane's share would leave the other workers idle while its lane decodes it. With
-    // reads at positions (the file driver), every file is spread: on the 1 GiB tree of 115 files that
-    // restored in 2.11-2.44 s against 2.19-2.59 s in lanes, with less system time (docs/benchmarks.md).
-    // Lanes stay for drivers that stream: each lane has its own ranged read in flight.
+    // One file more than a lane's share would leave the other workers idle while its lane decodes it: it is
+    // spread. The rest stay in lanes, whose workers hash them in parallel; spreading every file put every
+    // byte's SHA-256 on this thread: a 4 GiB tree restored in 9.5-10.6 s against 8.9-10.3 s in lanes
+    // (1 GiB: the same, 2.0-2.1 s; docs/benchmarks.md).
     const lanes = this.pool.lanes;
-    const spread = lanes > 1 ? files.filter((f) => (this.storage.open !== undefined || f.size > bytesTotal / lanes) && f.extents.reduce((n, e) => n + e.records, 0) > 0) : [];
+    const spread = lanes > 1 ? files.filter((f) => f.size > bytesTotal / lanes && f.extents.reduce((n, e) => n + e.records, 0) > 0) : [];
     const laned = spread.length ? files.filter((f) => !spread.includes(f)) : files;
     const fail = (err: unknown) => {
       state.failure ??= { error: err };
