@@ -62,6 +62,18 @@ async function rounds(groups: Contender[][]): Promise<Map<string, Result>> {
   return results;
 }
 
+/** Where a size's archives, repository and restores go; cleanRestore empties the restore target. */
+async function places(): Promise<{ out: string; repo: string; restoreDir: string; cleanRestore: () => Promise<void> }> {
+  const out = path.join(work, 'out');
+  const restoreDir = path.join(work, 'restored');
+  await fs.mkdir(out, { recursive: true });
+  const cleanRestore = async () => {
+    await fs.rm(restoreDir, { recursive: true, force: true });
+    await fs.mkdir(restoreDir, { recursive: true });
+  };
+  return { out, repo: path.join(work, 'repo'), restoreDir, cleanRestore };
+}
+
 await fs.mkdir(work, { recursive: true });
 const key = await benchKey(path.join(work, 'bench.key'));
 const pass = 'trove-style-benchmark-passphrase';
@@ -75,14 +87,7 @@ for (const gib of sizes) {
   const data = path.join(work, `datadir-${gib}g`);
   const bytes = await buildDatadir(data, gib * GiB);
   const mb = bytes / 1e6;
-  const out = path.join(work, 'out');
-  const repo = path.join(work, 'repo');
-  const restoreDir = path.join(work, 'restored');
-  const cleanRestore = async () => {
-    await fs.rm(restoreDir, { recursive: true, force: true });
-    await fs.mkdir(restoreDir, { recursive: true });
-  };
-  await fs.mkdir(out, { recursive: true });
+  const { out, repo, restoreDir, cleanRestore } = await places();
   console.error(`data directory: ${data}, ${bytes} bytes`);
 
   const withTrove = gib <= 1;
@@ -186,14 +191,7 @@ async function oneFile(): Promise<void> {
     const data = path.join(work, `onefile-${gib}g`);
     const bytes = await buildOneFile(data, path.join(work, `datadir-${gib}g`), gib * GiB);
     const mb = bytes / 1e6;
-    const out = path.join(work, 'out');
-    const repo = path.join(work, 'repo');
-    const restoreDir = path.join(work, 'restored');
-    const cleanRestore = async () => {
-      await fs.rm(restoreDir, { recursive: true, force: true });
-      await fs.mkdir(restoreDir, { recursive: true });
-    };
-    await fs.mkdir(out, { recursive: true });
+    const { out, repo, restoreDir, cleanRestore } = await places();
     console.error(`one-file data directory: ${data}, ${bytes} bytes`);
     let backupId = '';
     const L = { ours: 'couchtrove backup', tar: 'tar | zstd; sync -f', ourRestore: 'couchtrove restore', untar: 'zstd -d | tar x; sync -f', untarNoSync: 'zstd -d | tar x' };
