@@ -179,12 +179,8 @@ export class RecordPool {
       const started = new Int32Array(new SharedArrayBuffer(4));
       const slot: Slot = { worker: new Worker(new URL('./worker.js', import.meta.url), { workerData: { started } }), ready: false, started, busy: 0, waiting: [] };
       slot.worker.on('message', (r: WorkerReply | 'ready') => {
-        if (r === 'ready') {
-          if (!slot.ready) {
-            slot.ready = true;
-            for (const task of slot.waiting.splice(0)) this.post(slot, task);
-          }
-        } else {
+        if (r === 'ready') this.setReady(slot);
+        else {
           slot.busy--;
           this.settle(r);
         }
@@ -230,11 +226,14 @@ export class RecordPool {
 
   /** Workers that listen already, though their 'ready' message is still queued: ready. */
   private markStarted(): void {
-    for (const slot of this.slots) {
-      if (slot.ready || Atomics.load(slot.started, 0) !== 1) continue;
-      slot.ready = true;
-      for (const task of slot.waiting.splice(0)) this.post(slot, task);
-    }
+    for (const slot of this.slots) if (Atomics.load(slot.started, 0) === 1) this.setReady(slot);
+  }
+
+  /** Once: the tasks pinned to the worker while it started go to it. */
+  private setReady(slot: Slot): void {
+    if (slot.ready) return;
+    slot.ready = true;
+    for (const task of slot.waiting.splice(0)) this.post(slot, task);
   }
 
   private post(slot: Slot, task: WorkerTask): void {

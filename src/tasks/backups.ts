@@ -30,6 +30,15 @@ export interface CreateBackupRequest {
 /** The backup.create task of a backup whose id was given: its insert is the one decision that the backup is requested. */
 export const backupTaskId = (backupId: string): string => stableId('backup-create', backupId);
 
+/**
+ * What to throw when requesting backup `id` (a schedule slot's, when given) failed: 422 when its task exists,
+ * as another run of the same slot (taken over while this one still ran) requested it first; else `err`.
+ */
+export async function requestFailure(plane: ControlPlane, id: string | undefined, err: unknown): Promise<unknown> {
+  if (id !== undefined && !(err instanceof ServiceError) && (await plane.store.get('tasks', backupTaskId(id)))) return unprocessable(`Backup ${id} was already requested.`);
+  return err;
+}
+
 export async function createBackup(plane: ControlPlane, projectId: string, req: CreateBackupRequest): Promise<Row<'backups'>> {
   const inst = await plane.instance(projectId, req.instanceId);
   // Trove's rules: the parent is COMPLETED and of the same instance; `incremental` takes the instance's
@@ -42,9 +51,7 @@ export async function createBackup(plane: ControlPlane, projectId: string, req: 
   try {
     task = await plane.claim(projectId, inst.id, 'backup.create', 'BACKUP', ['ACTIVE'], { parent, ...(auto ? { auto } : {}) }, plane.config.backupTimeout, id, req.id ? backupTaskId(id) : undefined);
   } catch (err) {
-    // Another run of the same slot (taken over while this one still ran) requested it first.
-    if (req.id && !(err instanceof ServiceError) && (await plane.store.get('tasks', backupTaskId(id)))) throw unprocessable(`Backup ${id} was already requested.`);
-    throw err;
+    throw await requestFailure(plane, req.id, err);
   }
   const t = now();
   const row: Row<'backups'> = {

@@ -15,7 +15,7 @@ import { describeError } from '../util/errors.js';
 import { agentCall, type ControlPlane } from './control.js';
 import { badRequest, unprocessable } from './errors.js';
 import { resolveParent } from './incremental.js';
-import { backupTaskId } from './backups.js';
+import { backupTaskId, requestFailure } from './backups.js';
 import { clusterMembers, findCluster, memberNode, until } from './clusters.js';
 
 /** One member's part: an ordinary backup of its copies of `shards`. */
@@ -77,9 +77,7 @@ export async function createClusterBackup(plane: ControlPlane, projectId: string
   try {
     task = await plane.tasks.create({ kind: 'cluster.backup', ...(req.id ? { id: backupTaskId(id) } : {}), projectId, backupId: id, params: { clusterId: c.id, parent }, timeout: plane.config.backupTimeout });
   } catch (err) {
-    // Another run of the same slot (taken over while this one still ran) requested it first.
-    if (req.id && (await plane.store.get('tasks', backupTaskId(id)))) throw unprocessable(`Backup ${id} was already requested.`);
-    throw err;
+    throw await requestFailure(plane, req.id, err);
   }
   // The cluster is held while its parts are taken: no shard moves, restarts or other backups meanwhile.
   if (!(await plane.store.update('clusters', c.id, { task_name: 'BACKING_UP', task_id: task.id, updated: now() }, { task_id: null, task_name: 'NONE' }))) {

@@ -4,7 +4,7 @@ import { TroveApiClient, details, label, moreHint, print, table, waitFor, type J
 import { CouchtroveError } from '../../../util/errors.js';
 import { formatBytes } from '../../progress.js';
 import { API, BACKUP_BY_NAME } from '../api.js';
-import { findCluster } from '../cluster/index.js';
+import { instanceOrCluster } from '../cluster/index.js';
 // The checksum stays in `show` and --json: 64 hex digits crowd a listing out of a terminal.
 // CLUSTER_ID only when a listed backup is a cluster's: most projects have none.
 const COLS = ['id', 'name', 'status', 'instance_id', 'cluster_id', 'parent_id', 'size', 'created', 'verify_result'];
@@ -68,10 +68,9 @@ export const backupCommands: AnyCommand[] = [
       parent: { parse: BACKUP_BY_NAME.parse, description: "Take an incremental backup on top of this backup (name or id; 'latest': the instance's latest completed backup): only what each file gained since is stored" },
     },
     run: async (o, io) => {
-      if ((o.instanceRef === undefined) === (o.clusterRef === undefined)) throw Object.assign(new Error(o.clusterRef === undefined ? 'give the instance to back up (or --cluster ID)' : 'give an instance or --cluster ID, not both'), { name: 'UsageError' });
       const c = new TroveApiClient(o);
-      const target: JsonObject = o.clusterRef !== undefined ? { cluster: (await findCluster(c, o.clusterRef)).id as string } : { instance: await c.instanceId(o.instanceRef!) };
-      const backup: JsonObject = { name: o.resourceName, ...target, ...(o.description !== undefined ? { description: o.description } : {}) };
+      const target = await instanceOrCluster(c, o, 'give the instance to back up');
+      const backup: JsonObject = { name: o.resourceName, [target.kind]: target.id, ...(o.description !== undefined ? { description: o.description } : {}) };
       // 'latest' is the API's incremental: on the instance's latest COMPLETED backup.
       if (o.parent !== undefined && o.parent !== 'latest') backup.parent_id = await c.resolve('backup', o.parent);
       else if (o.incremental || o.parent === 'latest') backup.incremental = 1;

@@ -22,6 +22,17 @@ export async function findCluster(c: TroveApiClient, ref: string): Promise<JsonO
   return (await c.get(`/clusters/${encodeURIComponent(ref)}`)).cluster as JsonObject;
 }
 
+/**
+ * What a command acting on an instance (its argument) or a whole cluster (--cluster) names: exactly one of
+ * them, by id. `missing` asks for it when neither is given.
+ */
+export async function instanceOrCluster(c: TroveApiClient, o: { instanceRef?: string | undefined; clusterRef?: string | undefined }, missing: string): Promise<{ kind: 'instance' | 'cluster'; id: string }> {
+  if ((o.instanceRef === undefined) === (o.clusterRef === undefined)) {
+    throw Object.assign(new Error(o.clusterRef === undefined ? `${missing} (or --cluster ID)` : 'give an instance or --cluster ID, not both'), { name: 'UsageError' });
+  }
+  return o.clusterRef !== undefined ? { kind: 'cluster', id: (await findCluster(c, o.clusterRef)).id as string } : { kind: 'instance', id: await c.instanceId(o.instanceRef!) };
+}
+
 /** Polls until the task is NONE or ERROR (or the cluster is gone, for a delete); one line per change on stderr. */
 async function waitCluster(c: TroveApiClient, io: CommandIO, id: string, gone: boolean): Promise<JsonObject | null> {
   let last = '';

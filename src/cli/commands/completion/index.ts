@@ -283,16 +283,16 @@ export function completionCommands(program: () => Command, all: () => AnyCommand
       },
     }),
     defineCommand({
-      path: ['names'], summary: "Print the names of the project's instances, backups or configuration groups, or an instance's schedules (--instance), one a line: what shell completion offers",
-      required: ['nameKind'], optional: [...API, 'instanceRef'], positional: 'nameKind',
-      specialise: { instanceRef: { description: 'The instance whose schedules are listed (name or id)' } },
+      path: ['names'], summary: "Print the names of the project's instances, backups or configuration groups, or an instance's (or a cluster's) schedules (--instance, --cluster), one a line: what shell completion offers",
+      required: ['nameKind'], optional: [...API, 'instanceRef', 'clusterRef'], positional: 'nameKind',
+      specialise: { instanceRef: { description: 'The instance whose schedules are listed (name or id)' }, clusterRef: { description: 'The cluster whose schedules are listed (name or id)' } },
       run: async (o, io) => {
         const { TroveApiClient, print } = await import('../../../api/client.js');
         const c = new TroveApiClient(o);
         let rows: Array<Record<string, unknown>>;
         if (o.nameKind === 'schedule') {
-          if (!o.instanceRef) throw Object.assign(new Error('schedule names are per instance: give --instance'), { name: 'UsageError' });
-          rows = ((await c.get(`/instances/${encodeURIComponent(await c.instanceId(o.instanceRef))}/schedules`)).schedules ?? []) as typeof rows;
+          const { schedulesAt } = await import('../schedule/index.js');
+          rows = ((await c.get(await schedulesAt(c, o, 'schedule names are per instance or cluster: give --instance'))).schedules ?? []) as typeof rows;
         } else rows = await c.list(`/${o.nameKind}s?limit=1000`, `${o.nameKind}s`);
         const names = [...new Set(rows.map((r) => String(r.name ?? r.id)))].sort();
         print(io, o.json, names, () => names.map((n) => `${n}\n`).join(''));

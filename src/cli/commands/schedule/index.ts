@@ -5,19 +5,16 @@
 import { defineCommand, type AnyCommand } from '../../command.js';
 import type { JsonObject, TroveApiClient } from '../../../api/client.js';
 import { API } from '../api.js';
-import { findCluster } from '../cluster/index.js';
+import { instanceOrCluster } from '../cluster/index.js';
 
 const COLS = ['id', 'name', 'pattern', 'incremental', 'keep_last', 'keep_daily', 'keep_weekly', 'verify', 'paused', 'next_run', 'last_result'];
 /** Every schedule command names an instance (positional) or a cluster (--cluster). */
 const OWNER = ['instanceRef', 'clusterRef'] as const;
 
 /** The schedules endpoint of the instance or cluster the command names (exactly one of them). */
-async function schedulesAt(c: TroveApiClient, o: { instanceRef?: string | undefined; clusterRef?: string | undefined }): Promise<string> {
-  if ((o.instanceRef === undefined) === (o.clusterRef === undefined)) {
-    throw Object.assign(new Error(o.clusterRef === undefined ? 'give the instance (or --cluster ID)' : 'give an instance or --cluster ID, not both'), { name: 'UsageError' });
-  }
-  if (o.clusterRef !== undefined) return `/clusters/${encodeURIComponent((await findCluster(c, o.clusterRef)).id as string)}/schedules`;
-  return `/instances/${encodeURIComponent(await c.instanceId(o.instanceRef!))}/schedules`;
+export async function schedulesAt(c: TroveApiClient, o: { instanceRef?: string | undefined; clusterRef?: string | undefined }, missing = 'give the instance'): Promise<string> {
+  const { kind, id } = await instanceOrCluster(c, o, missing);
+  return `/${kind}s/${encodeURIComponent(id)}/schedules`;
 }
 
 /** show, pause and resume: one schedule of an instance or cluster, by name or id. */
